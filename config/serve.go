@@ -1,0 +1,54 @@
+package config
+
+import "time"
+
+// Serve configures the HTTP intake role.
+type Serve struct {
+	// Addr is the public API listen address.
+	Addr string `yaml:"addr"`
+	// AdminAddr serves /healthz, /readyz and /metrics for this role.
+	AdminAddr string `yaml:"admin_addr"`
+	// PublicURL is the externally visible base URL used in download links.
+	PublicURL string `yaml:"public_url"`
+	// APITokens are the SHA-256 hex digests of the bearer tokens callers use.
+	APITokens []string `yaml:"api_tokens" secret:"true"`
+	// AdminTokens are SHA-256 hex digests of tokens for /v1/admin endpoints.
+	AdminTokens []string `yaml:"admin_tokens" secret:"true"`
+	// MaxBodyBytes bounds a request body.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// DownloadKey signs report download tokens (HMAC-SHA256).
+	DownloadKey string `yaml:"download_key" secret:"true"`
+	// DownloadTTL is how long a download link stays valid.
+	DownloadTTL time.Duration `yaml:"download_ttl"`
+	// AcceptedTTL is how long serve remembers an accepted id it has not seen stored yet.
+	AcceptedTTL time.Duration `yaml:"accepted_ttl"`
+}
+
+func defaultServe() Serve {
+	return Serve{
+		Addr:         "127.0.0.1:8080",
+		AdminAddr:    "127.0.0.1:9090",
+		PublicURL:    "http://127.0.0.1:8080",
+		MaxBodyBytes: 64 << 10,
+		// A development key; Validate refuses it nowhere, but README tells operators to set one.
+		DownloadKey: "dev-download-key-change-me",
+		DownloadTTL: 7 * 24 * time.Hour,
+		AcceptedTTL: 24 * time.Hour,
+	}
+}
+
+func (s Serve) validate() error {
+	switch {
+	case s.Addr == "":
+		return invalid("serve.addr", "must be set")
+	case s.AdminAddr == "":
+		return invalid("serve.admin_addr", "must be set")
+	case s.MaxBodyBytes < 1024:
+		return invalid("serve.max_body_bytes", "must be >= 1024, got %d", s.MaxBodyBytes)
+	case len(s.DownloadKey) < 16:
+		return invalid("serve.download_key", "must be at least 16 characters")
+	case s.DownloadTTL <= 0:
+		return invalid("serve.download_ttl", "must be > 0, got %s", s.DownloadTTL)
+	}
+	return nil
+}

@@ -1,0 +1,46 @@
+package config
+
+import "time"
+
+// Worker configures the requests manager role.
+type Worker struct {
+	AdminAddr string `yaml:"admin_addr"`
+	// Concurrency is the number of workers processing requests in this process.
+	Concurrency int `yaml:"concurrency"`
+	// PollInterval is the longest a worker idles before looking for due requests.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// MaxAttempts is how often a request is tried before it is failed.
+	MaxAttempts int `yaml:"max_attempts"`
+	// BackoffBase and BackoffMax shape the exponential backoff with jitter.
+	BackoffBase time.Duration `yaml:"backoff_base"`
+	BackoffMax  time.Duration `yaml:"backoff_max"`
+}
+
+func defaultWorker() Worker {
+	return Worker{
+		AdminAddr:    "127.0.0.1:9091",
+		Concurrency:  8,
+		PollInterval: time.Second,
+		MaxAttempts:  5,
+		BackoffBase:  2 * time.Second,
+		BackoffMax:   10 * time.Minute,
+	}
+}
+
+func (w Worker) validate() error {
+	switch {
+	case w.AdminAddr == "":
+		return invalid("worker.admin_addr", "must be set")
+	case w.Concurrency < 1:
+		return invalid("worker.concurrency", "must be >= 1, got %d", w.Concurrency)
+	case w.PollInterval <= 0:
+		return invalid("worker.poll_interval", "must be > 0, got %s", w.PollInterval)
+	case w.MaxAttempts < 1:
+		return invalid("worker.max_attempts", "must be >= 1, got %d", w.MaxAttempts)
+	case w.BackoffBase <= 0:
+		return invalid("worker.backoff_base", "must be > 0, got %s", w.BackoffBase)
+	case w.BackoffMax < w.BackoffBase:
+		return invalid("worker.backoff_max", "must be >= worker.backoff_base, got %s", w.BackoffMax)
+	}
+	return nil
+}

@@ -1,0 +1,314 @@
+// Package bus moves gdpr messages over RabbitMQ: one self-healing connection,
+// a confirm-mode publisher and consumers with manual acknowledgement.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/gdpr-oss/gdpr/config"
+)
+
+// Errors callers test with errors.Is.
+var (
+	// ErrUnroutable means the broker returned a mandatory message: no queue is bound for it.
+	ErrUnroutable = errors.New("bus: message unroutable")
+	// ErrNacked means the broker refused the message.
+	ErrNacked = errors.New("bus: message nacked by broker")
+	// ErrUnconfirmed means no confirm arrived in time or the channel closed first:
+	// the message may or may not be stored, so retry and let consumers deduplicate.
+	ErrUnconfirmed = errors.New("bus: publish outcome unknown")
+	// ErrNotConnected means no broker connection could be had before the deadline.
+	ErrNotConnected = errors.New("bus: not connected")
+	// ErrClosed means the connection was closed by the caller.
+	ErrClosed = errors.New("bus: closed")
+)
+
+// Queue is one durable queue and the routing keys bound to it.
+type Queue struct {
+	// Name is the queue's name without the configured prefix.
+	Name     string
+	Bindings []string
+}
+
+// Topology is what every role declares on each (re)connect, so a message
+// for a role that is not running waits in its queue instead of being unroutable.
+type Topology struct {
+	Queues []Queue
+}
+
+// Conn is a RabbitMQ connection that redials after a loss and re-declares the
+// topology each time.
+type Conn struct {
+	cfg      config.AMQP
+	name     string
+	topology Topology
+	logger   *slog.Logger
+
+	mu        sync.Mutex
+	conn      *amqp.Connection
+	connected chan struct{} // closed while conn is usable; replaced on loss
+	closed    bool
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Dial connects (retrying until ctx ends) and keeps the connection alive in
+// the background until Close. name identifies the connection in the broker's
+// management tools.
+func Dial(ctx context.Context, cfg config.AMQP, name string, topology Topology, logger *slog.Logger) (*Conn, error) {
+	c := &Conn{
+		cfg:       cfg,
+		name:      name,
+		topology:  topology,
+		logger:    logger,
+		connected: make(chan struct{}),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	first, err := c.dialWithRetry(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.setConn(first)
+	go c.supervise(first)
+	return c, nil
+}
+
+// Exchange is the name of the topic exchange for events and commands.
+func (c *Conn) Exchange() string { return c.cfg.Prefix }
+
+// DeadLetterExchange is where unprocessable messages go.
+func (c *Conn) DeadLetterExchange() string { return c.cfg.Prefix + ".dlx" }
+
+// DeadLetterQueue holds unprocessable messages with their reasons.
+func (c *Conn) DeadLetterQueue() string { return c.cfg.Prefix + ".dead-letter" }
+
+// QueueName returns the full name of a topology queue.
+func (c *Conn) QueueName(name string) string { return c.cfg.Prefix + "." + name }
+
+// Config returns the AMQP settings the connection was made with.
+func (c *Conn) Config() config.AMQP { return c.cfg }
+
+func (c *Conn) dialWithRetry(ctx context.Context) (*amqp.Connection, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		conn, err := c.dialOnce()
+		if err == nil {
+			return conn, nil
+		}
+		c.logger.WarnContext(ctx, "amqp dial failed", "connection", c.name, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: dialing amqp: %w", ErrNotConnected, err)
+		case <-c.stop:
+			return nil, ErrClosed
+		case <-time.After(backoff + rand.N(backoff/2)):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (c *Conn) dialOnce() (*amqp.Connection, error) {
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName(c.name)
+	conn, err := amqp.DialConfig(c.cfg.URL, amqp.Config{
+		Heartbeat:  10 * time.Second,
+		Properties: props,
+		Dial:       amqp.DefaultDial(5 * time.Second),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.declare(conn); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("declaring topology: %w", err)
+	}
+	return conn, nil
+}
+
+func (c *Conn) declare(conn *amqp.Connection) error {
+	ch, err := conn.Channel()
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	if err := ch.ExchangeDeclare(c.Exchange(), "topic", true, false, false, false, nil); err != nil {
+		return fmt.Errorf("exchange %s: %w", c.Exchange(), err)
+	}
+	if err := ch.ExchangeDeclare(c.DeadLetterExchange(), "fanout", true, false, false, false, nil); err != nil {
+		return fmt.Errorf("exchange %s: %w", c.DeadLetterExchange(), err)
+	}
+	if _, err := ch.QueueDeclare(c.DeadLetterQueue(), true, false, false, false, c.queueArgs(false)); err != nil {
+		return fmt.Errorf("queue %s: %w", c.DeadLetterQueue(), err)
+	}
+	if err := ch.QueueBind(c.DeadLetterQueue(), "", c.DeadLetterExchange(), false, nil); err != nil {
+		return fmt.Errorf("binding %s: %w", c.DeadLetterQueue(), err)
+	}
+	for _, q := range c.topology.Queues {
+		if err := declareQueue(ch, c, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeclareQueue declares an extra queue (e.g. a participant's) on the current connection.
+func (c *Conn) DeclareQueue(ctx context.Context, q Queue) error {
+	ch, err := c.Channel(ctx)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+	return declareQueue(ch, c, q)
+}
+
+func declareQueue(ch *amqp.Channel, c *Conn, q Queue) error {
+	name := c.QueueName(q.Name)
+	if _, err := ch.QueueDeclare(name, true, false, false, false, c.queueArgs(true)); err != nil {
+		return fmt.Errorf("queue %s: %w", name, err)
+	}
+	for _, key := range q.Bindings {
+		if err := ch.QueueBind(name, key, c.Exchange(), false, nil); err != nil {
+			return fmt.Errorf("binding %s to %s: %w", name, key, err)
+		}
+	}
+	return nil
+}
+
+func (c *Conn) queueArgs(deadLetter bool) amqp.Table {
+	args := amqp.Table{}
+	if c.cfg.QueueType == "quorum" {
+		args[amqp.QueueTypeArg] = amqp.QueueTypeQuorum
+		if deadLetter {
+			args["x-delivery-limit"] = c.cfg.DeliveryLimit
+		}
+	}
+	if deadLetter {
+		args["x-dead-letter-exchange"] = c.DeadLetterExchange()
+	}
+	return args
+}
+
+func (c *Conn) setConn(conn *amqp.Connection) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.conn = conn
+	close(c.connected)
+}
+
+func (c *Conn) supervise(conn *amqp.Connection) {
+	defer close(c.done)
+	for {
+		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
+		select {
+		case <-c.stop:
+			_ = conn.Close()
+			return
+		case amqpErr := <-closed:
+			c.mu.Lock()
+			c.conn = nil
+			c.connected = make(chan struct{})
+			c.mu.Unlock()
+			c.logger.Warn("amqp connection lost", "connection", c.name, "error", amqpErr)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-c.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		next, err := c.dialWithRetry(ctx)
+		cancel()
+		if err != nil {
+			return // only on Close
+		}
+		c.setConn(next)
+		c.logger.Info("amqp connection restored", "connection", c.name)
+		conn = next
+	}
+}
+
+// connection waits until a connection is usable or ctx ends.
+func (c *Conn) connection(ctx context.Context) (*amqp.Connection, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		conn, wait := c.conn, c.connected
+		c.mu.Unlock()
+		if conn != nil && !conn.IsClosed() {
+			return conn, nil
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", ErrNotConnected, ctx.Err())
+		case <-c.stop:
+			return nil, ErrClosed
+		}
+		if conn != nil && conn.IsClosed() {
+			// The supervisor has not noticed the loss yet; give it a moment.
+			select {
+			case <-time.After(20 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %w", ErrNotConnected, ctx.Err())
+			}
+		}
+	}
+}
+
+// Channel opens a channel on the current connection, waiting for a
+// reconnect while ctx allows.
+func (c *Conn) Channel(ctx context.Context) (*amqp.Channel, error) {
+	for {
+		conn, err := c.connection(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ch, err := conn.Channel()
+		if err == nil {
+			return ch, nil
+		}
+		if !conn.IsClosed() {
+			return nil, fmt.Errorf("opening channel: %w", err)
+		}
+	}
+}
+
+// Check reports whether the broker connection is usable, for readiness probes.
+func (c *Conn) Check(ctx context.Context) error {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil || conn.IsClosed() {
+		return ErrNotConnected
+	}
+	return nil
+}
+
+// Close stops reconnecting and closes the connection.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	close(c.stop)
+	<-c.done
+	return nil
+}

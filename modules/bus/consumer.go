@@ -1,0 +1,274 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/trace"
+)
+
+// Handler handles one message. It returns nil once the message's effect is
+// committed (the delivery is then acked), a Poison error for a message that
+// can never be processed (dead-lettered with the reason), or any other error
+// to have the message redelivered after a backoff.
+type Handler func(ctx context.Context, m message.Message) error
+
+// ErrPoison marks a message that can never be processed: bad JSON, an
+// unknown type, a reference to nothing.
+var ErrPoison = errors.New("poison message")
+
+// Poison wraps err so the consumer dead-letters the message instead of retrying.
+func Poison(err error) error { return fmt.Errorf("%w: %w", ErrPoison, err) }
+
+// ConsumerOptions configures one consumer.
+type ConsumerOptions struct {
+	// Queue is a topology queue name (without prefix).
+	Queue string
+	// Concurrency is how many messages are handled at once; default 1.
+	Concurrency int
+	// Prefetch overrides the connection's prefetch when > 0.
+	Prefetch int
+	// RetryBackoff is the first delay before a failed message is requeued;
+	// it doubles with each delivery up to 30s. Default 200ms.
+	RetryBackoff time.Duration
+}
+
+// Consumer delivers messages from one queue to a Handler, acking only after
+// the handler succeeded, and re-subscribes by itself after a connection loss.
+type Consumer struct {
+	conn    *Conn
+	opts    ConsumerOptions
+	handler Handler
+	logger  *slog.Logger
+	dlx     *Publisher
+
+	cancel   context.CancelFunc // stops taking deliveries
+	handlers context.Context    // cancelled when the drain deadline passes
+	abort    context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// NewConsumer returns a consumer; nothing happens until Start.
+func NewConsumer(conn *Conn, opts ConsumerOptions, h Handler, logger *slog.Logger) *Consumer {
+	if opts.Concurrency < 1 {
+		opts.Concurrency = 1
+	}
+	if opts.Prefetch < 1 {
+		opts.Prefetch = max(conn.cfg.Prefetch, opts.Concurrency)
+	}
+	if opts.RetryBackoff <= 0 {
+		opts.RetryBackoff = 200 * time.Millisecond
+	}
+	return &Consumer{
+		conn:    conn,
+		opts:    opts,
+		handler: h,
+		logger:  logger.With("queue", opts.Queue),
+		dlx:     newPublisher(conn, conn.DeadLetterExchange()),
+	}
+}
+
+// Name identifies the component in logs.
+func (c *Consumer) Name() string { return "consumer " + c.opts.Queue }
+
+// Start subscribes in the background; it returns once the first
+// subscription is made or ctx ends.
+func (c *Consumer) Start(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.cancel = cancel
+	c.handlers, c.abort = context.WithCancel(context.WithoutCancel(ctx))
+	first := make(chan error, 1)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.run(runCtx, first)
+	}()
+	select {
+	case err := <-first:
+		if err != nil {
+			cancel()
+			c.wg.Wait()
+		}
+		return err
+	case <-ctx.Done():
+		cancel()
+		c.wg.Wait()
+		return ctx.Err()
+	}
+}
+
+// Stop stops taking deliveries, lets in-flight handlers finish until ctx
+// ends (then cancels them; their messages are redelivered), and waits.
+func (c *Consumer) Stop(ctx context.Context) error {
+	if c.cancel == nil {
+		return nil
+	}
+	c.cancel()
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		c.abort()
+		<-done
+		err = fmt.Errorf("draining %s: %w", c.opts.Queue, ctx.Err())
+	}
+	c.abort()
+	_ = c.dlx.Close()
+	return err
+}
+
+func (c *Consumer) run(ctx context.Context, first chan<- error) {
+	backoff := 100 * time.Millisecond
+	for {
+		ch, deliveries, err := c.subscribe(ctx)
+		if first != nil {
+			first <- err
+			first = nil
+			if err != nil {
+				return
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.logger.WarnContext(ctx, "amqp subscribe failed", "error", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		c.consume(ctx, ch, deliveries)
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+func (c *Consumer) subscribe(ctx context.Context) (*amqp.Channel, <-chan amqp.Delivery, error) {
+	ch, err := c.conn.Channel(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := ch.Qos(c.opts.Prefetch, 0, false); err != nil {
+		_ = ch.Close()
+		return nil, nil, fmt.Errorf("setting prefetch: %w", err)
+	}
+	deliveries, err := ch.Consume(c.conn.QueueName(c.opts.Queue), "", false, false, false, false, nil)
+	if err != nil {
+		_ = ch.Close()
+		return nil, nil, fmt.Errorf("consuming %s: %w", c.opts.Queue, err)
+	}
+	return ch, deliveries, nil
+}
+
+// consume runs handlers until the channel closes or ctx ends; it returns
+// after every handler it started has finished.
+func (c *Consumer) consume(ctx context.Context, ch *amqp.Channel, deliveries <-chan amqp.Delivery) {
+	sem := make(chan struct{}, c.opts.Concurrency)
+	var wg sync.WaitGroup
+	defer func() {
+		wg.Wait()
+		_ = ch.Close()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case d, ok := <-deliveries:
+			if !ok {
+				return
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				// Not started: give it back for another consumer.
+				_ = d.Nack(false, true)
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				c.handle(d)
+			}()
+		}
+	}
+}
+
+func (c *Consumer) handle(d amqp.Delivery) {
+	m := decode(d)
+	ctx := trace.WithMessageID(c.handlers, m.ID)
+	ctx = trace.WithTraceparent(ctx, m.Traceparent)
+	if m.CorrelationID != "" {
+		ctx = trace.WithRequestID(ctx, m.CorrelationID)
+	}
+	err := c.safeHandle(ctx, m)
+	switch {
+	case err == nil:
+		if ackErr := d.Ack(false); ackErr != nil {
+			c.logger.WarnContext(ctx, "ack failed; message will be redelivered", "error", ackErr)
+		}
+	case errors.Is(err, ErrPoison):
+		c.deadLetter(ctx, d, m, err)
+	default:
+		c.logger.WarnContext(ctx, "message handling failed; will retry", "type", m.Type, "delivery_count", m.DeliveryCount, "error", err)
+		delay := c.opts.RetryBackoff << min(m.DeliveryCount, 8)
+		delay = min(delay, 30*time.Second)
+		select {
+		case <-time.After(delay/2 + rand.N(delay/2+1)):
+		case <-ctx.Done():
+		}
+		_ = d.Nack(false, true)
+	}
+}
+
+func (c *Consumer) safeHandle(ctx context.Context, m message.Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panic: %v", r)
+		}
+	}()
+	return c.handler(ctx, m)
+}
+
+// deadLetter republishes the message to the dead-letter exchange with the
+// reason, then acks it. If that publish is not confirmed the message is
+// requeued, so nothing is dropped.
+func (c *Consumer) deadLetter(ctx context.Context, d amqp.Delivery, m message.Message, reason error) {
+	c.logger.WarnContext(ctx, "message dead-lettered", "type", m.Type, "reason", reason.Error())
+	dead := m
+	dead.RoutingKey = d.RoutingKey
+	dead.Headers = map[string]string{}
+	for k, v := range m.Headers {
+		dead.Headers[k] = v
+	}
+	dead.Headers[HeaderDeadLetterReason] = reason.Error()
+	dead.Headers[HeaderDeadLetterQueue] = c.opts.Queue
+	if dead.ID == "" {
+		dead.ID = "missing-id"
+	}
+	if err := c.dlx.Publish(context.WithoutCancel(ctx), dead); err != nil {
+		c.logger.ErrorContext(ctx, "dead-lettering failed; requeueing", "error", err)
+		_ = d.Nack(false, true)
+		return
+	}
+	_ = d.Ack(false)
+}

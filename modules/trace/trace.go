@@ -1,0 +1,113 @@
+// Package trace carries W3C trace context and request/message ids through
+// contexts and into every log line.
+package trace
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"strings"
+)
+
+type ctxKey int
+
+const (
+	keyTraceparent ctxKey = iota
+	keyRequestID
+	keyMessageID
+)
+
+// Child returns a traceparent continuing parent's trace with a new span id,
+// or a new trace when parent is empty or malformed.
+func Child(parent string) string {
+	traceID, ok := TraceID(parent)
+	if !ok {
+		traceID = randomHex(16)
+	}
+	return "00-" + traceID + "-" + randomHex(8) + "-01"
+}
+
+// TraceID extracts the trace id from a traceparent value.
+func TraceID(traceparent string) (string, bool) {
+	parts := strings.Split(traceparent, "-")
+	if len(parts) != 4 || len(parts[1]) != 32 || len(parts[2]) != 16 {
+		return "", false
+	}
+	if _, err := hex.DecodeString(parts[1]); err != nil || parts[1] == strings.Repeat("0", 32) {
+		return "", false
+	}
+	return parts[1], true
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// WithTraceparent stores the traceparent in ctx.
+func WithTraceparent(ctx context.Context, tp string) context.Context {
+	return context.WithValue(ctx, keyTraceparent, tp)
+}
+
+// Traceparent returns the traceparent stored in ctx, or "".
+func Traceparent(ctx context.Context) string {
+	s, _ := ctx.Value(keyTraceparent).(string)
+	return s
+}
+
+// WithRequestID stores the data subject request's id in ctx.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, keyRequestID, id)
+}
+
+// RequestID returns the request id stored in ctx, or "".
+func RequestID(ctx context.Context) string {
+	s, _ := ctx.Value(keyRequestID).(string)
+	return s
+}
+
+// WithMessageID stores the id of the message being handled in ctx.
+func WithMessageID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, keyMessageID, id)
+}
+
+// MessageID returns the message id stored in ctx, or "".
+func MessageID(ctx context.Context) string {
+	s, _ := ctx.Value(keyMessageID).(string)
+	return s
+}
+
+// Handler adds request_id, message_id and trace_id from the context to every
+// record logged with a *Context method.
+type Handler struct {
+	slog.Handler
+}
+
+// NewHandler wraps next.
+func NewHandler(next slog.Handler) *Handler { return &Handler{Handler: next} }
+
+// Handle implements slog.Handler.
+func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
+	if id := RequestID(ctx); id != "" {
+		r.AddAttrs(slog.String("request_id", id))
+	}
+	if id := MessageID(ctx); id != "" {
+		r.AddAttrs(slog.String("message_id", id))
+	}
+	if id, ok := TraceID(Traceparent(ctx)); ok {
+		r.AddAttrs(slog.String("trace_id", id))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+// WithAttrs implements slog.Handler.
+func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return &Handler{Handler: h.Handler.WithAttrs(attrs)}
+}
+
+// WithGroup implements slog.Handler.
+func (h *Handler) WithGroup(name string) slog.Handler {
+	return &Handler{Handler: h.Handler.WithGroup(name)}
+}
