@@ -2,8 +2,7 @@ package app
 
 import "github.com/spf13/cobra"
 
-// extraCommands are operator commands added by modules (reconcile, timeline,
-// example-participant).
+// extraCommands are operator commands added by modules.
 func (c *cli) extraCommands() []*cobra.Command {
-	return nil
+	return append(c.opsCommands(), c.participantCommands()...)
 }

@@ -62,7 +62,7 @@ func (c *cli) workerCommand() *cobra.Command {
 		Short: "Requests manager: store requests, build access reports, hand erasures on, notify",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.runRole(cmd, "worker", func(cfg config.Config) string { return cfg.Worker.AdminAddr }, []roleBuilder{workerComponents})
+			return c.runRole(cmd, "worker", func(cfg config.Config) string { return cfg.Worker.AdminAddr }, []roleBuilder{workerComponents, auditComponents})
 		},
 	}
 	c.bind(cmd.Flags(), "concurrency", "worker.concurrency", "number of concurrent workers (default 8)")
@@ -106,7 +106,7 @@ func (c *cli) allCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.runRole(cmd, "all", func(cfg config.Config) string { return cfg.Serve.AdminAddr },
-				[]roleBuilder{schedulerComponents, workerComponents, cancellerComponents, serveComponents},
+				[]roleBuilder{schedulerComponents, workerComponents, auditComponents, cancellerComponents, serveComponents},
 				func(d *config.Config) { d.Postgres.MigrateOnStart = true })
 		},
 	}

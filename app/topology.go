@@ -9,7 +9,7 @@ import (
 // connect, so a message for a role that is down waits in its queue.
 func topology(cfg config.Config) bus.Topology {
 	t := bus.Topology{Queues: []bus.Queue{
-		{Name: "worker.requests", Bindings: []string{"request.submitted"}},
+		{Name: "worker.requests", Bindings: []string{"request.submitted", "erasure.finished"}},
 		{Name: "worker.notify", Bindings: []string{"report.ready", "erasure.completed"}},
 		{Name: "canceller", Bindings: []string{"erasure.requested", "erasure.confirmed"}},
 		{Name: "scheduler", Bindings: []string{"scheduler.schedule", "scheduler.cancel"}},

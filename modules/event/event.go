@@ -1,0 +1,142 @@
+// Package event is the contract of every message on the bus: its type (the
+// routing key) and its JSON body. Producers and consumers in every module use
+// these, so a field renamed in one place is renamed for all.
+package event
+
+import "time"
+
+// Message types. Commands to one participant are routed with
+// TypeErasureCommand + "." + participant name.
+const (
+	TypeRequestSubmitted = "request.submitted"
+	TypeRequestReceived  = "request.received"
+	TypeRequestFailed    = "request.failed"
+	TypeReportReady      = "report.ready"
+	TypeNotificationSent = "notification.sent"
+
+	TypeErasureRequested = "erasure.requested"
+	TypeErasureCommand   = "erasure.command"
+	TypeErasureConfirmed = "erasure.confirmed"
+	TypeErasureOverdue   = "erasure.overdue"
+	// TypeErasureCompleted: every participant but the email system confirmed;
+	// the "your data was deleted" email goes out on it.
+	TypeErasureCompleted = "erasure.completed"
+	// TypeErasureFinished: the email system confirmed too; the request is completed.
+	TypeErasureFinished = "erasure.finished"
+
+	TypeSchedulerSchedule = "scheduler.schedule"
+	TypeSchedulerCancel   = "scheduler.cancel"
+)
+
+// Request kinds.
+const (
+	KindAccess  = "access"
+	KindErasure = "erasure"
+)
+
+// Subject identifies a data subject. At least one field is set. It is
+// personal data: it travels in message bodies, never in logs or labels.
+type Subject struct {
+	ID    string `json:"id,omitempty"`
+	Email string `json:"email,omitempty"`
+}
+
+// RequestSubmitted is published by serve once a request is accepted.
+// The message's CorrelationID equals RequestID.
+type RequestSubmitted struct {
+	RequestID   string    `json:"request_id"`
+	Type        string    `json:"type"`
+	Subject     Subject   `json:"subject"`
+	SubmittedAt time.Time `json:"submitted_at"`
+}
+
+// RequestReceived is published by the requests manager once it stored a request.
+type RequestReceived struct {
+	RequestID string `json:"request_id"`
+	Type      string `json:"type"`
+}
+
+// RequestFailed is published when a request exhausted its attempts.
+type RequestFailed struct {
+	RequestID  string `json:"request_id"`
+	Attempts   int    `json:"attempts"`
+	ErrorClass string `json:"error_class"`
+}
+
+// ReportReady is published once an access report is stored whole.
+type ReportReady struct {
+	RequestID string    `json:"request_id"`
+	ReportID  string    `json:"report_id"`
+	Bytes     int64     `json:"bytes"`
+	SHA256    string    `json:"sha256"`
+	ReadyAt   time.Time `json:"ready_at"`
+}
+
+// NotificationSent is published by the notifier after an email went out.
+type NotificationSent struct {
+	RequestID string `json:"request_id"`
+	// Template is report_ready or erasure_completed.
+	Template string `json:"template"`
+}
+
+// ErasureRequested hands an erasure from the requests manager to the canceller.
+type ErasureRequested struct {
+	RequestID string  `json:"request_id"`
+	Subject   Subject `json:"subject"`
+}
+
+// ErasureCommand asks one participant to erase a subject (protocol v1).
+type ErasureCommand struct {
+	Version     int     `json:"version"`
+	RequestID   string  `json:"request_id"`
+	Participant string  `json:"participant"`
+	Subject     Subject `json:"subject"`
+	Attempt     int     `json:"attempt"`
+}
+
+// Confirmation outcomes.
+const (
+	OutcomeErased   = "erased"
+	OutcomeNotFound = "not_found"
+	OutcomeFailed   = "failed"
+)
+
+// ErasureConfirmed is a participant's answer to an ErasureCommand.
+type ErasureConfirmed struct {
+	Version     int    `json:"version"`
+	RequestID   string `json:"request_id"`
+	Participant string `json:"participant"`
+	Outcome     string `json:"outcome"`
+	Detail      string `json:"detail,omitempty"`
+}
+
+// ErasureOverdue is published when a participant stayed silent after every re-send.
+type ErasureOverdue struct {
+	RequestID   string `json:"request_id"`
+	Participant string `json:"participant"`
+}
+
+// ErasureCompleted is published when every participant except the email system confirmed.
+type ErasureCompleted struct {
+	RequestID string `json:"request_id"`
+}
+
+// ErasureFinished is published when the email system confirmed as well.
+type ErasureFinished struct {
+	RequestID string `json:"request_id"`
+}
+
+// SchedulerSchedule asks the scheduler to publish a message at DeliverAt.
+type SchedulerSchedule struct {
+	Key        string            `json:"key"`
+	DeliverAt  time.Time         `json:"deliver_at"`
+	Exchange   string            `json:"exchange,omitempty"`
+	RoutingKey string            `json:"routing_key"`
+	Headers    map[string]string `json:"headers,omitempty"`
+	Body       []byte            `json:"body"`
+}
+
+// SchedulerCancel asks the scheduler to drop a pending message.
+type SchedulerCancel struct {
+	Key string `json:"key"`
+}
