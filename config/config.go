@@ -83,11 +83,6 @@ type Shutdown struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 }
 
-// Telemetry configures optional trace export.
-type Telemetry struct {
-	OTLPEndpoint string `yaml:"otlp_endpoint"`
-}
-
 // Default returns a configuration that works against the local services.
 func Default() Config {
 	return Config{
@@ -114,6 +109,7 @@ func Default() Config {
 		Notify:    defaultNotify(),
 		Scheduler: defaultScheduler(),
 		Canceller: defaultCanceller(),
+		Telemetry: defaultTelemetry(),
 	}
 }
 
@@ -186,6 +182,7 @@ func (c Config) Validate() error {
 	add(c.Notify.validate())
 	add(c.Scheduler.validate())
 	add(c.Canceller.validate())
+	add(c.Telemetry.validate())
 	return errors.Join(errs...)
 }
 
