@@ -108,6 +108,9 @@ type ErasureConfirmed struct {
 	Participant string `json:"participant"`
 	Outcome     string `json:"outcome"`
 	Detail      string `json:"detail,omitempty"`
+	// Attempt echoes the command's attempt, so a late "failed" for an older
+	// attempt does not trigger another re-send. Optional.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // ErasureOverdue is published when a participant stayed silent after every re-send.
