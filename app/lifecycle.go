@@ -12,6 +12,10 @@ import (
 // an HTTP server. Start returns once the component runs (or failed to);
 // Stop stops taking new work, drains until ctx ends, and waits for every
 // goroutine the component started.
+//
+// The ctx given to Start ends when shutdown begins (the first SIGTERM), before
+// Stop is called: work that must survive into the drain has to run on a
+// context detached from it (context.WithoutCancel) and be ended by Stop.
 type Component interface {
 	Name() string
 	Start(ctx context.Context) error
@@ -26,35 +30,34 @@ type readier interface{ MarkReady() }
 // anything stops (the admin server fails /readyz).
 type drainer interface{ Drain() }
 
+// stopGrace is how long run waits, after the drain deadline, for a component
+// whose Stop ignores its context before giving up on it. It keeps the whole
+// shutdown bounded by drainTimeout + stopGrace however a component behaves.
+const stopGrace = time.Second
+
+// errForced reports that shutdown was cut short by a second signal.
+var errForced = errors.New("shutdown forced by a second signal")
+
 // run starts components in order, waits for ctx to end (SIGTERM/SIGINT),
 // then stops them in reverse order within drainTimeout.
 func run(ctx context.Context, logger *slog.Logger, drainTimeout time.Duration, components []Component) error {
+	return runForce(ctx, nil, logger, drainTimeout, components)
+}
+
+// runForce is run with a force channel: when it is closed during shutdown
+// (a second SIGTERM/SIGINT), run stops waiting for components and returns
+// errForced at once.
+func runForce(ctx context.Context, force <-chan struct{}, logger *slog.Logger, drainTimeout time.Duration, components []Component) error {
 	started := make([]Component, 0, len(components))
-	stopAll := func() error {
-		stopCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
-		defer cancel()
-		for _, c := range started {
-			if d, ok := c.(drainer); ok {
-				d.Drain()
-			}
-		}
-		var errs []error
-		for i := len(started) - 1; i >= 0; i-- {
-			c := started[i]
-			begin := time.Now()
-			if err := c.Stop(stopCtx); err != nil {
-				errs = append(errs, fmt.Errorf("stopping %s: %w", c.Name(), err))
-				logger.Error("component stop failed", "component", c.Name(), "error", err)
-				continue
-			}
-			logger.Info("component stopped", "component", c.Name(), "took", time.Since(begin).Round(time.Millisecond))
-		}
-		return errors.Join(errs...)
-	}
 	for _, c := range components {
 		if err := c.Start(ctx); err != nil {
+			if ctx.Err() != nil {
+				// A signal arrived while starting: a requested shutdown, not a failure.
+				logger.Info("shutting down during start", "component", c.Name())
+				return stopAll(logger, force, drainTimeout, started)
+			}
 			logger.Error("component start failed", "component", c.Name(), "error", err)
-			return errors.Join(fmt.Errorf("starting %s: %w", c.Name(), err), stopAll())
+			return errors.Join(fmt.Errorf("starting %s: %w", c.Name(), err), stopAll(logger, force, drainTimeout, started))
 		}
 		started = append(started, c)
 		logger.Info("component started", "component", c.Name())
@@ -67,7 +70,58 @@ func run(ctx context.Context, logger *slog.Logger, drainTimeout time.Duration, c
 	logger.Info("ready")
 	<-ctx.Done()
 	logger.Info("shutting down", "drain_timeout", drainTimeout)
-	return stopAll()
+	return stopAll(logger, force, drainTimeout, started)
+}
+
+// stopAll drains then stops started in reverse order. Every Stop shares one
+// drain deadline; a Stop that overruns it by more than stopGrace is left
+// behind (the process is exiting anyway), so a stuck component cannot hold
+// the process past its drain bound.
+func stopAll(logger *slog.Logger, force <-chan struct{}, drainTimeout time.Duration, started []Component) error {
+	stopCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancel()
+	hard := time.NewTimer(drainTimeout + stopGrace)
+	defer hard.Stop()
+	abandoned := false
+	for _, c := range started {
+		if d, ok := c.(drainer); ok {
+			d.Drain()
+		}
+	}
+	var errs []error
+	for i := len(started) - 1; i >= 0; i-- {
+		c := started[i]
+		begin := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- c.Stop(stopCtx) }()
+		var err error
+		if abandoned {
+			// Past the hard deadline: ask the rest to stop (they see an ended
+			// context) but only wait briefly for each.
+			select {
+			case err = <-done:
+			case <-time.After(stopGrace / 10):
+				err = fmt.Errorf("not waited for: %w", context.DeadlineExceeded)
+			}
+		} else {
+			select {
+			case err = <-done:
+			case <-hard.C:
+				abandoned = true
+				err = fmt.Errorf("did not stop within %s: %w", drainTimeout+stopGrace, context.DeadlineExceeded)
+			case <-force:
+				logger.Warn("second signal: exiting without waiting for the drain", "component", c.Name())
+				return errForced
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("stopping %s: %w", c.Name(), err))
+			logger.Error("component stop failed", "component", c.Name(), "error", err)
+			continue
+		}
+		logger.Info("component stopped", "component", c.Name(), "took", time.Since(begin).Round(time.Millisecond))
+	}
+	return errors.Join(errs...)
 }
 
 // funcComponent adapts start and stop functions to Component.

@@ -1,7 +1,10 @@
 package app
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -14,32 +17,60 @@ type roleBuilder func(in *infra) ([]Component, error)
 
 // runRole loads the configuration, opens the infrastructure, starts the
 // admin server and the roles' components, and runs until SIGTERM/SIGINT.
+// A second signal during the drain exits at once with code 1.
 func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Config) string, builders []roleBuilder, base ...func(*config.Config)) error {
 	cfg, err := c.load(cmd, base...)
 	if err != nil {
 		return err
 	}
 	logger := newLogger(cfg.Log, c.stdout).With("role", role)
-	ctx, stop := signalContext(cmd.Context())
+	ctx, force, stop := signalContext(cmd.Context())
 	defer stop()
 
 	in, err := openInfra(ctx, cfg, logger, role)
 	if err != nil {
+		if ctx.Err() != nil {
+			// Stopped by a signal while still connecting.
+			return nil
+		}
 		return fmt.Errorf("starting %s: %w", role, err)
 	}
-	defer in.close()
 
 	admin := health.NewServer(adminAddr(cfg), in.checks(), in.registry, logger)
 	components := []Component{admin}
 	for _, build := range builders {
 		cs, err := build(in)
 		if err != nil {
+			closeInfra(in, logger)
 			return fmt.Errorf("wiring %s: %w", role, err)
 		}
 		components = append(components, cs...)
 	}
 	logger.InfoContext(ctx, "starting", "version", Version, "components", len(components))
-	return run(ctx, logger, cfg.Shutdown.DrainTimeout, components)
+	err = runForce(ctx, force, logger, cfg.Shutdown.DrainTimeout, components)
+	if errors.Is(err, errForced) {
+		// Leave the connections to the kernel: closing them could block too.
+		return &exitError{code: 1, err: err}
+	}
+	closeInfra(in, logger)
+	return err
+}
+
+// infraCloseTimeout bounds closing connections after the drain, so an
+// unresponsive broker or database cannot keep a stopped process alive.
+const infraCloseTimeout = 2 * time.Second
+
+func closeInfra(in *infra, logger *slog.Logger) {
+	done := make(chan error, 1)
+	go func() { done <- in.close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			logger.Warn("closing connections", "error", err)
+		}
+	case <-time.After(infraCloseTimeout):
+		logger.Warn("closing connections timed out", "timeout", infraCloseTimeout)
+	}
 }
 
 func (c *cli) serveCommand() *cobra.Command {

@@ -161,9 +161,35 @@ func newLogger(cfg config.Log, w io.Writer) *slog.Logger {
 	return slog.New(trace.NewHandler(h))
 }
 
-// signalContext ends on SIGTERM or SIGINT.
-func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+// signalContext returns a context that ends on the first SIGTERM or SIGINT
+// and a channel closed on the second one, so an operator can cut a slow drain
+// short. Without it the second signal would be swallowed: once Notify is
+// registered, the default "terminate" action no longer applies.
+func signalContext(ctx context.Context) (context.Context, <-chan struct{}, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	force := make(chan struct{})
+	sig := make(chan os.Signal, 2)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-sig:
+		case <-done:
+			return
+		}
+		cancel()
+		select {
+		case <-sig:
+			close(force)
+		case <-done:
+		}
+	}()
+	stop := func() {
+		signal.Stop(sig)
+		close(done)
+		cancel()
+	}
+	return ctx, force, stop
 }
 
 func versionCommand() *cobra.Command {
