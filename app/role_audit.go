@@ -1,7 +1,24 @@
 package app
 
+import (
+	"github.com/gdpr-oss/gdpr/modules/audit"
+	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/gauge"
+	"github.com/gdpr-oss/gdpr/modules/reconcile"
+)
+
 // auditComponents wires what runs beside the requests manager for
-// operations: the audit log consumer and the PostgreSQL-backed gauges.
+// operations: the audit log consumer and the PostgreSQL-backed gauges
+// (including the periodic in-sync check behind gdpr_out_of_sync).
 func auditComponents(in *infra) ([]Component, error) {
-	return nil, nil
+	t := in.cfg.Telemetry
+	recorder := audit.NewRecorder(audit.NewStore(in.db), in.registry, in.logger)
+	consumer := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: "audit", Concurrency: t.AuditConcurrency}, recorder.Handle, in.logger)
+	gauges := gauge.New(in.db, gauge.Options{
+		Interval:          t.GaugeInterval,
+		NearDeadline:      t.NearDeadline,
+		ReconcileInterval: t.ReconcileInterval,
+		Reconcile:         reconcile.Options{Since: t.ReconcileWindow, StuckAfter: t.StuckAfter},
+	}, in.registry, in.logger)
+	return []Component{consumer, gauges}, nil
 }

@@ -1,0 +1,153 @@
+package audit
+
+import (
+	"container/heap"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// ErrNoEvents means the audit log holds nothing for a request.
+var ErrNoEvents = errors.New("audit: no events for request")
+
+// Store writes and reads the audit table. It holds no state besides the database.
+type Store struct {
+	db *gorm.DB
+}
+
+// NewStore returns a store over db.
+func NewStore(db *gorm.DB) *Store { return &Store{db: db} }
+
+// Record appends e unless its message id is already recorded; it reports
+// whether a row was written. Redeliveries and re-publishes of one message
+// (same id) therefore leave one row.
+func (s *Store) Record(ctx context.Context, e Event) (bool, error) {
+	details, err := json.Marshal(e.Details)
+	if err != nil {
+		return false, fmt.Errorf("encoding audit details of %s: %w", e.MessageID, err)
+	}
+	if e.ReceivedAt.IsZero() {
+		e.ReceivedAt = time.Now().UTC()
+	}
+	res := s.db.WithContext(ctx).Exec(`
+		INSERT INTO audit_events (message_id, type, routing_key, request_id, causation_id, role,
+			trace_id, occurred_at, received_at, details)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (message_id) DO NOTHING`,
+		e.MessageID, e.Type, e.RoutingKey, e.RequestID, e.CausationID, e.Role,
+		e.TraceID, e.OccurredAt, e.ReceivedAt, string(details))
+	if res.Error != nil {
+		return false, fmt.Errorf("recording audit event %s: %w", e.MessageID, res.Error)
+	}
+	return res.RowsAffected == 1, nil
+}
+
+type row struct {
+	Seq         int64
+	MessageID   string
+	Type        string
+	RoutingKey  string
+	RequestID   string
+	CausationID string
+	Role        string
+	TraceID     string
+	OccurredAt  time.Time
+	ReceivedAt  time.Time
+	Details     []byte
+}
+
+// Timeline returns every event of a request in causal order: an event never
+// comes before the event that caused it, and otherwise events follow
+// occurred_at. Clocks of different machines may disagree; causation wins.
+func (s *Store) Timeline(ctx context.Context, requestID string) ([]Event, error) {
+	var rows []row
+	err := s.db.WithContext(ctx).Raw(`
+		SELECT seq, message_id, type, routing_key, request_id, causation_id, role, trace_id,
+			occurred_at, received_at, details
+		FROM audit_events WHERE request_id = ? ORDER BY occurred_at, seq`, requestID).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("reading timeline of %s: %w", requestID, err)
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%w %s", ErrNoEvents, requestID)
+	}
+	events := make([]Event, len(rows))
+	for i, r := range rows {
+		e := Event{
+			MessageID: r.MessageID, Type: r.Type, RoutingKey: r.RoutingKey, RequestID: r.RequestID,
+			CausationID: r.CausationID, Role: r.Role, TraceID: r.TraceID,
+			OccurredAt: r.OccurredAt.UTC(), ReceivedAt: r.ReceivedAt.UTC(),
+		}
+		if err := json.Unmarshal(r.Details, &e.Details); err != nil {
+			return nil, fmt.Errorf("decoding audit details of %s: %w", r.MessageID, err)
+		}
+		events[i] = e
+	}
+	return CausalOrder(events), nil
+}
+
+// CausalOrder sorts events so that each comes after its cause (when the
+// cause is among them) and, among events whose causes have been placed, the
+// earliest occurred_at comes first. Input order breaks ties.
+func CausalOrder(events []Event) []Event {
+	index := make(map[string]int, len(events))
+	for i, e := range events {
+		index[e.MessageID] = i
+	}
+	children := make(map[int][]int, len(events))
+	ready := &eventHeap{events: events}
+	for i, e := range events {
+		parent, ok := index[e.CausationID]
+		if ok && parent != i {
+			children[parent] = append(children[parent], i)
+			continue
+		}
+		ready.items = append(ready.items, i)
+	}
+	heap.Init(ready)
+	out := make([]Event, 0, len(events))
+	placed := make([]bool, len(events))
+	for ready.Len() > 0 {
+		i := heap.Pop(ready).(int)
+		placed[i] = true
+		out = append(out, events[i])
+		for _, c := range children[i] {
+			heap.Push(ready, c)
+		}
+	}
+	// A causation cycle (only possible with forged ids) would leave events
+	// unplaced; append them rather than lose them.
+	for i := range events {
+		if !placed[i] {
+			out = append(out, events[i])
+		}
+	}
+	return out
+}
+
+type eventHeap struct {
+	events []Event
+	items  []int
+}
+
+func (h *eventHeap) Len() int { return len(h.items) }
+func (h *eventHeap) Less(a, b int) bool {
+	ea, eb := h.events[h.items[a]], h.events[h.items[b]]
+	if !ea.OccurredAt.Equal(eb.OccurredAt) {
+		return ea.OccurredAt.Before(eb.OccurredAt)
+	}
+	return h.items[a] < h.items[b]
+}
+func (h *eventHeap) Swap(a, b int) { h.items[a], h.items[b] = h.items[b], h.items[a] }
+func (h *eventHeap) Push(x any)    { h.items = append(h.items, x.(int)) }
+func (h *eventHeap) Pop() any {
+	old := h.items
+	n := len(old)
+	x := old[n-1]
+	h.items = old[:n-1]
+	return x
+}

@@ -1,0 +1,227 @@
+// Package gauge exports what only PostgreSQL knows as Prometheus gauges,
+// refreshed periodically: open requests by state, the age of the oldest,
+// requests near and past their legal deadline, and the in-sync check's
+// out-of-sync counts per stage.
+package gauge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/reconcile"
+)
+
+// OpenStates are the states of a request that is not finished.
+var OpenStates = []string{"received", "processing", "handed_over"}
+
+// Options configure the refresh loops.
+type Options struct {
+	// Interval is how often the request gauges are refreshed.
+	Interval time.Duration
+	// NearDeadline is how close to due_at counts as near the deadline.
+	NearDeadline time.Duration
+	// ReconcileInterval is how often the in-sync check runs; 0 disables it.
+	ReconcileInterval time.Duration
+	// Reconcile bounds the periodic in-sync check.
+	Reconcile reconcile.Options
+}
+
+// Exporter is a component that refreshes the gauges until stopped. Every
+// worker process exports the same values; aggregate with max(), not sum().
+type Exporter struct {
+	db      *gorm.DB
+	checker *reconcile.Checker
+	opts    Options
+	logger  *slog.Logger
+
+	open          *prometheus.GaugeVec
+	oldest        prometheus.Gauge
+	near          prometheus.Gauge
+	past          prometheus.Gauge
+	outOfSync     *prometheus.GaugeVec
+	failed        prometheus.Gauge
+	inProgress    prometheus.Gauge
+	lastReconcile prometheus.Gauge
+	refreshErrors *prometheus.CounterVec
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New registers the gauges on reg; nothing is read until Start.
+func New(db *gorm.DB, opts Options, reg prometheus.Registerer, logger *slog.Logger) *Exporter {
+	e := &Exporter{
+		db:      db,
+		checker: reconcile.New(db),
+		opts:    opts,
+		logger:  logger,
+		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gdpr_open_requests",
+			Help: "Requests not yet completed or failed, by state (from PostgreSQL).",
+		}, []string{"state"}),
+		oldest: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gdpr_oldest_open_request_age_seconds",
+			Help: "Age of the oldest open request since submission; 0 when none is open.",
+		}),
+		near: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gdpr_requests_near_deadline",
+			Help: "Open requests whose legal deadline (due_at) is within telemetry.near_deadline (default 5 days).",
+		}),
+		past: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gdpr_requests_past_deadline",
+			Help: "Open requests whose legal deadline (due_at) has passed.",
+		}),
+		outOfSync: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gdpr_out_of_sync",
+			Help: "Requests stuck before a stage for longer than telemetry.stuck_after, by the first missing stage (the in-sync check).",
+		}, []string{"stage"}),
+		failed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gdpr_reconcile_failed_requests",
+			Help: "Requests within telemetry.reconcile_window that failed after their last attempt.",
+		}),
+		inProgress: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gdpr_reconcile_in_progress_requests",
+			Help: "Requests within telemetry.reconcile_window still moving between stages within the threshold.",
+		}),
+		lastReconcile: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gdpr_reconcile_last_success_timestamp_seconds",
+			Help: "Unix time of the last successful in-sync check.",
+		}),
+		refreshErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gdpr_gauge_refresh_errors_total",
+			Help: "Failed refreshes of the PostgreSQL gauges, by loop (requests, reconcile).",
+		}, []string{"loop"}),
+	}
+	for _, s := range OpenStates {
+		e.open.WithLabelValues(s)
+	}
+	for _, s := range reconcile.Stages {
+		e.outOfSync.WithLabelValues(s)
+	}
+	e.refreshErrors.WithLabelValues("requests")
+	e.refreshErrors.WithLabelValues("reconcile")
+	reg.MustRegister(e.open, e.oldest, e.near, e.past, e.outOfSync, e.failed, e.inProgress, e.lastReconcile, e.refreshErrors)
+	return e
+}
+
+// Name identifies the component in logs.
+func (e *Exporter) Name() string { return "postgres gauges" }
+
+// Start runs one refresh of each kind, then keeps refreshing in the
+// background. A failed refresh is logged and counted, never fatal: the
+// gauges keep their last values and the next tick tries again.
+func (e *Exporter) Start(ctx context.Context) error {
+	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.cancel = cancel
+	e.loop(loopCtx, "requests", e.opts.Interval, e.RefreshRequests)
+	if e.opts.ReconcileInterval > 0 {
+		e.loop(loopCtx, "reconcile", e.opts.ReconcileInterval, e.RefreshReconcile)
+	}
+	return nil
+}
+
+// Stop ends the loops and waits for them.
+func (e *Exporter) Stop(ctx context.Context) error {
+	if e.cancel == nil {
+		return nil
+	}
+	e.cancel()
+	done := make(chan struct{})
+	go func() {
+		e.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("stopping gauges: %w", ctx.Err())
+	}
+}
+
+func (e *Exporter) loop(ctx context.Context, name string, every time.Duration, refresh func(context.Context) error) {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		ticker := time.NewTicker(every)
+		defer ticker.Stop()
+		for {
+			runCtx, cancel := context.WithTimeout(ctx, max(every, 10*time.Second))
+			if err := refresh(runCtx); err != nil && ctx.Err() == nil {
+				e.refreshErrors.WithLabelValues(name).Inc()
+				e.logger.WarnContext(ctx, "gauge refresh failed", "loop", name, "error", err)
+			}
+			cancel()
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+			}
+		}
+	}()
+}
+
+type requestStats struct {
+	OldestSeconds float64
+	Near          int
+	Past          int
+}
+
+// RefreshRequests reads the request gauges from PostgreSQL once.
+func (e *Exporter) RefreshRequests(ctx context.Context) error {
+	db := e.db.WithContext(ctx)
+	var byState []struct {
+		State string
+		N     int
+	}
+	if err := db.Raw(`SELECT state, count(*) AS n FROM requests
+		WHERE state NOT IN ('completed', 'failed') GROUP BY state`).Scan(&byState).Error; err != nil {
+		return fmt.Errorf("counting open requests: %w", err)
+	}
+	var st requestStats
+	if err := db.Raw(`SELECT
+			COALESCE(EXTRACT(EPOCH FROM now() - min(submitted_at)), 0)::float8 AS oldest_seconds,
+			count(*) FILTER (WHERE due_at > now() AND due_at <= now() + make_interval(secs => ?)) AS near,
+			count(*) FILTER (WHERE due_at <= now()) AS past
+		FROM requests WHERE state NOT IN ('completed', 'failed')`, e.opts.NearDeadline.Seconds()).Scan(&st).Error; err != nil {
+		return fmt.Errorf("reading request deadlines: %w", err)
+	}
+	for _, s := range OpenStates {
+		e.open.WithLabelValues(s).Set(0)
+	}
+	for _, s := range byState {
+		e.open.WithLabelValues(s.State).Set(float64(s.N))
+	}
+	e.oldest.Set(st.OldestSeconds)
+	e.near.Set(float64(st.Near))
+	e.past.Set(float64(st.Past))
+	return nil
+}
+
+// RefreshReconcile runs the in-sync check once and exports its result.
+func (e *Exporter) RefreshReconcile(ctx context.Context) error {
+	res, err := e.checker.Check(ctx, e.opts.Reconcile)
+	if err != nil {
+		return err
+	}
+	for stage, n := range res.OutOfSync() {
+		e.outOfSync.WithLabelValues(stage).Set(float64(n))
+	}
+	e.failed.Set(float64(len(res.Failed)))
+	e.inProgress.Set(float64(res.InProgress))
+	e.lastReconcile.Set(float64(res.CheckedAt.Unix()))
+	if !res.InSync() {
+		ids := make([]string, 0, min(len(res.Stuck), 20))
+		for _, s := range res.Stuck[:min(len(res.Stuck), 20)] {
+			ids = append(ids, s.RequestID)
+		}
+		e.logger.WarnContext(ctx, "requests out of sync", "stuck", len(res.Stuck), "request_ids", ids)
+	}
+	return nil
+}
