@@ -2,22 +2,27 @@ package bus_test
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
+	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
 func TestPublishConsumeRoundTripCarriesEnvelope(t *testing.T) {
 	t.Parallel()
 	cfg := testkit.AMQP(t)
-	topo := bus.Topology{Queues: []bus.Queue{{Name: "q", Bindings: []string{"thing.happened"}}}}
-	conn := testkit.Bus(t, cfg, topo)
+	reg := prometheus.NewRegistry()
+	conn := dial(t, cfg, oneQueue, bus.WithMetrics(bus.NewMetrics(reg)))
 	pub := bus.NewPublisher(conn)
 	defer pub.Close()
 
@@ -28,25 +33,38 @@ func TestPublishConsumeRoundTripCarriesEnvelope(t *testing.T) {
 	require.NoError(t, err)
 	m.Headers = map[string]string{"x-extra": "v"}
 	require.NoError(t, pub.Publish(t.Context(), m))
+	require.Equal(t, 1.0, counterValue(t, reg, "gdpr_amqp_publish_confirm_seconds", nil))
 
-	got := make(chan message.Message, 1)
-	c := bus.NewConsumer(conn, bus.ConsumerOptions{Queue: "q"}, func(_ context.Context, m message.Message) error {
-		got <- m
+	type seen struct {
+		m                    message.Message
+		msgID, reqID, parent string
+	}
+	got := make(chan seen, 1)
+	consume(t, conn, bus.ConsumerOptions{}, func(ctx context.Context, m message.Message) error {
+		got <- seen{m, trace.MessageID(ctx), trace.RequestID(ctx), trace.Traceparent(ctx)}
 		return nil
-	}, testkit.Logger(t))
-	require.NoError(t, c.Start(t.Context()))
-	defer c.Stop(context.Background())
+	})
 
 	select {
 	case g := <-got:
-		require.Equal(t, m.ID, g.ID)
-		require.Equal(t, "thing.happened", g.Type)
-		require.Equal(t, "req-1", g.CorrelationID)
-		require.Equal(t, cause.ID, g.CausationID)
-		require.Equal(t, m.Traceparent, g.Traceparent)
-		require.WithinDuration(t, m.OccurredAt, g.OccurredAt, time.Millisecond)
-		require.Equal(t, "v", g.Headers["x-extra"])
-		require.JSONEq(t, `{"n":1}`, string(g.Body))
+		require.Equal(t, m.ID, g.m.ID)
+		require.Equal(t, "thing.happened", g.m.Type)
+		require.Equal(t, "thing.happened", g.m.RoutingKey)
+		require.Equal(t, "req-1", g.m.CorrelationID)
+		require.Equal(t, cause.ID, g.m.CausationID)
+		require.Equal(t, m.Traceparent, g.m.Traceparent)
+		traceID, ok := trace.TraceID(g.m.Traceparent)
+		require.True(t, ok)
+		causeTrace, _ := trace.TraceID(cause.Traceparent)
+		require.Equal(t, causeTrace, traceID, "a caused message continues its cause's trace")
+		require.WithinDuration(t, m.OccurredAt, g.m.OccurredAt, time.Millisecond)
+		require.Equal(t, map[string]string{"x-extra": "v"}, g.m.Headers, "only the caller's headers, no bus internals")
+		require.JSONEq(t, `{"n":1}`, string(g.m.Body))
+		require.False(t, g.m.Redelivered)
+		require.Zero(t, g.m.DeliveryCount)
+		require.Equal(t, m.ID, g.msgID, "handler context carries the message id")
+		require.Equal(t, "req-1", g.reqID, "handler context carries the request id")
+		require.Equal(t, m.Traceparent, g.parent)
 	case <-time.After(10 * time.Second):
 		t.Fatal("message not consumed")
 	}
@@ -55,35 +73,279 @@ func TestPublishConsumeRoundTripCarriesEnvelope(t *testing.T) {
 func TestUnroutablePublishIsAnError(t *testing.T) {
 	t.Parallel()
 	cfg := testkit.AMQP(t)
-	conn := testkit.Bus(t, cfg, bus.Topology{})
+	conn := dial(t, cfg, oneQueue)
 	pub := bus.NewPublisher(conn)
 	defer pub.Close()
-	m, err := message.New("nobody.listens", struct{}{}, nil)
-	require.NoError(t, err)
-	require.ErrorIs(t, pub.Publish(t.Context(), m), bus.ErrUnroutable)
+	require.ErrorIs(t, pub.Publish(t.Context(), newMessage(t, "nobody.listens")), bus.ErrUnroutable)
 
 	// Routable and unroutable publishes interleaved on the same channels are told apart.
-	topo := bus.Topology{Queues: []bus.Queue{{Name: "q", Bindings: []string{"ok"}}}}
-	require.NoError(t, conn.DeclareQueue(t.Context(), topo.Queues[0]))
-	t.Cleanup(func() { testkit.DeleteTopology(t, cfg, topo) })
 	var wg sync.WaitGroup
-	for i := range 200 {
+	errs := make([]error, 200)
+	for i := range errs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			typ := "ok"
+			typ := "thing.ok"
 			if i%2 == 1 {
 				typ = "nowhere"
 			}
-			m, err := message.New(typ, struct{}{}, nil)
-			require.NoError(t, err)
-			err = pub.Publish(t.Context(), m)
-			if typ == "ok" {
-				require.NoError(t, err)
-			} else {
-				require.ErrorIs(t, err, bus.ErrUnroutable)
-			}
+			errs[i] = pub.Publish(t.Context(), newMessage(t, typ))
 		}()
 	}
 	wg.Wait()
+	for i, err := range errs {
+		if i%2 == 0 {
+			require.NoError(t, err, "publish %d", i)
+		} else {
+			require.ErrorIs(t, err, bus.ErrUnroutable, "publish %d", i)
+		}
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return readyCount(t, conn, conn.QueueName("q")) == 100
+	}, "every routable message is in the queue")
+}
+
+func TestPoisonMessageIsDeadLetteredWithReason(t *testing.T) {
+	t.Parallel()
+	cfg := testkit.AMQP(t)
+	reg := prometheus.NewRegistry()
+	conn := dial(t, cfg, oneQueue, bus.WithMetrics(bus.NewMetrics(reg)))
+	pub := bus.NewPublisher(conn)
+	defer pub.Close()
+
+	var calls atomic.Int32
+	consume(t, conn, bus.ConsumerOptions{}, func(_ context.Context, m message.Message) error {
+		calls.Add(1)
+		return bus.Poison(errors.New("unknown widget kind"))
+	})
+	m := newMessage(t, "thing.broken")
+	m.CausationID = "cause-1"
+	m.Headers = map[string]string{"x-extra": "v"}
+	require.NoError(t, pub.Publish(t.Context(), m))
+
+	d := deadLetters(t, conn, 1, 15*time.Second)[0]
+	require.Equal(t, m.ID, d.MessageId)
+	require.Equal(t, m.Type, d.Type)
+	require.Equal(t, m.CorrelationID, d.CorrelationId)
+	require.Equal(t, "thing.broken", d.RoutingKey, "the original routing key is kept")
+	require.Equal(t, m.Body, d.Body)
+	require.Contains(t, d.Headers[bus.HeaderDeadLetterReason], "unknown widget kind")
+	require.Equal(t, bus.ReasonPoison, d.Headers[bus.HeaderDeadLetterClass])
+	require.Equal(t, "q", d.Headers[bus.HeaderDeadLetterQueue])
+	require.Equal(t, "v", d.Headers["x-extra"])
+	require.Equal(t, "cause-1", d.Headers[bus.HeaderCausationID])
+	require.Equal(t, m.Traceparent, d.Headers[bus.HeaderTraceparent])
+	require.Equal(t, int32(1), calls.Load(), "a poison message is not retried")
+	require.Equal(t, 1.0, counterValue(t, reg, "gdpr_dead_letters_total", map[string]string{"queue": "q", "reason": bus.ReasonPoison}))
+	testkit.Eventually(t, 5*time.Second, func() bool { return readyCount(t, conn, conn.QueueName("q")) == 0 }, "queue drained")
+}
+
+func TestTransientFailureIsRetriedWithBackoffThenAcked(t *testing.T) {
+	t.Parallel()
+	cfg := testkit.AMQP(t)
+	conn := dial(t, cfg, oneQueue)
+	pub := bus.NewPublisher(conn)
+	defer pub.Close()
+
+	const backoff = 100 * time.Millisecond
+	rec := newRecorder()
+	var times sync.Map
+	c := consume(t, conn, bus.ConsumerOptions{RetryBackoff: backoff}, func(_ context.Context, m message.Message) error {
+		n := rec.add(m)
+		times.Store(n, time.Now())
+		if n <= 2 {
+			return errors.New("database briefly unavailable")
+		}
+		return nil
+	})
+	m := newMessage(t, "thing.flaky")
+	require.NoError(t, pub.Publish(t.Context(), m))
+	testkit.Eventually(t, 15*time.Second, func() bool { return rec.count() >= 3 }, "three deliveries")
+
+	got := rec.all()
+	for i, g := range got[:3] {
+		require.Equal(t, m.ID, g.ID)
+		require.Equal(t, i > 0, g.Redelivered, "delivery %d", i)
+		require.Equal(t, int64(i), g.DeliveryCount, "delivery %d", i)
+	}
+	at := func(n int) time.Time { v, _ := times.Load(n); return v.(time.Time) }
+	// The consumer waits at least half the (doubling) backoff before requeueing.
+	require.GreaterOrEqual(t, at(2).Sub(at(1)), backoff/2)
+	require.GreaterOrEqual(t, at(3).Sub(at(2)), backoff)
+
+	// Acked: nothing comes back once the consumer is gone, nothing was dead-lettered.
+	require.NoError(t, c.Stop(t.Context()))
+	require.Equal(t, 3, rec.count())
+	require.Zero(t, readyCount(t, conn, conn.QueueName("q")))
+	require.Zero(t, readyCount(t, conn, conn.DeadLetterQueue()))
+}
+
+func TestTooManyDeliveriesAreDeadLettered(t *testing.T) {
+	t.Parallel()
+	cfg := testkit.AMQP(t)
+	cfg.DeliveryLimit = 2
+	reg := prometheus.NewRegistry()
+	conn := dial(t, cfg, oneQueue, bus.WithMetrics(bus.NewMetrics(reg)))
+	pub := bus.NewPublisher(conn)
+	defer pub.Close()
+
+	rec := newRecorder()
+	c := consume(t, conn, bus.ConsumerOptions{RetryBackoff: 10 * time.Millisecond}, func(_ context.Context, m message.Message) error {
+		rec.add(m)
+		return errors.New("always failing")
+	})
+	m := newMessage(t, "thing.hopeless")
+	require.NoError(t, pub.Publish(t.Context(), m))
+
+	d := deadLetters(t, conn, 1, 15*time.Second)[0]
+	require.Equal(t, m.ID, d.MessageId)
+	require.Equal(t, bus.ReasonDeliveryLimit, d.Headers[bus.HeaderDeadLetterClass])
+	require.Contains(t, d.Headers[bus.HeaderDeadLetterReason], "always failing")
+	require.NoError(t, c.Stop(t.Context()))
+	require.Equal(t, cfg.DeliveryLimit+1, rec.count(), "the first delivery plus one per allowed redelivery, then no more")
+	require.Zero(t, readyCount(t, conn, conn.QueueName("q")))
+	require.Equal(t, 1.0, counterValue(t, reg, "gdpr_dead_letters_total", map[string]string{"queue": "q", "reason": bus.ReasonDeliveryLimit}))
+}
+
+// TestBrokerEnforcesDeliveryLimit covers the backstop for a message that kills
+// its consumer before the consumer can count it: the queue itself
+// dead-letters it after the delivery limit.
+func TestBrokerEnforcesDeliveryLimit(t *testing.T) {
+	t.Parallel()
+	cfg := testkit.AMQP(t)
+	cfg.DeliveryLimit = 2
+	conn := dial(t, cfg, oneQueue)
+	pub := bus.NewPublisher(conn)
+	defer pub.Close()
+	m := newMessage(t, "thing.crashy")
+	require.NoError(t, pub.Publish(t.Context(), m))
+
+	ch := rawChannel(t, conn)
+	deliveries, err := ch.Consume(conn.QueueName("q"), "", false, false, false, false, nil)
+	require.NoError(t, err)
+	var n int
+	for n <= cfg.DeliveryLimit {
+		select {
+		case d := <-deliveries:
+			n++
+			require.NoError(t, d.Nack(false, true))
+		case <-time.After(10 * time.Second):
+			t.Fatalf("delivery %d did not come", n+1)
+		}
+	}
+	d := deadLetters(t, conn, 1, 15*time.Second)[0]
+	require.Equal(t, m.ID, d.MessageId)
+	require.Equal(t, "delivery_limit", d.Headers["x-first-death-reason"])
+}
+
+func TestMalformedMessagesAreDeadLettered(t *testing.T) {
+	t.Parallel()
+	cfg := testkit.AMQP(t)
+	reg := prometheus.NewRegistry()
+	conn := dial(t, cfg, oneQueue, bus.WithMetrics(bus.NewMetrics(reg)))
+	var calls atomic.Int32
+	consume(t, conn, bus.ConsumerOptions{}, func(context.Context, message.Message) error {
+		calls.Add(1)
+		return nil
+	})
+	cases := []struct {
+		name   string
+		pub    amqp.Publishing
+		reason string
+	}{
+		{"body not JSON", amqp.Publishing{MessageId: "m-1", Type: "thing.x", Body: []byte("{not json")}, "body is not JSON"},
+		{"no message_id", amqp.Publishing{Type: "thing.x", Body: []byte(`{}`)}, "missing message_id"},
+		{"no type", amqp.Publishing{MessageId: "m-3", Body: []byte(`{}`)}, "missing type"},
+	}
+	ch := rawChannel(t, conn)
+	for _, tc := range cases {
+		tc.pub.Headers = amqp.Table{"x-case": tc.name}
+		require.NoError(t, ch.PublishWithContext(t.Context(), conn.Exchange(), "thing.x", true, false, tc.pub))
+	}
+	got := map[string]amqp.Delivery{}
+	for _, d := range deadLetters(t, conn, len(cases), 15*time.Second) {
+		got[d.Headers["x-case"].(string)] = d
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d, ok := got[tc.name]
+			require.True(t, ok)
+			require.Equal(t, bus.ReasonMalformed, d.Headers[bus.HeaderDeadLetterClass])
+			require.Equal(t, tc.reason, d.Headers[bus.HeaderDeadLetterReason])
+			require.Equal(t, tc.pub.Body, d.Body, "kept as it came, for inspection")
+		})
+	}
+	require.Zero(t, calls.Load(), "the handler never sees a malformed message")
+	require.Equal(t, float64(len(cases)), counterValue(t, reg, "gdpr_dead_letters_total", map[string]string{"queue": "q", "reason": bus.ReasonMalformed}))
+}
+
+func TestDuplicateDeliveriesAreVisibleToTheHandler(t *testing.T) {
+	t.Parallel()
+	cfg := testkit.AMQP(t)
+	conn := dial(t, cfg, oneQueue)
+	pub := bus.NewPublisher(conn)
+	defer pub.Close()
+
+	rec := newRecorder()
+	consume(t, conn, bus.ConsumerOptions{RetryBackoff: 10 * time.Millisecond}, func(_ context.Context, m message.Message) error {
+		if rec.add(m) == 1 {
+			return errors.New("fail the first delivery once")
+		}
+		return nil
+	})
+	m := newMessage(t, "thing.twice")
+	// The same message published twice (an outbox re-publish after an unknown outcome).
+	require.NoError(t, pub.Publish(t.Context(), m))
+	require.NoError(t, pub.Publish(t.Context(), m))
+	testkit.Eventually(t, 15*time.Second, func() bool { return rec.count() == 3 }, "two copies, one redelivered")
+
+	var redelivered int
+	for _, g := range rec.all() {
+		require.Equal(t, m.ID, g.ID, "every copy carries the same message id")
+		if g.Redelivered {
+			redelivered++
+			require.Equal(t, int64(1), g.DeliveryCount)
+		}
+	}
+	require.Equal(t, 1, redelivered)
+}
+
+func TestStopDrainsInFlightHandlers(t *testing.T) {
+	t.Parallel()
+	cfg := testkit.AMQP(t)
+	conn := dial(t, cfg, oneQueue)
+	pub := bus.NewPublisher(conn)
+	defer pub.Close()
+
+	started := make(chan string, 2)
+	release := make(chan struct{})
+	rec := newRecorder()
+	c := consume(t, conn, bus.ConsumerOptions{Concurrency: 2}, func(ctx context.Context, m message.Message) error {
+		started <- m.Type
+		if m.Type == "thing.stuck" {
+			<-ctx.Done() // only the drain deadline ends it
+			return ctx.Err()
+		}
+		<-release
+		rec.add(m)
+		return nil
+	})
+	require.NoError(t, pub.Publish(t.Context(), newMessage(t, "thing.slow")))
+	require.NoError(t, pub.Publish(t.Context(), newMessage(t, "thing.stuck")))
+	<-started
+	<-started
+
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		stopped <- c.Stop(ctx)
+	}()
+	close(release)
+	err := <-stopped
+	require.ErrorIs(t, err, context.DeadlineExceeded, "the stuck handler outlived the drain bound")
+	require.Equal(t, 1, rec.count(), "the slow handler finished during the drain")
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return readyCount(t, conn, conn.QueueName("q")) == 1
+	}, "the aborted message is back in the queue, the finished one acked")
 }

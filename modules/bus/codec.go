@@ -16,8 +16,11 @@ const (
 	HeaderTraceparent      = "traceparent"
 	HeaderDeadLetterReason = "x-gdpr-dead-letter-reason"
 	HeaderDeadLetterQueue  = "x-gdpr-dead-letter-queue"
-	headerPublishSeq       = "x-gdpr-publish-seq"
-	headerDeliveryCount    = "x-delivery-count"
+	// HeaderDeadLetterClass is the reason's class: ReasonPoison,
+	// ReasonMalformed or ReasonDeliveryLimit.
+	HeaderDeadLetterClass = "x-gdpr-dead-letter-class"
+	headerPublishSeq      = "x-gdpr-publish-seq"
+	headerDeliveryCount   = "x-delivery-count"
 )
 
 func encode(m message.Message) amqp.Publishing {
@@ -81,4 +84,30 @@ func decode(d amqp.Delivery) message.Message {
 		}
 	}
 	return m
+}
+
+// deadLetterPublishing is d as it arrived, headers and properties kept, plus
+// why and from where it was dead-lettered.
+func deadLetterPublishing(d amqp.Delivery, queue, class string, reason error) amqp.Publishing {
+	headers := make(amqp.Table, len(d.Headers)+3)
+	for k, v := range d.Headers {
+		if k != headerPublishSeq {
+			headers[k] = v
+		}
+	}
+	headers[HeaderDeadLetterReason] = reason.Error()
+	headers[HeaderDeadLetterClass] = class
+	headers[HeaderDeadLetterQueue] = queue
+	return amqp.Publishing{
+		Headers:         headers,
+		ContentType:     d.ContentType,
+		ContentEncoding: d.ContentEncoding,
+		DeliveryMode:    amqp.Persistent,
+		MessageId:       d.MessageId,
+		CorrelationId:   d.CorrelationId,
+		Type:            d.Type,
+		Timestamp:       d.Timestamp,
+		AppId:           d.AppId,
+		Body:            d.Body,
+	}
 }

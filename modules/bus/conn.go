@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -51,6 +52,11 @@ type Conn struct {
 	name     string
 	topology Topology
 	logger   *slog.Logger
+	metrics  *Metrics
+
+	// blocked is set while the broker refuses to read publishes (resource
+	// alarm): a publish then fails at once instead of blocking in a socket write.
+	blocked atomic.Bool
 
 	mu        sync.Mutex
 	conn      *amqp.Connection
@@ -61,10 +67,19 @@ type Conn struct {
 	done chan struct{}
 }
 
+// Option adjusts a Conn at Dial.
+type Option func(*Conn)
+
+// WithMetrics records publish confirm latency and dead letters of everything
+// using the connection in m (nil: no metrics).
+func WithMetrics(m *Metrics) Option {
+	return func(c *Conn) { c.metrics = m }
+}
+
 // Dial connects (retrying until ctx ends) and keeps the connection alive in
 // the background until Close. name identifies the connection in the broker's
 // management tools.
-func Dial(ctx context.Context, cfg config.AMQP, name string, topology Topology, logger *slog.Logger) (*Conn, error) {
+func Dial(ctx context.Context, cfg config.AMQP, name string, topology Topology, logger *slog.Logger, opts ...Option) (*Conn, error) {
 	c := &Conn{
 		cfg:       cfg,
 		name:      name,
@@ -73,6 +88,9 @@ func Dial(ctx context.Context, cfg config.AMQP, name string, topology Topology, 
 		connected: make(chan struct{}),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(c)
 	}
 	first, err := c.dialWithRetry(ctx)
 	if err != nil {
@@ -184,21 +202,38 @@ func declareQueue(ch *amqp.Channel, c *Conn, q Queue) error {
 	return nil
 }
 
-func (c *Conn) queueArgs(deadLetter bool) amqp.Table {
+// queueArgs returns the declare arguments of a work queue (withDeadLetter)
+// or of the dead-letter queue itself. On a quorum queue the broker enforces
+// the delivery limit too, as a backstop for a message that kills its
+// consumer before the consumer can count it.
+func (c *Conn) queueArgs(withDeadLetter bool) amqp.Table {
 	args := amqp.Table{}
 	if c.cfg.QueueType == "quorum" {
 		args[amqp.QueueTypeArg] = amqp.QueueTypeQuorum
-		if deadLetter {
-			args["x-delivery-limit"] = c.cfg.DeliveryLimit
+		if withDeadLetter {
+			args["x-delivery-limit"] = int64(c.cfg.DeliveryLimit)
 		}
 	}
-	if deadLetter {
+	if withDeadLetter {
 		args["x-dead-letter-exchange"] = c.DeadLetterExchange()
 	}
 	return args
 }
 
 func (c *Conn) setConn(conn *amqp.Connection) {
+	c.blocked.Store(false)
+	blockings := conn.NotifyBlocked(make(chan amqp.Blocking, 1))
+	go func() {
+		// Closed by the library when the connection shuts down.
+		for b := range blockings {
+			c.blocked.Store(b.Active)
+			if b.Active {
+				c.logger.Warn("amqp connection blocked by broker", "connection", c.name, "reason", b.Reason)
+			} else {
+				c.logger.Info("amqp connection unblocked", "connection", c.name)
+			}
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.conn = conn

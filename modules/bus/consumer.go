@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -186,6 +187,7 @@ func (c *Consumer) consume(ctx context.Context, ch *amqp.Channel, deliveries <-c
 	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
+		// Deliveries prefetched but not started go back to the queue.
 		_ = ch.Close()
 	}()
 	for {
@@ -206,19 +208,34 @@ func (c *Consumer) consume(ctx context.Context, ch *amqp.Channel, deliveries <-c
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() { <-sem }()
-				c.handle(d)
+				delay, retry := c.handle(d)
+				// A message waiting for its retry does not hold a handler
+				// slot; the prefetch still bounds how many wait.
+				<-sem
+				if !retry {
+					return
+				}
+				select {
+				case <-time.After(delay):
+				case <-ctx.Done():
+				}
+				_ = d.Nack(false, true)
 			}()
 		}
 	}
 }
 
-func (c *Consumer) handle(d amqp.Delivery) {
+// handle runs the handler for d and settles it, or says after what delay
+// it should be requeued.
+func (c *Consumer) handle(d amqp.Delivery) (retryAfter time.Duration, retry bool) {
 	m := decode(d)
 	ctx := trace.WithMessageID(c.handlers, m.ID)
 	ctx = trace.WithTraceparent(ctx, m.Traceparent)
 	if m.CorrelationID != "" {
 		ctx = trace.WithRequestID(ctx, m.CorrelationID)
+	}
+	if err := malformed(d); err != nil {
+		return c.deadLetter(ctx, d, m, ReasonMalformed, err)
 	}
 	err := c.safeHandle(ctx, m)
 	switch {
@@ -226,18 +243,42 @@ func (c *Consumer) handle(d amqp.Delivery) {
 		if ackErr := d.Ack(false); ackErr != nil {
 			c.logger.WarnContext(ctx, "ack failed; message will be redelivered", "error", ackErr)
 		}
+		return 0, false
 	case errors.Is(err, ErrPoison):
-		c.deadLetter(ctx, d, m, err)
+		return c.deadLetter(ctx, d, m, ReasonPoison, err)
+	case ctx.Err() != nil:
+		// Stopped past the drain deadline: not the message's fault.
+		_ = d.Nack(false, true)
+		return 0, false
+	case c.conn.cfg.QueueType == "quorum" && m.DeliveryCount >= int64(c.conn.cfg.DeliveryLimit):
+		// This was the last delivery the queue allows; dead-letter it here,
+		// with the reason, instead of letting the broker do it silently.
+		return c.deadLetter(ctx, d, m, ReasonDeliveryLimit, err)
 	default:
 		c.logger.WarnContext(ctx, "message handling failed; will retry", "type", m.Type, "delivery_count", m.DeliveryCount, "error", err)
-		delay := c.opts.RetryBackoff << min(m.DeliveryCount, 8)
-		delay = min(delay, 30*time.Second)
-		select {
-		case <-time.After(delay/2 + rand.N(delay/2+1)):
-		case <-ctx.Done():
-		}
-		_ = d.Nack(false, true)
+		return c.backoff(m.DeliveryCount), true
 	}
+}
+
+// backoff is RetryBackoff doubled per earlier delivery, capped at 30s, with
+// jitter so that a burst of failures does not come back as a burst.
+func (c *Consumer) backoff(deliveries int64) time.Duration {
+	delay := min(c.opts.RetryBackoff<<min(deliveries, 8), 30*time.Second)
+	return delay/2 + rand.N(delay/2+1)
+}
+
+// malformed reports why a delivery cannot be a gdpr message at all.
+func malformed(d amqp.Delivery) error {
+	if d.MessageId == "" {
+		return errors.New("missing message_id")
+	}
+	if d.Type == "" {
+		return errors.New("missing type")
+	}
+	if !json.Valid(d.Body) {
+		return errors.New("body is not JSON")
+	}
+	return nil
 }
 
 func (c *Consumer) safeHandle(ctx context.Context, m message.Message) (err error) {
@@ -251,24 +292,17 @@ func (c *Consumer) safeHandle(ctx context.Context, m message.Message) (err error
 
 // deadLetter republishes the message to the dead-letter exchange with the
 // reason, then acks it. If that publish is not confirmed the message is
-// requeued, so nothing is dropped.
-func (c *Consumer) deadLetter(ctx context.Context, d amqp.Delivery, m message.Message, reason error) {
-	c.logger.WarnContext(ctx, "message dead-lettered", "type", m.Type, "reason", reason.Error())
-	dead := m
-	dead.RoutingKey = d.RoutingKey
-	dead.Headers = map[string]string{}
-	for k, v := range m.Headers {
-		dead.Headers[k] = v
-	}
-	dead.Headers[HeaderDeadLetterReason] = reason.Error()
-	dead.Headers[HeaderDeadLetterQueue] = c.opts.Queue
-	if dead.ID == "" {
-		dead.ID = "missing-id"
-	}
-	if err := c.dlx.Publish(context.WithoutCancel(ctx), dead); err != nil {
+// requeued after a backoff, so nothing is dropped.
+func (c *Consumer) deadLetter(ctx context.Context, d amqp.Delivery, m message.Message, class string, reason error) (time.Duration, bool) {
+	c.logger.WarnContext(ctx, "message dead-lettered", "type", m.Type, "reason", class, "error", reason.Error())
+	pub := deadLetterPublishing(d, c.opts.Queue, class, reason)
+	if err := c.dlx.send(context.WithoutCancel(ctx), c.dlx.exchange, d.RoutingKey, pub); err != nil {
 		c.logger.ErrorContext(ctx, "dead-lettering failed; requeueing", "error", err)
-		_ = d.Nack(false, true)
-		return
+		return c.backoff(m.DeliveryCount), true
 	}
-	_ = d.Ack(false)
+	if err := d.Ack(false); err != nil {
+		c.logger.WarnContext(ctx, "ack after dead-lettering failed; message will be redelivered", "error", err)
+	}
+	c.conn.metrics.deadLettered(c.opts.Queue, class)
+	return 0, false
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -29,7 +30,7 @@ func NewPublisher(conn *Conn) *Publisher {
 func newPublisher(conn *Conn, exchange string) *Publisher {
 	p := &Publisher{conn: conn, exchange: exchange}
 	for range conn.cfg.PublishChannels {
-		p.chans = append(p.chans, &pubChannel{conn: conn})
+		p.chans = append(p.chans, &pubChannel{conn: conn, turn: make(chan struct{}, 1)})
 	}
 	return p
 }
@@ -42,18 +43,39 @@ func (p *Publisher) Publish(ctx context.Context, m message.Message) error {
 }
 
 // PublishTo is Publish to a named exchange (used by the scheduler, whose
-// messages name their own exchange).
+// messages name their own exchange). The exchange must exist: publishing to
+// a missing one closes the channel and fails the other publishes in flight on it.
 func (p *Publisher) PublishTo(ctx context.Context, exchange string, m message.Message) error {
+	if err := p.send(ctx, exchange, m.Key(), encode(m)); err != nil {
+		return fmt.Errorf("publishing %s %s: %w", m.Type, m.ID, err)
+	}
+	return nil
+}
+
+func (p *Publisher) send(ctx context.Context, exchange, key string, pub amqp.Publishing) error {
+	// The whole call, waiting for a connection included, is bounded by the
+	// confirm timeout so that callers never pile up behind a broker outage.
 	ctx, cancel := context.WithTimeout(ctx, p.conn.cfg.ConfirmTimeout)
 	defer cancel()
+	start := time.Now()
 	pc := p.chans[p.next.Add(1)%uint64(len(p.chans))]
-	wait, err := pc.publish(ctx, exchange, m)
+	if p.conn.blocked.Load() {
+		return fmt.Errorf("%w: connection blocked by the broker", ErrUnconfirmed)
+	}
+	pend, err := pc.publish(ctx, exchange, key, pub)
 	if err != nil {
-		return fmt.Errorf("publishing %s %s: %w", m.Type, m.ID, err)
+		return err
 	}
-	if err := wait(ctx); err != nil {
-		return fmt.Errorf("publishing %s %s: %w", m.Type, m.ID, err)
+	select {
+	case err = <-pend.done:
+	case <-ctx.Done():
+		pend.abandon()
+		err = fmt.Errorf("%w: %w", ErrUnconfirmed, ctx.Err())
 	}
+	if err != nil {
+		return err
+	}
+	p.conn.metrics.observeConfirm(time.Since(start))
 	return nil
 }
 
@@ -65,56 +87,109 @@ func (p *Publisher) Close() error {
 	return nil
 }
 
+// pending is one publish waiting for its confirm.
 type pending struct {
-	done     chan error
-	returned bool
+	done     chan error // buffered 1, written once
+	returned bool       // only touched by the channel's listener goroutine
+	table    *confirmTable
+	seq      uint64
+}
+
+func (p *pending) abandon() { p.table.remove(p.seq) }
+
+// confirmTable maps the publish sequence numbers of one channel to their
+// waiting publishes. Its lock is never held across I/O, so the listener that
+// drains the library's confirm notifications can always make progress.
+type confirmTable struct {
+	mu      sync.Mutex
+	pending map[uint64]*pending
+	closed  bool
+}
+
+func (t *confirmTable) add(p *pending) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.pending[p.seq] = p
+	return true
+}
+
+func (t *confirmTable) get(seq uint64) *pending {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.pending[seq]
+}
+
+func (t *confirmTable) take(seq uint64) *pending {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.pending[seq]
+	delete(t.pending, seq)
+	return p
+}
+
+func (t *confirmTable) remove(seq uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.pending, seq)
+}
+
+// failAll fails every waiting publish; later adds are refused.
+func (t *confirmTable) failAll(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	for seq, p := range t.pending {
+		p.done <- err
+		delete(t.pending, seq)
+	}
 }
 
 // pubChannel is one confirm-mode channel, reopened lazily after a loss.
 type pubChannel struct {
 	conn *Conn
-
-	mu      sync.Mutex
-	ch      *amqp.Channel
-	pending map[uint64]*pending
+	// turn is a one-slot semaphore serialising publishes on the channel (the
+	// sequence number must match the publish order); unlike a mutex a
+	// waiter gives up when its context ends.
+	turn  chan struct{}
+	ch    *amqp.Channel // guarded by turn
+	table *confirmTable // guarded by turn
 }
 
-func (pc *pubChannel) publish(ctx context.Context, exchange string, m message.Message) (func(context.Context) error, error) {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
+func (pc *pubChannel) publish(ctx context.Context, exchange, key string, pub amqp.Publishing) (*pending, error) {
+	select {
+	case pc.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: waiting for a publish channel: %w", ErrUnconfirmed, ctx.Err())
+	}
+	defer func() { <-pc.turn }()
 	if pc.ch == nil || pc.ch.IsClosed() {
 		if err := pc.open(ctx); err != nil {
 			return nil, err
 		}
 	}
-	seq := pc.ch.GetNextPublishSeqNo()
-	pub := encode(m)
+	p := &pending{done: make(chan error, 1), table: pc.table, seq: pc.ch.GetNextPublishSeqNo()}
 	// Returns carry headers but no delivery tag; the sequence number ties a
 	// return to its confirm.
-	pub.Headers[headerPublishSeq] = int64(seq)
-	p := &pending{done: make(chan error, 1)}
-	pc.pending[seq] = p
-	if err := pc.ch.PublishWithContext(ctx, exchange, m.Key(), true, false, pub); err != nil {
-		delete(pc.pending, seq)
+	headers := make(amqp.Table, len(pub.Headers)+1)
+	for k, v := range pub.Headers {
+		headers[k] = v
+	}
+	headers[headerPublishSeq] = int64(p.seq)
+	pub.Headers = headers
+	if !pc.table.add(p) {
+		return nil, fmt.Errorf("%w: channel closed", ErrUnconfirmed)
+	}
+	if err := pc.ch.PublishWithContext(ctx, exchange, key, true, false, pub); err != nil {
+		pc.table.remove(p.seq)
 		return nil, fmt.Errorf("%w: %w", ErrUnconfirmed, err)
 	}
-	ch := pc.ch
-	return func(ctx context.Context) error {
-		select {
-		case err := <-p.done:
-			return err
-		case <-ctx.Done():
-			pc.mu.Lock()
-			if pc.ch == ch {
-				delete(pc.pending, seq)
-			}
-			pc.mu.Unlock()
-			return fmt.Errorf("%w: %w", ErrUnconfirmed, ctx.Err())
-		}
-	}, nil
+	return p, nil
 }
 
-// open must be called with pc.mu held.
+// open must be called holding turn.
 func (pc *pubChannel) open(ctx context.Context) error {
 	ch, err := pc.conn.Channel(ctx)
 	if err != nil {
@@ -122,19 +197,23 @@ func (pc *pubChannel) open(ctx context.Context) error {
 	}
 	if err := ch.Confirm(false); err != nil {
 		_ = ch.Close()
-		return fmt.Errorf("enabling confirms: %w", err)
+		return fmt.Errorf("%w: enabling confirms: %w", ErrUnconfirmed, err)
 	}
-	pc.ch = ch
-	pc.pending = map[uint64]*pending{}
-	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 1024))
-	// Unbuffered on purpose: the library blocks its reader until a return is
-	// taken, so a return is always seen before the confirm that follows it.
+	table := &confirmTable{pending: map[uint64]*pending{}}
+	// The buffer only smooths bursts: the listener never blocks for long
+	// because it takes no lock held across I/O.
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 256))
+	// Unbuffered on purpose: the library's reader blocks until the listener
+	// takes a return, and the broker sends a message's return before its
+	// confirm, so the listener always marks a publish returned before it
+	// sees that publish's confirm.
 	returns := ch.NotifyReturn(make(chan amqp.Return))
-	go pc.listen(ch, pc.pending, confirms, returns)
+	go listen(table, confirms, returns)
+	pc.ch, pc.table = ch, table
 	return nil
 }
 
-func (pc *pubChannel) listen(ch *amqp.Channel, table map[uint64]*pending, confirms <-chan amqp.Confirmation, returns <-chan amqp.Return) {
+func listen(table *confirmTable, confirms <-chan amqp.Confirmation, returns <-chan amqp.Return) {
 	for {
 		select {
 		case r, ok := <-returns:
@@ -143,22 +222,17 @@ func (pc *pubChannel) listen(ch *amqp.Channel, table map[uint64]*pending, confir
 				continue
 			}
 			seq, _ := r.Headers[headerPublishSeq].(int64)
-			pc.mu.Lock()
-			if p := table[uint64(seq)]; p != nil {
+			if p := table.get(uint64(seq)); p != nil {
 				p.returned = true
 			}
-			pc.mu.Unlock()
 		case c, ok := <-confirms:
 			if !ok {
-				pc.failAll(ch, table)
+				table.failAll(fmt.Errorf("%w: channel closed before confirm", ErrUnconfirmed))
 				return
 			}
-			pc.mu.Lock()
-			p := table[c.DeliveryTag]
-			delete(table, c.DeliveryTag)
-			pc.mu.Unlock()
+			p := table.take(c.DeliveryTag)
 			if p == nil {
-				continue
+				continue // its publisher gave up waiting
 			}
 			switch {
 			case p.returned:
@@ -172,22 +246,11 @@ func (pc *pubChannel) listen(ch *amqp.Channel, table map[uint64]*pending, confir
 	}
 }
 
-func (pc *pubChannel) failAll(ch *amqp.Channel, table map[uint64]*pending) {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	for seq, p := range table {
-		p.done <- fmt.Errorf("%w: channel closed before confirm", ErrUnconfirmed)
-		delete(table, seq)
-	}
-	if pc.ch == ch {
-		pc.ch = nil
-	}
-}
-
 func (pc *pubChannel) close() {
-	pc.mu.Lock()
+	pc.turn <- struct{}{}
 	ch := pc.ch
-	pc.mu.Unlock()
+	pc.ch = nil
+	<-pc.turn
 	if ch != nil {
 		_ = ch.Close()
 	}
