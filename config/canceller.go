@@ -1,7 +1,9 @@
 package config
 
 import (
+	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -10,34 +12,83 @@ type Canceller struct {
 	AdminAddr string `yaml:"admin_addr"`
 	// Participants are the services and APIs that must confirm an erasure.
 	Participants []Participant `yaml:"participants"`
-	// ConfirmTimeout is how long a participant may stay silent before a re-send.
+	// ConfirmTimeout is how long a participant may stay silent before a
+	// re-send; each further re-send waits twice as long (capped at MaxBackoff).
 	ConfirmTimeout time.Duration `yaml:"confirm_timeout"`
 	// MaxResends is how many re-sends happen before a participant is overdue.
 	MaxResends int `yaml:"max_resends"`
+	// RetryBackoff is the first wait before a command is re-sent after a
+	// "failed" confirmation or an HTTP participant's transient error; it doubles
+	// with each attempt, capped at MaxBackoff.
+	RetryBackoff time.Duration `yaml:"retry_backoff"`
+	// MaxBackoff caps every wait between two attempts.
+	MaxBackoff time.Duration `yaml:"max_backoff"`
 	// EmailDelay postpones the email system's erasure so the "deleted" email is delivered.
 	EmailDelay time.Duration `yaml:"email_delay"`
+	// Concurrency is how many canceller messages (requests, confirmations,
+	// timers, HTTP calls) one process handles at once.
+	Concurrency int `yaml:"concurrency"`
 }
 
 // Participant is one service that holds personal data and must erase it.
 type Participant struct {
 	Name string `yaml:"name"`
 	// Kind is amqp, http or email (an amqp participant erased last, after EmailDelay).
-	Kind       string        `yaml:"kind"`
-	Method     string        `yaml:"method"`
-	URL        string        `yaml:"url"`
+	Kind string `yaml:"kind"`
+	// Method is the HTTP method of an http participant; default DELETE.
+	Method string `yaml:"method"`
+	// URL is an http participant's URL template: {subject_id}, {subject_email}
+	// and {request_id} are replaced by URL-escaped values.
+	URL string `yaml:"url"`
+	// AuthHeader is sent with every call: "Name: value", or a bare value sent
+	// as the Authorization header.
 	AuthHeader string        `yaml:"auth_header" secret:"true"`
 	Timeout    time.Duration `yaml:"timeout"`
 	// ExpectedStatuses are the HTTP statuses meaning "erased"; default 200, 202, 204.
 	ExpectedStatuses []int `yaml:"expected_statuses"`
 }
 
+// legalDeadline is GDPR Art. 12(3)'s one month, taken as its shortest (28 days).
+const legalDeadline = 28 * 24 * time.Hour
+
 func defaultCanceller() Canceller {
 	return Canceller{
 		AdminAddr:      "127.0.0.1:9093",
 		ConfirmTimeout: time.Hour,
 		MaxResends:     5,
+		RetryBackoff:   5 * time.Minute,
+		MaxBackoff:     12 * time.Hour,
 		EmailDelay:     72 * time.Hour,
+		Concurrency:    32,
 	}
+}
+
+// ResendWait is how long attempt n (1-based) of a command waits for its
+// confirmation: ConfirmTimeout doubled per earlier attempt, capped at MaxBackoff.
+func (c Canceller) ResendWait(attempt int) time.Duration {
+	return backoff(c.ConfirmTimeout, attempt, max(c.MaxBackoff, c.ConfirmTimeout))
+}
+
+// RetryWait is how long to wait before attempt n+1 after attempt n failed.
+func (c Canceller) RetryWait(attempt int) time.Duration {
+	return backoff(c.RetryBackoff, attempt, max(c.MaxBackoff, c.RetryBackoff))
+}
+
+// OverdueAfter is the longest a silent participant takes to become overdue.
+func (c Canceller) OverdueAfter() time.Duration {
+	var total time.Duration
+	for n := 1; n <= c.MaxResends+1; n++ {
+		total += c.ResendWait(n)
+	}
+	return total
+}
+
+func backoff(base time.Duration, attempt int, ceiling time.Duration) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < ceiling; i++ {
+		d *= 2
+	}
+	return min(d, ceiling)
 }
 
 func (c Canceller) validate() error {
@@ -48,28 +99,81 @@ func (c Canceller) validate() error {
 		return invalid("canceller.confirm_timeout", "must be > 0, got %s", c.ConfirmTimeout)
 	case c.MaxResends < 0:
 		return invalid("canceller.max_resends", "must be >= 0, got %d", c.MaxResends)
+	case c.MaxResends > 50:
+		return invalid("canceller.max_resends", "must be <= 50, got %d", c.MaxResends)
+	case c.RetryBackoff <= 0:
+		return invalid("canceller.retry_backoff", "must be > 0, got %s", c.RetryBackoff)
+	case c.MaxBackoff <= 0:
+		return invalid("canceller.max_backoff", "must be > 0, got %s", c.MaxBackoff)
 	case c.EmailDelay < 0:
 		return invalid("canceller.email_delay", "must be >= 0, got %s", c.EmailDelay)
+	case c.Concurrency < 1:
+		return invalid("canceller.concurrency", "must be >= 1, got %d", c.Concurrency)
+	case c.OverdueAfter() > legalDeadline/2:
+		// Overdue must leave operators time to act before the legal deadline.
+		return invalid("canceller.max_resends", "with confirm_timeout %s makes a silent participant overdue only after %s; must be <= %s (half the legal deadline)",
+			c.ConfirmTimeout, c.OverdueAfter(), legalDeadline/2)
 	}
 	seen := map[string]bool{}
+	emails := 0
 	for i, p := range c.Participants {
 		field := "canceller.participants[" + strconv.Itoa(i) + "]"
 		switch {
 		case p.Name == "":
 			return invalid(field+".name", "must be set")
+		case !validName(p.Name):
+			return invalid(field+".name", "must be letters, digits, '-' or '_', got %q", p.Name)
 		case seen[p.Name]:
 			return invalid(field+".name", "must be unique, %q repeats", p.Name)
+		case p.Timeout < 0:
+			return invalid(field+".timeout", "must be >= 0, got %s", p.Timeout)
 		}
 		seen[p.Name] = true
 		switch p.Kind {
-		case "amqp", "email":
+		case "amqp":
+		case "email":
+			emails++
+			if emails > 1 {
+				return invalid(field+".kind", "email may be given to one participant only")
+			}
 		case "http":
 			if p.URL == "" {
 				return invalid(field+".url", "must be set for kind http")
+			}
+			if !strings.HasPrefix(p.URL, "http://") && !strings.HasPrefix(p.URL, "https://") {
+				return invalid(field+".url", "must start with http:// or https://")
+			}
+			if p.Method != "" && !validMethod(p.Method) {
+				return invalid(field+".method", "must be an HTTP method, got %q", p.Method)
+			}
+			for _, s := range p.ExpectedStatuses {
+				if s < 200 || s > 299 {
+					return invalid(field+".expected_statuses", "must be 2xx statuses, got %d", s)
+				}
 			}
 		default:
 			return invalid(field+".kind", "must be amqp, http or email, got %q", p.Kind)
 		}
 	}
 	return nil
+}
+
+// validName keeps participant names safe inside routing keys and queue names.
+func validName(s string) bool {
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+		default:
+			return false
+		}
+	}
+	return len(s) <= 64
+}
+
+func validMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		return true
+	}
+	return false
 }

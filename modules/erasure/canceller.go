@@ -1,0 +1,567 @@
+package erasure
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/inbox"
+	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
+)
+
+// Inbox consumer names: one per kind of message whose effect must happen once.
+const (
+	inboxRequested = "canceller.requested"
+	inboxConfirmed = "canceller.confirmed"
+)
+
+// Scheduler is the part of the scheduler's store the canceller uses: the
+// outbox and delayed messages, both inside the caller's transaction.
+type Scheduler interface {
+	Schedule(ctx context.Context, tx *gorm.DB, e scheduler.Entry) error
+	Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error
+	Cancel(ctx context.Context, tx *gorm.DB, key string) (bool, error)
+}
+
+// Canceller holds the erasure state machine. It keeps no state of its own
+// besides the database, so any number of replicas can run.
+type Canceller struct {
+	db       *gorm.DB
+	sched    Scheduler
+	cfg      config.Canceller
+	registry *Registry
+	metrics  *Metrics
+	logger   *slog.Logger
+	client   *http.Client
+}
+
+// New returns a canceller over db. metrics may be nil (nothing is recorded).
+func New(db *gorm.DB, sched Scheduler, cfg config.Canceller, metrics *Metrics, logger *slog.Logger) (*Canceller, error) {
+	reg, err := NewRegistry(cfg.Participants)
+	if err != nil {
+		return nil, err
+	}
+	if metrics == nil {
+		metrics = NewMetrics(nil, nil)
+	}
+	return &Canceller{
+		db: db, sched: sched, cfg: cfg, registry: reg, metrics: metrics, logger: logger,
+		client: &http.Client{},
+	}, nil
+}
+
+// Registry returns the configured participants.
+func (c *Canceller) Registry() *Registry { return c.registry }
+
+// row is one erasure_participants row.
+type row struct {
+	Participant string
+	Kind        string
+	State       string
+	Attempt     int
+}
+
+// erasureRow is the locked erasures row plus the database's clock.
+type erasureRow struct {
+	State        string
+	SubjectID    string
+	SubjectEmail string
+	CompletedAt  *time.Time
+	Now          time.Time
+}
+
+// effects are what to record once the transaction committed.
+type effects struct {
+	requested, completed, overdue bool
+	confirmed                     []string // "participant\x00outcome"
+}
+
+func (c *Canceller) apply(e effects) {
+	if e.requested {
+		c.metrics.requested.Inc()
+	}
+	if e.completed {
+		c.metrics.completed.Inc()
+	}
+	if e.overdue {
+		c.metrics.overdue.Inc()
+	}
+	for _, pc := range e.confirmed {
+		p, o, _ := strings.Cut(pc, "\x00")
+		c.metrics.confirmations.WithLabelValues(p, o).Inc()
+	}
+}
+
+// HandleRequested fans an erasure out: one participant row per registered
+// participant, commands for the AMQP ones, calls scheduled for the HTTP ones,
+// all in one transaction with the inbox claim, so a redelivery creates nothing twice.
+func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) error {
+	var body event.ErasureRequested
+	if err := m.Decode(&body); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if _, err := uuid.Parse(body.RequestID); err != nil {
+		return fmt.Errorf("%w: request_id %q is not a UUID", ErrInvalid, body.RequestID)
+	}
+	if body.Subject.ID == "" && body.Subject.Email == "" {
+		return fmt.Errorf("%w: subject needs an id or an email", ErrInvalid)
+	}
+	if m.ID == "" {
+		return fmt.Errorf("%w: message_id is missing", ErrInvalid)
+	}
+	var fx effects
+	err := c.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		fresh, err := inbox.Claim(ctx, tx, inboxRequested, m.ID)
+		if err != nil || !fresh {
+			return err
+		}
+		res := tx.Exec(`INSERT INTO erasures (request_id, state, subject_id, subject_email)
+			VALUES (?, 'open', ?, ?) ON CONFLICT (request_id) DO NOTHING`,
+			body.RequestID, body.Subject.ID, body.Subject.Email)
+		if res.Error != nil {
+			return fmt.Errorf("storing erasure %s: %w", body.RequestID, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			// The same request under another message id: already fanned out.
+			c.logger.InfoContext(ctx, "erasure already known", "request_id", body.RequestID)
+			return nil
+		}
+		fx.requested = true
+		e, err := c.lock(ctx, tx, body.RequestID)
+		if err != nil {
+			return err
+		}
+		if err := c.insertParticipants(ctx, tx, body.RequestID); err != nil {
+			return err
+		}
+		for _, p := range c.registry.All() {
+			switch p.Kind {
+			case KindAMQP:
+				if err := c.send(ctx, tx, e, body.RequestID, p, 1, e.Now, &m); err != nil {
+					return err
+				}
+			case KindHTTP:
+				if err := c.scheduleTimer(ctx, tx, body.RequestID, p.Name, ActionSend, 1, e.Now, &m); err != nil {
+					return err
+				}
+			}
+		}
+		return c.checkCompletion(ctx, tx, e, body.RequestID, &m, &fx)
+	})
+	if err != nil {
+		return fmt.Errorf("fanning out erasure %s: %w", body.RequestID, err)
+	}
+	c.apply(fx)
+	if fx.requested {
+		c.logger.InfoContext(ctx, "erasure fanned out", "request_id", body.RequestID, "participants", len(c.registry.All()))
+	}
+	return nil
+}
+
+func (c *Canceller) insertParticipants(ctx context.Context, tx *gorm.DB, requestID string) error {
+	ps := c.registry.All()
+	if len(ps) == 0 {
+		return nil
+	}
+	var sb strings.Builder
+	args := make([]any, 0, len(ps)*4)
+	sb.WriteString(`INSERT INTO erasure_participants (request_id, participant, kind, state) VALUES `)
+	for i, p := range ps {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString("(?, ?, ?, ?)")
+		state := StatePending
+		if p.Kind == KindEmail {
+			state = StateWaiting
+		}
+		args = append(args, requestID, p.Name, p.Kind, state)
+	}
+	// A conflict here would be a bug (the erasure row is new); let it fail loudly.
+	if err := tx.WithContext(ctx).Exec(sb.String(), args...).Error; err != nil {
+		return fmt.Errorf("creating participants of %s: %w", requestID, err)
+	}
+	return nil
+}
+
+// lock takes the erasure's row lock for the rest of tx: every state change
+// of one erasure is serialised behind it, across replicas.
+func (c *Canceller) lock(ctx context.Context, tx *gorm.DB, requestID string) (erasureRow, error) {
+	var e erasureRow
+	res := tx.WithContext(ctx).Raw(`SELECT state, subject_id, subject_email, completed_at, now() AS now
+		FROM erasures WHERE request_id = ? FOR UPDATE`, requestID).Scan(&e)
+	if res.Error != nil {
+		return e, fmt.Errorf("locking erasure %s: %w", requestID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return e, fmt.Errorf("%w: %s", ErrUnknownRequest, requestID)
+	}
+	return e, nil
+}
+
+func (c *Canceller) participantRow(ctx context.Context, tx *gorm.DB, requestID, name string) (row, bool, error) {
+	var r row
+	res := tx.WithContext(ctx).Raw(`SELECT participant, kind, state, attempt FROM erasure_participants
+		WHERE request_id = ? AND participant = ?`, requestID, name).Scan(&r)
+	if res.Error != nil {
+		return r, false, fmt.Errorf("reading participant %s of %s: %w", name, requestID, res.Error)
+	}
+	return r, res.RowsAffected == 1, nil
+}
+
+func (c *Canceller) setState(ctx context.Context, tx *gorm.DB, requestID, name, state string, attempt int, outcome, detail string) error {
+	confirmed := state == StateErased || state == StateNotFound
+	err := tx.WithContext(ctx).Exec(`UPDATE erasure_participants SET state = ?, attempt = ?,
+			last_outcome = CASE WHEN ? = '' THEN last_outcome ELSE ? END, detail = ?,
+			confirmed_at = CASE WHEN ? THEN now() ELSE confirmed_at END, updated_at = now()
+		WHERE request_id = ? AND participant = ?`,
+		state, attempt, outcome, outcome, truncate(detail, 500), confirmed, requestID, name).Error
+	if err != nil {
+		return fmt.Errorf("updating participant %s of %s: %w", name, requestID, err)
+	}
+	return nil
+}
+
+// send records attempt n to an AMQP (or email) participant as sent, and
+// enqueues the command to be published at `at` together with the check
+// that it was confirmed.
+func (c *Canceller) send(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, p config.Participant, n int, at time.Time, cause *message.Message) error {
+	cmd, err := message.New(event.TypeErasureCommand, event.ErasureCommand{
+		Version: 1, RequestID: requestID, Participant: p.Name,
+		Subject: event.Subject{ID: e.SubjectID, Email: e.SubjectEmail}, Attempt: n,
+	}, cause)
+	if err != nil {
+		return err
+	}
+	cmd.RoutingKey = CommandRoutingKey(p.Name)
+	cmd.CorrelationID = requestID
+	if err := c.sched.Schedule(ctx, tx, scheduler.Entry{Key: timerKey(requestID, p.Name, "command", n), DeliverAt: at, Message: cmd}); err != nil {
+		return err
+	}
+	if err := tx.WithContext(ctx).Exec(`UPDATE erasure_participants SET state = 'sent', attempt = ?, sent_at = ?, updated_at = now()
+		WHERE request_id = ? AND participant = ?`, n, at, requestID, p.Name).Error; err != nil {
+		return fmt.Errorf("marking %s of %s sent: %w", p.Name, requestID, err)
+	}
+	return c.scheduleTimer(ctx, tx, requestID, p.Name, ActionTimeout, n, at.Add(c.cfg.ResendWait(n)), cause)
+}
+
+func timerKey(requestID, participant, action string, attempt int) string {
+	return "erasure:" + requestID + ":" + participant + ":" + action + ":" + strconv.Itoa(attempt)
+}
+
+func (c *Canceller) scheduleTimer(ctx context.Context, tx *gorm.DB, requestID, participant, action string, n int, at time.Time, cause *message.Message) error {
+	m, err := message.New(TypeTimer, Timer{RequestID: requestID, Participant: participant, Action: action, Attempt: n}, cause)
+	if err != nil {
+		return err
+	}
+	m.CorrelationID = requestID
+	return c.sched.Schedule(ctx, tx, scheduler.Entry{Key: timerKey(requestID, participant, action, n), DeliverAt: at, Message: m})
+}
+
+// cancelTimers drops the pending checks of attempt n, which is settled.
+func (c *Canceller) cancelTimers(ctx context.Context, tx *gorm.DB, requestID, participant string, n int) error {
+	if _, err := c.sched.Cancel(ctx, tx, timerKey(requestID, participant, ActionTimeout, n)); err != nil {
+		return err
+	}
+	_, err := c.sched.Cancel(ctx, tx, timerKey(requestID, participant, ActionSend, n+1))
+	return err
+}
+
+// checkCompletion completes the erasure when every participant but the email
+// system confirmed, and finishes it when the email system confirmed too.
+// Both happen at most once: they change the locked erasure row's state.
+func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, cause *message.Message, fx *effects) error {
+	if e.State == ErasureFinished {
+		return nil
+	}
+	var rows []row
+	if err := tx.WithContext(ctx).Raw(`SELECT participant, kind, state, attempt FROM erasure_participants
+		WHERE request_id = ?`, requestID).Scan(&rows).Error; err != nil {
+		return fmt.Errorf("reading participants of %s: %w", requestID, err)
+	}
+	var email *row
+	for i, r := range rows {
+		if r.Kind == KindEmail {
+			email = &rows[i]
+			continue
+		}
+		if r.State != StateErased && r.State != StateNotFound {
+			return nil
+		}
+	}
+	if e.State == ErasureOpen {
+		if err := tx.WithContext(ctx).Exec(`UPDATE erasures SET state = 'completed', completed_at = now(), updated_at = now()
+			WHERE request_id = ?`, requestID).Error; err != nil {
+			return fmt.Errorf("completing erasure %s: %w", requestID, err)
+		}
+		if err := c.enqueue(ctx, tx, event.TypeErasureCompleted, event.ErasureCompleted{RequestID: requestID}, requestID, cause); err != nil {
+			return err
+		}
+		fx.completed = true
+		e.State = ErasureCompleted
+		c.logger.InfoContext(ctx, "erasure completed", "request_id", requestID)
+		if email != nil && email.State == StateWaiting {
+			p, ok := c.registry.Get(email.Participant)
+			if !ok {
+				p = config.Participant{Name: email.Participant, Kind: KindEmail}
+			}
+			return c.send(ctx, tx, e, requestID, p, 1, e.Now.Add(c.cfg.EmailDelay), cause)
+		}
+	}
+	if email != nil && email.State != StateErased && email.State != StateNotFound {
+		return nil
+	}
+	if err := tx.WithContext(ctx).Exec(`UPDATE erasures SET state = 'finished', finished_at = now(), updated_at = now(),
+			subject_id = '', subject_email = '' WHERE request_id = ?`, requestID).Error; err != nil {
+		return fmt.Errorf("finishing erasure %s: %w", requestID, err)
+	}
+	c.logger.InfoContext(ctx, "erasure finished", "request_id", requestID)
+	return c.enqueue(ctx, tx, event.TypeErasureFinished, event.ErasureFinished{RequestID: requestID}, requestID, cause)
+}
+
+func (c *Canceller) enqueue(ctx context.Context, tx *gorm.DB, typ string, body any, requestID string, cause *message.Message) error {
+	m, err := message.New(typ, body, cause)
+	if err != nil {
+		return err
+	}
+	m.CorrelationID = requestID
+	return c.sched.Enqueue(ctx, tx, m)
+}
+
+// HandleConfirmed records a participant's confirmation. A duplicate changes
+// nothing; "failed" schedules a re-send with backoff until max_resends.
+func (c *Canceller) HandleConfirmed(ctx context.Context, m message.Message) error {
+	var body event.ErasureConfirmed
+	if err := m.Decode(&body); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	switch {
+	case m.ID == "":
+		return fmt.Errorf("%w: message_id is missing", ErrInvalid)
+	case body.Version != 1:
+		return fmt.Errorf("%w: version must be 1, got %d", ErrInvalid, body.Version)
+	case body.Participant == "":
+		return fmt.Errorf("%w: participant is missing", ErrInvalid)
+	}
+	if _, err := uuid.Parse(body.RequestID); err != nil {
+		return fmt.Errorf("%w: request_id %q is not a UUID", ErrInvalid, body.RequestID)
+	}
+	switch body.Outcome {
+	case event.OutcomeErased, event.OutcomeNotFound, event.OutcomeFailed:
+	default:
+		return fmt.Errorf("%w: outcome must be erased, not_found or failed, got %q", ErrInvalid, body.Outcome)
+	}
+	if _, ok := c.registry.Get(body.Participant); !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownParty, body.Participant)
+	}
+	var fx effects
+	err := c.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		fresh, err := inbox.Claim(ctx, tx, inboxConfirmed, m.ID)
+		if err != nil || !fresh {
+			return err
+		}
+		e, err := c.lock(ctx, tx, body.RequestID)
+		if err != nil {
+			return err
+		}
+		r, ok, err := c.participantRow(ctx, tx, body.RequestID, body.Participant)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: %q is not a participant of %s", ErrUnknownParty, body.Participant, body.RequestID)
+		}
+		return c.confirm(ctx, tx, e, body, r, &m, &fx)
+	})
+	if err != nil {
+		return fmt.Errorf("recording confirmation of %s by %s: %w", body.RequestID, body.Participant, err)
+	}
+	c.apply(fx)
+	return nil
+}
+
+func (c *Canceller) confirm(ctx context.Context, tx *gorm.DB, e erasureRow, body event.ErasureConfirmed, r row, cause *message.Message, fx *effects) error {
+	if r.State == StateErased || r.State == StateNotFound {
+		c.logger.InfoContext(ctx, "duplicate confirmation ignored", "request_id", body.RequestID, "participant", body.Participant)
+		return nil
+	}
+	switch body.Outcome {
+	case event.OutcomeErased, event.OutcomeNotFound:
+		if err := c.setState(ctx, tx, body.RequestID, r.Participant, body.Outcome, r.Attempt, body.Outcome, body.Detail); err != nil {
+			return err
+		}
+		if err := c.cancelTimers(ctx, tx, body.RequestID, r.Participant, r.Attempt); err != nil {
+			return err
+		}
+		fx.confirmed = append(fx.confirmed, r.Participant+"\x00"+body.Outcome)
+		return c.checkCompletion(ctx, tx, e, body.RequestID, cause, fx)
+	}
+	// failed
+	fx.confirmed = append(fx.confirmed, r.Participant+"\x00"+body.Outcome)
+	if body.Attempt != 0 && body.Attempt < r.Attempt {
+		c.logger.InfoContext(ctx, "failure of an older attempt ignored", "request_id", body.RequestID, "participant", r.Participant, "attempt", body.Attempt)
+		return nil
+	}
+	if r.State != StateSent && r.State != StateOverdue {
+		// Already retrying (or never sent): the next attempt is scheduled.
+		return nil
+	}
+	if err := c.cancelTimers(ctx, tx, body.RequestID, r.Participant, r.Attempt); err != nil {
+		return err
+	}
+	return c.retryOrOverdue(ctx, tx, e, body.RequestID, r, event.OutcomeFailed, body.Detail, cause, fx)
+}
+
+// retryOrOverdue schedules attempt r.Attempt+1 after a backoff, or marks the
+// participant overdue when it had every re-send already.
+func (c *Canceller) retryOrOverdue(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, r row, outcome, detail string, cause *message.Message, fx *effects) error {
+	if r.Attempt > c.cfg.MaxResends {
+		return c.markOverdue(ctx, tx, requestID, r, outcome, detail, cause, fx)
+	}
+	if err := c.setState(ctx, tx, requestID, r.Participant, StateRetrying, r.Attempt, outcome, detail); err != nil {
+		return err
+	}
+	return c.scheduleTimer(ctx, tx, requestID, r.Participant, ActionSend, r.Attempt+1, e.Now.Add(c.cfg.RetryWait(r.Attempt)), cause)
+}
+
+func (c *Canceller) markOverdue(ctx context.Context, tx *gorm.DB, requestID string, r row, outcome, detail string, cause *message.Message, fx *effects) error {
+	if r.State == StateOverdue {
+		return nil
+	}
+	if err := c.setState(ctx, tx, requestID, r.Participant, StateOverdue, r.Attempt, outcome, detail); err != nil {
+		return err
+	}
+	fx.overdue = true
+	c.logger.WarnContext(ctx, "erasure participant overdue", "request_id", requestID, "participant", r.Participant, "attempts", r.Attempt)
+	return c.enqueue(ctx, tx, event.TypeErasureOverdue, event.ErasureOverdue{RequestID: requestID, Participant: r.Participant}, requestID, cause)
+}
+
+// HandleTimer runs a scheduled send (a re-send, or an HTTP call) or checks
+// that an attempt was confirmed in time. A timer for an attempt that is no
+// longer the current one is stale and changes nothing.
+func (c *Canceller) HandleTimer(ctx context.Context, m message.Message) error {
+	var t Timer
+	if err := m.Decode(&t); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if _, err := uuid.Parse(t.RequestID); err != nil {
+		return fmt.Errorf("%w: request_id %q is not a UUID", ErrInvalid, t.RequestID)
+	}
+	p, ok := c.registry.Get(t.Participant)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownParty, t.Participant)
+	}
+	if t.Attempt < 1 {
+		return fmt.Errorf("%w: attempt must be >= 1, got %d", ErrInvalid, t.Attempt)
+	}
+	switch {
+	case t.Action == ActionSend && p.Kind == KindHTTP:
+		return c.call(ctx, m, t, p)
+	case t.Action == ActionSend:
+		return c.transition(ctx, t, &m, func(tx *gorm.DB, e erasureRow, r row, fx *effects) error {
+			if r.Attempt != t.Attempt-1 || (r.State != StateRetrying && r.State != StatePending) {
+				return nil
+			}
+			return c.send(ctx, tx, e, t.RequestID, p, t.Attempt, e.Now, &m)
+		})
+	case t.Action == ActionTimeout:
+		return c.transition(ctx, t, &m, func(tx *gorm.DB, e erasureRow, r row, fx *effects) error {
+			if r.Attempt != t.Attempt || r.State != StateSent {
+				return nil
+			}
+			if r.Attempt > c.cfg.MaxResends {
+				return c.markOverdue(ctx, tx, t.RequestID, r, "", "no confirmation after "+strconv.Itoa(r.Attempt)+" commands", &m, fx)
+			}
+			c.logger.InfoContext(ctx, "participant silent; re-sending", "request_id", t.RequestID, "participant", r.Participant, "attempt", r.Attempt+1)
+			return c.send(ctx, tx, e, t.RequestID, p, r.Attempt+1, e.Now, &m)
+		})
+	}
+	return fmt.Errorf("%w: unknown timer action %q", ErrInvalid, t.Action)
+}
+
+// transition runs fn on the locked erasure and participant row.
+func (c *Canceller) transition(ctx context.Context, t Timer, cause *message.Message, fn func(tx *gorm.DB, e erasureRow, r row, fx *effects) error) error {
+	var fx effects
+	err := c.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		e, err := c.lock(ctx, tx, t.RequestID)
+		if err != nil {
+			return err
+		}
+		if e.State == ErasureFinished {
+			return nil
+		}
+		r, ok, err := c.participantRow(ctx, tx, t.RequestID, t.Participant)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%w: %q is not a participant of %s", ErrUnknownParty, t.Participant, t.RequestID)
+		}
+		return fn(tx, e, r, &fx)
+	})
+	if err != nil {
+		return fmt.Errorf("%s timer of %s for %s: %w", t.Action, t.RequestID, t.Participant, err)
+	}
+	c.apply(fx)
+	return nil
+}
+
+// Resend is the operator's action on an overdue, failed or silent
+// participant: it sends a new command (or makes a new HTTP call) now, with
+// the usual timeout and re-sends after it.
+func (c *Canceller) Resend(ctx context.Context, requestID, participant string) error {
+	p, ok := c.registry.Get(participant)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownParty, participant)
+	}
+	t := Timer{RequestID: requestID, Participant: participant, Action: ActionSend}
+	cause, err := message.New("erasure.resend", t, nil)
+	if err != nil {
+		return err
+	}
+	cause.CorrelationID = requestID
+	var stateErr error
+	err = c.transition(ctx, t, &cause, func(tx *gorm.DB, e erasureRow, r row, fx *effects) error {
+		switch r.State {
+		case StateOverdue, StateFailed, StateSent, StateRetrying:
+		default:
+			stateErr = fmt.Errorf("%w: %s is %s", ErrNotResendable, participant, r.State)
+			return nil
+		}
+		if err := c.cancelTimers(ctx, tx, requestID, participant, r.Attempt); err != nil {
+			return err
+		}
+		if p.Kind == KindHTTP {
+			if err := c.setState(ctx, tx, requestID, participant, StateRetrying, r.Attempt, "", "re-sent by an operator"); err != nil {
+				return err
+			}
+			return c.scheduleTimer(ctx, tx, requestID, participant, ActionSend, r.Attempt+1, e.Now, &cause)
+		}
+		return c.send(ctx, tx, e, requestID, p, r.Attempt+1, e.Now, &cause)
+	})
+	if err != nil {
+		return err
+	}
+	if stateErr != nil {
+		return stateErr
+	}
+	c.logger.InfoContext(ctx, "participant re-sent by operator", "request_id", requestID, "participant", participant)
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,67 @@
+package erasure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/message"
+)
+
+// QueueCanceller is the canceller's queue (topology name, without prefix).
+const QueueCanceller = "canceller"
+
+// Bindings are the routing keys the canceller's queue needs.
+var Bindings = []string{event.TypeErasureRequested, event.TypeErasureConfirmed, TypeTimer}
+
+// Handle routes one message to the canceller and maps its errors for the
+// bus: bad input is dead-lettered with the reason, anything else retried.
+func (c *Canceller) Handle(ctx context.Context, m message.Message) error {
+	var err error
+	switch m.Type {
+	case event.TypeErasureRequested:
+		err = c.HandleRequested(ctx, m)
+	case event.TypeErasureConfirmed:
+		err = c.HandleConfirmed(ctx, m)
+	case TypeTimer:
+		err = c.HandleTimer(ctx, m)
+	default:
+		return bus.Poison(fmt.Errorf("canceller does not handle message type %q", m.Type))
+	}
+	if errors.Is(err, ErrInvalid) || errors.Is(err, ErrUnknownRequest) || errors.Is(err, ErrUnknownParty) {
+		return bus.Poison(err)
+	}
+	return err
+}
+
+// Component consumes the canceller's queue.
+type Component struct {
+	conn     *bus.Conn
+	consumer *bus.Consumer
+}
+
+// NewComponent returns the canceller's consumer with concurrency handlers.
+func NewComponent(conn *bus.Conn, c *Canceller, concurrency int, logger *slog.Logger) *Component {
+	return &Component{
+		conn:     conn,
+		consumer: bus.NewConsumer(conn, bus.ConsumerOptions{Queue: QueueCanceller, Concurrency: concurrency}, c.Handle, logger),
+	}
+}
+
+// Name identifies the component in logs.
+func (k *Component) Name() string { return "canceller" }
+
+// Start makes sure the queue carries the timer binding (older topologies
+// lack it), then consumes.
+func (k *Component) Start(ctx context.Context) error {
+	if err := k.conn.DeclareQueue(ctx, bus.Queue{Name: QueueCanceller, Bindings: Bindings}); err != nil {
+		return fmt.Errorf("declaring canceller queue: %w", err)
+	}
+	return k.consumer.Start(ctx)
+}
+
+// Stop drains in-flight messages until ctx ends.
+func (k *Component) Stop(ctx context.Context) error { return k.consumer.Stop(ctx) }

@@ -1,0 +1,172 @@
+package erasure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/message"
+)
+
+// callResult classifies one HTTP participant call.
+type callResult int
+
+const (
+	callErased callResult = iota
+	callNotFound
+	// callTransient: 5xx, 429, 409, a timeout or a network error; retried with backoff.
+	callTransient
+	// callPermanent: any other 4xx (or an unexpected status); an operator must act.
+	callPermanent
+)
+
+// DefaultHTTPTimeout bounds a participant call whose timeout is not configured.
+const DefaultHTTPTimeout = 10 * time.Second
+
+// call makes attempt t.Attempt to an HTTP participant (outside any
+// transaction: the call may be slow) and records its result.
+func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p config.Participant) error {
+	var cur struct {
+		State        string
+		Attempt      int
+		Erasure      string
+		SubjectID    string
+		SubjectEmail string
+	}
+	res := c.db.WithContext(ctx).Raw(`SELECT p.state, p.attempt, e.state AS erasure, e.subject_id, e.subject_email
+		FROM erasure_participants p JOIN erasures e USING (request_id)
+		WHERE p.request_id = ? AND p.participant = ?`, t.RequestID, t.Participant).Scan(&cur)
+	if res.Error != nil {
+		return fmt.Errorf("reading participant %s of %s: %w", t.Participant, t.RequestID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("%w: %s has no participant %s", ErrUnknownRequest, t.RequestID, t.Participant)
+	}
+	if cur.Erasure == ErasureFinished || cur.Attempt != t.Attempt-1 || (cur.State != StatePending && cur.State != StateRetrying) {
+		return nil // stale: another replica made this attempt, or an operator acted
+	}
+	result, detail := c.do(ctx, p, t.RequestID, event.Subject{ID: cur.SubjectID, Email: cur.SubjectEmail})
+	if ctx.Err() != nil {
+		// Shutting down: the call's outcome is unknown; the timer is redelivered.
+		return ctx.Err()
+	}
+	return c.transition(ctx, t, &m, func(tx *gorm.DB, e erasureRow, r row, fx *effects) error {
+		if r.Attempt != t.Attempt-1 || (r.State != StatePending && r.State != StateRetrying) {
+			return nil
+		}
+		r.Attempt = t.Attempt
+		if err := tx.WithContext(ctx).Exec(`UPDATE erasure_participants SET attempt = ?, sent_at = now(), updated_at = now()
+			WHERE request_id = ? AND participant = ?`, r.Attempt, t.RequestID, t.Participant).Error; err != nil {
+			return fmt.Errorf("recording call to %s: %w", t.Participant, err)
+		}
+		switch result {
+		case callErased, callNotFound:
+			outcome := event.OutcomeErased
+			if result == callNotFound {
+				outcome = event.OutcomeNotFound
+			}
+			if err := c.setState(ctx, tx, t.RequestID, t.Participant, outcome, r.Attempt, outcome, detail); err != nil {
+				return err
+			}
+			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+outcome)
+			return c.checkCompletion(ctx, tx, e, t.RequestID, &m, fx)
+		case callPermanent:
+			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+event.OutcomeFailed)
+			c.logger.ErrorContext(ctx, "erasure call refused permanently; operator action needed",
+				"request_id", t.RequestID, "participant", t.Participant, "detail", detail)
+			return c.setState(ctx, tx, t.RequestID, t.Participant, StateFailed, r.Attempt, event.OutcomeFailed, detail)
+		default:
+			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+event.OutcomeFailed)
+			c.logger.WarnContext(ctx, "erasure call failed; will retry", "request_id", t.RequestID,
+				"participant", t.Participant, "attempt", r.Attempt, "detail", detail)
+			r.State = StateSent // so an exhausted participant becomes overdue
+			return c.retryOrOverdue(ctx, tx, e, t.RequestID, r, event.OutcomeFailed, detail, &m, fx)
+		}
+	})
+}
+
+// do performs one call. detail never contains personal data: it is a status
+// code or an error class, because it is stored and shown to operators.
+func (c *Canceller) do(ctx context.Context, p config.Participant, requestID string, s event.Subject) (callResult, string) {
+	timeout := p.Timeout
+	if timeout <= 0 {
+		timeout = DefaultHTTPTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	method := p.Method
+	if method == "" {
+		method = http.MethodDelete
+	}
+	req, err := http.NewRequestWithContext(ctx, method, ExpandURL(p.URL, requestID, s), nil)
+	if err != nil {
+		return callPermanent, "bad request URL"
+	}
+	if p.AuthHeader != "" {
+		name, value := "Authorization", p.AuthHeader
+		if n, v, ok := strings.Cut(p.AuthHeader, ":"); ok && isToken(n) {
+			name, value = n, strings.TrimSpace(v)
+		}
+		req.Header.Set(name, value)
+	}
+	req.Header.Set("X-Request-Id", requestID)
+	resp, err := c.client.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return callTransient, "timeout after " + timeout.String()
+		}
+		return callTransient, "network error"
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	detail := "http " + strconv.Itoa(resp.StatusCode)
+	expected := p.ExpectedStatuses
+	if len(expected) == 0 {
+		expected = []int{http.StatusOK, http.StatusAccepted, http.StatusNoContent}
+	}
+	switch code := resp.StatusCode; {
+	case slices.Contains(expected, code):
+		return callErased, detail
+	case code == http.StatusNotFound:
+		return callNotFound, detail
+	case code == http.StatusTooManyRequests, code == http.StatusConflict, code >= 500:
+		return callTransient, detail
+	default:
+		return callPermanent, detail
+	}
+}
+
+// ExpandURL fills a participant URL template: {subject_id}, {subject_email}
+// and {request_id} become URL-escaped values, safe in a path segment and in a
+// query string alike.
+func ExpandURL(tmpl, requestID string, s event.Subject) string {
+	esc := func(v string) string { return strings.ReplaceAll(url.QueryEscape(v), "+", "%20") }
+	return strings.NewReplacer(
+		"{subject_id}", esc(s.ID),
+		"{subject_email}", esc(s.Email),
+		"{request_id}", esc(requestID),
+	).Replace(tmpl)
+}
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
