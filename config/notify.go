@@ -1,5 +1,7 @@
 package config
 
+import "time"
+
 // Notify configures outgoing email.
 type Notify struct {
 	SMTPHost string `yaml:"smtp_host"`
@@ -9,10 +11,26 @@ type Notify struct {
 	Username string `yaml:"username"`
 	Password string `yaml:"password" secret:"true"`
 	From     string `yaml:"from"`
+	// Timeout bounds one SMTP conversation.
+	Timeout time.Duration `yaml:"timeout"`
+	// Concurrency is how many emails are sent at once.
+	Concurrency int `yaml:"concurrency"`
+	// ResendAfter is how long a send that started but never recorded its
+	// outcome (a crash between SMTP and commit) waits before it is sent again
+	// with the same Message-ID.
+	ResendAfter time.Duration `yaml:"resend_after"`
 }
 
 func defaultNotify() Notify {
-	return Notify{SMTPHost: "127.0.0.1", SMTPPort: 1025, TLS: "none", From: "privacy@example.com"}
+	return Notify{
+		SMTPHost:    "127.0.0.1",
+		SMTPPort:    1025,
+		TLS:         "none",
+		From:        "privacy@example.com",
+		Timeout:     30 * time.Second,
+		Concurrency: 4,
+		ResendAfter: 2 * time.Minute,
+	}
 }
 
 func (n Notify) validate() error {
@@ -25,6 +43,12 @@ func (n Notify) validate() error {
 		return invalid("notify.tls", "must be none, starttls or tls, got %q", n.TLS)
 	case n.From == "":
 		return invalid("notify.from", "must be set")
+	case n.Timeout <= 0:
+		return invalid("notify.timeout", "must be > 0, got %s", n.Timeout)
+	case n.Concurrency < 1:
+		return invalid("notify.concurrency", "must be >= 1, got %d", n.Concurrency)
+	case n.ResendAfter <= 0:
+		return invalid("notify.resend_after", "must be > 0, got %s", n.ResendAfter)
 	}
 	return nil
 }

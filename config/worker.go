@@ -7,23 +7,34 @@ type Worker struct {
 	AdminAddr string `yaml:"admin_addr"`
 	// Concurrency is the number of workers processing requests in this process.
 	Concurrency int `yaml:"concurrency"`
-	// PollInterval is the longest a worker idles before looking for due requests.
+	// PollInterval is the longest a worker idles before looking for due
+	// requests stored by other processes and retries that became due.
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// MaxAttempts is how often a request is tried before it is failed.
 	MaxAttempts int `yaml:"max_attempts"`
-	// BackoffBase and BackoffMax shape the exponential backoff with jitter.
+	// BackoffBase and BackoffMax shape the exponential backoff with full jitter.
 	BackoffBase time.Duration `yaml:"backoff_base"`
 	BackoffMax  time.Duration `yaml:"backoff_max"`
+	// ErasureWait is how long an erasure waits before looking again when an
+	// access report for the same subject is still being built.
+	ErasureWait time.Duration `yaml:"erasure_wait"`
+	// SweepInterval is how often abandoned temporary report files are removed;
+	// SweepAge is how old such a file must be.
+	SweepInterval time.Duration `yaml:"sweep_interval"`
+	SweepAge      time.Duration `yaml:"sweep_age"`
 }
 
 func defaultWorker() Worker {
 	return Worker{
-		AdminAddr:    "127.0.0.1:9091",
-		Concurrency:  8,
-		PollInterval: time.Second,
-		MaxAttempts:  5,
-		BackoffBase:  2 * time.Second,
-		BackoffMax:   10 * time.Minute,
+		AdminAddr:     "127.0.0.1:9091",
+		Concurrency:   8,
+		PollInterval:  time.Second,
+		MaxAttempts:   5,
+		BackoffBase:   2 * time.Second,
+		BackoffMax:    10 * time.Minute,
+		ErasureWait:   5 * time.Second,
+		SweepInterval: 10 * time.Minute,
+		SweepAge:      time.Hour,
 	}
 }
 
@@ -41,6 +52,12 @@ func (w Worker) validate() error {
 		return invalid("worker.backoff_base", "must be > 0, got %s", w.BackoffBase)
 	case w.BackoffMax < w.BackoffBase:
 		return invalid("worker.backoff_max", "must be >= worker.backoff_base, got %s", w.BackoffMax)
+	case w.ErasureWait <= 0:
+		return invalid("worker.erasure_wait", "must be > 0, got %s", w.ErasureWait)
+	case w.SweepInterval <= 0:
+		return invalid("worker.sweep_interval", "must be > 0, got %s", w.SweepInterval)
+	case w.SweepAge <= 0:
+		return invalid("worker.sweep_age", "must be > 0, got %s", w.SweepAge)
 	}
 	return nil
 }

@@ -1,0 +1,285 @@
+// Package notify emails data subjects when their report is ready or their
+// data was deleted: an SMTP sender and the notifier that consumes
+// report.ready and erasure.completed.
+package notify
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/inbox"
+	"github.com/gdpr-oss/gdpr/modules/message"
+)
+
+// Consumer is the inbox name of the notifier.
+const Consumer = "worker.notify"
+
+// Template names (also the gdpr_emails_sent_total label).
+const (
+	TemplateReportReady      = "report_ready"
+	TemplateErasureCompleted = "erasure_completed"
+)
+
+// ErrInvalid marks a message that can never be handled.
+var ErrInvalid = errors.New("notify: invalid message")
+
+// errInFlight means another delivery of the same notification is sending
+// right now (or died doing so less than ResendAfter ago).
+var errInFlight = errors.New("notify: notification is being sent")
+
+//go:embed templates/*.tmpl
+var templateFS embed.FS
+
+// Sender delivers one email.
+type Sender interface {
+	Send(ctx context.Context, e Email) error
+}
+
+// Outbox enqueues a message inside the caller's transaction.
+type Outbox interface {
+	Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error
+}
+
+// LinkFunc returns the signed download link of a request's report and
+// when it expires.
+type LinkFunc func(requestID string, now time.Time) (link string, expires time.Time, err error)
+
+// Config tunes the notifier.
+type Config struct {
+	// ResendAfter: a 'sending' row older than this is from a delivery that
+	// died between the SMTP conversation and its commit; it is sent again.
+	ResendAfter time.Duration
+	// MessageIDDomain is the right-hand side of generated Message-IDs.
+	MessageIDDomain string
+}
+
+// Notifier handles report.ready and erasure.completed.
+type Notifier struct {
+	db        *gorm.DB
+	outbox    Outbox
+	sender    Sender
+	link      LinkFunc
+	cfg       Config
+	logger    *slog.Logger
+	templates map[string]*template.Template
+	sent      *prometheus.CounterVec
+}
+
+// New returns a notifier.
+func New(db *gorm.DB, outbox Outbox, sender Sender, link LinkFunc, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Notifier, error) {
+	n := &Notifier{
+		db: db, outbox: outbox, sender: sender, link: link, cfg: cfg,
+		logger:    logger.With("component", "notify"),
+		templates: map[string]*template.Template{},
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gdpr_emails_sent_total", Help: "Emails accepted by the SMTP server.",
+		}, []string{"template"}),
+	}
+	if n.cfg.MessageIDDomain == "" {
+		n.cfg.MessageIDDomain = "gdpr.invalid"
+	}
+	for _, name := range []string{TemplateReportReady, TemplateErasureCompleted} {
+		t, err := template.ParseFS(templateFS, "templates/"+name+".tmpl")
+		if err != nil {
+			return nil, fmt.Errorf("parsing template %s: %w", name, err)
+		}
+		n.templates[name] = t
+	}
+	if reg != nil {
+		if err := reg.Register(n.sent); err != nil {
+			return nil, fmt.Errorf("registering notifier metrics: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// Handle is the bus handler of the worker.notify queue.
+func (n *Notifier) Handle(ctx context.Context, msg message.Message) error {
+	err := n.handle(ctx, msg)
+	if errors.Is(err, ErrInvalid) {
+		return bus.Poison(err)
+	}
+	return err
+}
+
+type notification struct {
+	key, requestID, template string
+}
+
+func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
+	var nt notification
+	switch msg.Type {
+	case event.TypeReportReady:
+		var ev event.ReportReady
+		if err := msg.Decode(&ev); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		if ev.ReportID == "" {
+			return fmt.Errorf("%w: report_id is empty", ErrInvalid)
+		}
+		nt = notification{key: TemplateReportReady + ":" + ev.ReportID, requestID: ev.RequestID, template: TemplateReportReady}
+	case event.TypeErasureCompleted:
+		var ev event.ErasureCompleted
+		if err := msg.Decode(&ev); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		nt = notification{key: TemplateErasureCompleted + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateErasureCompleted}
+	default:
+		return fmt.Errorf("%w: unexpected type %q", ErrInvalid, msg.Type)
+	}
+	if _, err := uuid.Parse(nt.requestID); err != nil {
+		return fmt.Errorf("%w: request_id is not a UUID", ErrInvalid)
+	}
+
+	email, messageID, send, err := n.begin(ctx, msg, nt)
+	if err != nil || !send {
+		return err
+	}
+	e, err := n.render(nt, email, messageID)
+	if err != nil {
+		return err
+	}
+	if err := n.sender.Send(ctx, e); err != nil {
+		if errors.Is(err, ErrRejected) {
+			n.logger.WarnContext(ctx, "email rejected by the SMTP server; not retried", "request_id", nt.requestID, "template", nt.template)
+			return n.finish(ctx, msg, nt, "skipped", "rejected")
+		}
+		// Nothing was accepted: let the redelivery send at once.
+		_ = n.db.WithContext(context.WithoutCancel(ctx)).Exec(
+			`UPDATE notifications SET updated_at = 'epoch' WHERE key = ? AND state = 'sending'`, nt.key).Error
+		return fmt.Errorf("sending %s email for %s: %w", nt.template, nt.requestID, err)
+	}
+	n.sent.WithLabelValues(nt.template).Inc()
+	return n.finish(ctx, msg, nt, "sent", "")
+}
+
+// begin records the send as 'sending' before the SMTP conversation. It
+// returns send=false when there is nothing to send: sent before, skipped,
+// or the subject has no email address.
+func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notification) (email, messageID string, send bool, err error) {
+	err = n.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var row struct {
+			State     string
+			MessageID string
+			Stale     bool
+		}
+		res := tx.Raw(`SELECT state, message_id, updated_at < now() - ?::interval AS stale
+			FROM notifications WHERE key = ? FOR UPDATE`, n.cfg.ResendAfter.String(), nt.key).Scan(&row)
+		if res.Error != nil {
+			return fmt.Errorf("loading notification %s: %w", nt.key, res.Error)
+		}
+		if res.RowsAffected > 0 {
+			switch {
+			case row.State != "sending":
+				// Sent or skipped before: only the inbox record is missing.
+				_, err := inbox.Claim(ctx, tx, Consumer, msg.ID)
+				return err
+			case !row.Stale:
+				return errInFlight
+			}
+			// A delivery died between SMTP and commit. Send again, with the
+			// same Message-ID so the duplicate (if the first one went out)
+			// is identifiable: losing a legally required email is worse.
+			n.logger.WarnContext(ctx, "resending an email whose outcome is unknown", "request_id", nt.requestID, "template", nt.template)
+			messageID = row.MessageID
+			if err := tx.Exec(`UPDATE notifications SET sends = sends + 1, updated_at = now() WHERE key = ?`, nt.key).Error; err != nil {
+				return fmt.Errorf("marking notification %s sending: %w", nt.key, err)
+			}
+		} else {
+			messageID = strings.ReplaceAll(nt.template, "_", "-") + "." + nt.requestID + "@" + n.cfg.MessageIDDomain
+		}
+		res = tx.Raw(`SELECT subject_email FROM requests WHERE id = ?`, nt.requestID).Scan(&email)
+		if res.Error != nil {
+			return fmt.Errorf("loading the address of %s: %w", nt.requestID, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return fmt.Errorf("%w: no request %s", ErrInvalid, nt.requestID)
+		}
+		if email == "" {
+			// Only an id was given (or the row was scrubbed): nobody to write to.
+			if _, err := inbox.Claim(ctx, tx, Consumer, msg.ID); err != nil {
+				return err
+			}
+			return tx.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, reason)
+				VALUES (?, ?, ?, ?, 'skipped', 'no_email')
+				ON CONFLICT (key) DO UPDATE SET state = 'skipped', reason = 'no_email', updated_at = now()`,
+				nt.key, nt.requestID, nt.template, messageID).Error
+		}
+		send = true
+		return tx.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, sends)
+			VALUES (?, ?, ?, ?, 'sending', 1) ON CONFLICT (key) DO NOTHING`,
+			nt.key, nt.requestID, nt.template, messageID).Error
+	})
+	return email, messageID, send, err
+}
+
+// finish marks the notification done, records the message in the inbox and
+// enqueues notification.sent, in one transaction.
+func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notification, state, reason string) error {
+	ctx = context.WithoutCancel(ctx)
+	return n.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if _, err := inbox.Claim(ctx, tx, Consumer, msg.ID); err != nil {
+			return err
+		}
+		res := tx.Exec(`UPDATE notifications SET state = ?, reason = ?, updated_at = now(),
+			sent_at = CASE WHEN ? = 'sent' THEN now() END WHERE key = ? AND state = 'sending'`, state, reason, state, nt.key)
+		if res.Error != nil {
+			return fmt.Errorf("recording notification %s: %w", nt.key, res.Error)
+		}
+		if res.RowsAffected == 0 || state != "sent" {
+			return nil
+		}
+		out, err := message.New(event.TypeNotificationSent, event.NotificationSent{RequestID: nt.requestID, Template: nt.template}, &msg)
+		if err != nil {
+			return err
+		}
+		out.CorrelationID = nt.requestID
+		if err := n.outbox.Enqueue(ctx, tx, out); err != nil {
+			return err
+		}
+		n.logger.InfoContext(ctx, "email sent", "request_id", nt.requestID, "template", nt.template)
+		return nil
+	})
+}
+
+type templateData struct {
+	RequestID string
+	Link      string
+	ExpiresAt time.Time
+}
+
+func (n *Notifier) render(nt notification, to, messageID string) (Email, error) {
+	data := templateData{RequestID: nt.requestID}
+	if nt.template == TemplateReportReady {
+		link, expires, err := n.link(nt.requestID, time.Now())
+		if err != nil {
+			return Email{}, fmt.Errorf("making the download link of %s: %w", nt.requestID, err)
+		}
+		data.Link, data.ExpiresAt = link, expires.UTC()
+	}
+	t := n.templates[nt.template]
+	var subject, body bytes.Buffer
+	if err := t.ExecuteTemplate(&subject, "subject", data); err != nil {
+		return Email{}, fmt.Errorf("rendering %s subject: %w", nt.template, err)
+	}
+	if err := t.ExecuteTemplate(&body, "body", data); err != nil {
+		return Email{}, fmt.Errorf("rendering %s body: %w", nt.template, err)
+	}
+	return Email{
+		To: to, Subject: subject.String(), Body: strings.TrimLeft(body.String(), "\n"), MessageID: messageID,
+		Headers: map[string]string{"X-GDPR-Request-ID": nt.requestID, "X-GDPR-Template": nt.template},
+	}, nil
+}

@@ -1,0 +1,262 @@
+// Package requests is the requests manager: it stores submitted data subject
+// requests, runs the workers that build access reports and hand erasures on,
+// and retries failures with backoff. PostgreSQL is the source of truth; the
+// Redis lock only saves duplicate work (DESIGN.md invariant 3).
+package requests
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/lock"
+	"github.com/gdpr-oss/gdpr/modules/message"
+)
+
+// Consumer is the inbox name of the requests manager's queue consumer.
+const Consumer = "worker.requests"
+
+// Request states.
+const (
+	StateReceived   = "received"
+	StateProcessing = "processing"
+	StateHandedOver = "handed_over"
+	StateCompleted  = "completed"
+	StateFailed     = "failed"
+)
+
+// Error classes recorded for failures the manager detects itself.
+const (
+	ClassAbandoned = "abandoned" // the worker holding the request died
+)
+
+// Report is what a successful build produced.
+type Report struct {
+	ID     string
+	Bytes  int64
+	SHA256 string
+	Rows   int64
+}
+
+// Builder builds, deletes and sweeps access reports. Build is all or
+// nothing and writes a report whose id is the same for every build of one
+// request, so a rebuild replaces rather than adds.
+type Builder interface {
+	Build(ctx context.Context, requestID string, subject event.Subject) (Report, error)
+	// Delete removes the report of requestID, if any; deleting nothing is not an error.
+	Delete(ctx context.Context, requestID string) error
+	// Sweep removes temporary files older than olderThan left by crashed builds.
+	Sweep(ctx context.Context, olderThan time.Duration) error
+	// ErrorClass names err's kind without personal data (metric label, history).
+	ErrorClass(err error) string
+}
+
+// Outbox enqueues a message inside the caller's transaction.
+type Outbox interface {
+	Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error
+}
+
+// Locker obtains the Redis mutex for a request.
+type Locker interface {
+	Obtain(ctx context.Context, key string, ttl time.Duration) (*lock.Lease, error)
+}
+
+// Config tunes the manager.
+type Config struct {
+	Concurrency  int
+	PollInterval time.Duration
+	MaxAttempts  int
+	BackoffBase  time.Duration
+	BackoffMax   time.Duration
+	// LeaseTTL is the Redis lock's and the PostgreSQL lease's lifetime;
+	// both are renewed every LeaseTTL/3 while a worker works.
+	LeaseTTL      time.Duration
+	ErasureWait   time.Duration
+	SweepInterval time.Duration
+	SweepAge      time.Duration
+}
+
+// Manager stores requests and processes them. It is a Component: Start runs
+// the worker pool, Stop drains it.
+type Manager struct {
+	db      *gorm.DB
+	outbox  Outbox
+	locker  Locker
+	builder Builder
+	cfg     Config
+	logger  *slog.Logger
+	fence   lock.Fence
+	metrics metrics
+	wake    chan struct{}
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type metrics struct {
+	received   *prometheus.CounterVec
+	retries    *prometheus.CounterVec
+	failures   *prometheus.CounterVec
+	contention *prometheus.CounterVec
+	generated  prometheus.Counter
+	bytes      prometheus.Counter
+	erasures   prometheus.Counter
+}
+
+// New returns a manager; nothing runs until Start.
+func New(db *gorm.DB, outbox Outbox, locker Locker, builder Builder, cfg Config, logger *slog.Logger, reg prometheus.Registerer) *Manager {
+	if cfg.Concurrency < 1 {
+		cfg.Concurrency = 1
+	}
+	m := &Manager{
+		db: db, outbox: outbox, locker: locker, builder: builder, cfg: cfg,
+		logger: logger.With("component", "requests"),
+		fence:  lock.Fence{Table: "requests"},
+		wake:   make(chan struct{}, cfg.Concurrency),
+		metrics: metrics{
+			received: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "gdpr_requests_received_total", Help: "Requests stored by the requests manager.",
+			}, []string{"type"}),
+			retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "gdpr_retries_total", Help: "Failed attempts that will be retried.",
+			}, []string{"stage", "error_class"}),
+			failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "gdpr_failures_total", Help: "Requests failed after their last attempt.",
+			}, []string{"stage", "error_class"}),
+			contention: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "gdpr_lock_contention_total", Help: "Locks found held by someone else.",
+			}, []string{"lock"}),
+			generated: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "gdpr_reports_generated_total", Help: "Access reports committed.",
+			}),
+			bytes: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "gdpr_report_bytes_total", Help: "Bytes of committed access reports.",
+			}),
+			erasures: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "gdpr_erasures_requested_total", Help: "Erasures handed to the canceller.",
+			}),
+		},
+	}
+	if reg != nil {
+		mt := &m.metrics
+		mt.received = register(reg, mt.received)
+		mt.retries = register(reg, mt.retries)
+		mt.failures = register(reg, mt.failures)
+		mt.contention = register(reg, mt.contention)
+		mt.generated = register(reg, mt.generated)
+		mt.bytes = register(reg, mt.bytes)
+		mt.erasures = register(reg, mt.erasures)
+	}
+	return m
+}
+
+// register registers c on reg, or returns the identical collector another
+// module of the same process registered already (several roles share
+// metric names such as gdpr_retries_total in `gdpr all`).
+func register[T prometheus.Collector](reg prometheus.Registerer, c T) T {
+	if err := reg.Register(c); err != nil {
+		var already prometheus.AlreadyRegisteredError
+		if errors.As(err, &already) {
+			if existing, ok := already.ExistingCollector.(T); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
+}
+
+// Name identifies the component in logs.
+func (m *Manager) Name() string { return "requests manager" }
+
+// Start runs the worker pool and the sweeper.
+func (m *Manager) Start(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	m.cancel = cancel
+	for i := 0; i < m.cfg.Concurrency; i++ {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.loop(runCtx)
+		}()
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.sweepLoop(runCtx)
+	}()
+	return nil
+}
+
+// Stop cancels the workers; a request being worked on goes back to
+// `received` without counting as an attempt. It waits until ctx ends.
+func (m *Manager) Stop(ctx context.Context) error {
+	if m.cancel == nil {
+		return nil
+	}
+	m.cancel()
+	done := make(chan struct{})
+	go func() {
+		m.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Wake tells idle workers that a request may be due.
+func (m *Manager) Wake() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (m *Manager) loop(ctx context.Context) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for ctx.Err() == nil {
+		worked, err := m.ProcessOne(ctx)
+		if err != nil && ctx.Err() == nil {
+			m.logger.WarnContext(ctx, "processing a request failed", "error", err)
+		}
+		if worked && err == nil {
+			continue
+		}
+		timer.Reset(m.cfg.PollInterval)
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+func (m *Manager) sweepLoop(ctx context.Context) {
+	if m.cfg.SweepInterval <= 0 {
+		return
+	}
+	t := time.NewTicker(m.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		if err := m.builder.Sweep(ctx, m.cfg.SweepAge); err != nil && ctx.Err() == nil {
+			m.logger.WarnContext(ctx, "sweeping report storage failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

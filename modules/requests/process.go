@@ -1,0 +1,330 @@
+package requests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/lock"
+	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/trace"
+)
+
+// claimed is a request a worker holds the lease on.
+type claimed struct {
+	ID           string
+	Type         string
+	SubjectID    string
+	SubjectEmail string
+	SubmittedAt  time.Time
+	Attempt      int // the attempt now running, 1-based
+	Token        int64
+}
+
+func (c claimed) subject() event.Subject {
+	return event.Subject{ID: c.SubjectID, Email: c.SubjectEmail}
+}
+
+type candidate struct {
+	ID           string
+	Type         string
+	State        string
+	SubjectID    string
+	SubjectEmail string
+	SubmittedAt  time.Time
+	Attempts     int
+}
+
+// ProcessOne picks one due request, works on it and commits the outcome. It
+// reports whether it found one. Workers call it in a loop; tests call it directly.
+func (m *Manager) ProcessOne(ctx context.Context) (bool, error) {
+	c, lease, err := m.claim(ctx)
+	if err != nil || c == nil {
+		return false, err
+	}
+	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
+	ctx = trace.WithRequestID(ctx, c.ID)
+	work, stop := m.keepLease(lease.Context(), c)
+	defer stop()
+	switch c.Type {
+	case event.KindAccess:
+		err = m.access(ctx, work, c)
+	case event.KindErasure:
+		err = m.erasure(ctx, work, c)
+	}
+	return true, err
+}
+
+// claim selects the oldest due request (or one whose worker died), takes
+// its Redis lock and its PostgreSQL lease, and marks it processing.
+func (m *Manager) claim(ctx context.Context) (*claimed, *lock.Lease, error) {
+	var out *claimed
+	var lease *lock.Lease
+	err := m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var cand candidate
+		res := tx.Raw(`SELECT id, type, state, subject_id, subject_email, submitted_at, attempts FROM requests
+			WHERE (state = 'received' AND next_attempt_at <= now())
+			   OR (state = 'processing' AND lease_until < now())
+			ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED`).Scan(&cand)
+		if res.Error != nil {
+			return fmt.Errorf("selecting a due request: %w", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return nil
+		}
+		l, err := m.locker.Obtain(ctx, "request:"+cand.ID, m.cfg.LeaseTTL)
+		if errors.Is(err, lock.ErrNotObtained) {
+			// A worker that lost its lease may still hold the mutex until
+			// it expires; the row stays due and is tried again later.
+			m.metrics.contention.WithLabelValues("request").Inc()
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		token, err := m.fence.Claim(ctx, tx, cand.ID, m.cfg.LeaseTTL)
+		if err != nil {
+			_ = l.Release(context.WithoutCancel(ctx))
+			if errors.Is(err, lock.ErrFenced) {
+				return nil
+			}
+			return err
+		}
+		attempts := cand.Attempts
+		if cand.State == StateProcessing {
+			// The previous worker died mid-attempt: that attempt counts, so
+			// a request that crashes every worker still ends.
+			attempts++
+			if err := m.closeAttempt(tx, cand.ID, attempts, "abandoned", ClassAbandoned, nil); err != nil {
+				_ = l.Release(context.WithoutCancel(ctx))
+				return err
+			}
+			m.logger.WarnContext(ctx, "request abandoned by a dead worker; retrying", "request_id", cand.ID, "attempt", attempts)
+			if attempts >= m.cfg.MaxAttempts {
+				_ = l.Release(context.WithoutCancel(ctx))
+				return m.fail(ctx, tx, cand.ID, cand.Type, attempts, ClassAbandoned, m.stage(cand.Type))
+			}
+		}
+		if err := tx.Exec(`UPDATE requests SET state = 'processing', attempts = ?, updated_at = now() WHERE id = ?`,
+			attempts, cand.ID).Error; err != nil {
+			_ = l.Release(context.WithoutCancel(ctx))
+			return fmt.Errorf("marking request %s processing: %w", cand.ID, err)
+		}
+		if err := tx.Exec(`INSERT INTO request_attempts (request_id, attempt) VALUES (?, ?)
+			ON CONFLICT (request_id, attempt) DO UPDATE SET started_at = now(), finished_at = NULL,
+				outcome = 'running', error_class = '', next_attempt_at = NULL`, cand.ID, attempts+1).Error; err != nil {
+			_ = l.Release(context.WithoutCancel(ctx))
+			return fmt.Errorf("recording attempt of %s: %w", cand.ID, err)
+		}
+		out = &claimed{ID: cand.ID, Type: cand.Type, SubjectID: cand.SubjectID, SubjectEmail: cand.SubjectEmail,
+			SubmittedAt: cand.SubmittedAt, Attempt: attempts + 1, Token: token}
+		lease = l
+		return nil
+	})
+	if err != nil {
+		if lease != nil {
+			_ = lease.Release(context.WithoutCancel(ctx))
+		}
+		return nil, nil, err
+	}
+	return out, lease, nil
+}
+
+// keepLease renews the PostgreSQL lease while the work runs; the returned
+// context ends when the Redis lock or the lease is lost.
+func (m *Manager) keepLease(ctx context.Context, c *claimed) (context.Context, func()) {
+	work, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(m.cfg.LeaseTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-work.Done():
+				return
+			case <-t.C:
+				err := m.fence.Extend(work, m.db, c.ID, c.Token, m.cfg.LeaseTTL)
+				if err != nil && work.Err() == nil {
+					m.logger.WarnContext(work, "request lease lost; stopping work", "request_id", c.ID, "error", err)
+					cancel(fmt.Errorf("%w: %w", lock.ErrFenced, err))
+					return
+				}
+			}
+		}
+	}()
+	return work, func() {
+		cancel(context.Canceled)
+		<-done
+	}
+}
+
+func (m *Manager) stage(typ string) string {
+	if typ == event.KindErasure {
+		return "erasure"
+	}
+	return "report"
+}
+
+// access builds the report and commits the outcome under the fence.
+func (m *Manager) access(ctx, work context.Context, c *claimed) error {
+	rep, err := m.builder.Build(work, c.ID, c.subject())
+	// Results commit with a context of their own: a lost lease is caught by
+	// the fence check, not by an aborted write.
+	commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err == nil {
+		return m.complete(commitCtx, c, rep)
+	}
+	if work.Err() != nil {
+		// Shutdown or a lost lock stopped the build: not the source's
+		// fault, so the attempt does not count.
+		return m.interrupt(commitCtx, c)
+	}
+	return m.retry(commitCtx, c, m.builder.ErrorClass(err))
+}
+
+func (m *Manager) complete(ctx context.Context, c *claimed, rep Report) error {
+	err := m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := m.fence.Check(ctx, tx, c.ID, c.Token); err != nil {
+			return err
+		}
+		if err := tx.Exec(`INSERT INTO reports (id, request_id, bytes, sha256) VALUES (?, ?, ?, ?)
+			ON CONFLICT (request_id) DO UPDATE SET id = EXCLUDED.id, bytes = EXCLUDED.bytes,
+				sha256 = EXCLUDED.sha256, created_at = now()`, rep.ID, c.ID, rep.Bytes, rep.SHA256).Error; err != nil {
+			return fmt.Errorf("recording report of %s: %w", c.ID, err)
+		}
+		if err := tx.Exec(`UPDATE requests SET state = 'completed', completed_at = now(), updated_at = now(),
+			last_error_class = '', lease_until = NULL WHERE id = ?`, c.ID).Error; err != nil {
+			return fmt.Errorf("completing request %s: %w", c.ID, err)
+		}
+		if err := m.closeAttempt(tx, c.ID, c.Attempt, "succeeded", "", nil); err != nil {
+			return err
+		}
+		out, err := message.New(event.TypeReportReady, event.ReportReady{
+			RequestID: c.ID, ReportID: rep.ID, Bytes: rep.Bytes, SHA256: rep.SHA256, ReadyAt: time.Now().UTC(),
+		}, nil)
+		if err != nil {
+			return err
+		}
+		out.CorrelationID = c.ID
+		out.Traceparent = trace.Child(trace.Traceparent(ctx))
+		return m.outbox.Enqueue(ctx, tx, out)
+	})
+	if err != nil {
+		if errors.Is(err, lock.ErrFenced) {
+			// Another worker owns the request now; it rebuilds the same
+			// report id, so nothing of ours must be deleted.
+			m.logger.WarnContext(ctx, "lease lost before commit; result dropped", "request_id", c.ID)
+		}
+		return err
+	}
+	m.metrics.generated.Inc()
+	m.metrics.bytes.Add(float64(rep.Bytes))
+	m.logger.InfoContext(ctx, "report stored", "request_id", c.ID, "report_id", rep.ID, "bytes", rep.Bytes, "attempt", c.Attempt)
+	return nil
+}
+
+// retry records a failed attempt: the partial report is deleted, and the
+// request is due again after a backoff or failed after its last attempt.
+func (m *Manager) retry(ctx context.Context, c *claimed, class string) error {
+	stage := m.stage(c.Type)
+	failed := false
+	err := m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := m.fence.Check(ctx, tx, c.ID, c.Token); err != nil {
+			return err
+		}
+		// Under the row lock nobody else can build this request, so the
+		// deterministic report id is ours to delete.
+		if c.Type == event.KindAccess {
+			if err := m.builder.Delete(ctx, c.ID); err != nil {
+				return fmt.Errorf("deleting partial report of %s: %w", c.ID, err)
+			}
+		}
+		if c.Attempt >= m.cfg.MaxAttempts {
+			failed = true
+			if err := m.closeAttempt(tx, c.ID, c.Attempt, "failed", class, nil); err != nil {
+				return err
+			}
+			return m.fail(ctx, tx, c.ID, c.Type, c.Attempt, class, stage)
+		}
+		next := time.Now().Add(Backoff(c.Attempt, m.cfg.BackoffBase, m.cfg.BackoffMax)).UTC()
+		if err := m.closeAttempt(tx, c.ID, c.Attempt, "failed", class, &next); err != nil {
+			return err
+		}
+		return tx.Exec(`UPDATE requests SET state = 'received', attempts = ?, last_error_class = ?,
+			next_attempt_at = ?, lease_until = NULL, updated_at = now() WHERE id = ?`,
+			c.Attempt, class, next, c.ID).Error
+	})
+	if err != nil {
+		return err
+	}
+	if !failed {
+		m.metrics.retries.WithLabelValues(stage, class).Inc()
+		m.logger.WarnContext(ctx, "attempt failed; will retry", "request_id", c.ID, "attempt", c.Attempt, "error_class", class)
+	}
+	return nil
+}
+
+// fail marks the request failed and enqueues request.failed, inside tx.
+func (m *Manager) fail(ctx context.Context, tx *gorm.DB, id, typ string, attempts int, class, stage string) error {
+	if err := tx.Exec(`UPDATE requests SET state = 'failed', attempts = ?, last_error_class = ?,
+		lease_until = NULL, updated_at = now() WHERE id = ?`, attempts, class, id).Error; err != nil {
+		return fmt.Errorf("failing request %s: %w", id, err)
+	}
+	out, err := message.New(event.TypeRequestFailed, event.RequestFailed{RequestID: id, Attempts: attempts, ErrorClass: class}, nil)
+	if err != nil {
+		return err
+	}
+	out.CorrelationID = id
+	if err := m.outbox.Enqueue(ctx, tx, out); err != nil {
+		return err
+	}
+	m.metrics.failures.WithLabelValues(stage, class).Inc()
+	m.logger.ErrorContext(ctx, "request failed after its last attempt", "request_id", id, "type", typ, "attempts", attempts, "error_class", class)
+	return nil
+}
+
+// interrupt gives a request back on shutdown without counting the attempt.
+func (m *Manager) interrupt(ctx context.Context, c *claimed) error {
+	return m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := m.fence.Check(ctx, tx, c.ID, c.Token); err != nil {
+			return err
+		}
+		if c.Type == event.KindAccess {
+			if err := m.builder.Delete(ctx, c.ID); err != nil {
+				return fmt.Errorf("deleting partial report of %s: %w", c.ID, err)
+			}
+		}
+		if err := tx.Exec(`DELETE FROM request_attempts WHERE request_id = ? AND attempt = ?`, c.ID, c.Attempt).Error; err != nil {
+			return fmt.Errorf("dropping interrupted attempt of %s: %w", c.ID, err)
+		}
+		return tx.Exec(`UPDATE requests SET state = 'received', next_attempt_at = now(), lease_until = NULL,
+			updated_at = now() WHERE id = ?`, c.ID).Error
+	})
+}
+
+func (m *Manager) closeAttempt(tx *gorm.DB, id string, attempt int, outcome, class string, next *time.Time) error {
+	if err := tx.Exec(`UPDATE request_attempts SET finished_at = now(), outcome = ?, error_class = ?, next_attempt_at = ?
+		WHERE request_id = ? AND attempt = ?`, outcome, class, next, id, attempt).Error; err != nil {
+		return fmt.Errorf("closing attempt %d of %s: %w", attempt, id, err)
+	}
+	return nil
+}
+
+// Backoff is the delay before attempt+1 after attempt failed: exponential
+// from base, capped at max, with full jitter so retries of many requests
+// failing together spread out.
+func Backoff(attempt int, base, max time.Duration) time.Duration {
+	ceiling := base
+	for i := 1; i < attempt && ceiling < max; i++ {
+		ceiling *= 2
+	}
+	ceiling = min(ceiling, max)
+	return rand.N(ceiling + 1)
+}

@@ -1,0 +1,142 @@
+package requests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/mail"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/inbox"
+	"github.com/gdpr-oss/gdpr/modules/message"
+)
+
+// ErrInvalid marks a message that can never be stored.
+var ErrInvalid = errors.New("requests: invalid message")
+
+// Handle is the bus handler of the worker.requests queue: request.submitted
+// and erasure.finished. Every effect commits with the message id in the
+// inbox, so a redelivery changes nothing.
+func (m *Manager) Handle(ctx context.Context, msg message.Message) error {
+	var err error
+	switch msg.Type {
+	case event.TypeRequestSubmitted:
+		err = m.receive(ctx, msg)
+	case event.TypeErasureFinished:
+		err = m.finishErasure(ctx, msg)
+	default:
+		err = fmt.Errorf("%w: unexpected type %q", ErrInvalid, msg.Type)
+	}
+	if errors.Is(err, ErrInvalid) {
+		return bus.Poison(err)
+	}
+	return err
+}
+
+func validSubmission(s event.RequestSubmitted) error {
+	if _, err := uuid.Parse(s.RequestID); err != nil {
+		return fmt.Errorf("%w: request_id is not a UUID", ErrInvalid)
+	}
+	if s.Type != event.KindAccess && s.Type != event.KindErasure {
+		return fmt.Errorf("%w: type must be access or erasure, got %q", ErrInvalid, s.Type)
+	}
+	if s.Subject.ID == "" && s.Subject.Email == "" {
+		return fmt.Errorf("%w: subject has neither id nor email", ErrInvalid)
+	}
+	if s.Subject.Email != "" {
+		if _, err := mail.ParseAddress(s.Subject.Email); err != nil {
+			return fmt.Errorf("%w: subject.email is not an address", ErrInvalid)
+		}
+	}
+	if s.SubmittedAt.IsZero() {
+		return fmt.Errorf("%w: submitted_at is missing", ErrInvalid)
+	}
+	return nil
+}
+
+// receive stores a submitted request in state received and enqueues
+// request.received, in one transaction with the inbox record.
+func (m *Manager) receive(ctx context.Context, msg message.Message) error {
+	var sub event.RequestSubmitted
+	if err := msg.Decode(&sub); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if err := validSubmission(sub); err != nil {
+		return err
+	}
+	inserted := false
+	err := m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		fresh, err := inbox.Claim(ctx, tx, Consumer, msg.ID)
+		if err != nil || !fresh {
+			return err
+		}
+		// The same request may arrive under a second message id (intake
+		// re-published after an unknown confirm): the row's primary key
+		// absorbs it.
+		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, submitted_at, due_at, next_attempt_at)
+			VALUES (?, ?, 'received', ?, ?, ?, ?::timestamptz + interval '1 month', now())
+			ON CONFLICT (id) DO NOTHING`,
+			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.SubmittedAt, sub.SubmittedAt)
+		if res.Error != nil {
+			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return nil
+		}
+		inserted = true
+		out, err := message.New(event.TypeRequestReceived, event.RequestReceived{RequestID: sub.RequestID, Type: sub.Type}, &msg)
+		if err != nil {
+			return err
+		}
+		out.CorrelationID = sub.RequestID
+		return m.outbox.Enqueue(ctx, tx, out)
+	})
+	if err != nil {
+		return err
+	}
+	if inserted {
+		m.metrics.received.WithLabelValues(sub.Type).Inc()
+		m.logger.InfoContext(ctx, "request received", "request_id", sub.RequestID, "type", sub.Type)
+		m.Wake()
+	}
+	return nil
+}
+
+// finishErasure completes an erasure request once every participant,
+// including the email system, confirmed, and scrubs the subject from the row.
+func (m *Manager) finishErasure(ctx context.Context, msg message.Message) error {
+	var fin event.ErasureFinished
+	if err := msg.Decode(&fin); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if _, err := uuid.Parse(fin.RequestID); err != nil {
+		return fmt.Errorf("%w: request_id is not a UUID", ErrInvalid)
+	}
+	return m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		fresh, err := inbox.Claim(ctx, tx, Consumer, msg.ID)
+		if err != nil || !fresh {
+			return err
+		}
+		var state string
+		res := tx.Raw(`SELECT state FROM requests WHERE id = ? AND type = 'erasure' FOR UPDATE`, fin.RequestID).Scan(&state)
+		if res.Error != nil {
+			return fmt.Errorf("loading request %s: %w", fin.RequestID, res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return fmt.Errorf("%w: no erasure request %s", ErrInvalid, fin.RequestID)
+		}
+		if state == StateCompleted {
+			return nil
+		}
+		if err := tx.Exec(`UPDATE requests SET state = 'completed', completed_at = now(), updated_at = now(),
+			subject_id = '', subject_email = '', lease_until = NULL WHERE id = ?`, fin.RequestID).Error; err != nil {
+			return fmt.Errorf("completing erasure %s: %w", fin.RequestID, err)
+		}
+		m.logger.InfoContext(ctx, "erasure completed", "request_id", fin.RequestID)
+		return nil
+	})
+}
