@@ -7,18 +7,38 @@ type Scheduler struct {
 	AdminAddr string `yaml:"admin_addr"`
 	// BatchSize is the most due messages claimed in one transaction.
 	BatchSize int `yaml:"batch_size"`
+	// Workers is how many claim-publish-commit loops run at once in one
+	// process, so the broker is kept busy while another batch commits.
+	Workers int `yaml:"workers"`
 	// MaxIdle caps the sleep between looks at the table.
 	MaxIdle time.Duration `yaml:"max_idle"`
 	// Retention is how long sent messages are kept before pruning.
 	Retention time.Duration `yaml:"retention"`
+	// PruneInterval is how often sent messages older than Retention are deleted.
+	PruneInterval time.Duration `yaml:"prune_interval"`
+	// MetricsInterval is how often the pending and overdue gauges are read
+	// from PostgreSQL.
+	MetricsInterval time.Duration `yaml:"metrics_interval"`
+	// RetryBackoff is the first delay before a message the broker refused
+	// (unroutable, nacked, missing exchange) is tried again; it doubles per
+	// attempt up to 10 minutes.
+	RetryBackoff time.Duration `yaml:"retry_backoff"`
+	// CommandConcurrency is how many scheduler.schedule/cancel commands are
+	// handled at once.
+	CommandConcurrency int `yaml:"command_concurrency"`
 }
 
 func defaultScheduler() Scheduler {
 	return Scheduler{
-		AdminAddr: "127.0.0.1:9092",
-		BatchSize: 500,
-		MaxIdle:   5 * time.Second,
-		Retention: 7 * 24 * time.Hour,
+		AdminAddr:          "127.0.0.1:9092",
+		BatchSize:          500,
+		Workers:            3,
+		MaxIdle:            5 * time.Second,
+		Retention:          7 * 24 * time.Hour,
+		PruneInterval:      time.Minute,
+		MetricsInterval:    10 * time.Second,
+		RetryBackoff:       time.Second,
+		CommandConcurrency: 4,
 	}
 }
 
@@ -28,10 +48,20 @@ func (s Scheduler) validate() error {
 		return invalid("scheduler.admin_addr", "must be set")
 	case s.BatchSize < 1:
 		return invalid("scheduler.batch_size", "must be >= 1, got %d", s.BatchSize)
+	case s.Workers < 1:
+		return invalid("scheduler.workers", "must be >= 1, got %d", s.Workers)
 	case s.MaxIdle <= 0:
 		return invalid("scheduler.max_idle", "must be > 0, got %s", s.MaxIdle)
 	case s.Retention <= 0:
 		return invalid("scheduler.retention", "must be > 0, got %s", s.Retention)
+	case s.PruneInterval <= 0:
+		return invalid("scheduler.prune_interval", "must be > 0, got %s", s.PruneInterval)
+	case s.MetricsInterval <= 0:
+		return invalid("scheduler.metrics_interval", "must be > 0, got %s", s.MetricsInterval)
+	case s.RetryBackoff <= 0:
+		return invalid("scheduler.retry_backoff", "must be > 0, got %s", s.RetryBackoff)
+	case s.CommandConcurrency < 1:
+		return invalid("scheduler.command_concurrency", "must be >= 1, got %d", s.CommandConcurrency)
 	}
 	return nil
 }

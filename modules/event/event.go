@@ -137,6 +137,8 @@ type SchedulerSchedule struct {
 	RoutingKey string            `json:"routing_key"`
 	Headers    map[string]string `json:"headers,omitempty"`
 	Body       []byte            `json:"body"`
+	// Type is the published message's type; empty means RoutingKey.
+	Type string `json:"type,omitempty"`
 }
 
 // SchedulerCancel asks the scheduler to drop a pending message.

@@ -15,14 +15,19 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/message"
 )
 
-// ErrInvalid marks an entry that cannot be scheduled.
-var ErrInvalid = errors.New("scheduler: invalid entry")
+// Errors callers test with errors.Is.
+var (
+	// ErrInvalid marks an entry that cannot be scheduled.
+	ErrInvalid = errors.New("scheduler: invalid entry")
+	// ErrNotFound means no pending or sent message has the key.
+	ErrNotFound = errors.New("scheduler: no such key")
+)
 
 // Entry is one message to publish at DeliverAt.
 type Entry struct {
 	// Key is unique: scheduling the same key again replaces a pending entry.
 	Key string
-	// DeliverAt is when to publish; zero or past means now.
+	// DeliverAt is when to publish; zero or past means now (by the database clock).
 	DeliverAt time.Time
 	// Exchange is empty for the main exchange.
 	Exchange string
@@ -61,24 +66,34 @@ func (s *Store) Schedule(ctx context.Context, tx *gorm.DB, e Entry) error {
 	if occurred.IsZero() {
 		occurred = time.Now().UTC()
 	}
-	// A zero DeliverAt becomes the database's now(), so "due" is judged by
-	// one clock only.
-	var deliverAt any = e.DeliverAt
-	if e.DeliverAt.IsZero() {
-		deliverAt = gorm.Expr("now()")
+	typ := m.Type
+	if typ == "" {
+		typ = m.Key()
+	}
+	body := m.Body
+	if body == nil {
+		body = []byte{}
+	}
+	// A zero or past DeliverAt becomes the database's now(), so "due" is
+	// judged by one clock only and lateness is measured from when the
+	// message was really scheduled.
+	var deliverAt any
+	if !e.DeliverAt.IsZero() {
+		deliverAt = e.DeliverAt
 	}
 	res := tx.WithContext(ctx).Exec(`
-		INSERT INTO scheduled_messages (key, message_id, deliver_at, exchange, routing_key, type,
-			correlation_id, causation_id, traceparent, headers, body, occurred_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		INSERT INTO scheduled_messages (key, message_id, deliver_at, next_attempt_at, exchange,
+			routing_key, type, correlation_id, causation_id, traceparent, headers, body, occurred_at)
+		VALUES (?, ?, GREATEST(?::timestamptz, now()), GREATEST(?::timestamptz, now()), ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (key) DO UPDATE SET message_id = EXCLUDED.message_id,
-			deliver_at = EXCLUDED.deliver_at, exchange = EXCLUDED.exchange,
+			deliver_at = EXCLUDED.deliver_at, next_attempt_at = EXCLUDED.next_attempt_at,
+			attempts = 0, last_error = '', exchange = EXCLUDED.exchange,
 			routing_key = EXCLUDED.routing_key, type = EXCLUDED.type,
 			correlation_id = EXCLUDED.correlation_id, causation_id = EXCLUDED.causation_id,
 			traceparent = EXCLUDED.traceparent, headers = EXCLUDED.headers,
 			body = EXCLUDED.body, occurred_at = EXCLUDED.occurred_at, updated_at = now()`,
-		e.Key, m.ID, deliverAt, e.Exchange, m.Key(), m.Type, m.CorrelationID, m.CausationID,
-		m.Traceparent, string(headers), m.Body, occurred)
+		e.Key, m.ID, deliverAt, deliverAt, e.Exchange, m.Key(), typ, m.CorrelationID, m.CausationID,
+		m.Traceparent, string(headers), body, occurred)
 	if res.Error != nil {
 		return fmt.Errorf("scheduling %s: %w", e.Key, res.Error)
 	}
@@ -100,6 +115,59 @@ func (s *Store) Cancel(ctx context.Context, tx *gorm.DB, key string) (bool, erro
 		return false, fmt.Errorf("cancelling %s: %w", key, res.Error)
 	}
 	return res.RowsAffected > 0, nil
+}
+
+// Status is what an operator sees of one key: pending or already sent.
+type Status struct {
+	Key           string     `json:"key"`
+	State         string     `json:"state"` // "pending" or "sent"
+	MessageID     string     `json:"message_id"`
+	Type          string     `json:"type"`
+	Exchange      string     `json:"exchange"`
+	RoutingKey    string     `json:"routing_key"`
+	CorrelationID string     `json:"correlation_id,omitempty"`
+	DeliverAt     time.Time  `json:"deliver_at"`
+	Attempts      int        `json:"attempts"`
+	LastError     string     `json:"last_error,omitempty"`
+	SentAt        *time.Time `json:"sent_at,omitempty"`
+}
+
+// List returns up to limit pending entries, earliest first, with key >= after
+// when after is set (for paging).
+func (s *Store) List(ctx context.Context, limit int, after string) ([]Status, error) {
+	var out []Status
+	err := s.db.WithContext(ctx).Raw(`
+		SELECT key, 'pending' AS state, message_id, type, exchange, routing_key, correlation_id,
+			deliver_at, attempts, last_error, NULL::timestamptz AS sent_at
+		FROM scheduled_messages WHERE key > ? ORDER BY next_attempt_at, key LIMIT ?`, after, limit).
+		Scan(&out).Error
+	if err != nil {
+		return nil, fmt.Errorf("listing scheduled messages: %w", err)
+	}
+	return out, nil
+}
+
+// Get returns the pending entry with key, or else its latest sent record;
+// ErrNotFound when there is neither.
+func (s *Store) Get(ctx context.Context, key string) (Status, error) {
+	var out []Status
+	err := s.db.WithContext(ctx).Raw(`
+		SELECT * FROM (
+			SELECT key, 'pending' AS state, message_id, type, exchange, routing_key, correlation_id,
+				deliver_at, attempts, last_error, NULL::timestamptz AS sent_at
+			FROM scheduled_messages WHERE key = ?
+			UNION ALL
+			(SELECT key, 'sent', message_id, type, exchange, routing_key, correlation_id,
+				deliver_at, attempts, '', sent_at
+			FROM scheduled_messages_sent WHERE key = ? ORDER BY sent_at DESC LIMIT 1)
+		) s ORDER BY state LIMIT 1`, key, key).Scan(&out).Error
+	if err != nil {
+		return Status{}, fmt.Errorf("reading scheduled message %s: %w", key, err)
+	}
+	if len(out) == 0 {
+		return Status{}, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	return out[0], nil
 }
 
 func nonNil(h map[string]string) map[string]string {
