@@ -3,30 +3,47 @@ BIN     ?= bin/gdpr
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/gdpr-oss/gdpr/app.Version=$(VERSION)
 
-.PHONY: help build run test lint bench services clean
+# Tools installed with `go install` (mailpit, golangci-lint) live here.
+export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
+
+# One package's tests may take this long; the whole of `make test` is meant
+# to finish well within 20 minutes on 2 cores.
+TEST_TIMEOUT ?= 15m
+
+.PHONY: help build run test lint bench services tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-build: ## Build the gdpr binary into bin/
+build: ## Build the static gdpr binary into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
 
-services: ## Make PostgreSQL, RabbitMQ and Redis reachable locally
-	@deploy/services.sh
-
-run: services build ## Start every role in one process on local defaults
+run: services build ## Start every role in one process on local defaults (migrates, creates the gdpr database)
 	$(BIN) all --log-format=text
 
-test: services ## Run every test (with -race)
-	$(GO) test -race -count=1 -timeout 20m ./...
+# Tests that restart a whole shared service (PostgreSQL, RabbitMQ) are tagged
+# `disruptive` and run afterwards, one package at a time, so they never pull
+# a server from under the parallel tests.
+test: services tools ## Run every test with -race, then the disruptive ones serially
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -tags disruptive -run '^TestDisruptive' -p 1 ./...
 
 lint: ## gofmt, go vet, golangci-lint
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	@deploy/tools.sh lint
+	@unformatted=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags disruptive ./...
 	golangci-lint run ./...
 
-bench: services ## Run the benchmarks and print figures with their ceilings
+bench: services tools ## Run the benchmarks once each and print figures next to their ceilings
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
 
-clean: ## Remove build output
+services: ## Make PostgreSQL, RabbitMQ and Redis reachable locally (Docker or distribution packages)
+	@deploy/services.sh
+
+tools: ## Install the tools tests need when missing (mailpit, promtool)
+	@deploy/tools.sh test
+
+clean: ## Remove build output and local report storage
 	rm -rf bin var

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs the command-line tools the tests (or lint) need, when missing:
+#   deploy/tools.sh test   mailpit (SMTP test server), promtool (alert/recording rule checks)
+#   deploy/tools.sh lint   golangci-lint
+# Go tools go to $(go env GOPATH)/bin, pinned to the versions below.
+set -euo pipefail
+
+MAILPIT_VERSION=v1.27.11
+GOLANGCI_LINT_VERSION=v2.15.0
+
+GOBIN=$(go env GOPATH)/bin
+export PATH="$GOBIN:$PATH"
+
+log() { printf 'tools: %s\n' "$*" >&2; }
+
+install_promtool() {
+	command -v promtool >/dev/null 2>&1 && return 0
+	# promtool ships in Debian's "prometheus" package. Installing that package
+	# would also install (and, with an init system, start) a Prometheus server
+	# that nothing here wants, so take just the promtool binary out of it.
+	if command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then
+		log "installing promtool from the Debian prometheus package"
+		local tmp
+		tmp=$(mktemp -d)
+		trap 'rm -rf "$tmp"' RETURN
+		if ! (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1); then
+			if [[ $(id -u) == 0 ]]; then
+				apt-get update -qq
+			fi
+			(cd "$tmp" && apt-get download -qq prometheus >/dev/null)
+		fi
+		dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+		mkdir -p "$GOBIN"
+		install -m 0755 "$tmp/x/usr/bin/promtool" "$GOBIN/promtool"
+		return 0
+	fi
+	log "promtool is missing: install Prometheus's promtool (https://prometheus.io/download/) on PATH"
+	return 1
+}
+
+case ${1:-test} in
+test)
+	if ! command -v mailpit >/dev/null 2>&1; then
+		log "installing mailpit $MAILPIT_VERSION"
+		go install "github.com/axllent/mailpit@$MAILPIT_VERSION"
+	fi
+	install_promtool
+	;;
+lint)
+	if ! command -v golangci-lint >/dev/null 2>&1; then
+		log "installing golangci-lint $GOLANGCI_LINT_VERSION"
+		go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION"
+	fi
+	;;
+*)
+	log "usage: $0 test|lint"
+	exit 2
+	;;
+esac
