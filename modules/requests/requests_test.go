@@ -1,0 +1,485 @@
+package requests_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/lock"
+	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/requests"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
+	"github.com/gdpr-oss/gdpr/modules/testkit"
+)
+
+// builder stands in for the report library in these unit tests of the state
+// machine; the end-to-end tests use the real one.
+type builder struct {
+	mu      sync.Mutex
+	builds  map[string]int
+	deletes map[string]int
+	build   func(ctx context.Context, id string, n int) error
+}
+
+var errSource = errors.New("source unavailable")
+
+func newBuilder(build func(ctx context.Context, id string, n int) error) *builder {
+	return &builder{builds: map[string]int{}, deletes: map[string]int{}, build: build}
+}
+
+func (b *builder) Build(ctx context.Context, id string, _ event.Subject) (requests.Report, error) {
+	b.mu.Lock()
+	b.builds[id]++
+	n := b.builds[id]
+	b.mu.Unlock()
+	if b.build != nil {
+		if err := b.build(ctx, id, n); err != nil {
+			return requests.Report{}, err
+		}
+	}
+	return requests.Report{ID: "r-" + id, Bytes: 42, SHA256: "abc", Rows: 1}, nil
+}
+
+func (b *builder) Delete(_ context.Context, id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.deletes[id]++
+	return nil
+}
+
+func (b *builder) Sweep(context.Context, time.Duration) error { return nil }
+
+func (b *builder) ErrorClass(err error) string {
+	if errors.Is(err, errSource) {
+		return "source_unavailable"
+	}
+	return "internal"
+}
+
+func (b *builder) count(id string) (builds, deletes int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.builds[id], b.deletes[id]
+}
+
+type env struct {
+	db      *gorm.DB
+	mgr     *requests.Manager
+	builder *builder
+	reg     *prometheus.Registry
+	locker  *lock.Locker
+}
+
+func testConfig() requests.Config {
+	return requests.Config{
+		Concurrency: 4, PollInterval: 50 * time.Millisecond, MaxAttempts: 3,
+		BackoffBase: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+		LeaseTTL: 3 * time.Second, ErasureWait: 100 * time.Millisecond,
+		SweepInterval: time.Hour, SweepAge: time.Hour,
+	}
+}
+
+func newEnv(t *testing.T, b *builder, mutate ...func(*requests.Config)) *env {
+	t.Helper()
+	gdb, _ := testkit.Postgres(t)
+	rdb, prefix := testkit.Redis(t)
+	cfg := testConfig()
+	for _, f := range mutate {
+		f(&cfg)
+	}
+	reg := prometheus.NewRegistry()
+	locker := lock.NewLocker(rdb, prefix, testkit.Logger(t))
+	mgr := requests.New(gdb, scheduler.NewStore(gdb), locker, b, cfg, testkit.Logger(t), reg)
+	return &env{db: gdb, mgr: mgr, builder: b, reg: reg, locker: locker}
+}
+
+func submitted(t *testing.T, typ string, subject event.Subject) message.Message {
+	t.Helper()
+	id := uuid.NewString()
+	m, err := message.New(event.TypeRequestSubmitted, event.RequestSubmitted{
+		RequestID: id, Type: typ, Subject: subject, SubmittedAt: time.Now().UTC(),
+	}, nil)
+	require.NoError(t, err)
+	m.CorrelationID = id
+	return m
+}
+
+func requestID(t *testing.T, m message.Message) string {
+	var s event.RequestSubmitted
+	require.NoError(t, m.Decode(&s))
+	return s.RequestID
+}
+
+type row struct {
+	State          string
+	Attempts       int
+	LastErrorClass string
+	SubjectID      string
+	SubjectEmail   string
+	DueAt          time.Time
+	SubmittedAt    time.Time
+}
+
+func (e *env) row(t *testing.T, id string) row {
+	t.Helper()
+	var r row
+	require.NoError(t, e.db.Raw(`SELECT state, attempts, last_error_class, subject_id, subject_email, due_at, submitted_at
+		FROM requests WHERE id = ?`, id).Scan(&r).Error)
+	return r
+}
+
+func (e *env) outboxCount(t *testing.T, typ, requestID string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, e.db.Raw(`SELECT count(*) FROM scheduled_messages WHERE type = ? AND correlation_id = ?`, typ, requestID).Scan(&n).Error)
+	return n
+}
+
+// drain runs ProcessOne until nothing is due.
+func (e *env) drain(t *testing.T) {
+	t.Helper()
+	for {
+		worked, err := e.mgr.ProcessOne(t.Context())
+		require.NoError(t, err)
+		if !worked {
+			return
+		}
+	}
+}
+
+func TestReceiveStoresOnceAndEnqueuesReceived(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newBuilder(nil))
+	m := submitted(t, event.KindAccess, event.Subject{ID: "u1", Email: "u1@example.com"})
+	id := requestID(t, m)
+
+	require.NoError(t, e.mgr.Handle(t.Context(), m))
+	require.NoError(t, e.mgr.Handle(t.Context(), m), "redelivery")
+	again := m
+	again.ID = uuid.NewString() // re-published by intake under a new message id
+	require.NoError(t, e.mgr.Handle(t.Context(), again))
+
+	r := e.row(t, id)
+	require.Equal(t, requests.StateReceived, r.State)
+	require.Equal(t, "u1@example.com", r.SubjectEmail)
+	require.Equal(t, r.SubmittedAt.AddDate(0, 1, 0).UTC(), r.DueAt.UTC())
+	require.Equal(t, 1, e.outboxCount(t, event.TypeRequestReceived, id))
+	require.Equal(t, 1.0, counter(t, e.reg, "gdpr_requests_received_total"))
+}
+
+// counter sums every series of the counter name.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			total += m.GetCounter().GetValue()
+		}
+	}
+	return total
+}
+
+func TestReceiveRejectsBadMessages(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newBuilder(nil))
+	valid := func(mut func(*event.RequestSubmitted)) message.Message {
+		s := event.RequestSubmitted{RequestID: uuid.NewString(), Type: "access", Subject: event.Subject{ID: "x"}, SubmittedAt: time.Now()}
+		mut(&s)
+		m, err := message.New(event.TypeRequestSubmitted, s, nil)
+		require.NoError(t, err)
+		return m
+	}
+	cases := map[string]message.Message{
+		"bad json":     {ID: uuid.NewString(), Type: event.TypeRequestSubmitted, Body: []byte("{")},
+		"unknown type": {ID: uuid.NewString(), Type: "request.bogus", Body: []byte("{}")},
+		"id not uuid":  valid(func(s *event.RequestSubmitted) { s.RequestID = "nope" }),
+		"kind":         valid(func(s *event.RequestSubmitted) { s.Type = "delete-everything" }),
+		"no subject":   valid(func(s *event.RequestSubmitted) { s.Subject = event.Subject{} }),
+		"bad email":    valid(func(s *event.RequestSubmitted) { s.Subject.Email = "not an address" }),
+		"no submitted": valid(func(s *event.RequestSubmitted) { s.SubmittedAt = time.Time{} }),
+		"finished ghost": func() message.Message {
+			m, err := message.New(event.TypeErasureFinished, event.ErasureFinished{RequestID: uuid.NewString()}, nil)
+			require.NoError(t, err)
+			return m
+		}(),
+	}
+	for name, m := range cases {
+		err := e.mgr.Handle(t.Context(), m)
+		require.ErrorIs(t, err, bus.ErrPoison, name)
+	}
+	var n int
+	require.NoError(t, e.db.Raw(`SELECT (SELECT count(*) FROM requests) + (SELECT count(*) FROM inbox) + (SELECT count(*) FROM scheduled_messages)`).Scan(&n).Error)
+	require.Zero(t, n, "bad messages change nothing")
+}
+
+func TestAccessCompletesOnceWithReportReady(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newBuilder(nil))
+	m := submitted(t, event.KindAccess, event.Subject{ID: "u2"})
+	id := requestID(t, m)
+	require.NoError(t, e.mgr.Handle(t.Context(), m))
+	e.drain(t)
+
+	r := e.row(t, id)
+	require.Equal(t, requests.StateCompleted, r.State)
+	builds, _ := e.builder.count(id)
+	require.Equal(t, 1, builds)
+	require.Equal(t, 1, e.outboxCount(t, event.TypeReportReady, id))
+	var reports int
+	require.NoError(t, e.db.Raw(`SELECT count(*) FROM reports WHERE request_id = ?`, id).Scan(&reports).Error)
+	require.Equal(t, 1, reports)
+	var outcome string
+	require.NoError(t, e.db.Raw(`SELECT outcome FROM request_attempts WHERE request_id = ? AND attempt = 1`, id).Scan(&outcome).Error)
+	require.Equal(t, "succeeded", outcome)
+	worked, err := e.mgr.ProcessOne(t.Context())
+	require.NoError(t, err)
+	require.False(t, worked, "a completed request is not picked again")
+}
+
+func TestFailingTwiceThenSucceedingCompletesOnThirdAttempt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newBuilder(func(_ context.Context, _ string, n int) error {
+		if n <= 2 {
+			return errSource
+		}
+		return nil
+	}))
+	m := submitted(t, event.KindAccess, event.Subject{ID: "u3"})
+	id := requestID(t, m)
+	require.NoError(t, e.mgr.Handle(t.Context(), m))
+	require.NoError(t, e.mgr.Start(t.Context()))
+	t.Cleanup(func() { _ = e.mgr.Stop(context.Background()) })
+	testkit.Eventually(t, 20*time.Second, func() bool { return e.row(t, id).State == requests.StateCompleted }, "request completes")
+
+	var hist []struct {
+		Attempt       int
+		Outcome       string
+		ErrorClass    string
+		StartedAt     time.Time
+		FinishedAt    time.Time
+		NextAttemptAt *time.Time
+	}
+	require.NoError(t, e.db.Raw(`SELECT attempt, outcome, error_class, started_at, finished_at, next_attempt_at
+		FROM request_attempts WHERE request_id = ? ORDER BY attempt`, id).Scan(&hist).Error)
+	require.Len(t, hist, 3)
+	for i, h := range hist[:2] {
+		require.Equal(t, "failed", h.Outcome)
+		require.Equal(t, "source_unavailable", h.ErrorClass)
+		require.NotNil(t, h.NextAttemptAt)
+		ceiling := 50 * time.Millisecond << i
+		require.LessOrEqual(t, h.NextAttemptAt.Sub(h.FinishedAt), ceiling+10*time.Millisecond, "backoff within its exponential ceiling")
+		require.False(t, hist[i+1].StartedAt.Before(*h.NextAttemptAt), "attempt %d waited for its backoff", i+2)
+	}
+	require.Equal(t, "succeeded", hist[2].Outcome)
+	_, deletes := e.builder.count(id)
+	require.Equal(t, 2, deletes, "each failed attempt deletes any partial report")
+	require.Equal(t, 2.0, counter(t, e.reg, "gdpr_retries_total"))
+	require.Equal(t, 1, e.outboxCount(t, event.TypeReportReady, id))
+}
+
+func TestAlwaysFailingEndsFailed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newBuilder(func(context.Context, string, int) error { return errSource }))
+	m := submitted(t, event.KindAccess, event.Subject{ID: "u4"})
+	id := requestID(t, m)
+	require.NoError(t, e.mgr.Handle(t.Context(), m))
+	require.NoError(t, e.mgr.Start(t.Context()))
+	t.Cleanup(func() { _ = e.mgr.Stop(context.Background()) })
+	testkit.Eventually(t, 20*time.Second, func() bool { return e.row(t, id).State == requests.StateFailed }, "request fails")
+
+	r := e.row(t, id)
+	require.Equal(t, 3, r.Attempts)
+	require.Equal(t, "source_unavailable", r.LastErrorClass)
+	builds, deletes := e.builder.count(id)
+	require.Equal(t, 3, builds)
+	require.Equal(t, 3, deletes)
+	require.Equal(t, 1, e.outboxCount(t, event.TypeRequestFailed, id))
+	require.Zero(t, e.outboxCount(t, event.TypeReportReady, id))
+	require.Equal(t, 1.0, counter(t, e.reg, "gdpr_failures_total"))
+}
+
+func TestWorkerThatLostItsLeaseCannotCommit(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	e := newEnv(t, newBuilder(func(ctx context.Context, _ string, n int) error {
+		if n == 1 {
+			started <- struct{}{}
+			<-release // a long GC pause or a frozen VM
+		}
+		return nil
+	}), func(c *requests.Config) { c.LeaseTTL = 30 * time.Second })
+	m := submitted(t, event.KindAccess, event.Subject{ID: "u5"})
+	id := requestID(t, m)
+	require.NoError(t, e.mgr.Handle(t.Context(), m))
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := e.mgr.ProcessOne(t.Context())
+		first <- err
+	}()
+	<-started
+	// The paused worker's lease and lock run out; a second worker takes over.
+	require.NoError(t, e.db.Exec(`UPDATE requests SET lease_until = now() - interval '1s' WHERE id = ?`, id).Error)
+	second := newEnvSameDB(t, e)
+	worked, err := second.ProcessOne(t.Context())
+	require.NoError(t, err)
+	require.True(t, worked)
+	require.Equal(t, requests.StateCompleted, e.row(t, id).State)
+
+	close(release)
+	err = <-first
+	require.ErrorIs(t, err, lock.ErrFenced, "the paused worker's commit is fenced off")
+	require.Equal(t, 1, e.outboxCount(t, event.TypeReportReady, id))
+}
+
+// newEnvSameDB is a second manager on the same database with its own Redis
+// prefix, so it does not see the first one's mutex (as if it had expired).
+func newEnvSameDB(t *testing.T, e *env) *requests.Manager {
+	rdb, prefix := testkit.Redis(t)
+	return requests.New(e.db, scheduler.NewStore(e.db), lock.NewLocker(rdb, prefix, testkit.Logger(t)), e.builder, testConfig(), testkit.Logger(t), prometheus.NewRegistry())
+}
+
+func TestAbandonedRequestIsPickedUpAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newBuilder(nil))
+	m := submitted(t, event.KindAccess, event.Subject{ID: "u6"})
+	id := requestID(t, m)
+	require.NoError(t, e.mgr.Handle(t.Context(), m))
+	// A worker claimed it and died: processing, lease expired, attempt 1 running.
+	require.NoError(t, e.db.Exec(`UPDATE requests SET state = 'processing', lease_token = 7, lease_until = now() - interval '1s' WHERE id = ?`, id).Error)
+	require.NoError(t, e.db.Exec(`INSERT INTO request_attempts (request_id, attempt) VALUES (?, 1)`, id).Error)
+	e.drain(t)
+
+	r := e.row(t, id)
+	require.Equal(t, requests.StateCompleted, r.State)
+	require.Equal(t, 1, r.Attempts)
+	var outcomes []string
+	require.NoError(t, e.db.Raw(`SELECT outcome FROM request_attempts WHERE request_id = ? ORDER BY attempt`, id).Scan(&outcomes).Error)
+	require.Equal(t, []string{"abandoned", "succeeded"}, outcomes)
+}
+
+func TestLockHeldElsewhereIsContention(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newBuilder(nil))
+	m := submitted(t, event.KindAccess, event.Subject{ID: "u7"})
+	id := requestID(t, m)
+	require.NoError(t, e.mgr.Handle(t.Context(), m))
+	held, err := e.locker.Obtain(t.Context(), "request:"+id, 10*time.Second)
+	require.NoError(t, err)
+	worked, err := e.mgr.ProcessOne(t.Context())
+	require.NoError(t, err)
+	require.False(t, worked)
+	require.Equal(t, requests.StateReceived, e.row(t, id).State)
+	require.Equal(t, 1.0, counter(t, e.reg, "gdpr_lock_contention_total"))
+	require.NoError(t, held.Release(t.Context()))
+	e.drain(t)
+	require.Equal(t, requests.StateCompleted, e.row(t, id).State)
+}
+
+func TestErasureWaitsForOpenAccessReportThenHandsOverOnce(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	building := make(chan struct{}, 1)
+	e := newEnv(t, newBuilder(func(context.Context, string, int) error {
+		building <- struct{}{}
+		<-release
+		return nil
+	}))
+	subject := event.Subject{ID: "u8", Email: "u8@example.com"}
+	access := submitted(t, event.KindAccess, subject)
+	require.NoError(t, e.mgr.Handle(t.Context(), access))
+	erasure := submitted(t, event.KindErasure, subject)
+	erasureID := requestID(t, erasure)
+	require.NoError(t, e.mgr.Handle(t.Context(), erasure))
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.mgr.ProcessOne(t.Context()) // picks the older access request
+		done <- err
+	}()
+	<-building
+	require.NoError(t, e.db.Exec(`UPDATE requests SET next_attempt_at = now() WHERE id = ?`, erasureID).Error)
+	worked, err := e.mgr.ProcessOne(t.Context())
+	require.NoError(t, err)
+	require.True(t, worked)
+	require.Equal(t, requests.StateReceived, e.row(t, erasureID).State, "erasure waits while the report is built")
+	require.Zero(t, e.outboxCount(t, event.TypeErasureRequested, erasureID))
+
+	close(release)
+	require.NoError(t, <-done)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		_, err := e.mgr.ProcessOne(t.Context())
+		require.NoError(t, err)
+		return e.row(t, erasureID).State == requests.StateHandedOver
+	}, "erasure handed over after the report")
+	require.Equal(t, 1, e.outboxCount(t, event.TypeErasureRequested, erasureID))
+
+	fin, err := message.New(event.TypeErasureFinished, event.ErasureFinished{RequestID: erasureID}, nil)
+	require.NoError(t, err)
+	require.NoError(t, e.mgr.Handle(t.Context(), fin))
+	require.NoError(t, e.mgr.Handle(t.Context(), fin))
+	r := e.row(t, erasureID)
+	require.Equal(t, requests.StateCompleted, r.State)
+	require.Empty(t, r.SubjectID)
+	require.Empty(t, r.SubjectEmail)
+	require.Equal(t, 1, e.outboxCount(t, event.TypeErasureRequested, erasureID))
+}
+
+func TestPoolProcessesEachRequestOnce(t *testing.T) {
+	t.Parallel()
+	var inFlight, maxInFlight atomic.Int64
+	b := newBuilder(func(context.Context, string, int) error {
+		n := inFlight.Add(1)
+		for {
+			old := maxInFlight.Load()
+			if n <= old || maxInFlight.CompareAndSwap(old, n) {
+				break
+			}
+		}
+		time.Sleep(2 * time.Millisecond) // simulated work, not a wait for an effect
+		inFlight.Add(-1)
+		return nil
+	})
+	e := newEnv(t, b)
+	second := newEnvSameDB(t, e) // a second process on the same database
+	const n = 60
+	ids := make([]string, n)
+	for i := range ids {
+		m := submitted(t, event.KindAccess, event.Subject{ID: "p" + uuid.NewString()})
+		ids[i] = requestID(t, m)
+		require.NoError(t, e.mgr.Handle(t.Context(), m))
+	}
+	require.NoError(t, e.mgr.Start(t.Context()))
+	require.NoError(t, second.Start(t.Context()))
+	t.Cleanup(func() {
+		_ = e.mgr.Stop(context.Background())
+		_ = second.Stop(context.Background())
+	})
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		var c int
+		require.NoError(t, e.db.Raw(`SELECT count(*) FROM requests WHERE state = 'completed'`).Scan(&c).Error)
+		return c == n
+	}, "all complete")
+	for _, id := range ids {
+		builds, _ := b.count(id)
+		require.Equal(t, 1, builds, "request %s built once", id)
+		require.Equal(t, 1, e.outboxCount(t, event.TypeReportReady, id))
+	}
+	require.Greater(t, maxInFlight.Load(), int64(1), "workers ran concurrently")
+}
