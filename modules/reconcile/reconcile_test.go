@@ -1,0 +1,173 @@
+package reconcile_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/audit"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/reconcile"
+	"github.com/gdpr-oss/gdpr/modules/testkit"
+)
+
+// seed writes what the roles would have written for one request: audit rows
+// for each stage it passed (chained by causation), its requests row once
+// received, and its reports row once a report exists.
+type seed struct {
+	kind     string
+	stages   []string // of reconcile.Stages
+	at       time.Time
+	state    string
+	failed   bool
+	attempt  time.Time // a later attempt (retrying request), zero for none
+	noReport bool      // report.ready published but its row is gone
+}
+
+func (s seed) write(t *testing.T, gdb *gorm.DB) string {
+	t.Helper()
+	ctx := t.Context()
+	store := audit.NewStore(gdb)
+	id := uuid.NewString()
+	has := map[string]bool{}
+	for _, st := range s.stages {
+		has[st] = true
+	}
+	cause := ""
+	at := s.at
+	record := func(typ string, details map[string]any) {
+		msgID := uuid.NewString()
+		details["request_id"] = id
+		_, err := store.Record(ctx, audit.Event{MessageID: msgID, Type: typ, RoutingKey: typ, RequestID: id,
+			CausationID: cause, OccurredAt: at, ReceivedAt: at, Details: details})
+		require.NoError(t, err)
+		cause = msgID
+		at = at.Add(time.Second)
+	}
+	if has[reconcile.StageSubmitted] {
+		record(event.TypeRequestSubmitted, map[string]any{"type": s.kind})
+	}
+	if has[reconcile.StageReceived] {
+		require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, submitted_at, received_at, due_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`, id, s.kind, s.state, s.at, at, s.at.AddDate(0, 1, 0), at).Error)
+		record(event.TypeRequestReceived, map[string]any{"type": s.kind})
+	}
+	if !s.attempt.IsZero() {
+		require.NoError(t, gdb.Exec(`INSERT INTO request_attempts (request_id, attempt, started_at, finished_at, outcome)
+			VALUES (?, 1, ?, ?, 'failed')`, id, s.attempt, s.attempt).Error)
+	}
+	if has[reconcile.StageReportGenerated] {
+		if !s.noReport {
+			require.NoError(t, gdb.Exec(`INSERT INTO reports (id, request_id, bytes, sha256, created_at) VALUES (?, ?, 10, 'x', ?)`,
+				"rep-"+id, id, at).Error)
+		}
+		record(event.TypeReportReady, map[string]any{"report_id": "rep-" + id})
+	}
+	if has[reconcile.StageErasureCompleted] {
+		record(event.TypeErasureCompleted, map[string]any{})
+	}
+	if s.failed {
+		record(event.TypeRequestFailed, map[string]any{"error_class": "source_unavailable"})
+	}
+	if has[reconcile.StageEmailSent] {
+		record(event.TypeNotificationSent, map[string]any{"template": "x"})
+	}
+	return id
+}
+
+var (
+	accessStages  = []string{reconcile.StageSubmitted, reconcile.StageReceived, reconcile.StageReportGenerated, reconcile.StageEmailSent}
+	erasureStages = []string{reconcile.StageSubmitted, reconcile.StageReceived, reconcile.StageErasureCompleted, reconcile.StageEmailSent}
+)
+
+func stuckIDs(res reconcile.Result) map[string]string {
+	out := map[string]string{}
+	for _, s := range res.Stuck {
+		out[s.RequestID] = s.Missing
+	}
+	return out
+}
+
+func TestReconcile(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	checker := reconcile.New(gdb)
+	opts := reconcile.Options{Since: 24 * time.Hour, StuckAfter: 15 * time.Minute}
+	now := time.Now()
+	hourAgo := now.Add(-time.Hour)
+
+	// A clean run: finished requests, one still moving, one retrying, one failed.
+	clean := []string{
+		seed{kind: event.KindAccess, stages: accessStages, at: hourAgo, state: "completed"}.write(t, gdb),
+		seed{kind: event.KindAccess, stages: accessStages, at: hourAgo, state: "completed"}.write(t, gdb),
+		// The email system's erasure is still postponed: handed_over is fine.
+		seed{kind: event.KindErasure, stages: erasureStages, at: hourAgo, state: "handed_over"}.write(t, gdb),
+	}
+	seed{kind: event.KindAccess, stages: accessStages[:2], at: now.Add(-time.Minute), state: "processing"}.write(t, gdb) // moving
+	seed{kind: event.KindAccess, stages: accessStages[:2], at: hourAgo, state: "received", attempt: now.Add(-2 * time.Minute)}.write(t, gdb)
+	failed := seed{kind: event.KindAccess, stages: accessStages[:2], at: hourAgo, state: "failed", failed: true}.write(t, gdb)
+	// Stuck for days but outside the window: not this check's business.
+	seed{kind: event.KindAccess, stages: accessStages[:1], at: now.Add(-48 * time.Hour)}.write(t, gdb)
+
+	res, err := checker.Check(t.Context(), opts)
+	require.NoError(t, err)
+	require.True(t, res.InSync(), "stuck: %+v", res.Stuck)
+	require.Equal(t, 2, res.InProgress, "the moving and the retrying request")
+	require.Len(t, res.Failed, 1)
+	require.Equal(t, failed, res.Failed[0].RequestID)
+	require.Equal(t, map[string]int{
+		reconcile.StageSubmitted: 5, reconcile.StageReceived: 5, reconcile.StageReportGenerated: 2, reconcile.StageEmailSent: 2,
+	}, nonZero(res.Counts[event.KindAccess]))
+	require.Equal(t, map[string]int{
+		reconcile.StageSubmitted: 1, reconcile.StageReceived: 1, reconcile.StageErasureCompleted: 1, reconcile.StageEmailSent: 1,
+	}, nonZero(res.Counts[event.KindErasure]))
+
+	// Now break things behind the service's back.
+	suppressed := seed{kind: event.KindAccess, stages: accessStages[:3], at: hourAgo, state: "completed"}.write(t, gdb)
+	deleted := seed{kind: event.KindAccess, stages: accessStages, at: hourAgo, state: "completed", noReport: true}.write(t, gdb)
+	neverReceived := seed{kind: event.KindErasure, stages: erasureStages[:1], at: hourAgo}.write(t, gdb)
+	erasureSilent := seed{kind: event.KindErasure, stages: erasureStages[:2], at: hourAgo, state: "handed_over"}.write(t, gdb)
+	// A report removed from a request that was clean a moment ago.
+	require.NoError(t, gdb.Exec(`DELETE FROM reports WHERE request_id = ?`, clean[1]).Error)
+
+	res, err = checker.Check(t.Context(), opts)
+	require.NoError(t, err)
+	require.False(t, res.InSync())
+	require.Equal(t, map[string]string{
+		suppressed:    reconcile.StageEmailSent,
+		deleted:       reconcile.StageReportGenerated,
+		clean[1]:      reconcile.StageReportGenerated,
+		neverReceived: reconcile.StageReceived,
+		erasureSilent: reconcile.StageErasureCompleted,
+	}, stuckIDs(res))
+	require.Equal(t, map[string]int{
+		reconcile.StageSubmitted: 0, reconcile.StageReceived: 1, reconcile.StageReportGenerated: 2,
+		reconcile.StageErasureCompleted: 1, reconcile.StageEmailSent: 1,
+	}, res.OutOfSync())
+	for _, s := range res.Stuck {
+		require.Greater(t, s.Idle, 15*time.Minute)
+	}
+
+	// With a threshold longer than the idle time nothing is stuck yet.
+	res, err = checker.Check(t.Context(), reconcile.Options{Since: 24 * time.Hour, StuckAfter: 2 * time.Hour})
+	require.NoError(t, err)
+	require.True(t, res.InSync())
+	// And a window that excludes everything sees nothing.
+	res, err = checker.Check(t.Context(), reconcile.Options{Since: time.Second, StuckAfter: time.Minute})
+	require.NoError(t, err)
+	require.True(t, res.InSync())
+	require.Empty(t, res.Counts)
+}
+
+func nonZero(m map[string]int) map[string]int {
+	out := map[string]int{}
+	for k, v := range m {
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
