@@ -1,0 +1,154 @@
+package gauge_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/audit"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/gauge"
+	"github.com/gdpr-oss/gdpr/modules/reconcile"
+	"github.com/gdpr-oss/gdpr/modules/testkit"
+)
+
+// value returns the gauge name{labels} from reg, or -1 when absent.
+func value(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if labels[lp.GetName()] != lp.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+func insertRequest(t *testing.T, gdb *gorm.DB, state string, submitted, due time.Time) string {
+	t.Helper()
+	id := uuid.NewString()
+	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, submitted_at, received_at, due_at, updated_at)
+		VALUES (?, 'access', ?, ?, ?, ?, ?)`, id, state, submitted, submitted, due, submitted).Error)
+	return id
+}
+
+func TestRequestGauges(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	reg := prometheus.NewRegistry()
+	e := gauge.New(gdb, gauge.Options{Interval: time.Hour, NearDeadline: 5 * 24 * time.Hour}, reg, testkit.Logger(t))
+
+	require.NoError(t, e.RefreshRequests(t.Context()))
+	for _, s := range gauge.OpenStates {
+		require.Equal(t, 0.0, value(t, reg, "gdpr_open_requests", map[string]string{"state": s}), s)
+	}
+	require.Equal(t, 0.0, value(t, reg, "gdpr_oldest_open_request_age_seconds", nil))
+
+	now := time.Now()
+	day := 24 * time.Hour
+	insertRequest(t, gdb, "received", now.Add(-2*day), now.Add(28*day))
+	insertRequest(t, gdb, "received", now.Add(-26*day), now.Add(4*day))           // near
+	insertRequest(t, gdb, "processing", now.Add(-40*day), now.Add(-10*day))       // past, oldest
+	insertRequest(t, gdb, "handed_over", now.Add(-29*day), now.Add(day))          // near
+	insertRequest(t, gdb, "completed", now.Add(-90*day), now.Add(-60*day))        // finished: ignored
+	insertRequest(t, gdb, "failed", now.Add(-90*day), now.Add(-60*day))           // finished: ignored
+	insertRequest(t, gdb, "handed_over", now.Add(-31*day), now.Add(-time.Minute)) // past
+
+	require.NoError(t, e.RefreshRequests(t.Context()))
+	for state, want := range map[string]float64{"received": 2, "processing": 1, "handed_over": 2} {
+		require.Equal(t, want, value(t, reg, "gdpr_open_requests", map[string]string{"state": state}), state)
+	}
+	require.Equal(t, 2.0, value(t, reg, "gdpr_requests_near_deadline", nil))
+	require.Equal(t, 2.0, value(t, reg, "gdpr_requests_past_deadline", nil))
+	oldest := value(t, reg, "gdpr_oldest_open_request_age_seconds", nil)
+	require.InDelta(t, (40 * day).Seconds(), oldest, 120)
+
+	// Finishing the oldest moves the gauges on the next refresh.
+	require.NoError(t, gdb.Exec(`UPDATE requests SET state = 'completed' WHERE state = 'processing'`).Error)
+	require.NoError(t, e.RefreshRequests(t.Context()))
+	require.Equal(t, 0.0, value(t, reg, "gdpr_open_requests", map[string]string{"state": "processing"}))
+	require.Equal(t, 1.0, value(t, reg, "gdpr_requests_past_deadline", nil))
+	require.InDelta(t, (31 * day).Seconds(), value(t, reg, "gdpr_oldest_open_request_age_seconds", nil), 120)
+}
+
+func TestExporterRunsReconcilePeriodically(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	reg := prometheus.NewRegistry()
+	e := gauge.New(gdb, gauge.Options{
+		Interval: 50 * time.Millisecond, NearDeadline: 5 * 24 * time.Hour,
+		ReconcileInterval: 50 * time.Millisecond,
+		Reconcile:         reconcile.Options{Since: 24 * time.Hour, StuckAfter: time.Minute},
+	}, reg, testkit.Logger(t))
+	require.NoError(t, e.Start(t.Context()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, e.Stop(ctx))
+	})
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return value(t, reg, "gdpr_reconcile_last_success_timestamp_seconds", nil) > 0
+	}, "first reconcile ran")
+	require.Equal(t, 0.0, value(t, reg, "gdpr_out_of_sync", map[string]string{"stage": reconcile.StageEmailSent}))
+
+	// An access request whose report was generated an hour ago, never emailed.
+	id := insertRequest(t, gdb, "completed", time.Now().Add(-time.Hour), time.Now().AddDate(0, 1, 0))
+	require.NoError(t, gdb.Exec(`INSERT INTO reports (id, request_id, bytes, sha256) VALUES (?, ?, 1, 'x')`, "rep-"+id, id).Error)
+	require.NoError(t, gdb.Exec(`UPDATE reports SET created_at = now() - interval '1 hour'`).Error)
+	store := audit.NewStore(gdb)
+	_, err := store.Record(t.Context(), audit.Event{MessageID: uuid.NewString(), Type: event.TypeRequestSubmitted,
+		RequestID: id, OccurredAt: time.Now().Add(-time.Hour), Details: map[string]any{"type": "access"}})
+	require.NoError(t, err)
+
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return value(t, reg, "gdpr_out_of_sync", map[string]string{"stage": reconcile.StageEmailSent}) == 1 &&
+			value(t, reg, "gdpr_open_requests", map[string]string{"state": "received"}) == 0
+	}, "the un-emailed request shows as out of sync")
+}
+
+func TestRefreshFailureKeepsRunning(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	reg := prometheus.NewRegistry()
+	e := gauge.New(gdb, gauge.Options{Interval: 20 * time.Millisecond, NearDeadline: time.Hour}, reg, testkit.Logger(t))
+	// Break our own database: the table the gauges read disappears.
+	require.NoError(t, gdb.Exec(`ALTER TABLE requests RENAME TO requests_gone`).Error)
+	require.NoError(t, e.Start(t.Context()))
+	t.Cleanup(func() { _ = e.Stop(context.Background()) })
+	counter := func() float64 {
+		mfs, err := reg.Gather()
+		require.NoError(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "gdpr_gauge_refresh_errors_total" {
+				for _, m := range mf.GetMetric() {
+					if m.GetLabel()[0].GetValue() == "requests" {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return 0
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return counter() >= 2 }, "refresh errors counted")
+	require.NoError(t, gdb.Exec(`ALTER TABLE requests_gone RENAME TO requests`).Error)
+	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, submitted_at, due_at) VALUES (?, 'erasure', 'received', now(), now() + interval '1 day')`, uuid.NewString()).Error)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return value(t, reg, "gdpr_open_requests", map[string]string{"state": "received"}) == 1 &&
+			value(t, reg, "gdpr_requests_near_deadline", nil) == 0
+	}, "gauges recover once the database answers again")
+}
