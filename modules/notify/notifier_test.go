@@ -1,0 +1,227 @@
+package notify_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/notify"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
+	"github.com/gdpr-oss/gdpr/modules/testkit"
+)
+
+type env struct {
+	db   *gorm.DB
+	mail *testkit.Mailpit
+	n    *notify.Notifier
+	reg  *prometheus.Registry
+}
+
+func smtpConfig(mp *testkit.Mailpit) config.Notify {
+	c := config.Default().Notify
+	c.SMTPHost, c.SMTPPort = mp.SMTPHost, mp.SMTPPort
+	c.Timeout = 5 * time.Second
+	return c
+}
+
+func link(id string, now time.Time) (string, time.Time, error) {
+	return "https://privacy.example.com/v1/requests/" + id + "/report?token=t", now.Add(time.Hour), nil
+}
+
+func newEnv(t *testing.T, sender notify.Sender, resendAfter time.Duration) *env {
+	t.Helper()
+	gdb, _ := testkit.Postgres(t)
+	mp := testkit.StartMailpit(t)
+	if sender == nil {
+		sender = notify.NewSMTP(smtpConfig(mp))
+	}
+	reg := prometheus.NewRegistry()
+	n, err := notify.New(gdb, scheduler.NewStore(gdb), sender, link,
+		notify.Config{ResendAfter: resendAfter, MessageIDDomain: "test.invalid"}, testkit.Logger(t), reg)
+	require.NoError(t, err)
+	return &env{db: gdb, mail: mp, n: n, reg: reg}
+}
+
+func (e *env) request(t *testing.T, typ, email string) string {
+	t.Helper()
+	id := uuid.NewString()
+	require.NoError(t, e.db.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, submitted_at, due_at)
+		VALUES (?, ?, 'completed', 's', ?, now(), now() + interval '1 month')`, id, typ, email).Error)
+	return id
+}
+
+func reportReady(t *testing.T, id string) message.Message {
+	m, err := message.New(event.TypeReportReady, event.ReportReady{RequestID: id, ReportID: "rep-" + id, Bytes: 1, SHA256: "x"}, nil)
+	require.NoError(t, err)
+	m.CorrelationID = id
+	return m
+}
+
+func (e *env) sentEvents(t *testing.T, id string) int {
+	var n int
+	require.NoError(t, e.db.Raw(`SELECT count(*) FROM scheduled_messages WHERE type = ? AND correlation_id = ?`, event.TypeNotificationSent, id).Scan(&n).Error)
+	return n
+}
+
+func TestReportReadySendsOneEmailWithLink(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, time.Minute)
+	id := e.request(t, event.KindAccess, "ada@example.com")
+	m := reportReady(t, id)
+	require.NoError(t, e.n.Handle(t.Context(), m))
+	require.NoError(t, e.n.Handle(t.Context(), m), "redelivery")
+	dup := reportReady(t, id) // the same report announced under another message id
+	require.NoError(t, e.n.Handle(t.Context(), dup))
+
+	msgs, err := e.mail.Messages(t.Context())
+	require.NoError(t, err)
+	require.Len(t, msgs, 1)
+	require.Equal(t, "ada@example.com", msgs[0].To[0].Address)
+	require.Equal(t, "report-ready."+id+"@test.invalid", msgs[0].MessageID)
+	raw, err := e.mail.Raw(t.Context(), msgs[0].ID)
+	require.NoError(t, err)
+	require.Contains(t, string(raw), "https://privacy.example.com/v1/requests/"+id+"/report?token=t")
+	require.Equal(t, 1, e.sentEvents(t, id))
+}
+
+func TestErasureCompletedSendsDeletedEmail(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, time.Minute)
+	id := e.request(t, event.KindErasure, "bob@example.com")
+	m, err := message.New(event.TypeErasureCompleted, event.ErasureCompleted{RequestID: id}, nil)
+	require.NoError(t, err)
+	require.NoError(t, e.n.Handle(t.Context(), m))
+	require.NoError(t, e.n.Handle(t.Context(), m))
+	msgs, err := e.mail.Messages(t.Context())
+	require.NoError(t, err)
+	require.Len(t, msgs, 1)
+	require.Equal(t, "Your personal data was deleted", msgs[0].Subject)
+	require.Equal(t, 1, e.sentEvents(t, id))
+}
+
+func TestNoAddressIsSkipped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, time.Minute)
+	id := e.request(t, event.KindAccess, "")
+	require.NoError(t, e.n.Handle(t.Context(), reportReady(t, id)))
+	n, err := e.mail.Count(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, n)
+	var state string
+	require.NoError(t, e.db.Raw(`SELECT state FROM notifications WHERE request_id = ?`, id).Scan(&state).Error)
+	require.Equal(t, "skipped", state)
+	require.Zero(t, e.sentEvents(t, id))
+}
+
+func TestCrashBetweenSendAndCommit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, 300*time.Millisecond)
+	id := e.request(t, event.KindAccess, "cy@example.com")
+	// The first delivery recorded 'sending' and sent, then the process died.
+	require.NoError(t, e.db.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, sends)
+		VALUES (?, ?, 'report_ready', ?, 'sending', 1)`, "report_ready:rep-"+id, id, "report-ready."+id+"@test.invalid").Error)
+	m := reportReady(t, id)
+
+	err := e.n.Handle(t.Context(), m)
+	require.Error(t, err, "a recent 'sending' row may still be in flight: retry later")
+	require.NotErrorIs(t, err, bus.ErrPoison)
+	require.NoError(t, e.db.Exec(`UPDATE notifications SET updated_at = now() - interval '1s'`).Error)
+	require.NoError(t, e.n.Handle(t.Context(), m), "a stale 'sending' row is resent")
+
+	msgs, err := e.mail.Messages(t.Context())
+	require.NoError(t, err)
+	require.Len(t, msgs, 1)
+	require.Equal(t, "report-ready."+id+"@test.invalid", msgs[0].MessageID, "the resend carries the original Message-ID")
+	var row struct {
+		State string
+		Sends int
+	}
+	require.NoError(t, e.db.Raw(`SELECT state, sends FROM notifications WHERE request_id = ?`, id).Scan(&row).Error)
+	require.Equal(t, "sent", row.State)
+	require.Equal(t, 2, row.Sends)
+}
+
+type failingSender struct{ fail bool }
+
+func (f *failingSender) Send(ctx context.Context, e notify.Email) error {
+	if f.fail {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func TestSMTPDownIsRetriedAtOnce(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	mp := testkit.StartMailpit(t)
+	down := smtpConfig(mp)
+	down.SMTPPort = 1 // nothing listens there
+	real := notify.NewSMTP(smtpConfig(mp))
+	n, err := notify.New(gdb, scheduler.NewStore(gdb), notify.NewSMTP(down), link,
+		notify.Config{ResendAfter: time.Hour}, testkit.Logger(t), nil)
+	require.NoError(t, err)
+	e := &env{db: gdb, mail: mp, n: n}
+	id := e.request(t, event.KindAccess, "di@example.com")
+	m := reportReady(t, id)
+	err = n.Handle(t.Context(), m)
+	require.Error(t, err)
+	require.NotErrorIs(t, err, bus.ErrPoison)
+
+	n2, err := notify.New(gdb, scheduler.NewStore(gdb), real, link,
+		notify.Config{ResendAfter: time.Hour}, testkit.Logger(t), nil)
+	require.NoError(t, err)
+	require.NoError(t, n2.Handle(t.Context(), m), "a failed send does not wait for resend_after")
+	c, err := mp.Count(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 1, c)
+}
+
+func TestBadMessagesArePoison(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, &failingSender{}, time.Minute)
+	cases := map[string]message.Message{
+		"bad json":        {ID: "1", Type: event.TypeReportReady, Body: []byte("[")},
+		"unknown type":    {ID: "2", Type: "report.bogus", Body: []byte("{}")},
+		"no report id":    {ID: "3", Type: event.TypeReportReady, Body: []byte(`{"request_id":"` + uuid.NewString() + `"}`)},
+		"bad request id":  {ID: "4", Type: event.TypeErasureCompleted, Body: []byte(`{"request_id":"x"}`)},
+		"unknown request": reportReady(t, uuid.NewString()),
+	}
+	for name, m := range cases {
+		require.ErrorIs(t, e.n.Handle(t.Context(), m), bus.ErrPoison, name)
+	}
+	var rows int
+	require.NoError(t, e.db.Raw(`SELECT (SELECT count(*) FROM notifications) + (SELECT count(*) FROM inbox)`).Scan(&rows).Error)
+	require.Zero(t, rows)
+}
+
+func TestEmailsSentMetric(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, time.Minute)
+	id := e.request(t, event.KindAccess, "ed@example.com")
+	require.NoError(t, e.n.Handle(t.Context(), reportReady(t, id)))
+	mfs, err := e.reg.Gather()
+	require.NoError(t, err)
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() == "gdpr_emails_sent_total" {
+			for _, m := range mf.GetMetric() {
+				require.Equal(t, "report_ready", m.GetLabel()[0].GetValue())
+				require.Equal(t, 1.0, m.GetCounter().GetValue())
+				found = true
+			}
+		}
+	}
+	require.True(t, found)
+	for _, mf := range mfs {
+		require.NotContains(t, mf.String(), "ed@example.com", "no address in metrics")
+	}
+}
