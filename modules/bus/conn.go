@@ -246,7 +246,9 @@ func (c *Conn) supervise(conn *amqp.Connection) {
 		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
 		select {
 		case <-c.stop:
-			_ = conn.Close()
+			// Bounded: a stalled broker would otherwise keep Close waiting
+			// for its close-ok until the heartbeat gives up.
+			_ = conn.CloseDeadline(time.Now().Add(2 * time.Second))
 			return
 		case amqpErr := <-closed:
 			c.mu.Lock()
@@ -308,18 +310,65 @@ func (c *Conn) connection(ctx context.Context) (*amqp.Connection, error) {
 // Channel opens a channel on the current connection, waiting for a
 // reconnect while ctx allows.
 func (c *Conn) Channel(ctx context.Context) (*amqp.Channel, error) {
+	return c.openChannel(ctx, nil)
+}
+
+// openChannel opens a channel and runs setup on it (confirm mode, prefetch,
+// consume: synchronous calls to the broker). The library's calls do not take
+// a context and wait as long as the connection lives, so they run aside:
+// when ctx ends first the caller gets ErrNotConnected, and the channel, if
+// it comes, is closed.
+func (c *Conn) openChannel(ctx context.Context, setup func(*amqp.Channel) error) (*amqp.Channel, error) {
+	type result struct {
+		ch  *amqp.Channel
+		err error
+	}
 	for {
 		conn, err := c.connection(ctx)
 		if err != nil {
 			return nil, err
 		}
-		ch, err := conn.Channel()
-		if err == nil {
-			return ch, nil
+		res := make(chan result, 1)
+		go func() {
+			ch, err := conn.Channel()
+			if err == nil && setup != nil {
+				if err = setup(ch); err != nil {
+					_ = ch.Close()
+				}
+			}
+			res <- result{ch, err}
+		}()
+		var r result
+		select {
+		case r = <-res:
+		case <-ctx.Done():
+			go func() {
+				if r := <-res; r.err == nil {
+					_ = r.ch.Close()
+				}
+			}()
+			return nil, fmt.Errorf("%w: opening channel: %w", ErrNotConnected, ctx.Err())
+		}
+		if r.err == nil {
+			return r.ch, nil
 		}
 		if !conn.IsClosed() {
-			return nil, fmt.Errorf("opening channel: %w", err)
+			return nil, fmt.Errorf("opening channel: %w", r.err)
 		}
+		// The connection died under us; wait for the next one.
+	}
+}
+
+// closeChannel closes ch, waiting a bounded time for the broker's answer.
+func closeChannel(ch *amqp.Channel) {
+	done := make(chan struct{})
+	go func() {
+		_ = ch.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
 	}
 }
 

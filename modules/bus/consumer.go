@@ -164,18 +164,20 @@ func (c *Consumer) run(ctx context.Context, first chan<- error) {
 }
 
 func (c *Consumer) subscribe(ctx context.Context) (*amqp.Channel, <-chan amqp.Delivery, error) {
-	ch, err := c.conn.Channel(ctx)
+	var deliveries <-chan amqp.Delivery
+	ch, err := c.conn.openChannel(ctx, func(ch *amqp.Channel) error {
+		if err := ch.Qos(c.opts.Prefetch, 0, false); err != nil {
+			return fmt.Errorf("setting prefetch: %w", err)
+		}
+		d, err := ch.Consume(c.conn.QueueName(c.opts.Queue), "", false, false, false, false, nil)
+		if err != nil {
+			return fmt.Errorf("consuming %s: %w", c.opts.Queue, err)
+		}
+		deliveries = d
+		return nil
+	})
 	if err != nil {
 		return nil, nil, err
-	}
-	if err := ch.Qos(c.opts.Prefetch, 0, false); err != nil {
-		_ = ch.Close()
-		return nil, nil, fmt.Errorf("setting prefetch: %w", err)
-	}
-	deliveries, err := ch.Consume(c.conn.QueueName(c.opts.Queue), "", false, false, false, false, nil)
-	if err != nil {
-		_ = ch.Close()
-		return nil, nil, fmt.Errorf("consuming %s: %w", c.opts.Queue, err)
 	}
 	return ch, deliveries, nil
 }
@@ -188,7 +190,7 @@ func (c *Consumer) consume(ctx context.Context, ch *amqp.Channel, deliveries <-c
 	defer func() {
 		wg.Wait()
 		// Deliveries prefetched but not started go back to the queue.
-		_ = ch.Close()
+		closeChannel(ch)
 	}()
 	for {
 		select {

@@ -191,13 +191,14 @@ func (pc *pubChannel) publish(ctx context.Context, exchange, key string, pub amq
 
 // open must be called holding turn.
 func (pc *pubChannel) open(ctx context.Context) error {
-	ch, err := pc.conn.Channel(ctx)
+	ch, err := pc.conn.openChannel(ctx, func(ch *amqp.Channel) error {
+		if err := ch.Confirm(false); err != nil {
+			return fmt.Errorf("enabling confirms: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
-	}
-	if err := ch.Confirm(false); err != nil {
-		_ = ch.Close()
-		return fmt.Errorf("%w: enabling confirms: %w", ErrUnconfirmed, err)
 	}
 	table := &confirmTable{pending: map[uint64]*pending{}}
 	// The buffer only smooths bursts: the listener never blocks for long
@@ -252,6 +253,6 @@ func (pc *pubChannel) close() {
 	pc.ch = nil
 	<-pc.turn
 	if ch != nil {
-		_ = ch.Close()
+		closeChannel(ch)
 	}
 }

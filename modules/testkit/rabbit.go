@@ -3,6 +3,7 @@ package testkit
 import (
 	"context"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -10,17 +11,25 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// RabbitConnections lists the broker's client connections whose name
-// contains substr, as pid → name, using rabbitmqctl (the test must run as a
-// user allowed to use it).
+// connectionName finds the client-provided connection name in a
+// client_properties listing; the "name" column of rabbitmqctl 3.x is the
+// network address, not this.
+var connectionName = regexp.MustCompile(`\{"connection_name","([^"]*)"\}`)
+
+// RabbitConnections lists the broker's client connections whose
+// client-provided name (bus.Dial's name) contains substr, as pid → name,
+// using rabbitmqctl (the test must run as a user allowed to use it).
 func RabbitConnections(t testing.TB, substr string) map[string]string {
 	t.Helper()
-	out := rabbitmqctl(t, "list_connections", "-q", "--no-table-headers", "pid", "name")
+	out := rabbitmqctl(t, "list_connections", "-q", "--no-table-headers", "pid", "client_properties")
 	conns := map[string]string{}
 	for line := range strings.SplitSeq(out, "\n") {
-		pid, name, ok := strings.Cut(strings.TrimSpace(line), "\t")
-		if ok && strings.Contains(name, substr) {
-			conns[pid] = name
+		pid, props, ok := strings.Cut(strings.TrimSpace(line), "\t")
+		if !ok {
+			continue
+		}
+		if m := connectionName.FindStringSubmatch(props); m != nil && strings.Contains(m[1], substr) {
+			conns[pid] = m[1]
 		}
 	}
 	return conns
