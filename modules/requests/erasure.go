@@ -64,7 +64,7 @@ func (m *Manager) erasure(ctx, _ context.Context, c *claimed) error {
 		m.logger.InfoContext(ctx, "erasure waits for an open access report", "request_id", c.ID)
 		return nil
 	}
-	m.metrics.erasures.Inc()
+	// gdpr_erasures_requested_total is the canceller's: it counts fan-outs.
 	m.logger.InfoContext(ctx, "erasure handed over", "request_id", c.ID)
 	return nil
 }

@@ -106,7 +106,6 @@ type metrics struct {
 	contention *prometheus.CounterVec
 	generated  prometheus.Counter
 	bytes      prometheus.Counter
-	erasures   prometheus.Counter
 }
 
 // New returns a manager; nothing runs until Start.
@@ -138,9 +137,6 @@ func New(db *gorm.DB, outbox Outbox, locker Locker, builder Builder, cfg Config,
 			bytes: prometheus.NewCounter(prometheus.CounterOpts{
 				Name: "gdpr_report_bytes_total", Help: "Bytes of committed access reports.",
 			}),
-			erasures: prometheus.NewCounter(prometheus.CounterOpts{
-				Name: "gdpr_erasures_requested_total", Help: "Erasures handed to the canceller.",
-			}),
 		},
 	}
 	if reg != nil {
@@ -151,7 +147,6 @@ func New(db *gorm.DB, outbox Outbox, locker Locker, builder Builder, cfg Config,
 		mt.contention = register(reg, mt.contention)
 		mt.generated = register(reg, mt.generated)
 		mt.bytes = register(reg, mt.bytes)
-		mt.erasures = register(reg, mt.erasures)
 	}
 	return m
 }
