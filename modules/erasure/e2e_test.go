@@ -140,7 +140,7 @@ func TestEndToEndFiveParticipants(t *testing.T) {
 	}
 	// A bystander whose rows must survive.
 	for _, tbl := range tables {
-		_, err := sdb.Exec(`INSERT INTO `+tbl+` (subject_id, payload) VALUES ('bystander', 'keep')`)
+		_, err := sdb.Exec(`INSERT INTO ` + tbl + ` (subject_id, payload) VALUES ('bystander', 'keep')`)
 		require.NoError(t, err)
 	}
 	h.storeRequests(subjects)

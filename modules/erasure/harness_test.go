@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
@@ -240,4 +241,24 @@ func mustJSON(t testing.TB, v any) []byte {
 	b, err := json.Marshal(v)
 	require.NoError(t, err)
 	return b
+}
+
+// deadLetters waits until the dead-letter queue holds n messages and
+// returns them, acknowledged. A plain channel: a bus consumer would refuse
+// (and dead-letter again) the malformed ones.
+func (h *harness) deadLetters(n int, timeout time.Duration) []amqp.Delivery {
+	h.t.Helper()
+	ch, err := h.conn.Channel(context.Background())
+	require.NoError(h.t, err)
+	defer ch.Close()
+	var got []amqp.Delivery
+	testkit.Eventually(h.t, timeout, func() bool {
+		d, ok, err := ch.Get(h.conn.DeadLetterQueue(), true)
+		require.NoError(h.t, err)
+		if ok {
+			got = append(got, d)
+		}
+		return len(got) >= n
+	}, "%d dead letters, have %d", n, len(got))
+	return got
 }
