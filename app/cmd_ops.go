@@ -187,8 +187,12 @@ func printTimeline(out io.Writer, events []audit.Event) error {
 			}
 			parts = append(parts, fmt.Sprintf("%s=%v", k, e.Details[k]))
 		}
+		role := dash(e.Role)
+		if e.DispatchedBy != "" {
+			role += " via " + e.DispatchedBy
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.OccurredAt.Format("2006-01-02T15:04:05.000Z07:00"),
-			dash(e.Role), e.RoutingKey, e.MessageID, dash(e.CausationID), strings.Join(parts, " "))
+			role, e.RoutingKey, e.MessageID, dash(e.CausationID), strings.Join(parts, " "))
 	}
 	return tw.Flush()
 }

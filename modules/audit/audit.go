@@ -29,23 +29,31 @@ type Event struct {
 	OccurredAt  time.Time      `json:"occurred_at"`
 	ReceivedAt  time.Time      `json:"received_at"`
 	Details     map[string]any `json:"details"`
+	// DispatchedBy is "scheduler" when the message went through the
+	// scheduler (a module's outbox or a delayed message); DeliverAt and
+	// DispatchedAt then tell when it was due and when it was published.
+	DispatchedBy string     `json:"dispatched_by,omitempty"`
+	DeliverAt    *time.Time `json:"deliver_at,omitempty"`
+	DispatchedAt *time.Time `json:"dispatched_at,omitempty"`
 }
 
 // producers maps each message type to the role that publishes it. The
 // scheduler dispatches outbox entries on behalf of these roles; the role
 // recorded is the one whose state change caused the message.
 var producers = map[string]string{
-	event.TypeRequestSubmitted:  "serve",
-	event.TypeRequestReceived:   "worker",
-	event.TypeRequestFailed:     "worker",
-	event.TypeReportReady:       "worker",
-	event.TypeNotificationSent:  "worker",
-	event.TypeErasureRequested:  "worker",
-	event.TypeErasureCommand:    "canceller",
-	event.TypeErasureOverdue:    "canceller",
-	event.TypeErasureCompleted:  "canceller",
-	event.TypeErasureFinished:   "canceller",
-	event.TypeErasureConfirmed:  "participant",
+	event.TypeRequestSubmitted: "serve",
+	event.TypeRequestReceived:  "worker",
+	event.TypeRequestFailed:    "worker",
+	event.TypeReportReady:      "worker",
+	event.TypeNotificationSent: "worker",
+	event.TypeErasureRequested: "worker",
+	event.TypeErasureCommand:   "canceller",
+	event.TypeErasureOverdue:   "canceller",
+	event.TypeErasureCompleted: "canceller",
+	event.TypeErasureFinished:  "canceller",
+	event.TypeErasureConfirmed: "participant",
+	// The canceller's own re-send and overdue timers (modules/erasure).
+	"erasure.timer":             "canceller",
 	event.TypeSchedulerSchedule: "",
 	event.TypeSchedulerCancel:   "",
 }
@@ -77,6 +85,7 @@ var allowed = map[string]bool{
 	"attempts":     true,
 	"error_class":  true,
 	"version":      true,
+	"action":       true,
 	"key":          true,
 	"deliver_at":   true,
 	"routing_key":  true,

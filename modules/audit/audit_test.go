@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/bus"
@@ -132,7 +133,7 @@ func TestCausalOrderPutsCausesFirstDespiteClockSkew(t *testing.T) {
 }
 
 // auditBus runs a real audit consumer on its own AMQP prefix and database.
-func auditBus(t *testing.T) (*bus.Publisher, *audit.Store, *prometheus.Registry) {
+func auditBus(t *testing.T) (*bus.Publisher, *audit.Store, *prometheus.Registry, *gorm.DB) {
 	t.Helper()
 	gdb, _ := testkit.Postgres(t)
 	cfg := testkit.AMQP(t)
@@ -150,7 +151,7 @@ func auditBus(t *testing.T) (*bus.Publisher, *audit.Store, *prometheus.Registry)
 	})
 	pub := bus.NewPublisher(conn)
 	t.Cleanup(func() { _ = pub.Close() })
-	return pub, store, reg
+	return pub, store, reg, gdb
 }
 
 func timelineLen(t *testing.T, store *audit.Store, id string) int {
@@ -163,7 +164,7 @@ func timelineLen(t *testing.T, store *audit.Store, id string) int {
 
 func TestConsumerRecordsEachMessageOnceWithoutPersonalData(t *testing.T) {
 	t.Parallel()
-	pub, store, reg := auditBus(t)
+	pub, store, reg, _ := auditBus(t)
 	ctx := t.Context()
 	c := realisticChain(t, event.KindErasure)
 	for _, m := range c.messages {
@@ -216,7 +217,7 @@ func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 
 func TestTimelineListsEventsInCausalOrderAcrossRoles(t *testing.T) {
 	t.Parallel()
-	pub, store, _ := auditBus(t)
+	pub, store, _, gdb := auditBus(t)
 	ctx := t.Context()
 	c := realisticChain(t, event.KindErasure)
 	// Each role stamps occurred_at with its own clock: skew the canceller's
@@ -238,6 +239,16 @@ func TestTimelineListsEventsInCausalOrderAcrossRoles(t *testing.T) {
 		return timelineLen(t, store, c.requestID) == len(c.messages) && timelineLen(t, store, other.requestID) == len(other.messages)
 	}, "both timelines complete")
 
+	// The email system's command went through the scheduler after its delay.
+	var emailCmd message.Message
+	for _, m := range c.messages {
+		if m.Key() == event.TypeErasureCommand+".email" {
+			emailCmd = m
+		}
+	}
+	require.NoError(t, gdb.Exec(`INSERT INTO scheduled_messages_sent (key, message_id, deliver_at, sent_at, attempts, exchange, routing_key, type, correlation_id)
+		VALUES (?, ?, now(), now(), 1, '', ?, ?, ?)`, "erasure:"+c.requestID+":email", emailCmd.ID, emailCmd.Key(), emailCmd.Type, c.requestID).Error)
+
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/admin/requests/{id}/timeline", audit.TimelineHandler(store, testkit.Logger(t)))
 	srv := httptest.NewServer(mux)
@@ -258,6 +269,12 @@ func TestTimelineListsEventsInCausalOrderAcrossRoles(t *testing.T) {
 			require.True(t, seen[e.CausationID], "event %d (%s) listed before its cause", i, e.RoutingKey)
 		}
 		seen[e.MessageID] = true
+		if e.MessageID == emailCmd.ID {
+			require.Equal(t, "scheduler", e.DispatchedBy)
+			require.NotNil(t, e.DispatchedAt)
+		} else {
+			require.Empty(t, e.DispatchedBy)
+		}
 		gotTypes = append(gotTypes, e.RoutingKey)
 		roles = append(roles, e.Role)
 	}

@@ -58,6 +58,8 @@ type row struct {
 	OccurredAt  time.Time
 	ReceivedAt  time.Time
 	Details     []byte
+	SentAt      *time.Time
+	DeliverAt   *time.Time
 }
 
 // Timeline returns every event of a request in causal order: an event never
@@ -66,9 +68,14 @@ type row struct {
 func (s *Store) Timeline(ctx context.Context, requestID string) ([]Event, error) {
 	var rows []row
 	err := s.db.WithContext(ctx).Raw(`
-		SELECT seq, message_id, type, routing_key, request_id, causation_id, role, trace_id,
-			occurred_at, received_at, details
-		FROM audit_events WHERE request_id = ? ORDER BY occurred_at, seq`, requestID).Scan(&rows).Error
+		SELECT a.seq, a.message_id, a.type, a.routing_key, a.request_id, a.causation_id, a.role,
+			a.trace_id, a.occurred_at, a.received_at, a.details, s.sent_at, s.deliver_at
+		FROM audit_events a
+		LEFT JOIN LATERAL (
+			SELECT sent_at, deliver_at FROM scheduled_messages_sent
+			WHERE message_id = a.message_id ORDER BY sent_at LIMIT 1
+		) s ON true
+		WHERE a.request_id = ? ORDER BY a.occurred_at, a.seq`, requestID).Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("reading timeline of %s: %w", requestID, err)
 	}
@@ -81,6 +88,11 @@ func (s *Store) Timeline(ctx context.Context, requestID string) ([]Event, error)
 			MessageID: r.MessageID, Type: r.Type, RoutingKey: r.RoutingKey, RequestID: r.RequestID,
 			CausationID: r.CausationID, Role: r.Role, TraceID: r.TraceID,
 			OccurredAt: r.OccurredAt.UTC(), ReceivedAt: r.ReceivedAt.UTC(),
+		}
+		if r.SentAt != nil {
+			e.DispatchedBy = "scheduler"
+			sent, due := r.SentAt.UTC(), r.DeliverAt.UTC()
+			e.DispatchedAt, e.DeliverAt = &sent, &due
 		}
 		if err := json.Unmarshal(r.Details, &e.Details); err != nil {
 			return nil, fmt.Errorf("decoding audit details of %s: %w", r.MessageID, err)
