@@ -24,10 +24,10 @@ const (
 )
 
 func encode(m message.Message) amqp.Publishing {
-	headers := amqp.Table{
-		HeaderOccurredAt:  m.OccurredAt.UTC().Format(time.RFC3339Nano),
-		HeaderTraceparent: m.Traceparent,
-	}
+	// Room for the publisher's sequence header too.
+	headers := make(amqp.Table, len(m.Headers)+4)
+	headers[HeaderOccurredAt] = m.OccurredAt.UTC().Format(time.RFC3339Nano)
+	headers[HeaderTraceparent] = m.Traceparent
 	if m.CausationID != "" {
 		headers[HeaderCausationID] = m.CausationID
 	}

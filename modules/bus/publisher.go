@@ -52,6 +52,7 @@ func (p *Publisher) PublishTo(ctx context.Context, exchange string, m message.Me
 	return nil
 }
 
+// send publishes pub, whose Headers map it takes over (and writes to).
 func (p *Publisher) send(ctx context.Context, exchange, key string, pub amqp.Publishing) error {
 	// The whole call, waiting for a connection included, is bounded by the
 	// confirm timeout so that callers never pile up behind a broker outage.
@@ -173,12 +174,7 @@ func (pc *pubChannel) publish(ctx context.Context, exchange, key string, pub amq
 	p := &pending{done: make(chan error, 1), table: pc.table, seq: pc.ch.GetNextPublishSeqNo()}
 	// Returns carry headers but no delivery tag; the sequence number ties a
 	// return to its confirm.
-	headers := make(amqp.Table, len(pub.Headers)+1)
-	for k, v := range pub.Headers {
-		headers[k] = v
-	}
-	headers[headerPublishSeq] = int64(p.seq)
-	pub.Headers = headers
+	pub.Headers[headerPublishSeq] = int64(p.seq)
 	if !pc.table.add(p) {
 		return nil, fmt.Errorf("%w: channel closed", ErrUnconfirmed)
 	}
