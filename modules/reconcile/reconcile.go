@@ -71,9 +71,12 @@ type Result struct {
 	// Counts[type][stage] is the number of requests of that type that reached the stage.
 	Counts map[string]map[string]int `json:"counts"`
 	// InProgress is the number of requests not finished but still within the threshold.
-	InProgress int      `json:"in_progress"`
-	Stuck      []Stuck  `json:"stuck"`
-	Failed     []Failed `json:"failed"`
+	InProgress int `json:"in_progress"`
+	// EmailSkipped counts requests whose email could not be sent by design
+	// (no address, address refused): in sync, but not in email_sent.
+	EmailSkipped int      `json:"email_skipped"`
+	Stuck        []Stuck  `json:"stuck"`
+	Failed       []Failed `json:"failed"`
 }
 
 // InSync reports whether no request is stuck.
@@ -105,6 +108,8 @@ type requestRow struct {
 	State      string
 	ErrorClass string
 	HasReport  bool
+	EmailSent  bool
+	NoEmail    bool
 	Activity   time.Time
 }
 
@@ -124,6 +129,7 @@ type track struct {
 	errClass  string
 	reached   map[string]bool
 	failed    bool
+	noEmail   bool
 	lastStamp time.Time
 }
 
@@ -164,6 +170,8 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 		)
 		SELECT r.id::text AS id, r.type, r.state, r.last_error_class AS error_class,
 			EXISTS (SELECT 1 FROM reports p WHERE p.request_id = r.id) AS has_report,
+			EXISTS (SELECT 1 FROM notifications n WHERE n.request_id = r.id AND n.state = 'sent') AS email_sent,
+			EXISTS (SELECT 1 FROM notifications n WHERE n.request_id = r.id AND n.state = 'skipped') AS no_email,
 			GREATEST(r.received_at, r.updated_at, COALESCE(r.completed_at, r.received_at),
 				COALESCE((SELECT max(GREATEST(a.started_at, COALESCE(a.finished_at, a.started_at)))
 					FROM request_attempts a WHERE a.request_id = r.id), r.received_at)) AS activity
@@ -211,6 +219,11 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 		// A report counts only while its row exists: report.ready in the
 		// audit log with the report gone is exactly what this check is for.
 		t.reached[StageReportGenerated] = r.HasReport
+		// The notifier's own record counts as much as its event does.
+		if r.EmailSent {
+			t.reached[StageEmailSent] = true
+		}
+		t.noEmail = r.NoEmail && !t.reached[StageEmailSent]
 		if r.State == "failed" {
 			t.failed = true
 		}
@@ -243,6 +256,10 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 			continue
 		}
 		missing := firstMissing(kind, t.reached)
+		if missing == StageEmailSent && t.noEmail {
+			res.EmailSkipped++
+			continue
+		}
 		if missing == "" {
 			continue
 		}

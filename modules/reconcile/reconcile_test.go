@@ -25,6 +25,7 @@ type seed struct {
 	failed   bool
 	attempt  time.Time // a later attempt (retrying request), zero for none
 	noReport bool      // report.ready published but its row is gone
+	email    string    // notifications row state: sent, skipped, or none
 }
 
 func (s seed) write(t *testing.T, gdb *gorm.DB) string {
@@ -75,6 +76,10 @@ func (s seed) write(t *testing.T, gdb *gorm.DB) string {
 	if has[reconcile.StageEmailSent] {
 		record(event.TypeNotificationSent, map[string]any{"template": "x"})
 	}
+	if s.email != "" {
+		require.NoError(t, gdb.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state) VALUES (?, ?, 'report_ready', ?, ?)`,
+			"report_ready:"+id, id, uuid.NewString(), s.email).Error)
+	}
 	return id
 }
 
@@ -109,6 +114,10 @@ func TestReconcile(t *testing.T) {
 	seed{kind: event.KindAccess, stages: accessStages[:2], at: now.Add(-time.Minute), state: "processing"}.write(t, gdb) // moving
 	seed{kind: event.KindAccess, stages: accessStages[:2], at: hourAgo, state: "received", attempt: now.Add(-2 * time.Minute)}.write(t, gdb)
 	failed := seed{kind: event.KindAccess, stages: accessStages[:2], at: hourAgo, state: "failed", failed: true}.write(t, gdb)
+	// No address to write to: the notifier skipped the email on purpose.
+	seed{kind: event.KindAccess, stages: accessStages[:3], at: hourAgo, state: "completed", email: "skipped"}.write(t, gdb)
+	// Emailed, but the notification.sent event is not (yet) in the audit log.
+	seed{kind: event.KindAccess, stages: accessStages[:3], at: hourAgo, state: "completed", email: "sent"}.write(t, gdb)
 	// Stuck for days but outside the window: not this check's business.
 	seed{kind: event.KindAccess, stages: accessStages[:1], at: now.Add(-48 * time.Hour)}.write(t, gdb)
 
@@ -116,10 +125,11 @@ func TestReconcile(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, res.InSync(), "stuck: %+v", res.Stuck)
 	require.Equal(t, 2, res.InProgress, "the moving and the retrying request")
+	require.Equal(t, 1, res.EmailSkipped)
 	require.Len(t, res.Failed, 1)
 	require.Equal(t, failed, res.Failed[0].RequestID)
 	require.Equal(t, map[string]int{
-		reconcile.StageSubmitted: 5, reconcile.StageReceived: 5, reconcile.StageReportGenerated: 2, reconcile.StageEmailSent: 2,
+		reconcile.StageSubmitted: 7, reconcile.StageReceived: 7, reconcile.StageReportGenerated: 4, reconcile.StageEmailSent: 3,
 	}, nonZero(res.Counts[event.KindAccess]))
 	require.Equal(t, map[string]int{
 		reconcile.StageSubmitted: 1, reconcile.StageReceived: 1, reconcile.StageErasureCompleted: 1, reconcile.StageEmailSent: 1,
