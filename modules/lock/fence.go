@@ -16,6 +16,9 @@ var ErrFenced = errors.New("lock: lease lost, write fenced off")
 // Fence guards rows of one table with a lease: a token column incremented on
 // every claim and an expiry by the database clock. The table needs columns
 // lease_token bigint NOT NULL DEFAULT 0 and lease_until timestamptz.
+//
+// Times are clock_timestamp(), not now(): now() is frozen at the start of
+// the transaction, so a long transaction would judge a lease by a stale clock.
 type Fence struct {
 	// Table is the table's name; it is written into SQL, never user input.
 	Table string
@@ -35,9 +38,9 @@ func (f Fence) key() string {
 func (f Fence) Claim(ctx context.Context, tx *gorm.DB, id any, ttl time.Duration) (int64, error) {
 	var token int64
 	res := tx.WithContext(ctx).Raw(
-		`UPDATE `+f.Table+` SET lease_token = lease_token + 1, lease_until = now() + ?::interval
-		 WHERE `+f.key()+` = ? AND (lease_until IS NULL OR lease_until < now())
-		 RETURNING lease_token`, ttl.String(), id).Scan(&token)
+		`UPDATE `+f.Table+` SET lease_token = lease_token + 1, lease_until = clock_timestamp() + make_interval(secs => ?)
+		 WHERE `+f.key()+` = ? AND (lease_until IS NULL OR lease_until < clock_timestamp())
+		 RETURNING lease_token`, ttl.Seconds(), id).Scan(&token)
 	if res.Error != nil {
 		return 0, fmt.Errorf("claiming %s %v: %w", f.Table, id, res.Error)
 	}
@@ -50,8 +53,8 @@ func (f Fence) Claim(ctx context.Context, tx *gorm.DB, id any, ttl time.Duration
 // Extend renews the lease while the caller still holds token.
 func (f Fence) Extend(ctx context.Context, tx *gorm.DB, id any, token int64, ttl time.Duration) error {
 	res := tx.WithContext(ctx).Exec(
-		`UPDATE `+f.Table+` SET lease_until = now() + ?::interval
-		 WHERE `+f.key()+` = ? AND lease_token = ? AND lease_until >= now()`, ttl.String(), id, token)
+		`UPDATE `+f.Table+` SET lease_until = clock_timestamp() + make_interval(secs => ?)
+		 WHERE `+f.key()+` = ? AND lease_token = ? AND lease_until >= clock_timestamp()`, ttl.Seconds(), id, token)
 	if res.Error != nil {
 		return fmt.Errorf("extending lease on %s %v: %w", f.Table, id, res.Error)
 	}
@@ -68,7 +71,7 @@ func (f Fence) Extend(ctx context.Context, tx *gorm.DB, id any, token int64, ttl
 func (f Fence) Check(ctx context.Context, tx *gorm.DB, id any, token int64) error {
 	var ok bool
 	res := tx.WithContext(ctx).Raw(
-		`SELECT lease_token = ? AND lease_until >= now() FROM `+f.Table+` WHERE `+f.key()+` = ? FOR UPDATE`,
+		`SELECT coalesce(lease_token = ? AND lease_until >= clock_timestamp(), false) FROM `+f.Table+` WHERE `+f.key()+` = ? FOR UPDATE`,
 		token, id).Scan(&ok)
 	if res.Error != nil {
 		return fmt.Errorf("checking lease on %s %v: %w", f.Table, id, res.Error)
@@ -79,7 +82,8 @@ func (f Fence) Check(ctx context.Context, tx *gorm.DB, id any, token int64) erro
 	return nil
 }
 
-// Release ends the lease held with token (no-op if it was lost).
+// Release ends the lease held with token; it does nothing if the lease was
+// lost, so it never frees a lease someone else claimed since.
 func (f Fence) Release(ctx context.Context, tx *gorm.DB, id any, token int64) error {
 	res := tx.WithContext(ctx).Exec(
 		`UPDATE `+f.Table+` SET lease_until = NULL WHERE `+f.key()+` = ? AND lease_token = ?`, id, token)
