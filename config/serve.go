@@ -1,6 +1,11 @@
 package config
 
-import "time"
+import (
+	"encoding/hex"
+	"net/url"
+	"strconv"
+	"time"
+)
 
 // Serve configures the HTTP intake role.
 type Serve struct {
@@ -10,7 +15,8 @@ type Serve struct {
 	AdminAddr string `yaml:"admin_addr"`
 	// PublicURL is the externally visible base URL used in download links.
 	PublicURL string `yaml:"public_url"`
-	// APITokens are the SHA-256 hex digests of the bearer tokens callers use.
+	// APITokens are the SHA-256 hex digests of the bearer tokens callers use
+	// (`printf %s "$TOKEN" | sha256sum`). With none, every API call gets 401.
 	APITokens []string `yaml:"api_tokens" secret:"true"`
 	// AdminTokens are SHA-256 hex digests of tokens for /v1/admin endpoints.
 	AdminTokens []string `yaml:"admin_tokens" secret:"true"`
@@ -22,6 +28,10 @@ type Serve struct {
 	DownloadTTL time.Duration `yaml:"download_ttl"`
 	// AcceptedTTL is how long serve remembers an accepted id it has not seen stored yet.
 	AcceptedTTL time.Duration `yaml:"accepted_ttl"`
+	// IdempotencyTTL is how long an Idempotency-Key is remembered.
+	IdempotencyTTL time.Duration `yaml:"idempotency_ttl"`
+	// RetryAfter is the Retry-After hint of a 503 answer.
+	RetryAfter time.Duration `yaml:"retry_after"`
 }
 
 func defaultServe() Serve {
@@ -31,13 +41,24 @@ func defaultServe() Serve {
 		PublicURL:    "http://127.0.0.1:8080",
 		MaxBodyBytes: 64 << 10,
 		// A development key; Validate refuses it nowhere, but README tells operators to set one.
-		DownloadKey: "dev-download-key-change-me",
-		DownloadTTL: 7 * 24 * time.Hour,
-		AcceptedTTL: 24 * time.Hour,
+		DownloadKey:    "dev-download-key-change-me",
+		DownloadTTL:    7 * 24 * time.Hour,
+		AcceptedTTL:    24 * time.Hour,
+		IdempotencyTTL: 24 * time.Hour,
+		RetryAfter:     5 * time.Second,
 	}
 }
 
 func (s Serve) validate() error {
+	if u, err := url.Parse(s.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return invalid("serve.public_url", "must be an absolute http(s) URL, got %q", s.PublicURL)
+	}
+	if err := validDigests("serve.api_tokens", s.APITokens); err != nil {
+		return err
+	}
+	if err := validDigests("serve.admin_tokens", s.AdminTokens); err != nil {
+		return err
+	}
 	switch {
 	case s.Addr == "":
 		return invalid("serve.addr", "must be set")
@@ -49,6 +70,23 @@ func (s Serve) validate() error {
 		return invalid("serve.download_key", "must be at least 16 characters")
 	case s.DownloadTTL <= 0:
 		return invalid("serve.download_ttl", "must be > 0, got %s", s.DownloadTTL)
+	case s.AcceptedTTL < time.Minute:
+		return invalid("serve.accepted_ttl", "must be >= 1m, got %s", s.AcceptedTTL)
+	case s.IdempotencyTTL < time.Minute:
+		return invalid("serve.idempotency_ttl", "must be >= 1m, got %s", s.IdempotencyTTL)
+	case s.RetryAfter < time.Second:
+		return invalid("serve.retry_after", "must be >= 1s, got %s", s.RetryAfter)
+	}
+	return nil
+}
+
+// validDigests checks that every entry is a hex SHA-256 digest, so that a
+// raw token pasted by mistake is refused rather than silently never matching.
+func validDigests(setting string, digests []string) error {
+	for i, d := range digests {
+		if raw, err := hex.DecodeString(d); err != nil || len(raw) != 32 {
+			return invalid(setting+"["+strconv.Itoa(i)+"]", "must be a SHA-256 hex digest (64 hex characters)")
+		}
 	}
 	return nil
 }

@@ -1,0 +1,276 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/trace"
+)
+
+// Problem is the JSON body of every error answer.
+type Problem struct {
+	// Error is a stable machine-readable code.
+	Error string `json:"error"`
+	// Field names the input at fault: a dotted JSON path, "body", "id",
+	// "token" or a header name.
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+}
+
+// apiError is a problem with its HTTP status, returned by handlers.
+type apiError struct {
+	status  int
+	problem Problem
+	header  http.Header
+}
+
+func (e *apiError) Error() string { return e.problem.Message }
+
+func problem(status int, code, field, format string, args ...any) *apiError {
+	return &apiError{status: status, problem: Problem{Error: code, Field: field, Message: fmt.Sprintf(format, args...)}}
+}
+
+func (s *Server) unavailable() *apiError {
+	e := problem(http.StatusServiceUnavailable, "unavailable", "", "the service cannot accept this right now; retry later")
+	e.header = http.Header{"Retry-After": {strconv.Itoa(int(max(1, s.opts.RetryAfter.Round(time.Second)/time.Second)))}}
+	return e
+}
+
+// submittedResponse is the 202 body.
+type submittedResponse struct {
+	ID    string `json:"id"`
+	State string `json:"state"`
+}
+
+func (s *Server) submit(c echo.Context) error {
+	req := c.Request()
+	mediaType, _, err := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType))
+	if err != nil || mediaType != echo.MIMEApplicationJSON {
+		return problem(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type", "must be application/json")
+	}
+	if req.ContentLength > s.opts.MaxBodyBytes {
+		return s.tooLarge()
+	}
+	body, err := io.ReadAll(io.LimitReader(req.Body, s.opts.MaxBodyBytes+1))
+	if err != nil {
+		return problem(http.StatusBadRequest, "invalid_request", "body", "could not be read")
+	}
+	if int64(len(body)) > s.opts.MaxBodyBytes {
+		return s.tooLarge()
+	}
+	sub, err := intake.Parse(body)
+	if err != nil {
+		return err
+	}
+	caller, _ := c.Get(callerKey).(string)
+	acc, err := s.opts.Intake.Submit(req.Context(), caller, req.Header.Get("Idempotency-Key"), sub)
+	if err != nil {
+		return err
+	}
+	c.SetRequest(req.WithContext(trace.WithRequestID(req.Context(), acc.ID)))
+	c.Response().Header().Set(echo.HeaderLocation, "/v1/requests/"+acc.ID)
+	return c.JSON(http.StatusAccepted, submittedResponse{ID: acc.ID, State: intake.StateSubmitted})
+}
+
+func (s *Server) tooLarge() *apiError {
+	return problem(http.StatusRequestEntityTooLarge, "body_too_large", "body", "must be at most %d bytes", s.opts.MaxBodyBytes)
+}
+
+// statusResponse is GET /v1/requests/{id}. It carries no personal data.
+type statusResponse struct {
+	ID             string               `json:"id"`
+	Type           string               `json:"type"`
+	State          string               `json:"state"`
+	SubmittedAt    time.Time            `json:"submitted_at"`
+	ReceivedAt     *time.Time           `json:"received_at,omitempty"`
+	DueAt          time.Time            `json:"due_at"`
+	CompletedAt    *time.Time           `json:"completed_at,omitempty"`
+	UpdatedAt      *time.Time           `json:"updated_at,omitempty"`
+	Attempts       int                  `json:"attempts"`
+	NextAttemptAt  *time.Time           `json:"next_attempt_at,omitempty"`
+	LastErrorClass string               `json:"last_error_class,omitempty"`
+	Participants   []intake.Participant `json:"participants,omitempty"`
+}
+
+func (s *Server) status(c echo.Context) error {
+	id, err := s.requestID(c)
+	if err != nil {
+		return err
+	}
+	st, err := s.opts.Intake.Status(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, statusResponse{
+		ID: st.ID, Type: st.Type, State: st.State,
+		SubmittedAt: st.SubmittedAt, ReceivedAt: st.ReceivedAt, DueAt: st.DueAt,
+		CompletedAt: st.CompletedAt, UpdatedAt: st.UpdatedAt,
+		Attempts: st.Attempts, NextAttemptAt: st.NextAttemptAt, LastErrorClass: st.LastErrorClass,
+		Participants: st.Participants,
+	})
+}
+
+func (s *Server) report(c echo.Context) error {
+	id, err := s.requestID(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	rc, size, err := s.opts.Intake.OpenReport(ctx, id, c.QueryParam("token"))
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := c.Response().Header()
+	h.Set(echo.HeaderContentType, "application/zip")
+	h.Set(echo.HeaderContentDisposition, `attachment; filename="gdpr-report-`+id+`.zip"`)
+	h.Set("Cache-Control", "no-store")
+	// The link's token must not leak to other sites through Referer.
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set(echo.HeaderXContentTypeOptions, "nosniff")
+	if size >= 0 {
+		h.Set(echo.HeaderContentLength, strconv.FormatInt(size, 10))
+	}
+	c.Response().WriteHeader(http.StatusOK)
+	n, err := io.Copy(c.Response(), rc)
+	if err != nil {
+		// Headers are gone; all that is left is to cut the connection short.
+		s.opts.Logger.WarnContext(ctx, "report download interrupted", "bytes", n, "error", err)
+		return nil
+	}
+	s.opts.Logger.InfoContext(ctx, "report downloaded", "bytes", n)
+	return nil
+}
+
+// requestID validates the :id path parameter and puts it into the context
+// so every later log line of this HTTP request names it.
+func (s *Server) requestID(c echo.Context) (string, error) {
+	id, err := intake.ParseID(c.Param("id"))
+	if err != nil {
+		return "", err
+	}
+	c.SetRequest(c.Request().WithContext(trace.WithRequestID(c.Request().Context(), id)))
+	return id, nil
+}
+
+// callerKey holds the authenticated caller's name.
+const callerKey = "gdpr.caller"
+
+// requireToken checks "Authorization: Bearer <token>" against tokens.
+func (s *Server) requireToken(tokens intake.Tokens) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			scheme, token, _ := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
+			caller, ok := tokens.Match(strings.TrimSpace(token))
+			if !ok || !strings.EqualFold(scheme, "Bearer") {
+				e := problem(http.StatusUnauthorized, "unauthorized", "Authorization", "a valid bearer token is required")
+				e.header = http.Header{echo.HeaderWWWAuthenticate: {`Bearer realm="gdpr"`}}
+				return e
+			}
+			c.Set(callerKey, caller)
+			return next(c)
+		}
+	}
+}
+
+// handleError maps every error a handler (or echo) returns to a JSON problem.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	ctx := c.Request().Context()
+	var ae *apiError
+	var fe *intake.FieldError
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &ae):
+	case errors.As(err, &fe):
+		ae = problem(http.StatusBadRequest, "invalid_request", fe.Field, "%s", fe.Message)
+	case errors.Is(err, intake.ErrConflict):
+		ae = problem(http.StatusConflict, "idempotency_conflict", "Idempotency-Key", "was already used with a different request body")
+	case errors.Is(err, intake.ErrForbidden):
+		ae = problem(http.StatusForbidden, "forbidden", "token", "the download link is invalid or expired")
+	case errors.Is(err, intake.ErrNotFound):
+		ae = problem(http.StatusNotFound, "not_found", "id", "no such request")
+		if strings.HasSuffix(c.Path(), "/report") {
+			ae.problem.Message = "no report for this request"
+		}
+	case errors.Is(err, intake.ErrUnavailable):
+		ae = s.unavailable()
+	case errors.As(err, &he):
+		ae = echoProblem(he)
+	default:
+		s.opts.Logger.ErrorContext(ctx, "request failed", "error", err)
+		ae = problem(http.StatusInternalServerError, "internal", "", "internal error")
+	}
+	for k, v := range ae.header {
+		c.Response().Header()[k] = v
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(ae.status)
+		return
+	}
+	if werr := c.JSON(ae.status, ae.problem); werr != nil {
+		s.opts.Logger.WarnContext(ctx, "writing error response", "error", werr)
+	}
+}
+
+func echoProblem(he *echo.HTTPError) *apiError {
+	switch he.Code {
+	case http.StatusNotFound:
+		return problem(he.Code, "not_found", "", "no such endpoint")
+	case http.StatusMethodNotAllowed:
+		return problem(he.Code, "method_not_allowed", "", "method not allowed on this endpoint")
+	}
+	return problem(he.Code, strings.ReplaceAll(strings.ToLower(http.StatusText(he.Code)), " ", "_"), "", "%s", http.StatusText(he.Code))
+}
+
+// observe gives every HTTP request a trace (continuing an incoming W3C
+// traceparent), records its duration by route pattern, and logs one line
+// with the request and trace ids.
+func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		begin := time.Now()
+		req := c.Request()
+		tp := trace.Child(req.Header.Get("traceparent"))
+		c.SetRequest(req.WithContext(trace.WithTraceparent(req.Context(), tp)))
+		c.Response().Header().Set("traceparent", tp)
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		route, _ := c.Get(routeKey).(string)
+		if route == "" {
+			route = "unmatched"
+		}
+		status := c.Response().Status
+		elapsed := time.Since(begin)
+		s.duration.WithLabelValues(route, methodLabel(req.Method), strconv.Itoa(status)).Observe(elapsed.Seconds())
+		level := slog.LevelInfo
+		if status >= 500 {
+			level = slog.LevelWarn
+		}
+		s.opts.Logger.Log(c.Request().Context(), level, "http request",
+			"method", req.Method, "route", route, "status", status, "duration", elapsed, "bytes", c.Response().Size)
+		return nil
+	}
+}
+
+// methodLabel keeps the method label to a fixed set.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "OTHER"
+}

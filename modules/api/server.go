@@ -1,0 +1,204 @@
+// Package api is the public HTTP API of `gdpr serve` on echo: it decodes
+// requests, calls modules/intake and maps its results and errors to JSON
+// responses. Domain rules live in intake, not here.
+package api
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gdpr-oss/gdpr/modules/intake"
+)
+
+// OpenAPI is the API's OpenAPI 3 document, served at /v1/openapi.json.
+//
+//go:embed openapi.json
+var OpenAPI []byte
+
+// Intake is what the handlers need from modules/intake.
+type Intake interface {
+	Submit(ctx context.Context, caller, idemKey string, sub intake.Submission) (intake.Accepted, error)
+	Status(ctx context.Context, id string) (intake.Status, error)
+	OpenReport(ctx context.Context, requestID, token string) (io.ReadCloser, int64, error)
+}
+
+// AdminRoute mounts a plain net/http handler under /v1/admin/<Path> (and
+// everything below it) behind the admin token check. The handler sees the
+// full original request path.
+type AdminRoute struct {
+	// Path is relative to /v1/admin/, e.g. "timeline".
+	Path    string
+	Handler http.Handler
+}
+
+// Options configure a Server. Intake and Logger are required.
+type Options struct {
+	// Addr is the listen address; port 0 picks a free one (see Addr).
+	Addr   string
+	Intake Intake
+	// APITokens authenticate the company's apps on /v1/requests.
+	APITokens intake.Tokens
+	// AdminTokens authenticate operators on /v1/admin/.
+	AdminTokens intake.Tokens
+	// MaxBodyBytes bounds a request body (413 beyond it).
+	MaxBodyBytes int64
+	// RetryAfter is the hint sent with 503 answers.
+	RetryAfter time.Duration
+	Admin      []AdminRoute
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// Server is the public HTTP server; it is an app Component.
+type Server struct {
+	opts     Options
+	echo     *echo.Echo
+	duration *prometheus.HistogramVec
+
+	srv *http.Server
+	ln  net.Listener
+	wg  sync.WaitGroup
+}
+
+// New builds the server and registers its metrics.
+func New(opts Options) (*Server, error) {
+	if opts.Intake == nil || opts.Logger == nil {
+		return nil, errors.New("api: Intake and Logger are required")
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 64 << 10
+	}
+	if opts.RetryAfter <= 0 {
+		opts.RetryAfter = 5 * time.Second
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	s := &Server{
+		opts: opts,
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gdpr_http_request_duration_seconds",
+			Help:    "Public API request duration by route pattern, method and status.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route", "method", "status"}),
+	}
+	if err := opts.Registerer.Register(s.duration); err != nil {
+		return nil, fmt.Errorf("registering api metrics: %w", err)
+	}
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(s.observe)
+	s.route(e, http.MethodPost, "/v1/requests", s.submit, s.requireToken(opts.APITokens))
+	s.route(e, http.MethodGet, "/v1/requests/:id", s.status, s.requireToken(opts.APITokens))
+	s.route(e, http.MethodGet, "/v1/requests/:id/report", s.report)
+	s.route(e, http.MethodGet, "/v1/openapi.json", func(c echo.Context) error {
+		return c.Blob(http.StatusOK, "application/json", OpenAPI)
+	})
+	for _, r := range opts.Admin {
+		p := "/v1/admin/" + strings.Trim(r.Path, "/")
+		h := echo.WrapHandler(r.Handler)
+		s.routeAny(e, p, h, s.requireToken(opts.AdminTokens))
+		s.routeAny(e, p+"/*", h, s.requireToken(opts.AdminTokens))
+	}
+	s.echo = e
+	return s, nil
+}
+
+// routeKey is where a matched route leaves its pattern for the metrics
+// middleware; unmatched paths never become label values.
+const routeKey = "gdpr.route"
+
+func (s *Server) route(e *echo.Echo, method, pattern string, h echo.HandlerFunc, mw ...echo.MiddlewareFunc) {
+	label := openAPIPath(pattern)
+	e.Add(method, pattern, func(c echo.Context) error {
+		c.Set(routeKey, label)
+		return h(c)
+	}, mw...)
+}
+
+func (s *Server) routeAny(e *echo.Echo, pattern string, h echo.HandlerFunc, mw ...echo.MiddlewareFunc) {
+	label := openAPIPath(pattern)
+	e.Any(pattern, func(c echo.Context) error {
+		c.Set(routeKey, label)
+		return h(c)
+	}, mw...)
+}
+
+// openAPIPath writes echo's ":id" as "{id}", the form the OpenAPI document
+// and the metrics use.
+func openAPIPath(pattern string) string {
+	parts := strings.Split(pattern, "/")
+	for i, p := range parts {
+		if name, ok := strings.CutPrefix(p, ":"); ok {
+			parts[i] = "{" + name + "}"
+		}
+	}
+	return strings.Join(parts, "/")
+}
+
+// Handler is the server's HTTP handler, for tests that serve it themselves.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Name identifies the component in logs.
+func (s *Server) Name() string { return "api server" }
+
+// Addr is the bound address once started.
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return s.opts.Addr
+	}
+	return s.ln.Addr().String()
+}
+
+// Start binds the port and serves in the background.
+func (s *Server) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("api server listening on %s: %w", s.opts.Addr, err)
+	}
+	s.ln = ln
+	s.srv = &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 5 * time.Second,
+		// No WriteTimeout: report downloads stream for as long as they need.
+		IdleTimeout: 90 * time.Second,
+		ErrorLog:    slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelWarn),
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.opts.Logger.Error("api server stopped", "error", err)
+		}
+	}()
+	s.opts.Logger.InfoContext(ctx, "api server listening", "addr", ln.Addr().String())
+	return nil
+}
+
+// Stop stops accepting connections and waits for in-flight requests (each
+// submission ends within the publisher's confirm timeout) until ctx ends.
+func (s *Server) Stop(ctx context.Context) error {
+	if s.srv == nil {
+		return nil
+	}
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		_ = s.srv.Close()
+	}
+	s.wg.Wait()
+	return err
+}

@@ -1,0 +1,310 @@
+// Package intake accepts data subject requests: it validates them, makes
+// resubmissions idempotent, publishes request.submitted with a broker confirm,
+// and answers status and report download queries. It knows nothing of HTTP
+// frameworks; modules/api maps its results and errors to responses.
+package intake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/download"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/trace"
+)
+
+// Errors callers map to responses with errors.Is.
+var (
+	// ErrConflict: the idempotency key was used before with a different body.
+	ErrConflict = errors.New("intake: idempotency key reused with a different request")
+	// ErrUnavailable: the broker (or Redis, or PostgreSQL) did not answer in
+	// time; nothing was accepted and the caller should retry later.
+	ErrUnavailable = errors.New("intake: temporarily unavailable")
+	// ErrNotFound: no such request (or no report for it yet).
+	ErrNotFound = errors.New("intake: not found")
+	// ErrForbidden: the download token is not valid for this request.
+	ErrForbidden = errors.New("intake: download token not valid")
+)
+
+// StateSubmitted is the state of an accepted request the requests manager has not stored yet.
+const StateSubmitted = "submitted"
+
+// maxIdempotencyKeyLen bounds the Idempotency-Key header.
+const maxIdempotencyKeyLen = 255
+
+// Publisher publishes a message and returns nil only once the broker confirmed it.
+type Publisher interface {
+	Publish(ctx context.Context, m message.Message) error
+}
+
+// Participant is one erasure participant's progress, as shown in a status.
+type Participant struct {
+	Name      string    `json:"name"`
+	State     string    `json:"state"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// ParticipantLister lists the erasure participants of a request (the
+// canceller's table); serve runs without one until erasure exists.
+type ParticipantLister interface {
+	ListParticipants(ctx context.Context, requestID string) ([]Participant, error)
+}
+
+// ReportOpener streams a stored report's decrypted ZIP (modules/report's Builder).
+type ReportOpener interface {
+	Open(ctx context.Context, reportID string) (io.ReadCloser, int64, error)
+}
+
+// Options configure a Service. Publisher, Redis, DB and Logger are required.
+type Options struct {
+	Publisher Publisher
+	Redis     redis.UniversalClient
+	DB        *gorm.DB
+	// KeyPrefix starts every Redis key the service writes.
+	KeyPrefix string
+	// AcceptedTTL is how long an accepted id is remembered for status queries
+	// before the requests manager's row must answer for it.
+	AcceptedTTL time.Duration
+	// IdempotencyTTL is how long an Idempotency-Key is remembered.
+	IdempotencyTTL time.Duration
+	// ConfirmTimeout is the publisher's confirm timeout; a submission holding
+	// an idempotency key keeps it a little longer than that.
+	ConfirmTimeout time.Duration
+	// DownloadKey signs report download tokens.
+	DownloadKey  []byte
+	Participants ParticipantLister
+	Reports      ReportOpener
+	Registerer   prometheus.Registerer
+	Logger       *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Service is the intake's domain logic.
+type Service struct {
+	opts      Options
+	idem      idempotencyStore
+	submitted *prometheus.CounterVec
+	now       func() time.Time
+}
+
+// New builds a Service and registers its metrics on opts.Registerer.
+func New(opts Options) (*Service, error) {
+	if opts.Publisher == nil || opts.Redis == nil || opts.DB == nil || opts.Logger == nil {
+		return nil, errors.New("intake: Publisher, Redis, DB and Logger are required")
+	}
+	if opts.AcceptedTTL <= 0 {
+		opts.AcceptedTTL = 24 * time.Hour
+	}
+	if opts.IdempotencyTTL <= 0 {
+		opts.IdempotencyTTL = 24 * time.Hour
+	}
+	if opts.ConfirmTimeout <= 0 {
+		opts.ConfirmTimeout = 5 * time.Second
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	s := &Service{
+		opts: opts,
+		idem: idempotencyStore{
+			rdb:    opts.Redis,
+			prefix: opts.KeyPrefix,
+			ttl:    opts.IdempotencyTTL,
+			// Longer than any publish can take, so a live holder is never
+			// overtaken; short enough that a crashed holder's key frees soon.
+			lease: opts.ConfirmTimeout + 2*time.Second,
+		},
+		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gdpr_requests_submitted_total",
+			Help: "Data subject requests accepted by intake (broker confirmed), by type.",
+		}, []string{"type"}),
+		now: opts.Now,
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if err := opts.Registerer.Register(s.submitted); err != nil {
+		return nil, fmt.Errorf("registering intake metrics: %w", err)
+	}
+	for _, k := range []string{event.KindAccess, event.KindErasure} {
+		s.submitted.WithLabelValues(k)
+	}
+	return s, nil
+}
+
+// Accepted is the outcome of a successful Submit.
+type Accepted struct {
+	ID string
+	// Replayed is true when an earlier submission with the same idempotency
+	// key is answered again.
+	Replayed bool
+}
+
+// Submit publishes sub as request.submitted and returns once the broker
+// confirmed it. caller scopes idemKey (each API token has its own keys); an
+// empty idemKey makes every call a new request.
+//
+// Order matters for "nothing half-done": the idempotency record is reserved
+// before publishing, but it answers with an id only after the confirm; a
+// failed or unknown publish leaves it reusable, and the retry re-publishes
+// the same request id and message id, so a message that did reach the broker
+// despite the error is deduplicated instead of doubled.
+func (s *Service) Submit(ctx context.Context, caller, idemKey string, sub Submission) (Accepted, error) {
+	if len(idemKey) > maxIdempotencyKeyLen {
+		return Accepted{}, fieldErr("Idempotency-Key", "must be at most %d characters", maxIdempotencyKeyLen)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Accepted{}, fmt.Errorf("making request id: %w", err)
+	}
+	r := reservation{ID: id.String(), MessageID: uuid.NewString(), SubmittedAt: s.now().UTC()}
+	// A caller that hangs up must not turn a confirmed publish into an
+	// unknown one; the publisher's confirm timeout still bounds the work.
+	work := context.WithoutCancel(ctx)
+	if idemKey == "" {
+		if err := s.publish(work, r, sub); err != nil {
+			return Accepted{}, err
+		}
+		s.accepted(work, r, sub)
+		return Accepted{ID: r.ID}, nil
+	}
+	return s.submitIdempotent(ctx, work, caller, idemKey, r, sub)
+}
+
+func (s *Service) submitIdempotent(ctx, work context.Context, caller, idemKey string, r reservation, sub Submission) (Accepted, error) {
+	key := s.idem.key(caller, idemKey)
+	owner := uuid.NewString()
+	fp := sub.fingerprint()
+	// A concurrent duplicate waits for the holder's outcome rather than
+	// failing: the holder either confirms (same id for both) or fails (this
+	// call takes the record over and publishes the same request).
+	deadline := time.Now().Add(s.idem.lease + time.Second)
+	backoff := 5 * time.Millisecond
+	for {
+		outcome, got, err := s.idem.claim(work, key, fp, owner, r)
+		if err != nil {
+			return Accepted{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		switch outcome {
+		case claimConflict:
+			return Accepted{}, ErrConflict
+		case claimDone:
+			s.opts.Logger.InfoContext(trace.WithRequestID(ctx, got.ID), "idempotent submission replayed", "caller", caller)
+			return Accepted{ID: got.ID, Replayed: true}, nil
+		case claimed:
+			if err := s.publish(work, got, sub); err != nil {
+				if ferr := s.idem.finish(work, key, owner, got.ID, false); ferr != nil {
+					s.opts.Logger.WarnContext(trace.WithRequestID(ctx, got.ID), "releasing idempotency key failed; it frees when its lease ends", "error", ferr)
+				}
+				return Accepted{}, err
+			}
+			if err := s.idem.finish(work, key, owner, got.ID, true); err != nil {
+				// The request is confirmed and will be processed; a replay of
+				// the key re-publishes the same ids, which consumers absorb.
+				s.opts.Logger.WarnContext(trace.WithRequestID(ctx, got.ID), "recording idempotency outcome failed", "error", err)
+			}
+			s.accepted(work, got, sub)
+			return Accepted{ID: got.ID, Replayed: got.ID != r.ID}, nil
+		case claimBusy:
+			if time.Now().After(deadline) {
+				return Accepted{}, fmt.Errorf("%w: idempotency key is held by a submission that has not finished", ErrUnavailable)
+			}
+			select {
+			case <-ctx.Done():
+				return Accepted{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 100*time.Millisecond)
+		}
+	}
+}
+
+func (s *Service) publish(ctx context.Context, r reservation, sub Submission) error {
+	ctx = trace.WithRequestID(ctx, r.ID)
+	m, err := message.New(event.TypeRequestSubmitted, event.RequestSubmitted{
+		RequestID:   r.ID,
+		Type:        sub.Type,
+		Subject:     sub.Subject,
+		SubmittedAt: r.SubmittedAt,
+	}, nil)
+	if err != nil {
+		return err
+	}
+	m.ID = r.MessageID
+	m.CorrelationID = r.ID
+	m.OccurredAt = r.SubmittedAt
+	// Continue the caller's trace (W3C traceparent) into the message.
+	m.Traceparent = trace.Child(trace.Traceparent(ctx))
+	begin := time.Now()
+	if err := s.opts.Publisher.Publish(ctx, m); err != nil {
+		s.opts.Logger.WarnContext(ctx, "request not accepted: publish failed", "type", sub.Type, "error", err, "took", time.Since(begin))
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// accepted remembers a confirmed id for status queries and counts it.
+func (s *Service) accepted(ctx context.Context, r reservation, sub Submission) {
+	ctx = trace.WithRequestID(ctx, r.ID)
+	s.submitted.WithLabelValues(sub.Type).Inc()
+	if err := s.opts.Redis.Set(ctx, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt), s.opts.AcceptedTTL).Err(); err != nil {
+		// The request is safe in the broker; only its status answers 404
+		// until the requests manager stored it.
+		s.opts.Logger.WarnContext(ctx, "remembering accepted request failed", "error", err)
+	}
+	s.opts.Logger.InfoContext(ctx, "request accepted", "type", sub.Type)
+}
+
+func (s *Service) acceptedKey(id string) string { return s.opts.KeyPrefix + "accepted:" + id }
+
+// ParseID checks that id is a request id (a UUID) and returns its canonical form.
+func ParseID(id string) (string, error) {
+	u, err := uuid.Parse(id)
+	if err != nil || len(id) != 36 {
+		return "", fieldErr("id", "must be a request id (UUID)")
+	}
+	return u.String(), nil
+}
+
+// DownloadToken checks a report download token for requestID.
+func (s *Service) DownloadToken(requestID, token string) error {
+	if err := download.Verify(s.opts.DownloadKey, requestID, token, s.now()); err != nil {
+		return fmt.Errorf("%w: %w", ErrForbidden, err)
+	}
+	return nil
+}
+
+// OpenReport verifies the download token and opens the request's report.
+// The caller closes the reader.
+func (s *Service) OpenReport(ctx context.Context, requestID, token string) (io.ReadCloser, int64, error) {
+	if err := s.DownloadToken(requestID, token); err != nil {
+		return nil, 0, err
+	}
+	if s.opts.Reports == nil {
+		return nil, 0, fmt.Errorf("%w: report storage is not configured", ErrUnavailable)
+	}
+	var reportID string
+	res := s.opts.DB.WithContext(ctx).Raw(`SELECT id FROM reports WHERE request_id = ?`, requestID).Scan(&reportID)
+	if res.Error != nil {
+		return nil, 0, fmt.Errorf("%w: looking up report of %s: %w", ErrUnavailable, requestID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return nil, 0, ErrNotFound
+	}
+	rc, size, err := s.opts.Reports.Open(ctx, reportID)
+	if err != nil {
+		return nil, 0, fmt.Errorf("opening report %s: %w", reportID, err)
+	}
+	return rc, size, nil
+}

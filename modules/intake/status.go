@@ -1,0 +1,109 @@
+package intake
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/trace"
+)
+
+// Status is what a caller may know about a request: its progress and
+// deadline, never the subject's data.
+type Status struct {
+	ID          string
+	Type        string
+	State       string
+	SubmittedAt time.Time
+	ReceivedAt  *time.Time
+	// DueAt is the legal deadline (DueAt of the receipt).
+	DueAt          time.Time
+	CompletedAt    *time.Time
+	UpdatedAt      *time.Time
+	Attempts       int
+	NextAttemptAt  *time.Time
+	LastErrorClass string
+	// Participants is set for erasures once a ParticipantLister is wired.
+	Participants []Participant
+}
+
+type statusRow struct {
+	ID             string
+	Type           string
+	State          string
+	SubmittedAt    time.Time
+	ReceivedAt     time.Time
+	DueAt          time.Time
+	CompletedAt    *time.Time
+	Attempts       int
+	NextAttemptAt  time.Time
+	LastErrorClass string
+	UpdatedAt      time.Time
+}
+
+// Status returns the state of request id: the requests manager's row if it
+// stored the request, else "submitted" if this service accepted it recently,
+// else ErrNotFound.
+func (s *Service) Status(ctx context.Context, id string) (Status, error) {
+	ctx = trace.WithRequestID(ctx, id)
+	var r statusRow
+	res := s.opts.DB.WithContext(ctx).Raw(`SELECT id, type, state, submitted_at, received_at, due_at, completed_at,
+		attempts, next_attempt_at, last_error_class, updated_at FROM requests WHERE id = ?`, id).Scan(&r)
+	if res.Error != nil {
+		return Status{}, fmt.Errorf("%w: reading request %s: %w", ErrUnavailable, id, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return s.acceptedStatus(ctx, id)
+	}
+	st := Status{
+		ID:             r.ID,
+		Type:           r.Type,
+		State:          r.State,
+		SubmittedAt:    r.SubmittedAt.UTC(),
+		ReceivedAt:     utcPtr(r.ReceivedAt),
+		DueAt:          r.DueAt.UTC(),
+		CompletedAt:    r.CompletedAt,
+		UpdatedAt:      utcPtr(r.UpdatedAt),
+		Attempts:       r.Attempts,
+		LastErrorClass: r.LastErrorClass,
+	}
+	if st.CompletedAt != nil {
+		st.CompletedAt = utcPtr(*st.CompletedAt)
+	}
+	if r.State == "received" && r.Attempts > 0 {
+		// Only a retry's wait is worth showing; a fresh request is due at once.
+		st.NextAttemptAt = utcPtr(r.NextAttemptAt)
+	}
+	if r.Type == event.KindErasure && s.opts.Participants != nil {
+		ps, err := s.opts.Participants.ListParticipants(ctx, id)
+		if err != nil {
+			return Status{}, fmt.Errorf("%w: listing participants of %s: %w", ErrUnavailable, id, err)
+		}
+		st.Participants = ps
+	}
+	return st, nil
+}
+
+func (s *Service) acceptedStatus(ctx context.Context, id string) (Status, error) {
+	v, err := s.opts.Redis.Get(ctx, s.acceptedKey(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Status{}, ErrNotFound
+	}
+	if err != nil {
+		return Status{}, fmt.Errorf("%w: reading accepted record of %s: %w", ErrUnavailable, id, err)
+	}
+	typ, at, ok := parseAccepted(v)
+	if !ok {
+		return Status{}, fmt.Errorf("accepted record of %s is malformed", id)
+	}
+	return Status{ID: id, Type: typ, State: StateSubmitted, SubmittedAt: at, DueAt: DueAt(at)}, nil
+}
+
+func utcPtr(t time.Time) *time.Time {
+	t = t.UTC()
+	return &t
+}

@@ -1,0 +1,177 @@
+package intake
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/mail"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/gdpr-oss/gdpr/modules/event"
+)
+
+// Limits on identifiers; generous for real ids and addresses, small enough
+// that a key or a log of sizes stays bounded.
+const (
+	maxSubjectIDLen = 256
+	maxEmailLen     = 254 // RFC 5321 path limit
+)
+
+// ErrInvalid marks bad input; errors.As it to a *FieldError for the field.
+var ErrInvalid = errors.New("intake: invalid input")
+
+// FieldError names the input field (a dotted JSON path, "body", or a header
+// name) that made a request invalid.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// Is makes errors.Is(err, ErrInvalid) hold for every field error.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+
+func fieldErr(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// Submission is a validated data subject request as a caller submitted it.
+type Submission struct {
+	Type    string
+	Subject event.Subject
+}
+
+// wire is the JSON body of POST /v1/requests. Pointers tell a missing
+// member from an empty one.
+type wire struct {
+	Type    *string      `json:"type"`
+	Subject *wireSubject `json:"subject"`
+}
+
+type wireSubject struct {
+	ID    *string `json:"id"`
+	Email *string `json:"email"`
+}
+
+// Parse decodes and validates a request body. Every error is a *FieldError.
+func Parse(body []byte) (Submission, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var w wire
+	if err := dec.Decode(&w); err != nil {
+		return Submission{}, decodeError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Submission{}, fieldErr("body", "must be a single JSON object")
+	}
+	var s Submission
+	switch {
+	case w.Type == nil:
+		return s, fieldErr("type", "is required")
+	case *w.Type != event.KindAccess && *w.Type != event.KindErasure:
+		return s, fieldErr("type", "must be %q or %q", event.KindAccess, event.KindErasure)
+	}
+	s.Type = *w.Type
+	if w.Subject == nil {
+		return s, fieldErr("subject", "is required")
+	}
+	if w.Subject.ID != nil {
+		id := *w.Subject.ID
+		if err := checkSubjectID(id); err != nil {
+			return s, err
+		}
+		s.Subject.ID = id
+	}
+	if w.Subject.Email != nil {
+		email, err := checkEmail(*w.Subject.Email)
+		if err != nil {
+			return s, err
+		}
+		s.Subject.Email = email
+	}
+	if s.Subject.ID == "" && s.Subject.Email == "" {
+		return s, fieldErr("subject", "needs at least one of id or email")
+	}
+	return s, nil
+}
+
+func decodeError(err error) *FieldError {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			field = "body"
+		}
+		return fieldErr(field, "must be a JSON %s", jsonKind(typeErr.Type.Kind().String()))
+	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return fieldErr("body", "is not valid JSON")
+	}
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return fieldErr(strings.Trim(name, `"`), "is not a known field")
+	}
+	return fieldErr("body", "is not valid JSON")
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "struct", "map":
+		return "object"
+	case "ptr":
+		return "value"
+	}
+	return goKind
+}
+
+func checkSubjectID(id string) *FieldError {
+	switch {
+	case id == "":
+		return fieldErr("subject.id", "must not be empty when present")
+	case len(id) > maxSubjectIDLen:
+		return fieldErr("subject.id", "must be at most %d bytes", maxSubjectIDLen)
+	case !utf8.ValidString(id):
+		return fieldErr("subject.id", "must be valid UTF-8")
+	case strings.IndexFunc(id, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) >= 0:
+		return fieldErr("subject.id", "must not contain whitespace or control characters")
+	}
+	return nil
+}
+
+// checkEmail accepts a bare address (no display name, no comments) with a
+// domain part, which is what a mailer can send to.
+func checkEmail(s string) (string, *FieldError) {
+	bad := fieldErr("subject.email", "must be a valid email address")
+	if s == "" || len(s) > maxEmailLen {
+		return "", bad
+	}
+	addr, err := mail.ParseAddress(s)
+	if err != nil || addr.Name != "" || addr.Address != s {
+		return "", bad
+	}
+	local, domain, ok := strings.Cut(s, "@")
+	if !ok || local == "" || domain == "" || strings.HasPrefix(domain, "[") || !strings.Contains(domain, ".") ||
+		strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") {
+		return "", bad
+	}
+	return s, nil
+}
+
+// fingerprint identifies a submission's content for idempotency: the same
+// request written with other whitespace or member order is the same request.
+func (s Submission) fingerprint() string {
+	raw, _ := json.Marshal(struct {
+		Type  string `json:"t"`
+		ID    string `json:"i"`
+		Email string `json:"e"`
+	}{s.Type, s.Subject.ID, s.Subject.Email})
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:])
+}
