@@ -1,64 +1,194 @@
 package config
 
 import (
+	"encoding/base64"
+	"encoding/hex"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
+
+// DevEncryptionKey is the report encryption key used when none is configured.
+// It is public (it is in the source code), so reports encrypted with it are
+// NOT protected at rest: it exists only so `make run` works out of the box.
+// Operators must set report.encryption_key (GDPR_REPORT_ENCRYPTION_KEY); the
+// report builder logs a warning while this key is in use.
+const DevEncryptionKey = "646576656c6f706d656e742d6f6e6c792d6b65792d6e6f742d7365637265742e" // "development-only-key-not-secret."
 
 // Report configures access report building and storage.
 type Report struct {
 	// StorageDir is where finished (encrypted) reports are kept.
 	StorageDir string `yaml:"storage_dir"`
+	// SpoolDir holds the short-lived encrypted spool files a build writes
+	// while it reads the sources (default: the system temp directory). The
+	// files are unlinked as soon as they are created, so a crash leaves none.
+	SpoolDir string `yaml:"spool_dir"`
 	// EncryptionKey encrypts reports at rest (32 bytes, hex or base64).
 	EncryptionKey string `yaml:"encryption_key" secret:"true"`
+	// SourceTimeout bounds reading one source when it sets no timeout of its own.
+	SourceTimeout time.Duration `yaml:"source_timeout"`
+	// SourceConcurrency is how many sources of one report are read at once.
+	SourceConcurrency int `yaml:"source_concurrency"`
 	// Sources are read for every access report.
 	Sources []Source `yaml:"sources"`
 }
 
 // Source is one place personal data is read from for an access report.
 type Source struct {
+	// Name names the source's files in the report (<name>.json, <name>.csv).
 	Name string `yaml:"name"`
 	// Kind is postgres, mysql, http or elasticsearch.
-	Kind    string        `yaml:"kind"`
+	Kind string `yaml:"kind"`
+	// Timeout bounds reading this source (default report.source_timeout).
 	Timeout time.Duration `yaml:"timeout"`
-	// DSN is used by the postgres and mysql kinds.
+	// DSN is used by the postgres and mysql kinds (a postgres:// URL or
+	// key=value string; a go-sql-driver/mysql DSN such as
+	// user:pass@tcp(host:3306)/db).
 	DSN string `yaml:"dsn" secret:"true"`
+	// MaxConns bounds the connections kept open to a postgres or mysql source.
+	MaxConns int `yaml:"max_conns"`
 	// Query is SQL with named parameters @subject_id and @email, or an
-	// Elasticsearch query body template.
+	// Elasticsearch query body template with {subject_id} and {email}.
 	Query string `yaml:"query"`
-	// URL is a template with {subject_id} and {email} for http and elasticsearch.
-	URL    string `yaml:"url"`
+	// URL is a template with {subject_id} and {email} for http sources, and
+	// the Elasticsearch base URL for elasticsearch sources.
+	URL string `yaml:"url"`
+	// Method is GET (default) or POST for http sources.
 	Method string `yaml:"method"`
 	// Body is an optional request body template for http sources.
 	Body string `yaml:"body"`
 	// AuthHeader is sent as Authorization on http and elasticsearch sources.
 	AuthHeader string `yaml:"auth_header" secret:"true"`
+	// RecordsPath is the dotted path to the array of records in an http
+	// source's JSON response (e.g. "data.items"); empty means the response
+	// itself (an array is many records, an object is one).
+	RecordsPath string `yaml:"records_path"`
 	// Index is the Elasticsearch index pattern.
 	Index string `yaml:"index"`
+	// PageSize is the number of hits fetched per Elasticsearch scroll page.
+	PageSize int `yaml:"page_size"`
 }
 
 func defaultReport() Report {
-	return Report{StorageDir: "./var/reports"}
+	return Report{
+		StorageDir:        "./var/reports",
+		EncryptionKey:     DevEncryptionKey,
+		SourceTimeout:     2 * time.Minute,
+		SourceConcurrency: 4,
+	}
+}
+
+// ParseEncryptionKey decodes a 32-byte key given as hex (64 characters) or
+// standard/URL base64.
+func ParseEncryptionKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if len(s) == 64 {
+		if b, err := hex.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == 32 {
+			return b, nil
+		}
+	}
+	return nil, invalid("report.encryption_key", "must be 32 bytes as 64 hex characters or base64")
 }
 
 func (r Report) validate() error {
 	if r.StorageDir == "" {
 		return invalid("report.storage_dir", "must be set")
 	}
+	if _, err := ParseEncryptionKey(r.EncryptionKey); err != nil {
+		return err
+	}
+	if r.SourceTimeout <= 0 {
+		return invalid("report.source_timeout", "must be > 0, got %s", r.SourceTimeout)
+	}
+	if r.SourceConcurrency < 1 {
+		return invalid("report.source_concurrency", "must be >= 1, got %d", r.SourceConcurrency)
+	}
 	seen := map[string]bool{}
 	for i, s := range r.Sources {
+		if err := s.validate("report.sources["+strconv.Itoa(i)+"]", seen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validSourceName(name string) bool {
+	if name == "" || name == "manifest" || strings.HasPrefix(name, ".") {
+		return false
+	}
+	for _, c := range name {
 		switch {
-		case s.Name == "":
-			return invalid("report.sources["+strconv.Itoa(i)+"].name", "must be set")
-		case seen[s.Name]:
-			return invalid("report.sources["+strconv.Itoa(i)+"].name", "must be unique, %q repeats", s.Name)
-		}
-		seen[s.Name] = true
-		switch s.Kind {
-		case "postgres", "mysql", "http", "elasticsearch":
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-', c == '.':
 		default:
-			return invalid("report.sources["+strconv.Itoa(i)+"].kind", "must be postgres, mysql, http or elasticsearch, got %q", s.Kind)
+			return false
 		}
+	}
+	return true
+}
+
+func (s Source) validate(path string, seen map[string]bool) error {
+	switch {
+	case s.Name == "":
+		return invalid(path+".name", "must be set")
+	case !validSourceName(s.Name):
+		return invalid(path+".name", "must be letters, digits, '_', '-' or '.' (not starting with '.', not \"manifest\"), got %q", s.Name)
+	case seen[s.Name]:
+		return invalid(path+".name", "must be unique, %q repeats", s.Name)
+	case s.Timeout < 0:
+		return invalid(path+".timeout", "must be >= 0, got %s", s.Timeout)
+	}
+	seen[s.Name] = true
+	switch s.Kind {
+	case "postgres", "mysql":
+		switch {
+		case s.DSN == "":
+			return invalid(path+".dsn", "must be set for kind %s", s.Kind)
+		case s.Query == "":
+			return invalid(path+".query", "must be set for kind %s", s.Kind)
+		case s.MaxConns < 0:
+			return invalid(path+".max_conns", "must be >= 0, got %d", s.MaxConns)
+		}
+	case "http":
+		if err := validURL(path+".url", s.URL); err != nil {
+			return err
+		}
+		switch strings.ToUpper(s.Method) {
+		case "", "GET", "POST":
+		default:
+			return invalid(path+".method", "must be GET or POST, got %q", s.Method)
+		}
+	case "elasticsearch":
+		if err := validURL(path+".url", s.URL); err != nil {
+			return err
+		}
+		switch {
+		case s.Index == "":
+			return invalid(path+".index", "must be set for kind elasticsearch")
+		case s.Query == "":
+			return invalid(path+".query", "must be set for kind elasticsearch")
+		case s.PageSize < 0:
+			return invalid(path+".page_size", "must be >= 0, got %d", s.PageSize)
+		}
+	default:
+		return invalid(path+".kind", "must be postgres, mysql, http or elasticsearch, got %q", s.Kind)
+	}
+	return nil
+}
+
+func validURL(setting, raw string) error {
+	if raw == "" {
+		return invalid(setting, "must be set")
+	}
+	// Placeholders are not valid URL syntax everywhere; check the shape with them filled in.
+	u, err := url.Parse(strings.NewReplacer("{subject_id}", "x", "{email}", "x").Replace(raw))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return invalid(setting, "must be an http(s) URL with a host")
 	}
 	return nil
 }

@@ -1,0 +1,227 @@
+package source
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/event"
+)
+
+// httpSource calls a third-party API for the subject and streams the records
+// of its JSON response.
+type httpSource struct {
+	name, method, url, body, auth string
+	path                          []string
+	client                        *http.Client
+}
+
+func newHTTP(cfg config.Source, client *http.Client) *httpSource {
+	method := strings.ToUpper(cfg.Method)
+	if method == "" {
+		method = http.MethodGet
+	}
+	var path []string
+	if cfg.RecordsPath != "" {
+		path = strings.Split(cfg.RecordsPath, ".")
+	}
+	return &httpSource{name: cfg.Name, method: method, url: cfg.URL, body: cfg.Body, auth: cfg.AuthHeader, path: path, client: client}
+}
+
+func (s *httpSource) Name() string { return s.name }
+func (s *httpSource) Kind() string { return "http" }
+func (s *httpSource) Close() error { return nil }
+
+func (s *httpSource) Applies(subject event.Subject) bool {
+	return appliesTemplate(subject, s.url, s.body)
+}
+
+// expandURL fills the URL template. Identifiers in the query string are
+// query-escaped ("+" must not become a space), those in the path are
+// path-segment-escaped ("/" must not add a segment).
+func expandURL(tmpl string, subject event.Subject) string {
+	pathPart, query, hasQuery := strings.Cut(tmpl, "?")
+	r := strings.NewReplacer(phSubjectID, url.PathEscape(subject.ID), phEmail, url.PathEscape(subject.Email))
+	out := r.Replace(pathPart)
+	if hasQuery {
+		q := strings.NewReplacer(phSubjectID, url.QueryEscape(subject.ID), phEmail, url.QueryEscape(subject.Email))
+		out += "?" + q.Replace(query)
+	}
+	return out
+}
+
+// expandJSON fills a JSON template whose placeholders sit inside string literals.
+func expandJSON(tmpl string, subject event.Subject) string {
+	return strings.NewReplacer(phSubjectID, escapeJSONFragment(subject.ID), phEmail, escapeJSONFragment(subject.Email)).Replace(tmpl)
+}
+
+func (s *httpSource) Read(ctx context.Context, subject event.Subject, sink Sink) error {
+	var body io.Reader
+	if s.body != "" {
+		body = strings.NewReader(expandJSON(s.body, subject))
+	}
+	req, err := http.NewRequestWithContext(ctx, s.method, expandURL(s.url, subject), body)
+	if err != nil {
+		return fail(s.name, ClassQuery, "building request", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if s.auth != "" {
+		req.Header.Set("Authorization", s.auth)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		// *url.Error's text contains the URL, which contains the identifiers.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return transportFailure(s.name, err)
+	}
+	defer func() {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		_ = resp.Body.Close()
+	}()
+	if err := statusFailure(s.name, resp.StatusCode); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(resp.Body)
+	if err := streamRecords(s.name, dec, s.path, sink); err != nil {
+		return s.classifyRead(err)
+	}
+	return nil
+}
+
+func statusFailure(name string, code int) error {
+	switch {
+	case code >= 200 && code < 300:
+		return nil
+	case code >= 500:
+		return fail(name, ClassHTTP5xx, "status "+strconv.Itoa(code), nil)
+	default:
+		return fail(name, ClassHTTP4xx, "status "+strconv.Itoa(code), nil)
+	}
+}
+
+func (s *httpSource) classifyRead(err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return err
+	}
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se), errors.As(err, &te), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, errMalformed):
+		return fail(s.name, ClassBadResponse, "malformed JSON", err)
+	case errors.Is(err, errPathMissing):
+		return fail(s.name, ClassBadResponse, "records_path not found", err)
+	}
+	return transportFailure(s.name, err)
+}
+
+var (
+	errMalformed   = errors.New("malformed JSON")
+	errPathMissing = errors.New("records path not found")
+)
+
+// streamRecords walks the decoder down path and emits the value found there:
+// each element of an array, or an object as one record; null is no record.
+func streamRecords(name string, dec *json.Decoder, path []string, sink Sink) error {
+	for _, seg := range path {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if tok == nil {
+			return nil
+		}
+		if d, ok := tok.(json.Delim); !ok || d != '{' {
+			return errPathMissing
+		}
+		found := false
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			if kt.(string) == seg {
+				found = true
+				break
+			}
+			var skip json.RawMessage
+			if err := dec.Decode(&skip); err != nil {
+				return err
+			}
+		}
+		if !found {
+			return errPathMissing
+		}
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	var ob objectBuilder
+	switch tok {
+	case json.Delim('['):
+		for dec.More() {
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
+				return err
+			}
+			rec, err := ob.record(raw)
+			if err != nil {
+				return err
+			}
+			if err := sink.Row(rec); err != nil {
+				return sinkFailure(name, err)
+			}
+		}
+		if _, err := dec.Token(); err != nil {
+			return err
+		}
+	case json.Delim('{'):
+		// Rebuild the object member by member so a large one is not decoded twice.
+		ob.reset()
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			var raw json.RawMessage
+			if err := dec.Decode(&raw); err != nil {
+				return err
+			}
+			ob.key(kt.(string))
+			if err := ob.compactValue(raw); err != nil {
+				return err
+			}
+		}
+		if _, err := dec.Token(); err != nil {
+			return err
+		}
+		if err := sink.Row(ob.finish()); err != nil {
+			return sinkFailure(name, err)
+		}
+	case nil:
+	default:
+		return fmt.Errorf("%w: records must be an array or object", errMalformed)
+	}
+	if len(path) == 0 {
+		// A well-formed single document ends here; trailing bytes mean the
+		// response was not the JSON we expected.
+		if _, err := dec.Token(); err != io.EOF {
+			return fmt.Errorf("%w: trailing data", errMalformed)
+		}
+	}
+	return nil
+}
