@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -191,13 +192,14 @@ func (c Config) Validate() error {
 func (c *Config) LoadFile(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("reading config file: %w", err)
+		return fmt.Errorf("%w: reading config file: %w", ErrInvalid, err)
 	}
 	defer f.Close()
 	dec := yaml.NewDecoder(f)
 	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
-		return fmt.Errorf("parsing config file %s: %w", path, err)
+	// An empty file (or one with only comments) changes nothing.
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: parsing config file %s: %w", ErrInvalid, path, err)
 	}
 	return nil
 }

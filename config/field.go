@@ -177,12 +177,29 @@ func maskValue(v reflect.Value) any {
 		return out
 	case v.Type() == durationType:
 		return time.Duration(v.Int()).String()
+	case v.Kind() == reflect.String:
+		// Not tagged secret, but a URL may still carry a password.
+		if u, ok := parseURL(v.String()); ok {
+			return maskURL(u)
+		}
+		return v.String()
 	default:
 		return v.Interface()
 	}
 }
 
+// maskSecret hides a secret setting. A URL keeps what helps an operator
+// (scheme, user, host, path) and loses its password and sensitive query
+// parameters; anything else is hidden whole.
 func maskSecret(v reflect.Value) any {
+	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String {
+		// Keep the count (how many tokens are configured), not the values.
+		out := make([]string, v.Len())
+		for i := range out {
+			out[i] = "****"
+		}
+		return out
+	}
 	if v.Kind() != reflect.String {
 		return "****"
 	}
@@ -190,17 +207,47 @@ func maskSecret(v reflect.Value) any {
 	if s == "" {
 		return ""
 	}
-	if u, err := url.Parse(s); err == nil && u.Scheme != "" && u.Host != "" {
-		if pw, has := u.User.Password(); has && pw != "" {
-			return strings.Replace(s, ":"+pw+"@", ":****@", 1)
+	if u, ok := parseURL(s); ok {
+		return maskURL(u)
+	}
+	return "****"
+}
+
+func parseURL(s string) (*url.URL, bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return nil, false
+	}
+	return u, true
+}
+
+// maskURL returns u without its password and the values of query
+// parameters that look like credentials (postgres://h/db?password=...).
+func maskURL(u *url.URL) string {
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "****")
+	}
+	q := u.Query()
+	masked := false
+	for k := range q {
+		if sensitiveParam(k) {
+			q.Set(k, "****")
+			masked = true
 		}
-		return s
 	}
-	if strings.Contains(s, "password=") {
-		return "****"
+	if masked {
+		u.RawQuery = q.Encode()
 	}
-	if len(s) > 0 && !strings.Contains(s, "://") {
-		return "****"
+	// Encoding escapes the stars; show them as typed.
+	return strings.ReplaceAll(u.String(), "%2A%2A%2A%2A", "****")
+}
+
+func sensitiveParam(name string) bool {
+	name = strings.ToLower(name)
+	for _, word := range []string{"pass", "secret", "token", "key", "auth", "credential", "signature"} {
+		if strings.Contains(name, word) {
+			return true
+		}
 	}
-	return s
+	return false
 }
