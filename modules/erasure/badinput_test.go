@@ -137,5 +137,51 @@ func TestRedeliveredRequestedCreatesNothingTwice(t *testing.T) {
 	require.NoError(t, h.db.Raw(`SELECT count(*) FROM scheduled_messages WHERE type = ?`, event.TypeErasureCommand).Scan(&commands).Error)
 	require.Equal(t, 2, commands, "one command per AMQP participant")
 	require.NoError(t, h.db.Raw(`SELECT count(*) FROM scheduled_messages WHERE type = ?`, erasure.TypeTimer).Scan(&timers).Error)
-	require.Equal(t, 3, timers, "two timeouts and one HTTP call")
+	require.Equal(t, 2, timers, "one sweep for the AMQP participants and one HTTP call")
+}
+
+// TestConcurrentConfirmationsAcrossReplicas: every participant confirms
+// four times at once, spread over three canceller replicas: each
+// confirmation is applied once and the erasure completes and finishes once.
+func TestConcurrentConfirmationsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	var ps []config.Participant
+	for i := range 5 {
+		ps = append(ps, config.Participant{Name: fmt.Sprintf("p%d", i), Kind: "amqp"})
+	}
+	h := newHarness(t, ps, nil)
+	var replicas []*erasure.Canceller
+	for range 3 {
+		c, err := erasure.New(h.db, h.store, h.cfg.Canceller, nil, h.logger)
+		require.NoError(t, err)
+		replicas = append(replicas, c)
+	}
+	s := newSubjects(1)[0]
+	m, err := message.New(event.TypeErasureRequested, event.ErasureRequested{RequestID: s.RequestID, Subject: s.Subject}, nil)
+	require.NoError(t, err)
+	require.NoError(t, replicas[0].Handle(context.Background(), m))
+
+	errs := make(chan error, 20)
+	i := 0
+	for _, p := range ps {
+		for range 4 {
+			c := replicas[i%len(replicas)]
+			i++
+			conf, err := message.New(event.TypeErasureConfirmed, event.ErasureConfirmed{Version: 1, RequestID: s.RequestID, Participant: p.Name, Outcome: event.OutcomeErased, Attempt: 1}, nil)
+			require.NoError(t, err)
+			go func() { errs <- c.Handle(context.Background(), conf) }()
+		}
+	}
+	for range 20 {
+		require.NoError(t, <-errs)
+	}
+	require.Equal(t, erasure.ErasureFinished, h.erasureState(s.RequestID))
+	for _, typ := range []string{event.TypeErasureCompleted, event.TypeErasureFinished} {
+		var n int
+		require.NoError(t, h.db.Raw(`SELECT count(*) FROM scheduled_messages WHERE type = ?`, typ).Scan(&n).Error)
+		require.Equal(t, 1, n, typ)
+	}
+	var sweeps int
+	require.NoError(t, h.db.Raw(`SELECT count(*) FROM scheduled_messages WHERE type = ?`, erasure.TypeTimer).Scan(&sweeps).Error)
+	require.Zero(t, sweeps, "the sweep is dropped once nothing awaits a confirmation")
 }

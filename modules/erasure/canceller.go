@@ -141,13 +141,13 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 		if err != nil {
 			return err
 		}
-		if err := c.insertParticipants(ctx, tx, body.RequestID); err != nil {
+		if err := c.insertParticipants(ctx, tx, body.RequestID, e.Now); err != nil {
 			return err
 		}
 		for _, p := range c.registry.All() {
 			switch p.Kind {
 			case KindAMQP:
-				if err := c.send(ctx, tx, e, body.RequestID, p, 1, e.Now, &m); err != nil {
+				if err := c.enqueueCommand(ctx, tx, e, body.RequestID, p.Name, 1, e.Now, &m); err != nil {
 					return err
 				}
 			case KindHTTP:
@@ -156,7 +156,10 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 				}
 			}
 		}
-		return c.checkCompletion(ctx, tx, e, body.RequestID, &m, &fx)
+		if err := c.checkCompletion(ctx, tx, e, body.RequestID, &m, &fx); err != nil {
+			return err
+		}
+		return c.reschedule(ctx, tx, e, body.RequestID, &m)
 	})
 	if err != nil {
 		return fmt.Errorf("fanning out erasure %s: %w", body.RequestID, err)
@@ -168,24 +171,29 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 	return nil
 }
 
-func (c *Canceller) insertParticipants(ctx context.Context, tx *gorm.DB, requestID string) error {
+// insertParticipants creates every participant's row in one statement: the
+// AMQP ones already as sent (their commands commit in the same transaction).
+func (c *Canceller) insertParticipants(ctx context.Context, tx *gorm.DB, requestID string, now time.Time) error {
 	ps := c.registry.All()
 	if len(ps) == 0 {
 		return nil
 	}
 	var sb strings.Builder
-	args := make([]any, 0, len(ps)*4)
-	sb.WriteString(`INSERT INTO erasure_participants (request_id, participant, kind, state) VALUES `)
+	args := make([]any, 0, len(ps)*6)
+	sb.WriteString(`INSERT INTO erasure_participants (request_id, participant, kind, state, attempt, sent_at) VALUES `)
 	for i, p := range ps {
 		if i > 0 {
 			sb.WriteString(", ")
 		}
-		sb.WriteString("(?, ?, ?, ?)")
-		state := StatePending
-		if p.Kind == KindEmail {
+		sb.WriteString("(?, ?, ?, ?, ?, ?)")
+		state, attempt, sentAt := StatePending, 0, (*time.Time)(nil)
+		switch p.Kind {
+		case KindEmail:
 			state = StateWaiting
+		case KindAMQP:
+			state, attempt, sentAt = StateSent, 1, &now
 		}
-		args = append(args, requestID, p.Name, p.Kind, state)
+		args = append(args, requestID, p.Name, p.Kind, state, attempt, sentAt)
 	}
 	// A conflict here would be a bug (the erasure row is new); let it fail loudly.
 	if err := tx.WithContext(ctx).Exec(sb.String(), args...).Error; err != nil {
@@ -209,14 +217,23 @@ func (c *Canceller) lock(ctx context.Context, tx *gorm.DB, requestID string) (er
 	return e, nil
 }
 
-func (c *Canceller) participantRow(ctx context.Context, tx *gorm.DB, requestID, name string) (row, bool, error) {
+// lockParticipant is lock, then participant name's row. Two statements on
+// purpose: a join taking the lock would return the participant row as it was
+// before a concurrent transaction that held the lock committed (READ
+// COMMITTED re-reads only the locked row), and a duplicate confirmation would
+// then be applied twice.
+func (c *Canceller) lockParticipant(ctx context.Context, tx *gorm.DB, requestID, name string) (erasureRow, row, bool, error) {
+	e, err := c.lock(ctx, tx, requestID)
+	if err != nil || name == "" {
+		return e, row{}, false, err
+	}
 	var r row
 	res := tx.WithContext(ctx).Raw(`SELECT participant, kind, state, attempt FROM erasure_participants
 		WHERE request_id = ? AND participant = ?`, requestID, name).Scan(&r)
 	if res.Error != nil {
-		return r, false, fmt.Errorf("reading participant %s of %s: %w", name, requestID, res.Error)
+		return e, r, false, fmt.Errorf("reading participant %s of %s: %w", name, requestID, res.Error)
 	}
-	return r, res.RowsAffected == 1, nil
+	return e, r, res.RowsAffected == 1, nil
 }
 
 func (c *Canceller) setState(ctx context.Context, tx *gorm.DB, requestID, name, state string, attempt int, outcome, detail string) error {
@@ -232,32 +249,38 @@ func (c *Canceller) setState(ctx context.Context, tx *gorm.DB, requestID, name, 
 	return nil
 }
 
-// send records attempt n to an AMQP (or email) participant as sent, and
-// enqueues the command to be published at `at` together with the check
-// that it was confirmed.
+// send records attempt n to an AMQP (or email) participant as sent at `at`
+// and enqueues its command for then. The caller reschedules the sweep.
 func (c *Canceller) send(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, p config.Participant, n int, at time.Time, cause *message.Message) error {
-	cmd, err := message.New(event.TypeErasureCommand, event.ErasureCommand{
-		Version: 1, RequestID: requestID, Participant: p.Name,
-		Subject: event.Subject{ID: e.SubjectID, Email: e.SubjectEmail}, Attempt: n,
-	}, cause)
-	if err != nil {
-		return err
-	}
-	cmd.RoutingKey = CommandRoutingKey(p.Name)
-	cmd.CorrelationID = requestID
-	if err := c.sched.Schedule(ctx, tx, scheduler.Entry{Key: timerKey(requestID, p.Name, "command", n), DeliverAt: at, Message: cmd}); err != nil {
+	if err := c.enqueueCommand(ctx, tx, e, requestID, p.Name, n, at, cause); err != nil {
 		return err
 	}
 	if err := tx.WithContext(ctx).Exec(`UPDATE erasure_participants SET state = 'sent', attempt = ?, sent_at = ?, updated_at = now()
 		WHERE request_id = ? AND participant = ?`, n, at, requestID, p.Name).Error; err != nil {
 		return fmt.Errorf("marking %s of %s sent: %w", p.Name, requestID, err)
 	}
-	return c.scheduleTimer(ctx, tx, requestID, p.Name, ActionTimeout, n, at.Add(c.cfg.ResendWait(n)), cause)
+	return nil
+}
+
+// enqueueCommand schedules attempt n's command to be published at `at`.
+func (c *Canceller) enqueueCommand(ctx context.Context, tx *gorm.DB, e erasureRow, requestID, name string, n int, at time.Time, cause *message.Message) error {
+	cmd, err := message.New(event.TypeErasureCommand, event.ErasureCommand{
+		Version: 1, RequestID: requestID, Participant: name,
+		Subject: event.Subject{ID: e.SubjectID, Email: e.SubjectEmail}, Attempt: n,
+	}, cause)
+	if err != nil {
+		return err
+	}
+	cmd.RoutingKey = CommandRoutingKey(name)
+	cmd.CorrelationID = requestID
+	return c.sched.Schedule(ctx, tx, scheduler.Entry{Key: timerKey(requestID, name, "command", n), DeliverAt: at, Message: cmd})
 }
 
 func timerKey(requestID, participant, action string, attempt int) string {
 	return "erasure:" + requestID + ":" + participant + ":" + action + ":" + strconv.Itoa(attempt)
 }
+
+func sweepKey(requestID string) string { return "erasure:" + requestID + ":sweep" }
 
 func (c *Canceller) scheduleTimer(ctx context.Context, tx *gorm.DB, requestID, participant, action string, n int, at time.Time, cause *message.Message) error {
 	m, err := message.New(TypeTimer, Timer{RequestID: requestID, Participant: participant, Action: action, Attempt: n}, cause)
@@ -268,13 +291,47 @@ func (c *Canceller) scheduleTimer(ctx context.Context, tx *gorm.DB, requestID, p
 	return c.sched.Schedule(ctx, tx, scheduler.Entry{Key: timerKey(requestID, participant, action, n), DeliverAt: at, Message: m})
 }
 
-// cancelTimers drops the pending checks of attempt n, which is settled.
-func (c *Canceller) cancelTimers(ctx context.Context, tx *gorm.DB, requestID, participant string, n int) error {
-	if _, err := c.sched.Cancel(ctx, tx, timerKey(requestID, participant, ActionTimeout, n)); err != nil {
+// sentRow is a participant awaiting a confirmation.
+type sentRow struct {
+	Participant string
+	Kind        string
+	Attempt     int
+	SentAt      time.Time
+}
+
+func (c *Canceller) sentRows(ctx context.Context, tx *gorm.DB, requestID string) ([]sentRow, error) {
+	var rows []sentRow
+	if err := tx.WithContext(ctx).Raw(`SELECT participant, kind, attempt, sent_at FROM erasure_participants
+		WHERE request_id = ? AND state = 'sent' ORDER BY participant`, requestID).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("reading sent participants of %s: %w", requestID, err)
+	}
+	return rows, nil
+}
+
+// reschedule keeps one sweep timer per erasure, due when the earliest
+// unconfirmed command's wait ends (one scheduled row per erasure instead of
+// one per participant), or drops it when nothing awaits a confirmation.
+func (c *Canceller) reschedule(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, cause *message.Message) error {
+	rows, err := c.sentRows(ctx, tx, requestID)
+	if err != nil {
 		return err
 	}
-	_, err := c.sched.Cancel(ctx, tx, timerKey(requestID, participant, ActionSend, n+1))
-	return err
+	if len(rows) == 0 {
+		_, err := c.sched.Cancel(ctx, tx, sweepKey(requestID))
+		return err
+	}
+	var due time.Time
+	for i, r := range rows {
+		if d := r.SentAt.Add(c.cfg.ResendWait(r.Attempt)); i == 0 || d.Before(due) {
+			due = d
+		}
+	}
+	m, err := message.New(TypeTimer, Timer{RequestID: requestID, Action: ActionSweep}, cause)
+	if err != nil {
+		return err
+	}
+	m.CorrelationID = requestID
+	return c.sched.Schedule(ctx, tx, scheduler.Entry{Key: sweepKey(requestID), DeliverAt: due, Message: m})
 }
 
 // checkCompletion completes the erasure when every participant but the email
@@ -315,7 +372,10 @@ func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureR
 			if !ok {
 				p = config.Participant{Name: email.Participant, Kind: KindEmail}
 			}
-			return c.send(ctx, tx, e, requestID, p, 1, e.Now.Add(c.cfg.EmailDelay), cause)
+			if err := c.send(ctx, tx, e, requestID, p, 1, e.Now.Add(c.cfg.EmailDelay), cause); err != nil {
+				return err
+			}
+			return c.reschedule(ctx, tx, e, requestID, cause)
 		}
 	}
 	if email != nil && email.State != StateErased && email.State != StateNotFound {
@@ -326,6 +386,9 @@ func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureR
 		return fmt.Errorf("finishing erasure %s: %w", requestID, err)
 	}
 	c.logger.InfoContext(ctx, "erasure finished", "request_id", requestID)
+	if _, err := c.sched.Cancel(ctx, tx, sweepKey(requestID)); err != nil {
+		return err
+	}
 	return c.enqueue(ctx, tx, event.TypeErasureFinished, event.ErasureFinished{RequestID: requestID}, requestID, cause)
 }
 
@@ -370,11 +433,7 @@ func (c *Canceller) HandleConfirmed(ctx context.Context, m message.Message) erro
 		if err != nil || !fresh {
 			return err
 		}
-		e, err := c.lock(ctx, tx, body.RequestID)
-		if err != nil {
-			return err
-		}
-		r, ok, err := c.participantRow(ctx, tx, body.RequestID, body.Participant)
+		e, r, ok, err := c.lockParticipant(ctx, tx, body.RequestID, body.Participant)
 		if err != nil {
 			return err
 		}
@@ -400,9 +459,6 @@ func (c *Canceller) confirm(ctx context.Context, tx *gorm.DB, e erasureRow, body
 		if err := c.setState(ctx, tx, body.RequestID, r.Participant, body.Outcome, r.Attempt, body.Outcome, body.Detail); err != nil {
 			return err
 		}
-		if err := c.cancelTimers(ctx, tx, body.RequestID, r.Participant, r.Attempt); err != nil {
-			return err
-		}
 		fx.confirmed = append(fx.confirmed, r.Participant+"\x00"+body.Outcome)
 		return c.checkCompletion(ctx, tx, e, body.RequestID, cause, fx)
 	}
@@ -415,9 +471,6 @@ func (c *Canceller) confirm(ctx context.Context, tx *gorm.DB, e erasureRow, body
 	if r.State != StateSent && r.State != StateOverdue {
 		// Already retrying (or never sent): the next attempt is scheduled.
 		return nil
-	}
-	if err := c.cancelTimers(ctx, tx, body.RequestID, r.Participant, r.Attempt); err != nil {
-		return err
 	}
 	return c.retryOrOverdue(ctx, tx, e, body.RequestID, r, event.OutcomeFailed, body.Detail, cause, fx)
 }
@@ -446,9 +499,10 @@ func (c *Canceller) markOverdue(ctx context.Context, tx *gorm.DB, requestID stri
 	return c.enqueue(ctx, tx, event.TypeErasureOverdue, event.ErasureOverdue{RequestID: requestID, Participant: r.Participant}, requestID, cause)
 }
 
-// HandleTimer runs a scheduled send (a re-send, or an HTTP call) or checks
-// that an attempt was confirmed in time. A timer for an attempt that is no
-// longer the current one is stale and changes nothing.
+// HandleTimer runs a scheduled send (a re-send after a failure, or an HTTP
+// call) or sweeps an erasure for participants whose wait for a confirmation
+// is over. A send for an attempt that is no longer the next one is stale and
+// changes nothing.
 func (c *Canceller) HandleTimer(ctx context.Context, m message.Message) error {
 	var t Timer
 	if err := m.Decode(&t); err != nil {
@@ -457,6 +511,14 @@ func (c *Canceller) HandleTimer(ctx context.Context, m message.Message) error {
 	if _, err := uuid.Parse(t.RequestID); err != nil {
 		return fmt.Errorf("%w: request_id %q is not a UUID", ErrInvalid, t.RequestID)
 	}
+	if t.Action == ActionSweep {
+		return c.transition(ctx, t, &m, func(tx *gorm.DB, e erasureRow, _ row, fx *effects) error {
+			return c.sweep(ctx, tx, e, t.RequestID, &m, fx)
+		})
+	}
+	if t.Action != ActionSend {
+		return fmt.Errorf("%w: unknown timer action %q", ErrInvalid, t.Action)
+	}
 	p, ok := c.registry.Get(t.Participant)
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownParty, t.Participant)
@@ -464,53 +526,73 @@ func (c *Canceller) HandleTimer(ctx context.Context, m message.Message) error {
 	if t.Attempt < 1 {
 		return fmt.Errorf("%w: attempt must be >= 1, got %d", ErrInvalid, t.Attempt)
 	}
-	switch {
-	case t.Action == ActionSend && p.Kind == KindHTTP:
+	if p.Kind == KindHTTP {
 		return c.call(ctx, m, t, p)
-	case t.Action == ActionSend:
-		return c.transition(ctx, t, &m, func(tx *gorm.DB, e erasureRow, r row, fx *effects) error {
-			if r.Attempt != t.Attempt-1 || (r.State != StateRetrying && r.State != StatePending) {
-				return nil
-			}
-			return c.send(ctx, tx, e, t.RequestID, p, t.Attempt, e.Now, &m)
-		})
-	case t.Action == ActionTimeout:
-		return c.transition(ctx, t, &m, func(tx *gorm.DB, e erasureRow, r row, fx *effects) error {
-			if r.Attempt != t.Attempt || r.State != StateSent {
-				return nil
-			}
-			if r.Attempt > c.cfg.MaxResends {
-				return c.markOverdue(ctx, tx, t.RequestID, r, "", "no confirmation after "+strconv.Itoa(r.Attempt)+" commands", &m, fx)
-			}
-			c.logger.InfoContext(ctx, "participant silent; re-sending", "request_id", t.RequestID, "participant", r.Participant, "attempt", r.Attempt+1)
-			return c.send(ctx, tx, e, t.RequestID, p, r.Attempt+1, e.Now, &m)
-		})
 	}
-	return fmt.Errorf("%w: unknown timer action %q", ErrInvalid, t.Action)
+	return c.transition(ctx, t, &m, func(tx *gorm.DB, e erasureRow, r row, fx *effects) error {
+		if r.Attempt != t.Attempt-1 || (r.State != StateRetrying && r.State != StatePending) {
+			return nil
+		}
+		if err := c.send(ctx, tx, e, t.RequestID, p, t.Attempt, e.Now, &m); err != nil {
+			return err
+		}
+		return c.reschedule(ctx, tx, e, t.RequestID, &m)
+	})
 }
 
-// transition runs fn on the locked erasure and participant row.
+// sweep re-sends to every participant whose wait for a confirmation is
+// over, or marks it overdue after its last re-send.
+func (c *Canceller) sweep(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, cause *message.Message, fx *effects) error {
+	rows, err := c.sentRows(ctx, tx, requestID)
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		if r.SentAt.Add(c.cfg.ResendWait(r.Attempt)).After(e.Now) {
+			continue
+		}
+		cur := row{Participant: r.Participant, Kind: r.Kind, State: StateSent, Attempt: r.Attempt}
+		if r.Attempt > c.cfg.MaxResends {
+			if err := c.markOverdue(ctx, tx, requestID, cur, "", "no confirmation after "+strconv.Itoa(r.Attempt)+" commands", cause, fx); err != nil {
+				return err
+			}
+			continue
+		}
+		p, ok := c.registry.Get(r.Participant)
+		if !ok {
+			// Unregistered since the fan-out: keep it visible instead of guessing.
+			if err := c.markOverdue(ctx, tx, requestID, cur, "", "participant no longer registered", cause, fx); err != nil {
+				return err
+			}
+			continue
+		}
+		c.logger.InfoContext(ctx, "participant silent; re-sending", "request_id", requestID, "participant", r.Participant, "attempt", r.Attempt+1)
+		if err := c.send(ctx, tx, e, requestID, p, r.Attempt+1, e.Now, cause); err != nil {
+			return err
+		}
+	}
+	return c.reschedule(ctx, tx, e, requestID, cause)
+}
+
+// transition runs fn on the locked erasure and, for a participant's timer,
+// its row.
 func (c *Canceller) transition(ctx context.Context, t Timer, cause *message.Message, fn func(tx *gorm.DB, e erasureRow, r row, fx *effects) error) error {
 	var fx effects
 	err := c.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		e, err := c.lock(ctx, tx, t.RequestID)
+		e, r, ok, err := c.lockParticipant(ctx, tx, t.RequestID, t.Participant)
 		if err != nil {
 			return err
 		}
 		if e.State == ErasureFinished {
 			return nil
 		}
-		r, ok, err := c.participantRow(ctx, tx, t.RequestID, t.Participant)
-		if err != nil {
-			return err
-		}
-		if !ok {
+		if !ok && t.Participant != "" {
 			return fmt.Errorf("%w: %q is not a participant of %s", ErrUnknownParty, t.Participant, t.RequestID)
 		}
 		return fn(tx, e, r, &fx)
 	})
 	if err != nil {
-		return fmt.Errorf("%s timer of %s for %s: %w", t.Action, t.RequestID, t.Participant, err)
+		return fmt.Errorf("%s timer of %s for %q: %w", t.Action, t.RequestID, t.Participant, err)
 	}
 	c.apply(fx)
 	return nil
@@ -538,16 +620,21 @@ func (c *Canceller) Resend(ctx context.Context, requestID, participant string) e
 			stateErr = fmt.Errorf("%w: %s is %s", ErrNotResendable, participant, r.State)
 			return nil
 		}
-		if err := c.cancelTimers(ctx, tx, requestID, participant, r.Attempt); err != nil {
-			return err
-		}
 		if p.Kind == KindHTTP {
 			if err := c.setState(ctx, tx, requestID, participant, StateRetrying, r.Attempt, "", "re-sent by an operator"); err != nil {
 				return err
 			}
+			// Replaces a pending retry of the same attempt, due now.
 			return c.scheduleTimer(ctx, tx, requestID, participant, ActionSend, r.Attempt+1, e.Now, &cause)
 		}
-		return c.send(ctx, tx, e, requestID, p, r.Attempt+1, e.Now, &cause)
+		// A pending retry of this attempt would be stale now.
+		if _, err := c.sched.Cancel(ctx, tx, timerKey(requestID, participant, ActionSend, r.Attempt+1)); err != nil {
+			return err
+		}
+		if err := c.send(ctx, tx, e, requestID, p, r.Attempt+1, e.Now, &cause); err != nil {
+			return err
+		}
+		return c.reschedule(ctx, tx, e, requestID, &cause)
 	})
 	if err != nil {
 		return err

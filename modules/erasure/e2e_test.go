@@ -113,7 +113,8 @@ func startParticipant(t testing.TB, h *harness, name string, erase participant.E
 func TestEndToEndFiveParticipants(t *testing.T) {
 	t.Parallel()
 	const n = 100
-	const delay = 2 * time.Second
+	// Long enough for the notifier to send 100 emails on a busy machine first.
+	const delay = 6 * time.Second
 	api := newFakeAPI("Bearer s3cret")
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)

@@ -52,13 +52,14 @@ const (
 )
 
 // TypeTimer is the canceller's message to itself, delivered by the scheduler:
-// send attempt N to a participant, or check that attempt N was confirmed.
+// send attempt N to a participant, or sweep an erasure for participants
+// whose wait for a confirmation is over.
 const TypeTimer = "erasure.timer"
 
 // Timer actions.
 const (
-	ActionSend    = "send"
-	ActionTimeout = "timeout"
+	ActionSend  = "send"
+	ActionSweep = "sweep"
 )
 
 // Timer is the body of a TypeTimer message.
