@@ -46,7 +46,8 @@ func Verify(key []byte, requestID, token string, now time.Time) error {
 	if err != nil {
 		return ErrMalformed
 	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
+	// Strict: non-zero padding bits would let two spellings of one signature pass.
+	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
 	if err != nil {
 		return ErrMalformed
 	}

@@ -48,11 +48,12 @@ type Submission struct {
 	Subject event.Subject
 }
 
-// wire is the JSON body of POST /v1/requests. Pointers tell a missing
-// member from an empty one.
+// wire is the JSON body of POST /v1/requests. A pointer tells a missing
+// member from an empty one; the subject is decoded on its own so that its
+// errors name "subject.<member>".
 type wire struct {
-	Type    *string      `json:"type"`
-	Subject *wireSubject `json:"subject"`
+	Type    *string         `json:"type"`
+	Subject json.RawMessage `json:"subject"`
 }
 
 type wireSubject struct {
@@ -62,14 +63,9 @@ type wireSubject struct {
 
 // Parse decodes and validates a request body. Every error is a *FieldError.
 func Parse(body []byte) (Submission, error) {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
 	var w wire
-	if err := dec.Decode(&w); err != nil {
-		return Submission{}, decodeError(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return Submission{}, fieldErr("body", "must be a single JSON object")
+	if err := decodeStrict(body, &w, ""); err != nil {
+		return Submission{}, err
 	}
 	var s Submission
 	switch {
@@ -79,18 +75,21 @@ func Parse(body []byte) (Submission, error) {
 		return s, fieldErr("type", "must be %q or %q", event.KindAccess, event.KindErasure)
 	}
 	s.Type = *w.Type
-	if w.Subject == nil {
+	if len(w.Subject) == 0 || string(w.Subject) == "null" {
 		return s, fieldErr("subject", "is required")
 	}
-	if w.Subject.ID != nil {
-		id := *w.Subject.ID
-		if err := checkSubjectID(id); err != nil {
+	var ws wireSubject
+	if err := decodeStrict(w.Subject, &ws, "subject"); err != nil {
+		return s, err
+	}
+	if ws.ID != nil {
+		if err := checkSubjectID(*ws.ID); err != nil {
 			return s, err
 		}
-		s.Subject.ID = id
+		s.Subject.ID = *ws.ID
 	}
-	if w.Subject.Email != nil {
-		email, err := checkEmail(*w.Subject.Email)
+	if ws.Email != nil {
+		email, err := checkEmail(*ws.Email)
 		if err != nil {
 			return s, err
 		}
@@ -102,23 +101,49 @@ func Parse(body []byte) (Submission, error) {
 	return s, nil
 }
 
-func decodeError(err error) *FieldError {
+// decodeStrict decodes exactly one JSON object into v, refusing unknown
+// members; errors name the member under prefix ("" is the whole body).
+func decodeStrict(data []byte, v any, prefix string) *FieldError {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err, prefix)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fieldErr(or(prefix, "body"), "must be a single JSON object")
+	}
+	return nil
+}
+
+func decodeError(err error, prefix string) *FieldError {
+	path := func(member string) string {
+		switch {
+		case member == "":
+			return or(prefix, "body")
+		case prefix == "":
+			return member
+		}
+		return prefix + "." + member
+	}
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
 	switch {
 	case errors.As(err, &typeErr):
-		field := typeErr.Field
-		if field == "" {
-			field = "body"
-		}
-		return fieldErr(field, "must be a JSON %s", jsonKind(typeErr.Type.Kind().String()))
+		return fieldErr(path(typeErr.Field), "must be a JSON %s", jsonKind(typeErr.Type.Kind().String()))
 	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return fieldErr("body", "is not valid JSON")
 	}
 	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return fieldErr(strings.Trim(name, `"`), "is not a known field")
+		return fieldErr(path(strings.Trim(name, `"`)), "is not a known field")
 	}
-	return fieldErr("body", "is not valid JSON")
+	return fieldErr(or(prefix, "body"), "is not valid JSON")
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 func jsonKind(goKind string) string {

@@ -1,0 +1,132 @@
+package intake_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/intake"
+)
+
+func TestParseNamesTheFieldOfBadInput(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, body, field string
+	}{
+		{"malformed JSON", `{"type":`, "body"},
+		{"not JSON at all", `type=access`, "body"},
+		{"empty body", ``, "body"},
+		{"array", `[]`, "body"},
+		{"two objects", `{"type":"access","subject":{"id":"u1"}} {}`, "body"},
+		{"missing type", `{"subject":{"id":"u1"}}`, "type"},
+		{"unknown type", `{"type":"delete","subject":{"id":"u1"}}`, "type"},
+		{"type not a string", `{"type":1,"subject":{"id":"u1"}}`, "type"},
+		{"missing subject", `{"type":"access"}`, "subject"},
+		{"null subject", `{"type":"access","subject":null}`, "subject"},
+		{"empty subject", `{"type":"access","subject":{}}`, "subject"},
+		{"subject not an object", `{"type":"access","subject":"u1"}`, "subject"},
+		{"unknown member", `{"type":"access","subject":{"id":"u1"},"priority":1}`, "priority"},
+		{"unknown subject member", `{"type":"access","subject":{"id":"u1","phone":"1"}}`, "subject.phone"},
+		{"id not a string", `{"type":"access","subject":{"id":7}}`, "subject.id"},
+		{"empty id", `{"type":"access","subject":{"id":""}}`, "subject.id"},
+		{"id with space", `{"type":"access","subject":{"id":"u 1"}}`, "subject.id"},
+		{"id too long", `{"type":"access","subject":{"id":"` + strings.Repeat("x", 257) + `"}}`, "subject.id"},
+		{"bad email", `{"type":"access","subject":{"email":"not-an-email"}}`, "subject.email"},
+		{"email with name", `{"type":"access","subject":{"email":"Ann <ann@example.com>"}}`, "subject.email"},
+		{"email without domain dot", `{"type":"access","subject":{"email":"ann@localhost"}}`, "subject.email"},
+		{"empty email", `{"type":"access","subject":{"email":""}}`, "subject.email"},
+		{"bad email with good id", `{"type":"erasure","subject":{"id":"u1","email":"x@"}}`, "subject.email"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := intake.Parse([]byte(tc.body))
+			require.ErrorIs(t, err, intake.ErrInvalid)
+			var fe *intake.FieldError
+			require.ErrorAs(t, err, &fe)
+			require.Equal(t, tc.field, fe.Field, "message: %s", fe.Message)
+			require.NotEmpty(t, fe.Message)
+		})
+	}
+}
+
+func TestParseAcceptsValidRequests(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		body string
+		want intake.Submission
+	}{
+		{`{"type":"access","subject":{"id":"u1"}}`, intake.Submission{Type: "access", Subject: event.Subject{ID: "u1"}}},
+		{`{"subject":{"email":"ann@example.com"},"type":"erasure"}`, intake.Submission{Type: "erasure", Subject: event.Subject{Email: "ann@example.com"}}},
+		{` {"type":"access","subject":{"id":"u1","email":"a.b+c@mail.example.org"}} `, intake.Submission{Type: "access", Subject: event.Subject{ID: "u1", Email: "a.b+c@mail.example.org"}}},
+	}
+	for _, tc := range cases {
+		got, err := intake.Parse([]byte(tc.body))
+		require.NoError(t, err, tc.body)
+		require.Equal(t, tc.want, got)
+	}
+}
+
+func TestDueAtIsOneCalendarMonthClampedToMonthEnd(t *testing.T) {
+	t.Parallel()
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		require.NoError(t, err)
+		return v
+	}
+	cases := map[string]string{
+		"2026-01-15T10:00:00Z": "2026-02-15T10:00:00Z",
+		"2026-01-31T10:00:00Z": "2026-02-28T10:00:00Z",
+		"2028-01-31T10:00:00Z": "2028-02-29T10:00:00Z",
+		"2026-03-31T23:59:59Z": "2026-04-30T23:59:59Z",
+		"2026-12-31T00:00:00Z": "2027-01-31T00:00:00Z",
+		// Counted in UTC: this is 30 April there.
+		"2026-05-01T01:00:00+02:00": "2026-05-30T23:00:00Z",
+	}
+	for in, want := range cases {
+		require.Equal(t, at(want), intake.DueAt(at(in)), in)
+	}
+}
+
+func TestTokensMatchOnlyConfiguredDigests(t *testing.T) {
+	t.Parallel()
+	digest := func(s string) string {
+		sum := sha256.Sum256([]byte(s))
+		return hex.EncodeToString(sum[:])
+	}
+	tokens, err := intake.ParseTokens([]string{digest("alpha-token"), digest("beta-token")})
+	require.NoError(t, err)
+	a, ok := tokens.Match("alpha-token")
+	require.True(t, ok)
+	b, ok := tokens.Match("beta-token")
+	require.True(t, ok)
+	require.NotEqual(t, a, b, "callers are told apart")
+	for _, bad := range []string{"", "alpha", "alpha-token ", digest("alpha-token")} {
+		_, ok := tokens.Match(bad)
+		require.False(t, ok, bad)
+	}
+	_, err = intake.ParseTokens([]string{"alpha-token"})
+	require.Error(t, err, "a raw token instead of a digest is refused")
+	empty, err := intake.ParseTokens(nil)
+	require.NoError(t, err)
+	_, ok = empty.Match("alpha-token")
+	require.False(t, ok)
+}
+
+func TestParseID(t *testing.T) {
+	t.Parallel()
+	id, err := intake.ParseID("0193A5C2-7E0B-7C4D-8F00-0123456789AB")
+	require.NoError(t, err)
+	require.Equal(t, "0193a5c2-7e0b-7c4d-8f00-0123456789ab", id)
+	for _, bad := range []string{"", "42", "not-a-uuid", "{0193a5c2-7e0b-7c4d-8f00-0123456789ab}", "urn:uuid:0193a5c2-7e0b-7c4d-8f00-0123456789ab"} {
+		_, err := intake.ParseID(bad)
+		var fe *intake.FieldError
+		require.ErrorAs(t, err, &fe, bad)
+		require.Equal(t, "id", fe.Field)
+	}
+}
