@@ -1,0 +1,124 @@
+package erasure_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/erasure"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/testkit"
+)
+
+func TestExpandURLEscapesSubjectIdentifiers(t *testing.T) {
+	t.Parallel()
+	got := erasure.ExpandURL("https://api.example/users/{subject_id}?email={subject_email}&req={request_id}", "r-1",
+		event.Subject{ID: "a b/../c?d#e", Email: "jane+x@example.com"})
+	require.Equal(t, "https://api.example/users/a%20b%2F..%2Fc%3Fd%23e?email=jane%2Bx%40example.com&req=r-1", got)
+}
+
+// TestHTTPParticipantStatuses: the canceller's own calls to a third-party API
+// map statuses to outcomes: expected → erased, 404 → not_found, 429, 409,
+// 5xx and timeouts are retried with backoff, other 4xx fail permanently.
+func TestHTTPParticipantStatuses(t *testing.T) {
+	t.Parallel()
+	// script: subject id -> statuses answered in turn (the last one repeats);
+	// 0 means hang past the participant's timeout.
+	script := map[string][]int{
+		"ok":        {http.StatusAccepted},
+		"gone":      {http.StatusNotFound},
+		"throttled": {http.StatusTooManyRequests, http.StatusNoContent},
+		"conflict":  {http.StatusConflict, http.StatusOK},
+		"slow":      {0, http.StatusOK},
+		"refused":   {http.StatusForbidden},
+		"bad":       {http.StatusBadRequest},
+		"down":      {http.StatusBadGateway},
+	}
+	var mu sync.Mutex
+	calls := map[string]int{}
+	var headers []http.Header
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		mu.Lock()
+		n := calls[id]
+		calls[id]++
+		headers = append(headers, r.Header.Clone())
+		mu.Unlock()
+		seq := script[id]
+		status := seq[min(n, len(seq)-1)]
+		if status == 0 {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+			return
+		}
+		w.WriteHeader(status)
+	}))
+	mux := http.NewServeMux()
+	mux.Handle("POST /v1/forget/{id}", srv.Config.Handler)
+	srv.Config.Handler = mux
+	t.Cleanup(srv.Close)
+
+	h := newHarness(t, []config.Participant{{
+		Name: "api", Kind: "http", Method: http.MethodPost, URL: srv.URL + "/v1/forget/{subject_id}",
+		AuthHeader: "X-Api-Key: k3y", Timeout: 300 * time.Millisecond, ExpectedStatuses: []int{200, 202, 204},
+	}}, func(c *config.Canceller) { c.MaxResends = 2 })
+	h.startDispatcher()
+	h.startCanceller()
+	requests := map[string]string{}
+	for id := range script {
+		s := newSubjects(1)[0]
+		s.Subject.ID = id
+		requests[id] = s.RequestID
+		h.request(s)
+	}
+	want := map[string]struct {
+		state string
+		calls int
+	}{
+		"ok":        {erasure.StateErased, 1},
+		"gone":      {erasure.StateNotFound, 1},
+		"throttled": {erasure.StateErased, 2},
+		"conflict":  {erasure.StateErased, 2},
+		"slow":      {erasure.StateErased, 2},
+		"refused":   {erasure.StateFailed, 1},
+		"bad":       {erasure.StateFailed, 1},
+		"down":      {erasure.StateOverdue, 3},
+	}
+	for id, w := range want {
+		testkit.Eventually(t, 30*time.Second, func() bool {
+			st, _ := h.participantState(requests[id], "api")
+			return st == w.state
+		}, "%s reaches %s", id, w.state)
+	}
+	for id, w := range want {
+		mu.Lock()
+		require.Equal(t, w.calls, calls[id], id)
+		mu.Unlock()
+		ps, err := erasure.Participants(context.Background(), h.db, requests[id])
+		require.NoError(t, err)
+		require.Len(t, ps, 1)
+		require.Equal(t, w.calls, ps[0].Attempts, id)
+		if w.state == erasure.StateFailed {
+			require.Contains(t, ps[0].Detail, "http 4", id)
+			require.Equal(t, erasure.ErasureOpen, h.erasureState(requests[id]), "a failed participant keeps the erasure open")
+		}
+	}
+	require.Equal(t, erasure.ErasureFinished, h.erasureState(requests["ok"]))
+	require.Equal(t, erasure.ErasureFinished, h.erasureState(requests["gone"]))
+	mu.Lock()
+	for _, hd := range headers {
+		require.Equal(t, "k3y", hd.Get("X-Api-Key"))
+		require.NotEmpty(t, hd.Get("X-Request-Id"))
+	}
+	mu.Unlock()
+	require.Equal(t, 2.0, metricValue(t, h.registry, "gdpr_erasure_participants_attention", map[string]string{"participant": "api", "state": "failed"}))
+	require.Equal(t, 1.0, metricValue(t, h.registry, "gdpr_erasures_overdue_total", nil))
+}
