@@ -104,8 +104,6 @@ type metrics struct {
 	retries    *prometheus.CounterVec
 	failures   *prometheus.CounterVec
 	contention *prometheus.CounterVec
-	generated  prometheus.Counter
-	bytes      prometheus.Counter
 }
 
 // New returns a manager; nothing runs until Start.
@@ -131,12 +129,6 @@ func New(db *gorm.DB, outbox Outbox, locker Locker, builder Builder, cfg Config,
 			contention: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "gdpr_lock_contention_total", Help: "Locks found held by someone else.",
 			}, []string{"lock"}),
-			generated: prometheus.NewCounter(prometheus.CounterOpts{
-				Name: "gdpr_reports_generated_total", Help: "Access reports committed.",
-			}),
-			bytes: prometheus.NewCounter(prometheus.CounterOpts{
-				Name: "gdpr_report_bytes_total", Help: "Bytes of committed access reports.",
-			}),
 		},
 	}
 	if reg != nil {
@@ -145,8 +137,6 @@ func New(db *gorm.DB, outbox Outbox, locker Locker, builder Builder, cfg Config,
 		mt.retries = register(reg, mt.retries)
 		mt.failures = register(reg, mt.failures)
 		mt.contention = register(reg, mt.contention)
-		mt.generated = register(reg, mt.generated)
-		mt.bytes = register(reg, mt.bytes)
 	}
 	return m
 }

@@ -224,8 +224,7 @@ func (m *Manager) complete(ctx context.Context, c *claimed, rep Report) error {
 		}
 		return err
 	}
-	m.metrics.generated.Inc()
-	m.metrics.bytes.Add(float64(rep.Bytes))
+	// gdpr_reports_generated_total and gdpr_report_bytes_total are the report library's.
 	m.logger.InfoContext(ctx, "report stored", "request_id", c.ID, "report_id", rep.ID, "bytes", rep.Bytes, "attempt", c.Attempt)
 	return nil
 }
