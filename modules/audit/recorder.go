@@ -60,6 +60,6 @@ func (r *Recorder) Handle(ctx context.Context, m message.Message) error {
 		label = "other"
 	}
 	r.recorded.WithLabelValues(label).Inc()
-	r.logger.DebugContext(ctx, "audit event recorded", "type", m.Type, "role", e.Role)
+	r.logger.DebugContext(ctx, "audit event recorded", "type", m.Type, "producer", e.Role)
 	return nil
 }
