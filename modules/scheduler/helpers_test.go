@@ -157,16 +157,19 @@ func copyDue(t testing.TB, dsn string, n int, at time.Time) []string {
 	if at.IsZero() {
 		require.NoError(t, conn.QueryRow(ctx, "SELECT now()").Scan(&at))
 	}
-	ids := make([]string, n)
-	rows := make([][]any, n)
-	for i := range n {
-		m := dueMessage(t, i, at)
-		ids[i] = m.ID
-		rows[i] = []any{fmt.Sprintf("k%07d", i), m.ID, at, at, dueType, dueType, m.Traceparent, m.Body, m.OccurredAt}
-	}
+	ids := make([]string, 0, n)
+	// Streamed, so a million rows need no million-row slice.
 	_, err = conn.CopyFrom(ctx, pgx.Identifier{"scheduled_messages"},
 		[]string{"key", "message_id", "deliver_at", "next_attempt_at", "routing_key", "type", "traceparent", "body", "occurred_at"},
-		pgx.CopyFromRows(rows))
+		pgx.CopyFromFunc(func() ([]any, error) {
+			i := len(ids)
+			if i == n {
+				return nil, nil
+			}
+			m := dueMessage(t, i, at)
+			ids = append(ids, m.ID)
+			return []any{fmt.Sprintf("k%07d", i), m.ID, at, at, dueType, dueType, m.Traceparent, m.Body, m.OccurredAt}, nil
+		}))
 	require.NoError(t, err)
 	return ids
 }

@@ -1,0 +1,255 @@
+package scheduler_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/testkit"
+)
+
+// benchTopology is what `gdpr scheduler` declares for due messages plus the
+// audit queue that in production receives every message too.
+var benchTopology = bus.Topology{Queues: []bus.Queue{
+	{Name: "sink", Bindings: []string{"due.#"}},
+	{Name: "audit", Bindings: []string{"#"}},
+	{Name: "scheduler", Bindings: []string{"scheduler.schedule", "scheduler.cancel"}},
+}}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// drain consumes a queue with auto-ack on a raw channel and calls f for
+// each delivery, so the broker never holds a backlog.
+func drain(b *testing.B, conn *bus.Conn, queue string, f func(amqp.Delivery)) {
+	ch, err := conn.Channel(b.Context())
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = ch.Close() })
+	require.NoError(b, ch.Qos(2000, 0, false))
+	deliveries, err := ch.Consume(conn.QueueName(queue), "", true, false, false, false, nil)
+	require.NoError(b, err)
+	go func() {
+		for d := range deliveries {
+			f(d)
+		}
+	}()
+}
+
+// benchChild starts `gdpr scheduler` for cfg with extra settings.
+func benchChild(b *testing.B, bin string, cfg config.Config, extra ...string) *child {
+	env := append(testkit.Env(cfg), "GDPR_SCHEDULER_ADMIN_ADDR=127.0.0.1:0", "GDPR_LOG_LEVEL=warn")
+	return startChild(b, bin, append(env, extra...), filepath.Join(b.TempDir(), "scheduler.log"))
+}
+
+// peakRSS is the process's high-water resident set (VmHWM) in bytes.
+func peakRSS(b *testing.B, pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(b, err)
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			require.NoError(b, err)
+			return float64(kb) * 1024
+		}
+	}
+	b.Fatal("no VmHWM")
+	return 0
+}
+
+// ceiling publishes n messages like the scheduler's with a bare amqp091
+// loop: the same number of confirm-mode channels, each with up to window
+// confirms in flight. It returns confirmed publishes per second.
+func ceiling(b *testing.B, conn *bus.Conn, n, channels, window int, body []byte) float64 {
+	var left atomic.Int64
+	left.Store(int64(n))
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range channels {
+		ch, err := conn.Channel(b.Context())
+		require.NoError(b, err)
+		require.NoError(b, ch.Confirm(false))
+		inflight := make(chan *amqp.DeferredConfirmation, window)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for dc := range inflight {
+				if ok, err := dc.WaitContext(b.Context()); err != nil || !ok {
+					failed.Add(1)
+				}
+			}
+			_ = ch.Close()
+		}()
+		go func() {
+			defer wg.Done()
+			defer close(inflight)
+			for left.Add(-1) >= 0 {
+				dc, err := ch.PublishWithDeferredConfirm(conn.Exchange(), dueType, true, false, amqp.Publishing{
+					Headers:      amqp.Table{bus.HeaderOccurredAt: time.Now().Format(time.RFC3339Nano), bus.HeaderTraceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+					ContentType:  "application/json",
+					DeliveryMode: amqp.Persistent,
+					MessageId:    testkit.ID(),
+					Type:         dueType,
+					Timestamp:    time.Now(),
+					Body:         body,
+				})
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				inflight <- dc
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	require.Zero(b, failed.Load(), "bare publishes failed")
+	return float64(n) / took.Seconds()
+}
+
+// BenchmarkDispatchMillionDue puts GDPR_BENCH_SCHEDULER_COUNT (default
+// 1,000,000) messages due at the same instant and measures how fast one
+// `gdpr scheduler` process (default settings) publishes them, against the
+// bare windowed confirmed-publish ceiling measured in the same run, and the
+// scheduler's peak RSS.
+func BenchmarkDispatchMillionDue(b *testing.B) {
+	n := envInt("GDPR_BENCH_SCHEDULER_COUNT", 1_000_000)
+	bin := testkit.Build(b)
+	cfg := testkit.Config(b)
+	conn := testkit.Bus(b, cfg.AMQP, benchTopology)
+	b.Cleanup(func() { testkit.DeleteTopology(b, cfg.AMQP, appQueues) })
+	var delivered atomic.Int64
+	var firstAt, lastAt atomic.Int64
+	drain(b, conn, "sink", func(amqp.Delivery) {
+		now := time.Now().UnixNano()
+		firstAt.CompareAndSwap(0, now)
+		lastAt.Store(now)
+		delivered.Add(1)
+	})
+	drain(b, conn, "audit", func(amqp.Delivery) {})
+
+	body, err := json.Marshal(dueBody{N: n, DeliverAt: time.Now()})
+	require.NoError(b, err)
+	def := config.Default().Scheduler
+	for range b.N {
+		// The ceiling on a sample large enough to be steady.
+		sample := min(max(n/5, 20_000), 200_000)
+		ceil := ceiling(b, conn, sample, cfg.AMQP.PublishChannels, def.BatchSize, body)
+		testkit.Eventually(b, time.Minute, func() bool { return delivered.Load() >= int64(sample) }, "ceiling sample drained")
+
+		copyStart := time.Now()
+		copyDue(b, cfg.Postgres.DSN, n, time.Time{})
+		copyTook := time.Since(copyStart)
+		delivered.Store(0)
+		firstAt.Store(0)
+
+		b.ResetTimer()
+		proc := benchChild(b, bin, cfg)
+		testkit.Eventually(b, 30*time.Minute, func() bool { return delivered.Load() >= int64(n) }, "all %d dispatched", n)
+		b.StopTimer()
+		took := time.Duration(lastAt.Load() - firstAt.Load())
+		rss := peakRSS(b, proc.cmd.Process.Pid)
+		proc.stop()
+		rate := float64(n) / took.Seconds()
+		b.ReportMetric(rate, "dispatched/s")
+		b.ReportMetric(ceil, "ceiling_publishes/s")
+		b.ReportMetric(rate/ceil, "ratio")
+		b.ReportMetric(rss/(1<<20), "peak_rss_MB")
+		fmt.Printf("BenchmarkDispatchMillionDue: %d messages due at once (COPY took %s); one gdpr scheduler (batch %d, %d workers, %d channels): %.0f dispatched/s; bare windowed confirmed publish (window %d/channel, %d messages): %.0f/s; ratio %.2f (target >= 0.7); peak RSS %.1f MB (target < 100)\n",
+			n, copyTook.Round(time.Millisecond), def.BatchSize, def.Workers, cfg.AMQP.PublishChannels, rate, def.BatchSize, sample, ceil, rate/ceil, rss/(1<<20))
+	}
+}
+
+// BenchmarkSteadyLateness schedules 1,000 messages per second, each due one
+// second after it is written (one due per millisecond), for
+// GDPR_BENCH_SCHEDULER_SECONDS (default 60) seconds, with one `gdpr
+// scheduler` process, and reports lateness (arrival at a consumer minus due
+// time, both on this machine's clock, which is the database's) p50/p99/max.
+func BenchmarkSteadyLateness(b *testing.B) {
+	seconds := envInt("GDPR_BENCH_SCHEDULER_SECONDS", 60)
+	const perSecond = 1000
+	bin := testkit.Build(b)
+	cfg := testkit.Config(b)
+	conn := testkit.Bus(b, cfg.AMQP, benchTopology)
+	b.Cleanup(func() { testkit.DeleteTopology(b, cfg.AMQP, appQueues) })
+	var mu sync.Mutex
+	var lateness []time.Duration
+	var early atomic.Int64
+	drain(b, conn, "sink", func(d amqp.Delivery) {
+		at := time.Now()
+		var body dueBody
+		if json.Unmarshal(d.Body, &body) != nil {
+			return
+		}
+		if at.Before(body.DeliverAt) {
+			early.Add(1)
+		}
+		mu.Lock()
+		lateness = append(lateness, at.Sub(body.DeliverAt))
+		mu.Unlock()
+	})
+	drain(b, conn, "audit", func(amqp.Delivery) {})
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, cfg.Postgres.DSN)
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = pg.Close(ctx) })
+
+	for range b.N {
+		proc := benchChild(b, bin, cfg)
+		// Ten rows every 10 ms, due at one-millisecond steps one second on.
+		total := seconds * perSecond
+		tick := time.NewTicker(10 * time.Millisecond)
+		start := time.Now()
+		for i := 0; i < total; i += 10 {
+			<-tick.C
+			_, err := pg.Exec(ctx, `
+				INSERT INTO scheduled_messages (key, message_id, deliver_at, next_attempt_at, routing_key, type, body, occurred_at)
+				SELECT 's' || g, gen_random_uuid()::text, t, t, 'due.test', 'due.test',
+					convert_to(json_build_object('n', g, 'deliver_at', t)::text, 'UTF8'), now()
+				FROM generate_series($1::int, $1::int + 9) g,
+					LATERAL (SELECT clock_timestamp() + interval '1 second' + (g - $1) * interval '1 millisecond' AS t) due`, i)
+			require.NoError(b, err)
+		}
+		tick.Stop()
+		scheduleTook := time.Since(start)
+		testkit.Eventually(b, 2*time.Minute, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(lateness) >= total
+		}, "all %d delivered", total)
+		rss := peakRSS(b, proc.cmd.Process.Pid)
+		proc.stop()
+
+		mu.Lock()
+		ls := slices.Clone(lateness)
+		mu.Unlock()
+		slices.Sort(ls)
+		p := func(q float64) time.Duration { return ls[min(len(ls)-1, int(q*float64(len(ls))))] }
+		b.ReportMetric(float64(p(0.5).Microseconds())/1000, "p50_ms")
+		b.ReportMetric(float64(p(0.99).Microseconds())/1000, "p99_ms")
+		b.ReportMetric(float64(ls[len(ls)-1].Microseconds())/1000, "max_ms")
+		b.ReportMetric(float64(early.Load()), "early")
+		fmt.Printf("BenchmarkSteadyLateness: %d messages at %d/s over %s, one gdpr scheduler: lateness p50 %s, p99 %s (target < 250ms), max %s; arrivals before due: %d; peak RSS %.1f MB\n",
+			len(ls), perSecond, scheduleTook.Round(time.Millisecond), p(0.5).Round(100*time.Microsecond), p(0.99).Round(100*time.Microsecond),
+			ls[len(ls)-1].Round(100*time.Microsecond), early.Load(), rss/(1<<20))
+	}
+}
