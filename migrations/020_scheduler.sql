@@ -42,6 +42,8 @@ CREATE TABLE scheduled_messages_sent (
 );
 CREATE INDEX scheduled_messages_sent_sent_at ON scheduled_messages_sent (sent_at);
 CREATE INDEX scheduled_messages_sent_key ON scheduled_messages_sent (key);
+-- The audit timeline joins events to their dispatch by message id.
+CREATE INDEX scheduled_messages_sent_message_id ON scheduled_messages_sent (message_id);
 
 -- Dispatchers sleep until the earliest due time; a statement that schedules
 -- something wakes them with the earliest deliver_at it wrote (epoch
