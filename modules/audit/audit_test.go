@@ -1,12 +1,15 @@
 package audit_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -135,6 +138,11 @@ func TestCausalOrderPutsCausesFirstDespiteClockSkew(t *testing.T) {
 // auditBus runs a real audit consumer on its own AMQP prefix and database.
 func auditBus(t *testing.T) (*bus.Publisher, *audit.Store, *prometheus.Registry, *gorm.DB) {
 	t.Helper()
+	return auditBusLogging(t, testkit.Logger(t))
+}
+
+func auditBusLogging(t *testing.T, logger *slog.Logger) (*bus.Publisher, *audit.Store, *prometheus.Registry, *gorm.DB) {
+	t.Helper()
 	gdb, _ := testkit.Postgres(t)
 	cfg := testkit.AMQP(t)
 	topo := bus.Topology{Queues: []bus.Queue{{Name: "audit", Bindings: []string{"#"}}}}
@@ -142,7 +150,7 @@ func auditBus(t *testing.T) (*bus.Publisher, *audit.Store, *prometheus.Registry,
 	store := audit.NewStore(gdb)
 	reg := prometheus.NewRegistry()
 	rec := audit.NewRecorder(store, reg, testkit.Logger(t))
-	consumer := bus.NewConsumer(conn, bus.ConsumerOptions{Queue: "audit", Concurrency: 4}, rec.Handle, testkit.Logger(t))
+	consumer := bus.NewConsumer(conn, bus.ConsumerOptions{Queue: "audit", Concurrency: 4}, rec.Handle, logger)
 	require.NoError(t, consumer.Start(t.Context()))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -317,4 +325,45 @@ func TestMessageWithoutIDIsDeadLettered(t *testing.T) {
 	rec := audit.NewRecorder(audit.NewStore(gdb), prometheus.NewRegistry(), testkit.Logger(t))
 	err := rec.Handle(t.Context(), message.Message{Type: event.TypeRequestReceived, Body: []byte(`{}`)})
 	require.ErrorIs(t, err, bus.ErrPoison)
+}
+
+func TestConsumerLosesNothingWhileTheDatabaseRefuses(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	pub, store, reg, gdb := auditBusLogging(t, slog.New(slog.NewTextHandler(&logs, nil)))
+	ctx := t.Context()
+	// Break our own database: the audit table is gone while events arrive.
+	require.NoError(t, gdb.Exec(`ALTER TABLE audit_events RENAME TO audit_events_away`).Error)
+	c := realisticChain(t, event.KindAccess)
+	for _, m := range c.messages {
+		require.NoError(t, pub.Publish(ctx, m))
+	}
+	// The consumer keeps failing and requeueing: wait for redeliveries.
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		return strings.Count(logs.String(), "delivery_count=2") >= 1
+	}, "messages redelivered after failed writes")
+	require.Zero(t, counterSum(t, reg, "gdpr_audit_events_total"))
+	require.NoError(t, gdb.Exec(`ALTER TABLE audit_events_away RENAME TO audit_events`).Error)
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		return timelineLen(t, store, c.requestID) == len(c.messages)
+	}, "every event recorded once the table is back")
+	require.Equal(t, float64(len(c.messages)), counterSum(t, reg, "gdpr_audit_events_total"))
+}
+
+// syncBuffer is a log sink the consumer writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
