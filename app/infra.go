@@ -51,7 +51,8 @@ func openInfra(ctx context.Context, cfg config.Config, logger *slog.Logger, role
 	in.db = gdb
 	in.outbox = scheduler.NewStore(gdb)
 	host, _ := os.Hostname()
-	conn, err := bus.Dial(ctx, cfg.AMQP, fmt.Sprintf("gdpr-%s-%s-%d", role, host, os.Getpid()), topology(cfg), logger)
+	conn, err := bus.Dial(ctx, cfg.AMQP, fmt.Sprintf("gdpr-%s-%s-%d", role, host, os.Getpid()), topology(cfg), logger,
+		bus.WithMetrics(bus.NewMetrics(in.registry)))
 	if err != nil {
 		in.close()
 		return nil, err

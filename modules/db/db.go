@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx" for goose
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -100,8 +101,16 @@ func NewMigrator(dsn string) (*Migrator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening postgres for migrations: %w", err)
 	}
+	// Roles started together with --migrate must not apply the same
+	// migration twice: a PostgreSQL advisory lock (per database) makes the
+	// second wait and then find nothing to do.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
+	if err != nil {
+		_ = sqlDB.Close()
+		return nil, fmt.Errorf("creating migration lock: %w", err)
+	}
 	p, err := goose.NewProvider(goose.DialectPostgres, sqlDB, migrations.FS,
-		goose.WithAllowOutofOrder(true))
+		goose.WithAllowOutofOrder(true), goose.WithSessionLocker(locker))
 	if err != nil {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("loading migrations: %w", err)
@@ -121,9 +130,15 @@ func (m *Migrator) Up(ctx context.Context, logger *slog.Logger) error {
 	return nil
 }
 
+// ErrNoMigration means there is no applied migration left to roll back.
+var ErrNoMigration = errors.New("no migration to roll back")
+
 // Down rolls back the most recent migration.
 func (m *Migrator) Down(ctx context.Context, logger *slog.Logger) error {
 	r, err := m.provider.Down(ctx)
+	if errors.Is(err, goose.ErrNoNextVersion) {
+		return ErrNoMigration
+	}
 	if r != nil {
 		logger.InfoContext(ctx, "migration rolled back", "version", r.Source.Version, "file", r.Source.Path)
 	}
