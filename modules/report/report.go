@@ -295,6 +295,9 @@ func (b *Builder) readSources(ctx context.Context, subject event.Subject, key []
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				if gctx.Err() != nil {
+					return err // another source failed first and cancelled this one
+				}
 				b.logger.WarnContext(ctx, "source failed", "source", src.Name(), "error_class", ErrorClass(err), "duration", time.Since(started))
 				return err
 			}

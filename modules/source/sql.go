@@ -184,7 +184,7 @@ func appendValue(dst []byte, v any, isJSON bool) []byte {
 		return append(dst, '"')
 	case time.Time:
 		dst = append(dst, '"')
-		dst = v.AppendFormat(dst, time.RFC3339Nano)
+		dst = v.UTC().AppendFormat(dst, time.RFC3339Nano)
 		return append(dst, '"')
 	}
 	b, err := json.Marshal(v)
