@@ -244,15 +244,27 @@ func (d *Dispatcher) waitForDue(ctx context.Context) error {
 	g := d.wake.current()
 	var next *float64
 	var dbNow time.Time
-	// FOR KEY SHARE SKIP LOCKED: rows another worker has claimed are its
-	// business; only an unclaimed row decides this worker's wake-up.
 	err := d.pool.QueryRow(ctx, `
 		SELECT clock_timestamp(),
 			(SELECT extract(epoch FROM next_attempt_at - clock_timestamp())::float8
-			 FROM scheduled_messages ORDER BY next_attempt_at LIMIT 1 FOR KEY SHARE SKIP LOCKED)`).
+			 FROM scheduled_messages ORDER BY next_attempt_at LIMIT 1)`).
 		Scan(&dbNow, &next)
 	if err != nil {
 		return fmt.Errorf("reading next due time: %w", err)
+	}
+	if next != nil && *next <= 0 {
+		// The earliest row is due: either it just became due, or another
+		// worker is publishing it. Rows another worker has claimed are its
+		// business, so look again past locked rows. (Not the first query:
+		// a row lock costs a WAL flush.)
+		err := d.pool.QueryRow(ctx, `
+			SELECT clock_timestamp(),
+				(SELECT extract(epoch FROM next_attempt_at - clock_timestamp())::float8
+				 FROM scheduled_messages ORDER BY next_attempt_at LIMIT 1 FOR KEY SHARE SKIP LOCKED)`).
+			Scan(&dbNow, &next)
+		if err != nil {
+			return fmt.Errorf("reading next due time: %w", err)
+		}
 	}
 	sleep := d.opts.MaxIdle
 	if next != nil {
