@@ -28,16 +28,34 @@ func Child(parent string) string {
 	return "00-" + traceID + "-" + randomHex(8) + "-01"
 }
 
-// TraceID extracts the trace id from a traceparent value.
+// TraceID extracts the trace id from a traceparent value
+// (version-traceid-parentid-flags, lowercase hex, ids not all zero).
 func TraceID(traceparent string) (string, bool) {
 	parts := strings.Split(traceparent, "-")
-	if len(parts) != 4 || len(parts[1]) != 32 || len(parts[2]) != 16 {
+	if len(parts) != 4 || parts[0] == "ff" {
 		return "", false
 	}
-	if _, err := hex.DecodeString(parts[1]); err != nil || parts[1] == strings.Repeat("0", 32) {
+	for i, n := range []int{2, 32, 16, 2} {
+		if !isHex(parts[i], n) {
+			return "", false
+		}
+	}
+	if strings.Trim(parts[1], "0") == "" || strings.Trim(parts[2], "0") == "" {
 		return "", false
 	}
 	return parts[1], true
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, r := range s {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func randomHex(n int) string {
