@@ -249,3 +249,48 @@ func TestPublishToStalledBrokerFailsWithinConfirmTimeout(t *testing.T) {
 		return resumed.Load()
 	}, "publishing works again once the broker answers")
 }
+
+// TestConsumerResumesPromptlyWhileARetryWaits: a message waiting out a long
+// retry backoff must not hold the consumer back from resubscribing after a
+// connection loss.
+func TestConsumerResumesPromptlyWhileARetryWaits(t *testing.T) {
+	t.Parallel()
+	cfg := testkit.AMQP(t)
+	conn := dial(t, cfg, oneQueue)
+	pub := bus.NewPublisher(conn)
+	defer pub.Close()
+
+	failing := make(chan message.Message, 10)
+	handled := make(chan message.Message, 10)
+	// A 60s backoff is capped at 30s and jittered to at least 15s.
+	consume(t, conn, bus.ConsumerOptions{RetryBackoff: time.Minute}, func(_ context.Context, m message.Message) error {
+		if m.Type == "thing.failing" {
+			failing <- m
+			return errors.New("try again later")
+		}
+		handled <- m
+		return nil
+	})
+	require.NoError(t, pub.Publish(t.Context(), newMessage(t, "thing.failing")))
+	select {
+	case <-failing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("first delivery missing")
+	}
+
+	start := time.Now()
+	require.Positive(t, testkit.CloseRabbitConnections(t, cfg.Prefix))
+	require.NoError(t, pub.Publish(t.Context(), newMessage(t, "thing.ok")))
+	select {
+	case <-handled:
+	case <-time.After(12 * time.Second):
+		t.Fatal("the consumer did not resume while a retry was waiting")
+	}
+	select {
+	case m := <-failing:
+		require.True(t, m.Redelivered, "the waiting message came back with the new subscription")
+	case <-time.After(12 * time.Second):
+		t.Fatal("the waiting message was not redelivered after the reconnect")
+	}
+	t.Logf("resumed %s after the close began", time.Since(start))
+}

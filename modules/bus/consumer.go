@@ -187,7 +187,12 @@ func (c *Consumer) subscribe(ctx context.Context) (*amqp.Channel, <-chan amqp.De
 func (c *Consumer) consume(ctx context.Context, ch *amqp.Channel, deliveries <-chan amqp.Delivery) {
 	sem := make(chan struct{}, c.opts.Concurrency)
 	var wg sync.WaitGroup
+	// waiting ends the backoff of messages waiting for their retry when the
+	// consumer stops or the channel is gone (the broker has requeued them
+	// already), so resubscribing is not held up by a 30s backoff.
+	waiting, endWaiting := context.WithCancel(ctx)
 	defer func() {
+		endWaiting()
 		wg.Wait()
 		// Deliveries prefetched but not started go back to the queue.
 		closeChannel(ch)
@@ -217,9 +222,11 @@ func (c *Consumer) consume(ctx context.Context, ch *amqp.Channel, deliveries <-c
 				if !retry {
 					return
 				}
+				t := time.NewTimer(delay)
+				defer t.Stop()
 				select {
-				case <-time.After(delay):
-				case <-ctx.Done():
+				case <-t.C:
+				case <-waiting.Done():
 				}
 				_ = d.Nack(false, true)
 			}()
