@@ -92,16 +92,24 @@ if [[ -r /etc/debian_version && $(id -u) == 0 ]] && command -v apt-get >/dev/nul
 				chmod --reference="$hba" "$hba.new"
 				mv "$hba.new" "$hba"
 			fi
-			log "starting PostgreSQL $ver"
-			pg_ctlcluster --skip-systemctl-redirect "$ver" main start
-			wait_port postgres 5432
+			if answers 5432; then
+				# The package's own scripts started it: just apply pg_hba.conf.
+				pg_ctlcluster --skip-systemctl-redirect "$ver" main reload
+			else
+				log "starting PostgreSQL $ver"
+				pg_ctlcluster --skip-systemctl-redirect "$ver" main start
+				wait_port postgres 5432
+			fi
 			# The service connects as "root" (the default DSN).
-			if [[ $(runuser -u postgres -- psql -h /var/run/postgresql -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'root'") != 1 ]]; then
+			# (cd /: psql as postgres may not be allowed into the caller's directory.)
+			if [[ $(cd / && runuser -u postgres -- psql -h /var/run/postgresql -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'root'") != 1 ]]; then
 				log "creating PostgreSQL superuser role root"
-				runuser -u postgres -- psql -h /var/run/postgresql -qc 'CREATE ROLE root SUPERUSER LOGIN'
+				(cd / && runuser -u postgres -- psql -h /var/run/postgresql -qc 'CREATE ROLE root SUPERUSER LOGIN')
 			fi
 			;;
 		redis)
+			# The package's scripts may have started it already.
+			answers 6379 && continue
 			log "starting Redis"
 			mkdir -p /var/lib/redis /var/log/redis
 			# No persistence: it only holds locks, which are safe to lose.
@@ -110,6 +118,7 @@ if [[ -r /etc/debian_version && $(id -u) == 0 ]] && command -v apt-get >/dev/nul
 			wait_port redis 6379
 			;;
 		rabbitmq)
+			answers 5672 && continue
 			log "starting RabbitMQ (this takes a while)"
 			rabbitmq-server -detached
 			timeout "$WAIT" rabbitmqctl -q await_startup
