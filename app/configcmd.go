@@ -10,7 +10,7 @@ func (c *cli) configCommand() *cobra.Command {
 		Use:   "config",
 		Short: "Inspect the configuration",
 	}
-	print := &cobra.Command{
+	printCmd := &cobra.Command{
 		Use:   "print",
 		Short: "Print the effective configuration as YAML, secrets masked",
 		Args:  cobra.NoArgs,
@@ -27,6 +27,6 @@ func (c *cli) configCommand() *cobra.Command {
 			return enc.Close()
 		},
 	}
-	cmd.AddCommand(print)
+	cmd.AddCommand(printCmd)
 	return cmd
 }
