@@ -118,7 +118,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("parsing postgres dsn: %w", err)
 	}
-	cfg.MaxConns = int32(d.opts.Workers + 2)
+	cfg.MaxConns = int32(min(d.opts.Workers, 1000) + 2) //nolint:gosec // bounded above
 	cfg.MinConns = 1
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -200,7 +200,7 @@ func (d *Dispatcher) work(ctx context.Context, worker int) {
 			} else if err == nil {
 				logger.WarnContext(ctx, "publishes unconfirmed; retrying", "unconfirmed", res.Unconfirmed, "backoff", backoff)
 			}
-			if !d.sleep(backoff + rand.N(backoff/2)) {
+			if !d.sleep(backoff + rand.N(backoff/2)) { //nolint:gosec // jitter, not security
 				return
 			}
 			backoff = min(backoff*2, 5*time.Second)
@@ -537,7 +537,7 @@ func (d *Dispatcher) listen(ctx context.Context, cfg *pgx.ConnConfig) {
 			return
 		}
 		d.logger.WarnContext(ctx, "scheduler listen connection lost; reconnecting", "error", err, "backoff", backoff)
-		if !d.sleep(backoff + rand.N(backoff/2)) {
+		if !d.sleep(backoff + rand.N(backoff/2)) { //nolint:gosec // jitter, not security
 			return
 		}
 		backoff = min(backoff*2, 5*time.Second)
