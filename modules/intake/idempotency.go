@@ -22,8 +22,11 @@ import (
 // Both transitions run as Lua scripts, so two concurrent submissions with the
 // same key cannot both reserve an id.
 
-// claimScript reserves the record or reports its state.
-// KEYS[1] record; ARGV: fingerprint, id, message_id, submitted_at, owner, lease_ms, ttl_s.
+// claimScript reserves the record or reports its state. A fresh reservation
+// also writes the accepted record of its id (KEYS[2]) in the same round
+// trip: nobody can ask for that id's status before the confirm reveals it.
+// KEYS[1] record, KEYS[2] accepted record; ARGV: fingerprint, id, message_id,
+// submitted_at, owner, lease_ms, ttl_s, accepted value, accepted ttl_s.
 // Redis's own clock decides lease expiry, so serve replicas' clocks do not matter.
 var claimScript = redis.NewScript(`
 local t = redis.call('TIME')
@@ -33,6 +36,7 @@ if not state then
   redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'id', ARGV[2], 'message_id', ARGV[3],
     'submitted_at', ARGV[4], 'state', 'pending', 'owner', ARGV[5], 'lease_until', now + tonumber(ARGV[6]))
   redis.call('EXPIRE', KEYS[1], ARGV[7])
+  redis.call('SET', KEYS[2], ARGV[8], 'EX', ARGV[9])
   return {'claimed', ARGV[2], ARGV[3], ARGV[4]}
 end
 local f = redis.call('HMGET', KEYS[1], 'fingerprint', 'id', 'message_id', 'submitted_at', 'lease_until')
@@ -86,10 +90,11 @@ type reservation struct {
 }
 
 type idempotencyStore struct {
-	rdb    redis.Scripter
-	prefix string
-	ttl    time.Duration
-	lease  time.Duration
+	rdb         redis.Scripter
+	prefix      string
+	ttl         time.Duration
+	lease       time.Duration
+	acceptedTTL time.Duration
 }
 
 func (s idempotencyStore) key(caller, key string) string {
@@ -97,10 +102,12 @@ func (s idempotencyStore) key(caller, key string) string {
 	return s.prefix + "idem:" + hex.EncodeToString(sum[:16])
 }
 
-func (s idempotencyStore) claim(ctx context.Context, recordKey, fingerprint, owner string, r reservation) (claimOutcome, reservation, error) {
-	res, err := claimScript.Run(ctx, s.rdb, []string{recordKey},
+// claim reserves recordKey for r (fresh) or reports the record's state; on
+// a fresh reservation it writes acceptedKey too.
+func (s idempotencyStore) claim(ctx context.Context, recordKey, acceptedKey, acceptedVal, fingerprint, owner string, r reservation) (claimOutcome, reservation, error) {
+	res, err := claimScript.Run(ctx, s.rdb, []string{recordKey, acceptedKey},
 		fingerprint, r.ID, r.MessageID, r.SubmittedAt.UTC().Format(time.RFC3339Nano), owner,
-		s.lease.Milliseconds(), int64(s.ttl.Seconds())).StringSlice()
+		s.lease.Milliseconds(), int64(s.ttl.Seconds()), acceptedVal, int64(s.acceptedTTL.Seconds())).StringSlice()
 	if err != nil {
 		return 0, reservation{}, fmt.Errorf("claiming idempotency key: %w", err)
 	}

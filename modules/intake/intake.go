@@ -123,7 +123,8 @@ func New(opts Options) (*Service, error) {
 			ttl:    opts.IdempotencyTTL,
 			// Longer than any publish can take, so a live holder is never
 			// overtaken; short enough that a crashed holder's key frees soon.
-			lease: opts.ConfirmTimeout + 2*time.Second,
+			lease:       opts.ConfirmTimeout + 2*time.Second,
+			acceptedTTL: opts.AcceptedTTL,
 		},
 		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gdpr_requests_submitted_total",
@@ -173,10 +174,13 @@ func (s *Service) Submit(ctx context.Context, caller, idemKey string, sub Submis
 	// unknown one; the publisher's confirm timeout still bounds the work.
 	work := context.WithoutCancel(ctx)
 	if idemKey == "" {
-		if err := s.publish(work, r, sub); err != nil {
+		if err := s.publishRemembering(work, r, sub, true); err != nil {
+			// The id was never revealed, so its record is only tidied away.
+			if derr := s.opts.Redis.Del(work, s.acceptedKey(r.ID)).Err(); derr != nil {
+				s.opts.Logger.WarnContext(trace.WithRequestID(ctx, r.ID), "forgetting unaccepted request failed", "error", derr)
+			}
 			return Accepted{}, err
 		}
-		s.accepted(work, r, sub)
 		return Accepted{ID: r.ID}, nil
 	}
 	return s.submitIdempotent(ctx, work, caller, idemKey, r, sub)
@@ -192,7 +196,7 @@ func (s *Service) submitIdempotent(ctx, work context.Context, caller, idemKey st
 	deadline := time.Now().Add(s.idem.lease + time.Second)
 	backoff := 5 * time.Millisecond
 	for {
-		outcome, got, err := s.idem.claim(work, key, fp, owner, r)
+		outcome, got, err := s.idem.claim(work, key, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt), fp, owner, r)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
@@ -203,7 +207,10 @@ func (s *Service) submitIdempotent(ctx, work context.Context, caller, idemKey st
 			s.opts.Logger.InfoContext(trace.WithRequestID(ctx, got.ID), "idempotent submission replayed", "caller", caller)
 			return Accepted{ID: got.ID, Replayed: true}, nil
 		case claimed:
-			if err := s.publish(work, got, sub); err != nil {
+			// A taken-over reservation has an older id whose accepted record
+			// may have expired; a fresh one's was written by the claim.
+			takeover := got.ID != r.ID
+			if err := s.publishRemembering(work, got, sub, takeover); err != nil {
 				if ferr := s.idem.finish(work, key, owner, got.ID, false); ferr != nil {
 					s.opts.Logger.WarnContext(trace.WithRequestID(ctx, got.ID), "releasing idempotency key failed; it frees when its lease ends", "error", ferr)
 				}
@@ -214,8 +221,7 @@ func (s *Service) submitIdempotent(ctx, work context.Context, caller, idemKey st
 				// the key re-publishes the same ids, which consumers absorb.
 				s.opts.Logger.WarnContext(trace.WithRequestID(ctx, got.ID), "recording idempotency outcome failed", "error", err)
 			}
-			s.accepted(work, got, sub)
-			return Accepted{ID: got.ID, Replayed: got.ID != r.ID}, nil
+			return Accepted{ID: got.ID, Replayed: takeover}, nil
 		case claimBusy:
 			if time.Now().After(deadline) {
 				return Accepted{}, fmt.Errorf("%w: idempotency key is held by a submission that has not finished", ErrUnavailable)
@@ -230,8 +236,36 @@ func (s *Service) submitIdempotent(ctx, work context.Context, caller, idemKey st
 	}
 }
 
-func (s *Service) publish(ctx context.Context, r reservation, sub Submission) error {
+// publishRemembering publishes r and, when remember is set, writes its
+// accepted record meanwhile: the id is revealed to nobody before the
+// confirm, so the record may exist first, and the two round trips overlap
+// instead of adding up.
+func (s *Service) publishRemembering(ctx context.Context, r reservation, sub Submission, remember bool) error {
 	ctx = trace.WithRequestID(ctx, r.ID)
+	var remembered chan error
+	if remember {
+		remembered = make(chan error, 1)
+		go func() {
+			remembered <- s.opts.Redis.Set(ctx, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt), s.opts.AcceptedTTL).Err()
+		}()
+	}
+	err := s.publish(ctx, r, sub)
+	if remember {
+		if rerr := <-remembered; rerr != nil && err == nil {
+			// The request is safe in the broker; only its status answers 404
+			// until the requests manager stored it.
+			s.opts.Logger.WarnContext(ctx, "remembering accepted request failed", "error", rerr)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	s.submitted.WithLabelValues(sub.Type).Inc()
+	s.opts.Logger.DebugContext(ctx, "request accepted", "type", sub.Type)
+	return nil
+}
+
+func (s *Service) publish(ctx context.Context, r reservation, sub Submission) error {
 	m, err := message.New(event.TypeRequestSubmitted, event.RequestSubmitted{
 		RequestID:   r.ID,
 		Type:        sub.Type,
@@ -252,18 +286,6 @@ func (s *Service) publish(ctx context.Context, r reservation, sub Submission) er
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil
-}
-
-// accepted remembers a confirmed id for status queries and counts it.
-func (s *Service) accepted(ctx context.Context, r reservation, sub Submission) {
-	ctx = trace.WithRequestID(ctx, r.ID)
-	s.submitted.WithLabelValues(sub.Type).Inc()
-	if err := s.opts.Redis.Set(ctx, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt), s.opts.AcceptedTTL).Err(); err != nil {
-		// The request is safe in the broker; only its status answers 404
-		// until the requests manager stored it.
-		s.opts.Logger.WarnContext(ctx, "remembering accepted request failed", "error", err)
-	}
-	s.opts.Logger.InfoContext(ctx, "request accepted", "type", sub.Type)
 }
 
 func (s *Service) acceptedKey(id string) string { return s.opts.KeyPrefix + "accepted:" + id }
