@@ -1,7 +1,78 @@
 package app
 
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/download"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/notify"
+	"github.com/gdpr-oss/gdpr/modules/report"
+	"github.com/gdpr-oss/gdpr/modules/requests"
+)
+
 // workerComponents wires the requests manager role: request intake from the
-// bus, the worker pool, the notifier and the audit consumer.
+// bus, the worker pool, and the notifier.
 func workerComponents(in *infra) ([]Component, error) {
-	return nil, nil
+	cfg := in.cfg
+	builder, err := report.New(cfg.Report, in.logger.With("module", "report"), in.registry)
+	if err != nil {
+		return nil, err
+	}
+	mgr := requests.New(in.db, in.outbox, in.locker, reportBuilder{builder}, requests.Config{
+		Concurrency:   cfg.Worker.Concurrency,
+		PollInterval:  cfg.Worker.PollInterval,
+		MaxAttempts:   cfg.Worker.MaxAttempts,
+		BackoffBase:   cfg.Worker.BackoffBase,
+		BackoffMax:    cfg.Worker.BackoffMax,
+		LeaseTTL:      cfg.Lock.TTL,
+		ErasureWait:   cfg.Worker.ErasureWait,
+		SweepInterval: cfg.Worker.SweepInterval,
+		SweepAge:      cfg.Worker.SweepAge,
+	}, in.logger, in.registry)
+	intake := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: requests.Consumer, Concurrency: 8}, mgr.Handle, in.logger)
+
+	key := []byte(cfg.Serve.DownloadKey)
+	link := func(requestID string, now time.Time) (string, time.Time, error) {
+		return download.URL(cfg.Serve.PublicURL, key, requestID, cfg.Serve.DownloadTTL, now), now.Add(cfg.Serve.DownloadTTL), nil
+	}
+	domain := "gdpr.invalid"
+	if _, d, ok := strings.Cut(cfg.Notify.From, "@"); ok && d != "" {
+		domain = strings.TrimSuffix(d, ">")
+	}
+	notifier, err := notify.New(in.db, in.outbox, notify.NewSMTP(cfg.Notify), link,
+		notify.Config{ResendAfter: cfg.Notify.ResendAfter, MessageIDDomain: domain}, in.logger, in.registry)
+	if err != nil {
+		return nil, err
+	}
+	emails := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: notify.Consumer, Concurrency: cfg.Notify.Concurrency}, notifier.Handle, in.logger)
+	// Stopped in reverse: consumers stop taking messages first, then the
+	// pool gives back what it holds.
+	return []Component{mgr, intake, emails}, nil
 }
+
+// reportBuilder adapts the report library to the manager's Builder.
+type reportBuilder struct{ b *report.Builder }
+
+func (r reportBuilder) Build(ctx context.Context, requestID string, subject event.Subject) (requests.Report, error) {
+	res, err := r.b.Build(ctx, requestID, subject)
+	if err != nil {
+		return requests.Report{}, err
+	}
+	var rows int64
+	for _, n := range res.Rows {
+		rows += n
+	}
+	return requests.Report{ID: res.ReportID, Bytes: res.Bytes, SHA256: res.SHA256, Rows: rows}, nil
+}
+
+func (r reportBuilder) Delete(ctx context.Context, requestID string) error { return r.b.Delete(ctx, requestID) }
+
+func (r reportBuilder) Sweep(ctx context.Context, olderThan time.Duration) error {
+	_, err := r.b.Sweep(ctx, olderThan)
+	return err
+}
+
+func (r reportBuilder) ErrorClass(err error) string { return report.ErrorClass(err) }
