@@ -339,7 +339,7 @@ func TestConcurrentSubmissionsWaitForConfirmsTogether(t *testing.T) {
 func TestStatus(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOptions{participants: participantsFunc(func(_ context.Context, id string) ([]intake.Participant, error) {
-		return []intake.Participant{{Name: "billing", State: "confirmed", UpdatedAt: time.Now().UTC()}, {Name: "email", State: "pending", UpdatedAt: time.Now().UTC()}}, nil
+		return []intake.Participant{{Name: "billing", State: "confirmed", Attempts: 1, UpdatedAt: time.Now().UTC()}, {Name: "email", State: "pending", Attempts: 2, UpdatedAt: time.Now().UTC()}}, nil
 	})})
 
 	t.Run("submitted, not yet stored", func(t *testing.T) {

@@ -47,6 +47,8 @@ type harnessOptions struct {
 	adminToken     string
 	noValidation   bool
 	discardLogs    bool
+	// reports replaces the fake report store (e.g. with report.Builder).
+	reports intake.ReportOpener
 }
 
 // harness runs the real API server in-process on 127.0.0.1:0 against this
@@ -111,6 +113,10 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		})
 	}
 	h.reports = &fakeReports{files: map[string][]byte{}}
+	var reports intake.ReportOpener = h.reports
+	if o.reports != nil {
+		reports = o.reports
+	}
 	svc, err := intake.New(intake.Options{
 		Publisher:      publisher,
 		Redis:          h.rdb,
@@ -121,7 +127,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		ConfirmTimeout: h.amqp.ConfirmTimeout,
 		DownloadKey:    h.key,
 		Participants:   o.participants,
-		Reports:        h.reports,
+		Reports:        reports,
 		Registerer:     h.reg,
 		Logger:         logger,
 	})

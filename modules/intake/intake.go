@@ -49,9 +49,11 @@ type Publisher interface {
 
 // Participant is one erasure participant's progress, as shown in a status.
 type Participant struct {
-	Name      string    `json:"name"`
-	State     string    `json:"state"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Name        string     `json:"name"`
+	State       string     `json:"state"`
+	Attempts    int        `json:"attempts"`
+	ConfirmedAt *time.Time `json:"confirmed_at,omitempty"`
+	UpdatedAt   time.Time  `json:"updated_at"`
 }
 
 // ParticipantLister lists the erasure participants of a request (the
