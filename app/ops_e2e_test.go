@@ -347,6 +347,8 @@ func TestOperationsEndToEnd(t *testing.T) {
 		"erasure.command.billing", event.TypeErasureCompleted, event.TypeNotificationSent, "erasure.command.mailer", event.TypeErasureFinished} {
 		require.Contains(t, types, typ)
 	}
+	code, body = r.do(t, http.MethodGet, "/v1/admin/reconcile?since=1h&stuck_after=2s", opsAdminToken, nil)
+	require.Equal(t, http.StatusOK, code, "admin in-sync check: %s", body)
 	code, _ = r.do(t, http.MethodGet, "/v1/admin/requests/"+erasures[0]+"/timeline", opsAPIToken, nil)
 	require.Equal(t, http.StatusUnauthorized, code, "the API token is not an admin token")
 
@@ -364,6 +366,9 @@ func TestOperationsEndToEnd(t *testing.T) {
 	require.Contains(t, out, "OUT OF SYNC: 2 request(s) stuck")
 	require.Regexp(t, suppressed+`\s+access\s+completed\s+email_sent`, out)
 	require.Regexp(t, access[0]+`\s+access\s+completed\s+report_generated`, out)
+	code, body = r.do(t, http.MethodGet, "/v1/admin/reconcile?since=1h&stuck_after=2s", opsAdminToken, nil)
+	require.Equal(t, http.StatusConflict, code, "%s", body)
+	require.Contains(t, string(body), suppressed)
 	testkit.Eventually(t, 20*time.Second, func() bool {
 		mfs := r.metrics(t)
 		return sum(mfs, "gdpr_out_of_sync", map[string]string{"stage": "email_sent"}) == 1 &&
