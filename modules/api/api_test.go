@@ -461,11 +461,11 @@ func TestReportDownload(t *testing.T) {
 		"signed with another": strings.TrimPrefix(download.URL("http://public.example", []byte("some-other-key-0123"), a, time.Hour, now), "http://public.example"),
 	}
 	for name, path := range refused {
-		res := h.do(h.request(http.MethodGet, path, nil))
-		require.Equal(t, http.StatusForbidden, res.status, name)
-		require.Equal(t, "application/json", res.header.Get("Content-Type"), name)
-		require.Equal(t, "forbidden", res.json(t)["error"], name)
-		require.NotContains(t, string(res.body), "manifest.json", name)
+		denied := h.do(h.request(http.MethodGet, path, nil))
+		require.Equal(t, http.StatusForbidden, denied.status, name)
+		require.Equal(t, "application/json", denied.header.Get("Content-Type"), name)
+		require.Equal(t, "forbidden", denied.json(t)["error"], name)
+		require.NotContains(t, string(denied.body), "manifest.json", name)
 	}
 	require.Equal(t, opens, h.reports.openCount(), "no report was opened for a refused token")
 

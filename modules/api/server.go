@@ -166,7 +166,8 @@ func (s *Server) Addr() string {
 
 // Start binds the port and serves in the background.
 func (s *Server) Start(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.opts.Addr)
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.opts.Addr)
 	if err != nil {
 		return fmt.Errorf("api server listening on %s: %w", s.opts.Addr, err)
 	}

@@ -107,8 +107,8 @@ func TestTokensMatchOnlyConfiguredDigests(t *testing.T) {
 	require.True(t, ok)
 	require.NotEqual(t, a, b, "callers are told apart")
 	for _, bad := range []string{"", "alpha", "alpha-token ", digest("alpha-token")} {
-		_, ok := tokens.Match(bad)
-		require.False(t, ok, bad)
+		_, matched := tokens.Match(bad)
+		require.False(t, matched, bad)
 	}
 	_, err = intake.ParseTokens([]string{"alpha-token"})
 	require.Error(t, err, "a raw token instead of a digest is refused")
