@@ -165,7 +165,7 @@ func TestSMTPDownIsRetriedAtOnce(t *testing.T) {
 	mp := testkit.StartMailpit(t)
 	down := smtpConfig(mp)
 	down.SMTPPort = 1 // nothing listens there
-	real := notify.NewSMTP(smtpConfig(mp))
+	working := notify.NewSMTP(smtpConfig(mp))
 	n, err := notify.New(gdb, scheduler.NewStore(gdb), notify.NewSMTP(down), link,
 		notify.Config{ResendAfter: time.Hour}, testkit.Logger(t), nil)
 	require.NoError(t, err)
@@ -176,7 +176,7 @@ func TestSMTPDownIsRetriedAtOnce(t *testing.T) {
 	require.Error(t, err)
 	require.NotErrorIs(t, err, bus.ErrPoison)
 
-	n2, err := notify.New(gdb, scheduler.NewStore(gdb), real, link,
+	n2, err := notify.New(gdb, scheduler.NewStore(gdb), working, link,
 		notify.Config{ResendAfter: time.Hour}, testkit.Logger(t), nil)
 	require.NoError(t, err)
 	require.NoError(t, n2.Handle(t.Context(), m), "a failed send does not wait for resend_after")

@@ -319,11 +319,11 @@ func (m *Manager) closeAttempt(tx *gorm.DB, id string, attempt int, outcome, cla
 // Backoff is the delay before attempt+1 after attempt failed: exponential
 // from base, capped at max, with full jitter so retries of many requests
 // failing together spread out.
-func Backoff(attempt int, base, max time.Duration) time.Duration {
+func Backoff(attempt int, base, limit time.Duration) time.Duration {
 	ceiling := base
-	for i := 1; i < attempt && ceiling < max; i++ {
+	for i := 1; i < attempt && ceiling < limit; i++ {
 		ceiling *= 2
 	}
-	ceiling = min(ceiling, max)
-	return rand.N(ceiling + 1)
+	ceiling = min(ceiling, limit)
+	return rand.N(ceiling + 1) //nolint:gosec // jitter spreads retries; it needs no unpredictability.
 }

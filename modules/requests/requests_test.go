@@ -483,3 +483,22 @@ func TestPoolProcessesEachRequestOnce(t *testing.T) {
 	}
 	require.Greater(t, maxInFlight.Load(), int64(1), "workers ran concurrently")
 }
+
+func TestBackoffIsFullJitterUnderExponentialCeiling(t *testing.T) {
+	t.Parallel()
+	base, limit := 100*time.Millisecond, time.Second
+	cases := []struct {
+		attempt int
+		ceiling time.Duration
+	}{{1, 100 * time.Millisecond}, {2, 200 * time.Millisecond}, {3, 400 * time.Millisecond}, {4, 800 * time.Millisecond}, {5, time.Second}, {30, time.Second}}
+	for _, c := range cases {
+		var maxSeen time.Duration
+		for range 2000 {
+			d := requests.Backoff(c.attempt, base, limit)
+			require.GreaterOrEqual(t, d, time.Duration(0))
+			require.LessOrEqual(t, d, c.ceiling, "attempt %d", c.attempt)
+			maxSeen = max(maxSeen, d)
+		}
+		require.Greater(t, maxSeen, c.ceiling/2, "attempt %d uses its whole range", c.attempt)
+	}
+}
