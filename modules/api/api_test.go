@@ -3,11 +3,13 @@ package api_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/download"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
@@ -555,4 +558,46 @@ func TestOpenAPIDocumentIsServedAndChecksResponses(t *testing.T) {
 	} {
 		require.Error(t, validateResponse(router, req, bad.status, http.Header{"Content-Type": {"application/json"}}, []byte(bad.body)), name)
 	}
+}
+
+// stuckPublisher hangs the first Publish until released, like a serve
+// process that froze (or died) holding an idempotency key.
+type stuckPublisher struct {
+	next    intake.Publisher
+	calls   atomic.Int64
+	release chan struct{}
+}
+
+func (p *stuckPublisher) Publish(ctx context.Context, m message.Message) error {
+	if p.calls.Add(1) == 1 {
+		<-p.release
+		return errors.New("holder gave up")
+	}
+	return p.next.Publish(ctx, m)
+}
+
+// TestStuckHolderOfAnIdempotencyKeyIsTakenOver: a duplicate waits while the
+// first submission holds the key, takes it over once the holder's lease
+// ends, and publishes the same request once; the stale holder cannot undo it.
+func TestStuckHolderOfAnIdempotencyKeyIsTakenOver(t *testing.T) {
+	t.Parallel()
+	stuck := &stuckPublisher{release: make(chan struct{})}
+	h := newHarness(t, harnessOptions{confirmTimeout: 300 * time.Millisecond,
+		wrapPublisher: func(p intake.Publisher) intake.Publisher { stuck.next = p; return stuck }})
+	first := make(chan response, 1)
+	go func() { first <- h.submit(accessBody, "Idempotency-Key", "stuck") }()
+	testkit.Eventually(t, 10*time.Second, func() bool { return stuck.calls.Load() == 1 }, "first submission is publishing")
+
+	second := h.submit(accessBody, "Idempotency-Key", "stuck")
+	require.Equal(t, http.StatusAccepted, second.status, "%s", second.body)
+	id := second.json(t)["id"].(string)
+
+	close(stuck.release)
+	require.Equal(t, http.StatusServiceUnavailable, (<-first).status)
+	replay := h.submit(accessBody, "Idempotency-Key", "stuck")
+	require.Equal(t, http.StatusAccepted, replay.status)
+	require.Equal(t, id, replay.json(t)["id"], "the stale holder's failure did not release the confirmed key")
+	msgs := h.take()
+	require.Len(t, msgs, 1)
+	require.Equal(t, id, msgs[0].CorrelationId)
 }
