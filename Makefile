@@ -24,9 +24,14 @@ run: services build ## Start every role in one process on local defaults (migrat
 # Tests that restart a whole shared service (PostgreSQL, RabbitMQ) are tagged
 # `disruptive` and run afterwards, one package at a time, so they never pull
 # a server from under the parallel tests.
+# Both steps always run, so one CI run reports every failure.
 test: services tools ## Run every test with -race, then the disruptive ones serially
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -tags disruptive -run '^TestDisruptive' -p 1 ./...
+	@status=0; \
+	echo '$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...'; \
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./... || status=1; \
+	echo "$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -tags disruptive -run '^TestDisruptive' -p 1 ./..."; \
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -tags disruptive -run '^TestDisruptive' -p 1 ./... || status=1; \
+	exit $$status
 
 lint: ## gofmt, go vet, golangci-lint
 	@deploy/tools.sh lint
