@@ -23,7 +23,7 @@ type collect struct {
 }
 
 func (c *collect) Columns(cols []string) error { c.cols = cols; return nil }
-func (c *collect) Row(obj []byte) error       { c.rows = append(c.rows, string(obj)); return nil }
+func (c *collect) Row(obj []byte) error        { c.rows = append(c.rows, string(obj)); return nil }
 
 func TestBindNamed(t *testing.T) {
 	t.Parallel()
