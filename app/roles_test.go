@@ -220,6 +220,15 @@ func TestRoleProcesses(t *testing.T) {
 		require.Contains(t, p.out.String(), "config: worker.concurrency must be >= 1, got 0")
 	})
 
+	t.Run("an unknown flag is a usage error", func(t *testing.T) {
+		t.Parallel()
+		out, err := exec.Command(bin, "worker", "--no-such-flag").CombinedOutput()
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee)
+		require.Equal(t, 2, ee.ExitCode())
+		require.Contains(t, string(out), "unknown flag: --no-such-flag")
+	})
+
 	t.Run("version", func(t *testing.T) {
 		t.Parallel()
 		out, err := exec.Command(bin, "version").CombinedOutput()

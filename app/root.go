@@ -76,6 +76,10 @@ func newRoot(stdout io.Writer, environ []string) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	// A mistyped flag is a usage error, like an invalid setting: exit 2.
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &exitError{code: 2, err: err}
+	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&c.configPath, "config", "", "YAML config file (env GDPR_CONFIG)")
 	c.bind(pf, "log-format", "log.format", "log format: json or text")
