@@ -252,13 +252,14 @@ func (m *Manager) retry(ctx context.Context, c *claimed, class string) error {
 			}
 			return m.fail(ctx, tx, c.ID, c.Type, c.Attempt, class, stage)
 		}
-		next := time.Now().Add(Backoff(c.Attempt, m.cfg.BackoffBase, m.cfg.BackoffMax)).UTC()
-		if err := m.closeAttempt(tx, c.ID, c.Attempt, "failed", class, &next); err != nil {
+		// Due times are judged by the database clock, like the lease.
+		delay := Backoff(c.Attempt, m.cfg.BackoffBase, m.cfg.BackoffMax)
+		if err := m.closeAttempt(tx, c.ID, c.Attempt, "failed", class, &delay); err != nil {
 			return err
 		}
 		return tx.Exec(`UPDATE requests SET state = 'received', attempts = ?, last_error_class = ?,
-			next_attempt_at = ?, lease_until = NULL, updated_at = now() WHERE id = ?`,
-			c.Attempt, class, next, c.ID).Error
+			next_attempt_at = now() + make_interval(secs => ?), lease_until = NULL, updated_at = now() WHERE id = ?`,
+			c.Attempt, class, delay.Seconds(), c.ID).Error
 	})
 	if err != nil {
 		return err
@@ -308,9 +309,17 @@ func (m *Manager) interrupt(ctx context.Context, c *claimed) error {
 	})
 }
 
-func (m *Manager) closeAttempt(tx *gorm.DB, id string, attempt int, outcome, class string, next *time.Time) error {
-	if err := tx.Exec(`UPDATE request_attempts SET finished_at = now(), outcome = ?, error_class = ?, next_attempt_at = ?
-		WHERE request_id = ? AND attempt = ?`, outcome, class, next, id, attempt).Error; err != nil {
+// closeAttempt records an attempt's end; delay, when set, is the backoff
+// until the next attempt.
+func (m *Manager) closeAttempt(tx *gorm.DB, id string, attempt int, outcome, class string, delay *time.Duration) error {
+	var secs *float64
+	if delay != nil {
+		v := delay.Seconds()
+		secs = &v
+	}
+	if err := tx.Exec(`UPDATE request_attempts SET finished_at = now(), outcome = ?, error_class = ?,
+		next_attempt_at = now() + make_interval(secs => ?::double precision)
+		WHERE request_id = ? AND attempt = ?`, outcome, class, secs, id, attempt).Error; err != nil {
 		return fmt.Errorf("closing attempt %d of %s: %w", attempt, id, err)
 	}
 	return nil
