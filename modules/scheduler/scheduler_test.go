@@ -262,3 +262,33 @@ func gather(t testing.TB, reg *prometheus.Registry) []*dto.MetricFamily {
 	require.NoError(t, err)
 	return mfs
 }
+
+func TestListenerReconnectsAfterItsConnectionIsKilled(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	s := f.sink(t)
+	// Sleeps of 30 s: only a notification can make a message punctual.
+	f.dispatcher(t, scheduler.DispatcherOptions{MaxIdle: 30 * time.Second})
+	ctx := t.Context()
+	listener := func() int {
+		var pid int
+		require.NoError(t, f.db.Raw(`SELECT COALESCE(max(pid), 0) FROM pg_stat_activity
+			WHERE datname = current_database() AND query = 'LISTEN gdpr_scheduler'`).Scan(&pid).Error)
+		return pid
+	}
+	var old int
+	testkit.Eventually(t, 10*time.Second, func() bool { old = listener(); return old != 0 }, "dispatcher listening")
+	var killed bool
+	require.NoError(t, f.db.Raw("SELECT pg_terminate_backend(?)", old).Scan(&killed).Error)
+	require.True(t, killed)
+	testkit.Eventually(t, 20*time.Second, func() bool { pid := listener(); return pid != 0 && pid != old }, "listening again on a new connection")
+
+	due := dbNow(t, f.db).Add(time.Second)
+	m := dueMessage(t, 1, due)
+	require.NoError(t, f.store.Schedule(ctx, nil, scheduler.Entry{Key: "after-reconnect", DeliverAt: due, Message: m}))
+	testkit.Eventually(t, 15*time.Second, func() bool { return s.count(m.ID) == 1 }, "message published")
+	r, ok := s.get(m.ID)
+	require.True(t, ok)
+	require.False(t, r.at.Before(due), "published early")
+	require.Less(t, r.at.Sub(due), latenessBound, "late by %s: the wake-up was lost with the old connection", r.at.Sub(due))
+}
