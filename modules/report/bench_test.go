@@ -1,0 +1,73 @@
+package report
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+)
+
+// BenchmarkReportMillionRows builds a report of one PostgreSQL source
+// returning 1,000,000 rows and prints rows/s and memory next to the raw
+// ceiling: the same query streamed with pgx into io.Discard, in the same run.
+func BenchmarkReportMillionRows(b *testing.B) {
+	dsn := seedRows(b, millionRows)
+	ctx := context.Background()
+	query := strings.Replace(bigQuery(), "@subject_id", "$1", 1)
+
+	// Ceiling: the database and the driver alone.
+	conn, err := pgx.Connect(ctx, dsn)
+	require.NoError(b, err)
+	ceilStart := time.Now()
+	rows, err := conn.Query(ctx, query, bigSubject.ID)
+	require.NoError(b, err)
+	var ceilRows int64
+	for rows.Next() {
+		for _, v := range rows.RawValues() {
+			_, _ = io.Discard.Write(v)
+		}
+		ceilRows++
+	}
+	require.NoError(b, rows.Err())
+	ceilSeconds := time.Since(ceilStart).Seconds()
+	_ = conn.Close(ctx)
+	require.Equal(b, int64(millionRows), ceilRows)
+
+	builder, err := New(bigConfig(dsn, b.TempDir()), nil, nil)
+	require.NoError(b, err)
+	defer builder.Close()
+	runtime.GC()
+	rssBefore := procStatusKB("VmRSS")
+	heapBefore := heapObjects()
+	sampler := startHeapSampler()
+	b.ResetTimer()
+	start := time.Now()
+	var res Result
+	for i := 0; i < b.N; i++ {
+		res, err = builder.Build(ctx, fmt.Sprintf("bench-%d", i), bigSubject)
+		require.NoError(b, err)
+	}
+	seconds := time.Since(start).Seconds() / float64(b.N)
+	b.StopTimer()
+	heapPeak := sampler.finish()
+	hwm := procStatusKB("VmHWM")
+
+	reportRate := float64(millionRows) / seconds
+	ceilRate := float64(ceilRows) / ceilSeconds
+	heapGrowthMB := float64(int64(heapPeak)-int64(heapBefore)) / (1 << 20)
+	rssGrowthMB := float64(hwm-rssBefore) / 1024
+	b.ReportMetric(reportRate, "rows/s")
+	b.ReportMetric(ceilRate, "ceiling_rows/s")
+	b.ReportMetric(reportRate/ceilRate, "ratio")
+	b.ReportMetric(heapGrowthMB, "peak_heap_growth_MB")
+	b.ReportMetric(rssGrowthMB, "peak_rss_growth_MB")
+	b.Logf("1M-row report: %.0f rows/s vs pgx→io.Discard ceiling %.0f rows/s (ratio %.2f); ZIP %.1f MiB; "+
+		"peak live heap +%.1f MiB, peak RSS (VmHWM) +%.1f MiB over %.1f MiB before the build",
+		reportRate, ceilRate, reportRate/ceilRate, float64(res.Bytes)/(1<<20), heapGrowthMB, rssGrowthMB, float64(rssBefore)/1024)
+}
