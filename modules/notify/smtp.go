@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"mime"
@@ -31,11 +32,25 @@ type Email struct {
 
 // SMTP sends emails over one SMTP conversation each.
 type SMTP struct {
-	cfg config.Notify
+	cfg   config.Notify
+	roots *x509.CertPool
 }
 
+// SMTPOption adjusts an SMTP sender.
+type SMTPOption func(*SMTP)
+
+// WithRootCAs makes the sender trust roots instead of the system's pool
+// (a private mail relay, tests).
+func WithRootCAs(roots *x509.CertPool) SMTPOption { return func(s *SMTP) { s.roots = roots } }
+
 // NewSMTP returns a sender configured by cfg.
-func NewSMTP(cfg config.Notify) *SMTP { return &SMTP{cfg: cfg} }
+func NewSMTP(cfg config.Notify, opts ...SMTPOption) *SMTP {
+	s := &SMTP{cfg: cfg}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
 
 // ErrRejected marks an address or message the SMTP server refused
 // permanently (5xx): sending again will not help.
@@ -56,7 +71,7 @@ func (s *SMTP) Send(ctx context.Context, e Email) error {
 	// Closing the connection when ctx ends unblocks any read or write.
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
-	tlsCfg := &tls.Config{ServerName: s.cfg.SMTPHost, MinVersion: tls.VersionTLS12}
+	tlsCfg := &tls.Config{ServerName: s.cfg.SMTPHost, MinVersion: tls.VersionTLS12, RootCAs: s.roots}
 	if s.cfg.TLS == "tls" {
 		conn = tls.Client(conn, tlsCfg)
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"testing"
@@ -37,8 +38,8 @@ type MailpitMessage struct {
 }
 
 // StartMailpit starts Mailpit on free loopback ports with its own database
-// and stops it when t ends.
-func StartMailpit(t testing.TB) *Mailpit {
+// and stops it when t ends. extra are more mailpit flags (e.g. TLS).
+func StartMailpit(t testing.TB, extra ...string) *Mailpit {
 	t.Helper()
 	bin := mailpitBinary(t)
 	smtpPort, httpPort := freePort(t), freePort(t)
@@ -48,7 +49,12 @@ func StartMailpit(t testing.TB) *Mailpit {
 		"--listen", "127.0.0.1:"+strconv.Itoa(httpPort),
 		"--database", filepath.Join(dir, "mailpit.db"),
 		"--max", "100000", "--quiet", "--disable-version-check",
-		"--smtp-auth-accept-any", "--smtp-auth-allow-insecure", "--smtp-disable-rdns")
+		"--smtp-auth-accept-any", "--smtp-disable-rdns")
+	if !slices.Contains(extra, "--smtp-tls-cert") {
+		// Plaintext AUTH is allowed only without TLS (mailpit refuses both).
+		cmd.Args = append(cmd.Args, "--smtp-auth-allow-insecure")
+	}
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	require.NoError(t, cmd.Start(), "starting mailpit")
