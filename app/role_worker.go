@@ -68,7 +68,9 @@ func (r reportBuilder) Build(ctx context.Context, requestID string, subject even
 	return requests.Report{ID: res.ReportID, Bytes: res.Bytes, SHA256: res.SHA256, Rows: rows}, nil
 }
 
-func (r reportBuilder) Delete(ctx context.Context, requestID string) error { return r.b.Delete(ctx, requestID) }
+func (r reportBuilder) Delete(ctx context.Context, requestID string) error {
+	return r.b.Delete(ctx, requestID)
+}
 
 func (r reportBuilder) Sweep(ctx context.Context, olderThan time.Duration) error {
 	_, err := r.b.Sweep(ctx, olderThan)
