@@ -17,7 +17,11 @@ func TestCancellerValidationNamesTheSetting(t *testing.T) {
 		edit func(c *config.Canceller)
 		want string
 	}{
-		{"silent too long before overdue", func(c *config.Canceller) { c.ConfirmTimeout = 24 * time.Hour; c.MaxResends = 20; c.MaxBackoff = 48 * time.Hour }, "canceller.max_resends"},
+		{"silent too long before overdue", func(c *config.Canceller) {
+			c.ConfirmTimeout = 24 * time.Hour
+			c.MaxResends = 20
+			c.MaxBackoff = 48 * time.Hour
+		}, "canceller.max_resends"},
 		{"negative resends", func(c *config.Canceller) { c.MaxResends = -1 }, "canceller.max_resends"},
 		{"zero retry backoff", func(c *config.Canceller) { c.RetryBackoff = 0 }, "canceller.retry_backoff"},
 		{"zero concurrency", func(c *config.Canceller) { c.Concurrency = 0 }, "canceller.concurrency"},
