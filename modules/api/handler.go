@@ -79,7 +79,13 @@ func (s *Server) submit(c echo.Context) error {
 	}
 	c.SetRequest(req.WithContext(trace.WithRequestID(req.Context(), acc.ID)))
 	c.Response().Header().Set(echo.HeaderLocation, "/v1/requests/"+acc.ID)
-	return c.JSON(http.StatusAccepted, submittedResponse{ID: acc.ID, State: intake.StateSubmitted})
+	if err := c.JSON(http.StatusAccepted, submittedResponse{ID: acc.ID, State: intake.StateSubmitted}); err != nil {
+		return err
+	}
+	// The caller has its answer; the idempotency bookkeeping follows.
+	c.Response().Flush()
+	acc.Settle()
+	return nil
 }
 
 func (s *Server) tooLarge() *apiError {

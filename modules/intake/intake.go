@@ -152,6 +152,19 @@ type Accepted struct {
 	// Replayed is true when an earlier submission with the same idempotency
 	// key is answered again.
 	Replayed bool
+
+	settle func()
+}
+
+// Settle records the confirmed outcome under the idempotency key. Call it
+// once the answer is on its way: it costs a Redis round trip the caller
+// need not wait for. A replay arriving before it waits a moment; if it never
+// runs (a crash), the key's lease ends and a replay re-publishes the same
+// request, which consumers deduplicate.
+func (a Accepted) Settle() {
+	if a.settle != nil {
+		a.settle()
+	}
 }
 
 // Submit publishes sub as request.submitted and returns once the broker
@@ -218,12 +231,14 @@ func (s *Service) submitIdempotent(ctx, work context.Context, caller, idemKey st
 				}
 				return Accepted{}, err
 			}
-			if err := s.idem.finish(work, key, owner, got.ID, true); err != nil {
-				// The request is confirmed and will be processed; a replay of
-				// the key re-publishes the same ids, which consumers absorb.
-				s.opts.Logger.WarnContext(trace.WithRequestID(ctx, got.ID), "recording idempotency outcome failed", "error", err)
+			settle := func() {
+				if err := s.idem.finish(work, key, owner, got.ID, true); err != nil {
+					// The request is confirmed and will be processed; a replay of
+					// the key re-publishes the same ids, which consumers absorb.
+					s.opts.Logger.WarnContext(trace.WithRequestID(ctx, got.ID), "recording idempotency outcome failed", "error", err)
+				}
 			}
-			return Accepted{ID: got.ID, Replayed: takeover}, nil
+			return Accepted{ID: got.ID, Replayed: takeover, settle: settle}, nil
 		case claimBusy:
 			if time.Now().After(deadline) {
 				return Accepted{}, fmt.Errorf("%w: idempotency key is held by a submission that has not finished", ErrUnavailable)
