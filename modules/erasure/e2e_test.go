@@ -107,64 +107,98 @@ func startParticipant(t testing.TB, h *harness, name string, erase participant.E
 	return p
 }
 
-// TestEndToEndFiveParticipants: three SDK services with their own tables, a
-// third-party HTTP API and the email system erase 100 subjects; the
-// "deleted" email goes out once each, before the email system's erasure.
-func TestEndToEndFiveParticipants(t *testing.T) {
-	t.Parallel()
-	const n = 100
-	// Long enough for the notifier to send 100 emails on a busy machine first.
-	const delay = 6 * time.Second
+// fiveParticipants is the end-to-end fixture: three SDK services deleting
+// rows from their own tables, a third-party HTTP API and the email system.
+type fiveParticipants struct {
+	h            *harness
+	api          *fakeAPI
+	sdb          *sql.DB
+	tables       []string
+	participants []config.Participant
+	delay        time.Duration
+}
+
+func newFiveParticipants(t *testing.T, delay time.Duration) *fiveParticipants {
 	api := newFakeAPI("Bearer s3cret")
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	participants := []config.Participant{
+	f := &fiveParticipants{api: api, tables: []string{"billing", "crm", "analytics"}, delay: delay}
+	f.participants = []config.Participant{
 		{Name: "billing", Kind: "amqp"},
 		{Name: "crm", Kind: "amqp"},
 		{Name: "analytics", Kind: "amqp"},
 		{Name: "partnerapi", Kind: "http", URL: srv.URL + "/users/{subject_id}", AuthHeader: "Bearer s3cret", Timeout: 5 * time.Second},
 		{Name: "mailer", Kind: "email"},
 	}
-	h := newHarness(t, participants, func(c *config.Canceller) { c.EmailDelay = delay })
-	tables := []string{"billing", "crm", "analytics"}
-	sdb := serviceDB(t, tables...)
+	f.h = newHarness(t, f.participants, func(c *config.Canceller) { c.EmailDelay = delay })
+	f.sdb = serviceDB(t, f.tables...)
+	// A bystander whose rows must survive.
+	for _, tbl := range f.tables {
+		_, err := f.sdb.Exec(`INSERT INTO ` + tbl + ` (subject_id, payload) VALUES ('bystander', 'keep')`)
+		require.NoError(t, err)
+	}
+	return f
+}
 
-	subjects := newSubjects(n)
+// seed gives every subject three rows in each table and an account in the API.
+func (f *fiveParticipants) seed(t *testing.T, subjects []subject) {
 	for _, s := range subjects {
-		for _, tbl := range tables {
+		for _, tbl := range f.tables {
 			for range 3 {
-				_, err := sdb.Exec(`INSERT INTO `+tbl+` (subject_id, payload) VALUES ($1, 'x')`, s.Subject.ID)
+				_, err := f.sdb.Exec(`INSERT INTO `+tbl+` (subject_id, payload) VALUES ($1, 'x')`, s.Subject.ID)
 				require.NoError(t, err)
 			}
 		}
-		api.users[s.Subject.ID] = true
+		f.api.mu.Lock()
+		f.api.users[s.Subject.ID] = true
+		f.api.mu.Unlock()
 	}
-	// A bystander whose rows must survive.
-	for _, tbl := range tables {
-		_, err := sdb.Exec(`INSERT INTO ` + tbl + ` (subject_id, payload) VALUES ('bystander', 'keep')`)
-		require.NoError(t, err)
+}
+
+// startServices runs the three SDK services and the email system.
+func (f *fiveParticipants) startServices(t *testing.T) {
+	for _, tbl := range f.tables {
+		startParticipant(t, f.h, tbl, deleteFrom(f.sdb, tbl), f.sdb)
 	}
+	startParticipant(t, f.h, "mailer", func(ctx context.Context, s event.Subject) (string, error) {
+		if _, err := f.sdb.ExecContext(ctx, `INSERT INTO mailer_erasures (email) VALUES ($1)`, s.Email); err != nil {
+			return "", err
+		}
+		return event.OutcomeErased, nil
+	}, f.sdb)
+}
+
+// TestEndToEndFiveParticipants: three SDK services with their own tables, a
+// third-party HTTP API and the email system erase 100 subjects, starting
+// from erasure.requested; the "deleted" email goes out once each, before the
+// email system's erasure. TestFullChainFiveParticipants runs the same
+// through `gdpr all` and the HTTP API.
+func TestEndToEndFiveParticipants(t *testing.T) {
+	t.Parallel()
+	const n = 100
+	// Long enough for the notifier to send 100 emails on a busy machine first.
+	f := newFiveParticipants(t, 6*time.Second)
+	h := f.h
+	subjects := newSubjects(n)
+	f.seed(t, subjects)
 	h.storeRequests(subjects)
 
 	mp := testkit.StartMailpit(t)
 	h.startDispatcher()
 	h.startCanceller()
 	h.startNotifier(mp)
-	for _, tbl := range tables {
-		startParticipant(t, h, tbl, deleteFrom(sdb, tbl), sdb)
-	}
-	startParticipant(t, h, "mailer", func(ctx context.Context, s event.Subject) (string, error) {
-		if _, err := sdb.ExecContext(ctx, `INSERT INTO mailer_erasures (email) VALUES ($1)`, s.Email); err != nil {
-			return "", err
-		}
-		return event.OutcomeErased, nil
-	}, sdb)
+	f.startServices(t)
 
 	for _, s := range subjects {
 		h.request(s)
 	}
 	testkit.Eventually(t, 120*time.Second, func() bool { return h.countFinished() == n }, "all %d erasures finished", n)
+	f.check(t, subjects, mp)
+}
 
+// check asserts everything the end-to-end tests promise once every erasure finished.
+func (f *fiveParticipants) check(t *testing.T, subjects []subject, mp *testkit.Mailpit) {
+	h, api, sdb, tables, participants, delay, n := f.h, f.api, f.sdb, f.tables, f.participants, f.delay, len(subjects)
 	for _, tbl := range tables {
 		var left, bystander int
 		require.NoError(t, sdb.QueryRow(`SELECT count(*) FILTER (WHERE subject_id <> 'bystander'), count(*) FILTER (WHERE subject_id = 'bystander') FROM `+tbl).Scan(&left, &bystander))
