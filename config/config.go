@@ -92,7 +92,7 @@ func Default() Config {
 			DSN:          "postgres://root@127.0.0.1:5432/gdpr?sslmode=disable",
 			MaxOpenConns: 20,
 		},
-		AMQP: AMQP{
+		AMQP: AMQP{ //nolint:gosec // G101: RabbitMQ's well-known local default account, not a secret
 			URL:             "amqp://guest:guest@127.0.0.1:5672/",
 			Prefix:          "gdpr",
 			Prefetch:        64,

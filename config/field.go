@@ -29,7 +29,7 @@ func (c *Config) Set(path, value string) error {
 		v = f
 	}
 	if err := setScalar(v, value); err != nil {
-		return fmt.Errorf("%w: %s %v", ErrInvalid, path, err)
+		return fmt.Errorf("%w: %s %w", ErrInvalid, path, err)
 	}
 	return nil
 }

@@ -97,7 +97,7 @@ func Dial(ctx context.Context, cfg config.AMQP, name string, topology Topology, 
 		return nil, err
 	}
 	c.setConn(first)
-	go c.supervise(first)
+	go c.supervise(first) //nolint:gosec // G118: the supervisor lives as long as the connection, not the dial's ctx
 	return c, nil
 }
 
@@ -129,7 +129,7 @@ func (c *Conn) dialWithRetry(ctx context.Context) (*amqp.Connection, error) {
 			return nil, fmt.Errorf("%w: dialing amqp: %w", ErrNotConnected, err)
 		case <-c.stop:
 			return nil, ErrClosed
-		case <-time.After(backoff + rand.N(backoff/2)):
+		case <-time.After(backoff + rand.N(backoff/2)): //nolint:gosec // G404: jitter, not security
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
@@ -343,8 +343,8 @@ func (c *Conn) openChannel(ctx context.Context, setup func(*amqp.Channel) error)
 		case r = <-res:
 		case <-ctx.Done():
 			go func() {
-				if r := <-res; r.err == nil {
-					_ = r.ch.Close()
+				if late := <-res; late.err == nil {
+					_ = late.ch.Close()
 				}
 			}()
 			return nil, fmt.Errorf("%w: opening channel: %w", ErrNotConnected, ctx.Err())

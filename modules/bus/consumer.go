@@ -273,7 +273,7 @@ func (c *Consumer) handle(d amqp.Delivery) (retryAfter time.Duration, retry bool
 // jitter so that a burst of failures does not come back as a burst.
 func (c *Consumer) backoff(deliveries int64) time.Duration {
 	delay := min(c.opts.RetryBackoff<<min(deliveries, 8), 30*time.Second)
-	return delay/2 + rand.N(delay/2+1)
+	return delay/2 + rand.N(delay/2+1) //nolint:gosec // G404: jitter, not security
 }
 
 // malformed reports why a delivery cannot be a gdpr message at all.

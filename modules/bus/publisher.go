@@ -174,7 +174,7 @@ func (pc *pubChannel) publish(ctx context.Context, exchange, key string, pub amq
 	p := &pending{done: make(chan error, 1), table: pc.table, seq: pc.ch.GetNextPublishSeqNo()}
 	// Returns carry headers but no delivery tag; the sequence number ties a
 	// return to its confirm.
-	pub.Headers[headerPublishSeq] = int64(p.seq)
+	pub.Headers[headerPublishSeq] = int64(p.seq) //nolint:gosec // G115: a channel's publish count never reaches 2^63
 	if !pc.table.add(p) {
 		return nil, fmt.Errorf("%w: channel closed", ErrUnconfirmed)
 	}
@@ -219,7 +219,7 @@ func listen(table *confirmTable, confirms <-chan amqp.Confirmation, returns <-ch
 				continue
 			}
 			seq, _ := r.Headers[headerPublishSeq].(int64)
-			if p := table.get(uint64(seq)); p != nil {
+			if p := table.get(uint64(seq)); p != nil { //nolint:gosec // G115: written from a uint64 sequence number above
 				p.returned = true
 			}
 		case c, ok := <-confirms:

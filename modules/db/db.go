@@ -83,7 +83,8 @@ func EnsureDatabase(ctx context.Context, dsn string) error {
 	defer conn.Close(ctx)
 	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
 	var pgErr *pgconn.PgError
-	if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42P04") {
+	alreadyExists := errors.As(err, &pgErr) && pgErr.Code == "42P04"
+	if err != nil && !alreadyExists {
 		return fmt.Errorf("creating database %s: %w", name, err)
 	}
 	return nil

@@ -30,7 +30,7 @@ func Child(parent string) string {
 
 // TraceID extracts the trace id from a traceparent value
 // (version-traceid-parentid-flags, lowercase hex, ids not all zero).
-func TraceID(traceparent string) (string, bool) {
+func TraceID(traceparent string) (string, bool) { //nolint:revive // trace.TraceID is clearer at call sites than trace.ID
 	parts := strings.Split(traceparent, "-")
 	if len(parts) != 4 || parts[0] == "ff" {
 		return "", false
