@@ -251,7 +251,14 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		tp := trace.Child(req.Header.Get("traceparent"))
 		c.SetRequest(req.WithContext(trace.WithTraceparent(req.Context(), tp)))
 		c.Response().Header().Set("traceparent", tp)
-		err := next(c)
+		err := func() (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("handler panicked: %v", r)
+				}
+			}()
+			return next(c)
+		}()
 		if err != nil {
 			c.Error(err)
 		}
