@@ -213,7 +213,8 @@ func ErrorClass(err error) string {
 		return ClassCancelled
 	case errors.Is(err, context.DeadlineExceeded):
 		return source.ClassTimeout
-	case errors.As(err, &se):
+	case errors.As(err, &se), source.Class(err) == source.ClassSink:
+		// Sink failures are the local spool's disk failing.
 		return ClassStorage
 	}
 	return ClassInternal

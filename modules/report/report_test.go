@@ -456,6 +456,16 @@ func TestBuildStorageFailuresLeaveNothing(t *testing.T) {
 		require.Equal(t, ClassStorage, ErrorClass(err))
 		require.Empty(t, storedFiles(t, cfg.StorageDir, cfg.SpoolDir))
 	})
+	t.Run("spool directory unusable", func(t *testing.T) {
+		t.Parallel()
+		cfg := reportConfig(t, goldenSources(pg, "", "")[:2]...)
+		cfg.SpoolDir = filepath.Join(t.TempDir(), "missing")
+		b := newBuilder(t, cfg)
+		_, err := b.Build(t.Context(), requestID, subject)
+		require.ErrorIs(t, err, os.ErrNotExist)
+		require.Equal(t, ClassStorage, ErrorClass(err))
+		require.Empty(t, storedFiles(t, cfg.StorageDir))
+	})
 	t.Run("cancelled while writing the zip", func(t *testing.T) {
 		t.Parallel()
 		cfg := reportConfig(t, goldenSources(pg, "", "")[:2]...)
@@ -568,6 +578,7 @@ func TestErrorClass(t *testing.T) {
 	require.Equal(t, source.ClassTimeout, ErrorClass(context.DeadlineExceeded))
 	require.Equal(t, ClassStorage, ErrorClass(&storageError{errors.New("disk")}))
 	require.Equal(t, ClassInternal, ErrorClass(errors.New("other")))
+	require.Equal(t, ClassStorage, ErrorClass(&source.Error{Source: "s", Class: source.ClassSink, Err: syscall.ENOSPC}))
 	require.Equal(t, source.ClassHTTP5xx, ErrorClass(fmt.Errorf("building: %w", &source.Error{Source: "s", Class: source.ClassHTTP5xx})))
 }
 
