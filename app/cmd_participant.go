@@ -5,16 +5,22 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	"github.com/spf13/cobra"
+	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/db"
+	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/participant"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
 // participantCommands is `gdpr example-participant`.
@@ -90,5 +96,71 @@ Commands are deduplicated in the table gdpr_participant_inbox of that database.`
 	f.StringVar(&column, "column", "subject_id", "column matched against the subject")
 	f.StringVar(&by, "by", "id", "subject identifier matched: id or email")
 	f.IntVar(&concurrency, "concurrency", 4, "commands handled at once")
-	return []*cobra.Command{cmd}
+	return []*cobra.Command{cmd, c.erasureCommand()}
+}
+
+// erasureCommand is `gdpr erasure status|resend`, the operator's view of and
+// action on an erasure's participants.
+func (c *cli) erasureCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "erasure", Short: "Inspect an erasure's participants and re-send to overdue ones"}
+	withCanceller := func(cmd *cobra.Command, fn func(ctx context.Context, gdb *gorm.DB, k *erasure.Canceller) error) error {
+		cfg, err := c.load(cmd)
+		if err != nil {
+			return err
+		}
+		gdb, err := db.Open(cmd.Context(), cfg.Postgres)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if s, err := gdb.DB(); err == nil {
+				_ = s.Close()
+			}
+		}()
+		logger := newLogger(cfg.Log, io.Discard)
+		k, err := erasure.New(gdb, scheduler.NewStore(gdb), cfg.Canceller, nil, logger)
+		if err != nil {
+			return err
+		}
+		return fn(cmd.Context(), gdb, k)
+	}
+	status := &cobra.Command{
+		Use:   "status REQUEST_ID",
+		Short: "List each participant's state, attempts and last outcome",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withCanceller(cmd, func(ctx context.Context, gdb *gorm.DB, _ *erasure.Canceller) error {
+				ps, err := erasure.Participants(ctx, gdb, args[0])
+				if err != nil {
+					return err
+				}
+				if len(ps) == 0 {
+					return &exitError{code: 1, err: fmt.Errorf("erasure %s: no participants (unknown or not fanned out yet)", args[0])}
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "PARTICIPANT\tKIND\tSTATE\tATTEMPTS\tLAST OUTCOME\tDETAIL\tUPDATED")
+				for _, p := range ps {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Participant, p.Kind, p.State, p.Attempts, p.LastOutcome, p.Detail,
+						p.UpdatedAt.UTC().Format("2006-01-02 15:04:05"))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	resend := &cobra.Command{
+		Use:   "resend REQUEST_ID PARTICIPANT",
+		Short: "Send a new command (or make a new HTTP call) to an overdue, failed or silent participant now",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withCanceller(cmd, func(ctx context.Context, _ *gorm.DB, k *erasure.Canceller) error {
+				if err := k.Resend(ctx, args[0], args[1]); err != nil {
+					return &exitError{code: 1, err: err}
+				}
+				_, err := fmt.Fprintf(cmd.OutOrStdout(), "re-sent to %s\n", args[1])
+				return err
+			})
+		},
+	}
+	cmd.AddCommand(status, resend)
+	return cmd
 }

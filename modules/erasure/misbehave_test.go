@@ -197,3 +197,48 @@ func TestMisbehavingParticipants(t *testing.T) {
 		"the duplicate confirmation changed nothing")
 	release()
 }
+
+// TestOperatorResend: an overdue participant is re-sent by an operator; a
+// confirmed one cannot be.
+func TestOperatorResend(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, []config.Participant{{Name: "late", Kind: "amqp"}, {Name: "quick", Kind: "amqp"}}, func(c *config.Canceller) {
+		c.ConfirmTimeout = 200 * time.Millisecond
+		c.MaxResends = 0
+	})
+	h.startDispatcher()
+	c := h.startCanceller()
+	startParticipant(t, h, "quick", func(context.Context, event.Subject) (string, error) { return event.OutcomeNotFound, nil }, nil)
+	s := newSubjects(1)[0]
+	h.request(s)
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		st, _ := h.participantState(s.RequestID, "late")
+		return st == erasure.StateOverdue
+	}, "late participant overdue")
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		st, _ := h.participantState(s.RequestID, "quick")
+		return st == erasure.StateNotFound
+	}, "quick confirmed")
+	require.ErrorIs(t, c.Resend(context.Background(), s.RequestID, "quick"), erasure.ErrNotResendable)
+	require.ErrorIs(t, c.Resend(context.Background(), s.RequestID, "nobody"), erasure.ErrUnknownParty)
+
+	require.NoError(t, c.Resend(context.Background(), s.RequestID, "late"))
+	st, attempt := h.participantState(s.RequestID, "late")
+	require.Equal(t, erasure.StateSent, st)
+	require.Equal(t, 2, attempt)
+	var attempts []int
+	var mu sync.Mutex
+	rawParticipant(t, h, "late", func(cmd event.ErasureCommand, m message.Message) []message.Message {
+		mu.Lock()
+		attempts = append(attempts, cmd.Attempt)
+		mu.Unlock()
+		if cmd.Attempt < 2 {
+			return nil
+		}
+		return []message.Message{confirmation(t, cmd, m, event.OutcomeErased)}
+	})
+	testkit.Eventually(t, 20*time.Second, func() bool { return h.erasureState(s.RequestID) == erasure.ErasureFinished }, "finished after the re-send")
+	mu.Lock()
+	require.Equal(t, []int{1, 2}, attempts)
+	mu.Unlock()
+}
