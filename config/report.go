@@ -151,12 +151,18 @@ func (s Source) validate(path string, seen map[string]bool) error {
 			return invalid(path+".dsn", "must be set for kind %s", s.Kind)
 		case s.Query == "":
 			return invalid(path+".query", "must be set for kind %s", s.Kind)
+		case !strings.Contains(s.Query, "@subject_id") && !strings.Contains(s.Query, "@email"):
+			// Without an identifier the query would return everybody's rows.
+			return invalid(path+".query", "must use @subject_id or @email")
 		case s.MaxConns < 0:
 			return invalid(path+".max_conns", "must be >= 0, got %d", s.MaxConns)
 		}
 	case "http":
 		if err := validURL(path+".url", s.URL); err != nil {
 			return err
+		}
+		if !hasPlaceholder(s.URL) && !hasPlaceholder(s.Body) {
+			return invalid(path+".url", "must use {subject_id} or {email} (in the url or the body)")
 		}
 		switch strings.ToUpper(s.Method) {
 		case "", "GET", "POST":
@@ -172,6 +178,8 @@ func (s Source) validate(path string, seen map[string]bool) error {
 			return invalid(path+".index", "must be set for kind elasticsearch")
 		case s.Query == "":
 			return invalid(path+".query", "must be set for kind elasticsearch")
+		case !hasPlaceholder(s.Query):
+			return invalid(path+".query", "must use {subject_id} or {email}")
 		case s.PageSize < 0:
 			return invalid(path+".page_size", "must be >= 0, got %d", s.PageSize)
 		}
@@ -191,4 +199,8 @@ func validURL(setting, raw string) error {
 		return invalid(setting, "must be an http(s) URL with a host")
 	}
 	return nil
+}
+
+func hasPlaceholder(s string) bool {
+	return strings.Contains(s, "{subject_id}") || strings.Contains(s, "{email}")
 }

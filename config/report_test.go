@@ -12,9 +12,9 @@ func TestReportValidateNamesTheSetting(t *testing.T) {
 	ok := func() Report {
 		r := defaultReport()
 		r.Sources = []Source{
-			{Name: "crm", Kind: "postgres", DSN: "postgres://x", Query: "SELECT 1"},
+			{Name: "crm", Kind: "postgres", DSN: "postgres://x", Query: "SELECT * FROM c WHERE id = @subject_id"},
 			{Name: "api", Kind: "http", URL: "https://api.example.com/u/{subject_id}?e={email}"},
-			{Name: "logs", Kind: "elasticsearch", URL: "http://es:9200", Index: "logs-*", Query: `{"query":{}}`},
+			{Name: "logs", Kind: "elasticsearch", URL: "http://es:9200", Index: "logs-*", Query: `{"query":{"term":{"email":"{email}"}}}`},
 		}
 		return r
 	}
@@ -34,6 +34,9 @@ func TestReportValidateNamesTheSetting(t *testing.T) {
 		{"report.sources[0].kind", func(r *Report) { r.Sources[0].Kind = "oracle" }},
 		{"report.sources[0].dsn", func(r *Report) { r.Sources[0].DSN = "" }},
 		{"report.sources[0].query", func(r *Report) { r.Sources[0].Query = "" }},
+		{"report.sources[0].query", func(r *Report) { r.Sources[0].Query = "SELECT * FROM customers" }},
+		{"report.sources[1].url", func(r *Report) { r.Sources[1].URL = "https://api.example.com/all" }},
+		{"report.sources[2].query", func(r *Report) { r.Sources[2].Query = `{"query":{"match_all":{}}}` }},
 		{"report.sources[0].timeout", func(r *Report) { r.Sources[0].Timeout = -time.Second }},
 		{"report.sources[1].url", func(r *Report) { r.Sources[1].URL = "ftp://x" }},
 		{"report.sources[1].method", func(r *Report) { r.Sources[1].Method = "DELETE" }},
