@@ -65,5 +65,9 @@ func (p participantLister) ListParticipants(ctx context.Context, requestID strin
 // serveAdminRoutes are net/http handlers mounted under /v1/admin/ behind the
 // admin token check (serve.admin_tokens), e.g. the request timeline.
 func serveAdminRoutes(in *infra) []api.AdminRoute {
-	return nil
+	var routes []api.AdminRoute
+	for path, h := range opsAdminHandlers(in) {
+		routes = append(routes, api.AdminRoute{Path: path, Handler: h})
+	}
+	return routes
 }
