@@ -71,6 +71,7 @@ func (f *fakeAPI) remaining() int {
 func serviceDB(t testing.TB, tables ...string) *sql.DB {
 	sdb, err := sql.Open("pgx", testkit.PostgresDSN(t))
 	require.NoError(t, err)
+	sdb.SetMaxOpenConns(4)
 	t.Cleanup(func() { _ = sdb.Close() })
 	for _, tbl := range tables {
 		_, err := sdb.Exec(`CREATE TABLE ` + tbl + ` (id bigserial PRIMARY KEY, subject_id text NOT NULL, payload text NOT NULL)`)

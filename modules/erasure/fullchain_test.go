@@ -51,6 +51,7 @@ func TestFullChainFiveParticipants(t *testing.T) {
 	const token = "erasure-test-token"
 	cfg := h.cfg
 	cfg.Log.Level = "warn"
+	cfg.Postgres.MaxOpenConns = 10
 	cfg.Serve.Addr = freeAddr(t)
 	apiURL := "http://" + cfg.Serve.Addr
 	cfg.Serve.PublicURL = apiURL

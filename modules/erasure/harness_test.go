@@ -74,6 +74,8 @@ func newHarness(t testing.TB, participants []config.Participant, tune func(*conf
 	if tune != nil {
 		tune(&cfg.Canceller)
 	}
+	// PostgreSQL's connections are shared by every package's tests: keep few.
+	cfg.Postgres.MaxOpenConns = 6
 	require.NoError(t, cfg.Validate())
 	gdb, err := db.Open(context.Background(), cfg.Postgres)
 	require.NoError(t, err)

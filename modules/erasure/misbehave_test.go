@@ -189,6 +189,7 @@ func TestMisbehavingParticipants(t *testing.T) {
 	testkit.Eventually(t, 20*time.Second, func() bool { return h.erasureState(s.RequestID) == erasure.ErasureFinished }, "erasure finished")
 	testkit.Eventually(t, 10*time.Second, func() bool { return silentCalls.Load() == maxResends+1 }, "silent got every command")
 	testkit.Eventually(t, 10*time.Second, func() bool { return len(h.events.distinct(event.TypeErasureFinished)) == 1 }, "finished published")
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(h.events.distinct(event.TypeErasureCompleted)) == 1 }, "completed published")
 	require.Equal(t, map[string]int{s.RequestID: 1}, h.events.distinct(event.TypeErasureCompleted))
 	require.Equal(t, 2, int(crashyCalls.Load()))
 	require.Equal(t, 1.0, metricValue(t, h.registry, "gdpr_erasures_completed_total", nil))

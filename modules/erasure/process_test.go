@@ -23,6 +23,7 @@ func cancellerEnv(h *harness, participants string) []string {
 	env := testkit.Env(h.cfg)
 	return append(env,
 		"GDPR_LOG_LEVEL=warn",
+		"GDPR_POSTGRES_MAX_OPEN_CONNS=6",
 		"GDPR_CANCELLER_ADMIN_ADDR=127.0.0.1:0",
 		"GDPR_CANCELLER_PARTICIPANTS="+participants,
 		"GDPR_CANCELLER_CONFIRM_TIMEOUT=30s",
