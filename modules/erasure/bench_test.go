@@ -19,7 +19,8 @@ import (
 
 // BenchmarkErasureThroughput: erasures completed per second with ten SDK
 // participants (no-op erase) and the email delay at 0, with p50/p99 from
-// erasure.requested to erasure.finished, next to the bare confirmed-publish
+// erasure.requested to erasure.finished for a burst of 400 (queueing
+// included) and for one erasure at a time, next to the bare confirmed-publish
 // ceiling of the same broker measured in the same run.
 func BenchmarkErasureThroughput(b *testing.B) {
 	const erasures = 400
@@ -33,6 +34,7 @@ func BenchmarkErasureThroughput(b *testing.B) {
 
 	var mu sync.Mutex
 	submitted := map[string]time.Time{}
+	single := map[string]chan struct{}{} // one-at-a-time erasures waiting for their finish
 	latencies := make([]time.Duration, 0, erasures)
 	done := make(chan struct{})
 	finished := bus.Queue{Name: "bench.finished", Bindings: []string{event.TypeErasureFinished}}
@@ -44,6 +46,11 @@ func BenchmarkErasureThroughput(b *testing.B) {
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if ch, ok := single[m.CorrelationID]; ok {
+			close(ch)
+			delete(single, m.CorrelationID)
+			return nil
+		}
 		if t0, ok := submitted[m.CorrelationID]; ok {
 			latencies = append(latencies, time.Since(t0))
 			delete(submitted, m.CorrelationID)
@@ -61,6 +68,24 @@ func BenchmarkErasureThroughput(b *testing.B) {
 	}
 	h.startDispatcher()
 	h.startCanceller()
+
+	// Pipeline latency without a backlog: one erasure at a time.
+	var alone []time.Duration
+	for _, s := range newSubjects(20) {
+		done := make(chan struct{})
+		mu.Lock()
+		single[s.RequestID] = done
+		mu.Unlock()
+		t0 := time.Now()
+		h.request(s)
+		select {
+		case <-done:
+			alone = append(alone, time.Since(t0))
+		case <-time.After(time.Minute):
+			b.Fatal("a single erasure did not finish")
+		}
+	}
+	slices.Sort(alone)
 
 	subjects := newSubjects(erasures)
 	b.ResetTimer()
@@ -106,6 +131,8 @@ func BenchmarkErasureThroughput(b *testing.B) {
 	b.ReportMetric(float64(latencies[len(latencies)*99/100].Milliseconds()), "p99_ms")
 	b.ReportMetric(ceiling, "ceiling_publishes/s")
 	b.ReportMetric(rate*perErasure/ceiling, "ratio")
+	b.ReportMetric(float64(alone[len(alone)/2].Milliseconds()), "alone_p50_ms")
+	b.Logf("one at a time: p50 %s, max %s", alone[len(alone)/2], alone[len(alone)-1])
 	b.Logf("%d erasures x %d participants: %.1f erasures/s (%.0f broker messages/s), p50 %s, p99 %s; bare confirmed-publish ceiling %.0f msg/s; ratio %.2f",
 		erasures, participants, rate, rate*perErasure, latencies[len(latencies)/2], latencies[len(latencies)*99/100], ceiling, rate*perErasure/ceiling)
 }
