@@ -49,8 +49,9 @@ func workerComponents(in *infra) ([]Component, error) {
 	}
 	emails := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: notify.Consumer, Concurrency: cfg.Notify.Concurrency}, notifier.Handle, in.logger)
 	// Stopped in reverse: consumers stop taking messages first, then the
-	// pool gives back what it holds.
-	return []Component{mgr, intake, emails}, nil
+	// pool gives back what it holds, and last the sources' connection pools close.
+	sources := funcComponent{name: "report sources", stop: func(context.Context) error { return builder.Close() }}
+	return []Component{sources, mgr, intake, emails}, nil
 }
 
 // reportBuilder adapts the report library to the manager's Builder.
