@@ -76,6 +76,9 @@ func newHarness(t testing.TB, participants []config.Participant, tune func(*conf
 	}
 	// PostgreSQL's connections are shared by every package's tests: keep few.
 	cfg.Postgres.MaxOpenConns = 6
+	if _, bench := t.(*testing.B); bench {
+		cfg.Postgres.MaxOpenConns = 20 // the default: benchmarks run alone
+	}
 	require.NoError(t, cfg.Validate())
 	gdb, err := db.Open(context.Background(), cfg.Postgres)
 	require.NoError(t, err)
