@@ -92,9 +92,17 @@ if [[ -r /etc/debian_version && $(id -u) == 0 ]] && command -v apt-get >/dev/nul
 				chmod --reference="$hba" "$hba.new"
 				mv "$hba.new" "$hba"
 			fi
+			conf=/etc/postgresql/$ver/main/conf.d/gdpr-dev.conf
+			if [[ ! -e $conf ]]; then
+				# The test suite runs many packages in parallel, each test with
+				# its own database and connection pool: 100 connections (the
+				# default) run out.
+				mkdir -p "$(dirname "$conf")"
+				echo 'max_connections = 300 # gdpr deploy/services.sh: parallel tests' >"$conf"
+			fi
 			if answers 5432; then
-				# The package's own scripts started it: just apply pg_hba.conf.
-				pg_ctlcluster --skip-systemctl-redirect "$ver" main reload
+				# The package's own scripts started it: restart to apply the above.
+				pg_ctlcluster --skip-systemctl-redirect "$ver" main restart
 			else
 				log "starting PostgreSQL $ver"
 				pg_ctlcluster --skip-systemctl-redirect "$ver" main start
