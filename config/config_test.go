@@ -250,7 +250,7 @@ report:
     - name: crm
       kind: postgres
       dsn: postgres://crm:crm-pw@db.internal/crm?sslmode=disable
-      query: SELECT 1
+      query: SELECT 1 WHERE @subject_id <> ''
     - name: api
       kind: http
       url: https://api.internal/users/{subject_id}?api_key=key-in-url
