@@ -30,12 +30,32 @@ wait_port() {
 	return 1
 }
 
+# ensure_connections: the test suite runs packages in parallel, each test
+# with its own database and pool, and runs out of PostgreSQL's default 100
+# connections. A local Debian cluster we may manage (root, pg_ctlcluster)
+# that answers with fewer than 200 is raised to 300 and restarted, once,
+# before any test runs. Anything else is left as it is.
+ensure_connections() {
+	[[ $(id -u) == 0 ]] && command -v pg_ctlcluster >/dev/null 2>&1 && command -v psql >/dev/null 2>&1 || return 0
+	local current ver
+	current=$(psql -h 127.0.0.1 -U root -d postgres -tAc 'SHOW max_connections' 2>/dev/null) || return 0
+	((current >= 200)) && return 0
+	ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+	[[ -n $ver && -d /etc/postgresql/$ver/main ]] || return 0
+	log "raising PostgreSQL max_connections from $current to 300 (parallel tests) and restarting it"
+	mkdir -p "/etc/postgresql/$ver/main/conf.d"
+	echo 'max_connections = 300 # gdpr deploy/services.sh: parallel tests' >"/etc/postgresql/$ver/main/conf.d/gdpr-dev.conf"
+	pg_ctlcluster --skip-systemctl-redirect "$ver" main restart
+	wait_port postgres 5432
+}
+
 declare -A PORT=([postgres]=5432 [rabbitmq]=5672 [redis]=6379)
 missing=()
 for s in postgres rabbitmq redis; do
 	answers "${PORT[$s]}" || missing+=("$s")
 done
 if ((${#missing[@]} == 0)); then
+	ensure_connections
 	exit 0
 fi
 log "not answering: ${missing[*]}"
