@@ -108,14 +108,25 @@ func NewHandler(next slog.Handler) *Handler { return &Handler{Handler: next} }
 
 // Handle implements slog.Handler.
 func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
-	if id := RequestID(ctx); id != "" {
-		r.AddAttrs(slog.String("request_id", id))
+	// A caller that names an id explicitly wins; adding it again from the
+	// context would print the key twice in one JSON line.
+	present := map[string]bool{}
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "request_id", "message_id", "trace_id":
+			present[a.Key] = true
+		}
+		return true
+	})
+	add := func(key, value string) {
+		if value != "" && !present[key] {
+			r.AddAttrs(slog.String(key, value))
+		}
 	}
-	if id := MessageID(ctx); id != "" {
-		r.AddAttrs(slog.String("message_id", id))
-	}
+	add("request_id", RequestID(ctx))
+	add("message_id", MessageID(ctx))
 	if id, ok := TraceID(Traceparent(ctx)); ok {
-		r.AddAttrs(slog.String("trace_id", id))
+		add("trace_id", id)
 	}
 	return h.Handler.Handle(ctx, r)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -59,4 +60,17 @@ func TestHandlerAddsIDsFromContext(t *testing.T) {
 	buf.Reset()
 	logger.Info("no context ids")
 	require.NotContains(t, buf.String(), "request_id")
+}
+
+func TestHandlerDoesNotRepeatAnExplicitID(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	logger := slog.New(trace.NewHandler(slog.NewJSONHandler(&buf, nil)))
+	ctx := trace.WithRequestID(t.Context(), "from-ctx")
+	ctx = trace.WithMessageID(ctx, "msg-1")
+	logger.InfoContext(ctx, "report stored", "request_id", "explicit")
+	line := buf.String()
+	require.Equal(t, 1, strings.Count(line, `"request_id"`), line)
+	require.Contains(t, line, `"request_id":"explicit"`)
+	require.Contains(t, line, `"message_id":"msg-1"`)
 }
