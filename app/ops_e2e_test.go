@@ -359,9 +359,9 @@ func TestOperationsEndToEnd(t *testing.T) {
 	testkit.Eventually(t, 60*time.Second, func() bool { return r.state(t, suppressed) == "completed" }, "the extra request completed")
 	require.NoError(t, r.gdb.Exec(`DELETE FROM reports WHERE request_id = ?`, access[0]).Error)
 	testkit.Eventually(t, 60*time.Second, func() bool {
-		var code int
-		code, out = r.reconcile(t, "--since", "1h", "--stuck-after", "2s")
-		return code == 1 && strings.Contains(out, suppressed) && strings.Contains(out, access[0])
+		var exit int
+		exit, out = r.reconcile(t, "--since", "1h", "--stuck-after", "2s")
+		return exit == 1 && strings.Contains(out, suppressed) && strings.Contains(out, access[0])
 	}, "gdpr reconcile names both requests")
 	require.Contains(t, out, "OUT OF SYNC: 2 request(s) stuck")
 	require.Regexp(t, suppressed+`\s+access\s+completed\s+email_sent`, out)

@@ -72,7 +72,7 @@ func (s *Server) Addr() string {
 
 // Start binds the port and serves in the background.
 func (s *Server) Start(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.addr)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("admin server listening on %s: %w", s.addr, err)
 	}
