@@ -72,14 +72,14 @@ func BenchmarkErasureThroughput(b *testing.B) {
 	// Pipeline latency without a backlog: one erasure at a time.
 	var alone []time.Duration
 	for _, s := range newSubjects(20) {
-		finished := make(chan struct{})
+		doneOne := make(chan struct{})
 		mu.Lock()
-		single[s.RequestID] = finished
+		single[s.RequestID] = doneOne
 		mu.Unlock()
 		t0 := time.Now()
 		h.request(s)
 		select {
-		case <-finished:
+		case <-doneOne:
 			alone = append(alone, time.Since(t0))
 		case <-time.After(time.Minute):
 			b.Fatal("a single erasure did not finish")
