@@ -47,6 +47,7 @@ func (m *Manager) erasure(ctx, _ context.Context, c *claimed) error {
 			return err
 		}
 		out.CorrelationID = c.ID
+		out.CausationID = c.CauseID
 		out.Traceparent = trace.Child(trace.Traceparent(ctx))
 		if err := m.outbox.Enqueue(commitCtx, tx, out); err != nil {
 			return err

@@ -24,6 +24,23 @@ type claimed struct {
 	SubmittedAt  time.Time
 	Attempt      int // the attempt now running, 1-based
 	Token        int64
+	// Traceparent and CauseID continue the trace of the request.received
+	// message that made the request due.
+	Traceparent string
+	CauseID     string
+}
+
+// traced carries the request id, the trace and the causing message id into
+// ctx, so log lines and published events of the work continue the trace.
+func (c claimed) traced(ctx context.Context) context.Context {
+	ctx = trace.WithRequestID(ctx, c.ID)
+	if c.Traceparent != "" {
+		ctx = trace.WithTraceparent(ctx, c.Traceparent)
+	}
+	if c.CauseID != "" {
+		ctx = trace.WithMessageID(ctx, c.CauseID)
+	}
+	return ctx
 }
 
 func (c claimed) subject() event.Subject {
@@ -38,6 +55,8 @@ type candidate struct {
 	SubjectEmail string
 	SubmittedAt  time.Time
 	Attempts     int
+	Traceparent  string
+	CauseID      string `gorm:"column:received_message_id"`
 }
 
 // ProcessOne picks one due request, works on it and commits the outcome. It
@@ -48,8 +67,9 @@ func (m *Manager) ProcessOne(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	defer func() { _ = lease.Release(context.WithoutCancel(ctx)) }()
-	ctx = trace.WithRequestID(ctx, c.ID)
-	work, stop := m.keepLease(lease.Context(), c)
+	ctx = c.traced(ctx)
+	// The lease's context descends from the claim's, which had no ids yet.
+	work, stop := m.keepLease(c.traced(lease.Context()), c)
 	defer stop()
 	switch c.Type {
 	case event.KindAccess:
@@ -67,7 +87,8 @@ func (m *Manager) claim(ctx context.Context) (*claimed, *lock.Lease, error) {
 	var lease *lock.Lease
 	err := m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var cand candidate
-		res := tx.Raw(`SELECT id, type, state, subject_id, subject_email, submitted_at, attempts FROM requests
+		res := tx.Raw(`SELECT id, type, state, subject_id, subject_email, submitted_at, attempts,
+				traceparent, received_message_id FROM requests
 			WHERE (state = 'received' AND next_attempt_at <= now())
 			   OR (state = 'processing' AND lease_until < now())
 			ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED`).Scan(&cand)
@@ -122,7 +143,8 @@ func (m *Manager) claim(ctx context.Context) (*claimed, *lock.Lease, error) {
 			return fmt.Errorf("recording attempt of %s: %w", cand.ID, err)
 		}
 		out = &claimed{ID: cand.ID, Type: cand.Type, SubjectID: cand.SubjectID, SubjectEmail: cand.SubjectEmail,
-			SubmittedAt: cand.SubmittedAt, Attempt: attempts + 1, Token: token}
+			SubmittedAt: cand.SubmittedAt, Attempt: attempts + 1, Token: token,
+			Traceparent: cand.Traceparent, CauseID: cand.CauseID}
 		lease = l
 		return nil
 	})
@@ -213,6 +235,7 @@ func (m *Manager) complete(ctx context.Context, c *claimed, rep Report) error {
 			return err
 		}
 		out.CorrelationID = c.ID
+		out.CausationID = c.CauseID
 		out.Traceparent = trace.Child(trace.Traceparent(ctx))
 		return m.outbox.Enqueue(ctx, tx, out)
 	})
@@ -282,6 +305,8 @@ func (m *Manager) fail(ctx context.Context, tx *gorm.DB, id, typ string, attempt
 		return err
 	}
 	out.CorrelationID = id
+	out.CausationID = trace.MessageID(ctx)
+	out.Traceparent = trace.Child(trace.Traceparent(ctx))
 	if err := m.outbox.Enqueue(ctx, tx, out); err != nil {
 		return err
 	}

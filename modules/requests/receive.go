@@ -77,10 +77,17 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 		// The same request may arrive under a second message id (intake
 		// re-published after an unknown confirm): the row's primary key
 		// absorbs it.
-		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, submitted_at, due_at, next_attempt_at)
-			VALUES (?, ?, 'received', ?, ?, ?, ?::timestamptz + interval '1 month', now())
+		out, err := message.New(event.TypeRequestReceived, event.RequestReceived{RequestID: sub.RequestID, Type: sub.Type}, &msg)
+		if err != nil {
+			return err
+		}
+		out.CorrelationID = sub.RequestID
+		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, submitted_at, due_at, next_attempt_at,
+				traceparent, received_message_id)
+			VALUES (?, ?, 'received', ?, ?, ?, ?::timestamptz + interval '1 month', now(), ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
-			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.SubmittedAt, sub.SubmittedAt)
+			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.SubmittedAt, sub.SubmittedAt,
+			out.Traceparent, out.ID)
 		if res.Error != nil {
 			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)
 		}
@@ -88,11 +95,6 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 			return nil
 		}
 		inserted = true
-		out, err := message.New(event.TypeRequestReceived, event.RequestReceived{RequestID: sub.RequestID, Type: sub.Type}, &msg)
-		if err != nil {
-			return err
-		}
-		out.CorrelationID = sub.RequestID
 		return m.outbox.Enqueue(ctx, tx, out)
 	})
 	if err != nil {
