@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,24 +30,6 @@ const drainTimeout = 5 * time.Second
 // two busy cores.
 const exitBound = drainTimeout + stopGrace + infraCloseTimeout + 5*time.Second
 
-// syncBuffer collects a child's output; the child writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -77,7 +58,7 @@ func roleEnv(t *testing.T, cfg config.Config) ([]string, map[string]string) {
 
 type proc struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testkit.Buffer
 	done   chan struct{}
 	waited error
 }
@@ -86,7 +67,7 @@ type proc struct {
 // test ends with it still running.
 func start(t *testing.T, bin string, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(bin, args...), out: &testkit.Buffer{}, done: make(chan struct{})}
 	p.cmd.Env = env
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out

@@ -295,22 +295,8 @@ func (f *fakeReports) openCount() int {
 	return f.opens
 }
 
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// lockedBuffer is the server's log sink, read by the tests while it writes.
+type lockedBuffer struct{ testkit.Buffer }
 
 // lines returns the JSON log records with the given message.
 func (b *lockedBuffer) lines(t testing.TB, msg string) []map[string]any {

@@ -1,7 +1,6 @@
 package audit_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -329,7 +327,7 @@ func TestMessageWithoutIDIsDeadLettered(t *testing.T) {
 
 func TestConsumerLosesNothingWhileTheDatabaseRefuses(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs testkit.Buffer
 	pub, store, reg, gdb := auditBusLogging(t, slog.New(slog.NewTextHandler(&logs, nil)))
 	ctx := t.Context()
 	// Break our own database: the audit table is gone while events arrive.
@@ -348,22 +346,4 @@ func TestConsumerLosesNothingWhileTheDatabaseRefuses(t *testing.T) {
 		return timelineLen(t, store, c.requestID) == len(c.messages)
 	}, "every event recorded once the table is back")
 	require.Equal(t, float64(len(c.messages)), counterSum(t, reg, "gdpr_audit_events_total"))
-}
-
-// syncBuffer is a log sink the consumer writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
