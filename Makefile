@@ -25,8 +25,13 @@ run: services build ## Start every role in one process on local defaults (migrat
 # `disruptive` and run afterwards, one package at a time, so they never pull
 # a server from under the parallel tests.
 # Both steps always run, so one CI run reports every failure.
+# Tests that run the real binary as child processes share one build of it
+# (GDPR_TEST_BINARY) instead of compiling it once per test.
 test: services tools ## Run every test with -race, then the disruptive ones serially
 	@status=0; \
+	bindir=$$(mktemp -d); trap 'rm -rf "$$bindir"' EXIT; \
+	$(GO) build -o "$$bindir/gdpr" . || exit 1; \
+	export GDPR_TEST_BINARY="$$bindir/gdpr"; \
 	echo '$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...'; \
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./... || status=1; \
 	echo "$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -tags disruptive -run '^TestDisruptive' -p 1 ./..."; \

@@ -45,6 +45,9 @@ var binary struct {
 
 func gdprBinary(t testing.TB) string {
 	t.Helper()
+	if bin := os.Getenv(testkit.EnvBinary); bin != "" {
+		return bin
+	}
 	binary.once.Do(func() {
 		dir, err := os.MkdirTemp("", "gdpr-e2e-bin-")
 		if err != nil {

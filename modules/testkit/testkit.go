@@ -30,6 +30,9 @@ const (
 	EnvPostgresURL = "GDPR_TEST_POSTGRES_URL" // server URL without database, e.g. postgres://root@127.0.0.1:5432
 	EnvAMQPURL     = "GDPR_TEST_AMQP_URL"
 	EnvRedisAddr   = "GDPR_TEST_REDIS_ADDR"
+	// EnvBinary names a gdpr binary built from this tree; `make test` builds
+	// it once so that parallel test packages do not each compile their own.
+	EnvBinary = "GDPR_TEST_BINARY"
 )
 
 func env(name, def string) string {
@@ -194,9 +197,15 @@ func Env(cfg config.Config) []string {
 	return out
 }
 
-// Build compiles the gdpr binary into a temporary directory and returns its path.
+// Build returns the path of a gdpr binary built from this tree: the one
+// named by GDPR_TEST_BINARY, else one compiled into a temporary directory.
 func Build(t testing.TB) string {
 	t.Helper()
+	if bin := os.Getenv(EnvBinary); bin != "" {
+		_, err := os.Stat(bin)
+		require.NoError(t, err, "%s names a missing binary", EnvBinary)
+		return bin
+	}
 	dir := t.TempDir()
 	out := dir + "/gdpr"
 	root := moduleRoot(t)
