@@ -4,5 +4,5 @@ import "github.com/spf13/cobra"
 
 // extraCommands are operator commands added by modules.
 func (c *cli) extraCommands() []*cobra.Command {
-	return append(c.opsCommands(), c.participantCommands()...)
+	return append(append(c.opsCommands(), c.participantCommands()...), c.deadLetterCommand())
 }

@@ -59,8 +59,12 @@ type AMQP struct {
 	ConfirmTimeout time.Duration `yaml:"confirm_timeout"`
 	// PublishChannels is the number of confirm-mode channels publishes are spread over.
 	PublishChannels int `yaml:"publish_channels"`
-	// DeliveryLimit dead-letters a message redelivered this many times.
+	// DeliveryLimit dead-letters a message whose deliveries ended this many
+	// times without a verdict (its consumer crashed or lost its channel).
 	DeliveryLimit int `yaml:"delivery_limit"`
+	// RetryFor is how long a message whose handler keeps failing (a database
+	// or SMTP server down) is retried before it is dead-lettered.
+	RetryFor time.Duration `yaml:"retry_for"`
 	// QueueType is quorum (default) or classic.
 	QueueType string `yaml:"queue_type"`
 }
@@ -99,6 +103,7 @@ func Default() Config {
 			ConfirmTimeout:  5 * time.Second,
 			PublishChannels: 4,
 			DeliveryLimit:   20,
+			RetryFor:        72 * time.Hour,
 			QueueType:       "quorum",
 		},
 		Redis:     Redis{Addr: "127.0.0.1:6379", Prefix: "gdpr:"},
@@ -162,6 +167,9 @@ func (c Config) Validate() error {
 	}
 	if c.AMQP.DeliveryLimit < 1 {
 		add(invalid("amqp.delivery_limit", "must be >= 1, got %d", c.AMQP.DeliveryLimit))
+	}
+	if c.AMQP.RetryFor <= 0 {
+		add(invalid("amqp.retry_for", "must be > 0, got %s", c.AMQP.RetryFor))
 	}
 	switch c.AMQP.QueueType {
 	case "quorum", "classic":

@@ -157,6 +157,8 @@ func TestValidationErrorsNameTheSetting(t *testing.T) {
 		{"queue type", func(c *config.Config) { c.AMQP.QueueType = "lazy" }, `config: amqp.queue_type must be quorum or classic, got "lazy"`},
 		{"confirm timeout", func(c *config.Config) { c.AMQP.ConfirmTimeout = 0 }, "config: amqp.confirm_timeout must be > 0, got 0s"},
 		{"publish channels", func(c *config.Config) { c.AMQP.PublishChannels = 0 }, "config: amqp.publish_channels must be >= 1, got 0"},
+		{"delivery limit", func(c *config.Config) { c.AMQP.DeliveryLimit = 0 }, "config: amqp.delivery_limit must be >= 1, got 0"},
+		{"retry for", func(c *config.Config) { c.AMQP.RetryFor = 0 }, "config: amqp.retry_for must be > 0, got 0s"},
 		{"lock ttl", func(c *config.Config) { c.Lock.TTL = 100 * time.Millisecond }, "config: lock.ttl must be >= 1s, got 100ms"},
 		{"postgres dsn", func(c *config.Config) { c.Postgres.DSN = "" }, "config: postgres.dsn must be set"},
 	}

@@ -338,7 +338,7 @@ func TestConsumerLosesNothingWhileTheDatabaseRefuses(t *testing.T) {
 	}
 	// The consumer keeps failing and requeueing: wait for redeliveries.
 	testkit.Eventually(t, 20*time.Second, func() bool {
-		return strings.Count(logs.String(), "delivery_count=2") >= 1
+		return strings.Count(logs.String(), "attempt=2") >= 1
 	}, "messages redelivered after failed writes")
 	require.Zero(t, counterSum(t, reg, "gdpr_audit_events_total"))
 	require.NoError(t, gdb.Exec(`ALTER TABLE audit_events_away RENAME TO audit_events`).Error)

@@ -136,7 +136,9 @@ func TestPoisonMessageIsDeadLetteredWithReason(t *testing.T) {
 	require.Equal(t, "cause-1", d.Headers[bus.HeaderCausationID])
 	require.Equal(t, m.Traceparent, d.Headers[bus.HeaderTraceparent])
 	require.Equal(t, int32(1), calls.Load(), "a poison message is not retried")
-	require.Equal(t, 1.0, counterValue(t, reg, "gdpr_dead_letters_total", map[string]string{"queue": "q", "reason": bus.ReasonPoison}))
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return counterValue(t, reg, "gdpr_dead_letters_total", map[string]string{"queue": "q", "reason": bus.ReasonPoison}) == 1
+	}, "dead letter counted")
 	testkit.Eventually(t, 5*time.Second, func() bool { return readyCount(t, conn, conn.QueueName("q")) == 0 }, "queue drained")
 }
 
@@ -165,11 +167,14 @@ func TestTransientFailureIsRetriedWithBackoffThenAcked(t *testing.T) {
 	got := rec.all()
 	for i, g := range got[:3] {
 		require.Equal(t, m.ID, g.ID)
-		require.Equal(t, i > 0, g.Redelivered, "delivery %d", i)
-		require.Equal(t, int64(i), g.DeliveryCount, "delivery %d", i)
+		require.Equal(t, int64(i), g.Retries, "delivery %d", i)
+		// A retry is a fresh copy, so the queue's delivery count stays 0.
+		require.Zero(t, g.DeliveryCount, "delivery %d", i)
+		require.Equal(t, i > 0, !g.FailingSince.IsZero(), "delivery %d", i)
 	}
+	require.Equal(t, got[1].FailingSince, got[2].FailingSince, "the first failure's time travels with the copies")
 	at := func(n int) time.Time { v, _ := times.Load(n); return v.(time.Time) }
-	// The consumer waits at least half the (doubling) backoff before requeueing.
+	// The consumer waits at least half the (doubling) backoff before retrying.
 	require.GreaterOrEqual(t, at(2).Sub(at(1)), backoff/2)
 	require.GreaterOrEqual(t, at(3).Sub(at(2)), backoff)
 
@@ -180,7 +185,11 @@ func TestTransientFailureIsRetriedWithBackoffThenAcked(t *testing.T) {
 	require.Zero(t, readyCount(t, conn, conn.DeadLetterQueue()))
 }
 
-func TestTooManyDeliveriesAreDeadLettered(t *testing.T) {
+// TestOutageLongerThanTheDeliveryLimitLosesNothing: a dependency that stays
+// down for many more attempts than the queue's delivery limit must not send
+// the message to the dead-letter queue while it is within amqp.retry_for;
+// the delivery limit is for messages that kill their consumer.
+func TestOutageLongerThanTheDeliveryLimitLosesNothing(t *testing.T) {
 	t.Parallel()
 	cfg := testkit.AMQP(t)
 	cfg.DeliveryLimit = 2
@@ -189,22 +198,105 @@ func TestTooManyDeliveriesAreDeadLettered(t *testing.T) {
 	pub := bus.NewPublisher(conn)
 	defer pub.Close()
 
+	const failures = 8
 	rec := newRecorder()
-	c := consume(t, conn, bus.ConsumerOptions{RetryBackoff: 10 * time.Millisecond}, func(_ context.Context, m message.Message) error {
+	var done atomic.Int32
+	consume(t, conn, bus.ConsumerOptions{RetryBackoff: 5 * time.Millisecond}, func(_ context.Context, m message.Message) error {
+		if n := rec.add(m); n <= failures {
+			return errors.New("database unavailable")
+		}
+		done.Add(1)
+		return nil
+	})
+	m := newMessage(t, "thing.outage")
+	require.NoError(t, pub.Publish(t.Context(), m))
+	testkit.Eventually(t, 30*time.Second, func() bool { return done.Load() == 1 }, "handled once the outage ended")
+	require.Equal(t, failures+1, rec.count())
+	for _, g := range rec.all() {
+		require.Equal(t, m.ID, g.ID, "every attempt is the same message")
+	}
+	require.Zero(t, readyCount(t, conn, conn.DeadLetterQueue()))
+	require.Zero(t, counterValue(t, reg, "gdpr_dead_letters_total", nil))
+	// A retry is counted once its copy is confirmed and the original acked;
+	// the copy may be handled before that.
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return counterValue(t, reg, "gdpr_consumer_retries_total", map[string]string{"queue": "q"}) == failures
+	}, "every retry counted")
+}
+
+func TestFailingLongerThanRetryForIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	cfg := testkit.AMQP(t)
+	cfg.RetryFor = 300 * time.Millisecond
+	reg := prometheus.NewRegistry()
+	conn := dial(t, cfg, oneQueue, bus.WithMetrics(bus.NewMetrics(reg)))
+	pub := bus.NewPublisher(conn)
+	defer pub.Close()
+
+	rec := newRecorder()
+	c := consume(t, conn, bus.ConsumerOptions{RetryBackoff: 20 * time.Millisecond}, func(_ context.Context, m message.Message) error {
 		rec.add(m)
 		return errors.New("always failing")
 	})
 	m := newMessage(t, "thing.hopeless")
+	begin := time.Now()
 	require.NoError(t, pub.Publish(t.Context(), m))
 
 	d := deadLetters(t, conn, 1, 15*time.Second)[0]
+	require.GreaterOrEqual(t, time.Since(begin), cfg.RetryFor, "not given up before retry_for")
 	require.Equal(t, m.ID, d.MessageId)
-	require.Equal(t, bus.ReasonDeliveryLimit, d.Headers[bus.HeaderDeadLetterClass])
+	require.Equal(t, bus.ReasonRetryExpired, d.Headers[bus.HeaderDeadLetterClass])
 	require.Contains(t, d.Headers[bus.HeaderDeadLetterReason], "always failing")
 	require.NoError(t, c.Stop(t.Context()))
-	require.Equal(t, cfg.DeliveryLimit+1, rec.count(), "the first delivery plus one per allowed redelivery, then no more")
+	require.Greater(t, rec.count(), 2, "retried before giving up")
 	require.Zero(t, readyCount(t, conn, conn.QueueName("q")))
-	require.Equal(t, 1.0, counterValue(t, reg, "gdpr_dead_letters_total", map[string]string{"queue": "q", "reason": bus.ReasonDeliveryLimit}))
+	// Counted right after the dead letter is confirmed, which the test may see first.
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return counterValue(t, reg, "gdpr_dead_letters_total", map[string]string{"queue": "q", "reason": bus.ReasonRetryExpired}) == 1
+	}, "dead letter counted")
+}
+
+// TestRedeliveredTooOftenIsDeadLetteredByTheConsumer: a message whose
+// deliveries keep ending without a verdict (its consumer crashed, its channel
+// closed) is dead-lettered with a reason once the queue's delivery limit is
+// reached, before the broker would drop it there silently.
+func TestRedeliveredTooOftenIsDeadLetteredByTheConsumer(t *testing.T) {
+	t.Parallel()
+	cfg := testkit.AMQP(t)
+	cfg.DeliveryLimit = 2
+	reg := prometheus.NewRegistry()
+	conn := dial(t, cfg, oneQueue, bus.WithMetrics(bus.NewMetrics(reg)))
+	pub := bus.NewPublisher(conn)
+	defer pub.Close()
+	m := newMessage(t, "thing.crashy")
+	require.NoError(t, pub.Publish(t.Context(), m))
+
+	// Stand-in for consumers that die mid-message: take it and give it back.
+	ch := rawChannel(t, conn)
+	for n := range cfg.DeliveryLimit {
+		var d amqp.Delivery
+		testkit.Eventually(t, 10*time.Second, func() bool {
+			var ok bool
+			var err error
+			d, ok, err = ch.Get(conn.QueueName("q"), false)
+			require.NoError(t, err)
+			return ok
+		}, "delivery %d", n+1)
+		require.NoError(t, d.Nack(false, true))
+	}
+	var handled atomic.Int32
+	consume(t, conn, bus.ConsumerOptions{}, func(context.Context, message.Message) error {
+		handled.Add(1)
+		return errors.New("would fail again")
+	})
+	d := deadLetters(t, conn, 1, 15*time.Second)[0]
+	require.Equal(t, m.ID, d.MessageId)
+	require.Equal(t, bus.ReasonDeliveryLimit, d.Headers[bus.HeaderDeadLetterClass])
+	require.Equal(t, int32(1), handled.Load(), "handled once more, then given up")
+	// Counted right after the dead letter is confirmed, which the test may see first.
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return counterValue(t, reg, "gdpr_dead_letters_total", map[string]string{"queue": "q", "reason": bus.ReasonDeliveryLimit}) == 1
+	}, "dead letter counted")
 }
 
 // TestBrokerEnforcesDeliveryLimit covers the backstop for a message that kills
@@ -276,7 +368,9 @@ func TestMalformedMessagesAreDeadLettered(t *testing.T) {
 		})
 	}
 	require.Zero(t, calls.Load(), "the handler never sees a malformed message")
-	require.Equal(t, float64(len(cases)), counterValue(t, reg, "gdpr_dead_letters_total", map[string]string{"queue": "q", "reason": bus.ReasonMalformed}))
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return counterValue(t, reg, "gdpr_dead_letters_total", map[string]string{"queue": "q", "reason": bus.ReasonMalformed}) == float64(len(cases))
+	}, "dead letters counted")
 }
 
 func TestDuplicateDeliveriesAreVisibleToTheHandler(t *testing.T) {
@@ -297,17 +391,18 @@ func TestDuplicateDeliveriesAreVisibleToTheHandler(t *testing.T) {
 	// The same message published twice (an outbox re-publish after an unknown outcome).
 	require.NoError(t, pub.Publish(t.Context(), m))
 	require.NoError(t, pub.Publish(t.Context(), m))
-	testkit.Eventually(t, 15*time.Second, func() bool { return rec.count() == 3 }, "two copies, one redelivered")
+	testkit.Eventually(t, 15*time.Second, func() bool { return rec.count() == 3 }, "two copies, one retried")
 
-	var redelivered int
+	var retried int
 	for _, g := range rec.all() {
 		require.Equal(t, m.ID, g.ID, "every copy carries the same message id")
-		if g.Redelivered {
-			redelivered++
-			require.Equal(t, int64(1), g.DeliveryCount)
+		if g.Retries > 0 {
+			retried++
+			require.Equal(t, int64(1), g.Retries)
+			require.False(t, g.FailingSince.IsZero())
 		}
 	}
-	require.Equal(t, 1, redelivered)
+	require.Equal(t, 1, retried)
 }
 
 func TestStopDrainsInFlightHandlers(t *testing.T) {

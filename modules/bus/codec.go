@@ -17,10 +17,14 @@ const (
 	HeaderDeadLetterReason = "x-gdpr-dead-letter-reason"
 	HeaderDeadLetterQueue  = "x-gdpr-dead-letter-queue"
 	// HeaderDeadLetterClass is the reason's class: ReasonPoison,
-	// ReasonMalformed or ReasonDeliveryLimit.
+	// ReasonMalformed, ReasonRetryExpired or ReasonDeliveryLimit.
 	HeaderDeadLetterClass = "x-gdpr-dead-letter-class"
-	headerPublishSeq      = "x-gdpr-publish-seq"
-	headerDeliveryCount   = "x-delivery-count"
+	// HeaderRetries and HeaderFailingSince travel on the copy of a message
+	// put back for a retry: how many attempts failed, and when the first did.
+	HeaderRetries       = "x-gdpr-retries"
+	HeaderFailingSince  = "x-gdpr-failing-since"
+	headerPublishSeq    = "x-gdpr-publish-seq"
+	headerDeliveryCount = "x-delivery-count"
 )
 
 func encode(m message.Message) amqp.Publishing {
@@ -68,13 +72,12 @@ func decode(d amqp.Delivery) message.Message {
 				m.OccurredAt = t
 			}
 		case headerDeliveryCount:
-			switch n := v.(type) {
-			case int64:
-				m.DeliveryCount = n
-			case int32:
-				m.DeliveryCount = int64(n)
-			case int:
-				m.DeliveryCount = int64(n)
+			m.DeliveryCount = headerInt(v)
+		case HeaderRetries:
+			m.Retries = headerInt(v)
+		case HeaderFailingSince:
+			if t, err := time.Parse(time.RFC3339Nano, fmt.Sprint(v)); err == nil {
+				m.FailingSince = t
 			}
 		case headerPublishSeq:
 		default:
@@ -86,18 +89,39 @@ func decode(d amqp.Delivery) message.Message {
 	return m
 }
 
-// deadLetterPublishing is d as it arrived, headers and properties kept, plus
-// why and from where it was dead-lettered.
-func deadLetterPublishing(d amqp.Delivery, queue, class string, reason error) amqp.Publishing {
+func headerInt(v any) int64 {
+	switch n := v.(type) {
+	case int64:
+		return n
+	case int32:
+		return int64(n)
+	case int:
+		return int64(n)
+	}
+	return 0
+}
+
+// retryPublishing is d as it arrived, to be put back at the end of its
+// queue for another attempt: same message id (consumers deduplicate a copy
+// that exists twice after a crash), the failed attempts counted.
+func retryPublishing(d amqp.Delivery, retries int64, failingSince time.Time) amqp.Publishing {
+	pub := copyPublishing(d)
+	pub.Headers[HeaderRetries] = retries
+	pub.Headers[HeaderFailingSince] = failingSince.UTC().Format(time.RFC3339Nano)
+	return pub
+}
+
+// copyPublishing is d as it arrived: properties and headers (but for the
+// ones the broker and the publisher add) kept.
+func copyPublishing(d amqp.Delivery) amqp.Publishing {
 	headers := make(amqp.Table, len(d.Headers)+3)
 	for k, v := range d.Headers {
-		if k != headerPublishSeq {
+		switch k {
+		case headerPublishSeq, headerDeliveryCount:
+		default:
 			headers[k] = v
 		}
 	}
-	headers[HeaderDeadLetterReason] = reason.Error()
-	headers[HeaderDeadLetterClass] = class
-	headers[HeaderDeadLetterQueue] = queue
 	return amqp.Publishing{
 		Headers:         headers,
 		ContentType:     d.ContentType,
@@ -110,4 +134,14 @@ func deadLetterPublishing(d amqp.Delivery, queue, class string, reason error) am
 		AppId:           d.AppId,
 		Body:            d.Body,
 	}
+}
+
+// deadLetterPublishing is d as it arrived, headers and properties kept, plus
+// why and from where it was dead-lettered.
+func deadLetterPublishing(d amqp.Delivery, queue, class string, reason error) amqp.Publishing {
+	pub := copyPublishing(d)
+	pub.Headers[HeaderDeadLetterReason] = reason.Error()
+	pub.Headers[HeaderDeadLetterClass] = class
+	pub.Headers[HeaderDeadLetterQueue] = queue
+	return pub
 }

@@ -37,8 +37,8 @@ type ConsumerOptions struct {
 	Concurrency int
 	// Prefetch overrides the connection's prefetch when > 0.
 	Prefetch int
-	// RetryBackoff is the first delay before a failed message is requeued;
-	// it doubles with each delivery up to 30s. Default 200ms.
+	// RetryBackoff is the first delay before a failed message is tried
+	// again; it doubles with each attempt up to 30s. Default 200ms.
 	RetryBackoff time.Duration
 }
 
@@ -50,6 +50,10 @@ type Consumer struct {
 	handler Handler
 	logger  *slog.Logger
 	dlx     *Publisher
+	// retry puts failed messages back at the end of their queue (default
+	// exchange, routing key = queue name).
+	retry *Publisher
+	now   func() time.Time
 
 	cancel   context.CancelFunc // stops taking deliveries
 	handlers context.Context    // cancelled when the drain deadline passes
@@ -74,6 +78,8 @@ func NewConsumer(conn *Conn, opts ConsumerOptions, h Handler, logger *slog.Logge
 		handler: h,
 		logger:  logger.With("queue", opts.Queue),
 		dlx:     newPublisher(conn, conn.DeadLetterExchange()),
+		retry:   newPublisher(conn, ""),
+		now:     time.Now,
 	}
 }
 
@@ -128,6 +134,7 @@ func (c *Consumer) Stop(ctx context.Context) error {
 	}
 	c.abort()
 	_ = c.dlx.Close()
+	_ = c.retry.Close()
 	return err
 }
 
@@ -215,18 +222,26 @@ func (c *Consumer) consume(ctx context.Context, ch *amqp.Channel, deliveries <-c
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				delay, retry := c.handle(d)
+				r := c.handle(d)
 				// A message waiting for its retry does not hold a handler
 				// slot; the prefetch still bounds how many wait.
 				<-sem
-				if !retry {
+				if r.after == 0 && !r.copy {
 					return
 				}
-				t := time.NewTimer(delay)
+				t := time.NewTimer(r.after)
 				defer t.Stop()
 				select {
 				case <-t.C:
 				case <-waiting.Done():
+					// Stopping, or the channel is gone and the broker has
+					// the message back already: no copy, or it would be there twice.
+					_ = d.Nack(false, true)
+					return
+				}
+				if r.copy {
+					c.retryLater(d, r)
+					return
 				}
 				_ = d.Nack(false, true)
 			}()
@@ -234,9 +249,19 @@ func (c *Consumer) consume(ctx context.Context, ch *amqp.Channel, deliveries <-c
 	}
 }
 
-// handle runs the handler for d and settles it, or says after what delay
-// it should be requeued.
-func (c *Consumer) handle(d amqp.Delivery) (retryAfter time.Duration, retry bool) {
+// retry says what becomes of a delivery that was not settled by handle:
+// after the delay it is either put back as a copy with its failed attempts
+// counted (copy), or requeued by the broker.
+type retry struct {
+	after        time.Duration
+	copy         bool
+	retries      int64
+	failingSince time.Time
+}
+
+// handle runs the handler for d and settles it, or says how and after what
+// delay it is tried again.
+func (c *Consumer) handle(d amqp.Delivery) retry {
 	m := decode(d)
 	ctx := trace.WithMessageID(c.handlers, m.ID)
 	ctx = trace.WithTraceparent(ctx, m.Traceparent)
@@ -252,27 +277,58 @@ func (c *Consumer) handle(d amqp.Delivery) (retryAfter time.Duration, retry bool
 		if ackErr := d.Ack(false); ackErr != nil {
 			c.logger.WarnContext(ctx, "ack failed; message will be redelivered", "error", ackErr)
 		}
-		return 0, false
+		return retry{}
 	case errors.Is(err, ErrPoison):
 		return c.deadLetter(ctx, d, m, ReasonPoison, err)
 	case ctx.Err() != nil:
 		// Stopped past the drain deadline: not the message's fault.
 		_ = d.Nack(false, true)
-		return 0, false
-	case c.conn.cfg.QueueType == "quorum" && m.DeliveryCount >= int64(c.conn.cfg.DeliveryLimit):
-		// This was the last delivery the queue allows; dead-letter it here,
-		// with the reason, instead of letting the broker do it silently.
-		return c.deadLetter(ctx, d, m, ReasonDeliveryLimit, err)
-	default:
-		c.logger.WarnContext(ctx, "message handling failed; will retry", "type", m.Type, "delivery_count", m.DeliveryCount, "error", err)
-		return c.backoff(m.DeliveryCount), true
+		return retry{}
 	}
+	if c.conn.cfg.QueueType == "quorum" && m.DeliveryCount >= int64(c.conn.cfg.DeliveryLimit) {
+		// Its deliveries kept ending without a verdict (it may be what kills
+		// its consumer) and this is the last one the queue allows:
+		// dead-letter it here, with the reason, rather than retry it.
+		return c.deadLetter(ctx, d, m, ReasonDeliveryLimit, fmt.Errorf("delivered %d times: %w", m.DeliveryCount+1, err))
+	}
+	failingSince := m.FailingSince
+	if failingSince.IsZero() {
+		failingSince = c.now()
+	}
+	if c.now().Sub(failingSince) >= c.conn.cfg.RetryFor {
+		return c.deadLetter(ctx, d, m, ReasonRetryExpired, fmt.Errorf("failing since %s: %w", failingSince.UTC().Format(time.RFC3339), err))
+	}
+	attempt := m.Retries + m.DeliveryCount
+	c.logger.WarnContext(ctx, "message handling failed; will retry", "type", m.Type, "attempt", attempt+1, "error", err)
+	// A failed attempt goes back as a copy, not through the broker's
+	// requeue: a database or SMTP outage fails every attempt, and requeues
+	// would use up the queue's delivery limit within minutes and
+	// dead-letter good messages. The limit is left for messages whose
+	// deliveries end without a verdict; retry_for bounds the attempts.
+	return retry{after: c.backoff(attempt), copy: true, retries: m.Retries + 1, failingSince: failingSince}
 }
 
-// backoff is RetryBackoff doubled per earlier delivery, capped at 30s, with
+// retryLater puts a copy of d back at the end of its queue and acks d once
+// the copy is confirmed. Should the copy not be confirmed, the broker
+// requeues d instead; should the ack fail after the copy was confirmed, the
+// message exists twice with one id, which consumers deduplicate.
+func (c *Consumer) retryLater(d amqp.Delivery, r retry) {
+	pub := retryPublishing(d, r.retries, r.failingSince)
+	if err := c.retry.send(c.handlers, "", c.conn.QueueName(c.opts.Queue), pub); err != nil {
+		c.logger.WarnContext(trace.WithMessageID(c.handlers, d.MessageId), "putting a failed message back failed; the broker requeues it", "error", err)
+		_ = d.Nack(false, true)
+		return
+	}
+	if err := d.Ack(false); err != nil {
+		c.logger.WarnContext(trace.WithMessageID(c.handlers, d.MessageId), "ack after putting a failed message back failed; it may be handled twice", "error", err)
+	}
+	c.conn.metrics.retried(c.opts.Queue)
+}
+
+// backoff is RetryBackoff doubled per earlier attempt, capped at 30s, with
 // jitter so that a burst of failures does not come back as a burst.
-func (c *Consumer) backoff(deliveries int64) time.Duration {
-	delay := min(c.opts.RetryBackoff<<min(deliveries, 8), 30*time.Second)
+func (c *Consumer) backoff(attempts int64) time.Duration {
+	delay := min(c.opts.RetryBackoff<<min(attempts, 8), 30*time.Second)
 	return delay/2 + rand.N(delay/2+1) //nolint:gosec // G404: jitter, not security
 }
 
@@ -302,16 +358,16 @@ func (c *Consumer) safeHandle(ctx context.Context, m message.Message) (err error
 // deadLetter republishes the message to the dead-letter exchange with the
 // reason, then acks it. If that publish is not confirmed the message is
 // requeued after a backoff, so nothing is dropped.
-func (c *Consumer) deadLetter(ctx context.Context, d amqp.Delivery, m message.Message, class string, reason error) (time.Duration, bool) {
+func (c *Consumer) deadLetter(ctx context.Context, d amqp.Delivery, m message.Message, class string, reason error) retry {
 	c.logger.WarnContext(ctx, "message dead-lettered", "type", m.Type, "reason", class, "error", reason.Error())
 	pub := deadLetterPublishing(d, c.opts.Queue, class, reason)
 	if err := c.dlx.send(context.WithoutCancel(ctx), c.dlx.exchange, d.RoutingKey, pub); err != nil {
 		c.logger.ErrorContext(ctx, "dead-lettering failed; requeueing", "error", err)
-		return c.backoff(m.DeliveryCount), true
+		return retry{after: c.backoff(m.Retries + m.DeliveryCount)}
 	}
 	if err := d.Ack(false); err != nil {
 		c.logger.WarnContext(ctx, "ack after dead-lettering failed; message will be redelivered", "error", err)
 	}
 	c.conn.metrics.deadLettered(c.opts.Queue, class)
-	return 0, false
+	return retry{}
 }

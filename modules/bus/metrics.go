@@ -14,7 +14,11 @@ const (
 	// ReasonMalformed: the message could not be read at all (no message_id,
 	// body not JSON).
 	ReasonMalformed = "malformed"
-	// ReasonDeliveryLimit: the handler kept failing until the queue's
+	// ReasonRetryExpired: the handler kept failing for longer than
+	// amqp.retry_for.
+	ReasonRetryExpired = "retry_expired"
+	// ReasonDeliveryLimit: the message's deliveries kept ending without a
+	// verdict (its consumer crashed or lost its channel) until the queue's
 	// delivery limit was reached.
 	ReasonDeliveryLimit = "delivery_limit"
 )
@@ -23,6 +27,7 @@ const (
 type Metrics struct {
 	confirm     prometheus.Histogram
 	deadLetters *prometheus.CounterVec
+	retries     *prometheus.CounterVec
 }
 
 // NewMetrics registers the bus metrics on reg.
@@ -37,8 +42,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "gdpr_dead_letters_total",
 			Help: "Messages a consumer sent to the dead-letter queue, by queue and reason class.",
 		}, []string{"queue", "reason"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gdpr_consumer_retries_total",
+			Help: "Messages put back for another attempt after their handler failed, by queue.",
+		}, []string{"queue"}),
 	}
-	reg.MustRegister(m.confirm, m.deadLetters)
+	reg.MustRegister(m.confirm, m.deadLetters, m.retries)
 	return m
 }
 
@@ -54,4 +63,11 @@ func (m *Metrics) deadLettered(queue, reason string) {
 		return
 	}
 	m.deadLetters.WithLabelValues(queue, reason).Inc()
+}
+
+func (m *Metrics) retried(queue string) {
+	if m == nil {
+		return
+	}
+	m.retries.WithLabelValues(queue).Inc()
 }

@@ -35,6 +35,11 @@ type Message struct {
 	// Redelivered and DeliveryCount are set on consumed messages.
 	Redelivered   bool
 	DeliveryCount int64
+	// Retries counts the earlier attempts whose handler failed, and
+	// FailingSince is when the first of them failed (zero before any); set on
+	// consumed messages.
+	Retries      int64
+	FailingSince time.Time
 }
 
 // Key returns the routing key the message is published with.

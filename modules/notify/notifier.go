@@ -157,9 +157,10 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 			n.logger.WarnContext(ctx, "email rejected by the SMTP server; not retried", "request_id", nt.requestID, "template", nt.template)
 			return n.finish(ctx, msg, nt, "skipped", "rejected")
 		}
-		// Nothing was accepted: let the redelivery send at once.
+		// Nothing was accepted: let the redelivery send at once, and say
+		// so, so that it is not taken for a send whose outcome is unknown.
 		_ = n.db.WithContext(context.WithoutCancel(ctx)).Exec(
-			`UPDATE notifications SET updated_at = 'epoch' WHERE key = ? AND state = 'sending'`, nt.key).Error
+			`UPDATE notifications SET updated_at = 'epoch', reason = 'send_failed' WHERE key = ? AND state = 'sending'`, nt.key).Error
 		return fmt.Errorf("sending %s email for %s: %w", nt.template, nt.requestID, err)
 	}
 	n.sent.WithLabelValues(nt.template).Inc()
@@ -174,9 +175,10 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		var row struct {
 			State     string
 			MessageID string
+			Reason    string
 			Stale     bool
 		}
-		res := tx.Raw(`SELECT state, message_id, updated_at < now() - ?::interval AS stale
+		res := tx.Raw(`SELECT state, message_id, reason, updated_at < now() - ?::interval AS stale
 			FROM notifications WHERE key = ? FOR UPDATE`, n.cfg.ResendAfter.String(), nt.key).Scan(&row)
 		if res.Error != nil {
 			return fmt.Errorf("loading notification %s: %w", nt.key, res.Error)
@@ -190,12 +192,17 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 			case !row.Stale:
 				return errInFlight
 			}
-			// A delivery died between SMTP and commit. Send again, with the
-			// same Message-ID so the duplicate (if the first one went out)
-			// is identifiable: losing a legally required email is worse.
-			n.logger.WarnContext(ctx, "resending an email whose outcome is unknown", "request_id", nt.requestID, "template", nt.template)
+			if row.Reason == "send_failed" {
+				// The last send failed without the server accepting it.
+				n.logger.InfoContext(ctx, "retrying an email whose send failed", "request_id", nt.requestID, "template", nt.template)
+			} else {
+				// A delivery died between SMTP and commit. Send again, with
+				// the same Message-ID so the duplicate (if the first one went
+				// out) is identifiable: losing a legally required email is worse.
+				n.logger.WarnContext(ctx, "resending an email whose outcome is unknown", "request_id", nt.requestID, "template", nt.template)
+			}
 			messageID = row.MessageID
-			if err := tx.Exec(`UPDATE notifications SET sends = sends + 1, updated_at = now() WHERE key = ?`, nt.key).Error; err != nil {
+			if err := tx.Exec(`UPDATE notifications SET sends = sends + 1, reason = '', updated_at = now() WHERE key = ?`, nt.key).Error; err != nil {
 				return fmt.Errorf("marking notification %s sending: %w", nt.key, err)
 			}
 		} else {

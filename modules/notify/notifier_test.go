@@ -2,6 +2,7 @@ package notify_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -176,13 +177,16 @@ func TestSMTPDownIsRetriedAtOnce(t *testing.T) {
 	require.Error(t, err)
 	require.NotErrorIs(t, err, bus.ErrPoison)
 
+	var logs testkit.Buffer
 	n2, err := notify.New(gdb, scheduler.NewStore(gdb), working, link,
-		notify.Config{ResendAfter: time.Hour}, testkit.Logger(t), nil)
+		notify.Config{ResendAfter: time.Hour}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	require.NoError(t, n2.Handle(t.Context(), m), "a failed send does not wait for resend_after")
 	c, err := mp.Count(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 1, c)
+	require.Contains(t, logs.String(), "retrying an email whose send failed")
+	require.NotContains(t, logs.String(), "outcome is unknown", "a refused connection is a known outcome")
 }
 
 func TestBadMessagesArePoison(t *testing.T) {

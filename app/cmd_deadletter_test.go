@@ -1,0 +1,72 @@
+package app
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/testkit"
+)
+
+func TestDeadLettersListAndRequeueCommands(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.AMQP = testkit.AMQP(t)
+	conn := testkit.Bus(t, cfg.AMQP, topology(cfg))
+	run := func(args ...string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		code := ExecuteArgs(t.Context(), args, &stdout, &stderr, []string{
+			"GDPR_AMQP_URL=" + cfg.AMQP.URL, "GDPR_AMQP_PREFIX=" + cfg.AMQP.Prefix,
+		})
+		return code, stdout.String(), stderr.String()
+	}
+
+	// Two dead letters as a consumer leaves them: one from the requests
+	// manager's queue, one from the notifier's.
+	ch, err := conn.Channel(t.Context())
+	require.NoError(t, err)
+	defer ch.Close()
+	for id, queue := range map[string]string{"msg-requests": "worker.requests", "msg-notify": "worker.notify"} {
+		require.NoError(t, ch.PublishWithContext(t.Context(), conn.DeadLetterExchange(), "", false, false, amqp.Publishing{
+			MessageId: id, Type: "request.submitted", CorrelationId: "req-" + id, Body: []byte(`{}`),
+			Headers: amqp.Table{
+				bus.HeaderDeadLetterQueue: queue, bus.HeaderDeadLetterClass: bus.ReasonRetryExpired,
+				bus.HeaderDeadLetterReason: "failing since yesterday: database unavailable",
+			},
+		}))
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		q, err := ch.QueueDeclarePassive(conn.DeadLetterQueue(), true, false, false, false, nil)
+		require.NoError(t, err)
+		return q.Messages == 2
+	}, "two dead letters")
+
+	code, out, errOut := run("dead-letters", "list")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "MESSAGE ID")
+	require.Regexp(t, `msg-requests\s+request.submitted\s+req-msg-requests\s+worker.requests\s+retry_expired\s+failing since yesterday`, out)
+	require.Regexp(t, `msg-notify\s+.*worker.notify`, out)
+
+	code, out, errOut = run("dead-letters", "requeue", "--queue", "worker.requests")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "requeued 1\n", out)
+	d, ok, err := ch.Get(conn.QueueName("worker.requests"), true)
+	require.NoError(t, err)
+	require.True(t, ok, "the message is back in its queue")
+	require.Equal(t, "msg-requests", d.MessageId)
+	require.NotContains(t, d.Headers, bus.HeaderDeadLetterReason, "back with a clean slate")
+
+	code, out, _ = run("dead-letters", "list")
+	require.Equal(t, 0, code)
+	require.NotContains(t, out, "msg-requests")
+	require.Contains(t, out, "msg-notify", "the other queue's dead letter stays")
+
+	code, _, errOut = run("dead-letters", "requeue", "--limit", "0")
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "--limit must be >= 1")
+}

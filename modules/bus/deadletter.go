@@ -1,0 +1,131 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// DeadLetter is one message in the dead-letter queue as an operator sees it:
+// ids, type and why it is there, never its body.
+type DeadLetter struct {
+	MessageID string
+	Type      string
+	// RequestID is the message's correlation id.
+	RequestID string
+	// Queue is the work queue (without prefix) it was dead-lettered from.
+	Queue string
+	// Class is ReasonPoison, ReasonMalformed, ReasonRetryExpired,
+	// ReasonDeliveryLimit, or the broker's own reason for a message the
+	// broker dead-lettered itself.
+	Class  string
+	Reason string
+}
+
+// ErrNoOrigin: a dead letter names no queue it came from, so it cannot be
+// put back.
+var ErrNoOrigin = errors.New("dead letter names no origin queue")
+
+// DeadLetters lists up to limit messages of the dead-letter queue, oldest
+// first, and leaves them there.
+func (c *Conn) DeadLetters(ctx context.Context, limit int) ([]DeadLetter, error) {
+	ch, err := c.Channel(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Closing the channel hands back every message taken without an ack.
+	defer closeChannel(ch)
+	var out []DeadLetter
+	for len(out) < limit {
+		d, ok, err := ch.Get(c.DeadLetterQueue(), false)
+		if err != nil {
+			return out, fmt.Errorf("reading %s: %w", c.DeadLetterQueue(), err)
+		}
+		if !ok {
+			break
+		}
+		out = append(out, c.describe(d))
+	}
+	return out, nil
+}
+
+// Redrive puts up to limit dead letters back into the queues they came
+// from (only those from queue, when it is not empty), each with a fresh
+// retry budget, and returns how many it moved. Each copy is confirmed by the
+// broker before its dead letter is removed, so a failure midway leaves every
+// message in one queue or, at worst, in both (consumers deduplicate by
+// message id). Run it once the cause of the dead letters is fixed.
+func (c *Conn) Redrive(ctx context.Context, queue string, limit int) (int, error) {
+	ch, err := c.Channel(ctx)
+	if err != nil {
+		return 0, err
+	}
+	// Messages skipped by the queue filter stay unacked until the channel
+	// closes, so Get does not hand them out again and the loop ends.
+	defer closeChannel(ch)
+	pub := newPublisher(c, "")
+	defer pub.Close()
+	moved := 0
+	for moved < limit {
+		d, ok, err := ch.Get(c.DeadLetterQueue(), false)
+		if err != nil {
+			return moved, fmt.Errorf("reading %s: %w", c.DeadLetterQueue(), err)
+		}
+		if !ok {
+			return moved, nil
+		}
+		origin := c.describe(d).Queue
+		if queue != "" && origin != queue {
+			continue
+		}
+		if origin == "" {
+			return moved, fmt.Errorf("message %s: %w", d.MessageId, ErrNoOrigin)
+		}
+		if err := pub.send(ctx, "", c.QueueName(origin), redrivePublishing(d)); err != nil {
+			return moved, fmt.Errorf("putting message %s back into %s: %w", d.MessageId, origin, err)
+		}
+		if err := d.Ack(false); err != nil {
+			return moved, fmt.Errorf("removing dead letter %s: %w", d.MessageId, err)
+		}
+		moved++
+	}
+	return moved, nil
+}
+
+// describe reads where d came from and why: the consumer's own headers, or
+// for a message the broker dead-lettered (delivery limit on a quorum queue)
+// the broker's x-first-death-* headers.
+func (c *Conn) describe(d amqp.Delivery) DeadLetter {
+	dl := DeadLetter{MessageID: d.MessageId, Type: d.Type, RequestID: d.CorrelationId}
+	str := func(k string) string {
+		s, _ := d.Headers[k].(string)
+		return s
+	}
+	dl.Queue, dl.Class, dl.Reason = str(HeaderDeadLetterQueue), str(HeaderDeadLetterClass), str(HeaderDeadLetterReason)
+	if dl.Queue == "" {
+		if q, ok := strings.CutPrefix(str("x-first-death-queue"), c.cfg.Prefix+"."); ok {
+			dl.Queue = q
+		}
+		dl.Class = str("x-first-death-reason")
+		dl.Reason = "dead-lettered by the broker"
+	}
+	return dl
+}
+
+// redrivePublishing is d as it was first published: without the
+// dead-letter and retry headers, so it gets a whole new retry budget.
+func redrivePublishing(d amqp.Delivery) amqp.Publishing {
+	pub := copyPublishing(d)
+	for k := range pub.Headers {
+		switch {
+		case k == HeaderDeadLetterReason, k == HeaderDeadLetterClass, k == HeaderDeadLetterQueue,
+			k == HeaderRetries, k == HeaderFailingSince,
+			k == "x-death", strings.HasPrefix(k, "x-first-death-"), strings.HasPrefix(k, "x-last-death-"):
+			delete(pub.Headers, k)
+		}
+	}
+	return pub
+}
