@@ -25,7 +25,7 @@ type DeadLetter struct {
 	Reason string
 }
 
-// ErrNoOrigin: a dead letter names no queue it came from, so it cannot be
+// ErrNoOrigin means a dead letter names no queue it came from, so it cannot be
 // put back.
 var ErrNoOrigin = errors.New("dead letter names no origin queue")
 
