@@ -139,8 +139,9 @@ func TestMisbehavingParticipants(t *testing.T) {
 
 	testkit.Eventually(t, 20*time.Second, func() bool { return crashyCalls.Load() == 1 }, "crashy got its command")
 	require.NoError(t, crashConn.Close()) // the broker requeues the unacknowledged command
+	var restartedCalls atomic.Int32
 	startParticipant(t, h, "crashy", func(context.Context, event.Subject) (string, error) {
-		crashyCalls.Add(1)
+		restartedCalls.Add(1)
 		return event.OutcomeErased, nil
 	}, nil)
 
@@ -191,7 +192,10 @@ func TestMisbehavingParticipants(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, func() bool { return len(h.events.distinct(event.TypeErasureFinished)) == 1 }, "finished published")
 	testkit.Eventually(t, 10*time.Second, func() bool { return len(h.events.distinct(event.TypeErasureCompleted)) == 1 }, "completed published")
 	require.Equal(t, map[string]int{s.RequestID: 1}, h.events.distinct(event.TypeErasureCompleted))
-	require.Equal(t, 2, int(crashyCalls.Load()))
+	require.Equal(t, 1, int(crashyCalls.Load()), "the crashed process never finished its command")
+	// The restarted process gets the command back from the broker, and a
+	// re-send too when the restart took longer than confirm_timeout.
+	require.GreaterOrEqual(t, int(restartedCalls.Load()), 1, "the restarted process erased")
 	require.Equal(t, 1.0, metricValue(t, h.registry, "gdpr_erasures_completed_total", nil))
 	require.Equal(t, 0.0, metricValue(t, h.registry, "gdpr_erasure_participants_attention", map[string]string{"participant": "silent"}))
 	require.Equal(t, 1.0, metricValue(t, h.registry, "gdpr_participant_confirmations_total", map[string]string{"participant": "twice", "outcome": "erased"}),
