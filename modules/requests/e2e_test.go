@@ -179,14 +179,17 @@ func TestWorkerKilledDuringReportGenerationRepeatedly(t *testing.T) {
 	s := newSystem(t, n, func(c *config.Config) {
 		c.Lock.TTL = 2 * time.Second // a killed worker's lock and lease run out fast
 		c.Worker.MaxAttempts = 100   // every kill counts as an attempt of what it held
-		c.Worker.Concurrency = 4
+		// Few builds at once, each slower than the kill moment is late, so
+		// that most kills land in a running build even on a quiet machine
+		// and the work outlasts the twenty kills.
+		c.Worker.Concurrency = 2
 		c.Notify.ResendAfter = 3 * time.Second
 		// Killed builds leave temp files; the sweep removes them once
 		// older than any live build here takes.
 		c.Worker.SweepInterval = 500 * time.Millisecond
 		c.Worker.SweepAge = 3 * time.Second
 	})
-	s.src.delay = func() time.Duration { return jitter(20*time.Millisecond, 300*time.Millisecond) }
+	s.src.delay = func() time.Duration { return jitter(100*time.Millisecond, 600*time.Millisecond) }
 	s.start("serve")
 	s.start("scheduler")
 	ids := s.submitAll(n)
@@ -197,7 +200,7 @@ func TestWorkerKilledDuringReportGenerationRepeatedly(t *testing.T) {
 			return s.count(`SELECT count(*) FROM requests WHERE state = 'processing'`) > 0 ||
 				s.count(`SELECT count(*) FROM requests WHERE state <> 'completed'`) == 0
 		}, "a report is being built")
-		time.Sleep(jitter(0, 400*time.Millisecond)) // the kill moment, not a wait for an effect
+		time.Sleep(jitter(0, 300*time.Millisecond)) // the kill moment, not a wait for an effect
 		w.kill()
 	}
 	var done int
