@@ -104,12 +104,15 @@ func crashRun(t *testing.T, n int, killAt []int, restartAt int, restart func(tes
 	for i, at := range killAt {
 		testkit.Eventually(t, 2*time.Minute, func() bool { d, _ := s.tally(); return d >= at }, "%d consumed before kill %d", at, i+1)
 		victim := i % 2
-		procs[victim].kill()
+		// An event's time is taken before it begins: the survivor may
+		// re-publish the victim's batch before kill() (or restart) returns,
+		// which can take a while on a loaded machine.
 		events = append(events, time.Now())
+		procs[victim].kill()
 		procs[victim] = startChild(t, bin, env, logPath)
 		if restartAt == i {
-			restart(t)
 			events = append(events, time.Now())
+			restart(t)
 		}
 	}
 	testkit.Eventually(t, 3*time.Minute, func() bool { d, _ := s.tally(); return d >= n }, "all %d consumed", n)
