@@ -17,7 +17,10 @@ import (
 // dead-letter queue and why, and putting it back once the cause is fixed.
 func (c *cli) deadLetterCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "dead-letters", Short: "List dead-lettered messages, or put them back into their queues"}
-	withBus := func(cmd *cobra.Command, fn func(ctx context.Context, conn *bus.Conn) error) error {
+	withBus := func(cmd *cobra.Command, limit int, fn func(ctx context.Context, conn *bus.Conn) error) error {
+		if limit < 1 {
+			return &exitError{code: 2, err: fmt.Errorf("--limit must be >= 1, got %d", limit)}
+		}
 		cfg, err := c.load(cmd)
 		if err != nil {
 			return err
@@ -38,10 +41,7 @@ func (c *cli) deadLetterCommand() *cobra.Command {
 		Short: "Show dead-lettered messages (ids, type, origin queue, reason), oldest first; they stay where they are",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if listLimit < 1 {
-				return &exitError{code: 2, err: fmt.Errorf("--limit must be >= 1, got %d", listLimit)}
-			}
-			return withBus(cmd, func(ctx context.Context, conn *bus.Conn) error {
+			return withBus(cmd, listLimit, func(ctx context.Context, conn *bus.Conn) error {
 				dls, err := conn.DeadLetters(ctx, listLimit)
 				if err != nil {
 					return err
@@ -68,10 +68,7 @@ is handled once (consumers deduplicate by message id). Fix the cause first:
 a message that fails again is dead-lettered again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if requeueLimit < 1 {
-				return &exitError{code: 2, err: fmt.Errorf("--limit must be >= 1, got %d", requeueLimit)}
-			}
-			return withBus(cmd, func(ctx context.Context, conn *bus.Conn) error {
+			return withBus(cmd, requeueLimit, func(ctx context.Context, conn *bus.Conn) error {
 				moved, err := conn.Redrive(ctx, queue, requeueLimit)
 				fmt.Fprintf(cmd.OutOrStdout(), "requeued %d\n", moved)
 				if err != nil {

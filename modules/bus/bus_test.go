@@ -271,19 +271,7 @@ func TestRedeliveredTooOftenIsDeadLetteredByTheConsumer(t *testing.T) {
 	m := newMessage(t, "thing.crashy")
 	require.NoError(t, pub.Publish(t.Context(), m))
 
-	// Stand-in for consumers that die mid-message: take it and give it back.
-	ch := rawChannel(t, conn)
-	for n := range cfg.DeliveryLimit {
-		var d amqp.Delivery
-		testkit.Eventually(t, 10*time.Second, func() bool {
-			var ok bool
-			var err error
-			d, ok, err = ch.Get(conn.QueueName("q"), false)
-			require.NoError(t, err)
-			return ok
-		}, "delivery %d", n+1)
-		require.NoError(t, d.Nack(false, true))
-	}
+	giveBack(t, conn, "q", cfg.DeliveryLimit)
 	var handled atomic.Int32
 	consume(t, conn, bus.ConsumerOptions{}, func(context.Context, message.Message) error {
 		handled.Add(1)
@@ -312,19 +300,7 @@ func TestBrokerEnforcesDeliveryLimit(t *testing.T) {
 	m := newMessage(t, "thing.crashy")
 	require.NoError(t, pub.Publish(t.Context(), m))
 
-	ch := rawChannel(t, conn)
-	deliveries, err := ch.Consume(conn.QueueName("q"), "", false, false, false, false, nil)
-	require.NoError(t, err)
-	var n int
-	for n <= cfg.DeliveryLimit {
-		select {
-		case d := <-deliveries:
-			n++
-			require.NoError(t, d.Nack(false, true))
-		case <-time.After(10 * time.Second):
-			t.Fatalf("delivery %d did not come", n+1)
-		}
-	}
+	giveBack(t, conn, "q", cfg.DeliveryLimit+1)
 	d := deadLetters(t, conn, 1, 15*time.Second)[0]
 	require.Equal(t, m.ID, d.MessageId)
 	require.Equal(t, "delivery_limit", d.Headers["x-first-death-reason"])

@@ -53,7 +53,6 @@ type Consumer struct {
 	// retry puts failed messages back at the end of their queue (default
 	// exchange, routing key = queue name).
 	retry *Publisher
-	now   func() time.Time
 
 	cancel   context.CancelFunc // stops taking deliveries
 	handlers context.Context    // cancelled when the drain deadline passes
@@ -79,7 +78,6 @@ func NewConsumer(conn *Conn, opts ConsumerOptions, h Handler, logger *slog.Logge
 		logger:  logger.With("queue", opts.Queue),
 		dlx:     newPublisher(conn, conn.DeadLetterExchange()),
 		retry:   newPublisher(conn, ""),
-		now:     time.Now,
 	}
 }
 
@@ -226,7 +224,7 @@ func (c *Consumer) consume(ctx context.Context, ch *amqp.Channel, deliveries <-c
 				// A message waiting for its retry does not hold a handler
 				// slot; the prefetch still bounds how many wait.
 				<-sem
-				if r.after == 0 && !r.copy {
+				if r.after == 0 {
 					return
 				}
 				t := time.NewTimer(r.after)
@@ -249,9 +247,9 @@ func (c *Consumer) consume(ctx context.Context, ch *amqp.Channel, deliveries <-c
 	}
 }
 
-// retry says what becomes of a delivery that was not settled by handle:
-// after the delay it is either put back as a copy with its failed attempts
-// counted (copy), or requeued by the broker.
+// retry says what becomes of a delivery that handle did not settle (after
+// > 0): after the delay it is either put back as a copy with its failed
+// attempts counted (copy), or requeued by the broker.
 type retry struct {
 	after        time.Duration
 	copy         bool
@@ -291,11 +289,12 @@ func (c *Consumer) handle(d amqp.Delivery) retry {
 		// dead-letter it here, with the reason, rather than retry it.
 		return c.deadLetter(ctx, d, m, ReasonDeliveryLimit, fmt.Errorf("delivered %d times: %w", m.DeliveryCount+1, err))
 	}
+	now := time.Now()
 	failingSince := m.FailingSince
 	if failingSince.IsZero() {
-		failingSince = c.now()
+		failingSince = now
 	}
-	if c.now().Sub(failingSince) >= c.conn.cfg.RetryFor {
+	if now.Sub(failingSince) >= c.conn.cfg.RetryFor {
 		return c.deadLetter(ctx, d, m, ReasonRetryExpired, fmt.Errorf("failing since %s: %w", failingSince.UTC().Format(time.RFC3339), err))
 	}
 	attempt := m.Retries + m.DeliveryCount

@@ -37,17 +37,7 @@ func TestDeadLettersAreListedAndRedrivenOnceTheCauseIsFixed(t *testing.T) {
 	// without a verdict until the queue's delivery limit.
 	crashy := newMessage(t, "thing.crashy")
 	require.NoError(t, pub.Publish(ctx, crashy))
-	ch := rawChannel(t, conn)
-	for n := 0; n <= cfg.DeliveryLimit; n++ {
-		testkit.Eventually(t, 10*time.Second, func() bool {
-			d, ok, err := ch.Get(conn.QueueName("q"), false)
-			require.NoError(t, err)
-			if ok {
-				require.NoError(t, d.Nack(false, true))
-			}
-			return ok
-		}, "delivery %d", n+1)
-	}
+	giveBack(t, conn, "q", cfg.DeliveryLimit+1)
 	deadLetterCount := func() int { return readyCount(t, conn, conn.DeadLetterQueue()) }
 	testkit.Eventually(t, 10*time.Second, func() bool { return deadLetterCount() == 1 }, "the broker dead-lettered it")
 

@@ -71,6 +71,24 @@ func rawChannel(t *testing.T, conn *bus.Conn) *amqp.Channel {
 	return ch
 }
 
+// giveBack stands in for consumers that die mid-message: times over, it
+// takes the next message of queue and hands it back unsettled, so each time
+// counts as a delivery that ended without a verdict.
+func giveBack(t *testing.T, conn *bus.Conn, queue string, times int) {
+	t.Helper()
+	ch := rawChannel(t, conn)
+	for n := range times {
+		testkit.Eventually(t, 10*time.Second, func() bool {
+			d, ok, err := ch.Get(conn.QueueName(queue), false)
+			require.NoError(t, err)
+			if ok {
+				require.NoError(t, d.Nack(false, true))
+			}
+			return ok
+		}, "delivery %d", n+1)
+	}
+}
+
 // deadLetters waits until the dead-letter queue holds n messages and returns them (acked).
 func deadLetters(t *testing.T, conn *bus.Conn, n int, timeout time.Duration) []amqp.Delivery {
 	t.Helper()
