@@ -183,7 +183,8 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		if res.Error != nil {
 			return fmt.Errorf("loading notification %s: %w", nt.key, res.Error)
 		}
-		if res.RowsAffected > 0 {
+		found := res.RowsAffected > 0
+		if found {
 			switch {
 			case row.State != "sending":
 				// Sent or skipped before: only the inbox record is missing.
@@ -225,10 +226,22 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 				ON CONFLICT (key) DO UPDATE SET state = 'skipped', reason = 'no_email', updated_at = now()`,
 				nt.key, nt.requestID, nt.template, messageID).Error
 		}
+		if !found {
+			res = tx.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, sends)
+				VALUES (?, ?, ?, ?, 'sending', 1) ON CONFLICT (key) DO NOTHING`,
+				nt.key, nt.requestID, nt.template, messageID)
+			if res.Error != nil {
+				return fmt.Errorf("recording notification %s sending: %w", nt.key, res.Error)
+			}
+			if res.RowsAffected == 0 {
+				// Another delivery of the same email (a redelivery after a
+				// connection loss, a second publish) wrote the row after our
+				// SELECT found none: it is the one sending.
+				return errInFlight
+			}
+		}
 		send = true
-		return tx.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, sends)
-			VALUES (?, ?, ?, ?, 'sending', 1) ON CONFLICT (key) DO NOTHING`,
-			nt.key, nt.requestID, nt.template, messageID).Error
+		return nil
 	})
 	return email, messageID, send, err
 }
