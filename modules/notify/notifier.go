@@ -157,6 +157,11 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 			n.logger.WarnContext(ctx, "email rejected by the SMTP server; not retried", "request_id", nt.requestID, "template", nt.template)
 			return n.finish(ctx, msg, nt, "skipped", "rejected")
 		}
+		if errors.Is(err, ErrOutcomeUnknown) {
+			// The server may have accepted it: like a crash after the SMTP
+			// conversation, the row stays 'sending' until ResendAfter.
+			return fmt.Errorf("sending %s email for %s: %w", nt.template, nt.requestID, err)
+		}
 		// Nothing was accepted: let the redelivery send at once, and say
 		// so, so that it is not taken for a send whose outcome is unknown.
 		_ = n.db.WithContext(context.WithoutCancel(ctx)).Exec(
