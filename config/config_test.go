@@ -159,6 +159,7 @@ func TestValidationErrorsNameTheSetting(t *testing.T) {
 		{"publish channels", func(c *config.Config) { c.AMQP.PublishChannels = 0 }, "config: amqp.publish_channels must be >= 1, got 0"},
 		{"delivery limit", func(c *config.Config) { c.AMQP.DeliveryLimit = 0 }, "config: amqp.delivery_limit must be >= 1, got 0"},
 		{"retry for", func(c *config.Config) { c.AMQP.RetryFor = 0 }, "config: amqp.retry_for must be > 0, got 0s"},
+		{"resend after", func(c *config.Config) { c.Notify.ResendAfter = c.Notify.Timeout }, "config: notify.resend_after must be longer than notify.timeout (30s), got 30s"},
 		{"lock ttl", func(c *config.Config) { c.Lock.TTL = 100 * time.Millisecond }, "config: lock.ttl must be >= 1s, got 100ms"},
 		{"postgres dsn", func(c *config.Config) { c.Postgres.DSN = "" }, "config: postgres.dsn must be set"},
 	}

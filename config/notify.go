@@ -17,7 +17,8 @@ type Notify struct {
 	Concurrency int `yaml:"concurrency"`
 	// ResendAfter is how long a send that started but never recorded its
 	// outcome (a crash between SMTP and commit) waits before it is sent again
-	// with the same Message-ID.
+	// with the same Message-ID; longer than Timeout, so that no send in
+	// progress is taken for a dead one.
 	ResendAfter time.Duration `yaml:"resend_after"`
 }
 
@@ -49,6 +50,10 @@ func (n Notify) validate() error {
 		return invalid("notify.concurrency", "must be >= 1, got %d", n.Concurrency)
 	case n.ResendAfter <= 0:
 		return invalid("notify.resend_after", "must be > 0, got %s", n.ResendAfter)
+	case n.ResendAfter <= n.Timeout:
+		// A send still in its SMTP conversation must never look abandoned,
+		// or a redelivery sends the email a second time.
+		return invalid("notify.resend_after", "must be longer than notify.timeout (%s), got %s", n.Timeout, n.ResendAfter)
 	}
 	return nil
 }

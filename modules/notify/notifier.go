@@ -157,6 +157,11 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 			n.logger.WarnContext(ctx, "email rejected by the SMTP server; not retried", "request_id", nt.requestID, "template", nt.template)
 			return n.finish(ctx, msg, nt, "skipped", "rejected")
 		}
+		if errors.Is(err, ErrOutcomeUnknown) {
+			// The server may have accepted it: like a crash after the SMTP
+			// conversation, the row stays 'sending' until ResendAfter.
+			return fmt.Errorf("sending %s email for %s: %w", nt.template, nt.requestID, err)
+		}
 		// Nothing was accepted: let the redelivery send at once, and say
 		// so, so that it is not taken for a send whose outcome is unknown.
 		_ = n.db.WithContext(context.WithoutCancel(ctx)).Exec(
@@ -183,7 +188,8 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		if res.Error != nil {
 			return fmt.Errorf("loading notification %s: %w", nt.key, res.Error)
 		}
-		if res.RowsAffected > 0 {
+		found := res.RowsAffected > 0
+		if found {
 			switch {
 			case row.State != "sending":
 				// Sent or skipped before: only the inbox record is missing.
@@ -225,10 +231,22 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 				ON CONFLICT (key) DO UPDATE SET state = 'skipped', reason = 'no_email', updated_at = now()`,
 				nt.key, nt.requestID, nt.template, messageID).Error
 		}
+		if !found {
+			res = tx.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, sends)
+				VALUES (?, ?, ?, ?, 'sending', 1) ON CONFLICT (key) DO NOTHING`,
+				nt.key, nt.requestID, nt.template, messageID)
+			if res.Error != nil {
+				return fmt.Errorf("recording notification %s sending: %w", nt.key, res.Error)
+			}
+			if res.RowsAffected == 0 {
+				// Another delivery of the same email (a redelivery after a
+				// connection loss, a second publish) wrote the row after our
+				// SELECT found none: it is the one sending.
+				return errInFlight
+			}
+		}
 		send = true
-		return tx.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, sends)
-			VALUES (?, ?, ?, ?, 'sending', 1) ON CONFLICT (key) DO NOTHING`,
-			nt.key, nt.requestID, nt.template, messageID).Error
+		return nil
 	})
 	return email, messageID, send, err
 }

@@ -3,6 +3,10 @@ package notify_test
 import (
 	"context"
 	"log/slog"
+	"net"
+	"net/textproto"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -228,4 +232,93 @@ func TestEmailsSentMetric(t *testing.T) {
 	for _, mf := range mfs {
 		require.NotContains(t, mf.String(), "ed@example.com", "no address in metrics")
 	}
+}
+
+// fakeHangUpSMTP is a fake SMTP server that takes whole messages and hangs
+// up before giving its verdict on them: what a connection lost at the end
+// of DATA looks like to the sender. Mailpit always answers.
+type fakeHangUpSMTP struct {
+	port int
+	got  atomic.Int32
+}
+
+func startFakeHangUpSMTP(t *testing.T) *fakeHangUpSMTP {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	s := &fakeHangUpSMTP{port: ln.Addr().(*net.TCPAddr).Port}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go s.serve(c)
+		}
+	}()
+	return s
+}
+
+func (s *fakeHangUpSMTP) serve(c net.Conn) {
+	defer c.Close()
+	tp := textproto.NewConn(c)
+	_ = tp.PrintfLine("220 fake ESMTP")
+	for {
+		line, err := tp.ReadLine()
+		if err != nil {
+			return
+		}
+		switch verb, _, _ := strings.Cut(strings.ToUpper(line), " "); verb {
+		case "DATA":
+			_ = tp.PrintfLine("354 go ahead")
+			if _, err := tp.ReadDotBytes(); err != nil {
+				return
+			}
+			s.got.Add(1)
+			return // the whole message arrived; no 250 goes back
+		default: // EHLO, MAIL, RCPT
+			_ = tp.PrintfLine("250 ok")
+		}
+	}
+}
+
+// TestLostVerdictWaitsForResendAfter: the connection broke after the whole
+// message was handed over, before the server said whether it took it. It
+// may have: that is the crash window (resent after resend_after, with the
+// same Message-ID), not a failed send (retried at once).
+func TestLostVerdictWaitsForResendAfter(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	mp := testkit.StartMailpit(t)
+	fake := startFakeHangUpSMTP(t)
+	hangsUp := smtpConfig(mp)
+	hangsUp.SMTPPort = fake.port
+	n1, err := notify.New(gdb, scheduler.NewStore(gdb), notify.NewSMTP(hangsUp), link,
+		notify.Config{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, testkit.Logger(t), nil)
+	require.NoError(t, err)
+	e := &env{db: gdb, mail: mp, n: n1}
+	id := e.request(t, event.KindAccess, "fe@example.com")
+	m := reportReady(t, id)
+
+	err = n1.Handle(t.Context(), m)
+	require.ErrorIs(t, err, notify.ErrOutcomeUnknown)
+	require.NotErrorIs(t, err, bus.ErrPoison)
+	require.EqualValues(t, 1, fake.got.Load(), "the server got the whole message")
+
+	var logs testkit.Buffer
+	n2, err := notify.New(gdb, scheduler.NewStore(gdb), notify.NewSMTP(smtpConfig(mp)), link,
+		notify.Config{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	require.NoError(t, err)
+	require.Error(t, n2.Handle(t.Context(), m), "the redelivery waits: the first send may have gone out")
+	c, err := mp.Count(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, c)
+
+	require.NoError(t, gdb.Exec(`UPDATE notifications SET updated_at = now() - interval '2 hours'`).Error)
+	require.NoError(t, n2.Handle(t.Context(), m), "after resend_after it is sent again")
+	msgs, err := mp.Messages(t.Context())
+	require.NoError(t, err)
+	require.Len(t, msgs, 1)
+	require.Equal(t, "report-ready."+id+"@test.invalid", msgs[0].MessageID, "the resend carries the original Message-ID")
+	require.Contains(t, logs.String(), "resending an email whose outcome is unknown")
 }

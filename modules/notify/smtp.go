@@ -56,6 +56,11 @@ func NewSMTP(cfg config.Notify, opts ...SMTPOption) *SMTP {
 // permanently (5xx): sending again will not help.
 var ErrRejected = errors.New("notify: rejected by the SMTP server")
 
+// ErrOutcomeUnknown marks a send that broke off after the whole message was
+// handed over and before the server's verdict arrived: the server may have
+// accepted it.
+var ErrOutcomeUnknown = errors.New("notify: the SMTP server's verdict was lost")
+
 // Send delivers e. It returns once the server accepted the message.
 func (s *SMTP) Send(ctx context.Context, e Email) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
@@ -108,6 +113,11 @@ func (s *SMTP) Send(ctx context.Context, e Email) error {
 		return fmt.Errorf("smtp writing message: %w", err)
 	}
 	if err := w.Close(); err != nil {
+		var perr *textproto.Error
+		if !errors.As(err, &perr) {
+			// No reply, so no refusal either.
+			return fmt.Errorf("smtp end of data: %w: %w", ErrOutcomeUnknown, err)
+		}
 		return classify("smtp end of data", err)
 	}
 	if err := c.Quit(); err != nil {

@@ -184,6 +184,7 @@ func TestWorkerKilledDuringReportGenerationRepeatedly(t *testing.T) {
 		// and the work outlasts the twenty kills.
 		c.Worker.Concurrency = 2
 		c.Notify.ResendAfter = 3 * time.Second
+		c.Notify.Timeout = 2 * time.Second
 		// Killed builds leave temp files; the sweep removes them once
 		// older than any live build here takes.
 		c.Worker.SweepInterval = 500 * time.Millisecond
