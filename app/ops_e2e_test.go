@@ -105,7 +105,7 @@ func startOpsRun(t *testing.T) *opsRun {
 				{"name": "billing", "kind": "amqp"}, {"name": "mailer", "kind": "email"},
 				{"name": "partner", "kind": "http", "url": partner.URL + "/users/{subject_id}"},
 			},
-			"email_delay":  "1s",
+			"email_delay": "1s",
 		},
 		"telemetry": map[string]any{"gauge_interval": "500ms", "reconcile_interval": "500ms", "stuck_after": "2s"},
 	}
