@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -17,6 +18,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/lock"
+	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
@@ -32,6 +34,16 @@ type infra struct {
 	redis     *redis.Client
 	locker    *lock.Locker
 	outbox    *scheduler.Store
+	// devKeyWarning makes the development-key warning once per process,
+	// however many report builders its roles make.
+	devKeyWarning sync.Once
+}
+
+// newReportBuilder is report.New for the roles of this process; it warns
+// about the development key once, not once per role.
+func (in *infra) newReportBuilder(cfg config.Report, reg prometheus.Registerer) (*report.Builder, error) {
+	in.devKeyWarning.Do(func() { report.WarnDevelopmentKey(cfg, in.logger.With("module", "report")) })
+	return report.New(cfg, in.logger.With("module", "report"), reg)
 }
 
 // openInfra connects to PostgreSQL, RabbitMQ and Redis. Migrations run first

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,6 +75,16 @@ func startOpsRun(t *testing.T) *opsRun {
 	// A source holding personal data (names, emails) for the access reports.
 	require.NoError(t, gdb.Exec(`CREATE TABLE crm_customers (subject_id text, email text, full_name text, plan text)`).Error)
 
+	// A third-party API erased by the canceller's own HTTP calls.
+	partner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodDelete {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(partner.Close)
+
 	env, admin := roleEnv(t, r.cfg)
 	r.admin = admin["all"]
 	r.api = freeAddr(t)
@@ -90,8 +101,11 @@ func startOpsRun(t *testing.T) *opsRun {
 			"query": "SELECT email, full_name, plan FROM crm_customers WHERE subject_id = @subject_id",
 		}}},
 		"canceller": map[string]any{
-			"participants": []map[string]any{{"name": "billing", "kind": "amqp"}, {"name": "mailer", "kind": "email"}},
-			"email_delay":  "1s",
+			"participants": []map[string]any{
+				{"name": "billing", "kind": "amqp"}, {"name": "mailer", "kind": "email"},
+				{"name": "partner", "kind": "http", "url": partner.URL + "/users/{subject_id}"},
+			},
+			"email_delay": "1s",
 		},
 		"telemetry": map[string]any{"gauge_interval": "500ms", "reconcile_interval": "500ms", "stuck_after": "2s"},
 	}
@@ -344,9 +358,13 @@ func TestOperationsEndToEnd(t *testing.T) {
 		require.True(t, roles[role], "no %s event in the timeline: %v", role, types)
 	}
 	for _, typ := range []string{event.TypeRequestSubmitted, event.TypeRequestReceived, event.TypeErasureRequested,
-		"erasure.command.billing", event.TypeErasureCompleted, event.TypeNotificationSent, "erasure.command.mailer", event.TypeErasureFinished} {
+		"erasure.command.billing", event.TypeErasureCalled, event.TypeErasureCompleted, event.TypeNotificationSent, "erasure.command.mailer", event.TypeErasureFinished} {
 		require.Contains(t, types, typ)
 	}
+	// The HTTP participant's answer is in `gdpr timeline`, not only its timer.
+	code, out, errOut := runCLI(t, r.cfg.Postgres.DSN, "timeline", erasures[0])
+	require.Equal(t, 0, code, errOut)
+	require.Regexp(t, `canceller( via scheduler)?\s+erasure\.called\s+\S+\s+\S+\s+attempt=1 http_status=204 outcome=erased participant=partner\n`, out)
 	code, body = r.do(t, http.MethodGet, "/v1/admin/reconcile?since=1h&stuck_after=2s", opsAdminToken, nil)
 	require.Equal(t, http.StatusOK, code, "admin in-sync check: %s", body)
 	code, _ = r.do(t, http.MethodGet, "/v1/admin/requests/"+erasures[0]+"/timeline", opsAPIToken, nil)

@@ -17,7 +17,7 @@ import (
 // bus, the worker pool, and the notifier.
 func workerComponents(in *infra) ([]Component, error) {
 	cfg := in.cfg
-	builder, err := report.New(cfg.Report, in.logger.With("module", "report"), in.registry)
+	builder, err := in.newReportBuilder(cfg.Report, in.registry)
 	if err != nil {
 		return nil, err
 	}

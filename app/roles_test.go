@@ -140,12 +140,19 @@ func TestRoleProcesses(t *testing.T) {
 	t.Parallel()
 	bin := testkit.Build(t)
 
+	// devKeyWarnings is how often each role warns about the development
+	// report key it runs with (testkit's configuration keeps the default):
+	// once per process that touches reports, even when it builds several roles.
+	devKeyWarnings := map[string]int{"serve": 1, "worker": 1, "scheduler": 0, "canceller": 0, "all": 1}
 	for _, role := range []string{"serve", "worker", "scheduler", "canceller", "all"} {
 		t.Run(role+" starts, is ready and exits 0 on SIGTERM", func(t *testing.T) {
 			t.Parallel()
 			env, admin := roleEnv(t, testkit.Config(t))
 			p := start(t, bin, env, role)
 			p.waitReady(t, admin[role])
+			// Wiring, where the warning is written, ends before the admin server answers.
+			require.Equal(t, devKeyWarnings[role], strings.Count(p.out.String(), `"msg":"reports are encrypted with the public development key; set report.encryption_key"`),
+				"development key warnings of %s", role)
 
 			p.signal(t, syscall.SIGTERM)
 			require.Equal(t, 0, p.exitCode(t, exitBound), "exit code after SIGTERM")

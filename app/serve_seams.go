@@ -21,7 +21,7 @@ import (
 func serveReports(in *infra) (intake.ReportOpener, error) {
 	cfg := in.cfg.Report
 	cfg.Sources = nil
-	b, err := report.New(cfg, in.logger.With("module", "report"), nil)
+	b, err := in.newReportBuilder(cfg, nil)
 	if err != nil {
 		return nil, fmt.Errorf("opening report storage: %w", err)
 	}

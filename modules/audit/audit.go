@@ -52,6 +52,8 @@ var producers = map[string]string{
 	event.TypeErasureCompleted: "canceller",
 	event.TypeErasureFinished:  "canceller",
 	event.TypeErasureConfirmed: "participant",
+	// An HTTP participant's answer, received and published by the canceller.
+	event.TypeErasureCalled: "canceller",
 	// The canceller's own re-send and overdue timers (modules/erasure).
 	"erasure.timer":             "canceller",
 	event.TypeSchedulerSchedule: "",
@@ -84,6 +86,7 @@ var allowed = map[string]bool{
 	"attempt":      true,
 	"attempts":     true,
 	"error_class":  true,
+	"http_status":  true,
 	"version":      true,
 	"action":       true,
 	"key":          true,

@@ -102,6 +102,8 @@ func TestDetailsKeepIDsAndOutcomesDropPersonalData(t *testing.T) {
 			map[string]any{"type": "access"}},
 		{"scheduler command keeps key and due time, drops the wrapped body", `{"key":"k1","deliver_at":"2026-01-01T00:00:00Z","routing_key":"erasure.command.email","body":"eyJlbWFpbCI6ImpAeC55In0=","headers":{"a":"b"}}`,
 			map[string]any{"key": "k1", "deliver_at": "2026-01-01T00:00:00Z", "routing_key": "erasure.command.email"}},
+		{"HTTP participant's call keeps outcome, status and attempt", `{"request_id":"r","participant":"partner","attempt":1,"outcome":"erased","http_status":204}`,
+			map[string]any{"request_id": "r", "participant": "partner", "attempt": float64(1), "outcome": "erased", "http_status": float64(204)}},
 		{"undecodable body is marked, not copied", `not json jane@example.org`, map[string]any{"undecodable": true}},
 	}
 	for _, tc := range cases {
@@ -109,6 +111,9 @@ func TestDetailsKeepIDsAndOutcomesDropPersonalData(t *testing.T) {
 			require.Equal(t, tc.want, audit.Details([]byte(tc.body)))
 		})
 	}
+	called := mustMessage(t, event.TypeErasureCalled, event.ErasureCalled{RequestID: "r", Participant: "partner", Attempt: 1, Outcome: event.OutcomeErased, HTTPStatus: 204}, nil)
+	require.Equal(t, "canceller", audit.FromMessage(called, time.Now()).Role, "the canceller makes HTTP calls")
+	require.True(t, audit.Known(event.TypeErasureCalled))
 }
 
 func TestCausalOrderPutsCausesFirstDespiteClockSkew(t *testing.T) {

@@ -357,11 +357,23 @@ func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureR
 		}
 	}
 	if e.State == ErasureOpen {
-		if err := tx.WithContext(ctx).Exec(`UPDATE erasures SET state = 'completed', completed_at = now(), updated_at = now()
-			WHERE request_id = ?`, requestID).Error; err != nil {
+		// One moment, read from the database's clock now rather than the
+		// transaction's start (which may be long before, behind the row
+		// lock), is completed_at, erasure.completed's occurred_at and the
+		// start of the email system's delay: its command is never due
+		// sooner than email_delay after what the audit log shows.
+		var completedAt time.Time
+		if err := tx.WithContext(ctx).Raw(`UPDATE erasures SET state = 'completed', completed_at = clock_timestamp(), updated_at = now()
+			WHERE request_id = ? RETURNING completed_at`, requestID).Scan(&completedAt).Error; err != nil {
 			return fmt.Errorf("completing erasure %s: %w", requestID, err)
 		}
-		if err := c.enqueue(ctx, tx, event.TypeErasureCompleted, event.ErasureCompleted{RequestID: requestID}, requestID, cause); err != nil {
+		done, err := message.New(event.TypeErasureCompleted, event.ErasureCompleted{RequestID: requestID}, cause)
+		if err != nil {
+			return err
+		}
+		done.CorrelationID = requestID
+		done.OccurredAt = completedAt.UTC()
+		if err := c.sched.Enqueue(ctx, tx, done); err != nil {
 			return err
 		}
 		fx.completed = true
@@ -372,7 +384,7 @@ func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureR
 			if !ok {
 				p = config.Participant{Name: email.Participant, Kind: KindEmail}
 			}
-			if err := c.send(ctx, tx, e, requestID, p, 1, e.Now.Add(c.cfg.EmailDelay), cause); err != nil {
+			if err := c.send(ctx, tx, e, requestID, p, 1, done.OccurredAt.Add(c.cfg.EmailDelay), cause); err != nil {
 				return err
 			}
 			return c.reschedule(ctx, tx, e, requestID, cause)

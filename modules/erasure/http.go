@@ -31,6 +31,16 @@ const (
 	callPermanent
 )
 
+// reply is what one call got: its class, the HTTP status (0 when no answer
+// came) or why none came, and a detail for operators. None of it holds
+// personal data.
+type reply struct {
+	result callResult
+	status int
+	class  string // timeout, network_error or bad_url when status is 0
+	detail string
+}
+
 // DefaultHTTPTimeout bounds a participant call whose timeout is not configured.
 const DefaultHTTPTimeout = 10 * time.Second
 
@@ -56,7 +66,8 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p conf
 	if cur.Erasure == ErasureFinished || cur.Attempt != t.Attempt-1 || (cur.State != StatePending && cur.State != StateRetrying) {
 		return nil // stale: another replica made this attempt, or an operator acted
 	}
-	result, detail := c.do(ctx, p, t.RequestID, event.Subject{ID: cur.SubjectID, Email: cur.SubjectEmail})
+	rep := c.do(ctx, p, t.RequestID, event.Subject{ID: cur.SubjectID, Email: cur.SubjectEmail})
+	result, detail := rep.result, rep.detail
 	if ctx.Err() != nil {
 		// Shutting down: the call's outcome is unknown; the timer is redelivered.
 		return ctx.Err()
@@ -70,17 +81,33 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p conf
 			WHERE request_id = ? AND participant = ?`, r.Attempt, t.RequestID, t.Participant).Error; err != nil {
 			return fmt.Errorf("recording call to %s: %w", t.Participant, err)
 		}
+		// The result goes on the bus for the audit log, as an AMQP
+		// participant's confirmation does, and causes what follows from it.
+		outcome := event.OutcomeFailed
+		switch result {
+		case callErased:
+			outcome = event.OutcomeErased
+		case callNotFound:
+			outcome = event.OutcomeNotFound
+		}
+		called, err := message.New(event.TypeErasureCalled, event.ErasureCalled{
+			RequestID: t.RequestID, Participant: t.Participant, Attempt: r.Attempt,
+			Outcome: outcome, HTTPStatus: rep.status, ErrorClass: rep.class,
+		}, &m)
+		if err != nil {
+			return err
+		}
+		called.CorrelationID = t.RequestID
+		if err := c.sched.Enqueue(ctx, tx, called); err != nil {
+			return err
+		}
 		switch result {
 		case callErased, callNotFound:
-			outcome := event.OutcomeErased
-			if result == callNotFound {
-				outcome = event.OutcomeNotFound
-			}
 			if err := c.setState(ctx, tx, t.RequestID, t.Participant, outcome, r.Attempt, outcome, detail); err != nil {
 				return err
 			}
 			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+outcome)
-			return c.checkCompletion(ctx, tx, e, t.RequestID, &m, fx)
+			return c.checkCompletion(ctx, tx, e, t.RequestID, &called, fx)
 		case callPermanent:
 			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+event.OutcomeFailed)
 			c.logger.ErrorContext(ctx, "erasure call refused permanently; operator action needed",
@@ -91,14 +118,14 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p conf
 			c.logger.WarnContext(ctx, "erasure call failed; will retry", "request_id", t.RequestID,
 				"participant", t.Participant, "attempt", r.Attempt, "detail", detail)
 			r.State = StateSent // so an exhausted participant becomes overdue
-			return c.retryOrOverdue(ctx, tx, e, t.RequestID, r, event.OutcomeFailed, detail, &m, fx)
+			return c.retryOrOverdue(ctx, tx, e, t.RequestID, r, event.OutcomeFailed, detail, &called, fx)
 		}
 	})
 }
 
 // do performs one call. detail never contains personal data: it is a status
 // code or an error class, because it is stored and shown to operators.
-func (c *Canceller) do(ctx context.Context, p config.Participant, requestID string, s event.Subject) (callResult, string) {
+func (c *Canceller) do(ctx context.Context, p config.Participant, requestID string, s event.Subject) reply {
 	timeout := p.Timeout
 	if timeout <= 0 {
 		timeout = DefaultHTTPTimeout
@@ -111,7 +138,7 @@ func (c *Canceller) do(ctx context.Context, p config.Participant, requestID stri
 	}
 	req, err := http.NewRequestWithContext(ctx, method, ExpandURL(p.URL, requestID, s), nil)
 	if err != nil {
-		return callPermanent, "bad request URL"
+		return reply{result: callPermanent, class: "bad_url", detail: "bad request URL"}
 	}
 	if p.AuthHeader != "" {
 		name, value := "Authorization", p.AuthHeader
@@ -124,27 +151,28 @@ func (c *Canceller) do(ctx context.Context, p config.Participant, requestID stri
 	resp, err := c.client.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return callTransient, "timeout after " + timeout.String()
+			return reply{result: callTransient, class: "timeout", detail: "timeout after " + timeout.String()}
 		}
-		return callTransient, "network error"
+		return reply{result: callTransient, class: "network_error", detail: "network error"}
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
-	detail := "http " + strconv.Itoa(resp.StatusCode)
+	rep := reply{status: resp.StatusCode, detail: "http " + strconv.Itoa(resp.StatusCode)}
 	expected := p.ExpectedStatuses
 	if len(expected) == 0 {
 		expected = []int{http.StatusOK, http.StatusAccepted, http.StatusNoContent}
 	}
 	switch code := resp.StatusCode; {
 	case slices.Contains(expected, code):
-		return callErased, detail
+		rep.result = callErased
 	case code == http.StatusNotFound:
-		return callNotFound, detail
+		rep.result = callNotFound
 	case code == http.StatusTooManyRequests, code == http.StatusConflict, code >= 500:
-		return callTransient, detail
+		rep.result = callTransient
 	default:
-		return callPermanent, detail
+		rep.result = callPermanent
 	}
+	return rep
 }
 
 // ExpandURL fills a participant URL template: {subject_id}, {subject_email}

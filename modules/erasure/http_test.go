@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -79,18 +80,21 @@ func TestHTTPParticipantStatuses(t *testing.T) {
 		requests[id] = s.RequestID
 		h.request(s)
 	}
+	// results are the erasure.called messages of each request, in attempt
+	// order: "outcome status" or "outcome error_class".
 	want := map[string]struct {
-		state string
-		calls int
+		state   string
+		calls   int
+		results []string
 	}{
-		"ok":        {erasure.StateErased, 1},
-		"gone":      {erasure.StateNotFound, 1},
-		"throttled": {erasure.StateErased, 2},
-		"conflict":  {erasure.StateErased, 2},
-		"slow":      {erasure.StateErased, 2},
-		"refused":   {erasure.StateFailed, 1},
-		"bad":       {erasure.StateFailed, 1},
-		"down":      {erasure.StateOverdue, 3},
+		"ok":        {erasure.StateErased, 1, []string{"erased 202"}},
+		"gone":      {erasure.StateNotFound, 1, []string{"not_found 404"}},
+		"throttled": {erasure.StateErased, 2, []string{"failed 429", "erased 204"}},
+		"conflict":  {erasure.StateErased, 2, []string{"failed 409", "erased 200"}},
+		"slow":      {erasure.StateErased, 2, []string{"failed timeout", "erased 200"}},
+		"refused":   {erasure.StateFailed, 1, []string{"failed 403"}},
+		"bad":       {erasure.StateFailed, 1, []string{"failed 400"}},
+		"down":      {erasure.StateOverdue, 3, []string{"failed 502", "failed 502", "failed 502"}},
 	}
 	for id, w := range want {
 		testkit.Eventually(t, 30*time.Second, func() bool {
@@ -110,6 +114,32 @@ func TestHTTPParticipantStatuses(t *testing.T) {
 			require.Contains(t, ps[0].Detail, "http 4", id)
 			require.Equal(t, erasure.ErasureOpen, h.erasureState(requests[id]), "a failed participant keeps the erasure open")
 		}
+	}
+	// Every call's result is published for the audit log, caused by the
+	// timer that made the call.
+	called := func(requestID string) []string {
+		var out []string
+		for _, m := range h.events.all(event.TypeErasureCalled) {
+			var c event.ErasureCalled
+			require.NoError(t, m.Decode(&c))
+			if c.RequestID != requestID {
+				continue
+			}
+			require.Equal(t, requestID, m.CorrelationID)
+			require.NotEmpty(t, m.CausationID)
+			require.Equal(t, "api", c.Participant)
+			require.Equal(t, len(out)+1, c.Attempt)
+			res := c.Outcome + " " + c.ErrorClass
+			if c.HTTPStatus != 0 {
+				res = c.Outcome + " " + strconv.Itoa(c.HTTPStatus)
+			}
+			out = append(out, res)
+		}
+		return out
+	}
+	for id, w := range want {
+		testkit.Eventually(t, 10*time.Second, func() bool { return len(called(requests[id])) >= len(w.results) }, "erasure.called of %s", id)
+		require.Equal(t, w.results, called(requests[id]), id)
 	}
 	require.Equal(t, erasure.ErasureFinished, h.erasureState(requests["ok"]))
 	require.Equal(t, erasure.ErasureFinished, h.erasureState(requests["gone"]))

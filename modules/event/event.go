@@ -18,6 +18,10 @@ const (
 	TypeErasureCommand   = "erasure.command"
 	TypeErasureConfirmed = "erasure.confirmed"
 	TypeErasureOverdue   = "erasure.overdue"
+	// TypeErasureCalled: the canceller called an HTTP participant; the
+	// call's result, as erasure.confirmed is an AMQP participant's. Only the
+	// audit log consumes it.
+	TypeErasureCalled = "erasure.called"
 	// TypeErasureCompleted: every participant but the email system confirmed;
 	// the "your data was deleted" email goes out on it.
 	TypeErasureCompleted = "erasure.completed"
@@ -111,6 +115,21 @@ type ErasureConfirmed struct {
 	// Attempt echoes the command's attempt, so a late "failed" for an older
 	// attempt does not trigger another re-send. Optional.
 	Attempt int `json:"attempt,omitempty"`
+}
+
+// ErasureCalled is the result of one call to an HTTP participant. It holds
+// no personal data: a status code or an error class, never a response body.
+type ErasureCalled struct {
+	RequestID   string `json:"request_id"`
+	Participant string `json:"participant"`
+	Attempt     int    `json:"attempt"`
+	// Outcome is erased, not_found or failed (retried or refused for good:
+	// the participant's state in the status API tells which).
+	Outcome string `json:"outcome"`
+	// HTTPStatus is the answer's status code, 0 when none came.
+	HTTPStatus int `json:"http_status,omitempty"`
+	// ErrorClass says why no answer came: timeout, network_error or bad_url.
+	ErrorClass string `json:"error_class,omitempty"`
 }
 
 // ErasureOverdue is published when a participant stayed silent after every re-send.

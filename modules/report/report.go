@@ -93,6 +93,16 @@ func WithClock(now func() time.Time) Option { return func(b *Builder) { b.now = 
 // WithChunkSize sets the encryption chunk size of stored reports.
 func WithChunkSize(n int) Option { return func(b *Builder) { b.chunk = n } }
 
+// WarnDevelopmentKey logs a warning when cfg encrypts reports with the
+// public development key. New does not warn, because a process may build
+// several builders (`gdpr all` has the worker's and serve's): the process
+// calls this once.
+func WarnDevelopmentKey(cfg config.Report, logger *slog.Logger) {
+	if cfg.EncryptionKey == config.DevEncryptionKey {
+		logger.Warn("reports are encrypted with the public development key; set report.encryption_key")
+	}
+}
+
 // Builder builds, opens and deletes access reports. It is safe for
 // concurrent use.
 type Builder struct {
@@ -117,9 +127,6 @@ func New(cfg config.Report, logger *slog.Logger, reg prometheus.Registerer, opts
 	key, err := config.ParseEncryptionKey(cfg.EncryptionKey)
 	if err != nil {
 		return nil, err
-	}
-	if cfg.EncryptionKey == config.DevEncryptionKey {
-		logger.Warn("reports are encrypted with the public development key; set report.encryption_key")
 	}
 	b := &Builder{
 		cfg: cfg, logger: logger, key: key, now: time.Now, chunk: defaultChunkLen,

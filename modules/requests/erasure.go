@@ -55,8 +55,8 @@ func (m *Manager) erasure(ctx, _ context.Context, c *claimed) error {
 		if err := m.closeAttempt(tx, c.ID, c.Attempt, "succeeded", "", nil); err != nil {
 			return err
 		}
-		return tx.Exec(`UPDATE requests SET state = 'handed_over', last_error_class = '', lease_until = NULL,
-			updated_at = now() WHERE id = ?`, c.ID).Error
+		return tx.Exec(`UPDATE requests SET state = 'handed_over', attempts = ?, last_error_class = '', lease_until = NULL,
+			updated_at = now() WHERE id = ?`, c.Attempt, c.ID).Error
 	})
 	if err != nil {
 		return err

@@ -221,8 +221,10 @@ func (m *Manager) complete(ctx context.Context, c *claimed, rep Report) error {
 				sha256 = EXCLUDED.sha256, created_at = now()`, rep.ID, c.ID, rep.Bytes, rep.SHA256).Error; err != nil {
 			return fmt.Errorf("recording report of %s: %w", c.ID, err)
 		}
+		// attempts counts the attempt that succeeded too, so a status agrees
+		// with the attempt=N of the log lines.
 		if err := tx.Exec(`UPDATE requests SET state = 'completed', completed_at = now(), updated_at = now(),
-			last_error_class = '', lease_until = NULL WHERE id = ?`, c.ID).Error; err != nil {
+			attempts = ?, last_error_class = '', lease_until = NULL WHERE id = ?`, c.Attempt, c.ID).Error; err != nil {
 			return fmt.Errorf("completing request %s: %w", c.ID, err)
 		}
 		if err := m.closeAttempt(tx, c.ID, c.Attempt, "succeeded", "", nil); err != nil {

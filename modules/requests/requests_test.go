@@ -237,6 +237,7 @@ func TestAccessCompletesOnceWithReportReady(t *testing.T) {
 
 	r := e.row(t, id)
 	require.Equal(t, requests.StateCompleted, r.State)
+	require.Equal(t, 1, r.Attempts, "the attempt that succeeded counts, as its log line says attempt=1")
 	builds, _ := e.builder.count(id)
 	require.Equal(t, 1, builds)
 	require.Equal(t, 1, e.outboxCount(t, event.TypeReportReady, id))
@@ -286,6 +287,7 @@ func TestFailingTwiceThenSucceedingCompletesOnThirdAttempt(t *testing.T) {
 		require.False(t, hist[i+1].StartedAt.Before(*h.NextAttemptAt), "attempt %d waited for its backoff", i+2)
 	}
 	require.Equal(t, "succeeded", hist[2].Outcome)
+	require.Equal(t, 3, e.row(t, id).Attempts, "two failed attempts and the one that succeeded")
 	_, deletes := e.builder.count(id)
 	require.Equal(t, 2, deletes, "each failed attempt deletes any partial report")
 	require.Equal(t, 2.0, counter(t, e.reg, "gdpr_retries_total"))
@@ -368,7 +370,7 @@ func TestAbandonedRequestIsPickedUpAgain(t *testing.T) {
 
 	r := e.row(t, id)
 	require.Equal(t, requests.StateCompleted, r.State)
-	require.Equal(t, 1, r.Attempts)
+	require.Equal(t, 2, r.Attempts, "the abandoned attempt and the one that succeeded")
 	var outcomes []string
 	require.NoError(t, e.db.Raw(`SELECT outcome FROM request_attempts WHERE request_id = ? ORDER BY attempt`, id).Scan(&outcomes).Error)
 	require.Equal(t, []string{"abandoned", "succeeded"}, outcomes)
@@ -429,6 +431,7 @@ func TestErasureWaitsForOpenAccessReportThenHandsOverOnce(t *testing.T) {
 		return e.row(t, erasureID).State == requests.StateHandedOver
 	}, "erasure handed over after the report")
 	require.Equal(t, 1, e.outboxCount(t, event.TypeErasureRequested, erasureID))
+	require.Equal(t, 1, e.row(t, erasureID).Attempts, "the hand-over counts; waiting for the report does not")
 
 	fin, err := message.New(event.TypeErasureFinished, event.ErasureFinished{RequestID: erasureID}, nil)
 	require.NoError(t, err)
