@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
@@ -20,6 +21,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/participant"
+	"github.com/gdpr-oss/gdpr/modules/participant/conformance"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
@@ -97,7 +99,84 @@ Commands are deduplicated in the table gdpr_participant_inbox of that database.`
 	f.StringVar(&column, "column", "subject_id", "column matched against the subject")
 	f.StringVar(&by, "by", "id", "subject identifier matched: id or email")
 	f.IntVar(&concurrency, "concurrency", 4, "commands handled at once")
-	return []*cobra.Command{cmd, c.erasureCommand()}
+	return []*cobra.Command{cmd, c.erasureCommand(), c.participantCommand()}
+}
+
+// participantCommand is `gdpr participant check NAME`, the conformance check
+// other teams run against their participant.
+func (c *cli) participantCommand() *cobra.Command {
+	var opts conformance.Options
+	check := &cobra.Command{
+		Use:   "check NAME",
+		Short: "Check a running participant against the erasure protocol and print the rules it keeps",
+		Long: `Sends participant NAME, on the configured exchange (amqp.prefix), erasure
+commands for made-up subjects (ids starting with ` + conformance.SubjectPrefix + `): a well-formed
+command, a duplicate, a replay after its confirmation, a re-send, a body that
+is not JSON, a command without subject and one of an unsupported version. It
+prints each protocol rule with PASS, FAIL (a broken rule: exit code 1), WARN
+(a recommendation not followed) or SKIP.
+
+Run it against a test deployment: the malformed commands end in the
+dead-letter queue, and a canceller on the same prefix dead-letters the
+confirmations, whose requests it does not know.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := c.load(cmd)
+			if err != nil {
+				return err
+			}
+			logger := newLogger(cfg.Log, io.Discard)
+			ctx, _, stop := signalContext(cmd.Context())
+			defer stop()
+			dialCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			host, _ := os.Hostname()
+			conn, err := bus.Dial(dialCtx, cfg.AMQP, fmt.Sprintf("gdpr-participant-check-%s-%s-%d", args[0], host, os.Getpid()), bus.Topology{}, logger)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "checking participant %s (queue %s)\n", args[0], conn.QueueName("participant."+args[0]))
+			report, err := conformance.Run(ctx, conn, args[0], opts)
+			printReport(out, report)
+			if err != nil {
+				return &exitError{code: 1, err: fmt.Errorf("participant check: %w", err)}
+			}
+			if broken := report.Broken(); len(broken) > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("participant %s breaks %d protocol rule(s), first: %s: %s", args[0], len(broken), broken[0].Step, broken[0].Rule)}
+			}
+			return nil
+		},
+	}
+	f := check.Flags()
+	f.DurationVar(&opts.Timeout, "timeout", 30*time.Second, "how long each step waits for the participant's answer")
+	f.DurationVar(&opts.Settle, "settle", 2*time.Second, "how long each step listens on after the answer, for extra confirmations")
+	cmd := &cobra.Command{Use: "participant", Short: "Tools for the services that take part in erasure"}
+	cmd.AddCommand(check)
+	return cmd
+}
+
+// printReport prints one line per rule: verdict, step, rule, what was seen.
+func printReport(w io.Writer, r conformance.Report) {
+	var kept, broken, warned int
+	for _, res := range r.Results {
+		verdict := "PASS"
+		switch {
+		case res.Skipped:
+			verdict = "SKIP"
+		case res.Kept:
+			kept++
+		case res.Must:
+			verdict = "FAIL"
+			broken++
+		default:
+			verdict = "WARN"
+			warned++
+		}
+		fmt.Fprintf(w, "%s  %s: %s (%s)\n", verdict, res.Step, res.Rule, res.Detail)
+	}
+	fmt.Fprintf(w, "%d rules kept, %d broken, %d recommendations not followed\n", kept, broken, warned)
 }
 
 // erasureCommand is `gdpr erasure status|resend`, the operator's view of and

@@ -20,6 +20,7 @@ func topology(cfg config.Config) bus.Topology {
 			t.Queues = append(t.Queues, bus.Queue{
 				Name:     "participant." + p.Name,
 				Bindings: []string{"erasure.command." + p.Name},
+				Shared:   true,
 			})
 		}
 	}

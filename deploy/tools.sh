@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the tests (or lint) need, when missing:
-#   deploy/tools.sh test   mailpit (SMTP test server), promtool (alert/recording rule checks)
+#   deploy/tools.sh test   mailpit (SMTP test server), promtool (alert/recording rule checks),
+#                          python3-pika (the Python participant example, checked by app tests)
 #   deploy/tools.sh lint   golangci-lint
 # Go tools go to $(go env GOPATH)/bin, pinned to the versions below.
 set -euo pipefail
@@ -38,6 +39,19 @@ install_promtool() {
 	return 1
 }
 
+install_pika() {
+	for py in python3 /usr/bin/python3; do
+		"$py" -c 'import pika' >/dev/null 2>&1 && return 0
+	done
+	if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+		log "installing python3-pika from the Debian packages"
+		apt-get install -y -qq python3-pika >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq python3-pika >/dev/null; }
+		return 0
+	fi
+	log "pika is missing: apt-get install python3-pika (or pip install pika) for the Python participant test"
+	return 1
+}
+
 case ${1:-test} in
 test)
 	if ! command -v mailpit >/dev/null 2>&1; then
@@ -45,6 +59,7 @@ test)
 		go install "github.com/axllent/mailpit@$MAILPIT_VERSION"
 	fi
 	install_promtool
+	install_pika
 	;;
 lint)
 	if ! command -v golangci-lint >/dev/null 2>&1; then

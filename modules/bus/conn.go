@@ -37,6 +37,11 @@ type Queue struct {
 	// Name is the queue's name without the configured prefix.
 	Name     string
 	Bindings []string
+	// Shared marks a queue that other services declare too (a participant's,
+	// from any AMQP client, after docs/protocol.md): it is declared with the
+	// documented arguments only, without a delivery limit, and an existing
+	// delivery limit, whoever set it, is accepted as it is.
+	Shared bool
 }
 
 // Topology is what every role declares on each (re)connect, so a message
@@ -62,6 +67,10 @@ type Conn struct {
 	conn      *amqp.Connection
 	connected chan struct{} // closed while conn is usable; replaced on loss
 	closed    bool
+	// refused holds the declarations the broker refused on the current
+	// connection (a queue that exists with other arguments); Check reports
+	// them until a re-declaration succeeds.
+	refused error
 
 	stop chan struct{}
 	done chan struct{}
@@ -146,78 +155,142 @@ func (c *Conn) dialOnce() (*amqp.Connection, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.declare(conn); err != nil {
+	refused, err := c.declare(conn)
+	if err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("declaring topology: %w", err)
 	}
+	c.setRefused(refused)
 	return conn, nil
 }
 
-func (c *Conn) declare(conn *amqp.Connection) error {
+// declare declares the exchanges and every topology queue. A queue that
+// exists with other arguments does not stop the others or the connection:
+// it is still bound, and returned in refused (Check reports it, and the
+// supervisor declares it again until the broker accepts).
+func (c *Conn) declare(conn *amqp.Connection) (refused, err error) {
 	ch, err := conn.Channel()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer ch.Close()
+	defer func() {
+		if ch != nil {
+			_ = ch.Close()
+		}
+	}()
 	if err := ch.ExchangeDeclare(c.Exchange(), "topic", true, false, false, false, nil); err != nil {
-		return fmt.Errorf("exchange %s: %w", c.Exchange(), err)
+		return nil, fmt.Errorf("exchange %s: %w", c.Exchange(), err)
 	}
 	if err := ch.ExchangeDeclare(c.DeadLetterExchange(), "fanout", true, false, false, false, nil); err != nil {
-		return fmt.Errorf("exchange %s: %w", c.DeadLetterExchange(), err)
+		return nil, fmt.Errorf("exchange %s: %w", c.DeadLetterExchange(), err)
 	}
-	if _, err := ch.QueueDeclare(c.DeadLetterQueue(), true, false, false, false, c.queueArgs(false)); err != nil {
-		return fmt.Errorf("queue %s: %w", c.DeadLetterQueue(), err)
+	if _, err := ch.QueueDeclare(c.DeadLetterQueue(), true, false, false, false, c.queueArgs(false, false)); err != nil {
+		return nil, fmt.Errorf("queue %s: %w", c.DeadLetterQueue(), mismatch(c.DeadLetterQueue(), c.queueArgs(false, false), err))
 	}
 	if err := ch.QueueBind(c.DeadLetterQueue(), "", c.DeadLetterExchange(), false, nil); err != nil {
-		return fmt.Errorf("binding %s: %w", c.DeadLetterQueue(), err)
+		return nil, fmt.Errorf("binding %s: %w", c.DeadLetterQueue(), err)
 	}
+	var refusals []error
 	for _, q := range c.topology.Queues {
-		if err := declareQueue(ch, c, q); err != nil {
-			return err
+		var qerr error
+		ch, qerr = c.ensureQueue(ch, conn.Channel, q)
+		var m *MismatchError
+		switch {
+		case qerr == nil:
+		case errors.As(qerr, &m):
+			c.logger.Error("amqp queue declaration refused", "connection", c.name, "queue", m.Queue,
+				"argument", m.Argument, "detail", m.Detail, "fix", m.Fix())
+			refusals = append(refusals, qerr)
+		default:
+			return nil, qerr
 		}
 	}
-	return nil
+	return errors.Join(refusals...), nil
 }
 
-// DeclareQueue declares an extra queue (e.g. a participant's) on the current connection.
+// DeclareQueue declares an extra queue (e.g. a participant's) on the
+// current connection. A queue that exists with other arguments is bound all
+// the same and reported as a *MismatchError (errors.Is ErrQueueMismatch).
 func (c *Conn) DeclareQueue(ctx context.Context, q Queue) error {
 	ch, err := c.Channel(ctx)
 	if err != nil {
 		return err
 	}
-	defer ch.Close()
-	return declareQueue(ch, c, q)
+	ch, err = c.ensureQueue(ch, func() (*amqp.Channel, error) { return c.Channel(ctx) }, q)
+	if ch != nil {
+		_ = ch.Close()
+	}
+	return err
 }
 
-func declareQueue(ch *amqp.Channel, c *Conn, q Queue) error {
+// ensureQueue declares q on ch and binds it. The broker closes a channel
+// whose declaration it refused, so it then binds on a channel from reopen,
+// and returns the channel to go on with (nil when none could be opened).
+func (c *Conn) ensureQueue(ch *amqp.Channel, reopen func() (*amqp.Channel, error), q Queue) (*amqp.Channel, error) {
 	name := c.QueueName(q.Name)
-	if _, err := ch.QueueDeclare(name, true, false, false, false, c.queueArgs(true)); err != nil {
-		return fmt.Errorf("queue %s: %w", name, err)
+	args := c.queueArgs(true, q.Shared)
+	_, err := ch.QueueDeclare(name, true, false, false, false, args)
+	var refused *MismatchError
+	if err != nil {
+		err = mismatch(name, args, err)
+		if !errors.As(err, &refused) {
+			return ch, fmt.Errorf("queue %s: %w", name, err)
+		}
+		if ch, err = reopen(); err != nil {
+			return nil, fmt.Errorf("queue %s: reopening channel: %w", name, err)
+		}
+		if limit, ok := refused.currentLimit(); ok && q.Shared && refused.Argument == argDeliveryLimit {
+			// Not part of the shared queue's contract: an earlier gdpr
+			// version, or the participant, set one; either way is fine.
+			// Declaring again with it checks the arguments that are.
+			c.logger.Info("delivery limit of a shared queue kept as found", "connection", c.name, "queue", name, "delivery_limit", limit)
+			args[argDeliveryLimit] = limit
+			refused = nil
+			if _, err := ch.QueueDeclare(name, true, false, false, false, args); err != nil {
+				err = mismatch(name, c.queueArgs(true, true), err)
+				if !errors.As(err, &refused) {
+					return ch, fmt.Errorf("queue %s: %w", name, err)
+				}
+				if ch, err = reopen(); err != nil {
+					return nil, fmt.Errorf("queue %s: reopening channel: %w", name, err)
+				}
+			}
+		}
 	}
 	for _, key := range q.Bindings {
 		if err := ch.QueueBind(name, key, c.Exchange(), false, nil); err != nil {
-			return fmt.Errorf("binding %s to %s: %w", name, key, err)
+			return ch, fmt.Errorf("binding %s to %s: %w", name, key, err)
 		}
 	}
-	return nil
+	if refused != nil {
+		return ch, refused
+	}
+	return ch, nil
 }
 
 // queueArgs returns the declare arguments of a work queue (withDeadLetter)
 // or of the dead-letter queue itself. On a quorum queue the broker enforces
 // the delivery limit too, as a backstop for a message that kills its
-// consumer before the consumer can count it.
-func (c *Conn) queueArgs(withDeadLetter bool) amqp.Table {
+// consumer before the consumer can count it; a shared queue has none (see
+// Queue.Shared).
+func (c *Conn) queueArgs(withDeadLetter, shared bool) amqp.Table {
 	args := amqp.Table{}
 	if c.cfg.QueueType == "quorum" {
 		args[amqp.QueueTypeArg] = amqp.QueueTypeQuorum
-		if withDeadLetter {
-			args["x-delivery-limit"] = int64(c.cfg.DeliveryLimit)
+		if withDeadLetter && !shared {
+			args[argDeliveryLimit] = int64(c.cfg.DeliveryLimit)
 		}
 	}
 	if withDeadLetter {
 		args["x-dead-letter-exchange"] = c.DeadLetterExchange()
 	}
 	return args
+}
+
+func (c *Conn) setRefused(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refused = err
 }
 
 func (c *Conn) setConn(conn *amqp.Connection) {
@@ -244,18 +317,11 @@ func (c *Conn) supervise(conn *amqp.Connection) {
 	defer close(c.done)
 	for {
 		closed := conn.NotifyClose(make(chan *amqp.Error, 1))
-		select {
-		case <-c.stop:
+		if c.waitOrRedeclare(conn, closed) {
 			// Bounded: a stalled broker would otherwise keep Close waiting
 			// for its close-ok until the heartbeat gives up.
 			_ = conn.CloseDeadline(time.Now().Add(2 * time.Second))
 			return
-		case amqpErr := <-closed:
-			c.mu.Lock()
-			c.conn = nil
-			c.connected = make(chan struct{})
-			c.mu.Unlock()
-			c.logger.Warn("amqp connection lost", "connection", c.name, "error", amqpErr)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() {
@@ -273,6 +339,42 @@ func (c *Conn) supervise(conn *amqp.Connection) {
 		c.setConn(next)
 		c.logger.Info("amqp connection restored", "connection", c.name)
 		conn = next
+	}
+}
+
+// waitOrRedeclare waits until Close (true) or the loss of conn (false).
+// Meanwhile it declares the topology again, with a growing pause, for as
+// long as the broker refuses part of it, so that deleting a queue declared
+// with other arguments is enough to become ready.
+func (c *Conn) waitOrRedeclare(conn *amqp.Connection, closed <-chan *amqp.Error) (stopped bool) {
+	pause := time.Second
+	for {
+		c.mu.Lock()
+		refused := c.refused
+		c.mu.Unlock()
+		var again <-chan time.Time
+		if refused != nil {
+			again = time.After(pause)
+			pause = min(pause*2, 30*time.Second)
+		}
+		select {
+		case <-c.stop:
+			return true
+		case amqpErr := <-closed:
+			c.mu.Lock()
+			c.conn = nil
+			c.connected = make(chan struct{})
+			c.mu.Unlock()
+			c.logger.Warn("amqp connection lost", "connection", c.name, "error", amqpErr)
+			return false
+		case <-again:
+			if refused, err := c.declare(conn); err == nil {
+				c.setRefused(refused)
+				if refused == nil {
+					c.logger.Info("amqp topology declared after a refusal", "connection", c.name)
+				}
+			}
+		}
 	}
 }
 
@@ -380,7 +482,9 @@ func (c *Conn) Check(ctx context.Context) error {
 	if conn == nil || conn.IsClosed() {
 		return ErrNotConnected
 	}
-	return nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.refused
 }
 
 // Close stops reconnecting and closes the connection.

@@ -111,7 +111,7 @@ func (p *Participant) Queue() string { return "participant." + p.name }
 // Start declares the queue (so a participant may start before the
 // canceller), prepares the inbox table, and consumes.
 func (p *Participant) Start(ctx context.Context) error {
-	if err := p.conn.DeclareQueue(ctx, bus.Queue{Name: p.Queue(), Bindings: []string{event.TypeErasureCommand + "." + p.name}}); err != nil {
+	if err := p.conn.DeclareQueue(ctx, bus.Queue{Name: p.Queue(), Bindings: []string{event.TypeErasureCommand + "." + p.name}, Shared: true}); err != nil {
 		return fmt.Errorf("declaring queue of participant %s: %w", p.name, err)
 	}
 	if p.opts.DB != nil {
