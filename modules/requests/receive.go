@@ -82,11 +82,13 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 			return err
 		}
 		out.CorrelationID = sub.RequestID
-		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, submitted_at, due_at, next_attempt_at,
+		// had_email outlives the scrub: the in-sync check derives from it
+		// whether the request owes the subject an email.
+		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, had_email, submitted_at, due_at, next_attempt_at,
 				traceparent, received_message_id)
-			VALUES (?, ?, 'received', ?, ?, ?, ?::timestamptz + interval '1 month', now(), ?, ?)
+			VALUES (?, ?, 'received', ?, ?, ?, ?, ?::timestamptz + interval '1 month', now(), ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
-			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.SubmittedAt, sub.SubmittedAt,
+			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.Subject.Email != "", sub.SubmittedAt, sub.SubmittedAt,
 			out.Traceparent, out.ID)
 		if res.Error != nil {
 			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)
