@@ -124,9 +124,10 @@ func printReconcile(out io.Writer, res reconcile.Result, since, stuckAfter time.
 	}
 	fmt.Fprintf(out, "\nOUT OF SYNC: %d request(s) stuck\n", len(res.Stuck))
 	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STUCK REQUEST\tTYPE\tSTATE\tMISSING\tREACHED\tIDLE")
+	fmt.Fprintln(tw, "STUCK REQUEST\tTYPE\tSTATE\tMISSING\tREACHED\tIDLE\tREASON")
 	for _, s := range res.Stuck {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.RequestID, s.Type, dash(s.State), s.Missing, strings.Join(s.Reached, ","), s.Idle.Round(time.Second))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.RequestID, s.Type, dash(s.State), s.Missing, strings.Join(s.Reached, ","),
+			s.Idle.Round(time.Second), dash(s.Reason))
 	}
 	return tw.Flush()
 }

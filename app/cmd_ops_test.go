@@ -117,3 +117,59 @@ func TestTimelineCommand(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "no events")
 }
+
+// finishedErasure writes what a finished erasure leaves behind an hour ago:
+// its audit events up to erasure.completed, its scrubbed requests row
+// (hadEmail: it was submitted with an address) and, unless state is empty,
+// the "deleted" email's notifications row.
+func finishedErasure(t *testing.T, gdb *gorm.DB, hadEmail bool, state, reason string) string {
+	t.Helper()
+	id := uuid.NewString()
+	at := time.Now().Add(-time.Hour)
+	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, had_email, submitted_at, received_at, due_at, completed_at, updated_at)
+		VALUES (?, 'erasure', 'completed', ?, ?, ?, ?, ?, ?)`, id, hadEmail, at, at, at.AddDate(0, 1, 0), at, at).Error)
+	store := audit.NewStore(gdb)
+	cause := ""
+	for i, typ := range []string{event.TypeRequestSubmitted, event.TypeRequestReceived, event.TypeErasureCompleted} {
+		msgID := uuid.NewString()
+		_, err := store.Record(t.Context(), audit.Event{MessageID: msgID, Type: typ, RoutingKey: typ, RequestID: id, CausationID: cause,
+			OccurredAt: at.Add(time.Duration(i) * time.Second), Details: map[string]any{"type": event.KindErasure}})
+		require.NoError(t, err)
+		cause = msgID
+	}
+	if state != "" {
+		require.NoError(t, gdb.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, reason)
+			VALUES (?, ?, 'erasure_completed', ?, ?, ?)`, "erasure_completed:"+id, id, "erasure-completed."+id+"@x", state, reason).Error)
+	}
+	return id
+}
+
+// TestReconcileCommandEmailOwed: a request submitted with an address that
+// got no "deleted" email is out of sync, although its scrubbed row has no
+// address any more; one submitted without an address is not.
+func TestReconcileCommandEmailOwed(t *testing.T) {
+	t.Parallel()
+	gdb, dsn := testkit.Postgres(t)
+	finishedErasure(t, gdb, false, "skipped", "no_email")
+	finishedErasure(t, gdb, true, "sent", "")
+
+	code, out, errOut := runCLI(t, dsn, "reconcile", "--since", "24h", "--stuck-after", "15m")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+	require.Contains(t, out, "IN SYNC")
+	require.Contains(t, out, "email skipped (no address): 1")
+
+	// The notifier found the row already scrubbed (before the fix it recorded
+	// no_email; now it says scrubbed), and an email suppressed altogether.
+	skipped := finishedErasure(t, gdb, true, "skipped", "no_email")
+	scrubbed := finishedErasure(t, gdb, true, "skipped", "scrubbed")
+	suppressed := finishedErasure(t, gdb, true, "", "")
+
+	code, out, errOut = runCLI(t, dsn, "reconcile", "--since", "24h", "--stuck-after", "15m")
+	require.Equal(t, 1, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+	require.Contains(t, out, "OUT OF SYNC: 3 request(s) stuck")
+	require.Contains(t, out, "email skipped (no address): 1")
+	require.Regexp(t, skipped+`\s+erasure\s+completed\s+email_sent\s+\S+\s+\S+\s+email skipped: no_email`, out)
+	require.Regexp(t, scrubbed+`\s+erasure\s+completed\s+email_sent\s+\S+\s+\S+\s+email skipped: scrubbed`, out)
+	require.Regexp(t, suppressed+`\s+erasure\s+completed\s+email_sent`, out)
+	require.Regexp(t, `email_sent\s+1\s+1\s+3`, out)
+}

@@ -33,6 +33,17 @@ const (
 	TemplateErasureCompleted = "erasure_completed"
 )
 
+// Reasons of a skipped notification (notifications.reason).
+const (
+	// ReasonNoEmail: the request came without an address.
+	ReasonNoEmail = "no_email"
+	// ReasonScrubbed: the request came with an address that was blanked
+	// before the email was recorded. Never by design; reconcile reports it.
+	ReasonScrubbed = "scrubbed"
+	// ReasonRejected: the SMTP server refused the address for good.
+	ReasonRejected = "rejected"
+)
+
 // ErrInvalid marks a message that can never be handled.
 var ErrInvalid = errors.New("notify: invalid message")
 
@@ -155,7 +166,7 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 	if err := n.sender.Send(ctx, e); err != nil {
 		if errors.Is(err, ErrRejected) {
 			n.logger.WarnContext(ctx, "email rejected by the SMTP server; not retried", "request_id", nt.requestID, "template", nt.template)
-			return n.finish(ctx, msg, nt, "skipped", "rejected")
+			return n.finish(ctx, msg, nt, "skipped", ReasonRejected)
 		}
 		if errors.Is(err, ErrOutcomeUnknown) {
 			// The server may have accepted it: like a crash after the SMTP
@@ -214,22 +225,34 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		} else {
 			messageID = strings.ReplaceAll(nt.template, "_", "-") + "." + nt.requestID + "@" + n.cfg.MessageIDDomain
 		}
-		res = tx.Raw(`SELECT subject_email FROM requests WHERE id = ?`, nt.requestID).Scan(&email)
+		var req struct {
+			SubjectEmail string
+			HadEmail     bool
+		}
+		res = tx.Raw(`SELECT subject_email, had_email FROM requests WHERE id = ?`, nt.requestID).Scan(&req)
 		if res.Error != nil {
 			return fmt.Errorf("loading the address of %s: %w", nt.requestID, res.Error)
 		}
 		if res.RowsAffected == 0 {
 			return fmt.Errorf("%w: no request %s", ErrInvalid, nt.requestID)
 		}
+		email = req.SubjectEmail
 		if email == "" {
-			// Only an id was given (or the row was scrubbed): nobody to write to.
+			// Only an id was given: nobody to write to. An address that was
+			// given and is gone means the row was scrubbed before its email
+			// was recorded; the in-sync check reports that request.
+			reason := ReasonNoEmail
+			if req.HadEmail {
+				reason = ReasonScrubbed
+				n.logger.ErrorContext(ctx, "the address of a request was scrubbed before its email was sent", "request_id", nt.requestID, "template", nt.template)
+			}
 			if _, err := inbox.Claim(ctx, tx, Consumer, msg.ID); err != nil {
 				return err
 			}
 			return tx.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, reason)
-				VALUES (?, ?, ?, ?, 'skipped', 'no_email')
-				ON CONFLICT (key) DO UPDATE SET state = 'skipped', reason = 'no_email', updated_at = now()`,
-				nt.key, nt.requestID, nt.template, messageID).Error
+				VALUES (?, ?, ?, ?, 'skipped', ?)
+				ON CONFLICT (key) DO UPDATE SET state = 'skipped', reason = EXCLUDED.reason, updated_at = now()`,
+				nt.key, nt.requestID, nt.template, messageID, reason).Error
 		}
 		if !found {
 			res = tx.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, sends)
@@ -252,10 +275,23 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 }
 
 // finish marks the notification done, records the message in the inbox and
-// enqueues notification.sent, in one transaction.
+// enqueues notification.sent, in one transaction. For the "deleted" email it
+// also blanks the address of an erasure that finished while the email was
+// on its way: the requests manager leaves the address on the row until the
+// email is recorded (requests.Manager.finishErasure), so whichever of the two
+// commits second scrubs it.
 func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notification, state, reason string) error {
 	ctx = context.WithoutCancel(ctx)
 	return n.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var requestState string
+		if nt.template == TemplateErasureCompleted {
+			// Locked before the notification changes, as finishErasure does:
+			// otherwise both could commit without seeing the other and leave
+			// the address on a finished erasure.
+			if err := tx.Raw(`SELECT state FROM requests WHERE id = ? FOR UPDATE`, nt.requestID).Scan(&requestState).Error; err != nil {
+				return fmt.Errorf("locking request %s: %w", nt.requestID, err)
+			}
+		}
 		if _, err := inbox.Claim(ctx, tx, Consumer, msg.ID); err != nil {
 			return err
 		}
@@ -263,6 +299,12 @@ func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notificat
 			sent_at = CASE WHEN ? = 'sent' THEN now() END WHERE key = ? AND state = 'sending'`, state, reason, state, nt.key)
 		if res.Error != nil {
 			return fmt.Errorf("recording notification %s: %w", nt.key, res.Error)
+		}
+		if requestState == "completed" {
+			if err := tx.Exec(`UPDATE requests SET subject_email = '', updated_at = now() WHERE id = ? AND subject_email <> ''`,
+				nt.requestID).Error; err != nil {
+				return fmt.Errorf("scrubbing the address of %s: %w", nt.requestID, err)
+			}
 		}
 		if res.RowsAffected == 0 || state != "sent" {
 			return nil

@@ -322,3 +322,66 @@ func TestLostVerdictWaitsForResendAfter(t *testing.T) {
 	require.Equal(t, "report-ready."+id+"@test.invalid", msgs[0].MessageID, "the resend carries the original Message-ID")
 	require.Contains(t, logs.String(), "resending an email whose outcome is unknown")
 }
+
+// TestDeletedEmailScrubsAFinishedErasure: the requests manager leaves the
+// address on a finished erasure until its "deleted" email is recorded; the
+// notifier blanks it when it records the email. An erasure still open keeps
+// its address (the requests manager scrubs it when it finishes).
+func TestDeletedEmailScrubsAFinishedErasure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil, time.Minute)
+	cases := []struct {
+		state    string
+		scrubbed bool
+	}{
+		{"completed", true},
+		{"handed_over", false},
+	}
+	for _, tc := range cases {
+		id := uuid.NewString()
+		require.NoError(t, e.db.Exec(`INSERT INTO requests (id, type, state, subject_email, had_email, submitted_at, due_at)
+			VALUES (?, 'erasure', ?, 'fay@example.com', true, now(), now() + interval '1 month')`, id, tc.state).Error)
+		m, err := message.New(event.TypeErasureCompleted, event.ErasureCompleted{RequestID: id}, nil)
+		require.NoError(t, err)
+		require.NoError(t, e.n.Handle(t.Context(), m))
+		var row struct{ State, SubjectEmail string }
+		require.NoError(t, e.db.Raw(`SELECT n.state, r.subject_email FROM notifications n JOIN requests r ON r.id = n.request_id
+			WHERE n.request_id = ?`, id).Scan(&row).Error)
+		require.Equal(t, "sent", row.State, tc.state)
+		if tc.scrubbed {
+			require.Empty(t, row.SubjectEmail, tc.state)
+		} else {
+			require.Equal(t, "fay@example.com", row.SubjectEmail, tc.state)
+		}
+	}
+	c, err := e.mail.Count(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 2, c)
+}
+
+// TestScrubbedAddressIsNotTakenForNone: a request submitted with an address
+// whose row has none left is recorded as skipped for "scrubbed", not
+// "no_email", and said so in the log, so it cannot pass for a subject
+// given by id only.
+func TestScrubbedAddressIsNotTakenForNone(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	var logs testkit.Buffer
+	n, err := notify.New(gdb, scheduler.NewStore(gdb), &failingSender{fail: true}, link,
+		notify.Config{ResendAfter: time.Minute}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	require.NoError(t, err)
+	reasons := map[bool]string{}
+	for _, hadEmail := range []bool{true, false} {
+		id := uuid.NewString()
+		require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, had_email, submitted_at, due_at)
+			VALUES (?, 'erasure', 'completed', ?, now(), now() + interval '1 month')`, id, hadEmail).Error)
+		m, err := message.New(event.TypeErasureCompleted, event.ErasureCompleted{RequestID: id}, nil)
+		require.NoError(t, err)
+		require.NoError(t, n.Handle(t.Context(), m))
+		var reason string
+		require.NoError(t, gdb.Raw(`SELECT reason FROM notifications WHERE request_id = ? AND state = 'skipped'`, id).Scan(&reason).Error)
+		reasons[hadEmail] = reason
+	}
+	require.Equal(t, map[bool]string{true: notify.ReasonScrubbed, false: notify.ReasonNoEmail}, reasons)
+	require.Contains(t, logs.String(), "the address of a request was scrubbed before its email was sent")
+}

@@ -49,6 +49,11 @@ type Stuck struct {
 	// earlier one missing means something was lost or deleted behind the
 	// service's back.
 	Reached []string `json:"reached"`
+	// Reason says why, when the stage is missing for good rather than late:
+	// "email skipped: scrubbed" (the address was blanked before the email
+	// was recorded), "email skipped: no_email" or "email skipped: rejected"
+	// for a request that was submitted with an address.
+	Reason string `json:"reason,omitempty"`
 	// Idle is how long since the request's last progress.
 	Idle  time.Duration `json:"-"`
 	State string        `json:"state,omitempty"`
@@ -72,8 +77,10 @@ type Result struct {
 	Counts map[string]map[string]int `json:"counts"`
 	// InProgress is the number of requests not finished but still within the threshold.
 	InProgress int `json:"in_progress"`
-	// EmailSkipped counts requests whose email could not be sent by design
-	// (no address, address refused): in sync, but not in email_sent.
+	// EmailSkipped counts requests submitted without an email address whose
+	// email was skipped: in sync, but not in email_sent. A request submitted
+	// with an address that got no email is out of sync instead, whatever
+	// its row holds now.
 	EmailSkipped int      `json:"email_skipped"`
 	Stuck        []Stuck  `json:"stuck"`
 	Failed       []Failed `json:"failed"`
@@ -110,6 +117,8 @@ type requestRow struct {
 	HasReport  bool
 	EmailSent  bool
 	NoEmail    bool
+	HadEmail   bool
+	SkipReason string
 	Activity   time.Time
 }
 
@@ -123,14 +132,18 @@ type auditRow struct {
 
 // track is what is known about one request.
 type track struct {
-	id        string
-	kind      string
-	state     string
-	errClass  string
-	reached   map[string]bool
-	failed    bool
-	noEmail   bool
-	lastStamp time.Time
+	id       string
+	kind     string
+	state    string
+	errClass string
+	reached  map[string]bool
+	failed   bool
+	noEmail  bool
+	// hadEmail: submitted with an address (requests.had_email, set at
+	// receipt and kept through the scrub), so an email is owed.
+	hadEmail   bool
+	skipReason string
+	lastStamp  time.Time
 }
 
 // Check compares every request first seen within opts.Since.
@@ -172,6 +185,9 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 			EXISTS (SELECT 1 FROM reports p WHERE p.request_id = r.id) AS has_report,
 			EXISTS (SELECT 1 FROM notifications n WHERE n.request_id = r.id AND n.state = 'sent') AS email_sent,
 			EXISTS (SELECT 1 FROM notifications n WHERE n.request_id = r.id AND n.state = 'skipped') AS no_email,
+			r.had_email,
+			COALESCE((SELECT string_agg(DISTINCT n.reason, ',') FROM notifications n
+				WHERE n.request_id = r.id AND n.state = 'skipped'), '') AS skip_reason,
 			GREATEST(r.received_at, r.updated_at, COALESCE(r.completed_at, r.received_at),
 				COALESCE((SELECT max(GREATEST(a.started_at, COALESCE(a.finished_at, a.started_at)))
 					FROM request_attempts a WHERE a.request_id = r.id), r.received_at)) AS activity
@@ -224,6 +240,7 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 			t.reached[StageEmailSent] = true
 		}
 		t.noEmail = r.NoEmail && !t.reached[StageEmailSent]
+		t.hadEmail, t.skipReason = r.HadEmail, r.SkipReason
 		if r.State == "failed" {
 			t.failed = true
 		}
@@ -256,15 +273,21 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 			continue
 		}
 		missing := firstMissing(kind, t.reached)
-		if missing == StageEmailSent && t.noEmail {
-			res.EmailSkipped++
-			continue
-		}
 		if missing == "" {
 			continue
 		}
+		reason := ""
+		if missing == StageEmailSent && t.noEmail {
+			if !t.hadEmail {
+				res.EmailSkipped++
+				continue
+			}
+			// Submitted with an address, and the notifier gave up on it: no
+			// later progress can bring the email, so it is out of sync now.
+			reason = "email skipped: " + t.skipReason
+		}
 		idle := now.Sub(t.lastStamp)
-		if idle <= opts.StuckAfter {
+		if reason == "" && idle <= opts.StuckAfter {
 			res.InProgress++
 			continue
 		}
@@ -274,7 +297,8 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 				reached = append(reached, s)
 			}
 		}
-		res.Stuck = append(res.Stuck, Stuck{RequestID: id, Type: kind, Missing: missing, Reached: reached, Idle: idle, IdleSeconds: idle.Seconds(), State: t.state})
+		res.Stuck = append(res.Stuck, Stuck{RequestID: id, Type: kind, Missing: missing, Reached: reached, Reason: reason,
+			Idle: idle, IdleSeconds: idle.Seconds(), State: t.state})
 	}
 	return res, nil
 }

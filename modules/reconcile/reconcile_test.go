@@ -26,6 +26,8 @@ type seed struct {
 	attempt  time.Time // a later attempt (retrying request), zero for none
 	noReport bool      // report.ready published but its row is gone
 	email    string    // notifications row state: sent, skipped, or none
+	reason   string    // of a skipped notification
+	hadEmail bool      // submitted with an address (requests.had_email)
 }
 
 func (s seed) write(t *testing.T, gdb *gorm.DB) string {
@@ -52,8 +54,10 @@ func (s seed) write(t *testing.T, gdb *gorm.DB) string {
 		record(event.TypeRequestSubmitted, map[string]any{"type": s.kind})
 	}
 	if has[reconcile.StageReceived] {
-		require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, submitted_at, received_at, due_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`, id, s.kind, s.state, s.at, at, s.at.AddDate(0, 1, 0), at).Error)
+		// subject_email stays blank: as on a scrubbed erasure, only
+		// had_email tells whether there was an address.
+		require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, had_email, submitted_at, received_at, due_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, id, s.kind, s.state, s.hadEmail, s.at, at, s.at.AddDate(0, 1, 0), at).Error)
 		record(event.TypeRequestReceived, map[string]any{"type": s.kind})
 	}
 	if !s.attempt.IsZero() {
@@ -77,8 +81,12 @@ func (s seed) write(t *testing.T, gdb *gorm.DB) string {
 		record(event.TypeNotificationSent, map[string]any{"template": "x"})
 	}
 	if s.email != "" {
-		require.NoError(t, gdb.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state) VALUES (?, ?, 'report_ready', ?, ?)`,
-			"report_ready:"+id, id, uuid.NewString(), s.email).Error)
+		template := "report_ready"
+		if s.kind == event.KindErasure {
+			template = "erasure_completed"
+		}
+		require.NoError(t, gdb.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, reason) VALUES (?, ?, ?, ?, ?, ?)`,
+			template+":"+id, id, template, uuid.NewString(), s.email, s.reason).Error)
 	}
 	return id
 }
@@ -180,4 +188,60 @@ func nonZero(m map[string]int) map[string]int {
 		}
 	}
 	return out
+}
+
+// TestEmailOwedIsDerivedFromTheSubmission: whether a request owes the
+// subject an email comes from what was submitted (had_email), not from the
+// row as it is now. A finished erasure's row has no address left, so a
+// "deleted" email skipped for lack of one looked like a request that never
+// had one, and the check called it in sync.
+func TestEmailOwedIsDerivedFromTheSubmission(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	checker := reconcile.New(gdb)
+	opts := reconcile.Options{Since: 24 * time.Hour, StuckAfter: 15 * time.Minute}
+	hourAgo := time.Now().Add(-time.Hour)
+	justNow := time.Now().Add(-10 * time.Second)
+	done := erasureStages[:3]
+
+	// In sync: no address was given, so nobody to write to; or the email went out.
+	seed{kind: event.KindErasure, stages: done, at: hourAgo, state: "completed", email: "skipped", reason: "no_email"}.write(t, gdb)
+	seed{kind: event.KindErasure, stages: done, at: hourAgo, state: "completed", email: "sent", hadEmail: true}.write(t, gdb)
+	seed{kind: event.KindAccess, stages: accessStages, at: hourAgo, state: "completed", hadEmail: true}.write(t, gdb)
+
+	// Out of sync: submitted with an address, no email. A skip is final,
+	// so it counts at once, however recent.
+	readScrubbed := seed{kind: event.KindErasure, stages: done, at: justNow, state: "completed", email: "skipped", reason: "no_email", hadEmail: true}.write(t, gdb)
+	scrubbed := seed{kind: event.KindErasure, stages: done, at: hourAgo, state: "completed", email: "skipped", reason: "scrubbed", hadEmail: true}.write(t, gdb)
+	refused := seed{kind: event.KindAccess, stages: accessStages[:3], at: hourAgo, state: "completed", email: "skipped", reason: "rejected", hadEmail: true}.write(t, gdb)
+	// Scrubbed, and the email suppressed: no notification at all.
+	suppressed := seed{kind: event.KindErasure, stages: done, at: hourAgo, state: "completed", hadEmail: true}.write(t, gdb)
+
+	res, err := checker.Check(t.Context(), opts)
+	require.NoError(t, err)
+	require.False(t, res.InSync())
+	require.Equal(t, 1, res.EmailSkipped, "only the request without an address")
+	require.Equal(t, map[string]string{
+		readScrubbed: reconcile.StageEmailSent,
+		scrubbed:     reconcile.StageEmailSent,
+		refused:      reconcile.StageEmailSent,
+		suppressed:   reconcile.StageEmailSent,
+	}, stuckIDs(res))
+	reasons := map[string]string{}
+	for _, s := range res.Stuck {
+		reasons[s.RequestID] = s.Reason
+	}
+	require.Equal(t, map[string]string{
+		readScrubbed: "email skipped: no_email",
+		scrubbed:     "email skipped: scrubbed",
+		refused:      "email skipped: rejected",
+		suppressed:   "",
+	}, reasons)
+	require.Equal(t, 4, res.OutOfSync()[reconcile.StageEmailSent])
+
+	// A longer threshold still holds the skipped ones: no progress can bring their email.
+	res, err = checker.Check(t.Context(), reconcile.Options{Since: 24 * time.Hour, StuckAfter: 2 * time.Hour})
+	require.NoError(t, err)
+	require.Len(t, res.Stuck, 3)
+	require.NotContains(t, stuckIDs(res), suppressed, "no notification yet: maybe still on its way")
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/inbox"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/notify"
 )
 
 // ErrInvalid marks a message that can never be stored.
@@ -82,11 +83,13 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 			return err
 		}
 		out.CorrelationID = sub.RequestID
-		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, submitted_at, due_at, next_attempt_at,
+		// had_email outlives the scrub: the in-sync check derives from it
+		// whether the request owes the subject an email.
+		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, had_email, submitted_at, due_at, next_attempt_at,
 				traceparent, received_message_id)
-			VALUES (?, ?, 'received', ?, ?, ?, ?::timestamptz + interval '1 month', now(), ?, ?)
+			VALUES (?, ?, 'received', ?, ?, ?, ?, ?::timestamptz + interval '1 month', now(), ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
-			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.SubmittedAt, sub.SubmittedAt,
+			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.Subject.Email != "", sub.SubmittedAt, sub.SubmittedAt,
 			out.Traceparent, out.ID)
 		if res.Error != nil {
 			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)
@@ -110,6 +113,13 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 
 // finishErasure completes an erasure request once every participant,
 // including the email system, confirmed, and scrubs the subject from the row.
+//
+// erasure.completed (to the notifier) and erasure.finished (here) may be
+// handled in either order. The address stays on the row until the "deleted"
+// email is recorded as sent or skipped: if it is not yet, the notifier blanks
+// subject_email in the transaction that records it (notify.Notifier.finish).
+// Both sides lock the requests row first, so exactly one of them sees the
+// other's commit and scrubs.
 func (m *Manager) finishErasure(ctx context.Context, msg message.Message) error {
 	var fin event.ErasureFinished
 	if err := msg.Decode(&fin); err != nil {
@@ -135,7 +145,11 @@ func (m *Manager) finishErasure(ctx context.Context, msg message.Message) error 
 			return nil
 		}
 		if err := tx.Exec(`UPDATE requests SET state = 'completed', completed_at = now(), updated_at = now(),
-			subject_id = '', subject_email = '', lease_until = NULL WHERE id = ?`, fin.RequestID).Error; err != nil {
+			subject_id = '', lease_until = NULL,
+			subject_email = CASE WHEN EXISTS (SELECT 1 FROM notifications n
+				WHERE n.request_id = requests.id AND n.template = ? AND n.state IN ('sent', 'skipped'))
+				THEN '' ELSE subject_email END
+			WHERE id = ?`, notify.TemplateErasureCompleted, fin.RequestID).Error; err != nil {
 			return fmt.Errorf("completing erasure %s: %w", fin.RequestID, err)
 		}
 		m.logger.InfoContext(ctx, "erasure completed", "request_id", fin.RequestID)

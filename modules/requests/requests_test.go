@@ -126,6 +126,7 @@ type row struct {
 	LastErrorClass string
 	SubjectID      string
 	SubjectEmail   string
+	HadEmail       bool
 	DueAt          time.Time
 	SubmittedAt    time.Time
 }
@@ -133,7 +134,7 @@ type row struct {
 func (e *env) row(t *testing.T, id string) row {
 	t.Helper()
 	var r row
-	require.NoError(t, e.db.Raw(`SELECT state, attempts, last_error_class, subject_id, subject_email, due_at, submitted_at
+	require.NoError(t, e.db.Raw(`SELECT state, attempts, last_error_class, subject_id, subject_email, had_email, due_at, submitted_at
 		FROM requests WHERE id = ?`, id).Scan(&r).Error)
 	return r
 }
@@ -172,6 +173,7 @@ func TestReceiveStoresOnceAndEnqueuesReceived(t *testing.T) {
 	r := e.row(t, id)
 	require.Equal(t, requests.StateReceived, r.State)
 	require.Equal(t, "u1@example.com", r.SubjectEmail)
+	require.True(t, r.HadEmail)
 	require.Equal(t, r.SubmittedAt.AddDate(0, 1, 0).UTC(), r.DueAt.UTC())
 	require.Equal(t, 1, e.outboxCount(t, event.TypeRequestReceived, id))
 	require.Equal(t, 1.0, counter(t, e.reg, "gdpr_requests_received_total"))
@@ -238,6 +240,7 @@ func TestAccessCompletesOnceWithReportReady(t *testing.T) {
 	r := e.row(t, id)
 	require.Equal(t, requests.StateCompleted, r.State)
 	require.Equal(t, 1, r.Attempts, "the attempt that succeeded counts, as its log line says attempt=1")
+	require.False(t, r.HadEmail, "submitted by id only")
 	builds, _ := e.builder.count(id)
 	require.Equal(t, 1, builds)
 	require.Equal(t, 1, e.outboxCount(t, event.TypeReportReady, id))
@@ -440,8 +443,46 @@ func TestErasureWaitsForOpenAccessReportThenHandsOverOnce(t *testing.T) {
 	r := e.row(t, erasureID)
 	require.Equal(t, requests.StateCompleted, r.State)
 	require.Empty(t, r.SubjectID)
-	require.Empty(t, r.SubjectEmail)
+	require.Equal(t, subject.Email, r.SubjectEmail, "kept until the deleted email is recorded")
 	require.Equal(t, 1, e.outboxCount(t, event.TypeErasureRequested, erasureID))
+}
+
+// TestFinishedErasureKeepsTheAddressUntilItsEmailIsRecorded: erasure.finished
+// may be handled before the notifier read the address for the "deleted"
+// email (they are published together when there is no email system). The
+// id goes at once; the address only once that email is sent or skipped.
+func TestFinishedErasureKeepsTheAddressUntilItsEmailIsRecorded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newBuilder(nil))
+	cases := []struct {
+		notification string // state of the deleted email's row; "" for none
+		scrubbed     bool
+	}{
+		{"", false},
+		{"sending", false},
+		{"sent", true},
+		{"skipped", true},
+	}
+	for _, tc := range cases {
+		m := submitted(t, event.KindErasure, event.Subject{ID: "u-fin", Email: "fin@example.com"})
+		id := requestID(t, m)
+		require.NoError(t, e.mgr.Handle(t.Context(), m))
+		if tc.notification != "" {
+			require.NoError(t, e.db.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state)
+				VALUES (?, ?, 'erasure_completed', 'x', ?)`, "erasure_completed:"+id, id, tc.notification).Error)
+		}
+		fin, err := message.New(event.TypeErasureFinished, event.ErasureFinished{RequestID: id}, nil)
+		require.NoError(t, err)
+		require.NoError(t, e.mgr.Handle(t.Context(), fin))
+		r := e.row(t, id)
+		require.Equal(t, requests.StateCompleted, r.State, tc.notification)
+		require.Empty(t, r.SubjectID, tc.notification)
+		if tc.scrubbed {
+			require.Empty(t, r.SubjectEmail, tc.notification)
+		} else {
+			require.Equal(t, "fin@example.com", r.SubjectEmail, tc.notification)
+		}
+	}
 }
 
 func TestPoolProcessesEachRequestOnce(t *testing.T) {
