@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/expand"
 	"github.com/gdpr-oss/gdpr/modules/message"
 )
 
@@ -29,6 +29,9 @@ const (
 	callTransient
 	// callPermanent: any other 4xx (or an unexpected status); an operator must act.
 	callPermanent
+	// callCannot: the URL template could not be filled (a missing or
+	// refused identifier); nothing was sent.
+	callCannot
 )
 
 // DefaultHTTPTimeout bounds a participant call whose timeout is not configured.
@@ -81,6 +84,10 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p conf
 			}
 			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+outcome)
 			return c.checkCompletion(ctx, tx, e, t.RequestID, &m, fx)
+		case callCannot:
+			c.logger.WarnContext(ctx, "erasure participant cannot erase; operator action needed",
+				"request_id", t.RequestID, "participant", t.Participant, "detail", detail)
+			return c.setState(ctx, tx, t.RequestID, t.Participant, StateCannotErase, r.Attempt, "", detail)
 		case callPermanent:
 			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+event.OutcomeFailed)
 			c.logger.ErrorContext(ctx, "erasure call refused permanently; operator action needed",
@@ -109,7 +116,12 @@ func (c *Canceller) do(ctx context.Context, p config.Participant, requestID stri
 	if method == "" {
 		method = http.MethodDelete
 	}
-	req, err := http.NewRequestWithContext(ctx, method, ExpandURL(p.URL, requestID, s), nil)
+	target, err := c.expandURL(p, requestID, s)
+	if err != nil {
+		// The text names the placeholder, never the value.
+		return callCannot, err.Error()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, nil)
 	if err != nil {
 		return callPermanent, "bad request URL"
 	}
@@ -125,6 +137,10 @@ func (c *Canceller) do(ctx context.Context, p config.Participant, requestID stri
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return callTransient, "timeout after " + timeout.String()
+		}
+		if errors.Is(err, expand.ErrRedirect) {
+			// A redirect is not a confirmation; the operator must look.
+			return callPermanent, "redirect not followed (another origin or method)"
 		}
 		return callTransient, "network error"
 	}
@@ -147,16 +163,19 @@ func (c *Canceller) do(ctx context.Context, p config.Participant, requestID stri
 	}
 }
 
-// ExpandURL fills a participant URL template: {subject_id}, {subject_email}
-// and {request_id} become URL-escaped values, safe in a path segment and in a
-// query string alike.
-func ExpandURL(tmpl, requestID string, s event.Subject) string {
-	esc := func(v string) string { return strings.ReplaceAll(url.QueryEscape(v), "+", "%20") }
-	return strings.NewReplacer(
-		"{subject_id}", esc(s.ID),
-		"{subject_email}", esc(s.Email),
-		"{request_id}", esc(requestID),
-	).Replace(tmpl)
+// expandURL fills participant p's URL template with the shared expander:
+// each value fills one path segment or query value, percent-encoded, and an
+// empty, "." or ".." value is refused, so no call can reach the collection
+// or a parent path.
+func (c *Canceller) expandURL(p config.Participant, requestID string, s event.Subject) (string, error) {
+	u, ok := c.registry.urls[p.Name]
+	if !ok {
+		var err error
+		if u, err = expand.ParseURL(p.URL, config.ParticipantPlaceholders...); err != nil {
+			return "", err
+		}
+	}
+	return u.Expand(urlValues(requestID, s))
 }
 
 func isToken(s string) bool {
