@@ -2,10 +2,16 @@ package config
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/gdpr-oss/gdpr/modules/expand"
 )
+
+// ParticipantPlaceholders are the values an http participant's URL
+// template may use.
+var ParticipantPlaceholders = []string{"subject_id", "subject_email", "request_id"}
 
 // Canceller configures the erasure fan-out role.
 type Canceller struct {
@@ -37,8 +43,9 @@ type Participant struct {
 	Kind string `yaml:"kind"`
 	// Method is the HTTP method of an http participant; default DELETE.
 	Method string `yaml:"method"`
-	// URL is an http participant's URL template: {subject_id}, {subject_email}
-	// and {request_id} are replaced by URL-escaped values.
+	// URL is an http participant's URL template using {subject_id} or
+	// {subject_email} (and optionally {request_id}), each filling one path
+	// segment or query value, percent-encoded.
 	URL string `yaml:"url"`
 	// AuthHeader is sent with every call: "Name: value", or a bare value sent
 	// as the Authorization header.
@@ -140,8 +147,14 @@ func (c Canceller) validate() error {
 			if p.URL == "" {
 				return invalid(field+".url", "must be set for kind http")
 			}
-			if !strings.HasPrefix(p.URL, "http://") && !strings.HasPrefix(p.URL, "https://") {
-				return invalid(field+".url", "must start with http:// or https://")
+			u, err := expand.ParseURL(p.URL, ParticipantPlaceholders...)
+			if err != nil {
+				return invalid(field+".url", "%s", err)
+			}
+			// Without the subject in the URL every call is the same call: on
+			// a collection URL, a DELETE of everybody.
+			if !slices.Contains(u.Names(), "subject_id") && !slices.Contains(u.Names(), "subject_email") {
+				return invalid(field+".url", "must use {subject_id} or {subject_email}")
 			}
 			if p.Method != "" && !validMethod(p.Method) {
 				return invalid(field+".method", "must be an HTTP method, got %q", p.Method)

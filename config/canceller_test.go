@@ -36,11 +36,23 @@ func TestCancellerValidationNamesTheSetting(t *testing.T) {
 		{"http url not http", func(c *config.Canceller) {
 			c.Participants = []config.Participant{{Name: "api", Kind: "http", URL: "ftp://x/{subject_id}"}}
 		}, "canceller.participants[0].url"},
+		{"http url without placeholder", func(c *config.Canceller) {
+			c.Participants = []config.Participant{{Name: "api", Kind: "http", URL: "https://x/customers/"}}
+		}, "canceller.participants[0].url must use {subject_id} or {subject_email}"},
+		{"http url with only the request id", func(c *config.Canceller) {
+			c.Participants = []config.Participant{{Name: "api", Kind: "http", URL: "https://x/erasures/{request_id}"}}
+		}, "canceller.participants[0].url must use {subject_id} or {subject_email}"},
+		{"http placeholder in the host", func(c *config.Canceller) {
+			c.Participants = []config.Participant{{Name: "api", Kind: "http", URL: "https://{subject_id}.x/users"}}
+		}, "canceller.participants[0].url"},
+		{"http placeholder as a query name", func(c *config.Canceller) {
+			c.Participants = []config.Participant{{Name: "api", Kind: "http", URL: "https://x/users?{subject_email}"}}
+		}, "canceller.participants[0].url"},
 		{"http bad method", func(c *config.Canceller) {
-			c.Participants = []config.Participant{{Name: "api", Kind: "http", URL: "https://x/", Method: "FETCH"}}
+			c.Participants = []config.Participant{{Name: "api", Kind: "http", URL: "https://x/{subject_id}", Method: "FETCH"}}
 		}, "canceller.participants[0].method"},
 		{"http non-2xx expected", func(c *config.Canceller) {
-			c.Participants = []config.Participant{{Name: "api", Kind: "http", URL: "https://x/", ExpectedStatuses: []int{404}}}
+			c.Participants = []config.Participant{{Name: "api", Kind: "http", URL: "https://x/{subject_id}", ExpectedStatuses: []int{404}}}
 		}, "canceller.participants[0].expected_statuses"},
 	}
 	for _, tc := range cases {

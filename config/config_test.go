@@ -262,7 +262,7 @@ canceller:
   participants:
     - name: zendesk
       kind: http
-      url: https://zendesk.example/erase
+      url: https://zendesk.example/erase/{subject_id}
       auth_header: Bearer participant-token
 `)
 	environ := []string{

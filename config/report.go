@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gdpr-oss/gdpr/modules/expand"
 )
 
 // DevEncryptionKey is the report encryption key used when none is configured.
@@ -158,10 +160,22 @@ func (s Source) validate(path string, seen map[string]bool) error {
 			return invalid(path+".max_conns", "must be >= 0, got %d", s.MaxConns)
 		}
 	case "http":
-		if err := validURL(path+".url", s.URL); err != nil {
-			return err
+		if s.URL == "" {
+			return invalid(path+".url", "must be set")
 		}
-		if !hasPlaceholder(s.URL) && !hasPlaceholder(s.Body) {
+		u, err := expand.ParseURL(s.URL, sourcePlaceholders...)
+		if err != nil {
+			return invalid(path+".url", "%s", err)
+		}
+		uses := len(u.Names()) > 0
+		if s.Body != "" {
+			b, err := expand.ParseJSON(s.Body, sourcePlaceholders...)
+			if err != nil {
+				return invalid(path+".body", "%s", err)
+			}
+			uses = uses || len(b.Names()) > 0
+		}
+		if !uses {
 			return invalid(path+".url", "must use {subject_id} or {email} (in the url or the body)")
 		}
 		switch strings.ToUpper(s.Method) {
@@ -178,10 +192,15 @@ func (s Source) validate(path string, seen map[string]bool) error {
 			return invalid(path+".index", "must be set for kind elasticsearch")
 		case s.Query == "":
 			return invalid(path+".query", "must be set for kind elasticsearch")
-		case !hasPlaceholder(s.Query):
-			return invalid(path+".query", "must use {subject_id} or {email}")
 		case s.PageSize < 0:
 			return invalid(path+".page_size", "must be >= 0, got %d", s.PageSize)
+		}
+		q, err := expand.ParseJSON(s.Query, sourcePlaceholders...)
+		if err != nil {
+			return invalid(path+".query", "%s", err)
+		}
+		if len(q.Names()) == 0 {
+			return invalid(path+".query", "must use {subject_id} or {email}")
 		}
 	default:
 		return invalid(path+".kind", "must be postgres, mysql, http or elasticsearch, got %q", s.Kind)
@@ -189,18 +208,18 @@ func (s Source) validate(path string, seen map[string]bool) error {
 	return nil
 }
 
+// sourcePlaceholders are the identifiers an http or elasticsearch source
+// template may use.
+var sourcePlaceholders = []string{"subject_id", "email"}
+
+// validURL checks an Elasticsearch base URL (no placeholders).
 func validURL(setting, raw string) error {
 	if raw == "" {
 		return invalid(setting, "must be set")
 	}
-	// Placeholders are not valid URL syntax everywhere; check the shape with them filled in.
-	u, err := url.Parse(strings.NewReplacer("{subject_id}", "x", "{email}", "x").Replace(raw))
+	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return invalid(setting, "must be an http(s) URL with a host")
 	}
 	return nil
-}
-
-func hasPlaceholder(s string) bool {
-	return strings.Contains(s, "{subject_id}") || strings.Contains(s, "{email}")
 }

@@ -42,6 +42,16 @@ func TestReportValidateNamesTheSetting(t *testing.T) {
 		{"report.sources[1].method", func(r *Report) { r.Sources[1].Method = "DELETE" }},
 		{"report.sources[2].index", func(r *Report) { r.Sources[2].Index = "" }},
 		{"report.sources[2].query", func(r *Report) { r.Sources[2].Query = "" }},
+		// The probe's case: ids "1001,1002,1003" became three array elements.
+		{"report.sources[2].query", func(r *Report) { r.Sources[2].Query = `{"terms":{"user_id":[{subject_id}]}}` }},
+		{"report.sources[2].query", func(r *Report) { r.Sources[2].Query = `{"query":{"term":{"{email}":"x"}}}` }},
+		{"report.sources[2].query", func(r *Report) { r.Sources[2].Query = `{"size":{subject_id}}` }},
+		{"report.sources[1].body", func(r *Report) { r.Sources[1].Method, r.Sources[1].Body = "POST", `{"ids":[{subject_id}]}` }},
+		{"report.sources[1].body", func(r *Report) { r.Sources[1].Method, r.Sources[1].Body = "POST", `not json {email}` }},
+		{"report.sources[1].url", func(r *Report) { r.Sources[1].URL = "https://{subject_id}.api.example.com/u" }},
+		{"report.sources[1].url", func(r *Report) { r.Sources[1].URL = "https://api.example.com/u?{subject_id}" }},
+		{"report.sources[1].url", func(r *Report) { r.Sources[1].URL = "https://api.example.com/u#{email}" }},
+		{"report.sources[1].url", func(r *Report) { r.Sources[1].URL = "https://api.example.com/{user}" }},
 	}
 	for _, tc := range cases {
 		r := ok()

@@ -108,7 +108,7 @@ func TestBadInputIsDeadLetteredAndChangesNothing(t *testing.T) {
 // erasure.requested many times at once, on several replicas.
 func TestRedeliveredRequestedCreatesNothingTwice(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, []config.Participant{{Name: "a", Kind: "amqp"}, {Name: "b", Kind: "amqp"}, {Name: "c", Kind: "http", URL: "http://127.0.0.1:1/x"}}, nil)
+	h := newHarness(t, []config.Participant{{Name: "a", Kind: "amqp"}, {Name: "b", Kind: "amqp"}, {Name: "c", Kind: "http", URL: "http://127.0.0.1:1/x/{subject_id}"}}, nil)
 	var replicas []*erasure.Canceller
 	for range 3 {
 		c, err := erasure.New(h.db, h.store, h.cfg.Canceller, nil, h.logger)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/expand"
 	"github.com/gdpr-oss/gdpr/modules/inbox"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
@@ -56,7 +57,9 @@ func New(db *gorm.DB, sched Scheduler, cfg config.Canceller, metrics *Metrics, l
 	}
 	return &Canceller{
 		db: db, sched: sched, cfg: cfg, registry: reg, metrics: metrics, logger: logger,
-		client: &http.Client{},
+		// A participant's credentials must not follow a redirect to another
+		// origin, and a DELETE must not become a GET on a 302.
+		client: &http.Client{CheckRedirect: expand.CheckRedirect},
 	}, nil
 }
 
@@ -113,8 +116,9 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 	if _, err := uuid.Parse(body.RequestID); err != nil {
 		return fmt.Errorf("%w: request_id %q is not a UUID", ErrInvalid, body.RequestID)
 	}
-	if body.Subject.ID == "" && body.Subject.Email == "" {
-		return fmt.Errorf("%w: subject needs an id or an email", ErrInvalid)
+	// Intake applies the same rules; a message can come from elsewhere.
+	if err := body.Subject.Check(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if m.ID == "" {
 		return fmt.Errorf("%w: message_id is missing", ErrInvalid)
@@ -141,7 +145,7 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 		if err != nil {
 			return err
 		}
-		if err := c.insertParticipants(ctx, tx, body.RequestID, e.Now); err != nil {
+		if err := c.insertParticipants(ctx, tx, body.RequestID, body.Subject, e.Now); err != nil {
 			return err
 		}
 		for _, p := range c.registry.All() {
@@ -151,6 +155,11 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 					return err
 				}
 			case KindHTTP:
+				if n := c.registry.missing(p.Name, body.Subject); n != "" {
+					c.logger.WarnContext(ctx, "erasure participant cannot erase; operator action needed",
+						"request_id", body.RequestID, "participant", p.Name, "missing", n)
+					continue
+				}
 				if err := c.scheduleTimer(ctx, tx, body.RequestID, p.Name, ActionSend, 1, e.Now, &m); err != nil {
 					return err
 				}
@@ -172,28 +181,34 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 }
 
 // insertParticipants creates every participant's row in one statement: the
-// AMQP ones already as sent (their commands commit in the same transaction).
-func (c *Canceller) insertParticipants(ctx context.Context, tx *gorm.DB, requestID string, now time.Time) error {
+// AMQP ones already as sent (their commands commit in the same transaction),
+// the HTTP ones whose URL needs an identifier the subject lacks as
+// cannot_erase (they are never called).
+func (c *Canceller) insertParticipants(ctx context.Context, tx *gorm.DB, requestID string, subject event.Subject, now time.Time) error {
 	ps := c.registry.All()
 	if len(ps) == 0 {
 		return nil
 	}
 	var sb strings.Builder
-	args := make([]any, 0, len(ps)*6)
-	sb.WriteString(`INSERT INTO erasure_participants (request_id, participant, kind, state, attempt, sent_at) VALUES `)
+	args := make([]any, 0, len(ps)*7)
+	sb.WriteString(`INSERT INTO erasure_participants (request_id, participant, kind, state, attempt, sent_at, detail) VALUES `)
 	for i, p := range ps {
 		if i > 0 {
 			sb.WriteString(", ")
 		}
-		sb.WriteString("(?, ?, ?, ?, ?, ?)")
-		state, attempt, sentAt := StatePending, 0, (*time.Time)(nil)
+		sb.WriteString("(?, ?, ?, ?, ?, ?, ?)")
+		state, attempt, sentAt, detail := StatePending, 0, (*time.Time)(nil), ""
 		switch p.Kind {
 		case KindEmail:
 			state = StateWaiting
 		case KindAMQP:
 			state, attempt, sentAt = StateSent, 1, &now
+		case KindHTTP:
+			if n := c.registry.missing(p.Name, subject); n != "" {
+				state, detail = StateCannotErase, DetailMissingIdentifier+" {"+n+"}"
+			}
 		}
-		args = append(args, requestID, p.Name, p.Kind, state, attempt, sentAt)
+		args = append(args, requestID, p.Name, p.Kind, state, attempt, sentAt, detail)
 	}
 	// A conflict here would be a bug (the erasure row is new); let it fail loudly.
 	if err := tx.WithContext(ctx).Exec(sb.String(), args...).Error; err != nil {

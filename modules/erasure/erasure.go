@@ -16,6 +16,8 @@ import (
 	"fmt"
 
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/expand"
 )
 
 // Participant kinds.
@@ -42,7 +44,17 @@ const (
 	StateFailed = "failed"
 	// StateOverdue: silent or failing after every re-send; an operator must act.
 	StateOverdue = "overdue"
+	// StateCannotErase: an http participant whose URL template needs an
+	// identifier the request lacks (or one the template refuses, such as
+	// ".."). It is never called, so it is never called with an empty value
+	// (a DELETE of the collection); the erasure cannot complete and an
+	// operator must erase by other means and confirm.
+	StateCannotErase = "cannot_erase"
 )
+
+// DetailMissingIdentifier is the detail of a participant in StateCannotErase
+// because the request lacks an identifier its URL needs.
+const DetailMissingIdentifier = "missing identifier"
 
 // Erasure states.
 const (
@@ -83,17 +95,24 @@ var (
 type Registry struct {
 	list   []config.Participant
 	byName map[string]config.Participant
+	urls   map[string]*expand.URL
 }
 
 // NewRegistry builds the registry from the canceller configuration.
 func NewRegistry(ps []config.Participant) (*Registry, error) {
-	r := &Registry{byName: map[string]config.Participant{}}
+	r := &Registry{byName: map[string]config.Participant{}, urls: map[string]*expand.URL{}}
 	for _, p := range ps {
 		if _, dup := r.byName[p.Name]; dup {
 			return nil, fmt.Errorf("participant %s registered twice", p.Name)
 		}
 		switch p.Kind {
-		case KindAMQP, KindHTTP, KindEmail:
+		case KindAMQP, KindEmail:
+		case KindHTTP:
+			u, err := expand.ParseURL(p.URL, config.ParticipantPlaceholders...)
+			if err != nil {
+				return nil, fmt.Errorf("participant %s url: %w", p.Name, err)
+			}
+			r.urls[p.Name] = u
 		default:
 			return nil, fmt.Errorf("participant %s has unknown kind %q", p.Name, p.Kind)
 		}
@@ -110,6 +129,29 @@ func (r *Registry) All() []config.Participant { return r.list }
 func (r *Registry) Get(name string) (config.Participant, bool) {
 	p, ok := r.byName[name]
 	return p, ok
+}
+
+// missing names the first identifier http participant name's URL needs
+// that subject s lacks (or has as "." or ".."), or returns "".
+func (r *Registry) missing(name string, s event.Subject) string {
+	u, ok := r.urls[name]
+	if !ok {
+		return ""
+	}
+	v := urlValues("", s)
+	for _, n := range u.Names() {
+		if n == "request_id" {
+			continue
+		}
+		if val := v[n]; val == "" || val == "." || val == ".." {
+			return n
+		}
+	}
+	return ""
+}
+
+func urlValues(requestID string, s event.Subject) expand.Values {
+	return expand.Values{"subject_id": s.ID, "subject_email": s.Email, "request_id": requestID}
 }
 
 // CommandRoutingKey is the routing key of commands for participant name.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/expand"
 	"github.com/gdpr-oss/gdpr/modules/message"
 )
 
@@ -29,6 +29,9 @@ const (
 	callTransient
 	// callPermanent: any other 4xx (or an unexpected status); an operator must act.
 	callPermanent
+	// callCannot: the URL template could not be filled (a missing or
+	// refused identifier); nothing was sent.
+	callCannot
 )
 
 // reply is what one call got: its class, the HTTP status (0 when no answer
@@ -108,6 +111,10 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p conf
 			}
 			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+outcome)
 			return c.checkCompletion(ctx, tx, e, t.RequestID, &called, fx)
+		case callCannot:
+			c.logger.WarnContext(ctx, "erasure participant cannot erase; operator action needed",
+				"request_id", t.RequestID, "participant", t.Participant, "detail", detail)
+			return c.setState(ctx, tx, t.RequestID, t.Participant, StateCannotErase, r.Attempt, "", detail)
 		case callPermanent:
 			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+event.OutcomeFailed)
 			c.logger.ErrorContext(ctx, "erasure call refused permanently; operator action needed",
@@ -136,7 +143,12 @@ func (c *Canceller) do(ctx context.Context, p config.Participant, requestID stri
 	if method == "" {
 		method = http.MethodDelete
 	}
-	req, err := http.NewRequestWithContext(ctx, method, ExpandURL(p.URL, requestID, s), nil)
+	target, err := c.expandURL(p, requestID, s)
+	if err != nil {
+		// The text names the placeholder, never the value.
+		return reply{result: callCannot, class: "cannot_erase", detail: err.Error()}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, nil)
 	if err != nil {
 		return reply{result: callPermanent, class: "bad_url", detail: "bad request URL"}
 	}
@@ -152,6 +164,10 @@ func (c *Canceller) do(ctx context.Context, p config.Participant, requestID stri
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return reply{result: callTransient, class: "timeout", detail: "timeout after " + timeout.String()}
+		}
+		if errors.Is(err, expand.ErrRedirect) {
+			// A redirect is not a confirmation; the operator must look.
+			return reply{result: callPermanent, class: "redirect", detail: "redirect not followed (another origin or method)"}
 		}
 		return reply{result: callTransient, class: "network_error", detail: "network error"}
 	}
@@ -175,16 +191,19 @@ func (c *Canceller) do(ctx context.Context, p config.Participant, requestID stri
 	return rep
 }
 
-// ExpandURL fills a participant URL template: {subject_id}, {subject_email}
-// and {request_id} become URL-escaped values, safe in a path segment and in a
-// query string alike.
-func ExpandURL(tmpl, requestID string, s event.Subject) string {
-	esc := func(v string) string { return strings.ReplaceAll(url.QueryEscape(v), "+", "%20") }
-	return strings.NewReplacer(
-		"{subject_id}", esc(s.ID),
-		"{subject_email}", esc(s.Email),
-		"{request_id}", esc(requestID),
-	).Replace(tmpl)
+// expandURL fills participant p's URL template with the shared expander:
+// each value fills one path segment or query value, percent-encoded, and an
+// empty, "." or ".." value is refused, so no call can reach the collection
+// or a parent path.
+func (c *Canceller) expandURL(p config.Participant, requestID string, s event.Subject) (string, error) {
+	u, ok := c.registry.urls[p.Name]
+	if !ok {
+		var err error
+		if u, err = expand.ParseURL(p.URL, config.ParticipantPlaceholders...); err != nil {
+			return "", err
+		}
+	}
+	return u.Expand(urlValues(requestID, s))
 }
 
 func isToken(s string) bool {

@@ -17,13 +17,6 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
-func TestExpandURLEscapesSubjectIdentifiers(t *testing.T) {
-	t.Parallel()
-	got := erasure.ExpandURL("https://api.example/users/{subject_id}?email={subject_email}&req={request_id}", "r-1",
-		event.Subject{ID: "a b/../c?d#e", Email: "jane+x@example.com"})
-	require.Equal(t, "https://api.example/users/a%20b%2F..%2Fc%3Fd%23e?email=jane%2Bx%40example.com&req=r-1", got)
-}
-
 // TestHTTPParticipantStatuses: the canceller's own calls to a third-party API
 // map statuses to outcomes: expected → erased, 404 → not_found, 429, 409,
 // 5xx and timeouts are retried with backoff, other 4xx fail permanently.

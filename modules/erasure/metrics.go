@@ -40,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer, db *gorm.DB) *Metrics {
 		if db != nil {
 			reg.MustRegister(&attentionCollector{db: db, desc: prometheus.NewDesc(
 				"gdpr_erasure_participants_attention",
-				"Participants of open erasures that need an operator, by participant and state (overdue, failed).",
+				"Participants of open erasures that need an operator, by participant and state (overdue, failed, cannot_erase).",
 				[]string{"participant", "state"}, nil)})
 		}
 	}
@@ -65,7 +65,7 @@ func (a *attentionCollector) Collect(ch chan<- prometheus.Metric) {
 		N           float64
 	}
 	err := a.db.WithContext(ctx).Raw(`SELECT participant, state, count(*) AS n FROM erasure_participants
-		WHERE state IN ('overdue', 'failed') GROUP BY participant, state`).Scan(&rows).Error
+		WHERE state IN ('overdue', 'failed', 'cannot_erase') GROUP BY participant, state`).Scan(&rows).Error
 	if err != nil {
 		// A scrape during a database outage shows no series; the health checks report the outage.
 		return

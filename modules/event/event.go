@@ -3,7 +3,12 @@
 // these, so a field renamed in one place is renamed for all.
 package event
 
-import "time"
+import (
+	"fmt"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
 
 // Message types. Commands to one participant are routed with
 // TypeErasureCommand + "." + participant name.
@@ -163,4 +168,71 @@ type SchedulerSchedule struct {
 // SchedulerCancel asks the scheduler to drop a pending message.
 type SchedulerCancel struct {
 	Key string `json:"key"`
+}
+
+// Identifier limits: generous for real ids and addresses, small enough that
+// a key or a log of sizes stays bounded.
+const (
+	MaxSubjectIDLen = 256
+	MaxEmailLen     = 254 // RFC 5321 path limit
+)
+
+// IdentifierProblem says why v cannot be a subject identifier of at most
+// maxLen bytes, or returns "" when it can. An identifier fills a path
+// segment, a query value or a JSON string of a call to a source or a
+// participant, and is shown to operators: so it must not be empty, "." or
+// ".." (dot segments walk out of a URL path), and must not contain control
+// characters, whitespace, or invisible format characters (Unicode category
+// Cf: U+200B, U+202E, U+FEFF, ...) that would make two different ids look
+// alike. It must be valid UTF-8.
+func IdentifierProblem(v string, maxLen int) string {
+	switch {
+	case v == "":
+		return "must not be empty"
+	case v == "." || v == "..":
+		return `must not be "." or ".."`
+	case len(v) > maxLen:
+		return fmt.Sprintf("must be at most %d bytes", maxLen)
+	case !utf8.ValidString(v):
+		return "must be valid UTF-8"
+	}
+	for _, r := range v {
+		switch {
+		case unicode.IsControl(r):
+			return "must not contain control characters"
+		case unicode.Is(unicode.Cf, r):
+			return "must not contain invisible format characters (Unicode Cf)"
+		case unicode.IsSpace(r) || unicode.In(r, unicode.Zs, unicode.Zl, unicode.Zp):
+			return "must not contain whitespace"
+		}
+	}
+	return ""
+}
+
+// InvalidSubjectError names the subject field (subject.id, subject.email)
+// that breaks the identifier rules.
+type InvalidSubjectError struct {
+	Field, Problem string
+}
+
+func (e *InvalidSubjectError) Error() string { return e.Field + " " + e.Problem }
+
+// Check applies IdentifierProblem to each identifier present and requires
+// at least one. It is run where a subject enters (intake) and again where
+// messages carrying one are received, since those can come from elsewhere.
+func (s Subject) Check() error {
+	if s.ID == "" && s.Email == "" {
+		return &InvalidSubjectError{Field: "subject", Problem: "needs at least one of id or email"}
+	}
+	if s.ID != "" {
+		if p := IdentifierProblem(s.ID, MaxSubjectIDLen); p != "" {
+			return &InvalidSubjectError{Field: "subject.id", Problem: p}
+		}
+	}
+	if s.Email != "" {
+		if p := IdentifierProblem(s.Email, MaxEmailLen); p != "" {
+			return &InvalidSubjectError{Field: "subject.email", Problem: p}
+		}
+	}
+	return nil
 }

@@ -10,8 +10,6 @@ import (
 	"io"
 	"net/mail"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/gdpr-oss/gdpr/modules/event"
 )
@@ -19,8 +17,8 @@ import (
 // Limits on identifiers; generous for real ids and addresses, small enough
 // that a key or a log of sizes stays bounded.
 const (
-	maxSubjectIDLen = 256
-	maxEmailLen     = 254 // RFC 5321 path limit
+	maxSubjectIDLen = event.MaxSubjectIDLen
+	maxEmailLen     = event.MaxEmailLen
 )
 
 // ErrInvalid marks bad input; errors.As it to a *FieldError for the field.
@@ -156,16 +154,11 @@ func jsonKind(goKind string) string {
 	return goKind
 }
 
+// checkSubjectID applies the identifier rules (event.IdentifierProblem;
+// docs/api.md states them).
 func checkSubjectID(id string) *FieldError {
-	switch {
-	case id == "":
-		return fieldErr("subject.id", "must not be empty when present")
-	case len(id) > maxSubjectIDLen:
-		return fieldErr("subject.id", "must be at most %d bytes", maxSubjectIDLen)
-	case !utf8.ValidString(id):
-		return fieldErr("subject.id", "must be valid UTF-8")
-	case strings.IndexFunc(id, func(r rune) bool { return unicode.IsControl(r) || unicode.IsSpace(r) }) >= 0:
-		return fieldErr("subject.id", "must not contain whitespace or control characters")
+	if p := event.IdentifierProblem(id, maxSubjectIDLen); p != "" {
+		return fieldErr("subject.id", "%s", p)
 	}
 	return nil
 }
@@ -176,6 +169,9 @@ func checkEmail(s string) (string, *FieldError) {
 	bad := fieldErr("subject.email", "must be a valid email address")
 	if s == "" || len(s) > maxEmailLen {
 		return "", bad
+	}
+	if p := event.IdentifierProblem(s, maxEmailLen); p != "" {
+		return "", fieldErr("subject.email", "%s", p)
 	}
 	addr, err := mail.ParseAddress(s)
 	if err != nil || addr.Name != "" || addr.Address != s {

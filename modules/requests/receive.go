@@ -45,8 +45,9 @@ func validSubmission(s event.RequestSubmitted) error {
 	if s.Type != event.KindAccess && s.Type != event.KindErasure {
 		return fmt.Errorf("%w: type must be access or erasure, got %q", ErrInvalid, s.Type)
 	}
-	if s.Subject.ID == "" && s.Subject.Email == "" {
-		return fmt.Errorf("%w: subject has neither id nor email", ErrInvalid)
+	// Intake applies the same rules; a message can come from elsewhere.
+	if err := s.Subject.Check(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if s.Subject.Email != "" {
 		if _, err := mail.ParseAddress(s.Subject.Email); err != nil {

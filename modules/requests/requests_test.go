@@ -3,6 +3,7 @@ package requests_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -207,13 +208,19 @@ func TestReceiveRejectsBadMessages(t *testing.T) {
 		return m
 	}
 	cases := map[string]message.Message{
-		"bad json":     {ID: uuid.NewString(), Type: event.TypeRequestSubmitted, Body: []byte("{")},
-		"unknown type": {ID: uuid.NewString(), Type: "request.bogus", Body: []byte("{}")},
-		"id not uuid":  valid(func(s *event.RequestSubmitted) { s.RequestID = "nope" }),
-		"kind":         valid(func(s *event.RequestSubmitted) { s.Type = "delete-everything" }),
-		"no subject":   valid(func(s *event.RequestSubmitted) { s.Subject = event.Subject{} }),
-		"bad email":    valid(func(s *event.RequestSubmitted) { s.Subject.Email = "not an address" }),
-		"no submitted": valid(func(s *event.RequestSubmitted) { s.SubmittedAt = time.Time{} }),
+		"bad json":          {ID: uuid.NewString(), Type: event.TypeRequestSubmitted, Body: []byte("{")},
+		"unknown type":      {ID: uuid.NewString(), Type: "request.bogus", Body: []byte("{}")},
+		"id not uuid":       valid(func(s *event.RequestSubmitted) { s.RequestID = "nope" }),
+		"kind":              valid(func(s *event.RequestSubmitted) { s.Type = "delete-everything" }),
+		"no subject":        valid(func(s *event.RequestSubmitted) { s.Subject = event.Subject{} }),
+		"bad email":         valid(func(s *event.RequestSubmitted) { s.Subject.Email = "not an address" }),
+		"dot-dot id":        valid(func(s *event.RequestSubmitted) { s.Subject.ID = ".." }),
+		"dot id":            valid(func(s *event.RequestSubmitted) { s.Subject.ID = "." }),
+		"id with U+202E":    valid(func(s *event.RequestSubmitted) { s.Subject.ID = "u\u202e1" }),
+		"id with control":   valid(func(s *event.RequestSubmitted) { s.Subject.ID = "u\x001" }),
+		"id too long":       valid(func(s *event.RequestSubmitted) { s.Subject.ID = strings.Repeat("x", event.MaxSubjectIDLen+1) }),
+		"email with U+200B": valid(func(s *event.RequestSubmitted) { s.Subject.Email = "ann\u200b@example.com" }),
+		"no submitted":      valid(func(s *event.RequestSubmitted) { s.SubmittedAt = time.Time{} }),
 		"finished ghost": func() message.Message {
 			m, err := message.New(event.TypeErasureFinished, event.ErasureFinished{RequestID: uuid.NewString()}, nil)
 			require.NoError(t, err)

@@ -15,14 +15,16 @@ import (
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/expand"
 )
 
 // esSource runs a _search for the subject with the official client and pages
 // through every hit with the scroll API, streaming each hit's _source.
 type esSource struct {
-	name, index, query string
-	pageSize           int
-	client             *elasticsearch.Client
+	name, index string
+	query       *expand.JSON
+	pageSize    int
+	client      *elasticsearch.Client
 }
 
 // scrollKeepAlive is how long Elasticsearch keeps the search context between pages.
@@ -52,7 +54,11 @@ func newElasticsearch(cfg config.Source, hc *http.Client) (*esSource, error) {
 	if size == 0 {
 		size = 1000
 	}
-	return &esSource{name: cfg.Name, index: cfg.Index, query: cfg.Query, pageSize: size, client: client}, nil
+	query, err := expand.ParseJSON(cfg.Query, placeholders...)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: query: %w", cfg.Name, err)
+	}
+	return &esSource{name: cfg.Name, index: cfg.Index, query: query, pageSize: size, client: client}, nil
 }
 
 func (s *esSource) Name() string { return s.name }
@@ -60,15 +66,19 @@ func (s *esSource) Kind() string { return "elasticsearch" }
 func (s *esSource) Close() error { return nil }
 
 func (s *esSource) Applies(subject event.Subject) bool {
-	return appliesTemplate(subject, s.query)
+	return appliesTemplate(subject, s.query.Names())
 }
 
 func (s *esSource) Read(ctx context.Context, subject event.Subject, sink Sink) error {
+	query, err := s.query.Expand(values(subject))
+	if err != nil {
+		return refused(s.name, err)
+	}
 	es := s.client
 	res, err := es.Search(
 		es.Search.WithContext(ctx),
 		es.Search.WithIndex(strings.Split(s.index, ",")...),
-		es.Search.WithBody(strings.NewReader(expandJSON(s.query, subject))),
+		es.Search.WithBody(strings.NewReader(query)),
 		es.Search.WithSize(s.pageSize),
 		es.Search.WithScroll(scrollKeepAlive),
 	)

@@ -13,17 +13,20 @@ import (
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/expand"
 )
 
 // httpSource calls a third-party API for the subject and streams the records
 // of its JSON response.
 type httpSource struct {
-	name, method, url, body, auth string
-	path                          []string
-	client                        *http.Client
+	name, method, auth string
+	url                *expand.URL
+	body               *expand.JSON
+	path               []string
+	client             *http.Client
 }
 
-func newHTTP(cfg config.Source, client *http.Client) *httpSource {
+func newHTTP(cfg config.Source, client *http.Client) (*httpSource, error) {
 	method := strings.ToUpper(cfg.Method)
 	if method == "" {
 		method = http.MethodGet
@@ -32,7 +35,17 @@ func newHTTP(cfg config.Source, client *http.Client) *httpSource {
 	if cfg.RecordsPath != "" {
 		path = strings.Split(cfg.RecordsPath, ".")
 	}
-	return &httpSource{name: cfg.Name, method: method, url: cfg.URL, body: cfg.Body, auth: cfg.AuthHeader, path: path, client: client}
+	u, err := expand.ParseURL(cfg.URL, placeholders...)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: url: %w", cfg.Name, err)
+	}
+	var body *expand.JSON
+	if cfg.Body != "" {
+		if body, err = expand.ParseJSON(cfg.Body, placeholders...); err != nil {
+			return nil, fmt.Errorf("source %s: body: %w", cfg.Name, err)
+		}
+	}
+	return &httpSource{name: cfg.Name, method: method, url: u, body: body, auth: cfg.AuthHeader, path: path, client: client}, nil
 }
 
 func (s *httpSource) Name() string { return s.name }
@@ -40,34 +53,27 @@ func (s *httpSource) Kind() string { return "http" }
 func (s *httpSource) Close() error { return nil }
 
 func (s *httpSource) Applies(subject event.Subject) bool {
-	return appliesTemplate(subject, s.url, s.body)
-}
-
-// expandURL fills the URL template. Identifiers in the query string are
-// query-escaped ("+" must not become a space), those in the path are
-// path-segment-escaped ("/" must not add a segment).
-func expandURL(tmpl string, subject event.Subject) string {
-	pathPart, query, hasQuery := strings.Cut(tmpl, "?")
-	r := strings.NewReplacer(phSubjectID, url.PathEscape(subject.ID), phEmail, url.PathEscape(subject.Email))
-	out := r.Replace(pathPart)
-	if hasQuery {
-		q := strings.NewReplacer(phSubjectID, url.QueryEscape(subject.ID), phEmail, url.QueryEscape(subject.Email))
-		out += "?" + q.Replace(query)
+	names := [][]string{s.url.Names()}
+	if s.body != nil {
+		names = append(names, s.body.Names())
 	}
-	return out
-}
-
-// expandJSON fills a JSON template whose placeholders sit inside string literals.
-func expandJSON(tmpl string, subject event.Subject) string {
-	return strings.NewReplacer(phSubjectID, escapeJSONFragment(subject.ID), phEmail, escapeJSONFragment(subject.Email)).Replace(tmpl)
+	return appliesTemplate(subject, names...)
 }
 
 func (s *httpSource) Read(ctx context.Context, subject event.Subject, sink Sink) error {
-	var body io.Reader
-	if s.body != "" {
-		body = strings.NewReader(expandJSON(s.body, subject))
+	target, err := s.url.Expand(values(subject))
+	if err != nil {
+		return refused(s.name, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, s.method, expandURL(s.url, subject), body)
+	var body io.Reader
+	if s.body != nil {
+		b, err := s.body.Expand(values(subject))
+		if err != nil {
+			return refused(s.name, err)
+		}
+		body = strings.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, s.method, target, body)
 	if err != nil {
 		return fail(s.name, ClassQuery, "building request", err)
 	}
@@ -84,6 +90,9 @@ func (s *httpSource) Read(ctx context.Context, subject event.Subject, sink Sink)
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
+		}
+		if errors.Is(err, expand.ErrRedirect) {
+			return fail(s.name, ClassRedirect, err.Error(), err)
 		}
 		return transportFailure(s.name, err)
 	}

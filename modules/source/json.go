@@ -61,13 +61,6 @@ func AppendString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// escapeJSONFragment escapes s for use inside a JSON string literal in a
-// template (the template supplies the quotes).
-func escapeJSONFragment(s string) string {
-	b := AppendString(nil, s)
-	return string(b[1 : len(b)-1])
-}
-
 var errNotObject = errors.New("not a JSON object")
 
 // Fields calls fn for each top-level member of the compact JSON object obj,

@@ -10,11 +10,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/expand"
 )
 
 // Sink receives a source's records.
@@ -54,6 +54,13 @@ const (
 	ClassBadResponse = "source_bad_response"
 	ClassPartial     = "source_partial"
 	ClassSink        = "source_sink"
+	// ClassRefused: an identifier could not be put into the source's
+	// template (empty, "." or ".."), or the expansion would change where the
+	// call goes; nothing was sent.
+	ClassRefused = "source_refused"
+	// ClassRedirect: the source redirected to another origin or changed the
+	// method; the redirect was not followed.
+	ClassRedirect = "source_redirect"
 )
 
 // Sentinels matched by errors.Is on an *Error of the same class.
@@ -65,6 +72,8 @@ var (
 	ErrHTTP5xx     = errors.New(ClassHTTP5xx)
 	ErrBadResponse = errors.New(ClassBadResponse)
 	ErrPartial     = errors.New(ClassPartial)
+	ErrRefused     = errors.New(ClassRefused)
+	ErrRedirect    = errors.New(ClassRedirect)
 )
 
 var sentinels = map[string]error{
@@ -75,6 +84,8 @@ var sentinels = map[string]error{
 	ClassHTTP5xx:     ErrHTTP5xx,
 	ClassBadResponse: ErrBadResponse,
 	ClassPartial:     ErrPartial,
+	ClassRefused:     ErrRefused,
+	ClassRedirect:    ErrRedirect,
 }
 
 // Error is a failed read of one source. Its text names the source and the
@@ -177,33 +188,52 @@ func New(cfg config.Source, opts Options) (Source, error) {
 			TLSHandshakeTimeout: 10 * time.Second,
 		}}
 	}
+	// A copy, so a caller's client keeps its own policy: the source's
+	// credentials must not follow a redirect to another origin.
+	hc := *opts.HTTPClient
+	hc.CheckRedirect = expand.CheckRedirect
+	opts.HTTPClient = &hc
 	switch cfg.Kind {
 	case "postgres", "mysql":
 		return newSQL(cfg)
 	case "http":
-		return newHTTP(cfg, opts.HTTPClient), nil
+		return newHTTP(cfg, opts.HTTPClient)
 	case "elasticsearch":
 		return newElasticsearch(cfg, opts.HTTPClient)
 	}
 	return nil, fmt.Errorf("source %s: unknown kind %q", cfg.Name, cfg.Kind)
 }
 
-// template placeholders for http and elasticsearch sources.
+// Placeholders of http and elasticsearch source templates.
 const (
-	phSubjectID = "{subject_id}"
-	phEmail     = "{email}"
+	phSubjectID = "subject_id"
+	phEmail     = "email"
 )
 
-// appliesTemplate: every identifier a template references must be present,
-// because an empty one in a URL or query could match everybody.
-func appliesTemplate(s event.Subject, templates ...string) bool {
-	for _, t := range templates {
-		if strings.Contains(t, phSubjectID) && s.ID == "" {
-			return false
-		}
-		if strings.Contains(t, phEmail) && s.Email == "" {
-			return false
+var placeholders = []string{phSubjectID, phEmail}
+
+func values(s event.Subject) expand.Values {
+	return expand.Values{phSubjectID: s.ID, phEmail: s.Email}
+}
+
+// appliesTemplate: every identifier a template references must be present
+// and acceptable to the expander, because an empty one in a URL or query
+// could match everybody. A source that does not apply is skipped (and the
+// report's manifest says so) instead of being called.
+func appliesTemplate(s event.Subject, names ...[]string) bool {
+	v := values(s)
+	for _, ns := range names {
+		for _, n := range ns {
+			if val := v[n]; val == "" || val == "." || val == ".." {
+				return false
+			}
 		}
 	}
 	return true
+}
+
+// refused is the error of an expansion the expander would not do: no
+// request is sent.
+func refused(name string, err error) error {
+	return fail(name, ClassRefused, "identifier refused by the template", err)
 }

@@ -51,14 +51,14 @@ func TestBindNamed(t *testing.T) {
 	}
 }
 
-func TestExpandTemplates(t *testing.T) {
+func TestAppliesOnlyWithEveryIdentifierTheTemplatesUse(t *testing.T) {
 	t.Parallel()
-	s := event.Subject{ID: "a/b c", Email: "x+y&z@example.com"}
-	require.Equal(t, "https://api/users/a%2Fb%20c/data?email=x%2By%26z%40example.com&id=a%2Fb+c",
-		expandURL("https://api/users/{subject_id}/data?email={email}&id={subject_id}", s))
-	require.Equal(t, `{"email":"q\"uote\\@x"}`, expandJSON(`{"email":"{email}"}`, event.Subject{Email: `q"uote\@x`}))
-	require.True(t, appliesTemplate(s, "{email}", "{subject_id}"))
-	require.False(t, appliesTemplate(event.Subject{ID: "1"}, "/x?e={email}"))
+	src, err := New(config.Source{Name: "api", Kind: "http", URL: "https://api.example/users/{subject_id}", Body: `{"e":"{email}"}`}, Options{})
+	require.NoError(t, err)
+	require.True(t, src.Applies(event.Subject{ID: "u1", Email: "a@b.c"}))
+	for _, s := range []event.Subject{{ID: "u1"}, {Email: "a@b.c"}, {ID: "..", Email: "a@b.c"}, {ID: ".", Email: "a@b.c"}} {
+		require.False(t, src.Applies(s), "%+v", s)
+	}
 }
 
 func TestFieldsAndAppendString(t *testing.T) {
