@@ -22,6 +22,20 @@ import (
 // notify on (see migrations/020_scheduler.sql).
 const notifyChannel = "gdpr_scheduler"
 
+// skippedNotifyLock is the advisory lock (two int4 keys) that a transaction
+// whose trigger skipped the NOTIFY holds in share mode until it ends (see
+// migrations/021_scheduler_wakeup.sql).
+const skippedNotifyLock = "1734635634, 20"
+
+// While a writer that skipped its NOTIFY may be uncommitted, a look at the
+// table may miss its row, so the next look comes after minRecheck, doubling
+// up to maxRecheck while that lasts: a row is then at most maxRecheck late
+// after its commit, and a long transaction costs a few cheap reads.
+const (
+	minRecheck = 5 * time.Millisecond
+	maxRecheck = 50 * time.Millisecond
+)
+
 // maxRetryBackoff caps the delay before a refused message is tried again.
 const maxRetryBackoff = 10 * time.Minute
 
@@ -190,6 +204,7 @@ func (d *Dispatcher) stopping() bool {
 func (d *Dispatcher) work(ctx context.Context, worker int) {
 	logger := d.logger.With("worker", worker)
 	backoff := 100 * time.Millisecond
+	recheck := minRecheck
 	for !d.stopping() {
 		res, err := d.DispatchOnce(ctx)
 		if err != nil || res.Unconfirmed > 0 {
@@ -212,7 +227,7 @@ func (d *Dispatcher) work(ctx context.Context, worker int) {
 			d.wake.notify(time.Time{})
 			continue
 		}
-		if err := d.waitForDue(ctx); err != nil {
+		if err := d.waitForDue(ctx, &recheck); err != nil {
 			if d.stopping() || ctx.Err() != nil {
 				return
 			}
@@ -237,11 +252,19 @@ func (d *Dispatcher) sleep(dur time.Duration) bool {
 }
 
 // waitForDue sleeps until the earliest unclaimed message is due, a
-// notification announces one due sooner, MaxIdle passes, or Stop.
-func (d *Dispatcher) waitForDue(ctx context.Context) error {
+// notification announces one due sooner, MaxIdle passes, or Stop; while a
+// writer that skipped its notification may be uncommitted, only for
+// *recheck, which it doubles (and resets once none is).
+func (d *Dispatcher) waitForDue(ctx context.Context, recheck *time.Duration) error {
 	// Take the generation before reading the table, so a notification sent
 	// between the read and the wait is not missed.
 	g := d.wake.current()
+	// Before the read, so that a writer that released the lock has committed
+	// a row the read sees. The lock lasts only this statement.
+	var quiet bool
+	if err := d.pool.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(`+skippedNotifyLock+`)`).Scan(&quiet); err != nil {
+		return fmt.Errorf("checking for writers that skipped their wake-up: %w", err)
+	}
 	var next *float64
 	var dbNow time.Time
 	err := d.pool.QueryRow(ctx, `
@@ -272,6 +295,12 @@ func (d *Dispatcher) waitForDue(ctx context.Context) error {
 			return nil
 		}
 		sleep = min(sleep, time.Duration(*next*float64(time.Second)))
+	}
+	if quiet {
+		*recheck = minRecheck
+	} else {
+		sleep = min(sleep, *recheck)
+		*recheck = min(*recheck*2, maxRecheck)
 	}
 	// Notifications carry database times; compare them with the target on
 	// the database's clock.

@@ -1,6 +1,7 @@
 package scheduler_test
 
 import (
+	"database/sql"
 	"testing"
 	"time"
 
@@ -291,4 +292,83 @@ func TestListenerReconnectsAfterItsConnectionIsKilled(t *testing.T) {
 	require.True(t, ok)
 	require.False(t, r.at.Before(due), "published early")
 	require.Less(t, r.at.Sub(due), latenessBound, "late by %s: the wake-up was lost with the old connection", r.at.Sub(due))
+}
+
+// TestWakeUpIsNotLostWhenTheEarlierRowIsDispatchedBeforeTheWriterCommits
+// interleaves a writer's transaction with the dispatcher: the writer
+// schedules "second" while "first", due no later, is pending, so its trigger
+// skips the NOTIFY; the dispatcher then publishes "first" and reads the table
+// again before the writer commits, so it cannot see "second". With one
+// worker sleeping 30 s, only a wake-up after that commit makes it punctual.
+func TestWakeUpIsNotLostWhenTheEarlierRowIsDispatchedBeforeTheWriterCommits(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name      string
+		isolation sql.IsolationLevel
+		// writeFirst schedules "second" before the dispatch; otherwise the
+		// writer only takes its snapshot then, and schedules after the
+		// dispatcher's look.
+		writeFirst bool
+	}{
+		{name: "read committed, scheduled before the dispatch", isolation: sql.LevelReadCommitted, writeFirst: true},
+		{name: "repeatable read, snapshot taken before the dispatch", isolation: sql.LevelRepeatableRead},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			s := f.sink(t)
+			f.dispatcher(t, scheduler.DispatcherOptions{Workers: 1, MaxIdle: 30 * time.Second})
+			ctx := t.Context()
+
+			due := dbNow(t, f.db).Add(time.Second)
+			first := dueMessage(t, 1, due)
+			require.NoError(t, f.store.Schedule(ctx, nil, scheduler.Entry{Key: "first", DeliverAt: due, Message: first}))
+
+			tx := f.db.Begin(&sql.TxOptions{Isolation: c.isolation})
+			require.NoError(t, tx.Error)
+			t.Cleanup(func() { tx.Rollback() })
+			second := dueMessage(t, 2, due)
+			schedule := func() {
+				require.NoError(t, f.store.Schedule(ctx, tx, scheduler.Entry{Key: "second", DeliverAt: due, Message: second}))
+			}
+			if c.writeFirst {
+				schedule()
+			} else {
+				require.EqualValues(t, 1, countRows(t, tx, "scheduled_messages"), "the writer's snapshot holds first as pending")
+			}
+
+			testkit.Eventually(t, 15*time.Second, func() bool { return s.count(first.ID) == 1 }, "first published")
+			var sentAt time.Time
+			testkit.Eventually(t, 10*time.Second, func() bool {
+				st, err := f.store.Get(ctx, "first")
+				if err != nil || st.SentAt == nil {
+					return false
+				}
+				sentAt = *st.SentAt
+				return true
+			}, "first marked sent")
+			// The dispatcher's read of the next due time (its last statement,
+			// started after it committed first's dispatch) shows it has looked
+			// at the table without second.
+			testkit.Eventually(t, 10*time.Second, func() bool {
+				var n int
+				require.NoError(t, f.db.Raw(`SELECT count(*) FROM pg_stat_activity
+					WHERE datname = current_database() AND state = 'idle' AND query_start > ?
+					  AND query LIKE '%clock_timestamp()%FROM scheduled_messages ORDER BY next_attempt_at LIMIT 1%'`, sentAt).
+					Scan(&n).Error)
+				return n > 0
+			}, "dispatcher looked at the table after dispatching first")
+			if !c.writeFirst {
+				schedule()
+			}
+			committed := time.Now()
+			require.NoError(t, tx.Commit().Error)
+
+			testkit.Eventually(t, 10*time.Second, func() bool { return s.count(second.ID) == 1 }, "second published (its wake-up was lost)")
+			r, ok := s.get(second.ID)
+			require.True(t, ok)
+			require.False(t, r.at.Before(due), "second published early")
+			require.Less(t, r.at.Sub(committed), latenessBound, "second published %s after its commit", r.at.Sub(committed))
+		})
+	}
 }
