@@ -195,7 +195,9 @@ func TestWorkerKilledDuringReportGenerationRepeatedly(t *testing.T) {
 	s.start("scheduler")
 	ids := s.submitAll(n)
 	for k := 0; k < kills; k++ {
-		w := s.start("worker")
+		// Each restart listens on a fresh admin port: the one a killed
+		// worker held may meanwhile be any other process's ephemeral port.
+		w := s.start("worker", "GDPR_WORKER_ADMIN_ADDR="+freeAddr(t))
 		// Wait until a build is running, then kill at a varied moment in it.
 		testkit.Eventually(t, 30*time.Second, func() bool {
 			return s.count(`SELECT count(*) FROM requests WHERE state = 'processing'`) > 0 ||
