@@ -2,6 +2,7 @@
 # Installs the command-line tools the tests (or lint) need, when missing:
 #   deploy/tools.sh test   mailpit (SMTP test server), promtool (alert/recording rule checks)
 #   deploy/tools.sh lint   golangci-lint
+#   deploy/tools.sh mailpit   mailpit only (`make run`)
 # Go tools go to $(go env GOPATH)/bin, pinned to the versions below.
 set -euo pipefail
 
@@ -38,13 +39,19 @@ install_promtool() {
 	return 1
 }
 
+install_mailpit() {
+	command -v mailpit >/dev/null 2>&1 && return 0
+	log "installing mailpit $MAILPIT_VERSION (go install: downloads and compiles it once, a minute or two)"
+	go install "github.com/axllent/mailpit@$MAILPIT_VERSION"
+}
+
 case ${1:-test} in
 test)
-	if ! command -v mailpit >/dev/null 2>&1; then
-		log "installing mailpit $MAILPIT_VERSION"
-		go install "github.com/axllent/mailpit@$MAILPIT_VERSION"
-	fi
+	install_mailpit
 	install_promtool
+	;;
+mailpit)
+	install_mailpit
 	;;
 lint)
 	if ! command -v golangci-lint >/dev/null 2>&1; then
@@ -53,7 +60,7 @@ lint)
 	fi
 	;;
 *)
-	log "usage: $0 test|lint"
+	log "usage: $0 test|lint|mailpit"
 	exit 2
 	;;
 esac
