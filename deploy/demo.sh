@@ -102,8 +102,8 @@ build() {
 			printf '\n%s\n' "$pkg" >&2 # a compile error
 		elif $tty; then
 			printf '\rdemo: compiled %d/%d packages\033[K' "$n" "$total" >&2
-		elif ((n % 25 == 0)); then
-			log "compiled $n/$total packages"
+		elif ((n * 10 / total > (n - 1) * 10 / total)); then
+			log "compiled $n/$total packages" # every tenth
 		fi
 	done; then
 		die "building $BIN failed"
