@@ -18,8 +18,11 @@ help: ## List the targets
 build: ## Build the static gdpr binary into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) .
 
-run: services build ## Start every role in one process on local defaults (migrates, creates the gdpr database)
-	$(BIN) all --log-format=text
+# The demo: services (left alone when they answer), a build with progress,
+# a demo company, Mailpit when no SMTP server answers, and `gdpr all` on
+# deploy/demo.yaml; Ctrl-C stops what it started.
+run: ## Build and run a working demo on the local services (deploy/demo.sh); nothing to configure
+	@BIN='$(BIN)' LDFLAGS='$(LDFLAGS)' deploy/demo.sh
 
 # Tests that restart a whole shared service (PostgreSQL, RabbitMQ) are tagged
 # `disruptive` and run afterwards, one package at a time, so they never pull
@@ -27,7 +30,10 @@ run: services build ## Start every role in one process on local defaults (migrat
 # Both steps always run, so one CI run reports every failure.
 # Tests that run the real binary as child processes share one build of it
 # (GDPR_TEST_BINARY) instead of compiling it once per test.
-test: services tools ## Run every test with -race, then the disruptive ones serially
+# --for-tests: unlike `make services`, may raise a local PostgreSQL's
+# max_connections (and restart it), saying so first; see deploy/services.sh.
+test: tools ## Run every test with -race, then the disruptive ones serially
+	@deploy/services.sh --for-tests
 	@status=0; \
 	bindir=$$(mktemp -d); trap 'rm -rf "$$bindir"' EXIT; \
 	$(GO) build -o "$$bindir/gdpr" . || exit 1; \

@@ -17,6 +17,9 @@ import (
 // bus, the worker pool, and the notifier.
 func workerComponents(in *infra) ([]Component, error) {
 	cfg := in.cfg
+	if len(cfg.Report.Sources) == 0 {
+		in.logger.Warn("no report sources configured: access reports will hold only a manifest", "setting", "report.sources")
+	}
 	builder, err := in.newReportBuilder(cfg.Report, in.registry)
 	if err != nil {
 		return nil, err

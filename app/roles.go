@@ -23,6 +23,13 @@ func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Con
 	if err != nil {
 		return err
 	}
+	if role == "canceller" || role == "all" {
+		// The roles that fan erasures out; refused before connecting to
+		// anything, as a usage error (exit 2).
+		if err := cfg.Canceller.CheckParticipants(); err != nil {
+			return err
+		}
+	}
 	logger := newLogger(cfg.Log, c.stdout).With("role", role)
 	ctx, force, stop := signalContext(cmd.Context())
 	defer stop()

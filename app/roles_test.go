@@ -44,7 +44,9 @@ func freeAddr(t *testing.T) string {
 // address of each role.
 func roleEnv(t *testing.T, cfg config.Config) ([]string, map[string]string) {
 	t.Helper()
-	env := append(testkit.Env(cfg), "GDPR_SHUTDOWN_DRAIN_TIMEOUT="+drainTimeout.String(), "GDPR_LOG_LEVEL=debug")
+	env := append(testkit.Env(cfg), "GDPR_SHUTDOWN_DRAIN_TIMEOUT="+drainTimeout.String(), "GDPR_LOG_LEVEL=debug",
+		// These roles run without participants on purpose.
+		"GDPR_CANCELLER_NO_PARTICIPANTS=true")
 	admin := map[string]string{}
 	for _, role := range []string{"serve", "worker", "scheduler", "canceller"} {
 		admin[role] = freeAddr(t)
@@ -157,6 +159,23 @@ func TestRoleProcesses(t *testing.T) {
 			p.signal(t, syscall.SIGTERM)
 			require.Equal(t, 0, p.exitCode(t, exitBound), "exit code after SIGTERM")
 			require.Contains(t, p.out.String(), `"msg":"shutting down"`)
+			if role == "worker" || role == "all" {
+				require.Contains(t, p.out.String(), `"level":"WARN","msg":"no report sources configured`, "a worker without sources says so at start")
+			}
+		})
+	}
+
+	// An erasure with no participant would complete at once and email the
+	// person that their data was deleted: only an explicit setting allows it.
+	for _, role := range []string{"canceller", "all"} {
+		t.Run(role+" without participants refuses to start, naming the setting", func(t *testing.T) {
+			t.Parallel()
+			env, _ := roleEnv(t, testkit.Config(t))
+			p := start(t, bin, append(env, "GDPR_CANCELLER_NO_PARTICIPANTS=false"), role)
+			require.Equal(t, 2, p.exitCode(t, 30*time.Second))
+			require.Contains(t, p.out.String(), "config: canceller.participants is empty")
+			require.Contains(t, p.out.String(), "canceller.no_participants: true")
+			require.NotContains(t, p.out.String(), `"msg":"starting"`, "refused before connecting")
 		})
 	}
 

@@ -18,6 +18,12 @@ type Canceller struct {
 	AdminAddr string `yaml:"admin_addr"`
 	// Participants are the services and APIs that must confirm an erasure.
 	Participants []Participant `yaml:"participants"`
+	// NoParticipants declares that no service of this install holds personal
+	// data to erase. Only then do canceller and all start with no participants
+	// (an erasure then completes at once and its email says the data was
+	// deleted); otherwise they refuse to start (exit 2). Ignored when
+	// participants are listed.
+	NoParticipants bool `yaml:"no_participants"`
 	// ConfirmTimeout is how long a participant may stay silent before a
 	// re-send; each further re-send waits twice as long (capped at MaxBackoff).
 	ConfirmTimeout time.Duration `yaml:"confirm_timeout"`
@@ -53,6 +59,19 @@ type Participant struct {
 	Timeout    time.Duration `yaml:"timeout"`
 	// ExpectedStatuses are the HTTP statuses meaning "erased"; default 200, 202, 204.
 	ExpectedStatuses []int `yaml:"expected_statuses"`
+}
+
+// CheckParticipants is the start check of the roles that fan erasures out.
+// With no participant an erasure completes at once and the person is told
+// their data was deleted, which is false unless the install really keeps
+// none: so an empty list must be declared with NoParticipants.
+func (c Canceller) CheckParticipants() error {
+	if len(c.Participants) == 0 && !c.NoParticipants {
+		return invalid("canceller.participants", "is empty: list the services that must erase a subject's data, "+
+			"or set canceller.no_participants: true (GDPR_CANCELLER_NO_PARTICIPANTS=true) if this install keeps personal data nowhere else; "+
+			"an erasure then completes at once and tells the person their data was deleted")
+	}
+	return nil
 }
 
 // legalDeadline is GDPR Art. 12(3)'s one month, taken as its shortest (28 days).

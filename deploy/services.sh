@@ -6,7 +6,12 @@
 #   3. Debian/Ubuntu as root: install the distribution packages that are
 #      missing and start the servers directly (no systemd needed);
 #   4. otherwise: name exactly what to install, and fail.
-# Safe to run any number of times.
+# Safe to run any number of times. A server that already answers is never
+# restarted or reconfigured: it may hold other work.
+#
+# deploy/services.sh --for-tests (`make test` only) additionally raises the
+# connection limit of a local Debian PostgreSQL below 200 connections, which
+# restarts it; it says so before doing it.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,11 +35,11 @@ wait_port() {
 	return 1
 }
 
-# ensure_connections: the test suite runs packages in parallel, each test
-# with its own database and pool, and runs out of PostgreSQL's default 100
-# connections. A local Debian cluster we may manage (root, pg_ctlcluster)
-# that answers with fewer than 200 is raised to 300 and restarted, once,
-# before any test runs. Anything else is left as it is.
+# ensure_connections (--for-tests only): the test suite runs packages in
+# parallel, each test with its own database and pool, and runs out of
+# PostgreSQL's default 100 connections. A local Debian cluster we may manage
+# (root, pg_ctlcluster) that answers with fewer than 200 is raised to 300 and
+# restarted, once, before any test runs. Anything else is left as it is.
 ensure_connections() {
 	[[ $(id -u) == 0 ]] && command -v pg_ctlcluster >/dev/null 2>&1 && command -v psql >/dev/null 2>&1 || return 0
 	local current ver
@@ -42,12 +47,22 @@ ensure_connections() {
 	((current >= 200)) && return 0
 	ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
 	[[ -n $ver && -d /etc/postgresql/$ver/main ]] || return 0
-	log "raising PostgreSQL max_connections from $current to 300 (parallel tests) and restarting it"
+	log "make test: raising PostgreSQL max_connections from $current to 300 (the tests run in parallel) and RESTARTING it"
 	mkdir -p "/etc/postgresql/$ver/main/conf.d"
 	echo 'max_connections = 300 # gdpr deploy/services.sh: parallel tests' >"/etc/postgresql/$ver/main/conf.d/gdpr-dev.conf"
 	pg_ctlcluster --skip-systemctl-redirect "$ver" main restart
 	wait_port postgres 5432
 }
+
+for_tests=false
+case ${1:-} in
+--for-tests) for_tests=true ;;
+"") ;;
+*)
+	log "usage: $0 [--for-tests]"
+	exit 2
+	;;
+esac
 
 declare -A PORT=([postgres]=5432 [rabbitmq]=5672 [redis]=6379)
 missing=()
@@ -55,7 +70,9 @@ for s in postgres rabbitmq redis; do
 	answers "${PORT[$s]}" || missing+=("$s")
 done
 if ((${#missing[@]} == 0)); then
-	ensure_connections
+	if $for_tests; then
+		ensure_connections
+	fi
 	exit 0
 fi
 log "not answering: ${missing[*]}"
@@ -113,10 +130,11 @@ if [[ -r /etc/debian_version && $(id -u) == 0 ]] && command -v apt-get >/dev/nul
 				mv "$hba.new" "$hba"
 			fi
 			conf=/etc/postgresql/$ver/main/conf.d/gdpr-dev.conf
-			if [[ ! -e $conf ]]; then
-				# The test suite runs many packages in parallel, each test with
-				# its own database and connection pool: 100 connections (the
-				# default) run out.
+			if [[ ! -e $conf && " ${install[*]} " == *" postgresql "* ]]; then
+				# Only a server installed just now, before its first use: the
+				# test suite runs many packages in parallel, each test with
+				# its own database and connection pool, and 100 connections
+				# (the default) run out.
 				mkdir -p "$(dirname "$conf")"
 				echo 'max_connections = 300 # gdpr deploy/services.sh: parallel tests' >"$conf"
 			fi

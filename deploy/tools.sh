@@ -3,6 +3,7 @@
 #   deploy/tools.sh test   mailpit (SMTP test server), promtool (alert/recording rule checks),
 #                          python3-pika (the Python participant example, checked by app tests)
 #   deploy/tools.sh lint   golangci-lint
+#   deploy/tools.sh mailpit   mailpit only (`make run`)
 # Go tools go to $(go env GOPATH)/bin, pinned to the versions below.
 set -euo pipefail
 
@@ -52,14 +53,20 @@ install_pika() {
 	return 1
 }
 
+install_mailpit() {
+	command -v mailpit >/dev/null 2>&1 && return 0
+	log "installing mailpit $MAILPIT_VERSION (go install: downloads and compiles it once, a minute or two)"
+	go install "github.com/axllent/mailpit@$MAILPIT_VERSION"
+}
+
 case ${1:-test} in
 test)
-	if ! command -v mailpit >/dev/null 2>&1; then
-		log "installing mailpit $MAILPIT_VERSION"
-		go install "github.com/axllent/mailpit@$MAILPIT_VERSION"
-	fi
+	install_mailpit
 	install_promtool
 	install_pika
+	;;
+mailpit)
+	install_mailpit
 	;;
 lint)
 	if ! command -v golangci-lint >/dev/null 2>&1; then
@@ -68,7 +75,7 @@ lint)
 	fi
 	;;
 *)
-	log "usage: $0 test|lint"
+	log "usage: $0 test|lint|mailpit"
 	exit 2
 	;;
 esac

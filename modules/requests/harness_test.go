@@ -215,6 +215,8 @@ func newSystem(t testing.TB, subjects int, mutate func(*config.Config)) *system 
 	if mutate != nil {
 		mutate(c)
 	}
+	// Without participants `all` and `canceller` start only when told so.
+	c.Canceller.NoParticipants = len(c.Canceller.Participants) == 0
 	raw, err := yaml.Marshal(s.cfg)
 	require.NoError(t, err)
 	s.file = filepath.Join(t.TempDir(), "gdpr.yaml")
