@@ -1,5 +1,6 @@
 // Package lock provides the Redis mutex that saves duplicate work and the
-// PostgreSQL fence that makes a lost lock harmless (DESIGN.md invariant 3).
+// PostgreSQL fence that makes a lost lock harmless (docs/architecture.md,
+// invariant 3).
 package lock
 
 import (

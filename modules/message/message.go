@@ -12,7 +12,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
-// Message is one event or command with the metadata DESIGN.md requires.
+// Message is one event or command with the metadata docs/architecture.md requires.
 type Message struct {
 	// ID is unique per message and stable across re-publishes, so consumers deduplicate by it.
 	ID string

@@ -1,7 +1,7 @@
 // Package requests is the requests manager: it stores submitted data subject
 // requests, runs the workers that build access reports and hand erasures on,
 // and retries failures with backoff. PostgreSQL is the source of truth; the
-// Redis lock only saves duplicate work (DESIGN.md invariant 3).
+// Redis lock only saves duplicate work (docs/architecture.md, invariant 3).
 package requests
 
 import (
