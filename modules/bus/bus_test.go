@@ -415,6 +415,7 @@ func TestStopDrainsInFlightHandlers(t *testing.T) {
 	close(release)
 	err := <-stopped
 	require.ErrorIs(t, err, context.DeadlineExceeded, "the stuck handler outlived the drain bound")
+	require.Zero(t, c.Running(), "Stop returned only once every handler had")
 	require.Equal(t, 1, rec.count(), "the slow handler finished during the drain")
 	testkit.Eventually(t, 5*time.Second, func() bool {
 		return readyCount(t, conn, conn.QueueName("q")) == 1

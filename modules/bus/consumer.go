@@ -12,6 +12,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/gdpr-oss/gdpr/modules/lifecycle"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
@@ -54,10 +55,8 @@ type Consumer struct {
 	// exchange, routing key = queue name).
 	retry *Publisher
 
-	cancel   context.CancelFunc // stops taking deliveries
-	handlers context.Context    // cancelled when the drain deadline passes
-	abort    context.CancelFunc
-	wg       sync.WaitGroup
+	handlers context.Context // cancelled when the drain deadline passes
+	life     lifecycle.Runner
 }
 
 // NewConsumer returns a consumer; nothing happens until Start.
@@ -87,54 +86,44 @@ func (c *Consumer) Name() string { return "consumer " + c.opts.Queue }
 // Start subscribes in the background; it returns once the first
 // subscription is made or ctx ends.
 func (c *Consumer) Start(ctx context.Context) error {
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c.cancel = cancel
-	c.handlers, c.abort = context.WithCancel(context.WithoutCancel(ctx))
-	first := make(chan error, 1)
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.run(runCtx, first)
-	}()
-	select {
-	case err := <-first:
-		if err != nil {
-			cancel()
-			c.wg.Wait()
-		}
-		return err
-	case <-ctx.Done():
-		cancel()
-		c.wg.Wait()
-		return ctx.Err()
+	runCtx, handlers, err := c.life.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("starting consumer %s: %w", c.opts.Queue, err)
 	}
+	c.handlers = handlers
+	first := make(chan error, 1)
+	c.life.Go(func() { c.run(runCtx, first) })
+	select {
+	case err = <-first:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		_ = c.life.Stop(context.Background(), nil)
+	}
+	return err
 }
 
 // Stop stops taking deliveries, lets in-flight handlers finish until ctx
-// ends (then cancels them; their messages are redelivered), and waits.
+// ends (then cancels them; their messages are redelivered), and returns
+// once every handler has.
 func (c *Consumer) Stop(ctx context.Context) error {
-	if c.cancel == nil {
-		return nil
-	}
-	c.cancel()
-	done := make(chan struct{})
-	go func() {
-		c.wg.Wait()
-		close(done)
-	}()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		c.abort()
-		<-done
-		err = fmt.Errorf("draining %s: %w", c.opts.Queue, ctx.Err())
-	}
-	c.abort()
+	err := c.life.Stop(ctx, nil)
 	_ = c.dlx.Close()
 	_ = c.retry.Close()
-	return err
+	if err != nil {
+		return fmt.Errorf("draining %s: %w", c.opts.Queue, err)
+	}
+	return nil
 }
+
+// Failed receives a failure of the consumer after Start (a panic outside
+// a handler; a handler's panic only fails its message).
+func (c *Consumer) Failed() <-chan error { return c.life.Failed() }
+
+// Running is how many of the consumer's goroutines have not returned yet
+// (the subscription loop; handlers run inside it).
+func (c *Consumer) Running() int { return c.life.Running() }
 
 func (c *Consumer) run(ctx context.Context, first chan<- error) {
 	backoff := 100 * time.Millisecond

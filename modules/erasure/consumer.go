@@ -63,5 +63,12 @@ func (k *Component) Start(ctx context.Context) error {
 	return k.consumer.Start(ctx)
 }
 
-// Stop drains in-flight messages until ctx ends.
+// Stop drains in-flight messages until ctx ends and returns once every
+// handler has.
 func (k *Component) Stop(ctx context.Context) error { return k.consumer.Stop(ctx) }
+
+// Failed receives a failure of the consumer after Start.
+func (k *Component) Failed() <-chan error { return k.consumer.Failed() }
+
+// Running is how many of the consumer's goroutines have not returned yet.
+func (k *Component) Running() int { return k.consumer.Running() }
