@@ -116,7 +116,7 @@ func TestPoisonMessageIsDeadLetteredWithReason(t *testing.T) {
 	var calls atomic.Int32
 	consume(t, conn, bus.ConsumerOptions{}, func(_ context.Context, m message.Message) error {
 		calls.Add(1)
-		return bus.Poison(errors.New("unknown widget kind"))
+		return message.Permanent(errors.New("unknown widget kind"))
 	})
 	m := newMessage(t, "thing.broken")
 	m.CausationID = "cause-1"

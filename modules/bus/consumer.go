@@ -17,21 +17,27 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
-// Handler handles one message. It returns nil once the message's effect is
-// committed (the delivery is then acked), a Poison error for a message that
-// can never be processed (dead-lettered with the reason), or any other error
-// to have the message redelivered after a backoff.
-type Handler func(ctx context.Context, m message.Message) error
+// Handler handles one message (see message.Handler): nil acks it, a
+// message.Permanent error dead-letters it with the reason, any other error
+// has it tried again after a backoff.
+type Handler = message.Handler
 
-// ErrPoison marks a message that can never be processed: bad JSON, an
-// unknown type, a reference to nothing.
-var ErrPoison = errors.New("poison message")
+// ErrPoison is message.ErrPermanent, kept for participants built on this
+// package.
+//
+// Deprecated: use message.ErrPermanent.
+var ErrPoison = message.ErrPermanent
 
-// Poison wraps err so the consumer dead-letters the message instead of retrying.
-func Poison(err error) error { return fmt.Errorf("%w: %w", ErrPoison, err) }
+// Poison marks err permanent, kept for participants built on this package.
+//
+// Deprecated: use message.Permanent.
+func Poison(err error) error { return message.Permanent(err) }
 
 // ConsumerOptions configures one consumer.
 type ConsumerOptions struct {
+	// Middleware wraps the handler inside the consumer's own (trace
+	// context, then panic recovery), first outermost.
+	Middleware []message.Middleware
 	// Queue is a topology queue name (without prefix).
 	Queue string
 	// Concurrency is how many messages are handled at once; default 1.
@@ -70,10 +76,13 @@ func NewConsumer(conn *Conn, opts ConsumerOptions, h Handler, logger *slog.Logge
 	if opts.RetryBackoff <= 0 {
 		opts.RetryBackoff = 200 * time.Millisecond
 	}
+	// The consumer settles what the chain returns: acknowledgement,
+	// dead-lettering and retries stay here, the rest is middleware.
+	mws := append([]message.Middleware{message.Trace, message.Recover}, opts.Middleware...)
 	return &Consumer{
 		conn:    conn,
 		opts:    opts,
-		handler: h,
+		handler: message.Chain(h, mws...),
 		logger:  logger.With("queue", opts.Queue),
 		dlx:     newPublisher(conn, conn.DeadLetterExchange()),
 		retry:   newPublisher(conn, ""),
@@ -250,22 +259,20 @@ type retry struct {
 // delay it is tried again.
 func (c *Consumer) handle(d amqp.Delivery) retry {
 	m := decode(d)
-	ctx := trace.WithMessageID(c.handlers, m.ID)
-	ctx = trace.WithTraceparent(ctx, m.Traceparent)
-	if m.CorrelationID != "" {
-		ctx = trace.WithRequestID(ctx, m.CorrelationID)
-	}
+	// The handler gets its trace from the Trace middleware; this is for
+	// the consumer's own log lines about the delivery.
+	ctx := message.TraceContext(c.handlers, m)
 	if err := malformed(d); err != nil {
 		return c.deadLetter(ctx, d, m, ReasonMalformed, err)
 	}
-	err := c.safeHandle(ctx, m)
+	err := c.handler(c.handlers, m)
 	switch {
 	case err == nil:
 		if ackErr := d.Ack(false); ackErr != nil {
 			c.logger.WarnContext(ctx, "ack failed; message will be redelivered", "error", ackErr)
 		}
 		return retry{}
-	case errors.Is(err, ErrPoison):
+	case message.IsPermanent(err):
 		return c.deadLetter(ctx, d, m, ReasonPoison, err)
 	case ctx.Err() != nil:
 		// Stopped past the drain deadline: not the message's fault.
@@ -332,15 +339,6 @@ func malformed(d amqp.Delivery) error {
 		return errors.New("body is not JSON")
 	}
 	return nil
-}
-
-func (c *Consumer) safeHandle(ctx context.Context, m message.Message) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("handler panic: %v", r)
-		}
-	}()
-	return c.handler(ctx, m)
 }
 
 // deadLetter republishes the message to the dead-letter exchange with the

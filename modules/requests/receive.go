@@ -9,7 +9,6 @@ import (
 	"github.com/google/uuid"
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/inbox"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -32,7 +31,7 @@ func (m *Manager) Handle(ctx context.Context, msg message.Message) error {
 		err = fmt.Errorf("%w: unexpected type %q", ErrInvalid, msg.Type)
 	}
 	if errors.Is(err, ErrInvalid) {
-		return bus.Poison(err)
+		return message.Permanent(err)
 	}
 	return err
 }
