@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"gorm.io/gorm"
 
+	"github.com/gdpr-oss/gdpr/modules/deadline"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/inbox"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -83,9 +84,9 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 		out.CorrelationID = sub.RequestID
 		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, submitted_at, due_at, next_attempt_at,
 				traceparent, received_message_id)
-			VALUES (?, ?, 'received', ?, ?, ?, ?::timestamptz + interval '1 month', now(), ?, ?)
+			VALUES (?, ?, 'received', ?, ?, ?, ?, now(), ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
-			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.SubmittedAt, sub.SubmittedAt,
+			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.SubmittedAt, deadline.DueAt(sub.SubmittedAt),
 			out.Traceparent, out.ID)
 		if res.Error != nil {
 			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)
