@@ -11,7 +11,10 @@ import (
 // Component is one long-running part of a role: a consumer, a worker pool,
 // an HTTP server. Start returns once the component runs (or failed to);
 // Stop stops taking new work, drains until ctx ends, and waits for every
-// goroutine the component started.
+// goroutine the component started (modules/lifecycle is the base they
+// share). A component that can fail after Start also has
+// Failed() <-chan error; the role watches it and, on a failure, drains
+// every component and exits 1.
 //
 // The ctx given to Start ends when shutdown begins (the first SIGTERM), before
 // Stop is called: work that must survive into the drain has to run on a
@@ -21,6 +24,10 @@ type Component interface {
 	Start(ctx context.Context) error
 	Stop(ctx context.Context) error
 }
+
+// failer is implemented by components that can fail after Start (a server
+// whose listener dies): the role then drains the others and exits non-zero.
+type failer interface{ Failed() <-chan error }
 
 // readier is implemented by components that report readiness once every
 // component started (the admin server).
@@ -38,8 +45,9 @@ const stopGrace = time.Second
 // errForced reports that shutdown was cut short by a second signal.
 var errForced = errors.New("shutdown forced by a second signal")
 
-// run starts components in order, waits for ctx to end (SIGTERM/SIGINT),
-// then stops them in reverse order within drainTimeout.
+// run starts components in order, waits for ctx to end (SIGTERM/SIGINT) or
+// a component to fail, then stops them in reverse order within drainTimeout.
+// A failure is returned as the error, so the process exits non-zero.
 func run(ctx context.Context, logger *slog.Logger, drainTimeout time.Duration, components []Component) error {
 	return runForce(ctx, nil, logger, drainTimeout, components)
 }
@@ -68,9 +76,44 @@ func runForce(ctx context.Context, force <-chan struct{}, logger *slog.Logger, d
 		}
 	}
 	logger.Info("ready")
-	<-ctx.Done()
-	logger.Info("shutting down", "drain_timeout", drainTimeout)
-	return stopAll(logger, force, drainTimeout, started)
+	watch, unwatch := context.WithCancel(ctx)
+	defer unwatch()
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "drain_timeout", drainTimeout)
+		return stopAll(logger, force, drainTimeout, started)
+	case f := <-failures(watch, started):
+		logger.Error("component failed; shutting down", "component", f.name, "error", f.err, "drain_timeout", drainTimeout)
+		return errors.Join(fmt.Errorf("%s failed: %w", f.name, f.err), stopAll(logger, force, drainTimeout, started))
+	}
+}
+
+type failure struct {
+	name string
+	err  error
+}
+
+// failures forwards the first failure of any component in cs; its
+// goroutines end when ctx does.
+func failures(ctx context.Context, cs []Component) <-chan failure {
+	out := make(chan failure, 1)
+	for _, c := range cs {
+		f, ok := c.(failer)
+		if !ok {
+			continue
+		}
+		go func() {
+			select {
+			case err := <-f.Failed():
+				select {
+				case out <- failure{name: c.Name(), err: err}:
+				default: // another component failed first
+				}
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return out
 }
 
 // stopAll drains then stops started in reverse order. Every Stop shares one

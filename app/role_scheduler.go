@@ -41,17 +41,18 @@ func schedulerComponents(in *infra) ([]Component, error) {
 		Queue:       "scheduler",
 		Concurrency: cfg.CommandConcurrency,
 	}, commands.Handle, logger)
-	return []Component{
-		funcComponent{
-			name:  dispatcher.Name(),
-			start: dispatcher.Start,
-			stop: func(ctx context.Context) error {
-				err := dispatcher.Stop(ctx)
-				return errors.Join(err, pub.Close())
-			},
-		},
-		consumer,
-	}, nil
+	return []Component{dispatcherComponent{Dispatcher: dispatcher, pub: pub}, consumer}, nil
+}
+
+// dispatcherComponent closes the dispatcher's own publisher once it stopped.
+type dispatcherComponent struct {
+	*scheduler.Dispatcher
+	pub *bus.Publisher
+}
+
+func (d dispatcherComponent) Stop(ctx context.Context) error {
+	err := d.Dispatcher.Stop(ctx)
+	return errors.Join(err, d.pub.Close())
 }
 
 // schedulerAdminCommands are `gdpr scheduler list|show|cancel`.

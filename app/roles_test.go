@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -379,4 +381,55 @@ func TestRunStopsStartedComponentsWhenOneFailsToStart(t *testing.T) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	require.True(t, rec.stopped)
+}
+
+// A component failing after start (here the admin server, whose listener is
+// closed under it) ends the role: the others are stopped and run returns
+// the failure, which makes the process exit 1.
+func TestRunStopsEverythingWhenAComponentFailsAfterStart(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	admin := health.NewServer("", nil, prometheus.NewRegistry(), testkit.Logger(t))
+	serving := funcComponent{name: "admin server", start: func(ctx context.Context) error { return admin.Serve(ctx, ln) }, stop: admin.Stop}
+	rec := &recorder{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(t.Context(), testkit.Logger(t), 5*time.Second, []Component{rec, failingAdmin{serving, admin}})
+	}()
+	testkit.Eventually(t, 10*time.Second, func() bool { return status("http://"+ln.Addr().String()+"/healthz") == http.StatusOK }, "admin server answers")
+
+	require.NoError(t, ln.Close())
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, net.ErrClosed)
+		require.ErrorContains(t, err, "admin server failed")
+	case <-time.After(20 * time.Second):
+		t.Fatal("run went on after a component failed")
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	require.True(t, rec.stopped, "the other components were stopped")
+	require.Zero(t, admin.Running())
+}
+
+// failingAdmin is the admin server served on a test's listener.
+type failingAdmin struct {
+	funcComponent
+	s *health.Server
+}
+
+func (f failingAdmin) Failed() <-chan error { return f.s.Failed() }
+
+func TestServeExitsNonZeroWhenItsPortIsTaken(t *testing.T) {
+	t.Parallel()
+	bin := testkit.Build(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = taken.Close() })
+	env, _ := roleEnv(t, testkit.Config(t))
+	p := start(t, bin, append(env, "GDPR_SERVE_ADDR="+taken.Addr().String()), "serve")
+	require.Equal(t, 1, p.exitCode(t, 90*time.Second))
+	require.Contains(t, p.out.String(), "api server listening on "+taken.Addr().String())
+	require.Contains(t, p.out.String(), "address already in use")
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -49,12 +50,15 @@ type harnessOptions struct {
 	discardLogs    bool
 	// reports replaces the fake report store (e.g. with report.Builder).
 	reports intake.ReportOpener
+	// listener is served instead of a port the server opens.
+	listener net.Listener
 }
 
 // harness runs the real API server in-process on 127.0.0.1:0 against this
 // test's own PostgreSQL database, AMQP prefix and Redis prefix.
 type harness struct {
 	t       testing.TB
+	srv     *api.Server
 	base    string
 	client  *http.Client
 	token   string
@@ -142,6 +146,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	require.NoError(t, err)
 	srv, err := api.New(api.Options{
 		Addr:         "127.0.0.1:0",
+		Listener:     o.listener,
 		Intake:       svc,
 		APITokens:    apiTokens,
 		AdminTokens:  adminTokens,
@@ -153,6 +158,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	})
 	require.NoError(t, err)
 	require.NoError(t, srv.Start(context.Background()))
+	h.srv = srv
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -13,13 +13,13 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/lifecycle"
 )
 
 // OpenAPI is the API's OpenAPI 3 document, served at /v1/openapi.json.
@@ -46,8 +46,11 @@ type AdminRoute struct {
 // Options configure a Server. Intake and Logger are required.
 type Options struct {
 	// Addr is the listen address; port 0 picks a free one (see Addr).
-	Addr   string
-	Intake Intake
+	Addr string
+	// Listener, when set, is served instead of listening on Addr (a socket
+	// handed over by a supervisor, or a test's).
+	Listener net.Listener
+	Intake   Intake
 	// APITokens authenticate the company's apps on /v1/requests.
 	APITokens intake.Tokens
 	// AdminTokens authenticate operators on /v1/admin/.
@@ -67,9 +70,9 @@ type Server struct {
 	echo     *echo.Echo
 	duration *prometheus.HistogramVec
 
-	srv *http.Server
-	ln  net.Listener
-	wg  sync.WaitGroup
+	srv  *http.Server
+	ln   net.Listener
+	life lifecycle.Runner
 }
 
 // New builds the server and registers its metrics.
@@ -164,12 +167,19 @@ func (s *Server) Addr() string {
 	return s.ln.Addr().String()
 }
 
-// Start binds the port and serves in the background.
+// Start binds the port and serves in the background. Should serving fail
+// later, the error is reported through Failed.
 func (s *Server) Start(ctx context.Context) error {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.opts.Addr)
-	if err != nil {
-		return fmt.Errorf("api server listening on %s: %w", s.opts.Addr, err)
+	ln := s.opts.Listener
+	if ln == nil {
+		var lc net.ListenConfig
+		var err error
+		if ln, err = lc.Listen(ctx, "tcp", s.opts.Addr); err != nil {
+			return fmt.Errorf("api server listening on %s: %w", s.opts.Addr, err)
+		}
+	}
+	if _, _, err := s.life.Begin(ctx); err != nil {
+		return fmt.Errorf("starting api server: %w", err)
 	}
 	s.ln = ln
 	s.srv = &http.Server{
@@ -179,27 +189,30 @@ func (s *Server) Start(ctx context.Context) error {
 		IdleTimeout: 90 * time.Second,
 		ErrorLog:    slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelWarn),
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.life.Go(func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.opts.Logger.Error("api server stopped", "error", err)
+			s.life.Fail(fmt.Errorf("api server on %s: %w", ln.Addr(), err))
 		}
-	}()
+	})
 	s.opts.Logger.InfoContext(ctx, "api server listening", "addr", ln.Addr().String())
 	return nil
 }
 
 // Stop stops accepting connections and waits for in-flight requests (each
-// submission ends within the publisher's confirm timeout) until ctx ends.
+// submission ends within the publisher's confirm timeout) until ctx ends,
+// then closes what is left; it returns once the server's goroutine has.
 func (s *Server) Stop(ctx context.Context) error {
-	if s.srv == nil {
-		return nil
-	}
-	err := s.srv.Shutdown(ctx)
-	if err != nil {
-		_ = s.srv.Close()
-	}
-	s.wg.Wait()
-	return err
+	return s.life.Stop(ctx, func(ctx context.Context) error {
+		err := s.srv.Shutdown(ctx)
+		if err != nil {
+			_ = s.srv.Close()
+		}
+		return err
+	})
 }
+
+// Failed receives the error that ended serving after Start.
+func (s *Server) Failed() <-chan error { return s.life.Failed() }
+
+// Running is how many of the server's goroutines have not returned yet.
+func (s *Server) Running() int { return s.life.Running() }

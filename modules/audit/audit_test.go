@@ -327,7 +327,7 @@ func TestMessageWithoutIDIsDeadLettered(t *testing.T) {
 	gdb, _ := testkit.Postgres(t)
 	rec := audit.NewRecorder(audit.NewStore(gdb), prometheus.NewRegistry(), testkit.Logger(t))
 	err := rec.Handle(t.Context(), message.Message{Type: event.TypeRequestReceived, Body: []byte(`{}`)})
-	require.ErrorIs(t, err, bus.ErrPoison)
+	require.ErrorIs(t, err, message.ErrPermanent)
 }
 
 func TestConsumerLosesNothingWhileTheDatabaseRefuses(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/message"
 )
 
@@ -44,7 +43,7 @@ func NewRecorder(store *Store, reg prometheus.Registerer, logger *slog.Logger) *
 // error is returned so the message is redelivered.
 func (r *Recorder) Handle(ctx context.Context, m message.Message) error {
 	if m.ID == "" {
-		return bus.Poison(errNoID)
+		return message.Permanent(errNoID)
 	}
 	e := FromMessage(m, r.now())
 	fresh, err := r.store.Record(ctx, e)

@@ -116,7 +116,7 @@ func TestPoisonMessageIsDeadLetteredWithReason(t *testing.T) {
 	var calls atomic.Int32
 	consume(t, conn, bus.ConsumerOptions{}, func(_ context.Context, m message.Message) error {
 		calls.Add(1)
-		return bus.Poison(errors.New("unknown widget kind"))
+		return message.Permanent(errors.New("unknown widget kind"))
 	})
 	m := newMessage(t, "thing.broken")
 	m.CausationID = "cause-1"
@@ -415,6 +415,7 @@ func TestStopDrainsInFlightHandlers(t *testing.T) {
 	close(release)
 	err := <-stopped
 	require.ErrorIs(t, err, context.DeadlineExceeded, "the stuck handler outlived the drain bound")
+	require.Zero(t, c.Running(), "Stop returned only once every handler had")
 	require.Equal(t, 1, rec.count(), "the slow handler finished during the drain")
 	testkit.Eventually(t, 5*time.Second, func() bool {
 		return readyCount(t, conn, conn.QueueName("q")) == 1

@@ -12,25 +12,32 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/gdpr-oss/gdpr/modules/lifecycle"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
-// Handler handles one message. It returns nil once the message's effect is
-// committed (the delivery is then acked), a Poison error for a message that
-// can never be processed (dead-lettered with the reason), or any other error
-// to have the message redelivered after a backoff.
-type Handler func(ctx context.Context, m message.Message) error
+// Handler handles one message (see message.Handler): nil acks it, a
+// message.Permanent error dead-letters it with the reason, any other error
+// has it tried again after a backoff.
+type Handler = message.Handler
 
-// ErrPoison marks a message that can never be processed: bad JSON, an
-// unknown type, a reference to nothing.
-var ErrPoison = errors.New("poison message")
+// ErrPoison is message.ErrPermanent, kept for participants built on this
+// package.
+//
+// Deprecated: use message.ErrPermanent.
+var ErrPoison = message.ErrPermanent
 
-// Poison wraps err so the consumer dead-letters the message instead of retrying.
-func Poison(err error) error { return fmt.Errorf("%w: %w", ErrPoison, err) }
+// Poison marks err permanent, kept for participants built on this package.
+//
+// Deprecated: use message.Permanent.
+func Poison(err error) error { return message.Permanent(err) }
 
 // ConsumerOptions configures one consumer.
 type ConsumerOptions struct {
+	// Middleware wraps the handler inside the consumer's own (trace
+	// context, then panic recovery), first outermost.
+	Middleware []message.Middleware
 	// Queue is a topology queue name (without prefix).
 	Queue string
 	// Concurrency is how many messages are handled at once; default 1.
@@ -54,10 +61,8 @@ type Consumer struct {
 	// exchange, routing key = queue name).
 	retry *Publisher
 
-	cancel   context.CancelFunc // stops taking deliveries
-	handlers context.Context    // cancelled when the drain deadline passes
-	abort    context.CancelFunc
-	wg       sync.WaitGroup
+	handlers context.Context // cancelled when the drain deadline passes
+	life     lifecycle.Runner
 }
 
 // NewConsumer returns a consumer; nothing happens until Start.
@@ -71,10 +76,13 @@ func NewConsumer(conn *Conn, opts ConsumerOptions, h Handler, logger *slog.Logge
 	if opts.RetryBackoff <= 0 {
 		opts.RetryBackoff = 200 * time.Millisecond
 	}
+	// The consumer settles what the chain returns: acknowledgement,
+	// dead-lettering and retries stay here, the rest is middleware.
+	mws := append([]message.Middleware{message.Trace, message.Recover}, opts.Middleware...)
 	return &Consumer{
 		conn:    conn,
 		opts:    opts,
-		handler: h,
+		handler: message.Chain(h, mws...),
 		logger:  logger.With("queue", opts.Queue),
 		dlx:     newPublisher(conn, conn.DeadLetterExchange()),
 		retry:   newPublisher(conn, ""),
@@ -87,54 +95,44 @@ func (c *Consumer) Name() string { return "consumer " + c.opts.Queue }
 // Start subscribes in the background; it returns once the first
 // subscription is made or ctx ends.
 func (c *Consumer) Start(ctx context.Context) error {
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	c.cancel = cancel
-	c.handlers, c.abort = context.WithCancel(context.WithoutCancel(ctx))
-	first := make(chan error, 1)
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.run(runCtx, first)
-	}()
-	select {
-	case err := <-first:
-		if err != nil {
-			cancel()
-			c.wg.Wait()
-		}
-		return err
-	case <-ctx.Done():
-		cancel()
-		c.wg.Wait()
-		return ctx.Err()
+	runCtx, handlers, err := c.life.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("starting consumer %s: %w", c.opts.Queue, err)
 	}
+	c.handlers = handlers
+	first := make(chan error, 1)
+	c.life.Go(func() { c.run(runCtx, first) })
+	select {
+	case err = <-first:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		_ = c.life.Stop(context.Background(), nil)
+	}
+	return err
 }
 
 // Stop stops taking deliveries, lets in-flight handlers finish until ctx
-// ends (then cancels them; their messages are redelivered), and waits.
+// ends (then cancels them; their messages are redelivered), and returns
+// once every handler has.
 func (c *Consumer) Stop(ctx context.Context) error {
-	if c.cancel == nil {
-		return nil
-	}
-	c.cancel()
-	done := make(chan struct{})
-	go func() {
-		c.wg.Wait()
-		close(done)
-	}()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		c.abort()
-		<-done
-		err = fmt.Errorf("draining %s: %w", c.opts.Queue, ctx.Err())
-	}
-	c.abort()
+	err := c.life.Stop(ctx, nil)
 	_ = c.dlx.Close()
 	_ = c.retry.Close()
-	return err
+	if err != nil {
+		return fmt.Errorf("draining %s: %w", c.opts.Queue, err)
+	}
+	return nil
 }
+
+// Failed receives a failure of the consumer after Start (a panic outside
+// a handler; a handler's panic only fails its message).
+func (c *Consumer) Failed() <-chan error { return c.life.Failed() }
+
+// Running is how many of the consumer's goroutines have not returned yet
+// (the subscription loop; handlers run inside it).
+func (c *Consumer) Running() int { return c.life.Running() }
 
 func (c *Consumer) run(ctx context.Context, first chan<- error) {
 	backoff := 100 * time.Millisecond
@@ -261,22 +259,20 @@ type retry struct {
 // delay it is tried again.
 func (c *Consumer) handle(d amqp.Delivery) retry {
 	m := decode(d)
-	ctx := trace.WithMessageID(c.handlers, m.ID)
-	ctx = trace.WithTraceparent(ctx, m.Traceparent)
-	if m.CorrelationID != "" {
-		ctx = trace.WithRequestID(ctx, m.CorrelationID)
-	}
+	// The handler gets its trace from the Trace middleware; this is for
+	// the consumer's own log lines about the delivery.
+	ctx := message.TraceContext(c.handlers, m)
 	if err := malformed(d); err != nil {
 		return c.deadLetter(ctx, d, m, ReasonMalformed, err)
 	}
-	err := c.safeHandle(ctx, m)
+	err := c.handler(c.handlers, m)
 	switch {
 	case err == nil:
 		if ackErr := d.Ack(false); ackErr != nil {
 			c.logger.WarnContext(ctx, "ack failed; message will be redelivered", "error", ackErr)
 		}
 		return retry{}
-	case errors.Is(err, ErrPoison):
+	case message.IsPermanent(err):
 		return c.deadLetter(ctx, d, m, ReasonPoison, err)
 	case ctx.Err() != nil:
 		// Stopped past the drain deadline: not the message's fault.
@@ -343,15 +339,6 @@ func malformed(d amqp.Delivery) error {
 		return errors.New("body is not JSON")
 	}
 	return nil
-}
-
-func (c *Consumer) safeHandle(ctx context.Context, m message.Message) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("handler panic: %v", r)
-		}
-	}()
-	return c.handler(ctx, m)
 }
 
 // deadLetter republishes the message to the dead-letter exchange with the

@@ -54,7 +54,7 @@ func TestDeadLettersAreListedAndRedrivenOnceTheCauseIsFixed(t *testing.T) {
 			return nil
 		}
 		if m.Type == "thing.poison" || m.Type == "other.poison" {
-			return bus.Poison(errors.New("unknown reference"))
+			return message.Permanent(errors.New("unknown reference"))
 		}
 		return errors.New("database unavailable")
 	}

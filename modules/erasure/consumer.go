@@ -2,7 +2,6 @@ package erasure
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -17,24 +16,24 @@ const QueueCanceller = "canceller"
 // Bindings are the routing keys the canceller's queue needs.
 var Bindings = []string{event.TypeErasureRequested, event.TypeErasureConfirmed, TypeTimer}
 
-// Handle routes one message to the canceller and maps its errors for the
-// bus: bad input is dead-lettered with the reason, anything else retried.
+// Handle routes one message to the canceller. Its bad-input errors are
+// marked permanent (the bus dead-letters the message with the reason);
+// anything else is retried.
 func (c *Canceller) Handle(ctx context.Context, m message.Message) error {
-	var err error
+	return message.PermanentOn(ErrInvalid, ErrUnknownRequest, ErrUnknownParty)(c.route)(ctx, m)
+}
+
+func (c *Canceller) route(ctx context.Context, m message.Message) error {
 	switch m.Type {
 	case event.TypeErasureRequested:
-		err = c.HandleRequested(ctx, m)
+		return c.HandleRequested(ctx, m)
 	case event.TypeErasureConfirmed:
-		err = c.HandleConfirmed(ctx, m)
+		return c.HandleConfirmed(ctx, m)
 	case TypeTimer:
-		err = c.HandleTimer(ctx, m)
+		return c.HandleTimer(ctx, m)
 	default:
-		return bus.Poison(fmt.Errorf("canceller does not handle message type %q", m.Type))
+		return message.Permanent(fmt.Errorf("canceller does not handle message type %q", m.Type))
 	}
-	if errors.Is(err, ErrInvalid) || errors.Is(err, ErrUnknownRequest) || errors.Is(err, ErrUnknownParty) {
-		return bus.Poison(err)
-	}
-	return err
 }
 
 // Component consumes the canceller's queue.
@@ -63,5 +62,12 @@ func (k *Component) Start(ctx context.Context) error {
 	return k.consumer.Start(ctx)
 }
 
-// Stop drains in-flight messages until ctx ends.
+// Stop drains in-flight messages until ctx ends and returns once every
+// handler has.
 func (k *Component) Stop(ctx context.Context) error { return k.consumer.Stop(ctx) }
+
+// Failed receives a failure of the consumer after Start.
+func (k *Component) Failed() <-chan error { return k.consumer.Failed() }
+
+// Running is how many of the consumer's goroutines have not returned yet.
+func (k *Component) Running() int { return k.consumer.Running() }

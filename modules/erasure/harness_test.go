@@ -119,6 +119,7 @@ func (h *harness) startCanceller() *erasure.Canceller {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = comp.Stop(ctx)
+		require.Zero(h.t, comp.Running(), "Stop returned only once every handler had")
 	})
 	return c
 }

@@ -26,7 +26,7 @@ func rawParticipant(t testing.TB, h *harness, name string, reply func(cmd event.
 	c := bus.NewConsumer(h.conn, bus.ConsumerOptions{Queue: erasure.QueueName(name)}, func(ctx context.Context, m message.Message) error {
 		var cmd event.ErasureCommand
 		if err := m.Decode(&cmd); err != nil {
-			return bus.Poison(err)
+			return message.Permanent(err)
 		}
 		for _, out := range reply(cmd, m) {
 			if err := h.pub.Publish(ctx, out); err != nil {

@@ -8,12 +8,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"gorm.io/gorm"
 
+	"github.com/gdpr-oss/gdpr/modules/lifecycle"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
 )
 
@@ -50,8 +50,7 @@ type Exporter struct {
 	lastReconcile prometheus.Gauge
 	refreshErrors *prometheus.CounterVec
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	life lifecycle.Runner
 }
 
 // New registers the gauges on reg; nothing is read until Start.
@@ -117,8 +116,10 @@ func (e *Exporter) Name() string { return "postgres gauges" }
 // background. A failed refresh is logged and counted, never fatal: the
 // gauges keep their last values and the next tick tries again.
 func (e *Exporter) Start(ctx context.Context) error {
-	loopCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	e.cancel = cancel
+	loopCtx, _, err := e.life.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("starting gauges: %w", err)
+	}
 	e.loop(loopCtx, "requests", e.opts.Interval, e.RefreshRequests)
 	if e.opts.ReconcileInterval > 0 {
 		e.loop(loopCtx, "reconcile", e.opts.ReconcileInterval, e.RefreshReconcile)
@@ -126,29 +127,18 @@ func (e *Exporter) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop ends the loops and waits for them.
-func (e *Exporter) Stop(ctx context.Context) error {
-	if e.cancel == nil {
-		return nil
-	}
-	e.cancel()
-	done := make(chan struct{})
-	go func() {
-		e.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("stopping gauges: %w", ctx.Err())
-	}
-}
+// Stop ends the loops and returns once both have, even past ctx's end (a
+// refresh in flight is cancelled with the loops).
+func (e *Exporter) Stop(ctx context.Context) error { return e.life.Stop(ctx, nil) }
+
+// Failed receives a failure of the exporter after Start (a panicking loop).
+func (e *Exporter) Failed() <-chan error { return e.life.Failed() }
+
+// Running is how many of the exporter's goroutines have not returned yet.
+func (e *Exporter) Running() int { return e.life.Running() }
 
 func (e *Exporter) loop(ctx context.Context, name string, every time.Duration, refresh func(context.Context) error) {
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
+	e.life.Go(func() {
 		ticker := time.NewTicker(every)
 		defer ticker.Stop()
 		for {
@@ -164,7 +154,7 @@ func (e *Exporter) loop(ctx context.Context, name string, every time.Duration, r
 			case <-ticker.C:
 			}
 		}
-	}()
+	})
 }
 
 type requestStats struct {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gdpr-oss/gdpr/modules/lifecycle"
 )
 
 // Checker is a dependency that can say whether it is usable.
@@ -42,7 +44,7 @@ type Server struct {
 	draining chan struct{}
 	started  atomic.Bool
 	once     sync.Once
-	wg       sync.WaitGroup
+	life     lifecycle.Runner
 }
 
 // NewServer returns an admin server for addr with the named readiness checks.
@@ -70,24 +72,38 @@ func (s *Server) Addr() string {
 	return s.ln.Addr().String()
 }
 
-// Start binds the port and serves in the background.
+// Start binds the port and serves in the background. Should serving fail
+// later, the error is reported through Failed.
 func (s *Server) Start(ctx context.Context) error {
 	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("admin server listening on %s: %w", s.addr, err)
 	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Start on a listener the caller opened (a socket handed over by
+// a supervisor, or a test's).
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if _, _, err := s.life.Begin(ctx); err != nil {
+		return fmt.Errorf("starting admin server: %w", err)
+	}
 	s.ln = ln
 	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.life.Go(func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.logger.Error("admin server stopped", "error", err)
+			s.life.Fail(fmt.Errorf("admin server on %s: %w", ln.Addr(), err))
 		}
-	}()
+	})
 	s.logger.InfoContext(ctx, "admin server listening", "addr", ln.Addr().String())
 	return nil
 }
+
+// Failed receives the error that ended serving after Start.
+func (s *Server) Failed() <-chan error { return s.life.Failed() }
+
+// Running is how many of the server's goroutines have not returned yet.
+func (s *Server) Running() int { return s.life.Running() }
 
 // MarkReady makes /readyz check dependencies; before it, /readyz answers
 // 503 "starting" so no work is routed to a half-started process.
@@ -96,15 +112,16 @@ func (s *Server) MarkReady() { s.started.Store(true) }
 // Drain makes /readyz fail so load balancers stop sending work.
 func (s *Server) Drain() { s.once.Do(func() { close(s.draining) }) }
 
-// Stop shuts the server down.
+// Stop shuts the server down and returns once its goroutine has.
 func (s *Server) Stop(ctx context.Context) error {
 	s.Drain()
-	if s.srv == nil {
-		return nil
-	}
-	err := s.srv.Shutdown(ctx)
-	s.wg.Wait()
-	return err
+	return s.life.Stop(ctx, func(ctx context.Context) error {
+		err := s.srv.Shutdown(ctx)
+		if err != nil {
+			_ = s.srv.Close()
+		}
+		return err
+	})
 }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {

@@ -1,16 +1,12 @@
 package intake
 
-import "time"
+import (
+	"time"
 
-// DueAt is the legal deadline for answering a request received at t: one
-// month later (GDPR Art. 12(3)). As Regulation 1182/71 counts months, the
-// period ends on the same day of the next month or, when that month is
-// shorter, on its last day (31 January → 28/29 February), never spilling
-// into the month after as time.AddDate would.
-func DueAt(t time.Time) time.Time {
-	t = t.UTC()
-	y, m, d := t.Date()
-	lastDay := time.Date(y, m+2, 0, 0, 0, 0, 0, time.UTC).Day()
-	d = min(d, lastDay)
-	return time.Date(y, m+1, d, t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), time.UTC)
-}
+	"github.com/gdpr-oss/gdpr/modules/deadline"
+)
+
+// DueAt is the legal deadline for answering a request received at t, as
+// deadline.DueAt computes it: a status shown before the request is stored
+// carries the deadline the requests manager will store.
+func DueAt(t time.Time) time.Time { return deadline.DueAt(t) }

@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/inbox"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -121,7 +120,7 @@ func New(db *gorm.DB, outbox Outbox, sender Sender, link LinkFunc, cfg Config, l
 func (n *Notifier) Handle(ctx context.Context, msg message.Message) error {
 	err := n.handle(ctx, msg)
 	if errors.Is(err, ErrInvalid) {
-		return bus.Poison(err)
+		return message.Permanent(err)
 	}
 	return err
 }

@@ -16,7 +16,6 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/config"
-	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/notify"
@@ -138,7 +137,7 @@ func TestCrashBetweenSendAndCommit(t *testing.T) {
 
 	err := e.n.Handle(t.Context(), m)
 	require.Error(t, err, "a recent 'sending' row may still be in flight: retry later")
-	require.NotErrorIs(t, err, bus.ErrPoison)
+	require.NotErrorIs(t, err, message.ErrPermanent)
 	require.NoError(t, e.db.Exec(`UPDATE notifications SET updated_at = now() - interval '1s'`).Error)
 	require.NoError(t, e.n.Handle(t.Context(), m), "a stale 'sending' row is resent")
 
@@ -179,7 +178,7 @@ func TestSMTPDownIsRetriedAtOnce(t *testing.T) {
 	m := reportReady(t, id)
 	err = n.Handle(t.Context(), m)
 	require.Error(t, err)
-	require.NotErrorIs(t, err, bus.ErrPoison)
+	require.NotErrorIs(t, err, message.ErrPermanent)
 
 	var logs testkit.Buffer
 	n2, err := notify.New(gdb, scheduler.NewStore(gdb), working, link,
@@ -204,7 +203,7 @@ func TestBadMessagesArePoison(t *testing.T) {
 		"unknown request": reportReady(t, uuid.NewString()),
 	}
 	for name, m := range cases {
-		require.ErrorIs(t, e.n.Handle(t.Context(), m), bus.ErrPoison, name)
+		require.ErrorIs(t, e.n.Handle(t.Context(), m), message.ErrPermanent, name)
 	}
 	var rows int
 	require.NoError(t, e.db.Raw(`SELECT (SELECT count(*) FROM notifications) + (SELECT count(*) FROM inbox)`).Scan(&rows).Error)
@@ -302,7 +301,7 @@ func TestLostVerdictWaitsForResendAfter(t *testing.T) {
 
 	err = n1.Handle(t.Context(), m)
 	require.ErrorIs(t, err, notify.ErrOutcomeUnknown)
-	require.NotErrorIs(t, err, bus.ErrPoison)
+	require.NotErrorIs(t, err, message.ErrPermanent)
 	require.EqualValues(t, 1, fake.got.Load(), "the server got the whole message")
 
 	var logs testkit.Buffer

@@ -168,7 +168,7 @@ func ConfirmationID(participantName, commandID string) string {
 func (p *Participant) handle(ctx context.Context, m message.Message) error {
 	cmd, err := p.decode(m)
 	if err != nil {
-		return bus.Poison(err)
+		return message.Permanent(err)
 	}
 	outcome, detail, seen, err := p.lookup(ctx, m.ID)
 	if err != nil {

@@ -7,14 +7,15 @@ package requests
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/lifecycle"
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/message"
 )
@@ -95,8 +96,7 @@ type Manager struct {
 	metrics metrics
 	wake    chan struct{}
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	life lifecycle.Runner
 }
 
 type metrics struct {
@@ -162,42 +162,27 @@ func (m *Manager) Name() string { return "requests manager" }
 
 // Start runs the worker pool and the sweeper.
 func (m *Manager) Start(ctx context.Context) error {
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	m.cancel = cancel
-	for i := 0; i < m.cfg.Concurrency; i++ {
-		m.wg.Add(1)
-		go func() {
-			defer m.wg.Done()
-			m.loop(runCtx)
-		}()
+	runCtx, _, err := m.life.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("starting %s: %w", m.Name(), err)
 	}
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		m.sweepLoop(runCtx)
-	}()
+	for i := 0; i < m.cfg.Concurrency; i++ {
+		m.life.Go(func() { m.loop(runCtx) })
+	}
+	m.life.Go(func() { m.sweepLoop(runCtx) })
 	return nil
 }
 
 // Stop cancels the workers; a request being worked on goes back to
-// `received` without counting as an attempt. It waits until ctx ends.
-func (m *Manager) Stop(ctx context.Context) error {
-	if m.cancel == nil {
-		return nil
-	}
-	m.cancel()
-	done := make(chan struct{})
-	go func() {
-		m.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+// `received` without counting as an attempt. It returns once every worker
+// has returned, even past ctx's end.
+func (m *Manager) Stop(ctx context.Context) error { return m.life.Stop(ctx, nil) }
+
+// Failed receives a failure of the manager after Start (a panicking worker).
+func (m *Manager) Failed() <-chan error { return m.life.Failed() }
+
+// Running is how many of the manager's goroutines have not returned yet.
+func (m *Manager) Running() int { return m.life.Running() }
 
 // Wake tells idle workers that a request may be due.
 func (m *Manager) Wake() {

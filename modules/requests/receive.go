@@ -9,7 +9,7 @@ import (
 	"github.com/google/uuid"
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/deadline"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/inbox"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -33,7 +33,7 @@ func (m *Manager) Handle(ctx context.Context, msg message.Message) error {
 		err = fmt.Errorf("%w: unexpected type %q", ErrInvalid, msg.Type)
 	}
 	if errors.Is(err, ErrInvalid) {
-		return bus.Poison(err)
+		return message.Permanent(err)
 	}
 	return err
 }
@@ -88,9 +88,9 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 		// whether the request owes the subject an email.
 		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, had_email, submitted_at, due_at, next_attempt_at,
 				traceparent, received_message_id)
-			VALUES (?, ?, 'received', ?, ?, ?, ?, ?::timestamptz + interval '1 month', now(), ?, ?)
+			VALUES (?, ?, 'received', ?, ?, ?, ?, ?, now(), ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
-			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.Subject.Email != "", sub.SubmittedAt, sub.SubmittedAt,
+			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.Subject.Email != "", sub.SubmittedAt, deadline.DueAt(sub.SubmittedAt),
 			out.Traceparent, out.ID)
 		if res.Error != nil {
 			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)

@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -229,7 +228,7 @@ func TestReceiveRejectsBadMessages(t *testing.T) {
 	}
 	for name, m := range cases {
 		err := e.mgr.Handle(t.Context(), m)
-		require.ErrorIs(t, err, bus.ErrPoison, name)
+		require.ErrorIs(t, err, message.ErrPermanent, name)
 	}
 	var n int
 	require.NoError(t, e.db.Raw(`SELECT (SELECT count(*) FROM requests) + (SELECT count(*) FROM inbox) + (SELECT count(*) FROM scheduled_messages)`).Scan(&n).Error)

@@ -11,7 +11,6 @@ import (
 	"github.com/google/uuid"
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/inbox"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -50,7 +49,7 @@ func (c *Commands) Handle(ctx context.Context, m message.Message) error {
 	case event.TypeSchedulerCancel:
 		return c.cancel(ctx, m)
 	default:
-		return bus.Poison(fmt.Errorf("unknown message type %q on the scheduler queue", m.Type))
+		return message.Permanent(fmt.Errorf("unknown message type %q on the scheduler queue", m.Type))
 	}
 }
 
@@ -64,21 +63,21 @@ func decodeStrict(m message.Message, v any) error {
 
 func (c *Commands) schedule(ctx context.Context, m message.Message) error {
 	if m.ID == "" {
-		return bus.Poison(errors.New("message_id is missing"))
+		return message.Permanent(errors.New("message_id is missing"))
 	}
 	var cmd event.SchedulerSchedule
 	if err := decodeStrict(m, &cmd); err != nil {
-		return bus.Poison(err)
+		return message.Permanent(err)
 	}
 	switch {
 	case cmd.Key == "":
-		return bus.Poison(errors.New("scheduler.schedule: key is missing"))
+		return message.Permanent(errors.New("scheduler.schedule: key is missing"))
 	case cmd.RoutingKey == "":
-		return bus.Poison(errors.New("scheduler.schedule: routing_key is missing"))
+		return message.Permanent(errors.New("scheduler.schedule: routing_key is missing"))
 	case cmd.DeliverAt.IsZero():
-		return bus.Poison(errors.New("scheduler.schedule: deliver_at is missing"))
+		return message.Permanent(errors.New("scheduler.schedule: deliver_at is missing"))
 	case cmd.Body == nil:
-		return bus.Poison(errors.New("scheduler.schedule: body is missing"))
+		return message.Permanent(errors.New("scheduler.schedule: body is missing"))
 	}
 	if cmd.Exchange != "" && c.exchanges != nil {
 		ok, err := c.exchanges.ExchangeExists(ctx, cmd.Exchange)
@@ -86,7 +85,7 @@ func (c *Commands) schedule(ctx context.Context, m message.Message) error {
 			return fmt.Errorf("checking exchange of %s: %w", cmd.Key, err)
 		}
 		if !ok {
-			return bus.Poison(fmt.Errorf("scheduler.schedule: exchange %q does not exist", cmd.Exchange))
+			return message.Permanent(fmt.Errorf("scheduler.schedule: exchange %q does not exist", cmd.Exchange))
 		}
 	}
 	typ := cmd.Type
@@ -113,7 +112,7 @@ func (c *Commands) schedule(ctx context.Context, m message.Message) error {
 		return c.store.Schedule(ctx, tx, Entry{Key: cmd.Key, DeliverAt: cmd.DeliverAt, Exchange: cmd.Exchange, Message: out})
 	})
 	if errors.Is(err, ErrInvalid) {
-		return bus.Poison(err)
+		return message.Permanent(err)
 	}
 	if err != nil {
 		return err
@@ -129,14 +128,14 @@ func (c *Commands) schedule(ctx context.Context, m message.Message) error {
 
 func (c *Commands) cancel(ctx context.Context, m message.Message) error {
 	if m.ID == "" {
-		return bus.Poison(errors.New("message_id is missing"))
+		return message.Permanent(errors.New("message_id is missing"))
 	}
 	var cmd event.SchedulerCancel
 	if err := decodeStrict(m, &cmd); err != nil {
-		return bus.Poison(err)
+		return message.Permanent(err)
 	}
 	if cmd.Key == "" {
-		return bus.Poison(errors.New("scheduler.cancel: key is missing"))
+		return message.Permanent(errors.New("scheduler.cancel: key is missing"))
 	}
 	existed := false
 	err := c.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/lifecycle"
 	"github.com/gdpr-oss/gdpr/modules/message"
 )
 
@@ -102,11 +103,10 @@ type Dispatcher struct {
 	metrics   *Metrics
 	logger    *slog.Logger
 
-	pool  *pgxpool.Pool
-	wake  *waker
-	stop  chan struct{}
-	abort context.CancelFunc
-	wg    sync.WaitGroup
+	pool *pgxpool.Pool
+	wake *waker
+	stop <-chan struct{} // closed when Stop is called
+	life lifecycle.Runner
 }
 
 // NewDispatcher returns a dispatcher over the database at dsn; nothing runs
@@ -142,54 +142,45 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		pool.Close()
 		return fmt.Errorf("connecting scheduler pool: %w", err)
 	}
-	d.pool = pool
-	d.wake = newWaker()
-	d.stop = make(chan struct{})
 	// Publishes and commits of a batch in flight outlive Stop's signal; they
 	// are cut only when the drain deadline passes.
-	runCtx, abort := context.WithCancel(context.WithoutCancel(ctx))
-	d.abort = abort
-	listenCfg := cfg.ConnConfig.Copy()
-	d.spawn(func() { d.listen(runCtx, listenCfg) })
-	for i := range d.opts.Workers {
-		d.spawn(func() { d.work(runCtx, i) })
+	run, work, err := d.life.Begin(ctx)
+	if err != nil {
+		pool.Close()
+		return fmt.Errorf("starting %s: %w", d.Name(), err)
 	}
-	d.spawn(func() { d.every(runCtx, d.opts.MetricsInterval, d.refreshGauges) })
-	d.spawn(func() { d.every(runCtx, d.opts.PruneInterval, d.prune) })
+	d.pool = pool
+	d.wake = newWaker()
+	d.stop = run.Done()
+	listenCfg := cfg.ConnConfig.Copy()
+	d.life.Go(func() { d.listen(work, listenCfg) })
+	for i := range d.opts.Workers {
+		d.life.Go(func() { d.work(work, i) })
+	}
+	d.life.Go(func() { d.every(work, d.opts.MetricsInterval, d.refreshGauges) })
+	d.life.Go(func() { d.every(work, d.opts.PruneInterval, d.prune) })
 	return nil
-}
-
-func (d *Dispatcher) spawn(f func()) {
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		f()
-	}()
 }
 
 // Stop stops claiming, lets batches in flight finish until ctx ends, and
 // waits for every goroutine. An unfinished batch rolls back and stays pending.
 func (d *Dispatcher) Stop(ctx context.Context) error {
-	if d.stop == nil {
-		return nil
+	err := d.life.Stop(ctx, nil)
+	if d.pool != nil {
+		d.pool.Close()
+		d.pool = nil
 	}
-	close(d.stop)
-	done := make(chan struct{})
-	go func() {
-		d.wg.Wait()
-		close(done)
-	}()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("draining scheduler dispatcher: %w", ctx.Err())
+	if err != nil {
+		return fmt.Errorf("draining scheduler dispatcher: %w", err)
 	}
-	d.abort()
-	<-done
-	d.pool.Close()
-	return err
+	return nil
 }
+
+// Failed receives a failure of the dispatcher after Start (a panicking worker).
+func (d *Dispatcher) Failed() <-chan error { return d.life.Failed() }
+
+// Running is how many of the dispatcher's goroutines have not returned yet.
+func (d *Dispatcher) Running() int { return d.life.Running() }
 
 func (d *Dispatcher) stopping() bool {
 	select {

@@ -63,6 +63,7 @@ func (f *fixture) dispatcher(t testing.TB, opts scheduler.DispatcherOptions) (*s
 		stopCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		require.NoError(t, d.Stop(stopCtx))
+		require.Zero(t, d.Running(), "Stop returned only once every goroutine had")
 		_ = pub.Close()
 		_ = conn.Close()
 	})
