@@ -96,8 +96,8 @@ func WithChunkSize(n int) Option { return func(b *Builder) { b.chunk = n } }
 // Builder builds, opens and deletes access reports. It is safe for
 // concurrent use.
 type Builder struct {
-	cfg        config.Report
-	logger     *slog.Logger
+	cfg    config.Report
+	logger *slog.Logger
 	// keys are the configured encryption keys, the active one first: new
 	// reports are sealed with it, stored ones open with whichever they name.
 	keys       []masterKey
