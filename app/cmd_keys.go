@@ -5,14 +5,17 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 
 	"github.com/spf13/cobra"
+
+	"github.com/gdpr-oss/gdpr/modules/report"
 )
 
-func keysCommand() *cobra.Command {
+func (c *cli) keysCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "keys",
-		Short: "Make secret keys",
+		Short: "Make secret keys; show the ids of the report encryption keys",
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "generate",
@@ -34,6 +37,35 @@ report.previous_encryption_keys first (docs/operations.md).`,
 			_, err := fmt.Fprintf(cmd.OutOrStdout(), "GDPR_SERVE_DOWNLOAD_KEY=%s\nGDPR_REPORT_ENCRYPTION_KEY=%s\n",
 				base64.RawURLEncoding.EncodeToString(download), hex.EncodeToString(encryption))
 			return err
+		},
+	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "ids",
+		Short: "Print the key id of each configured report encryption key",
+		Long: `Print the key id of report.encryption_key and of each of
+report.previous_encryption_keys. A stored report names the id of the key it
+was encrypted with in its header (bytes 13 to 20 of <id>.zip.enc), so a
+previous key can be removed once no stored report names it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := c.load(cmd)
+			if err != nil {
+				return err
+			}
+			keys, err := cfg.Report.Keys()
+			if err != nil {
+				return err
+			}
+			for i, k := range keys {
+				setting := "report.encryption_key"
+				if i > 0 {
+					setting = "report.previous_encryption_keys[" + strconv.Itoa(i-1) + "]"
+				}
+				if _, err := fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", report.KeyID(k), setting); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	})
 	return cmd

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -108,6 +109,16 @@ func TestRolesRefuseDevelopmentKeysOnAPublicURL(t *testing.T) {
 			require.Equal(t, 1, strings.Count(stderr, " must "), "only the bad setting is named: %s", stderr)
 		})
 	}
+
+	t.Run("keys ids names each encryption key", func(t *testing.T) {
+		t.Parallel()
+		code, stdout, stderr := runBinary(t, bin, append(os.Environ(), "GDPR_REPORT_ENCRYPTION_KEY="+encryption,
+			"GDPR_REPORT_PREVIOUS_ENCRYPTION_KEYS="+config.DevEncryptionKey), "keys", "ids")
+		require.Equal(t, 0, code, "stderr: %s", stderr)
+		dev, err := config.ParseEncryptionKey(config.DevEncryptionKey)
+		require.NoError(t, err)
+		require.Equal(t, report.KeyID(raw)+" report.encryption_key\n"+report.KeyID(dev)+" report.previous_encryption_keys[0]\n", stdout)
+	})
 
 	t.Run("serve with generated keys starts", func(t *testing.T) {
 		t.Parallel()

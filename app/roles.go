@@ -23,6 +23,9 @@ func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Con
 	if err != nil {
 		return err
 	}
+	if err := cfg.CheckSecretKeys(); err != nil {
+		return err
+	}
 	logger := newLogger(cfg.Log, c.stdout).With("role", role)
 	ctx, force, stop := signalContext(cmd.Context())
 	defer stop()

@@ -100,7 +100,7 @@ func newRoot(stdout io.Writer, environ []string) *cobra.Command {
 		c.allCommand(),
 		c.migrateCommand(),
 		c.configCommand(),
-		keysCommand(),
+		c.keysCommand(),
 		versionCommand(),
 	)
 	for _, extra := range c.extraCommands() {
