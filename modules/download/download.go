@@ -53,7 +53,11 @@ func VerifyAny(keys [][]byte, requestID, token string, now time.Time) error {
 	if err != nil {
 		return ErrMalformed
 	}
-	// Strict: non-zero padding bits would let two spellings of one signature pass.
+	// Strict: non-zero padding bits would let two spellings of one signature
+	// pass; so would CR and LF, which the decoder skips even when strict.
+	if strings.ContainsAny(sig, "\r\n") {
+		return ErrMalformed
+	}
 	got, err := base64.RawURLEncoding.Strict().DecodeString(sig)
 	if err != nil {
 		return ErrMalformed

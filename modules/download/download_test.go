@@ -27,7 +27,9 @@ func TestVerifyAcceptsOnlyTheRequestsUnexpiredToken(t *testing.T) {
 	longer := download.Sign(key, "req-a", now.Add(365*24*time.Hour))
 	longerExp, _, _ := strings.Cut(longer, ".")
 	require.ErrorIs(t, download.Verify(key, "req-a", longerExp+"."+sig, now), download.ErrBadSignature, "extended expiry")
-	for _, bad := range []string{"", ".", exp, exp + ".", "." + sig, "x." + sig, exp + "." + sig + "!", tok + ".x"} {
+	for _, bad := range []string{"", ".", exp, exp + ".", "." + sig, "x." + sig, exp + "." + sig + "!", tok + ".x",
+		// The base64 decoder skips CR and LF: another spelling of the same signature.
+		tok + "\n", exp + "." + sig[:3] + "\r\n" + sig[3:]} {
 		require.Error(t, download.Verify(key, "req-a", bad, now), bad)
 	}
 	// Flipping any single character of the token invalidates it.
