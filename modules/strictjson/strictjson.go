@@ -24,7 +24,8 @@ var ErrStrict = errors.New("strictjson")
 const maxDepth = 10000
 
 // MemberError names the member at fault by its path: member names joined by
-// ".", array indexes in brackets ("subject.id", "items[2].name").
+// ".", array indexes in brackets ("subject.id", "items[2].name"), an empty
+// name as "".
 type MemberError struct {
 	Path    string
 	Message string
@@ -202,6 +203,10 @@ func deref(t reflect.Type) reflect.Type {
 }
 
 func join(path, name string) string {
+	if name == "" {
+		// So that a path always names something.
+		name = `""`
+	}
 	if path == "" {
 		return name
 	}

@@ -59,6 +59,7 @@ func TestCheck(t *testing.T) {
 		{"raw JSON is free in case", `{"raw":{"ID":1},"free":{"ID":1}}`, "", ""},
 		{"json:\"-\" is no member", `{"Skipped":"x","skipped":"y"}`, "", ""},
 		{"malformed is left to the decoder", `{"type":"access",`, "", ""},
+		{"duplicate empty name", `{"subject":{"":1,"":2}}`, `subject.""`, `duplicate member ""`},
 		{"not an object", `[1,2,{"a":1,"a":2}]`, "[2].a", `duplicate member "a"`},
 		{"deep nesting stops quietly", strings.Repeat("[", 20000) + strings.Repeat("]", 20000), "", ""},
 	}
