@@ -26,18 +26,19 @@ func serveComponents(in *infra) ([]Component, error) {
 		return nil, err
 	}
 	svc, err := intake.New(intake.Options{
-		Publisher:      in.publisher,
-		Redis:          in.redis,
-		DB:             in.db,
-		KeyPrefix:      in.cfg.Redis.Prefix + "intake:",
-		AcceptedTTL:    cfg.AcceptedTTL,
-		IdempotencyTTL: cfg.IdempotencyTTL,
-		ConfirmTimeout: in.cfg.AMQP.ConfirmTimeout,
-		DownloadKey:    []byte(cfg.DownloadKey),
-		Participants:   serveParticipants(in),
-		Reports:        reports,
-		Registerer:     in.registry,
-		Logger:         in.logger,
+		Publisher:            in.publisher,
+		Redis:                in.redis,
+		DB:                   in.db,
+		KeyPrefix:            in.cfg.Redis.Prefix + "intake:",
+		AcceptedTTL:          cfg.AcceptedTTL,
+		IdempotencyTTL:       cfg.IdempotencyTTL,
+		ConfirmTimeout:       in.cfg.AMQP.ConfirmTimeout,
+		DownloadKey:          []byte(cfg.DownloadKey),
+		PreviousDownloadKeys: cfg.PreviousKeys(),
+		Participants:         serveParticipants(in),
+		Reports:              reports,
+		Registerer:           in.registry,
+		Logger:               in.logger,
 	})
 	if err != nil {
 		return nil, err

@@ -30,6 +30,9 @@ func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Con
 			return err
 		}
 	}
+	if err := cfg.CheckSecretKeys(); err != nil {
+		return err
+	}
 	logger := newLogger(cfg.Log, c.stdout).With("role", role)
 	ctx, force, stop := signalContext(cmd.Context())
 	defer stop()

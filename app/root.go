@@ -100,6 +100,7 @@ func newRoot(stdout io.Writer, environ []string) *cobra.Command {
 		c.allCommand(),
 		c.migrateCommand(),
 		c.configCommand(),
+		c.keysCommand(),
 		versionCommand(),
 	)
 	for _, extra := range c.extraCommands() {

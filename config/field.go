@@ -150,7 +150,8 @@ func Paths() []string {
 }
 
 // Masked returns a copy of c as YAML-ready data with secrets hidden: fields
-// tagged secret are replaced, and passwords inside URLs are masked.
+// tagged secret are replaced, and passwords inside URLs are masked. Whatever
+// is not masked is printed as written (templates keep their {placeholders}).
 func (c Config) Masked() map[string]any {
 	return maskValue(reflect.ValueOf(c)).(map[string]any)
 }
@@ -178,9 +179,9 @@ func maskValue(v reflect.Value) any {
 	case v.Type() == durationType:
 		return time.Duration(v.Int()).String()
 	case v.Kind() == reflect.String:
-		// Not tagged secret, but a URL may still carry a password.
-		if u, ok := parseURL(v.String()); ok {
-			return maskURL(u)
+		// Not tagged secret, but a URL may still carry a password or a key.
+		if isURL(v.String()) {
+			return maskURL(v.String(), false)
 		}
 		return v.String()
 	default:
@@ -189,8 +190,8 @@ func maskValue(v reflect.Value) any {
 }
 
 // maskSecret hides a secret setting. A URL keeps what helps an operator
-// (scheme, user, host, path) and loses its password and sensitive query
-// parameters; anything else is hidden whole.
+// (scheme, user, host, path, query parameter names) and loses its password,
+// every query value and its fragment; anything else is hidden whole.
 func maskSecret(v reflect.Value) any {
 	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String {
 		// Keep the count (how many tokens are configured), not the values.
@@ -207,43 +208,82 @@ func maskSecret(v reflect.Value) any {
 	if s == "" {
 		return ""
 	}
-	if u, ok := parseURL(s); ok {
-		return maskURL(u)
+	if isURL(s) {
+		return maskURL(s, true)
 	}
 	return "****"
 }
 
-func parseURL(s string) (*url.URL, bool) {
-	u, err := url.Parse(s)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return nil, false
-	}
-	return u, true
+// isURL reports whether s is an absolute URL with a host. Placeholders are
+// not valid URL syntax everywhere, so the shape is checked without braces.
+func isURL(s string) bool {
+	u, err := url.Parse(strings.NewReplacer("{", "", "}", "").Replace(s))
+	return err == nil && u.Scheme != "" && u.Host != ""
 }
 
-// maskURL returns u without its password and the values of query
-// parameters that look like credentials (postgres://h/db?password=...).
-func maskURL(u *url.URL) string {
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "****")
+// isPlaceholder reports whether s is one template placeholder such as {subject_id}.
+func isPlaceholder(s string) bool {
+	if len(s) < 3 || s[0] != '{' || s[len(s)-1] != '}' {
+		return false
 	}
-	q := u.Query()
-	masked := false
-	for k := range q {
-		if sensitiveParam(k) {
-			q.Set(k, "****")
-			masked = true
+	return strings.Trim(s[1:len(s)-1], "abcdefghijklmnopqrstuvwxyz_") == ""
+}
+
+// maskURL returns raw with its password masked and the values of its query
+// parameters: all of them (every, for a secret setting, whose query may hold
+// a signature such as sig= of a SAS link) or those whose name looks like a
+// credential (?password=, ?api_key=, ?sig=). A value that is only a
+// placeholder is kept. The rest stays byte for byte as written, unescaped,
+// so that the output can be pasted back. It splits raw the way url.Parse
+// does: the fragment at the first '#', the query at the first '?', the
+// userinfo at the last '@' of the authority.
+func maskURL(raw string, every bool) string {
+	rest, fragment, hasFragment := strings.Cut(raw, "#")
+	rest, query, hasQuery := strings.Cut(rest, "?")
+	if i := strings.Index(rest, "://"); i >= 0 {
+		authority := rest[i+3:]
+		if end := strings.IndexByte(authority, '/'); end >= 0 {
+			authority = authority[:end]
+		}
+		if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+			if user, _, hasPassword := strings.Cut(authority[:at], ":"); hasPassword {
+				rest = rest[:i+3] + user + ":****" + rest[i+3+at:]
+			}
 		}
 	}
-	if masked {
-		u.RawQuery = q.Encode()
+	out := rest
+	if hasQuery {
+		params := strings.Split(query, "&")
+		for j, p := range params {
+			name, value, ok := strings.Cut(p, "=")
+			if !ok || value == "" || isPlaceholder(value) {
+				continue
+			}
+			unescaped, err := url.QueryUnescape(name)
+			if err != nil {
+				unescaped = name
+			}
+			if every || sensitiveParam(unescaped) {
+				params[j] = name + "=****"
+			}
+		}
+		out += "?" + strings.Join(params, "&")
 	}
-	// Encoding escapes the stars; show them as typed.
-	return strings.ReplaceAll(u.String(), "%2A%2A%2A%2A", "****")
+	if hasFragment {
+		if every && fragment != "" {
+			fragment = "****"
+		}
+		out += "#" + fragment
+	}
+	return out
 }
 
 func sensitiveParam(name string) bool {
 	name = strings.ToLower(name)
+	if name == "sig" {
+		// A SAS link's signature; "sig" within other names (design, signal) is not.
+		return true
+	}
 	for _, word := range []string{"pass", "secret", "token", "key", "auth", "credential", "signature"} {
 		if strings.Contains(name, word) {
 			return true

@@ -26,8 +26,13 @@ type Report struct {
 	// while it reads the sources (default: the system temp directory). The
 	// files are unlinked as soon as they are created, so a crash leaves none.
 	SpoolDir string `yaml:"spool_dir"`
-	// EncryptionKey encrypts reports at rest (32 bytes, hex or base64).
+	// EncryptionKey encrypts reports at rest (32 bytes, hex or base64); it is
+	// the active key, the one new reports are encrypted with.
 	EncryptionKey string `yaml:"encryption_key" secret:"true"`
+	// PreviousEncryptionKeys are former encryption keys (same format): reports
+	// encrypted with them still open, so a key can be rotated without
+	// rebuilding reports. Remove a key once no stored report needs it.
+	PreviousEncryptionKeys []string `yaml:"previous_encryption_keys" secret:"true"`
 	// SourceTimeout bounds reading one source when it sets no timeout of its own.
 	SourceTimeout time.Duration `yaml:"source_timeout"`
 	// SourceConcurrency is how many sources of one report are read at once.
@@ -84,6 +89,10 @@ func defaultReport() Report {
 // ParseEncryptionKey decodes a 32-byte key given as hex (64 characters) or
 // standard/URL base64.
 func ParseEncryptionKey(s string) ([]byte, error) {
+	return parseEncryptionKey("report.encryption_key", s)
+}
+
+func parseEncryptionKey(setting, s string) ([]byte, error) {
 	s = strings.TrimSpace(s)
 	if len(s) == 64 {
 		if b, err := hex.DecodeString(s); err == nil {
@@ -95,14 +104,32 @@ func ParseEncryptionKey(s string) ([]byte, error) {
 			return b, nil
 		}
 	}
-	return nil, invalid("report.encryption_key", "must be 32 bytes as 64 hex characters or base64")
+	return nil, invalid(setting, "must be 32 bytes as 64 hex characters or base64")
+}
+
+// Keys decodes the encryption keys, the active key (encryption_key) first
+// and then the previous ones in the order given.
+func (r Report) Keys() ([][]byte, error) {
+	active, err := ParseEncryptionKey(r.EncryptionKey)
+	if err != nil {
+		return nil, err
+	}
+	keys := [][]byte{active}
+	for i, s := range r.PreviousEncryptionKeys {
+		k, err := parseEncryptionKey("report.previous_encryption_keys["+strconv.Itoa(i)+"]", s)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 func (r Report) validate() error {
 	if r.StorageDir == "" {
 		return invalid("report.storage_dir", "must be set")
 	}
-	if _, err := ParseEncryptionKey(r.EncryptionKey); err != nil {
+	if _, err := r.Keys(); err != nil {
 		return err
 	}
 	if r.SourceTimeout <= 0 {

@@ -7,6 +7,15 @@ import (
 	"time"
 )
 
+// DevDownloadKey is the download key used when none is configured. It is
+// public (it is in the source code): anyone can sign download links with it,
+// so a role refuses it unless serve.public_url is a loopback address.
+const DevDownloadKey = "dev-download-key-change-me"
+
+// minDownloadKeyLen is the shortest download key any configuration accepts;
+// one reachable from outside must be longer (minPublicDownloadKeyLen).
+const minDownloadKeyLen = 16
+
 // Serve configures the HTTP intake role.
 type Serve struct {
 	// Addr is the public API listen address.
@@ -22,8 +31,13 @@ type Serve struct {
 	AdminTokens []string `yaml:"admin_tokens" secret:"true"`
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
-	// DownloadKey signs report download tokens (HMAC-SHA256).
+	// DownloadKey signs report download tokens (HMAC-SHA256): the active key,
+	// the one new links are signed with.
 	DownloadKey string `yaml:"download_key" secret:"true"`
+	// PreviousDownloadKeys are former download keys: links they signed are
+	// still accepted until the key is removed from this list (after
+	// download_ttl, every such link has expired anyway).
+	PreviousDownloadKeys []string `yaml:"previous_download_keys" secret:"true"`
 	// DownloadTTL is how long a download link stays valid.
 	DownloadTTL time.Duration `yaml:"download_ttl"`
 	// AcceptedTTL is how long serve remembers an accepted id it has not seen stored yet.
@@ -40,8 +54,8 @@ func defaultServe() Serve {
 		AdminAddr:    "127.0.0.1:9090",
 		PublicURL:    "http://127.0.0.1:8080",
 		MaxBodyBytes: 64 << 10,
-		// A development key; Validate refuses it nowhere, but README tells operators to set one.
-		DownloadKey:    "dev-download-key-change-me",
+		// Public: CheckSecretKeys refuses it unless public_url is a loopback address.
+		DownloadKey:    DevDownloadKey,
 		DownloadTTL:    7 * 24 * time.Hour,
 		AcceptedTTL:    24 * time.Hour,
 		IdempotencyTTL: 24 * time.Hour,
@@ -49,9 +63,23 @@ func defaultServe() Serve {
 	}
 }
 
+// PreviousKeys returns the previous download keys as bytes.
+func (s Serve) PreviousKeys() [][]byte {
+	keys := make([][]byte, len(s.PreviousDownloadKeys))
+	for i, k := range s.PreviousDownloadKeys {
+		keys[i] = []byte(k)
+	}
+	return keys
+}
+
 func (s Serve) validate() error {
 	if u, err := url.Parse(s.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return invalid("serve.public_url", "must be an absolute http(s) URL, got %q", s.PublicURL)
+	}
+	for i, k := range s.PreviousDownloadKeys {
+		if len(k) < minDownloadKeyLen {
+			return invalid("serve.previous_download_keys["+strconv.Itoa(i)+"]", "must be at least %d characters", minDownloadKeyLen)
+		}
 	}
 	if err := validDigests("serve.api_tokens", s.APITokens); err != nil {
 		return err
@@ -66,8 +94,8 @@ func (s Serve) validate() error {
 		return invalid("serve.admin_addr", "must be set")
 	case s.MaxBodyBytes < 1024:
 		return invalid("serve.max_body_bytes", "must be >= 1024, got %d", s.MaxBodyBytes)
-	case len(s.DownloadKey) < 16:
-		return invalid("serve.download_key", "must be at least 16 characters")
+	case len(s.DownloadKey) < minDownloadKeyLen:
+		return invalid("serve.download_key", "must be at least %d characters", minDownloadKeyLen)
 	case s.DownloadTTL <= 0:
 		return invalid("serve.download_ttl", "must be > 0, got %s", s.DownloadTTL)
 	case s.AcceptedTTL < time.Minute:

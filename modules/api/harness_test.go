@@ -52,6 +52,10 @@ type harnessOptions struct {
 	reports intake.ReportOpener
 	// listener is served instead of a port the server opens.
 	listener net.Listener
+	// downloadKey replaces the harness's random download key, and
+	// previousDownloadKeys are accepted besides it (a key rotation).
+	downloadKey          []byte
+	previousDownloadKeys [][]byte
 }
 
 // harness runs the real API server in-process on 127.0.0.1:0 against this
@@ -77,6 +81,9 @@ type harness struct {
 func newHarness(t testing.TB, o harnessOptions) *harness {
 	t.Helper()
 	h := &harness{t: t, token: "tok-" + testkit.ID(), key: []byte("download-key-" + testkit.ID()), reg: prometheus.NewRegistry(), logs: &lockedBuffer{}}
+	if o.downloadKey != nil {
+		h.key = o.downloadKey
+	}
 	h.db, _ = testkit.Postgres(t)
 	var redisPrefix string
 	h.rdb, redisPrefix = testkit.Redis(t)
@@ -122,18 +129,19 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		reports = o.reports
 	}
 	svc, err := intake.New(intake.Options{
-		Publisher:      publisher,
-		Redis:          h.rdb,
-		DB:             h.db,
-		KeyPrefix:      redisPrefix + "intake:",
-		AcceptedTTL:    time.Hour,
-		IdempotencyTTL: time.Hour,
-		ConfirmTimeout: h.amqp.ConfirmTimeout,
-		DownloadKey:    h.key,
-		Participants:   o.participants,
-		Reports:        reports,
-		Registerer:     h.reg,
-		Logger:         logger,
+		Publisher:            publisher,
+		Redis:                h.rdb,
+		DB:                   h.db,
+		KeyPrefix:            redisPrefix + "intake:",
+		AcceptedTTL:          time.Hour,
+		IdempotencyTTL:       time.Hour,
+		ConfirmTimeout:       h.amqp.ConfirmTimeout,
+		DownloadKey:          h.key,
+		Participants:         o.participants,
+		PreviousDownloadKeys: o.previousDownloadKeys,
+		Reports:              reports,
+		Registerer:           h.reg,
+		Logger:               logger,
 	})
 	require.NoError(t, err)
 	apiTokens, err := intake.ParseTokens([]string{digest(h.token), digest(h.token + "-other-app")})

@@ -27,7 +27,9 @@ func TestVerifyAcceptsOnlyTheRequestsUnexpiredToken(t *testing.T) {
 	longer := download.Sign(key, "req-a", now.Add(365*24*time.Hour))
 	longerExp, _, _ := strings.Cut(longer, ".")
 	require.ErrorIs(t, download.Verify(key, "req-a", longerExp+"."+sig, now), download.ErrBadSignature, "extended expiry")
-	for _, bad := range []string{"", ".", exp, exp + ".", "." + sig, "x." + sig, exp + "." + sig + "!", tok + ".x"} {
+	for _, bad := range []string{"", ".", exp, exp + ".", "." + sig, "x." + sig, exp + "." + sig + "!", tok + ".x",
+		// The base64 decoder skips CR and LF: another spelling of the same signature.
+		tok + "\n", exp + "." + sig[:3] + "\r\n" + sig[3:]} {
 		require.Error(t, download.Verify(key, "req-a", bad, now), bad)
 	}
 	// Flipping any single character of the token invalidates it.
@@ -52,4 +54,19 @@ func TestURLRoundTrips(t *testing.T) {
 	}
 	_, _, err := download.ParseURL("https://example.com/elsewhere")
 	require.Error(t, err)
+}
+
+func TestVerifyAnyAcceptsEveryConfiguredKey(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	old, current := []byte("old-key-old-key-old-key-old-key!"), key
+	before := download.Sign(old, "req-a", now.Add(time.Hour))
+	after := download.Sign(current, "req-a", now.Add(time.Hour))
+	rotated := [][]byte{current, old}
+	require.NoError(t, download.VerifyAny(rotated, "req-a", before, now), "a link signed before the rotation")
+	require.NoError(t, download.VerifyAny(rotated, "req-a", after, now), "a link signed after it")
+	require.ErrorIs(t, download.VerifyAny(rotated, "req-a", before, now.Add(time.Hour)), download.ErrExpired)
+	require.ErrorIs(t, download.VerifyAny(rotated, "req-b", before, now), download.ErrBadSignature)
+	require.ErrorIs(t, download.VerifyAny([][]byte{current}, "req-a", before, now), download.ErrBadSignature, "the old key removed")
+	require.ErrorIs(t, download.VerifyAny(nil, "req-a", after, now), download.ErrBadSignature, "no keys")
 }

@@ -62,6 +62,11 @@ func TestBadInputIsDeadLetteredAndChangesNothing(t *testing.T) {
 		{"confirmed: unsupported version", confirm(known.RequestID, "billing", event.OutcomeErased, 2), "version"},
 		{"confirmed: participant missing", confirm(known.RequestID, "", event.OutcomeErased, 1), "participant"},
 		{"confirmed: body is a string", raw(event.TypeErasureConfirmed, `"erased"`), "decoding"},
+		// Without the strict check the last outcome would win and confirm billing as failed.
+		{"confirmed: duplicate outcome", raw(event.TypeErasureConfirmed,
+			`{"version":1,"request_id":"`+known.RequestID+`","participant":"billing","outcome":"erased","outcome":"failed"}`), `outcome: duplicate member "outcome"`},
+		{"confirmed: miscased outcome", raw(event.TypeErasureConfirmed,
+			`{"version":1,"request_id":"`+known.RequestID+`","participant":"billing","Outcome":"erased"}`), `member "Outcome" must be spelled "outcome"`},
 		{"timer: unknown action", msg(erasure.TypeTimer, erasure.Timer{RequestID: known.RequestID, Participant: "billing", Action: "explode", Attempt: 1}), "action"},
 		{"timer: unregistered participant", msg(erasure.TypeTimer, erasure.Timer{RequestID: known.RequestID, Participant: "mallory", Action: erasure.ActionSend, Attempt: 1}), "unregistered participant"},
 	}

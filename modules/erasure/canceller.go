@@ -18,6 +18,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/inbox"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
+	"github.com/gdpr-oss/gdpr/modules/strictjson"
 )
 
 // Inbox consumer names: one per kind of message whose effect must happen once.
@@ -432,6 +433,12 @@ func (c *Canceller) enqueue(ctx context.Context, tx *gorm.DB, typ string, body a
 // nothing; "failed" schedules a re-send with backoff until max_resends.
 func (c *Canceller) HandleConfirmed(ctx context.Context, m message.Message) error {
 	var body event.ErasureConfirmed
+	// Confirmations come from participants, outside this service: a repeated
+	// member ("outcome":"erased","outcome":"failed") or a miscased one would
+	// otherwise be taken silently, the last one winning.
+	if err := strictjson.Check(m.Body, &body); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	if err := m.Decode(&body); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}

@@ -83,11 +83,14 @@ type Options struct {
 	// an idempotency key keeps it a little longer than that.
 	ConfirmTimeout time.Duration
 	// DownloadKey signs report download tokens.
-	DownloadKey  []byte
-	Participants ParticipantLister
-	Reports      ReportOpener
-	Registerer   prometheus.Registerer
-	Logger       *slog.Logger
+	DownloadKey []byte
+	// PreviousDownloadKeys are former download keys whose tokens are still
+	// accepted (serve.previous_download_keys).
+	PreviousDownloadKeys [][]byte
+	Participants         ParticipantLister
+	Reports              ReportOpener
+	Registerer           prometheus.Registerer
+	Logger               *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -98,6 +101,8 @@ type Service struct {
 	idem      idempotencyStore
 	submitted *prometheus.CounterVec
 	now       func() time.Time
+	// downloadKeys are the active download key and the previous ones.
+	downloadKeys [][]byte
 }
 
 // New builds a Service and registers its metrics on opts.Registerer.
@@ -132,7 +137,8 @@ func New(opts Options) (*Service, error) {
 			Name: "gdpr_requests_submitted_total",
 			Help: "Data subject requests accepted by intake (broker confirmed), by type.",
 		}, []string{"type"}),
-		now: opts.Now,
+		now:          opts.Now,
+		downloadKeys: append([][]byte{opts.DownloadKey}, opts.PreviousDownloadKeys...),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -318,7 +324,7 @@ func ParseID(id string) (string, error) {
 
 // DownloadToken checks a report download token for requestID.
 func (s *Service) DownloadToken(requestID, token string) error {
-	if err := download.Verify(s.opts.DownloadKey, requestID, token, s.now()); err != nil {
+	if err := download.VerifyAny(s.downloadKeys, requestID, token, s.now()); err != nil {
 		return fmt.Errorf("%w: %w", ErrForbidden, err)
 	}
 	return nil

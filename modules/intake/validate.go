@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/strictjson"
 )
 
 // Limits on identifiers; generous for real ids and addresses, small enough
@@ -100,8 +101,17 @@ func Parse(body []byte) (Submission, error) {
 }
 
 // decodeStrict decodes exactly one JSON object into v, refusing unknown
-// members; errors name the member under prefix ("" is the whole body).
+// members, duplicate members and members named in another case than their
+// field; errors name the member under prefix ("" is the whole body).
 func decodeStrict(data []byte, v any, prefix string) *FieldError {
+	var me *strictjson.MemberError
+	if err := strictjson.Check(data, v); errors.As(err, &me) {
+		field := me.Path
+		if prefix != "" {
+			field = prefix + "." + field
+		}
+		return fieldErr(field, "%s", me.Message)
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

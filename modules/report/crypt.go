@@ -4,17 +4,20 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 )
 
-// Encrypted file format (version 1), a STREAM-style chunked AEAD:
+// Encrypted file format (version 2), a STREAM-style chunked AEAD:
 //
-//	header:  magic "GDPRENC1" | chunk size (uint32 BE) | salt (32 random bytes)
+//	header:  magic "GDPRENC2" | chunk size (uint32 BE) | key id (8 bytes) |
+//	         salt (32 random bytes)
 //	chunks:  AES-256-GCM(plaintext chunk) with its 16-byte tag, each chunk
 //	         chunkSize bytes of plaintext except the last (1..chunkSize bytes,
 //	         or 0 only when the whole plaintext is empty)
@@ -25,12 +28,22 @@ import (
 // final-chunk flag: reordered, dropped, or appended chunks fail
 // authentication, and so does a file truncated at a chunk boundary (its new
 // last chunk was not sealed as final). The header is bound in as AAD.
+//
+// The key id names the master key (see keyID) so that, after a key rotation,
+// a file opens with the key it was sealed with among those configured.
+// Version 1 files ("GDPRENC1", the same header without the key id) predate
+// rotation: they were sealed with the single key of their day, so each
+// configured key is tried on their first chunk.
 const (
-	cryptMagic      = "GDPRENC1"
+	cryptMagic      = "GDPRENC2"
+	cryptMagicV1    = "GDPRENC1"
+	cryptKeyIDLen   = 8
 	cryptSaltLen    = 32
-	cryptHeaderLen  = len(cryptMagic) + 4 + cryptSaltLen
+	cryptHeaderLen  = len(cryptMagic) + 4 + cryptKeyIDLen + cryptSaltLen
+	cryptHeaderV1   = len(cryptMagicV1) + 4 + cryptSaltLen
 	cryptTagLen     = 16
 	cryptKeyLabel   = "gdpr report v1\x00"
+	cryptKeyIDLabel = "gdpr report key id v1"
 	defaultChunkLen = 64 << 10
 	maxChunkLen     = 16 << 20
 )
@@ -38,6 +51,34 @@ const (
 // ErrCorrupt means an encrypted report failed authentication or is
 // malformed: tampered with, truncated, or encrypted with another key.
 var ErrCorrupt = errors.New("report is corrupt or was tampered with")
+
+// ErrUnknownKey means a report names a key id that is not among the
+// configured keys (report.encryption_key and report.previous_encryption_keys):
+// the key it was sealed with was removed, or the file is corrupt.
+var ErrUnknownKey = fmt.Errorf("%w: sealed with a key that is not configured", ErrCorrupt)
+
+// masterKey is a report encryption key and its id.
+type masterKey struct {
+	id  [cryptKeyIDLen]byte
+	key []byte
+}
+
+// newMasterKey derives the key's id: a MAC of a fixed label, which names
+// the key without revealing anything usable about it.
+func newMasterKey(key []byte) masterKey {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(cryptKeyIDLabel))
+	k := masterKey{key: key}
+	copy(k.id[:], mac.Sum(nil))
+	return k
+}
+
+// KeyID returns the id a report sealed with key carries in its header, as
+// hex, for operators matching files to keys during a rotation.
+func KeyID(key []byte) string {
+	id := newMasterKey(key).id
+	return hex.EncodeToString(id[:])
+}
 
 func fileAEAD(master []byte, salt []byte, id string) (cipher.AEAD, error) {
 	key, err := hkdf.Key(sha256.New, master, salt, cryptKeyLabel+id, 32)
@@ -73,18 +114,19 @@ type sealer struct {
 	closed bool
 }
 
-func newSealer(w io.Writer, master []byte, id string, chunk int) (*sealer, error) {
+func newSealer(w io.Writer, master masterKey, id string, chunk int) (*sealer, error) {
 	if chunk <= 0 || chunk > maxChunkLen {
 		return nil, fmt.Errorf("chunk size %d out of range", chunk)
 	}
 	header := make([]byte, cryptHeaderLen)
 	copy(header, cryptMagic)
 	binary.BigEndian.PutUint32(header[len(cryptMagic):], uint32(chunk))
-	salt := header[len(cryptMagic)+4:]
+	copy(header[len(cryptMagic)+4:], master.id[:])
+	salt := header[len(cryptMagic)+4+cryptKeyIDLen:]
 	if _, err := rand.Read(salt); err != nil {
 		return nil, err
 	}
-	aead, err := fileAEAD(master, salt, id)
+	aead, err := fileAEAD(master.key, salt, id)
 	if err != nil {
 		return nil, err
 	}
@@ -141,62 +183,105 @@ func (s *sealer) Close() error {
 // opener decrypts a file written by sealer, failing with ErrCorrupt on any
 // authentication failure or truncation.
 type opener struct {
-	r      io.Reader
-	aead   cipher.AEAD
-	header []byte
-	nonce  []byte
-	in     []byte // ciphertext read ahead (one chunk plus one byte)
-	plain  []byte
-	pos    int
-	chunk  int
-	index  uint64
-	done   bool
-	err    error
+	r    io.Reader
+	aead cipher.AEAD
+	// candidates are tried on the first chunk of a version 1 file, which
+	// does not name its key; aead is the one that opened it.
+	candidates []cipher.AEAD
+	header     []byte
+	nonce      []byte
+	in         []byte // ciphertext read ahead (one chunk plus one byte)
+	plain      []byte
+	pos        int
+	chunk      int
+	index      uint64
+	done       bool
+	err        error
 }
 
-func newOpener(r io.Reader, master []byte, id string) (*opener, int, error) {
+// newOpener reads the header and picks the key among keys: the one whose
+// id the header names, or for a version 1 file whichever opens its first chunk.
+func newOpener(r io.Reader, keys []masterKey, id string) (*opener, error) {
 	header := make([]byte, cryptHeaderLen)
-	if _, err := io.ReadFull(r, header); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, 0, ErrCorrupt
-		}
-		return nil, 0, err
+	if _, err := io.ReadFull(r, header[:len(cryptMagic)]); err != nil {
+		return nil, readErr(err)
 	}
-	if string(header[:len(cryptMagic)]) != cryptMagic {
-		return nil, 0, ErrCorrupt
+	headerLen := cryptHeaderLen
+	switch string(header[:len(cryptMagic)]) {
+	case cryptMagic:
+	case cryptMagicV1:
+		headerLen = cryptHeaderV1
+	default:
+		return nil, ErrCorrupt
+	}
+	header = header[:headerLen]
+	if _, err := io.ReadFull(r, header[len(cryptMagic):]); err != nil {
+		return nil, readErr(err)
 	}
 	chunk := int(binary.BigEndian.Uint32(header[len(cryptMagic):]))
 	if chunk <= 0 || chunk > maxChunkLen {
-		return nil, 0, ErrCorrupt
+		return nil, ErrCorrupt
 	}
-	aead, err := fileAEAD(master, header[len(cryptMagic)+4:], id)
-	if err != nil {
-		return nil, 0, err
+	o := &opener{r: r, header: header, chunk: chunk}
+	if headerLen == cryptHeaderV1 {
+		salt := header[len(cryptMagic)+4:]
+		for _, k := range keys {
+			aead, err := fileAEAD(k.key, salt, id)
+			if err != nil {
+				return nil, err
+			}
+			o.candidates = append(o.candidates, aead)
+		}
+		if len(o.candidates) == 0 {
+			return nil, ErrUnknownKey
+		}
+	} else {
+		keyID := header[len(cryptMagic)+4 : len(cryptMagic)+4+cryptKeyIDLen]
+		salt := header[len(cryptMagic)+4+cryptKeyIDLen:]
+		for _, k := range keys {
+			if hmac.Equal(k.id[:], keyID) {
+				aead, err := fileAEAD(k.key, salt, id)
+				if err != nil {
+					return nil, err
+				}
+				o.aead = aead
+				break
+			}
+		}
+		if o.aead == nil {
+			return nil, fmt.Errorf("%w (key id %x)", ErrUnknownKey, keyID)
+		}
 	}
-	return &opener{
-		r: r, aead: aead, header: header, chunk: chunk,
-		nonce: make([]byte, aead.NonceSize()),
-		in:    make([]byte, 0, chunk+cryptTagLen+1),
-		plain: make([]byte, 0, chunk),
-	}, chunk, nil
+	o.nonce = make([]byte, 12) // AES-GCM's standard nonce size
+	o.in = make([]byte, 0, chunk+cryptTagLen+1)
+	o.plain = make([]byte, 0, chunk)
+	return o, nil
+}
+
+func readErr(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return ErrCorrupt
+	}
+	return err
 }
 
 // plainSize returns the plaintext size of an encrypted file of cipherSize
-// bytes with the given chunk size, or -1 if no valid file has that size.
-func plainSize(cipherSize int64, chunk int) int64 {
-	body := cipherSize - int64(cryptHeaderLen)
-	full := int64(chunk + cryptTagLen)
+// bytes with this file's header and chunk size, or -1 if no valid file has
+// that size.
+func (o *opener) plainSize(cipherSize int64) int64 {
+	body := cipherSize - int64(len(o.header))
+	full := int64(o.chunk + cryptTagLen)
 	if body < cryptTagLen {
 		return -1
 	}
 	n, rem := body/full, body%full
 	switch {
 	case rem == 0:
-		return n * int64(chunk)
+		return n * int64(o.chunk)
 	case rem < cryptTagLen:
 		return -1
 	}
-	return n*int64(chunk) + rem - cryptTagLen
+	return n*int64(o.chunk) + rem - cryptTagLen
 }
 
 func (o *opener) Read(p []byte) (int, error) {
@@ -238,11 +323,26 @@ func (o *opener) next() error {
 		return ErrCorrupt
 	}
 	chunkNonce(o.nonce, o.index, final)
-	plain, err := o.aead.Open(o.plain[:0], o.nonce, ct, o.header)
-	if err != nil {
-		return ErrCorrupt
+	if o.aead == nil {
+		// A version 1 file: the key that authenticates the first chunk is its key.
+		for _, aead := range o.candidates {
+			if plain, err := aead.Open(o.plain[:0], o.nonce, ct, o.header); err == nil {
+				o.aead, o.candidates = aead, nil
+				o.plain = plain
+				break
+			}
+		}
+		if o.aead == nil {
+			return ErrCorrupt
+		}
+	} else {
+		plain, err := o.aead.Open(o.plain[:0], o.nonce, ct, o.header)
+		if err != nil {
+			return ErrCorrupt
+		}
+		o.plain = plain
 	}
-	o.plain, o.pos = plain, 0
+	o.pos = 0
 	o.index++
 	if final {
 		o.done = true

@@ -106,9 +106,11 @@ func WarnDevelopmentKey(cfg config.Report, logger *slog.Logger) {
 // Builder builds, opens and deletes access reports. It is safe for
 // concurrent use.
 type Builder struct {
-	cfg        config.Report
-	logger     *slog.Logger
-	key        []byte
+	cfg    config.Report
+	logger *slog.Logger
+	// keys are the configured encryption keys, the active one first: new
+	// reports are sealed with it, stored ones open with whichever they name.
+	keys       []masterKey
 	storage    Storage
 	sources    []source.Source
 	timeouts   []time.Duration
@@ -124,12 +126,16 @@ func New(cfg config.Report, logger *slog.Logger, reg prometheus.Registerer, opts
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	key, err := config.ParseEncryptionKey(cfg.EncryptionKey)
+	raw, err := cfg.Keys()
 	if err != nil {
 		return nil, err
 	}
+	keys := make([]masterKey, len(raw))
+	for i, k := range raw {
+		keys[i] = newMasterKey(k)
+	}
 	b := &Builder{
-		cfg: cfg, logger: logger, key: key, now: time.Now, chunk: defaultChunkLen,
+		cfg: cfg, logger: logger, keys: keys, now: time.Now, chunk: defaultChunkLen,
 		generated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gdpr_reports_generated_total",
 			Help: "Access reports stored whole.",
@@ -255,7 +261,7 @@ func (b *Builder) Build(ctx context.Context, requestID string, subject event.Sub
 	if _, err := rand.Read(spoolKey); err != nil {
 		return Result{}, err
 	}
-	spools, err := b.readSources(ctx, subject, spoolKey)
+	spools, err := b.readSources(ctx, subject, newMasterKey(spoolKey))
 	defer func() {
 		for _, s := range spools {
 			if s != nil {
@@ -280,7 +286,7 @@ func (b *Builder) Build(ctx context.Context, requestID string, subject event.Sub
 
 // readSources reads all sources concurrently into spools. A nil spool marks
 // a skipped source. The first failure cancels the others.
-func (b *Builder) readSources(ctx context.Context, subject event.Subject, key []byte) ([]*spool, error) {
+func (b *Builder) readSources(ctx context.Context, subject event.Subject, key masterKey) ([]*spool, error) {
 	spools := make([]*spool, len(b.sources))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(b.cfg.SourceConcurrency)
@@ -359,7 +365,7 @@ func (b *Builder) store(ctx context.Context, id string, subject event.Subject, s
 			_ = pending.Abort()
 		}
 	}()
-	seal, err := newSealer(storageWriter{pending}, b.key, id, b.chunk)
+	seal, err := newSealer(storageWriter{pending}, b.keys[0], id, b.chunk)
 	if err != nil {
 		return Result{}, err
 	}
@@ -498,12 +504,12 @@ func (b *Builder) Open(ctx context.Context, reportID string) (io.ReadCloser, int
 		}
 		return nil, 0, fmt.Errorf("opening report %s: %w", reportID, err)
 	}
-	op, chunk, err := newOpener(rc, b.key, reportID)
+	op, err := newOpener(rc, b.keys, reportID)
 	if err != nil {
 		_ = rc.Close()
 		return nil, 0, fmt.Errorf("opening report %s: %w", reportID, err)
 	}
-	plain := plainSize(size, chunk)
+	plain := op.plainSize(size)
 	if plain < 0 {
 		_ = rc.Close()
 		return nil, 0, fmt.Errorf("opening report %s: %w", reportID, ErrCorrupt)

@@ -566,6 +566,10 @@ func TestNewRejectsBadKeyAndNilRegistererIsFine(t *testing.T) {
 	_, err := New(cfg, nil, nil)
 	require.ErrorContains(t, err, "report.encryption_key")
 	cfg.EncryptionKey = testKey
+	cfg.PreviousEncryptionKeys = []string{config.DevEncryptionKey, "short"}
+	_, err = New(cfg, nil, nil)
+	require.ErrorContains(t, err, "report.previous_encryption_keys[1]")
+	cfg.PreviousEncryptionKeys = cfg.PreviousEncryptionKeys[:1]
 	b, err := New(cfg, nil, nil)
 	require.NoError(t, err)
 	require.NoError(t, b.Close())

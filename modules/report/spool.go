@@ -30,7 +30,7 @@ type spool struct {
 	inner   *bufio.Writer
 	seal    *sealer
 	bw      *bufio.Writer
-	key     []byte
+	key     masterKey
 	cols    []string
 	colIdx  map[string]int
 	fixed   bool
@@ -41,7 +41,7 @@ type spool struct {
 
 const spoolID = "spool"
 
-func newSpool(ctx context.Context, name, dir string, key []byte) (*spool, error) {
+func newSpool(ctx context.Context, name, dir string, key masterKey) (*spool, error) {
 	f, err := os.CreateTemp(dir, ".gdpr-spool-*")
 	if err != nil {
 		return nil, fmt.Errorf("creating spool file: %w", err)
@@ -125,7 +125,7 @@ func (s *spool) each(ctx context.Context, fn func(obj []byte) error) error {
 	if _, err := s.f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	op, _, err := newOpener(bufio.NewReaderSize(s.f, 64<<10), s.key, spoolID)
+	op, err := newOpener(bufio.NewReaderSize(s.f, 64<<10), []masterKey{s.key}, spoolID)
 	if err != nil {
 		return err
 	}
