@@ -94,7 +94,7 @@ func printReconcile(out io.Writer, res reconcile.Result, since, stuckAfter time.
 	outOfSync := res.OutOfSync()
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "STAGE\t%s\tTOTAL\tOUT OF SYNC\n", strings.ToUpper(strings.Join(kinds, "\t")))
-	for _, stage := range reconcile.Stages {
+	for _, stage := range reconcile.Stages() {
 		total := 0
 		row := stage
 		for _, k := range kinds {

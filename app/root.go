@@ -20,7 +20,7 @@ import (
 )
 
 // Version is set at build time with -ldflags "-X github.com/gdpr-oss/gdpr/app.Version=...".
-var Version = "dev"
+var Version = "dev" //nolint:gochecknoglobals // set at link time with -ldflags -X; never written at run time
 
 // exitError carries a process exit code out of a command.
 type exitError struct {

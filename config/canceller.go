@@ -11,7 +11,9 @@ import (
 
 // ParticipantPlaceholders are the values an http participant's URL
 // template may use.
-var ParticipantPlaceholders = []string{"subject_id", "subject_email", "request_id"}
+func ParticipantPlaceholders() []string {
+	return []string{"subject_id", "subject_email", "request_id"}
+}
 
 // Canceller configures the erasure fan-out role.
 type Canceller struct {
@@ -166,7 +168,7 @@ func (c Canceller) validate() error {
 			if p.URL == "" {
 				return invalid(field+".url", "must be set for kind http")
 			}
-			u, err := expand.ParseURL(p.URL, ParticipantPlaceholders...)
+			u, err := expand.ParseURL(p.URL, ParticipantPlaceholders()...)
 			if err != nil {
 				return invalid(field+".url", "%s", err)
 			}

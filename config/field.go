@@ -52,10 +52,8 @@ func tagName(f reflect.StructField) string {
 	return tag
 }
 
-var durationType = reflect.TypeOf(time.Duration(0))
-
 func setScalar(v reflect.Value, s string) error {
-	if v.Type() == durationType {
+	if v.Type() == reflect.TypeFor[time.Duration]() {
 		d, err := time.ParseDuration(s)
 		if err != nil {
 			return fmt.Errorf("must be a duration like 30s, got %q", s)
@@ -134,7 +132,7 @@ func walk(t reflect.Type, prefix string, fn func(path string)) {
 		if prefix != "" {
 			path = prefix + "." + path
 		}
-		if f.Type.Kind() == reflect.Struct && f.Type != durationType {
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]() {
 			walk(f.Type, path, fn)
 			continue
 		}
@@ -158,7 +156,7 @@ func (c Config) Masked() map[string]any {
 
 func maskValue(v reflect.Value) any {
 	switch {
-	case v.Kind() == reflect.Struct && v.Type() != durationType:
+	case v.Kind() == reflect.Struct && v.Type() != reflect.TypeFor[time.Duration]():
 		out := map[string]any{}
 		t := v.Type()
 		for i := range t.NumField() {
@@ -176,7 +174,7 @@ func maskValue(v reflect.Value) any {
 			out[i] = maskValue(v.Index(i))
 		}
 		return out
-	case v.Type() == durationType:
+	case v.Type() == reflect.TypeFor[time.Duration]():
 		return time.Duration(v.Int()).String()
 	case v.Kind() == reflect.String:
 		// Not tagged secret, but a URL may still carry a password or a key.

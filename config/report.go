@@ -190,13 +190,13 @@ func (s Source) validate(path string, seen map[string]bool) error {
 		if s.URL == "" {
 			return invalid(path+".url", "must be set")
 		}
-		u, err := expand.ParseURL(s.URL, sourcePlaceholders...)
+		u, err := expand.ParseURL(s.URL, sourcePlaceholders()...)
 		if err != nil {
 			return invalid(path+".url", "%s", err)
 		}
 		uses := len(u.Names()) > 0
 		if s.Body != "" {
-			b, err := expand.ParseJSON(s.Body, sourcePlaceholders...)
+			b, err := expand.ParseJSON(s.Body, sourcePlaceholders()...)
 			if err != nil {
 				return invalid(path+".body", "%s", err)
 			}
@@ -222,7 +222,7 @@ func (s Source) validate(path string, seen map[string]bool) error {
 		case s.PageSize < 0:
 			return invalid(path+".page_size", "must be >= 0, got %d", s.PageSize)
 		}
-		q, err := expand.ParseJSON(s.Query, sourcePlaceholders...)
+		q, err := expand.ParseJSON(s.Query, sourcePlaceholders()...)
 		if err != nil {
 			return invalid(path+".query", "%s", err)
 		}
@@ -237,7 +237,9 @@ func (s Source) validate(path string, seen map[string]bool) error {
 
 // sourcePlaceholders are the identifiers an http or elasticsearch source
 // template may use.
-var sourcePlaceholders = []string{"subject_id", "email"}
+func sourcePlaceholders() []string {
+	return []string{"subject_id", "email"}
+}
 
 // validURL checks an Elasticsearch base URL (no placeholders).
 func validURL(setting, raw string) error {

@@ -37,33 +37,27 @@ type Event struct {
 	DispatchedAt *time.Time `json:"dispatched_at,omitempty"`
 }
 
-// producers maps each message type to the role that publishes it. The
+// producer names the role that publishes a message type. The
 // scheduler dispatches outbox entries on behalf of these roles; the role
 // recorded is the one whose state change caused the message.
-var producers = map[string]string{
-	event.TypeRequestSubmitted: "serve",
-	event.TypeRequestReceived:  "worker",
-	event.TypeRequestFailed:    "worker",
-	event.TypeReportReady:      "worker",
-	event.TypeNotificationSent: "worker",
-	event.TypeErasureRequested: "worker",
-	event.TypeErasureCommand:   "canceller",
-	event.TypeErasureOverdue:   "canceller",
-	event.TypeErasureCompleted: "canceller",
-	event.TypeErasureFinished:  "canceller",
-	event.TypeErasureConfirmed: "participant",
-	// An HTTP participant's answer, received and published by the canceller.
-	event.TypeErasureCalled: "canceller",
-	// The canceller's own re-send and overdue timers (modules/erasure).
-	"erasure.timer":             "canceller",
-	event.TypeSchedulerSchedule: "",
-	event.TypeSchedulerCancel:   "",
+func producer(typ string) (string, bool) {
+	switch typ {
+	case event.TypeRequestSubmitted:
+		return "serve", true
+	case event.TypeRequestReceived, event.TypeRequestFailed, event.TypeReportReady, event.TypeNotificationSent, event.TypeErasureRequested:
+		return "worker", true
+	case event.TypeErasureCommand, event.TypeErasureOverdue, event.TypeErasureCompleted, event.TypeErasureFinished, event.TypeErasureCalled:
+		return "canceller", true
+	case event.TypeErasureConfirmed:
+		return "participant", true
+	}
+	return "", false
 }
 
 // Known reports whether typ is a message type of the contract; other types
 // are still audited, but metrics label them "other".
 func Known(typ string) bool {
-	_, ok := producers[typ]
+	_, ok := producer(typ)
 	return ok
 }
 
@@ -72,27 +66,12 @@ func Known(typ string) bool {
 // (free text from participants), nested bodies and headers — is dropped, so
 // a field added to a contract later stays out of the audit log until it is
 // deliberately allowed here.
-var allowed = map[string]bool{
-	"request_id":   true,
-	"type":         true,
-	"report_id":    true,
-	"bytes":        true,
-	"sha256":       true,
-	"ready_at":     true,
-	"submitted_at": true,
-	"template":     true,
-	"participant":  true,
-	"outcome":      true,
-	"attempt":      true,
-	"attempts":     true,
-	"error_class":  true,
-	"http_status":  true,
-	"version":      true,
-	"action":       true,
-	"key":          true,
-	"deliver_at":   true,
-	"routing_key":  true,
-	"exchange":     true,
+func allowed(field string) bool {
+	switch field {
+	case "request_id", "type", "report_id", "bytes", "sha256", "ready_at", "submitted_at", "template", "participant", "outcome", "attempt", "attempts", "error_class", "http_status", "version", "action", "key", "deliver_at", "routing_key", "exchange":
+		return true
+	}
+	return false
 }
 
 // FromMessage builds the audit event of m, dropping personal data.
@@ -109,7 +88,7 @@ func FromMessage(m message.Message, receivedAt time.Time) Event {
 		Details:     Details(m.Body),
 	}
 	if e.Role == "" {
-		e.Role = producers[m.Type]
+		e.Role, _ = producer(m.Type)
 	}
 	if id, ok := trace.TraceID(m.Traceparent); ok {
 		e.TraceID = id
@@ -135,7 +114,7 @@ func Details(body []byte) map[string]any {
 	}
 	out := map[string]any{}
 	for k, raw := range fields {
-		if !allowed[k] {
+		if !allowed(k) {
 			continue
 		}
 		var v any

@@ -14,7 +14,9 @@ import (
 const QueueCanceller = "canceller"
 
 // Bindings are the routing keys the canceller's queue needs.
-var Bindings = []string{event.TypeErasureRequested, event.TypeErasureConfirmed, TypeTimer}
+func Bindings() []string {
+	return []string{event.TypeErasureRequested, event.TypeErasureConfirmed, TypeTimer}
+}
 
 // Handle routes one message to the canceller. Its bad-input errors are
 // marked permanent (the bus dead-letters the message with the reason);
@@ -56,7 +58,7 @@ func (k *Component) Name() string { return "canceller" }
 // Start makes sure the queue carries the timer binding (older topologies
 // lack it), then consumes.
 func (k *Component) Start(ctx context.Context) error {
-	if err := k.conn.DeclareQueue(ctx, bus.Queue{Name: QueueCanceller, Bindings: Bindings}); err != nil {
+	if err := k.conn.DeclareQueue(ctx, bus.Queue{Name: QueueCanceller, Bindings: Bindings()}); err != nil {
 		return fmt.Errorf("declaring canceller queue: %w", err)
 	}
 	return k.consumer.Start(ctx)

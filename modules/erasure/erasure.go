@@ -108,7 +108,7 @@ func NewRegistry(ps []config.Participant) (*Registry, error) {
 		switch p.Kind {
 		case KindAMQP, KindEmail:
 		case KindHTTP:
-			u, err := expand.ParseURL(p.URL, config.ParticipantPlaceholders...)
+			u, err := expand.ParseURL(p.URL, config.ParticipantPlaceholders()...)
 			if err != nil {
 				return nil, fmt.Errorf("participant %s url: %w", p.Name, err)
 			}

@@ -48,7 +48,7 @@ func quietLogger(t testing.TB) *slog.Logger {
 // bound to the events the tests check.
 func topology(cfg config.Config) bus.Topology {
 	t := bus.Topology{Queues: []bus.Queue{
-		{Name: erasure.QueueCanceller, Bindings: erasure.Bindings},
+		{Name: erasure.QueueCanceller, Bindings: erasure.Bindings()},
 		{Name: "recorder", Bindings: []string{event.TypeErasureCompleted, event.TypeErasureFinished, event.TypeErasureOverdue, event.TypeErasureCalled}},
 		{Name: "worker.notify", Bindings: []string{event.TypeErasureCompleted}},
 		// sink takes what other roles would consume, so their publishes are routable.

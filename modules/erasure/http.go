@@ -199,7 +199,7 @@ func (c *Canceller) expandURL(p config.Participant, requestID string, s event.Su
 	u, ok := c.registry.urls[p.Name]
 	if !ok {
 		var err error
-		if u, err = expand.ParseURL(p.URL, config.ParticipantPlaceholders...); err != nil {
+		if u, err = expand.ParseURL(p.URL, config.ParticipantPlaceholders()...); err != nil {
 			return "", err
 		}
 	}

@@ -119,7 +119,7 @@ func TestSIGKILLCancellerDuringFanOut(t *testing.T) {
 		c := startChild(t, bin, env, "canceller")
 		// Let it make some progress, then kill it at a random moment.
 		testkit.Eventually(t, 60*time.Second, func() bool { return countErasures() > before }, "canceller made progress in round %d", round)
-		time.Sleep(time.Duration(rand.N(150)) * time.Millisecond)
+		time.Sleep(time.Duration(rand.N(150)) * time.Millisecond) //nolint:forbidigo // the kill moment, not a wait for an effect
 		c.kill(t)
 		kills++
 	}

@@ -18,7 +18,9 @@ import (
 )
 
 // OpenStates are the states of a request that is not finished.
-var OpenStates = []string{"received", "processing", "handed_over"}
+func OpenStates() []string {
+	return []string{"received", "processing", "handed_over"}
+}
 
 // Options configure the refresh loops.
 type Options struct {
@@ -97,10 +99,10 @@ func New(db *gorm.DB, opts Options, reg prometheus.Registerer, logger *slog.Logg
 			Help: "Failed refreshes of the PostgreSQL gauges, by loop (requests, reconcile).",
 		}, []string{"loop"}),
 	}
-	for _, s := range OpenStates {
+	for _, s := range OpenStates() {
 		e.open.WithLabelValues(s)
 	}
-	for _, s := range reconcile.Stages {
+	for _, s := range reconcile.Stages() {
 		e.outOfSync.WithLabelValues(s)
 	}
 	e.refreshErrors.WithLabelValues("requests")
@@ -182,7 +184,7 @@ func (e *Exporter) RefreshRequests(ctx context.Context) error {
 		FROM requests WHERE state NOT IN ('completed', 'failed')`, e.opts.NearDeadline.Seconds()).Scan(&st).Error; err != nil {
 		return fmt.Errorf("reading request deadlines: %w", err)
 	}
-	for _, s := range OpenStates {
+	for _, s := range OpenStates() {
 		e.open.WithLabelValues(s).Set(0)
 	}
 	for _, s := range byState {

@@ -54,7 +54,7 @@ func TestRequestGauges(t *testing.T) {
 	e := gauge.New(gdb, gauge.Options{Interval: time.Hour, NearDeadline: 5 * 24 * time.Hour}, reg, testkit.Logger(t))
 
 	require.NoError(t, e.RefreshRequests(t.Context()))
-	for _, s := range gauge.OpenStates {
+	for _, s := range gauge.OpenStates() {
 		require.Equal(t, 0.0, value(t, reg, "gdpr_open_requests", map[string]string{"state": s}), s)
 	}
 	require.Equal(t, 0.0, value(t, reg, "gdpr_oldest_open_request_age_seconds", nil))

@@ -22,13 +22,13 @@ import (
 // Both transitions run as Lua scripts, so two concurrent submissions with the
 // same key cannot both reserve an id.
 
-// claimScript reserves the record or reports its state. A fresh reservation
+// claimScriptSrc reserves the record or reports its state. A fresh reservation
 // also writes the accepted record of its id (KEYS[2]) in the same round
 // trip: nobody can ask for that id's status before the confirm reveals it.
 // KEYS[1] record, KEYS[2] accepted record; ARGV: fingerprint, id, message_id,
 // submitted_at, owner, lease_ms, ttl_s, accepted value, accepted ttl_s.
 // Redis's own clock decides lease expiry, so serve replicas' clocks do not matter.
-var claimScript = redis.NewScript(`
+const claimScriptSrc = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -51,13 +51,13 @@ if state == 'pending' and tonumber(f[5]) > now then
 end
 redis.call('HSET', KEYS[1], 'state', 'pending', 'owner', ARGV[5], 'lease_until', now + tonumber(ARGV[6]))
 return {'claimed', f[2], f[3], f[4]}
-`)
+`
 
-// finishScript records a publish outcome. KEYS[1] record; ARGV: owner, outcome (done|failed), id.
+// finishScriptSrc records a publish outcome. KEYS[1] record; ARGV: owner, outcome (done|failed), id.
 // "done" is recorded whoever holds the lease: the id is confirmed either way.
 // "failed" is recorded only by the current owner, so a slow loser cannot
 // undo a taker-over's success.
-var finishScript = redis.NewScript(`
+const finishScriptSrc = `
 local f = redis.call('HMGET', KEYS[1], 'owner', 'state', 'id')
 if f[3] ~= ARGV[3] then
   return 0
@@ -71,7 +71,7 @@ if f[1] == ARGV[1] and f[2] == 'pending' then
   return 1
 end
 return 0
-`)
+`
 
 type claimOutcome int
 
@@ -95,6 +95,9 @@ type idempotencyStore struct {
 	ttl         time.Duration
 	lease       time.Duration
 	acceptedTTL time.Duration
+	// The scripts are built once per store: redis.NewScript hashes its
+	// source, and Run sends EVALSHA with that hash.
+	claimScript, finishScript *redis.Script
 }
 
 func (s idempotencyStore) key(caller, key string) string {
@@ -105,7 +108,7 @@ func (s idempotencyStore) key(caller, key string) string {
 // claim reserves recordKey for r (fresh) or reports the record's state; on
 // a fresh reservation it writes acceptedKey too.
 func (s idempotencyStore) claim(ctx context.Context, recordKey, acceptedKey, acceptedVal, fingerprint, owner string, r reservation) (claimOutcome, reservation, error) {
-	res, err := claimScript.Run(ctx, s.rdb, []string{recordKey, acceptedKey},
+	res, err := s.claimScript.Run(ctx, s.rdb, []string{recordKey, acceptedKey},
 		fingerprint, r.ID, r.MessageID, r.SubmittedAt.UTC().Format(time.RFC3339Nano), owner,
 		s.lease.Milliseconds(), int64(s.ttl.Seconds()), acceptedVal, int64(s.acceptedTTL.Seconds())).StringSlice()
 	if err != nil {
@@ -139,7 +142,7 @@ func (s idempotencyStore) finish(ctx context.Context, recordKey, owner, id strin
 	if confirmed {
 		outcome = "done"
 	}
-	if err := finishScript.Run(ctx, s.rdb, []string{recordKey}, owner, outcome, id).Err(); err != nil {
+	if err := s.finishScript.Run(ctx, s.rdb, []string{recordKey}, owner, outcome, id).Err(); err != nil {
 		return fmt.Errorf("recording idempotency outcome %s: %w", outcome, err)
 	}
 	return nil

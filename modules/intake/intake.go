@@ -130,8 +130,10 @@ func New(opts Options) (*Service, error) {
 			ttl:    opts.IdempotencyTTL,
 			// Longer than any publish can take, so a live holder is never
 			// overtaken; short enough that a crashed holder's key frees soon.
-			lease:       opts.ConfirmTimeout + 2*time.Second,
-			acceptedTTL: opts.AcceptedTTL,
+			lease:        opts.ConfirmTimeout + 2*time.Second,
+			acceptedTTL:  opts.AcceptedTTL,
+			claimScript:  redis.NewScript(claimScriptSrc),
+			finishScript: redis.NewScript(finishScriptSrc),
 		},
 		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gdpr_requests_submitted_total",

@@ -64,7 +64,7 @@ func TestLeaseIsRefreshedWhileHeld(t *testing.T) {
 		_, err := locker.Obtain(t.Context(), "k", ttl)
 		require.ErrorIs(t, err, lock.ErrNotObtained)
 		require.NoError(t, lease.Context().Err())
-		time.Sleep(ttl / 10) // polling pace, not waiting for an effect
+		time.Sleep(ttl / 10) //nolint:forbidigo // polling pace, not waiting for an effect
 	}
 }
 

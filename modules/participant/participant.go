@@ -158,11 +158,11 @@ func Run(ctx context.Context, conn *bus.Conn, name string, erase EraseFunc, opts
 // confirmationNamespace makes confirmation ids deterministic per command, so
 // a confirmation published twice carries one message id and the canceller
 // drops the copy.
-var confirmationNamespace = uuid.MustParse("5b0f2c1e-7f4a-4c57-9a55-6a8f0f3c2d10")
+const confirmationNamespace = "5b0f2c1e-7f4a-4c57-9a55-6a8f0f3c2d10"
 
 // ConfirmationID is the message id of the confirmation of command commandID.
 func ConfirmationID(participantName, commandID string) string {
-	return uuid.NewSHA1(confirmationNamespace, []byte(participantName+"\x00"+commandID)).String()
+	return uuid.NewSHA1(uuid.MustParse(confirmationNamespace), []byte(participantName+"\x00"+commandID)).String()
 }
 
 func (p *Participant) handle(ctx context.Context, m message.Message) error {

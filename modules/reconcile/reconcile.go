@@ -27,7 +27,9 @@ const (
 )
 
 // Stages lists every stage, in order.
-var Stages = []string{StageSubmitted, StageReceived, StageReportGenerated, StageErasureCompleted, StageEmailSent}
+func Stages() []string {
+	return []string{StageSubmitted, StageReceived, StageReportGenerated, StageErasureCompleted, StageEmailSent}
+}
 
 // Options bound one check.
 type Options struct {
@@ -91,8 +93,8 @@ func (r Result) InSync() bool { return len(r.Stuck) == 0 }
 
 // OutOfSync counts stuck requests by missing stage; every stage is present.
 func (r Result) OutOfSync() map[string]int {
-	out := make(map[string]int, len(Stages))
-	for _, s := range Stages {
+	out := make(map[string]int, len(Stages()))
+	for _, s := range Stages() {
 		out[s] = 0
 	}
 	for _, s := range r.Stuck {
@@ -263,7 +265,7 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 		if res.Counts[kind] == nil {
 			res.Counts[kind] = map[string]int{}
 		}
-		for _, s := range Stages {
+		for _, s := range Stages() {
 			if t.reached[s] {
 				res.Counts[kind][s]++
 			}
@@ -292,7 +294,7 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 			continue
 		}
 		var reached []string
-		for _, s := range Stages {
+		for _, s := range Stages() {
 			if t.reached[s] {
 				reached = append(reached, s)
 			}

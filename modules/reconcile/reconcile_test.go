@@ -19,7 +19,7 @@ import (
 // received, and its reports row once a report exists.
 type seed struct {
 	kind     string
-	stages   []string // of reconcile.Stages
+	stages   []string // of reconcile.Stages()
 	at       time.Time
 	state    string
 	failed   bool

@@ -203,7 +203,7 @@ func TestWorkerKilledDuringReportGenerationRepeatedly(t *testing.T) {
 			return s.count(`SELECT count(*) FROM requests WHERE state = 'processing'`) > 0 ||
 				s.count(`SELECT count(*) FROM requests WHERE state <> 'completed'`) == 0
 		}, "a report is being built")
-		time.Sleep(jitter(0, 300*time.Millisecond)) // the kill moment, not a wait for an effect
+		time.Sleep(jitter(0, 300*time.Millisecond)) //nolint:forbidigo // the kill moment, not a wait for an effect
 		w.kill()
 	}
 	var done int

@@ -49,7 +49,7 @@ func gdprBinary(t testing.TB) string {
 		return bin
 	}
 	binary.once.Do(func() {
-		dir, err := os.MkdirTemp("", "gdpr-e2e-bin-")
+		dir, err := os.MkdirTemp("", "gdpr-e2e-bin-") //nolint:usetesting // one build shared by every test of the package, so not one test's TempDir
 		if err != nil {
 			binary.err = err
 			return
@@ -123,7 +123,7 @@ func newSource(t testing.TB, subjects int) *source {
 		fail, delay := s.fail, s.delay
 		s.mu.Unlock()
 		if delay != nil {
-			time.Sleep(delay()) // a slow third-party API
+			time.Sleep(delay()) //nolint:forbidigo // a slow third-party API (a fake), not a wait
 		}
 		if fail != nil && fail(id, n) {
 			http.Error(w, "unavailable", http.StatusServiceUnavailable)

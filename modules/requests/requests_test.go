@@ -502,7 +502,7 @@ func TestPoolProcessesEachRequestOnce(t *testing.T) {
 				break
 			}
 		}
-		time.Sleep(2 * time.Millisecond) // simulated work, not a wait for an effect
+		time.Sleep(2 * time.Millisecond) //nolint:forbidigo // simulated work, not a wait for an effect
 		inFlight.Add(-1)
 		return nil
 	})

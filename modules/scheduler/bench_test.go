@@ -343,7 +343,7 @@ func BenchmarkBurstyLateness(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for n := 0; ; {
-					time.Sleep(rand.N(maxPause))
+					time.Sleep(rand.N(maxPause)) //nolint:forbidigo // the random pause between bursts is the load shape
 					if time.Now().After(end) {
 						return
 					}

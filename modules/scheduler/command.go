@@ -22,7 +22,7 @@ const InboxConsumer = "scheduler"
 
 // messageIDSpace derives the id of a scheduled message from the id of the
 // command that scheduled it, so a re-sent command yields the same message.
-var messageIDSpace = uuid.MustParse("0b6f0f57-4c47-4f0e-9f43-2a3f1f2d8c11")
+const messageIDSpace = "0b6f0f57-4c47-4f0e-9f43-2a3f1f2d8c11"
 
 // Commands handles scheduler.schedule and scheduler.cancel from the
 // scheduler queue. Bad commands are poison: they are dead-lettered with the
@@ -93,7 +93,7 @@ func (c *Commands) schedule(ctx context.Context, m message.Message) error {
 		typ = cmd.RoutingKey
 	}
 	out := message.Message{
-		ID:            uuid.NewSHA1(messageIDSpace, []byte(m.ID)).String(),
+		ID:            uuid.NewSHA1(uuid.MustParse(messageIDSpace), []byte(m.ID)).String(),
 		Type:          typ,
 		RoutingKey:    cmd.RoutingKey,
 		CorrelationID: m.CorrelationID,

@@ -76,16 +76,18 @@ var (
 	ErrRedirect    = errors.New(ClassRedirect)
 )
 
-var sentinels = map[string]error{
-	ClassTimeout:     ErrTimeout,
-	ClassUnavailable: ErrUnavailable,
-	ClassQuery:       ErrQuery,
-	ClassHTTP4xx:     ErrHTTP4xx,
-	ClassHTTP5xx:     ErrHTTP5xx,
-	ClassBadResponse: ErrBadResponse,
-	ClassPartial:     ErrPartial,
-	ClassRefused:     ErrRefused,
-	ClassRedirect:    ErrRedirect,
+func sentinels() map[string]error {
+	return map[string]error{
+		ClassTimeout:     ErrTimeout,
+		ClassUnavailable: ErrUnavailable,
+		ClassQuery:       ErrQuery,
+		ClassHTTP4xx:     ErrHTTP4xx,
+		ClassHTTP5xx:     ErrHTTP5xx,
+		ClassBadResponse: ErrBadResponse,
+		ClassPartial:     ErrPartial,
+		ClassRefused:     ErrRefused,
+		ClassRedirect:    ErrRedirect,
+	}
 }
 
 // Error is a failed read of one source. Its text names the source and the
@@ -111,7 +113,7 @@ func (e *Error) Error() string {
 // error (a disk error while spooling, a cancelled context).
 func (e *Error) Unwrap() []error {
 	errs := []error{}
-	if s, ok := sentinels[e.Class]; ok {
+	if s, ok := sentinels()[e.Class]; ok {
 		errs = append(errs, s)
 	}
 	if e.Class == ClassSink || errors.Is(e.Err, context.Canceled) {
@@ -210,7 +212,9 @@ const (
 	phEmail     = "email"
 )
 
-var placeholders = []string{phSubjectID, phEmail}
+func placeholders() []string {
+	return []string{phSubjectID, phEmail}
+}
 
 func values(s event.Subject) expand.Values {
 	return expand.Values{phSubjectID: s.ID, phEmail: s.Email}

@@ -186,12 +186,10 @@ func (c *checker) structFields(t reflect.Type) map[string]reflect.Type {
 	return out
 }
 
-var rawType = reflect.TypeFor[json.RawMessage]()
-
 // isRaw reports whether values of t keep their JSON as it is (json.RawMessage
 // or a json.Unmarshaler), so their members follow no struct's names.
 func isRaw(t reflect.Type) bool {
-	return t == rawType || t.Implements(reflect.TypeFor[json.Unmarshaler]()) ||
+	return t == reflect.TypeFor[json.RawMessage]() || t.Implements(reflect.TypeFor[json.Unmarshaler]()) ||
 		reflect.PointerTo(t).Implements(reflect.TypeFor[json.Unmarshaler]())
 }
 

@@ -93,7 +93,7 @@ func StartMailpit(t testing.TB, extra ...string) *Mailpit {
 		if time.Now().After(deadline) {
 			t.Fatalf("mailpit did not come up within 20s")
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) //nolint:forbidigo // the polling step of waiting for mailpit to answer
 	}
 }
 

@@ -238,6 +238,6 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, format st
 		if time.Now().After(deadline) {
 			t.Fatalf("condition not met within %s: %s", timeout, fmt.Sprintf(format, args...))
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) //nolint:forbidigo // the polling step of the condition wait itself
 	}
 }
