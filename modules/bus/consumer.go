@@ -346,6 +346,8 @@ func malformed(d amqp.Delivery) error {
 }
 
 func (c *Consumer) safeHandle(ctx context.Context, m message.Message) (err error) {
+	ctx, span := c.startSpan(ctx, m)
+	defer func() { endSpan(ctx, span, err) }()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("handler panic: %v", r)
