@@ -268,7 +268,7 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		status := c.Response().Status
 		elapsed := time.Since(begin)
-		endSpan(span, req.Method, route, status)
+		endSpan(c.Request().Context(), span, req.Method, route, status)
 		s.duration.WithLabelValues(route, methodLabel(req.Method), strconv.Itoa(status)).Observe(elapsed.Seconds())
 		level := slog.LevelInfo
 		if status >= 500 {

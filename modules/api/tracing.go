@@ -26,13 +26,17 @@ func startSpan(req *http.Request) (context.Context, oteltrace.Span) {
 }
 
 // endSpan names the span by route pattern (never the path, which can hold a
-// download token) and records the status; a 5xx marks it failed.
-func endSpan(span oteltrace.Span, method, route string, status int) {
+// download token) and records the status and the request id the handler
+// put in ctx; a 5xx marks it failed.
+func endSpan(ctx context.Context, span oteltrace.Span, method, route string, status int) {
 	if !span.IsRecording() {
 		return
 	}
 	span.SetName(methodLabel(method) + " " + route)
 	span.SetAttributes(attribute.String("http.route", route), attribute.Int("http.response.status_code", status))
+	if id := trace.RequestID(ctx); id != "" {
+		span.SetAttributes(attribute.String("gdpr.request_id", id))
+	}
 	class := ""
 	if status >= 500 {
 		class = strconv.Itoa(status)
