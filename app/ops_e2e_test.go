@@ -65,7 +65,8 @@ type opsRun struct {
 	client *http.Client
 }
 
-func startOpsRun(t *testing.T) *opsRun {
+// startOpsRun starts `gdpr all`; extraEnv is added to its environment.
+func startOpsRun(t *testing.T, extraEnv ...string) *opsRun {
 	t.Helper()
 	r := &opsRun{cfg: testkit.Config(t), bin: testkit.Build(t), mail: testkit.StartMailpit(t), client: &http.Client{Timeout: 10 * time.Second}}
 	gdb, err := db.Open(t.Context(), r.cfg.Postgres)
@@ -114,6 +115,7 @@ func startOpsRun(t *testing.T) *opsRun {
 	path := filepath.Join(t.TempDir(), "gdpr.yaml")
 	require.NoError(t, os.WriteFile(path, raw, 0o600))
 	r.env = append(env, "GDPR_CONFIG="+path, "GDPR_LOG_LEVEL=debug", "GDPR_SERVE_ADDR="+r.api)
+	r.env = append(r.env, extraEnv...)
 
 	var participants config.Config
 	require.NoError(t, yaml.Unmarshal(raw, &participants))

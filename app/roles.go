@@ -10,6 +10,8 @@ import (
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/health"
+	"github.com/gdpr-oss/gdpr/modules/otlp"
+	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
 // roleBuilder returns the components of one role, built from shared infra.
@@ -48,6 +50,16 @@ func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Con
 
 	admin := health.NewServer(adminAddr(cfg), in.checks(), in.registry, logger)
 	components := []Component{admin}
+	if cfg.Telemetry.OTLPEndpoint != "" {
+		exp, err := otlp.New(ctx, cfg.Telemetry.OTLPEndpoint, role, Version)
+		if err != nil {
+			closeInfra(in, logger)
+			return fmt.Errorf("starting %s: %w", role, err)
+		}
+		// First, so it stops last and flushes the spans of everything else.
+		components = []Component{exp, admin}
+		ctx = trace.WithTracer(ctx, exp.Tracer())
+	}
 	for _, build := range builders {
 		cs, err := build(in)
 		if err != nil {

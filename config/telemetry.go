@@ -1,11 +1,18 @@
 package config
 
-import "time"
+import (
+	"net/url"
+	"time"
+)
 
 // Telemetry configures what operators watch: the audit log consumer, the
 // PostgreSQL-backed gauges, the periodic in-sync check and optional trace export.
 type Telemetry struct {
-	// OTLPEndpoint, when set, exports traces over OTLP (off by default).
+	// OTLPEndpoint, when set, is the base URL of an OTLP/HTTP collector
+	// (http://collector:4318, or https:// for TLS) that every role exports its
+	// spans to, batched, at /v1/traces unless the URL has a path. Empty (the
+	// default) traces nothing. OTEL_EXPORTER_OTLP_HEADERS and
+	// OTEL_EXPORTER_OTLP_CERTIFICATE still apply.
 	OTLPEndpoint string `yaml:"otlp_endpoint"`
 	// AuditConcurrency is how many audit events are written at once.
 	AuditConcurrency int `yaml:"audit_concurrency"`
@@ -36,6 +43,8 @@ func defaultTelemetry() Telemetry {
 
 func (t Telemetry) validate() error {
 	switch {
+	case t.OTLPEndpoint != "" && !isHTTPURL(t.OTLPEndpoint):
+		return invalid("telemetry.otlp_endpoint", "must be an http:// or https:// URL with a host, got %q", t.OTLPEndpoint)
 	case t.AuditConcurrency < 1:
 		return invalid("telemetry.audit_concurrency", "must be >= 1, got %d", t.AuditConcurrency)
 	case t.GaugeInterval <= 0:
@@ -50,4 +59,9 @@ func (t Telemetry) validate() error {
 		return invalid("telemetry.stuck_after", "must be > 0, got %s", t.StuckAfter)
 	}
 	return nil
+}
+
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }

@@ -248,9 +248,9 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		begin := time.Now()
 		req := c.Request()
-		tp := trace.Child(req.Header.Get("traceparent"))
-		c.SetRequest(req.WithContext(trace.WithTraceparent(req.Context(), tp)))
-		c.Response().Header().Set("traceparent", tp)
+		ctx, span := startSpan(req)
+		c.SetRequest(req.WithContext(ctx))
+		c.Response().Header().Set("traceparent", trace.Traceparent(ctx))
 		err := func() (err error) {
 			defer func() {
 				if r := recover(); r != nil {
@@ -268,6 +268,7 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		status := c.Response().Status
 		elapsed := time.Since(begin)
+		endSpan(c.Request().Context(), span, req.Method, route, status)
 		s.duration.WithLabelValues(route, methodLabel(req.Method), strconv.Itoa(status)).Observe(elapsed.Seconds())
 		level := slog.LevelInfo
 		if status >= 500 {

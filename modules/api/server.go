@@ -20,6 +20,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/lifecycle"
+	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
 // OpenAPI is the API's OpenAPI 3 document, served at /v1/openapi.json.
@@ -182,12 +183,15 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("starting api server: %w", err)
 	}
 	s.ln = ln
+	tracer := trace.Tracer(ctx)
 	s.srv = &http.Server{
 		Handler:           s.echo,
 		ReadHeaderTimeout: 5 * time.Second,
 		// No WriteTimeout: report downloads stream for as long as they need.
 		IdleTimeout: 90 * time.Second,
 		ErrorLog:    slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelWarn),
+		// Requests are traced with the role's tracer, if it has one.
+		BaseContext: func(net.Listener) context.Context { return trace.WithTracer(context.Background(), tracer) },
 	}
 	s.life.Go(func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

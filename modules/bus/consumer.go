@@ -78,15 +78,18 @@ func NewConsumer(conn *Conn, opts ConsumerOptions, h Handler, logger *slog.Logge
 	}
 	// The consumer settles what the chain returns: acknowledgement,
 	// dead-lettering and retries stay here, the rest is middleware.
-	mws := append([]message.Middleware{message.Trace, message.Recover}, opts.Middleware...)
-	return &Consumer{
-		conn:    conn,
-		opts:    opts,
-		handler: message.Chain(h, mws...),
-		logger:  logger.With("queue", opts.Queue),
-		dlx:     newPublisher(conn, conn.DeadLetterExchange()),
-		retry:   newPublisher(conn, ""),
+	c := &Consumer{
+		conn:   conn,
+		opts:   opts,
+		logger: logger.With("queue", opts.Queue),
+		dlx:    newPublisher(conn, conn.DeadLetterExchange()),
+		retry:  newPublisher(conn, ""),
 	}
+	// The span sits inside Trace (its parent is the message's traceparent)
+	// and outside Recover (a panic ends it as an error).
+	mws := append([]message.Middleware{message.Trace, c.span, message.Recover}, opts.Middleware...)
+	c.handler = message.Chain(h, mws...)
+	return c
 }
 
 // Name identifies the component in logs.

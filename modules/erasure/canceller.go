@@ -279,7 +279,9 @@ func (c *Canceller) send(ctx context.Context, tx *gorm.DB, e erasureRow, request
 }
 
 // enqueueCommand schedules attempt n's command to be published at `at`.
-func (c *Canceller) enqueueCommand(ctx context.Context, tx *gorm.DB, e erasureRow, requestID, name string, n int, at time.Time, cause *message.Message) error {
+func (c *Canceller) enqueueCommand(ctx context.Context, tx *gorm.DB, e erasureRow, requestID, name string, n int, at time.Time, cause *message.Message) (err error) {
+	ctx, span := startCommandSpan(ctx, requestID, name, n)
+	defer func() { endCommandSpan(span, err) }()
 	cmd, err := message.New(event.TypeErasureCommand, event.ErasureCommand{
 		Version: 1, RequestID: requestID, Participant: name,
 		Subject: event.Subject{ID: e.SubjectID, Email: e.SubjectEmail}, Attempt: n,

@@ -17,6 +17,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/expand"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
 // callResult classifies one HTTP participant call.
@@ -69,7 +70,7 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p conf
 	if cur.Erasure == ErasureFinished || cur.Attempt != t.Attempt-1 || (cur.State != StatePending && cur.State != StateRetrying) {
 		return nil // stale: another replica made this attempt, or an operator acted
 	}
-	rep := c.do(ctx, p, t.RequestID, event.Subject{ID: cur.SubjectID, Email: cur.SubjectEmail})
+	rep := c.tracedDo(ctx, p, t, event.Subject{ID: cur.SubjectID, Email: cur.SubjectEmail})
 	result, detail := rep.result, rep.detail
 	if ctx.Err() != nil {
 		// Shutting down: the call's outcome is unknown; the timer is redelivered.
@@ -160,6 +161,9 @@ func (c *Canceller) do(ctx context.Context, p config.Participant, requestID stri
 		req.Header.Set(name, value)
 	}
 	req.Header.Set("X-Request-Id", requestID)
+	if tp := trace.Traceparent(ctx); tp != "" {
+		req.Header.Set("traceparent", tp)
+	}
 	resp, err := c.client.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {

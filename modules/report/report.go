@@ -242,6 +242,8 @@ func (b *Builder) Build(ctx context.Context, requestID string, subject event.Sub
 	if !validID(requestID) {
 		return Result{}, fmt.Errorf("building report: %w", ErrInvalidID)
 	}
+	ctx, span := b.startBuildSpan(ctx, requestID)
+	defer func() { endBuildSpan(span, res, err) }()
 	started := time.Now()
 	defer func() {
 		if err == nil {
@@ -300,10 +302,12 @@ func (b *Builder) readSources(ctx context.Context, subject event.Subject, key ma
 			return spools, &storageError{err}
 		}
 		spools[i] = sp
-		g.Go(func() error {
+		g.Go(func() (err error) {
 			started := time.Now()
 			sctx, cancel := context.WithTimeout(gctx, b.timeouts[i])
 			defer cancel()
+			sctx, span := startSourceSpan(sctx, src)
+			defer func() { endSourceSpan(span, sp, err) }()
 			if err := src.Read(sctx, subject, sp); err != nil {
 				// The parent's cancellation is not this source's fault.
 				if ctx.Err() != nil {

@@ -16,6 +16,9 @@ const (
 	keyTraceparent ctxKey = iota
 	keyRequestID
 	keyMessageID
+	// keyTracer holds the role's OpenTelemetry tracer; absent when
+	// telemetry.otlp_endpoint is empty, so that spans cost nothing then.
+	keyTracer
 )
 
 // Child returns a traceparent continuing parent's trace with a new span id,
