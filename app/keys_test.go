@@ -75,7 +75,9 @@ func TestRolesRefuseDevelopmentKeysOnAPublicURL(t *testing.T) {
 	// Nothing listens on port 1: a role that got past the check would keep
 	// retrying to connect (and time out here) rather than use shared services.
 	public := append(os.Environ(), "GDPR_SERVE_PUBLIC_URL="+publicURL,
-		"GDPR_POSTGRES_DSN=postgres://root@127.0.0.1:1/none", "GDPR_AMQP_URL=amqp://guest:guest@127.0.0.1:1/", "GDPR_REDIS_ADDR=127.0.0.1:1")
+		"GDPR_POSTGRES_DSN=postgres://root@127.0.0.1:1/none", "GDPR_AMQP_URL=amqp://guest:guest@127.0.0.1:1/", "GDPR_REDIS_ADDR=127.0.0.1:1",
+		// canceller and all would refuse an empty participant list first.
+		"GDPR_CANCELLER_NO_PARTICIPANTS=true")
 	for _, role := range []string{"serve", "worker", "scheduler", "canceller", "all"} {
 		t.Run(role+" with the default keys", func(t *testing.T) {
 			t.Parallel()
