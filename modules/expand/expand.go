@@ -275,19 +275,10 @@ func (t *URL) Names() []string { return namesOf(t.pieces) }
 // or ".." value, and (ErrTarget) any result whose origin, path prefix,
 // segment count or query names differ from the template's.
 func (t *URL) Expand(v Values) (string, error) {
-	var b strings.Builder
-	for _, p := range t.pieces {
-		if p.name == "" {
-			b.WriteString(p.lit)
-			continue
-		}
-		val, err := checkValue(v, p.name)
-		if err != nil {
-			return "", err
-		}
-		b.WriteString(escape(val))
+	out, err := expandPieces(t.pieces, v, escape)
+	if err != nil {
+		return "", err
 	}
-	out := b.String()
 	if err := t.verify(out); err != nil {
 		return "", err
 	}
@@ -461,19 +452,10 @@ func (t *JSON) Names() []string { return namesOf(t.pieces) }
 // a missing, empty, "." or ".." value, and (ErrTarget) a result that is not
 // valid JSON.
 func (t *JSON) Expand(v Values) (string, error) {
-	var b strings.Builder
-	for _, p := range t.pieces {
-		if p.name == "" {
-			b.WriteString(p.lit)
-			continue
-		}
-		val, err := checkValue(v, p.name)
-		if err != nil {
-			return "", err
-		}
-		b.WriteString(escapeJSON(val))
+	out, err := expandPieces(t.pieces, v, escapeJSON)
+	if err != nil {
+		return "", err
 	}
-	out := b.String()
 	if !json.Valid([]byte(out)) {
 		return "", fmt.Errorf("%w: body is not valid JSON", ErrTarget)
 	}
@@ -524,4 +506,22 @@ func port(u *url.URL) string {
 		return "443"
 	}
 	return "80"
+}
+
+// expandPieces writes the literal pieces as they are and each placeholder's checked
+// value through esc, the one step URL and JSON templates differ in.
+func expandPieces(pieces []piece, v Values, esc func(string) string) (string, error) {
+	var b strings.Builder
+	for _, p := range pieces {
+		if p.name == "" {
+			b.WriteString(p.lit)
+			continue
+		}
+		val, err := checkValue(v, p.name)
+		if err != nil {
+			return "", err
+		}
+		b.WriteString(esc(val))
+	}
+	return b.String(), nil
 }
