@@ -50,6 +50,7 @@ func serveComponents(in *infra) ([]Component, error) {
 		AdminTokens:  adminTokens,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		RetryAfter:   cfg.RetryAfter,
+		Limits:       cfg.Limits(),
 		Admin:        serveAdminRoutes(in),
 		Registerer:   in.registry,
 		Logger:       in.logger,

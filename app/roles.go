@@ -49,6 +49,7 @@ func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Con
 	}
 
 	admin := health.NewServer(adminAddr(cfg), in.checks(), in.registry, logger)
+	admin.SetLimits(cfg.Serve.Limits())
 	components := []Component{admin}
 	if cfg.Telemetry.OTLPEndpoint != "" {
 		exp, err := otlp.New(ctx, cfg.Telemetry.OTLPEndpoint, role, Version)
