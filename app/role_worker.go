@@ -11,6 +11,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/requests"
+	"github.com/gdpr-oss/gdpr/modules/retention"
 )
 
 // workerComponents wires the requests manager role: request intake from the
@@ -50,11 +51,15 @@ func workerComponents(in *infra) ([]Component, error) {
 	if err != nil {
 		return nil, err
 	}
+	sweeper, err := retention.New(cfg.Retention, retentionSteps(cfg, in.db, mgr.Store()), in.logger, in.registry)
+	if err != nil {
+		return nil, err
+	}
 	emails := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: notify.Consumer, Concurrency: cfg.Notify.Concurrency}, notifier.Handle, in.logger)
 	// Stopped in reverse: consumers stop taking messages first, then the
 	// pool gives back what it holds, and last the sources' connection pools close.
 	sources := funcComponent{name: "report sources", stop: func(context.Context) error { return builder.Close() }}
-	return []Component{sources, mgr, intake, emails}, nil
+	return []Component{sources, mgr, sweeper, intake, emails}, nil
 }
 
 // reportBuilder adapts the report library to the manager's Builder.
