@@ -27,7 +27,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/intake"
@@ -67,7 +66,7 @@ type harness struct {
 	client  *http.Client
 	token   string
 	key     []byte
-	amqp    config.AMQP
+	amqp    bus.Config
 	bus     *bus.Conn // direct to the broker, for inspection
 	db      *gorm.DB
 	rdb     *redis.Client
