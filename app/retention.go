@@ -30,6 +30,19 @@ func retentionSteps(cfg config.Config, gdb *gorm.DB, store *requests.Store, extr
 		}, extra...)
 }
 
+// buildRetention is the retention module: the sweeper of the worker role.
+func buildRetention(_ context.Context, in *infra) ([]Component, error) {
+	files, err := report.NewLocal(in.cfg.Report.StorageDir)
+	if err != nil {
+		return nil, err
+	}
+	sweeper, err := retention.New(in.cfg.Retention, retentionSteps(in.cfg, in.db, requests.NewStore(in.db, files)), in.logger, in.registry)
+	if err != nil {
+		return nil, err
+	}
+	return []Component{sweeper}, nil
+}
+
 // retentionCommand is `gdpr retention run [--dry-run]`: one sweep now, or
 // the list of what it would delete.
 func (c *cli) retentionCommand() *cobra.Command {
