@@ -164,6 +164,9 @@ func TestValidationErrorsNameTheSetting(t *testing.T) {
 		{"postgres dsn", func(c *config.Config) { c.Postgres.DSN = "" }, "config: postgres.dsn must be set"},
 		{"max conns", func(c *config.Config) { c.Serve.MaxConns = 0 }, "config: serve.max_conns must be >= 16, got 0"},
 		{"read timeout", func(c *config.Config) { c.Serve.ReadTimeout = time.Second }, "config: serve.read_timeout must be >= serve.read_header_timeout (5s), got 1s"},
+		{"report retention", func(c *config.Config) { c.Report.Retention = time.Hour },
+			"config: report.retention must be >= serve.download_ttl (168h0m0s): a report must outlive its link, got 1h0m0s"},
+		{"retention scrub after", func(c *config.Config) { c.Retention.ScrubAfter = 0 }, "config: retention.scrub_after must be > 0, got 0s"},
 		{"otlp endpoint", func(c *config.Config) { c.Telemetry.OTLPEndpoint = "collector:4318" }, `config: telemetry.otlp_endpoint must be an http:// or https:// URL with a host, got "collector:4318"`},
 	}
 	require.NoError(t, config.Default().Validate(), "the defaults are valid")
