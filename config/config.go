@@ -11,24 +11,27 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/gdpr-oss/gdpr/modules/outbox"
 )
 
 // Config is the whole configuration. Each nested struct belongs to one module
 // or role; its defaults and validation live in the file named after it.
 type Config struct {
-	Log       Log       `yaml:"log"`
-	Postgres  Postgres  `yaml:"postgres"`
-	AMQP      AMQP      `yaml:"amqp"`
-	Redis     Redis     `yaml:"redis"`
-	Lock      Lock      `yaml:"lock"`
-	Shutdown  Shutdown  `yaml:"shutdown"`
-	Serve     Serve     `yaml:"serve"`
-	Worker    Worker    `yaml:"worker"`
-	Report    Report    `yaml:"report"`
-	Notify    Notify    `yaml:"notify"`
-	Scheduler Scheduler `yaml:"scheduler"`
-	Canceller Canceller `yaml:"canceller"`
-	Telemetry Telemetry `yaml:"telemetry"`
+	Log       Log           `yaml:"log"`
+	Postgres  Postgres      `yaml:"postgres"`
+	AMQP      AMQP          `yaml:"amqp"`
+	Redis     Redis         `yaml:"redis"`
+	Lock      Lock          `yaml:"lock"`
+	Shutdown  Shutdown      `yaml:"shutdown"`
+	Serve     Serve         `yaml:"serve"`
+	Worker    Worker        `yaml:"worker"`
+	Report    Report        `yaml:"report"`
+	Notify    Notify        `yaml:"notify"`
+	Outbox    outbox.Config `yaml:"outbox"`
+	Scheduler Scheduler     `yaml:"scheduler"`
+	Canceller Canceller     `yaml:"canceller"`
+	Telemetry Telemetry     `yaml:"telemetry"`
 }
 
 // Log configures the process logger.
@@ -113,6 +116,7 @@ func Default() Config {
 		Worker:    defaultWorker(),
 		Report:    defaultReport(),
 		Notify:    defaultNotify(),
+		Outbox:    outbox.DefaultConfig(),
 		Scheduler: defaultScheduler(),
 		Canceller: defaultCanceller(),
 		Telemetry: defaultTelemetry(),
@@ -189,6 +193,9 @@ func (c Config) Validate() error {
 	add(c.Worker.validate())
 	add(c.Report.validate())
 	add(c.Notify.validate())
+	if err := c.Outbox.Validate(); err != nil {
+		add(fmt.Errorf("%w: %w", ErrInvalid, err))
+	}
 	add(c.Scheduler.validate())
 	add(c.Canceller.validate())
 	add(c.Telemetry.validate())
