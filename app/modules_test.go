@@ -10,6 +10,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/notify"
@@ -80,7 +81,7 @@ func TestRolesDialOnlyTheServicesTheirModulesNeed(t *testing.T) {
 	for _, role := range []string{"scheduler", "canceller"} {
 		t.Run(role+" is ready without redis", func(t *testing.T) {
 			t.Parallel()
-			env, admin := roleEnv(t, testkit.Config(t))
+			env, admin := roleEnv(t, configtest.Config(t))
 			p := start(t, bin, append(env, noRedis), role)
 			p.waitReady(t, admin[role])
 			code, body := readyz(admin[role])
@@ -93,7 +94,7 @@ func TestRolesDialOnlyTheServicesTheirModulesNeed(t *testing.T) {
 	}
 	t.Run("worker needs redis", func(t *testing.T) {
 		t.Parallel()
-		env, _ := roleEnv(t, testkit.Config(t))
+		env, _ := roleEnv(t, configtest.Config(t))
 		p := start(t, bin, append(env, noRedis), "worker")
 		require.NotEqual(t, 0, p.exitCode(t, 60*time.Second))
 		require.Contains(t, p.out.String(), "module redis: connecting to redis")
