@@ -137,7 +137,10 @@ func (r *Relay) refused(err error) bool {
 	return errors.Is(err, errNoExchange) || (r.opts.Refused != nil && r.opts.Refused(err))
 }
 
-var errNoExchange = errors.New("exchange does not exist")
+var (
+	errNoExchange      = errors.New("exchange does not exist")
+	errPublishPanicked = errors.New("publish panicked")
+)
 
 func (r *Relay) claim(ctx context.Context, tx pgx.Tx) ([]claimed, error) {
 	rows, err := tx.Query(ctx, r.sql.claim, r.opts.BatchSize)
@@ -198,6 +201,15 @@ func (r *Relay) publish(ctx context.Context, batch []claimed) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() {
+				// A bug in the publisher must not crash the process with the
+				// batch half done: the message counts as unconfirmed (it stays
+				// pending) and the role learns of it through Failed.
+				if p := recover(); p != nil {
+					c.err = fmt.Errorf("%w: %v", errPublishPanicked, p)
+					r.life.Fail(fmt.Errorf("%s: publishing %s panicked: %v", r.name, c.msg.ID, p))
+				}
+			}()
 			c.err = r.pub.PublishTo(ctx, c.exchange, c.msg)
 			c.published = time.Now()
 		}()
