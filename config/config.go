@@ -14,24 +14,26 @@ import (
 
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
+	"github.com/gdpr-oss/gdpr/modules/lock"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
 // Config is the whole configuration. Each nested struct belongs to one module
 // or role; its defaults and validation live in the file named after it.
 type Config struct {
-	Log       Log        `yaml:"log"`
-	Postgres  db.Config  `yaml:"postgres"`
-	AMQP      bus.Config `yaml:"amqp"`
-	Redis     Redis      `yaml:"redis"`
-	Lock      Lock       `yaml:"lock"`
-	Shutdown  Shutdown   `yaml:"shutdown"`
-	Serve     Serve      `yaml:"serve"`
-	Worker    Worker     `yaml:"worker"`
-	Report    Report     `yaml:"report"`
-	Notify    Notify     `yaml:"notify"`
-	Scheduler Scheduler  `yaml:"scheduler"`
-	Canceller Canceller  `yaml:"canceller"`
-	Telemetry Telemetry  `yaml:"telemetry"`
+	Log       Log              `yaml:"log"`
+	Postgres  db.Config        `yaml:"postgres"`
+	AMQP      bus.Config       `yaml:"amqp"`
+	Redis     lock.RedisConfig `yaml:"redis"`
+	Lock      lock.Config      `yaml:"lock"`
+	Shutdown  Shutdown         `yaml:"shutdown"`
+	Serve     Serve            `yaml:"serve"`
+	Worker    Worker           `yaml:"worker"`
+	Report    Report           `yaml:"report"`
+	Notify    Notify           `yaml:"notify"`
+	Scheduler scheduler.Config `yaml:"scheduler"`
+	Canceller Canceller        `yaml:"canceller"`
+	Telemetry Telemetry        `yaml:"telemetry"`
 }
 
 // Log configures the process logger.
@@ -40,20 +42,6 @@ type Log struct {
 	Format string `yaml:"format"`
 	// Level is debug, info, warn or error.
 	Level string `yaml:"level"`
-}
-
-// Redis configures the Redis client used for locks.
-type Redis struct {
-	Addr     string `yaml:"addr"`
-	Password string `yaml:"password" secret:"true"`
-	DB       int    `yaml:"db"`
-	// Prefix is prepended to every key this service writes.
-	Prefix string `yaml:"prefix"`
-}
-
-// Lock configures distributed locks and PostgreSQL leases.
-type Lock struct {
-	TTL time.Duration `yaml:"ttl"`
 }
 
 // Shutdown bounds the drain after SIGTERM/SIGINT.
@@ -67,14 +55,14 @@ func Default() Config {
 		Log:       Log{Format: "json", Level: "info"},
 		Postgres:  db.DefaultConfig(),
 		AMQP:      bus.DefaultConfig(),
-		Redis:     Redis{Addr: "127.0.0.1:6379", Prefix: "gdpr:"},
-		Lock:      Lock{TTL: 30 * time.Second},
+		Redis:     lock.DefaultRedisConfig(),
+		Lock:      lock.DefaultConfig(),
 		Shutdown:  Shutdown{DrainTimeout: 20 * time.Second},
 		Serve:     defaultServe(),
 		Worker:    defaultWorker(),
 		Report:    defaultReport(),
 		Notify:    defaultNotify(),
-		Scheduler: defaultScheduler(),
+		Scheduler: scheduler.DefaultConfig(),
 		Canceller: defaultCanceller(),
 		Telemetry: defaultTelemetry(),
 	}
@@ -125,12 +113,8 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, section(c.Postgres.Validate())...)
 	errs = append(errs, section(c.AMQP.Validate())...)
-	if c.Redis.Addr == "" {
-		add(invalid("redis.addr", "must be set"))
-	}
-	if c.Lock.TTL < time.Second {
-		add(invalid("lock.ttl", "must be >= 1s, got %s", c.Lock.TTL))
-	}
+	errs = append(errs, section(c.Redis.Validate())...)
+	errs = append(errs, section(c.Lock.Validate())...)
 	if c.Shutdown.DrainTimeout <= 0 {
 		add(invalid("shutdown.drain_timeout", "must be > 0, got %s", c.Shutdown.DrainTimeout))
 	}
@@ -138,7 +122,7 @@ func (c Config) Validate() error {
 	add(c.Worker.validate())
 	add(c.Report.validate())
 	add(c.Notify.validate())
-	add(c.Scheduler.validate())
+	errs = append(errs, section(c.Scheduler.Validate())...)
 	add(c.Canceller.validate())
 	add(c.Telemetry.validate())
 	return errors.Join(errs...)

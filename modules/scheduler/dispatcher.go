@@ -51,8 +51,7 @@ type ExchangeChecker interface {
 	ExchangeExists(ctx context.Context, name string) (bool, error)
 }
 
-// DispatcherOptions tunes a Dispatcher; zero values take the defaults of
-// config.Scheduler.
+// DispatcherOptions tunes a Dispatcher; zero values take DefaultConfig()'s.
 type DispatcherOptions struct {
 	// MainExchange replaces an entry's empty exchange.
 	MainExchange    string
@@ -66,26 +65,27 @@ type DispatcherOptions struct {
 }
 
 func (o *DispatcherOptions) defaults() {
+	def := DefaultConfig()
 	if o.BatchSize < 1 {
-		o.BatchSize = 500
+		o.BatchSize = def.BatchSize
 	}
 	if o.Workers < 1 {
-		o.Workers = 3
+		o.Workers = def.Workers
 	}
 	if o.MaxIdle <= 0 {
-		o.MaxIdle = 5 * time.Second
+		o.MaxIdle = def.MaxIdle
 	}
 	if o.Retention <= 0 {
-		o.Retention = 7 * 24 * time.Hour
+		o.Retention = def.Retention
 	}
 	if o.PruneInterval <= 0 {
-		o.PruneInterval = time.Minute
+		o.PruneInterval = def.PruneInterval
 	}
 	if o.MetricsInterval <= 0 {
-		o.MetricsInterval = 10 * time.Second
+		o.MetricsInterval = def.MetricsInterval
 	}
 	if o.RetryBackoff <= 0 {
-		o.RetryBackoff = time.Second
+		o.RetryBackoff = def.RetryBackoff
 	}
 }
 

@@ -1,9 +1,13 @@
-package config
+package scheduler
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"time"
+)
 
-// Scheduler configures the delayed-message role.
-type Scheduler struct {
+// Config is the scheduler section: the delayed-message role.
+type Config struct {
 	AdminAddr string `yaml:"admin_addr"`
 	// BatchSize is the most due messages claimed in one transaction.
 	BatchSize int `yaml:"batch_size"`
@@ -28,8 +32,10 @@ type Scheduler struct {
 	CommandConcurrency int `yaml:"command_concurrency"`
 }
 
-func defaultScheduler() Scheduler {
-	return Scheduler{
+// DefaultConfig is the one place the scheduler's defaults are written;
+// DispatcherOptions' zero values take them too.
+func DefaultConfig() Config {
+	return Config{
 		AdminAddr:          "127.0.0.1:9092",
 		BatchSize:          500,
 		Workers:            3,
@@ -42,26 +48,27 @@ func defaultScheduler() Scheduler {
 	}
 }
 
-func (s Scheduler) validate() error {
+// Validate names the first bad setting in full (scheduler.…).
+func (s Config) Validate() error {
 	switch {
 	case s.AdminAddr == "":
-		return invalid("scheduler.admin_addr", "must be set")
+		return errors.New("scheduler.admin_addr must be set")
 	case s.BatchSize < 1:
-		return invalid("scheduler.batch_size", "must be >= 1, got %d", s.BatchSize)
+		return fmt.Errorf("scheduler.batch_size must be >= 1, got %d", s.BatchSize)
 	case s.Workers < 1:
-		return invalid("scheduler.workers", "must be >= 1, got %d", s.Workers)
+		return fmt.Errorf("scheduler.workers must be >= 1, got %d", s.Workers)
 	case s.MaxIdle <= 0:
-		return invalid("scheduler.max_idle", "must be > 0, got %s", s.MaxIdle)
+		return fmt.Errorf("scheduler.max_idle must be > 0, got %s", s.MaxIdle)
 	case s.Retention <= 0:
-		return invalid("scheduler.retention", "must be > 0, got %s", s.Retention)
+		return fmt.Errorf("scheduler.retention must be > 0, got %s", s.Retention)
 	case s.PruneInterval <= 0:
-		return invalid("scheduler.prune_interval", "must be > 0, got %s", s.PruneInterval)
+		return fmt.Errorf("scheduler.prune_interval must be > 0, got %s", s.PruneInterval)
 	case s.MetricsInterval <= 0:
-		return invalid("scheduler.metrics_interval", "must be > 0, got %s", s.MetricsInterval)
+		return fmt.Errorf("scheduler.metrics_interval must be > 0, got %s", s.MetricsInterval)
 	case s.RetryBackoff <= 0:
-		return invalid("scheduler.retry_backoff", "must be > 0, got %s", s.RetryBackoff)
+		return fmt.Errorf("scheduler.retry_backoff must be > 0, got %s", s.RetryBackoff)
 	case s.CommandConcurrency < 1:
-		return invalid("scheduler.command_concurrency", "must be >= 1, got %d", s.CommandConcurrency)
+		return fmt.Errorf("scheduler.command_concurrency must be >= 1, got %d", s.CommandConcurrency)
 	}
 	return nil
 }
