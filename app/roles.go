@@ -29,7 +29,7 @@ func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Con
 		// The roles that fan erasures out; refused before connecting to
 		// anything, as a usage error (exit 2).
 		if err := cfg.Canceller.CheckParticipants(); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", config.ErrInvalid, err)
 		}
 	}
 	if err := cfg.CheckSecretKeys(); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
+	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
@@ -32,7 +33,7 @@ type Config struct {
 	Report    Report           `yaml:"report"`
 	Notify    Notify           `yaml:"notify"`
 	Scheduler scheduler.Config `yaml:"scheduler"`
-	Canceller Canceller        `yaml:"canceller"`
+	Canceller erasure.Config   `yaml:"canceller"`
 	Telemetry Telemetry        `yaml:"telemetry"`
 }
 
@@ -63,7 +64,7 @@ func Default() Config {
 		Report:    defaultReport(),
 		Notify:    defaultNotify(),
 		Scheduler: scheduler.DefaultConfig(),
-		Canceller: defaultCanceller(),
+		Canceller: erasure.DefaultConfig(),
 		Telemetry: defaultTelemetry(),
 	}
 }
@@ -123,7 +124,7 @@ func (c Config) Validate() error {
 	add(c.Report.validate())
 	add(c.Notify.validate())
 	errs = append(errs, section(c.Scheduler.Validate())...)
-	add(c.Canceller.validate())
+	errs = append(errs, section(c.Canceller.Validate())...)
 	add(c.Telemetry.validate())
 	return errors.Join(errs...)
 }

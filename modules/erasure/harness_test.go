@@ -64,7 +64,7 @@ func topology(cfg config.Config) bus.Topology {
 }
 
 // newHarness prepares resources; the canceller and dispatcher start with start().
-func newHarness(t testing.TB, participants []config.Participant, tune func(*config.Canceller)) *harness {
+func newHarness(t testing.TB, participants []erasure.Participant, tune func(*erasure.Config)) *harness {
 	cfg := configtest.Config(t)
 	cfg.Canceller.Participants = participants
 	cfg.Canceller.ConfirmTimeout = 30 * time.Second
