@@ -62,8 +62,8 @@ func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Con
 	// starts; it reports on the services this role connected to.
 	admin := health.NewServer(adminAddr(cfg), in.checks(), in.registry, logger)
 	components := append([]Component{admin}, built...)
-	if cfg.Telemetry.OTLPEndpoint != "" {
-		exp, err := otlp.New(ctx, cfg.Telemetry.OTLPEndpoint, role, Version)
+	if cfg.Telemetry.OTLP.Endpoint != "" {
+		exp, err := otlp.New(ctx, cfg.Telemetry.OTLP.Endpoint, role, Version)
 		if err != nil {
 			closeInfra(in, logger)
 			return fmt.Errorf("starting %s: %w", role, err)

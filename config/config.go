@@ -16,6 +16,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/lock"
+	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
@@ -31,7 +32,7 @@ type Config struct {
 	Serve     Serve            `yaml:"serve"`
 	Worker    Worker           `yaml:"worker"`
 	Report    Report           `yaml:"report"`
-	Notify    Notify           `yaml:"notify"`
+	Notify    notify.Config    `yaml:"notify"`
 	Scheduler scheduler.Config `yaml:"scheduler"`
 	Canceller erasure.Config   `yaml:"canceller"`
 	Telemetry Telemetry        `yaml:"telemetry"`
@@ -62,7 +63,7 @@ func Default() Config {
 		Serve:     defaultServe(),
 		Worker:    defaultWorker(),
 		Report:    defaultReport(),
-		Notify:    defaultNotify(),
+		Notify:    notify.DefaultConfig(),
 		Scheduler: scheduler.DefaultConfig(),
 		Canceller: erasure.DefaultConfig(),
 		Telemetry: defaultTelemetry(),
@@ -122,10 +123,10 @@ func (c Config) Validate() error {
 	add(c.Serve.validate())
 	add(c.Worker.validate())
 	add(c.Report.validate())
-	add(c.Notify.validate())
+	errs = append(errs, section(c.Notify.Validate())...)
 	errs = append(errs, section(c.Scheduler.Validate())...)
 	errs = append(errs, section(c.Canceller.Validate())...)
-	add(c.Telemetry.validate())
+	errs = append(errs, section(c.Telemetry.validate())...)
 	return errors.Join(errs...)
 }
 

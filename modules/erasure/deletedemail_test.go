@@ -156,7 +156,7 @@ func runDeletedEmail(t *testing.T, participants []erasure.Participant, n int) {
 	sender := &slowSender{next: notify.NewSMTP(ncfg), gates: g, sem: make(chan struct{}, 8)}
 	nt, err := notify.New(h.db, h.store, sender, func(string, time.Time) (string, time.Time, error) {
 		return "", time.Time{}, nil
-	}, notify.Config{ResendAfter: time.Hour}, h.logger, prometheus.NewRegistry())
+	}, notify.Options{ResendAfter: time.Hour}, h.logger, prometheus.NewRegistry())
 	require.NoError(t, err)
 	startConsumer(t, h, "worker.notify", 2*n, func(ctx context.Context, m message.Message) error {
 		if orderOf[m.CorrelationID] == notifyAfterFinish {

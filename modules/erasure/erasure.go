@@ -163,7 +163,7 @@ func QueueName(name string) string { return "participant." + name }
 // the routing key that reaches it; ok is false for a participant called over
 // HTTP, which has no queue. The queue is shared: the participant declares it
 // too.
-func ParticipantQueue(p config.Participant) (queue, binding string, ok bool) {
+func ParticipantQueue(p Participant) (queue, binding string, ok bool) {
 	if p.Kind != "amqp" && p.Kind != "email" {
 		return "", "", false
 	}

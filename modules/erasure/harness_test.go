@@ -131,7 +131,7 @@ func (h *harness) startNotifier(mp *testkit.Mailpit) {
 	ncfg.SMTPHost, ncfg.SMTPPort = mp.SMTPHost, mp.SMTPPort
 	n, err := notify.New(h.db, h.store, notify.NewSMTP(ncfg), func(string, time.Time) (string, time.Time, error) {
 		return "", time.Time{}, nil
-	}, notify.Config{ResendAfter: time.Minute}, h.logger, prometheus.NewRegistry())
+	}, notify.Options{ResendAfter: time.Minute}, h.logger, prometheus.NewRegistry())
 	require.NoError(h.t, err)
 	c := bus.NewConsumer(h.conn, bus.ConsumerOptions{Queue: "worker.notify", Concurrency: 8}, n.Handle, h.logger)
 	require.NoError(h.t, c.Start(context.Background()))
