@@ -17,6 +17,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/notify"
+	"github.com/gdpr-oss/gdpr/modules/retention"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
@@ -36,6 +37,7 @@ type Config struct {
 	Scheduler scheduler.Config `yaml:"scheduler"`
 	Canceller erasure.Config   `yaml:"canceller"`
 	Telemetry Telemetry        `yaml:"telemetry"`
+	Retention retention.Config `yaml:"retention"`
 }
 
 // Log configures the process logger.
@@ -67,6 +69,7 @@ func Default() Config {
 		Scheduler: scheduler.DefaultConfig(),
 		Canceller: erasure.DefaultConfig(),
 		Telemetry: defaultTelemetry(),
+		Retention: retention.DefaultConfig(),
 	}
 }
 
@@ -115,6 +118,10 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, section(c.Postgres.Validate())...)
 	errs = append(errs, section(c.AMQP.Validate())...)
+	errs = append(errs, section(c.Retention.Validate())...)
+	if c.Report.Retention < c.Serve.DownloadTTL {
+		add(invalid("report.retention", "must be >= serve.download_ttl (%s): a report must outlive its link, got %s", c.Serve.DownloadTTL, c.Report.Retention))
+	}
 	errs = append(errs, section(c.Redis.Validate())...)
 	errs = append(errs, section(c.Lock.Validate())...)
 	if c.Shutdown.DrainTimeout <= 0 {

@@ -4,12 +4,13 @@ import "fmt"
 
 // Config is audit's part of the telemetry section.
 type Config struct {
-	// AuditConcurrency is how many audit events are written at once.
+	// AuditConcurrency is how many audit messages are handled at once; the
+	// events of those handled together share one INSERT and one commit.
 	Concurrency int `yaml:"audit_concurrency"`
 }
 
-// DefaultConfig writes a few events at once.
-func DefaultConfig() Config { return Config{Concurrency: 4} }
+// DefaultConfig batches up to 32 events in one INSERT.
+func DefaultConfig() Config { return Config{Concurrency: 32} }
 
 // Validate names the bad setting in full (telemetry.audit_concurrency).
 func (c Config) Validate() error {
