@@ -176,7 +176,7 @@ func (c Config) Validate() error {
 			}
 			u, err := expand.ParseURL(p.URL, ParticipantPlaceholders()...)
 			if err != nil {
-				return fmt.Errorf("%s.url %s", field, err)
+				return fmt.Errorf("%s.url %w", field, err)
 			}
 			// Without the subject in the URL every call is the same call: on
 			// a collection URL, a DELETE of everybody.
