@@ -17,6 +17,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/notify"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/retention"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
@@ -34,6 +35,7 @@ type Config struct {
 	Worker    Worker           `yaml:"worker"`
 	Report    Report           `yaml:"report"`
 	Notify    notify.Config    `yaml:"notify"`
+	Outbox    outbox.Config    `yaml:"outbox"`
 	Scheduler scheduler.Config `yaml:"scheduler"`
 	Canceller erasure.Config   `yaml:"canceller"`
 	Telemetry Telemetry        `yaml:"telemetry"`
@@ -66,6 +68,7 @@ func Default() Config {
 		Worker:    defaultWorker(),
 		Report:    defaultReport(),
 		Notify:    notify.DefaultConfig(),
+		Outbox:    outbox.DefaultConfig(),
 		Scheduler: scheduler.DefaultConfig(),
 		Canceller: erasure.DefaultConfig(),
 		Telemetry: defaultTelemetry(),
@@ -131,6 +134,7 @@ func (c Config) Validate() error {
 	add(c.Worker.validate())
 	add(c.Report.validate())
 	errs = append(errs, section(c.Notify.Validate())...)
+	errs = append(errs, section(c.Outbox.Validate())...)
 	errs = append(errs, section(c.Scheduler.Validate())...)
 	errs = append(errs, section(c.Canceller.Validate())...)
 	errs = append(errs, section(c.Telemetry.validate())...)

@@ -260,6 +260,10 @@ func TestTimelineListsEventsInCausalOrderAcrossRoles(t *testing.T) {
 	}
 	require.NoError(t, gdb.Exec(`INSERT INTO scheduled_messages_sent (key, message_id, deliver_at, sent_at, attempts, exchange, routing_key, type, correlation_id)
 		VALUES (?, ?, now(), now(), 1, '', ?, ?, ?)`, "erasure:"+c.requestID+":email", emailCmd.ID, emailCmd.Key(), emailCmd.Type, c.requestID).Error)
+	// The first message went through the outbox of the role that wrote it.
+	first := c.messages[0]
+	require.NoError(t, gdb.Exec(`INSERT INTO outbox_messages_sent (key, message_id, deliver_at, sent_at, attempts, exchange, routing_key, type, correlation_id)
+		VALUES (?, ?, now(), now(), 1, '', ?, ?, ?)`, first.ID, first.ID, first.Key(), first.Type, c.requestID).Error)
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/admin/requests/{id}/timeline", audit.TimelineHandler(store, testkit.Logger(t)))
@@ -281,10 +285,14 @@ func TestTimelineListsEventsInCausalOrderAcrossRoles(t *testing.T) {
 			require.True(t, seen[e.CausationID], "event %d (%s) listed before its cause", i, e.RoutingKey)
 		}
 		seen[e.MessageID] = true
-		if e.MessageID == emailCmd.ID {
+		switch e.MessageID {
+		case emailCmd.ID:
 			require.Equal(t, "scheduler", e.DispatchedBy)
 			require.NotNil(t, e.DispatchedAt)
-		} else {
+		case first.ID:
+			require.Equal(t, "outbox", e.DispatchedBy)
+			require.NotNil(t, e.DispatchedAt)
+		default:
 			require.Empty(t, e.DispatchedBy)
 		}
 		gotTypes = append(gotTypes, e.RoutingKey)

@@ -79,19 +79,20 @@ func (s *Store) RecordBatch(ctx context.Context, events []Event) ([]bool, error)
 }
 
 type row struct {
-	Seq         int64
-	MessageID   string
-	Type        string
-	RoutingKey  string
-	RequestID   string
-	CausationID string
-	Role        string
-	TraceID     string
-	OccurredAt  time.Time
-	ReceivedAt  time.Time
-	Details     []byte
-	SentAt      *time.Time
-	DeliverAt   *time.Time
+	Seq          int64
+	MessageID    string
+	Type         string
+	RoutingKey   string
+	RequestID    string
+	CausationID  string
+	Role         string
+	TraceID      string
+	OccurredAt   time.Time
+	ReceivedAt   time.Time
+	Details      []byte
+	SentAt       *time.Time
+	DeliverAt    *time.Time
+	DispatchedBy string
 }
 
 // Timeline returns every event of a request in causal order: an event never
@@ -101,11 +102,16 @@ func (s *Store) Timeline(ctx context.Context, requestID string) ([]Event, error)
 	var rows []row
 	err := s.db.WithContext(ctx).Raw(`
 		SELECT a.seq, a.message_id, a.type, a.routing_key, a.request_id, a.causation_id, a.role,
-			a.trace_id, a.occurred_at, a.received_at, a.details, s.sent_at, s.deliver_at
+			a.trace_id, a.occurred_at, a.received_at, a.details, s.sent_at, s.deliver_at, s.dispatched_by
 		FROM audit_events a
 		LEFT JOIN LATERAL (
-			SELECT sent_at, deliver_at FROM scheduled_messages_sent
-			WHERE message_id = a.message_id ORDER BY sent_at LIMIT 1
+			SELECT sent_at, deliver_at, dispatched_by FROM (
+				(SELECT sent_at, deliver_at, 'outbox' AS dispatched_by FROM outbox_messages_sent
+				 WHERE message_id = a.message_id ORDER BY sent_at LIMIT 1)
+				UNION ALL
+				(SELECT sent_at, deliver_at, 'scheduler' FROM scheduled_messages_sent
+				 WHERE message_id = a.message_id ORDER BY sent_at LIMIT 1)
+			) d ORDER BY sent_at LIMIT 1
 		) s ON true
 		WHERE a.request_id = ? ORDER BY a.occurred_at, a.seq`, requestID).Scan(&rows).Error
 	if err != nil {
@@ -122,7 +128,7 @@ func (s *Store) Timeline(ctx context.Context, requestID string) ([]Event, error)
 			OccurredAt: r.OccurredAt.UTC(), ReceivedAt: r.ReceivedAt.UTC(),
 		}
 		if r.SentAt != nil {
-			e.DispatchedBy = "scheduler"
+			e.DispatchedBy = r.DispatchedBy
 			sent, due := r.SentAt.UTC(), r.DeliverAt.UTC()
 			e.DispatchedAt, e.DeliverAt = &sent, &due
 		}

@@ -26,12 +26,18 @@ const (
 	inboxConfirmed = "canceller.confirmed"
 )
 
-// Scheduler is the part of the scheduler's store the canceller uses: the
-// outbox and delayed messages, both inside the caller's transaction.
+// Scheduler is the part of the scheduler's store the canceller uses:
+// delayed messages (re-sends, the sweep, the email system's delay), inside
+// the caller's transaction.
 type Scheduler interface {
 	Schedule(ctx context.Context, tx *gorm.DB, e scheduler.Entry) error
-	Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error
 	Cancel(ctx context.Context, tx *gorm.DB, key string) (bool, error)
+}
+
+// Outbox is where the canceller writes the messages it publishes at once,
+// inside the caller's transaction (modules/outbox).
+type Outbox interface {
+	Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error
 }
 
 // Canceller holds the erasure state machine. It keeps no state of its own
@@ -39,6 +45,7 @@ type Scheduler interface {
 type Canceller struct {
 	db       *gorm.DB
 	sched    Scheduler
+	outbox   Outbox
 	cfg      Config
 	registry *Registry
 	metrics  *Metrics
@@ -47,7 +54,7 @@ type Canceller struct {
 }
 
 // New returns a canceller over db. metrics may be nil (nothing is recorded).
-func New(db *gorm.DB, sched Scheduler, cfg Config, metrics *Metrics, logger *slog.Logger) (*Canceller, error) {
+func New(db *gorm.DB, sched Scheduler, outbox Outbox, cfg Config, metrics *Metrics, logger *slog.Logger) (*Canceller, error) {
 	reg, err := NewRegistry(cfg.Participants)
 	if err != nil {
 		return nil, err
@@ -56,7 +63,7 @@ func New(db *gorm.DB, sched Scheduler, cfg Config, metrics *Metrics, logger *slo
 		metrics = NewMetrics(nil, nil)
 	}
 	return &Canceller{
-		db: db, sched: sched, cfg: cfg, registry: reg, metrics: metrics, logger: logger,
+		db: db, sched: sched, outbox: outbox, cfg: cfg, registry: reg, metrics: metrics, logger: logger,
 		// A participant's credentials must not follow a redirect to another
 		// origin, and a DELETE must not become a GET on a 302.
 		client: &http.Client{CheckRedirect: expand.CheckRedirect},
@@ -160,7 +167,7 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 						"request_id", body.RequestID, "participant", p.Name, "missing", n)
 					continue
 				}
-				if err := c.scheduleTimer(ctx, tx, body.RequestID, p.Name, ActionSend, 1, e.Now, &m); err != nil {
+				if err := c.scheduleTimer(ctx, tx, body.RequestID, p.Name, ActionSend, 1, e.Now, e.Now, &m); err != nil {
 					return err
 				}
 			}
@@ -290,7 +297,21 @@ func (c *Canceller) enqueueCommand(ctx context.Context, tx *gorm.DB, e erasureRo
 	}
 	cmd.RoutingKey = CommandRoutingKey(name)
 	cmd.CorrelationID = requestID
-	return c.sched.Schedule(ctx, tx, scheduler.Entry{Key: timerKey(requestID, name, "command", n), DeliverAt: at, Message: cmd})
+	return c.deliver(ctx, tx, timerKey(requestID, name, "command", n), at, e.Now, cmd)
+}
+
+// deliver publishes m at `at`: through the outbox when `at` is not after
+// now (the transaction's moment), so a message due at once does not wait
+// for the scheduler role, after dropping a pending delayed message of the
+// same key it replaces; otherwise as a delayed message under key.
+func (c *Canceller) deliver(ctx context.Context, tx *gorm.DB, key string, at, now time.Time, m message.Message) error {
+	if at.After(now) {
+		return c.sched.Schedule(ctx, tx, scheduler.Entry{Key: key, DeliverAt: at, Message: m})
+	}
+	if _, err := c.sched.Cancel(ctx, tx, key); err != nil {
+		return err
+	}
+	return c.outbox.Enqueue(ctx, tx, m)
 }
 
 func timerKey(requestID, participant, action string, attempt int) string {
@@ -299,13 +320,13 @@ func timerKey(requestID, participant, action string, attempt int) string {
 
 func sweepKey(requestID string) string { return "erasure:" + requestID + ":sweep" }
 
-func (c *Canceller) scheduleTimer(ctx context.Context, tx *gorm.DB, requestID, participant, action string, n int, at time.Time, cause *message.Message) error {
+func (c *Canceller) scheduleTimer(ctx context.Context, tx *gorm.DB, requestID, participant, action string, n int, at, now time.Time, cause *message.Message) error {
 	m, err := message.New(TypeTimer, Timer{RequestID: requestID, Participant: participant, Action: action, Attempt: n}, cause)
 	if err != nil {
 		return err
 	}
 	m.CorrelationID = requestID
-	return c.sched.Schedule(ctx, tx, scheduler.Entry{Key: timerKey(requestID, participant, action, n), DeliverAt: at, Message: m})
+	return c.deliver(ctx, tx, timerKey(requestID, participant, action, n), at, now, m)
 }
 
 // sentRow is a participant awaiting a confirmation.
@@ -390,7 +411,7 @@ func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureR
 		}
 		done.CorrelationID = requestID
 		done.OccurredAt = completedAt.UTC()
-		if err := c.sched.Enqueue(ctx, tx, done); err != nil {
+		if err := c.outbox.Enqueue(ctx, tx, done); err != nil {
 			return err
 		}
 		fx.completed = true
@@ -427,7 +448,7 @@ func (c *Canceller) enqueue(ctx context.Context, tx *gorm.DB, typ string, body a
 		return err
 	}
 	m.CorrelationID = requestID
-	return c.sched.Enqueue(ctx, tx, m)
+	return c.outbox.Enqueue(ctx, tx, m)
 }
 
 // HandleConfirmed records a participant's confirmation. A duplicate changes
@@ -519,7 +540,7 @@ func (c *Canceller) retryOrOverdue(ctx context.Context, tx *gorm.DB, e erasureRo
 	if err := c.setState(ctx, tx, requestID, r.Participant, StateRetrying, r.Attempt, outcome, detail); err != nil {
 		return err
 	}
-	return c.scheduleTimer(ctx, tx, requestID, r.Participant, ActionSend, r.Attempt+1, e.Now.Add(c.cfg.RetryWait(r.Attempt)), cause)
+	return c.scheduleTimer(ctx, tx, requestID, r.Participant, ActionSend, r.Attempt+1, e.Now.Add(c.cfg.RetryWait(r.Attempt)), e.Now, cause)
 }
 
 func (c *Canceller) markOverdue(ctx context.Context, tx *gorm.DB, requestID string, r row, outcome, detail string, cause *message.Message, fx *effects) error {
@@ -660,7 +681,7 @@ func (c *Canceller) Resend(ctx context.Context, requestID, participant string) e
 				return err
 			}
 			// Replaces a pending retry of the same attempt, due now.
-			return c.scheduleTimer(ctx, tx, requestID, participant, ActionSend, r.Attempt+1, e.Now, &cause)
+			return c.scheduleTimer(ctx, tx, requestID, participant, ActionSend, r.Attempt+1, e.Now, e.Now, &cause)
 		}
 		// A pending retry of this attempt would be stale now.
 		if _, err := c.sched.Cancel(ctx, tx, timerKey(requestID, participant, ActionSend, r.Attempt+1)); err != nil {

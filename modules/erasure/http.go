@@ -101,7 +101,7 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p Part
 			return err
 		}
 		called.CorrelationID = t.RequestID
-		if err := c.sched.Enqueue(ctx, tx, called); err != nil {
+		if err := c.outbox.Enqueue(ctx, tx, called); err != nil {
 			return err
 		}
 		switch result {

@@ -33,7 +33,7 @@ type Config struct {
 }
 
 // DefaultConfig is the one place the scheduler's defaults are written;
-// DispatcherOptions' zero values take them too.
+// NewDispatcher fills zero DispatcherOptions from it too.
 func DefaultConfig() Config {
 	return Config{
 		AdminAddr:          "127.0.0.1:9092",
@@ -71,4 +71,32 @@ func (s Config) Validate() error {
 		return fmt.Errorf("scheduler.command_concurrency must be >= 1, got %d", s.CommandConcurrency)
 	}
 	return nil
+}
+
+// withDefaults fills the zero options from DefaultConfig(), the one place
+// the scheduler's defaults are written.
+func withDefaults(o DispatcherOptions) DispatcherOptions {
+	def := DefaultConfig()
+	if o.BatchSize < 1 {
+		o.BatchSize = def.BatchSize
+	}
+	if o.Workers < 1 {
+		o.Workers = def.Workers
+	}
+	if o.MaxIdle <= 0 {
+		o.MaxIdle = def.MaxIdle
+	}
+	if o.Retention <= 0 {
+		o.Retention = def.Retention
+	}
+	if o.PruneInterval <= 0 {
+		o.PruneInterval = def.PruneInterval
+	}
+	if o.MetricsInterval <= 0 {
+		o.MetricsInterval = def.MetricsInterval
+	}
+	if o.RetryBackoff <= 0 {
+		o.RetryBackoff = def.RetryBackoff
+	}
+	return o
 }
