@@ -1,10 +1,14 @@
 package app
 
 import (
+	"context"
 	"fmt"
+	"strings"
 
 	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/notify"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
 // serveComponents wires the HTTP intake role.
@@ -39,9 +43,29 @@ func serveComponents(in *infra) ([]Component, error) {
 		Reports:              reports,
 		Registerer:           in.registry,
 		Logger:               in.logger,
+		VerificationRequired: in.cfg.Privacy.Required,
 	})
 	if err != nil {
 		return nil, err
+	}
+	var page *selfservice.Service
+	if in.cfg.Privacy.Enabled {
+		page, err = selfservice.New(selfservice.Options{
+			Config:          in.cfg.Privacy,
+			Redis:           in.redis,
+			KeyPrefix:       in.cfg.Redis.Prefix + "privacy:",
+			Key:             []byte(cfg.DownloadKey),
+			PreviousKeys:    cfg.PreviousKeys(),
+			PublicURL:       cfg.PublicURL,
+			DownloadTTL:     cfg.DownloadTTL,
+			Intake:          svc,
+			Sender:          smtpSender{notify.NewSMTP(in.cfg.Notify)},
+			MessageIDDomain: messageIDDomain(in.cfg.Notify.From),
+			Logger:          in.logger,
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	srv, err := api.New(api.Options{
 		Addr:         cfg.Addr,
@@ -51,11 +75,31 @@ func serveComponents(in *infra) ([]Component, error) {
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		RetryAfter:   cfg.RetryAfter,
 		Admin:        serveAdminRoutes(in),
+		Privacy:      page,
 		Registerer:   in.registry,
 		Logger:       in.logger,
 	})
 	if err != nil {
 		return nil, err
 	}
-	return []Component{srv}, nil
+	if page == nil {
+		return []Component{srv}, nil
+	}
+	// Stopped after the server: the page's emails in flight finish first.
+	return []Component{page, srv}, nil
+}
+
+// smtpSender sends the page's verification emails with notify's SMTP sender.
+type smtpSender struct{ s *notify.SMTP }
+
+func (s smtpSender) Send(ctx context.Context, e selfservice.Email) error {
+	return s.s.Send(ctx, notify.Email{To: e.To, Subject: e.Subject, Body: e.Body, MessageID: e.MessageID, Headers: e.Headers})
+}
+
+// messageIDDomain is the domain of notify.from, for generated Message-IDs.
+func messageIDDomain(from string) string {
+	if _, d, ok := strings.Cut(from, "@"); ok && d != "" {
+		return strings.TrimSuffix(d, ">")
+	}
+	return "gdpr.invalid"
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
 // Config is the whole configuration. Each nested struct belongs to one module
@@ -29,6 +31,8 @@ type Config struct {
 	Scheduler Scheduler `yaml:"scheduler"`
 	Canceller Canceller `yaml:"canceller"`
 	Telemetry Telemetry `yaml:"telemetry"`
+	// Privacy is modules/selfservice's: the self-service page.
+	Privacy selfservice.Config `yaml:"privacy"`
 }
 
 // Log configures the process logger.
@@ -116,6 +120,7 @@ func Default() Config {
 		Scheduler: defaultScheduler(),
 		Canceller: defaultCanceller(),
 		Telemetry: defaultTelemetry(),
+		Privacy:   selfservice.DefaultConfig(),
 	}
 }
 
@@ -192,6 +197,9 @@ func (c Config) Validate() error {
 	add(c.Scheduler.validate())
 	add(c.Canceller.validate())
 	add(c.Telemetry.validate())
+	if err := c.Privacy.Validate(); err != nil {
+		add(fmt.Errorf("%w: %w", ErrInvalid, err))
+	}
 	return errors.Join(errs...)
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/lifecycle"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
@@ -61,6 +62,8 @@ type Options struct {
 	// RetryAfter is the hint sent with 503 answers.
 	RetryAfter time.Duration
 	Admin      []AdminRoute
+	// Privacy, when set, serves the self-service page at /privacy.
+	Privacy    *selfservice.Service
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 }
@@ -112,6 +115,9 @@ func New(opts Options) (*Server, error) {
 	s.route(e, http.MethodGet, "/v1/openapi.json", func(c echo.Context) error {
 		return c.Blob(http.StatusOK, "application/json", OpenAPI)
 	})
+	if opts.Privacy != nil {
+		s.routePrivacy(e, opts.Privacy)
+	}
 	for _, r := range opts.Admin {
 		p := "/v1/admin/" + strings.Trim(r.Path, "/")
 		h := echo.WrapHandler(r.Handler)
