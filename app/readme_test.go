@@ -56,6 +56,22 @@ func TestReadmeConfigReference(t *testing.T) {
 // configReference renders every setting as a Markdown table row.
 func configReference(t *testing.T) string {
 	docs := fieldDocs(t, "../config")
+	// Modules own their settings (e.g. privacy: is modules/selfservice's
+	// Config); their docs are keyed "<package>.Type.Field".
+	modules, err := filepath.Glob("../modules/*")
+	require.NoError(t, err)
+	for _, dir := range modules {
+		for k, v := range fieldDocs(t, dir) {
+			docs[filepath.Base(dir)+"."+k] = v
+		}
+	}
+	docKey := func(typ reflect.Type, field string) string {
+		key := typ.Name() + "." + field
+		if pkg := typ.PkgPath(); !strings.HasSuffix(pkg, "/config") {
+			key = pkg[strings.LastIndex(pkg, "/")+1:] + "." + key
+		}
+		return key
+	}
 	var sb strings.Builder
 	sb.WriteString("\n| setting | environment variable | default | description |\n|---|---|---|---|\n")
 	var lists []reflect.Type
@@ -75,7 +91,7 @@ func configReference(t *testing.T) string {
 				continue
 			}
 			env := config.EnvPrefix + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
-			desc := docs[typ.Name()+"."+f.Name]
+			desc := docs[docKey(typ, f.Name)]
 			if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct {
 				lists = append(lists, f.Type.Elem())
 				listPaths = append(listPaths, path)
@@ -92,7 +108,7 @@ func configReference(t *testing.T) string {
 		fmt.Fprintf(&sb, "\nEach entry of `%s`:\n\n| field | description |\n|---|---|\n", listPaths[i])
 		for j := range typ.NumField() {
 			f := typ.Field(j)
-			desc := docs[typ.Name()+"."+f.Name]
+			desc := docs[docKey(typ, f.Name)]
 			if f.Tag.Get("secret") == "true" {
 				desc = strings.TrimSpace(desc + " Secret.")
 			}

@@ -91,12 +91,12 @@ type Config struct {
 
 // Notifier handles report.ready and erasure.completed.
 type Notifier struct {
-	db        *gorm.DB
-	outbox    Outbox
-	sender    Sender
-	link      LinkFunc
-	cfg       Config
-	logger    *slog.Logger
+	db     *gorm.DB
+	outbox Outbox
+	sender Sender
+	link   LinkFunc
+	cfg    Config
+	logger *slog.Logger
 	// templates are keyed "<locale>/<template>".
 	templates map[string]*template.Template
 	sent      *prometheus.CounterVec

@@ -219,7 +219,11 @@ func (s *Service) Begin(ctx context.Context, in BeginInput) (string, error) {
 		return "", err
 	}
 	if !byAddr || !byEmail {
-		s.opts.Logger.WarnContext(ctx, "verification email not sent: send limit reached", "by_address", !byAddr, "by_email", !byEmail)
+		limit := "sends_per_email"
+		if !byAddr {
+			limit = "sends_per_address"
+		}
+		s.opts.Logger.WarnContext(ctx, "verification email not sent: send limit reached", "limit", limit)
 		return id, nil
 	}
 	link := s.url("/privacy/confirm", url.Values{"flow": {id}, "token": {download.SignFor(s.opts.Key, scopeLink, id, expires)}, "lang": {locale}})
