@@ -63,7 +63,9 @@ func mailText(t *testing.T, mp *testkit.Mailpit, to, subject string) string {
 
 var (
 	browserCode = regexp.MustCompile(`(?:code|Code): (\d{6})`)
-	browserLink = func(path string) *regexp.Regexp { return regexp.MustCompile(`http://\S+` + regexp.QuoteMeta(path) + `\?\S+`) }
+	browserLink = func(path string) *regexp.Regexp {
+		return regexp.MustCompile(`http://\S+` + regexp.QuoteMeta(path) + `\?\S+`)
+	}
 )
 
 // TestPrivacyPageInBrowser drives the self-service page in a real headless
