@@ -62,7 +62,8 @@ func (pg *privacyPages) locale(c echo.Context) string {
 }
 
 func (pg *privacyPages) setCookie(c echo.Context, name, value string, maxAge time.Duration) {
-	c.SetCookie(&http.Cookie{
+	c.SetCookie(&http.Cookie{ //nolint:gosec // G124: Secure follows serve.public_url's scheme; a plain-http (loopback) install has no TLS to require
+
 		Name: name, Value: value, Path: "/privacy", MaxAge: int(maxAge.Seconds()),
 		HttpOnly: true, Secure: pg.p.SecureCookies(), SameSite: http.SameSiteLaxMode,
 	})

@@ -175,7 +175,7 @@ func (s *Service) SecureCookies() bool { return strings.HasPrefix(s.opts.PublicU
 // DefaultLocale is privacy.default_locale.
 func (s *Service) DefaultLocale() string { return s.opts.Config.DefaultLocale }
 
-// Start of a verification, as the form gives it.
+// BeginInput is the start of a verification, as the form gives it.
 type BeginInput struct {
 	Type, Email, Account, Locale string
 	// ClientAddr is the client's address as ClientAddr found it.
