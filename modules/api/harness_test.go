@@ -30,6 +30,7 @@ import (
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
@@ -58,6 +59,8 @@ type harnessOptions struct {
 	// previousDownloadKeys are accepted besides it (a key rotation).
 	downloadKey          []byte
 	previousDownloadKeys [][]byte
+	// limits replace health.DefaultLimits.
+	limits health.Limits
 	// privacy serves the self-service page, emailing through mail.
 	privacy *privacyOptions
 }
@@ -185,6 +188,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		AdminTokens:  adminTokens,
 		MaxBodyBytes: 64 << 10,
 		RetryAfter:   3 * time.Second,
+		Limits:       o.limits,
 		Admin:        o.admin,
 		Registerer:   h.reg,
 		Logger:       logger,
