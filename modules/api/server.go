@@ -64,8 +64,8 @@ type Options struct {
 	RetryAfter time.Duration
 	// Limits bound connections and their timeouts; zero timeouts are
 	// health.DefaultLimits'.
-	Limits     health.Limits
-	Admin      []AdminRoute
+	Limits health.Limits
+	Admin  []AdminRoute
 	// Privacy, when set, serves the self-service page at /privacy.
 	Privacy    *selfservice.Service
 	Registerer prometheus.Registerer
