@@ -62,7 +62,7 @@ func buildNotify(_ context.Context, in *infra) ([]Component, error) {
 		}
 	}
 	notifier, err := notify.New(in.db, in.outbox, notify.NewSMTP(cfg.Notify), link,
-		notify.Config{
+		notify.Options{
 			ResendAfter: cfg.Notify.ResendAfter, MessageIDDomain: domain, StatusLink: status,
 			TemplateDir: cfg.Privacy.TemplateDir, DefaultLocale: cfg.Privacy.DefaultLocale,
 		}, in.logger, in.registry)
