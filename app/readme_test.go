@@ -56,6 +56,12 @@ func TestReadmeConfigReference(t *testing.T) {
 // configReference renders every setting as a Markdown table row.
 func configReference(t *testing.T) string {
 	docs := fieldDocs(t, "../config")
+	// Modules that own their settings document them in their own package.
+	for _, dir := range []string{"../modules/console"} {
+		for k, v := range fieldDocs(t, dir) {
+			docs[k] = v
+		}
+	}
 	var sb strings.Builder
 	sb.WriteString("\n| setting | environment variable | default | description |\n|---|---|---|---|\n")
 	var lists []reflect.Type

@@ -26,17 +26,15 @@ func auditComponents(in *infra) ([]Component, error) {
 }
 
 // opsAdminHandlers are the operators' admin API handlers, keyed by their
-// path under /v1/admin/ and meant to be mounted behind the admin token
-// (serve.admin_tokens). Each handler sees the full request path:
+// path under /v1/admin/ and meant to be mounted behind the operators'
+// tokens (console.operators, serve.admin_tokens). Each handler sees the
+// full request path. /v1/admin/requests/... (the timeline among them) is
+// the officer's (modules/api admin.go).
 //
-//	GET /v1/admin/requests/{id}/timeline   a request's audit timeline in causal order
 //	GET /v1/admin/reconcile?since=24h&stuck_after=15m   the in-sync check (200 in sync, 409 not)
 func opsAdminHandlers(in *infra) map[string]http.Handler {
 	t := in.cfg.Telemetry
-	requests := http.NewServeMux()
-	requests.Handle("GET /v1/admin/requests/{id}/timeline", audit.TimelineHandler(audit.NewStore(in.db), in.logger))
 	return map[string]http.Handler{
-		"requests":  requests,
 		"reconcile": reconcile.Handler(reconcile.New(in.db), reconcile.Options{Since: t.ReconcileWindow, StuckAfter: t.StuckAfter}, in.logger),
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/gdpr-oss/gdpr/modules/api"
+	"github.com/gdpr-oss/gdpr/modules/console"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 )
 
@@ -35,11 +36,20 @@ func serveComponents(in *infra) ([]Component, error) {
 		ConfirmTimeout:       in.cfg.AMQP.ConfirmTimeout,
 		DownloadKey:          []byte(cfg.DownloadKey),
 		PreviousDownloadKeys: cfg.PreviousKeys(),
+		ClientRegulations:    in.cfg.Console.Regulations(),
 		Participants:         serveParticipants(in),
 		Reports:              reports,
 		Registerer:           in.registry,
 		Logger:               in.logger,
 	})
+	if err != nil {
+		return nil, err
+	}
+	operators, err := console.NewOperators(in.cfg.Console.Operators, cfg.AdminTokens)
+	if err != nil {
+		return nil, err
+	}
+	officerSvc, err := newOfficer(in)
 	if err != nil {
 		return nil, err
 	}
@@ -51,6 +61,8 @@ func serveComponents(in *infra) ([]Component, error) {
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		RetryAfter:   cfg.RetryAfter,
 		Admin:        serveAdminRoutes(in),
+		Officer:      officerSvc,
+		Operators:    operators,
 		Registerer:   in.registry,
 		Logger:       in.logger,
 	})

@@ -10,7 +10,7 @@ import (
 func topology(cfg config.Config) bus.Topology {
 	t := bus.Topology{Queues: []bus.Queue{
 		{Name: "worker.requests", Bindings: []string{"request.submitted", "erasure.finished"}},
-		{Name: "worker.notify", Bindings: []string{"report.ready", "erasure.completed"}},
+		{Name: "worker.notify", Bindings: []string{"report.ready", "erasure.completed", "request.denied", "request.extended"}},
 		{Name: "canceller", Bindings: []string{"erasure.requested", "erasure.confirmed"}},
 		{Name: "scheduler", Bindings: []string{"scheduler.schedule", "scheduler.cancel"}},
 		{Name: "audit", Bindings: []string{"#"}},

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/gdpr-oss/gdpr/modules/console"
 )
 
 // Config is the whole configuration. Each nested struct belongs to one module
@@ -29,6 +31,9 @@ type Config struct {
 	Scheduler Scheduler `yaml:"scheduler"`
 	Canceller Canceller `yaml:"canceller"`
 	Telemetry Telemetry `yaml:"telemetry"`
+	// Console configures the admin API's operators and the web console
+	// (modules/console owns it).
+	Console console.Config `yaml:"console"`
 }
 
 // Log configures the process logger.
@@ -116,6 +121,7 @@ func Default() Config {
 		Scheduler: defaultScheduler(),
 		Canceller: defaultCanceller(),
 		Telemetry: defaultTelemetry(),
+		Console:   console.DefaultConfig(),
 	}
 }
 
@@ -125,6 +131,13 @@ var ErrInvalid = errors.New("config")
 func invalid(setting, format string, args ...any) error {
 	return fmt.Errorf("%w: %s %s", ErrInvalid, setting, fmt.Sprintf(format, args...))
 }
+
+// moduleInvalid is a module's own validation error (its Config.Validate
+// names the setting): it counts as ErrInvalid, exit status 2.
+type moduleInvalid struct{ error }
+
+func (e moduleInvalid) Is(target error) bool { return target == ErrInvalid }
+func (e moduleInvalid) Unwrap() error        { return e.error }
 
 // Validate reports every bad setting, each naming its dotted path.
 func (c Config) Validate() error {
@@ -192,6 +205,9 @@ func (c Config) Validate() error {
 	add(c.Scheduler.validate())
 	add(c.Canceller.validate())
 	add(c.Telemetry.validate())
+	if err := c.Console.Validate(); err != nil {
+		add(moduleInvalid{err})
+	}
 	return errors.Join(errs...)
 }
 

@@ -173,15 +173,16 @@ func (e *Exporter) RefreshRequests(ctx context.Context) error {
 		N     int
 	}
 	if err := db.Raw(`SELECT state, count(*) AS n FROM requests
-		WHERE state NOT IN ('completed', 'failed') GROUP BY state`).Scan(&byState).Error; err != nil {
+		WHERE state NOT IN ('completed', 'failed', 'cancelled', 'denied') GROUP BY state`).Scan(&byState).Error; err != nil {
 		return fmt.Errorf("counting open requests: %w", err)
 	}
 	var st requestStats
 	if err := db.Raw(`SELECT
 			COALESCE(EXTRACT(EPOCH FROM now() - min(submitted_at)), 0)::float8 AS oldest_seconds,
-			count(*) FILTER (WHERE due_at > now() AND due_at <= now() + make_interval(secs => ?)) AS near,
-			count(*) FILTER (WHERE due_at <= now()) AS past
-		FROM requests WHERE state NOT IN ('completed', 'failed')`, e.opts.NearDeadline.Seconds()).Scan(&st).Error; err != nil {
+			count(*) FILTER (WHERE COALESCE(extended_until, due_at) > now()
+				AND COALESCE(extended_until, due_at) <= now() + make_interval(secs => ?)) AS near,
+			count(*) FILTER (WHERE COALESCE(extended_until, due_at) <= now()) AS past
+		FROM requests WHERE state NOT IN ('completed', 'failed', 'cancelled', 'denied')`, e.opts.NearDeadline.Seconds()).Scan(&st).Error; err != nil {
 		return fmt.Errorf("reading request deadlines: %w", err)
 	}
 	for _, s := range OpenStates() {

@@ -87,10 +87,14 @@ type Options struct {
 	// PreviousDownloadKeys are former download keys whose tokens are still
 	// accepted (serve.previous_download_keys).
 	PreviousDownloadKeys [][]byte
-	Participants         ParticipantLister
-	Reports              ReportOpener
-	Registerer           prometheus.Registerer
-	Logger               *slog.Logger
+	// ClientRegulations is each caller's regulation when its submission
+	// names none (console.client_regulations), keyed by the caller name
+	// the API token check gives.
+	ClientRegulations map[string]string
+	Participants      ParticipantLister
+	Reports           ReportOpener
+	Registerer        prometheus.Registerer
+	Logger            *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -187,6 +191,9 @@ func (a Accepted) Settle() {
 func (s *Service) Submit(ctx context.Context, caller, idemKey string, sub Submission) (Accepted, error) {
 	if len(idemKey) > maxIdempotencyKeyLen {
 		return Accepted{}, fieldErr("Idempotency-Key", "must be at most %d characters", maxIdempotencyKeyLen)
+	}
+	if sub.Regulation == "" {
+		sub.Regulation = s.opts.ClientRegulations[caller]
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -296,6 +303,7 @@ func (s *Service) publish(ctx context.Context, r reservation, sub Submission) er
 		Type:        sub.Type,
 		Subject:     sub.Subject,
 		SubmittedAt: r.SubmittedAt,
+		Regulation:  sub.Regulation,
 	}, nil)
 	if err != nil {
 		return err

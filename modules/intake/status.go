@@ -20,7 +20,7 @@ type Status struct {
 	State       string
 	SubmittedAt time.Time
 	ReceivedAt  *time.Time
-	// DueAt is the legal deadline (DueAt of the receipt).
+	// DueAt is the deadline in force: the regulation's deadline of the receipt, or the extension an operator set.
 	DueAt          time.Time
 	CompletedAt    *time.Time
 	UpdatedAt      *time.Time
@@ -51,7 +51,7 @@ type statusRow struct {
 func (s *Service) Status(ctx context.Context, id string) (Status, error) {
 	ctx = trace.WithRequestID(ctx, id)
 	var r statusRow
-	res := s.opts.DB.WithContext(ctx).Raw(`SELECT id, type, state, submitted_at, received_at, due_at, completed_at,
+	res := s.opts.DB.WithContext(ctx).Raw(`SELECT id, type, state, submitted_at, received_at, COALESCE(extended_until, due_at) AS due_at, completed_at,
 		attempts, next_attempt_at, last_error_class, updated_at FROM requests WHERE id = ?`, id).Scan(&r)
 	if res.Error != nil {
 		return Status{}, fmt.Errorf("%w: reading request %s: %w", ErrUnavailable, id, res.Error)

@@ -11,6 +11,7 @@ import (
 	"net/mail"
 	"strings"
 
+	"github.com/gdpr-oss/gdpr/modules/deadline"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/strictjson"
 )
@@ -45,14 +46,18 @@ func fieldErr(field, format string, args ...any) *FieldError {
 type Submission struct {
 	Type    string
 	Subject event.Subject
+	// Regulation is the caller's choice of clock (deadline.Regulation); empty
+	// means the caller's configured one, or gdpr.
+	Regulation string
 }
 
 // wire is the JSON body of POST /v1/requests. A pointer tells a missing
 // member from an empty one; the subject is decoded on its own so that its
 // errors name "subject.<member>".
 type wire struct {
-	Type    *string         `json:"type"`
-	Subject json.RawMessage `json:"subject"`
+	Type       *string         `json:"type"`
+	Subject    json.RawMessage `json:"subject"`
+	Regulation *string         `json:"regulation"`
 }
 
 type wireSubject struct {
@@ -74,6 +79,12 @@ func Parse(body []byte) (Submission, error) {
 		return s, fieldErr("type", "must be %q or %q", event.KindAccess, event.KindErasure)
 	}
 	s.Type = *w.Type
+	if w.Regulation != nil {
+		if _, err := deadline.Parse(*w.Regulation); err != nil || *w.Regulation == "" {
+			return s, fieldErr("regulation", "must be one of gdpr, ccpa, lgpd")
+		}
+		s.Regulation = *w.Regulation
+	}
 	if len(w.Subject) == 0 || string(w.Subject) == "null" {
 		return s, fieldErr("subject", "is required")
 	}
@@ -199,10 +210,11 @@ func checkEmail(s string) (string, *FieldError) {
 // request written with other whitespace or member order is the same request.
 func (s Submission) fingerprint() string {
 	raw, _ := json.Marshal(struct {
-		Type  string `json:"t"`
-		ID    string `json:"i"`
-		Email string `json:"e"`
-	}{s.Type, s.Subject.ID, s.Subject.Email})
+		Type       string `json:"t"`
+		ID         string `json:"i"`
+		Email      string `json:"e"`
+		Regulation string `json:"r,omitempty"`
+	}{s.Type, s.Subject.ID, s.Subject.Email, s.Regulation})
 	sum := sha256.Sum256(raw)
 	return hex.EncodeToString(sum[:])
 }

@@ -30,6 +30,12 @@ const Consumer = "worker.notify"
 const (
 	TemplateReportReady      = "report_ready"
 	TemplateErasureCompleted = "erasure_completed"
+	// TemplateRequestDenied tells the subject why an operator denied the
+	// request and that they may complain to a supervisory authority (GDPR
+	// Art. 12(4)); TemplateRequestExtended, that and why the deadline was
+	// extended (Art. 12(3)).
+	TemplateRequestDenied   = "request_denied"
+	TemplateRequestExtended = "request_extended"
 )
 
 // Reasons of a skipped notification (notifications.reason).
@@ -101,7 +107,7 @@ func New(db *gorm.DB, outbox Outbox, sender Sender, link LinkFunc, cfg Config, l
 	if n.cfg.MessageIDDomain == "" {
 		n.cfg.MessageIDDomain = "gdpr.invalid"
 	}
-	for _, name := range []string{TemplateReportReady, TemplateErasureCompleted} {
+	for _, name := range []string{TemplateReportReady, TemplateErasureCompleted, TemplateRequestDenied, TemplateRequestExtended} {
 		t, err := template.ParseFS(templateFS, "templates/"+name+".tmpl")
 		if err != nil {
 			return nil, fmt.Errorf("parsing template %s: %w", name, err)
@@ -127,6 +133,9 @@ func (n *Notifier) Handle(ctx context.Context, msg message.Message) error {
 
 type notification struct {
 	key, requestID, template string
+	// The operator's decision, for the denial and extension emails.
+	code, reason, regulation string
+	until                    time.Time
 }
 
 func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
@@ -147,6 +156,23 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		nt = notification{key: TemplateErasureCompleted + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateErasureCompleted}
+	case event.TypeRequestDenied:
+		var ev event.RequestDenied
+		if err := msg.Decode(&ev); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		nt = notification{key: TemplateRequestDenied + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateRequestDenied,
+			code: ev.Code, reason: ev.Reason, regulation: ev.Regulation}
+	case event.TypeRequestExtended:
+		var ev event.RequestExtended
+		if err := msg.Decode(&ev); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		if ev.ExtendedUntil.IsZero() {
+			return fmt.Errorf("%w: extended_until is missing", ErrInvalid)
+		}
+		nt = notification{key: TemplateRequestExtended + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateRequestExtended,
+			reason: ev.Reason, regulation: ev.Regulation, until: ev.ExtendedUntil.UTC()}
 	default:
 		return fmt.Errorf("%w: unexpected type %q", ErrInvalid, msg.Type)
 	}
@@ -283,7 +309,7 @@ func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notificat
 	ctx = context.WithoutCancel(ctx)
 	return n.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var requestState string
-		if nt.template == TemplateErasureCompleted {
+		if nt.template == TemplateErasureCompleted || nt.template == TemplateRequestDenied {
 			// Locked before the notification changes, as finishErasure does:
 			// otherwise both could commit without seeing the other and leave
 			// the address on a finished erasure.
@@ -299,7 +325,8 @@ func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notificat
 		if res.Error != nil {
 			return fmt.Errorf("recording notification %s: %w", nt.key, res.Error)
 		}
-		if requestState == "completed" {
+		if requestState == "completed" || (nt.template == TemplateRequestDenied && requestState == "denied") {
+			// A denied request keeps its address only for this email.
 			if err := tx.Exec(`UPDATE requests SET subject_email = '', updated_at = now() WHERE id = ? AND subject_email <> ''`,
 				nt.requestID).Error; err != nil {
 				return fmt.Errorf("scrubbing the address of %s: %w", nt.requestID, err)
@@ -325,10 +352,48 @@ type templateData struct {
 	RequestID string
 	Link      string
 	ExpiresAt time.Time
+	// Denial and extension.
+	Code       string
+	Reason     string
+	Until      time.Time
+	Regulation string
+	Authority  string
+}
+
+// denialText words a denial reason code for the subject.
+func denialText(code string) string {
+	switch code {
+	case event.DenialManifestlyUnfounded:
+		return "the request is manifestly unfounded"
+	case event.DenialExcessive:
+		return "the request is excessive, in particular because it repeats earlier ones"
+	case event.DenialIdentityNotVerified:
+		return "we could not verify your identity"
+	}
+	return "another reason, explained below"
+}
+
+// authority names where a subject may complain under regulation.
+func authority(regulation string) string {
+	switch regulation {
+	case "ccpa":
+		return "the California Privacy Protection Agency (cppa.ca.gov) or the California Attorney General"
+	case "lgpd":
+		return "the Autoridade Nacional de Proteção de Dados (ANPD)"
+	}
+	return "a data protection supervisory authority, in particular in the EU member state where you live, work or where the alleged infringement took place (GDPR Art. 77), and to seek a judicial remedy (Art. 79)"
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 func (n *Notifier) render(nt notification, to, messageID string) (Email, error) {
-	data := templateData{RequestID: nt.requestID}
+	data := templateData{RequestID: nt.requestID, Code: denialText(nt.code), Reason: nt.reason, Until: nt.until,
+		Regulation: strings.ToUpper(or(nt.regulation, "gdpr")), Authority: authority(nt.regulation)}
 	if nt.template == TemplateReportReady {
 		link, expires, err := n.link(nt.requestID, time.Now())
 		if err != nil {

@@ -83,9 +83,12 @@ type Result struct {
 	// email was skipped: in sync, but not in email_sent. A request submitted
 	// with an address that got no email is out of sync instead, whatever
 	// its row holds now.
-	EmailSkipped int      `json:"email_skipped"`
-	Stuck        []Stuck  `json:"stuck"`
-	Failed       []Failed `json:"failed"`
+	EmailSkipped int `json:"email_skipped"`
+	// Closed counts requests an operator cancelled or denied: they pass no
+	// further stage by design.
+	Closed int      `json:"closed"`
+	Stuck  []Stuck  `json:"stuck"`
+	Failed []Failed `json:"failed"`
 }
 
 // InSync reports whether no request is stuck.
@@ -269,6 +272,10 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 			if t.reached[s] {
 				res.Counts[kind][s]++
 			}
+		}
+		if t.state == "cancelled" || t.state == "denied" {
+			res.Closed++
+			continue
 		}
 		if t.failed {
 			res.Failed = append(res.Failed, Failed{RequestID: id, Type: kind, ErrorClass: t.errClass})

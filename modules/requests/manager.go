@@ -30,6 +30,10 @@ const (
 	StateHandedOver = "handed_over"
 	StateCompleted  = "completed"
 	StateFailed     = "failed"
+	// StateCancelled and StateDenied are ends an operator gives a request
+	// (modules/officer): nothing more is done for it.
+	StateCancelled = "cancelled"
+	StateDenied    = "denied"
 )
 
 // Error classes recorded for failures the manager detects itself.

@@ -57,6 +57,9 @@ func validSubmission(s event.RequestSubmitted) error {
 	if s.SubmittedAt.IsZero() {
 		return fmt.Errorf("%w: submitted_at is missing", ErrInvalid)
 	}
+	if _, err := deadline.Parse(s.Regulation); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	return nil
 }
 
@@ -86,12 +89,14 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 		out.CorrelationID = sub.RequestID
 		// had_email outlives the scrub: the in-sync check derives from it
 		// whether the request owes the subject an email.
+		// validSubmission parsed it already.
+		reg, _ := deadline.Parse(sub.Regulation)
 		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, had_email, submitted_at, due_at, next_attempt_at,
-				traceparent, received_message_id)
-			VALUES (?, ?, 'received', ?, ?, ?, ?, ?, now(), ?, ?)
+				traceparent, received_message_id, regulation)
+			VALUES (?, ?, 'received', ?, ?, ?, ?, ?, now(), ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
-			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.Subject.Email != "", sub.SubmittedAt, deadline.DueAt(sub.SubmittedAt),
-			out.Traceparent, out.ID)
+			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.Subject.Email != "", sub.SubmittedAt, reg.DueAt(sub.SubmittedAt),
+			out.Traceparent, out.ID, string(reg))
 		if res.Error != nil {
 			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)
 		}
@@ -142,7 +147,9 @@ func (m *Manager) finishErasure(ctx context.Context, msg message.Message) error 
 		if res.RowsAffected == 0 {
 			return fmt.Errorf("%w: no erasure request %s", ErrInvalid, fin.RequestID)
 		}
-		if state == StateCompleted {
+		if state == StateCompleted || state == StateCancelled {
+			// A cancelled erasure never finishes (docs/console.md); a late
+			// erasure.finished changes nothing either.
 			return nil
 		}
 		if err := tx.Exec(`UPDATE requests SET state = 'completed', completed_at = now(), updated_at = now(),
