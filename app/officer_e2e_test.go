@@ -388,7 +388,9 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 	poison, err := message.New("request.submitted", map[string]any{"request_id": "not-a-uuid"}, nil)
 	require.NoError(t, err)
 	require.NoError(t, publisher.Publish(t.Context(), poison))
-	var listed struct{ DeadLetters []bus.DeadLetter `json:"dead_letters"` }
+	var listed struct {
+		DeadLetters []bus.DeadLetter `json:"dead_letters"`
+	}
 	testkit.Eventually(t, 30*time.Second, func() bool {
 		code, body := r.do(t, http.MethodGet, "/v1/admin/dead-letters", viewer, nil)
 		require.Equal(t, http.StatusOK, code, "%s", body)

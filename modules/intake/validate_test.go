@@ -152,7 +152,7 @@ func TestParseRegulation(t *testing.T) {
 	t.Parallel()
 	for body, want := range map[string]string{
 		`{"type":"access","subject":{"id":"u1"}}`:                      "",
-		`{"type":"access","subject":{"id":"u1"},"regulation":"ccpa"}`: "ccpa",
+		`{"type":"access","subject":{"id":"u1"},"regulation":"ccpa"}`:  "ccpa",
 		`{"type":"erasure","subject":{"id":"u1"},"regulation":"lgpd"}`: "lgpd",
 	} {
 		sub, err := intake.Parse([]byte(body))
