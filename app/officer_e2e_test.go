@@ -392,9 +392,9 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 		DeadLetters []bus.DeadLetter `json:"dead_letters"`
 	}
 	testkit.Eventually(t, 30*time.Second, func() bool {
-		code, body := r.do(t, http.MethodGet, "/v1/admin/dead-letters", viewer, nil)
-		require.Equal(t, http.StatusOK, code, "%s", body)
-		require.NoError(t, json.Unmarshal(body, &listed))
+		lcode, lbody := r.do(t, http.MethodGet, "/v1/admin/dead-letters", viewer, nil)
+		require.Equal(t, http.StatusOK, lcode, "%s", lbody)
+		require.NoError(t, json.Unmarshal(lbody, &listed))
 		for _, dl := range listed.DeadLetters {
 			if dl.MessageID == poison.ID {
 				return true

@@ -14,7 +14,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/console"
 )
 
-// ErrNoSession: the cookie names no live session (signed out, expired, forged).
+// ErrNoSession means the cookie names no live session (signed out, expired, forged).
 var ErrNoSession = errors.New("officer: no such session")
 
 // Session is a signed-in web console session.

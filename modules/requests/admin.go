@@ -20,10 +20,10 @@ import (
 // SQL stays here, with the table's owner; the officer decides who may do
 // what and records it.
 
-// ErrNotFound: no request has that id.
+// ErrNotFound means no request has that id.
 var ErrNotFound = errors.New("requests: no such request")
 
-// ErrConflict: the request's state (or its history) does not allow the action.
+// ErrConflict means the request's state (or its history) does not allow the action.
 var ErrConflict = errors.New("requests: the request's state does not allow this")
 
 // OpenStates are the states of a request that still owes the subject an
