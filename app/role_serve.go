@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 
+	"github.com/gdpr-oss/gdpr/modules/adminui"
 	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/console"
 	"github.com/gdpr-oss/gdpr/modules/intake"
@@ -53,6 +54,10 @@ func serveComponents(in *infra) ([]Component, error) {
 	if err != nil {
 		return nil, err
 	}
+	consoleUI, err := adminui.New(officerSvc, operators, in.logger)
+	if err != nil {
+		return nil, err
+	}
 	srv, err := api.New(api.Options{
 		Addr:         cfg.Addr,
 		Intake:       svc,
@@ -63,6 +68,7 @@ func serveComponents(in *infra) ([]Component, error) {
 		Admin:        serveAdminRoutes(in),
 		Officer:      officerSvc,
 		Operators:    operators,
+		Console:      consoleUI,
 		Registerer:   in.registry,
 		Logger:       in.logger,
 	})
