@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
+	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -31,7 +32,7 @@ const (
 // that never answers (billing) and the email system (mailer), Mailpit.
 func startConsoleRun(t *testing.T) *opsRun {
 	t.Helper()
-	r := &opsRun{cfg: testkit.Config(t), bin: testkit.Build(t), mail: testkit.StartMailpit(t), client: &http.Client{Timeout: 10 * time.Second}}
+	r := &opsRun{cfg: configtest.Config(t), bin: testkit.Build(t), mail: testkit.StartMailpit(t), client: &http.Client{Timeout: 10 * time.Second}}
 	gdb, err := db.Open(t.Context(), r.cfg.Postgres)
 	require.NoError(t, err)
 	t.Cleanup(func() { closeDB(gdb) })

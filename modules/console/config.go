@@ -85,11 +85,9 @@ func DefaultConfig() Config {
 	}
 }
 
-// ErrInvalidConfig marks a bad console setting.
-var ErrInvalidConfig = errors.New("config")
-
+// invalid names the full dotted setting; config marks it as its ErrInvalid.
 func invalid(setting, format string, args ...any) error {
-	return fmt.Errorf("%w: %s %s", ErrInvalidConfig, setting, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%s %s", setting, fmt.Sprintf(format, args...))
 }
 
 // Validate names the full dotted setting of each error.

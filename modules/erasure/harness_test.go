@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
@@ -64,7 +65,7 @@ func topology(cfg config.Config) bus.Topology {
 
 // newHarness prepares resources; the canceller and dispatcher start with start().
 func newHarness(t testing.TB, participants []config.Participant, tune func(*config.Canceller)) *harness {
-	cfg := testkit.Config(t)
+	cfg := configtest.Config(t)
 	cfg.Canceller.Participants = participants
 	cfg.Canceller.ConfirmTimeout = 30 * time.Second
 	cfg.Canceller.RetryBackoff = 100 * time.Millisecond

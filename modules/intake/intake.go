@@ -34,6 +34,8 @@ var (
 	ErrNotFound = errors.New("intake: not found")
 	// ErrForbidden: the download token is not valid for this request.
 	ErrForbidden = errors.New("intake: download token not valid")
+	// ErrGone: the report was deleted (a GoneError says why).
+	ErrGone = errors.New("intake: report deleted")
 )
 
 // StateSubmitted is the state of an accepted request the requests manager has not stored yet.
@@ -107,6 +109,8 @@ type Service struct {
 	now       func() time.Time
 	// downloadKeys are the active download key and the previous ones.
 	downloadKeys [][]byte
+	// fingerprintKeys are derived from downloadKeys, in the same order.
+	fingerprintKeys [][]byte
 }
 
 // New builds a Service and registers its metrics on opts.Registerer.
@@ -148,6 +152,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	for _, k := range s.downloadKeys {
+		s.fingerprintKeys = append(s.fingerprintKeys, fingerprintKey(k))
 	}
 	if err := opts.Registerer.Register(s.submitted); err != nil {
 		return nil, fmt.Errorf("registering intake metrics: %w", err)
@@ -219,14 +226,19 @@ func (s *Service) Submit(ctx context.Context, caller, idemKey string, sub Submis
 func (s *Service) submitIdempotent(ctx, work context.Context, caller, idemKey string, r reservation, sub Submission) (Accepted, error) {
 	key := s.idem.key(caller, idemKey)
 	owner := uuid.NewString()
-	fp := sub.fingerprint()
+	// Records written under a previous download key still match theirs.
+	fp := sub.fingerprint(s.fingerprintKeys[0])
+	var alt []string
+	for _, k := range s.fingerprintKeys[1:] {
+		alt = append(alt, sub.fingerprint(k))
+	}
 	// A concurrent duplicate waits for the holder's outcome rather than
 	// failing: the holder either confirms (same id for both) or fails (this
 	// call takes the record over and publishes the same request).
 	deadline := time.Now().Add(s.idem.lease + time.Second)
 	backoff := 5 * time.Millisecond
 	for {
-		outcome, got, err := s.idem.claim(work, key, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt), fp, owner, r)
+		outcome, got, err := s.idem.claim(work, key, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt), fp, alt, owner, r)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
@@ -340,25 +352,66 @@ func (s *Service) DownloadToken(requestID, token string) error {
 	return nil
 }
 
+// Why a report is gone (GoneError.Reason), as recorded in reports.deleted_reason.
+const (
+	GoneSubjectErasure = "subject_erasure"
+	GoneRetention      = "retention"
+)
+
+// GoneError is a deleted report: at the subject's own request (their
+// erasure) or because its retention ended.
+type GoneError struct {
+	Reason    string
+	DeletedAt time.Time
+}
+
+func (e *GoneError) Error() string { return "report deleted (" + e.Reason + ")" }
+
+// Is makes errors.Is(err, ErrGone) hold.
+func (e *GoneError) Is(target error) bool { return target == ErrGone }
+
 // OpenReport verifies the download token and opens the request's report.
-// The caller closes the reader.
+// The caller closes the reader. A deleted report is a *GoneError for any
+// link gdpr signed, expired or not: the holder of an old link learns why
+// it no longer works, a guessed link learns nothing.
 func (s *Service) OpenReport(ctx context.Context, requestID, token string) (io.ReadCloser, int64, error) {
-	if err := s.DownloadToken(requestID, token); err != nil {
-		return nil, 0, err
+	tokenErr := s.DownloadToken(requestID, token)
+	if tokenErr != nil && !errors.Is(tokenErr, download.ErrExpired) {
+		return nil, 0, tokenErr
 	}
 	if s.opts.Reports == nil {
 		return nil, 0, fmt.Errorf("%w: report storage is not configured", ErrUnavailable)
 	}
-	var reportID string
-	res := s.opts.DB.WithContext(ctx).Raw(`SELECT id FROM reports WHERE request_id = ?`, requestID).Scan(&reportID)
+	var row struct {
+		ID            string
+		DeletedAt     *time.Time
+		DeletedReason string
+	}
+	res := s.opts.DB.WithContext(ctx).Raw(`SELECT id, deleted_at, deleted_reason FROM reports WHERE request_id = ?`, requestID).Scan(&row)
 	if res.Error != nil {
 		return nil, 0, fmt.Errorf("%w: looking up report of %s: %w", ErrUnavailable, requestID, res.Error)
+	}
+	if res.RowsAffected > 0 && row.DeletedAt != nil {
+		return nil, 0, &GoneError{Reason: row.DeletedReason, DeletedAt: row.DeletedAt.UTC()}
+	}
+	if tokenErr != nil {
+		return nil, 0, tokenErr
 	}
 	if res.RowsAffected == 0 {
 		return nil, 0, ErrNotFound
 	}
+	reportID := row.ID
 	rc, size, err := s.opts.Reports.Open(ctx, reportID)
 	if err != nil {
+		// Deleted between the lookup and the open: say so, not 500.
+		var again struct {
+			DeletedAt     *time.Time
+			DeletedReason string
+		}
+		if s.opts.DB.WithContext(ctx).Raw(`SELECT deleted_at, deleted_reason FROM reports WHERE id = ?`, reportID).Scan(&again).Error == nil &&
+			again.DeletedAt != nil {
+			return nil, 0, &GoneError{Reason: again.DeletedReason, DeletedAt: again.DeletedAt.UTC()}
+		}
 		return nil, 0, fmt.Errorf("opening report %s: %w", reportID, err)
 	}
 	return rc, size, nil

@@ -26,6 +26,14 @@ import (
 // Consumer is the inbox name of the notifier.
 const Consumer = "worker.notify"
 
+// Queue is the queue the notifier consumes (without the prefix).
+const Queue = "worker.notify"
+
+// Bindings are the routing keys that reach Queue: the messages an email goes out on.
+func Bindings() []string {
+	return []string{event.TypeReportReady, event.TypeErasureCompleted, event.TypeRequestDenied, event.TypeRequestExtended}
+}
+
 // Template names (also the gdpr_emails_sent_total label).
 const (
 	TemplateReportReady      = "report_ready"
@@ -47,6 +55,10 @@ const (
 	ReasonScrubbed = "scrubbed"
 	// ReasonRejected: the SMTP server refused the address for good.
 	ReasonRejected = "rejected"
+	// ReasonErased: the subject's erasure completed before this email went
+	// out and removed the address (and the report) from gdpr: there is
+	// nothing left to tell them about. In sync (docs/privacy.md).
+	ReasonErased = "erased"
 )
 
 // ErrInvalid marks a message that can never be handled.
@@ -253,8 +265,10 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		var req struct {
 			SubjectEmail string
 			HadEmail     bool
+			Erased       bool
 		}
-		res = tx.Raw(`SELECT subject_email, had_email FROM requests WHERE id = ?`, nt.requestID).Scan(&req)
+		res = tx.Raw(`SELECT subject_email, had_email, erased_by IS NOT NULL AND erased_by <> id AS erased
+			FROM requests WHERE id = ?`, nt.requestID).Scan(&req)
 		if res.Error != nil {
 			return fmt.Errorf("loading the address of %s: %w", nt.requestID, res.Error)
 		}
@@ -267,7 +281,11 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 			// given and is gone means the row was scrubbed before its email
 			// was recorded; the in-sync check reports that request.
 			reason := ReasonNoEmail
-			if req.HadEmail {
+			switch {
+			case req.Erased:
+				reason = ReasonErased
+				n.logger.InfoContext(ctx, "email not sent: the subject was erased meanwhile", "request_id", nt.requestID, "template", nt.template)
+			case req.HadEmail:
 				reason = ReasonScrubbed
 				n.logger.ErrorContext(ctx, "the address of a request was scrubbed before its email was sent", "request_id", nt.requestID, "template", nt.template)
 			}
@@ -327,7 +345,8 @@ func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notificat
 		}
 		if requestState == "completed" || (nt.template == TemplateRequestDenied && requestState == "denied") {
 			// A denied request keeps its address only for this email.
-			if err := tx.Exec(`UPDATE requests SET subject_email = '', updated_at = now() WHERE id = ? AND subject_email <> ''`,
+			if err := tx.Exec(`UPDATE requests SET subject_email = '', pii_scrubbed_at = now(), updated_at = now()
+				WHERE id = ? AND subject_email <> ''`,
 				nt.requestID).Error; err != nil {
 				return fmt.Errorf("scrubbing the address of %s: %w", nt.requestID, err)
 			}

@@ -384,3 +384,23 @@ func TestScrubbedAddressIsNotTakenForNone(t *testing.T) {
 	require.Equal(t, map[bool]string{true: notify.ReasonScrubbed, false: notify.ReasonNoEmail}, reasons)
 	require.Contains(t, logs.String(), "the address of a request was scrubbed before its email was sent")
 }
+
+// TestReportOfAnErasedSubjectIsNotAnnounced: a report.ready handled after
+// the subject's erasure removed the address (and the report) sends nothing
+// and records "erased", which is no error.
+func TestReportOfAnErasedSubjectIsNotAnnounced(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	var logs testkit.Buffer
+	n, err := notify.New(gdb, scheduler.NewStore(gdb), &failingSender{fail: true}, link,
+		notify.Config{ResendAfter: time.Minute}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	require.NoError(t, err)
+	id, erasure := uuid.NewString(), uuid.NewString()
+	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, had_email, erased_by, pii_scrubbed_at, submitted_at, due_at)
+		VALUES (?, 'access', 'completed', true, ?, now(), now(), now() + interval '1 month')`, id, erasure).Error)
+	require.NoError(t, n.Handle(t.Context(), reportReady(t, id)))
+	var reason string
+	require.NoError(t, gdb.Raw(`SELECT reason FROM notifications WHERE request_id = ? AND state = 'skipped'`, id).Scan(&reason).Error)
+	require.Equal(t, notify.ReasonErased, reason)
+	require.NotContains(t, logs.String(), "level=ERROR")
+}

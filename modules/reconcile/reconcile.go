@@ -82,7 +82,8 @@ type Result struct {
 	// EmailSkipped counts requests submitted without an email address whose
 	// email was skipped: in sync, but not in email_sent. A request submitted
 	// with an address that got no email is out of sync instead, whatever
-	// its row holds now.
+	// its row holds now, unless the subject's erasure removed the address
+	// first (reason "erased"), which is counted here too.
 	EmailSkipped int `json:"email_skipped"`
 	// Closed counts requests an operator cancelled or denied: they pass no
 	// further stage by design.
@@ -287,7 +288,9 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 		}
 		reason := ""
 		if missing == StageEmailSent && t.noEmail {
-			if !t.hadEmail {
+			// An access whose subject was erased before the email went out
+			// has nothing left to announce (docs/privacy.md).
+			if !t.hadEmail || t.skipReason == "erased" {
 				res.EmailSkipped++
 				continue
 			}

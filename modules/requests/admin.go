@@ -16,9 +16,9 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/deadline"
 )
 
-// The requests table as operators see and change it (modules/officer). The
-// SQL stays here, with the table's owner; the officer decides who may do
-// what and records it.
+// The requests table as operators see and change it (modules/officer): more
+// of the requests module's Store. The SQL stays here, with the table's
+// owner; the officer decides who may do what and records it.
 
 // ErrNotFound means no request has that id.
 var ErrNotFound = errors.New("requests: no such request")
@@ -125,12 +125,6 @@ const rowColumns = `r.id::text AS id, r.type, r.state, r.regulation, r.submitted
 	r.closed_at, r.updated_at, r.had_email,
 	(SELECT count(*) FROM erasure_participants p WHERE p.request_id = r.id
 		AND p.state IN ('overdue', 'failed', 'cannot_erase')) AS participants_overdue`
-
-// Store is the requests table for operators.
-type Store struct{ db *gorm.DB }
-
-// NewStore returns the operators' view of the requests table.
-func NewStore(db *gorm.DB) *Store { return &Store{db: db} }
 
 // nearExpr is the near-deadline window of r's regulation, in seconds.
 func nearExpr(near map[string]time.Duration) (string, []any) {

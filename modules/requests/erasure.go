@@ -28,7 +28,7 @@ func (m *Manager) erasure(ctx, _ context.Context, c *claimed) error {
 		var pending bool
 		if err := tx.Raw(`SELECT EXISTS (SELECT 1 FROM requests
 			WHERE type = 'access' AND id <> ?
-			  AND ((? <> '' AND subject_id = ?) OR (? <> '' AND subject_email = ?))
+			  AND ((? <> '' AND subject_id = ?) OR (? <> '' AND lower(subject_email) = lower(?)))
 			  AND (state = 'processing' OR (state = 'received' AND submitted_at <= ?)))`,
 			c.ID, c.SubjectID, c.SubjectID, c.SubjectEmail, c.SubjectEmail, c.SubmittedAt).Scan(&pending).Error; err != nil {
 			return fmt.Errorf("looking for open access requests of %s: %w", c.ID, err)

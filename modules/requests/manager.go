@@ -23,6 +23,14 @@ import (
 // Consumer is the inbox name of the requests manager's queue consumer.
 const Consumer = "worker.requests"
 
+// Queue is the queue the requests manager consumes (without the prefix).
+const Queue = "worker.requests"
+
+// Bindings are the routing keys that reach Queue.
+func Bindings() []string {
+	return []string{event.TypeRequestSubmitted, event.TypeErasureFinished}
+}
+
 // Request states.
 const (
 	StateReceived   = "received"
@@ -97,6 +105,7 @@ type Manager struct {
 	cfg     Config
 	logger  *slog.Logger
 	fence   lock.Fence
+	store   *Store
 	metrics metrics
 	wake    chan struct{}
 
@@ -119,6 +128,7 @@ func New(db *gorm.DB, outbox Outbox, locker Locker, builder Builder, cfg Config,
 		db: db, outbox: outbox, locker: locker, builder: builder, cfg: cfg,
 		logger: logger.With("component", "requests"),
 		fence:  lock.Fence{Table: "requests"},
+		store:  NewStore(db, builder),
 		wake:   make(chan struct{}, cfg.Concurrency),
 		metrics: metrics{
 			received: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -160,6 +170,10 @@ func register[T prometheus.Collector](reg prometheus.Registerer, c T) T {
 	}
 	return c
 }
+
+// Store is the manager's data lifecycle API (report deletion, scrubbing,
+// record deletion) for the retention sweeper and the download.
+func (m *Manager) Store() *Store { return m.store }
 
 // Name identifies the component in logs.
 func (m *Manager) Name() string { return "requests manager" }

@@ -118,7 +118,9 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 }
 
 // finishErasure completes an erasure request once every participant,
-// including the email system, confirmed, and scrubs the subject from the row.
+// including the email system, confirmed, and scrubs the subject from the row
+// and from every other finished request of the same subject (their reports
+// are deleted: the links answer 410 Gone).
 //
 // erasure.completed (to the notifier) and erasure.finished (here) may be
 // handled in either order. The address stays on the row until the "deleted"
@@ -134,33 +136,57 @@ func (m *Manager) finishErasure(ctx context.Context, msg message.Message) error 
 	if _, err := uuid.Parse(fin.RequestID); err != nil {
 		return fmt.Errorf("%w: request_id is not a UUID", ErrInvalid)
 	}
-	return m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	var reports []string
+	err := m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		fresh, err := inbox.Claim(ctx, tx, Consumer, msg.ID)
 		if err != nil || !fresh {
 			return err
 		}
-		var state string
-		res := tx.Raw(`SELECT state FROM requests WHERE id = ? AND type = 'erasure' FOR UPDATE`, fin.RequestID).Scan(&state)
+		var row struct {
+			State        string
+			SubjectID    string
+			SubjectEmail string
+		}
+		res := tx.Raw(`SELECT state, subject_id, subject_email FROM requests WHERE id = ? AND type = 'erasure' FOR UPDATE`,
+			fin.RequestID).Scan(&row)
 		if res.Error != nil {
 			return fmt.Errorf("loading request %s: %w", fin.RequestID, res.Error)
 		}
 		if res.RowsAffected == 0 {
 			return fmt.Errorf("%w: no erasure request %s", ErrInvalid, fin.RequestID)
 		}
-		if state == StateCompleted || state == StateCancelled {
+		if row.State == StateCompleted || row.State == StateCancelled {
 			// A cancelled erasure never finishes (docs/console.md); a late
 			// erasure.finished changes nothing either.
 			return nil
 		}
+		// Every participant confirmed: gdpr's own copy goes now, in the
+		// transaction that completes the erasure (docs/privacy.md). Only this
+		// row's address stays until its "deleted" email is recorded.
+		if reports, err = scrubSubject(tx, fin.RequestID, row.SubjectID, row.SubjectEmail); err != nil {
+			return err
+		}
 		if err := tx.Exec(`UPDATE requests SET state = 'completed', completed_at = now(), updated_at = now(),
-			subject_id = '', lease_until = NULL,
+			subject_id = '', lease_until = NULL, erased_by = id,
 			subject_email = CASE WHEN EXISTS (SELECT 1 FROM notifications n
 				WHERE n.request_id = requests.id AND n.template = ? AND n.state IN ('sent', 'skipped'))
-				THEN '' ELSE subject_email END
-			WHERE id = ?`, notify.TemplateErasureCompleted, fin.RequestID).Error; err != nil {
+				THEN '' ELSE subject_email END,
+			pii_scrubbed_at = CASE WHEN EXISTS (SELECT 1 FROM notifications n
+				WHERE n.request_id = requests.id AND n.template = ? AND n.state IN ('sent', 'skipped'))
+				THEN now() END
+			WHERE id = ?`, notify.TemplateErasureCompleted, notify.TemplateErasureCompleted, fin.RequestID).Error; err != nil {
 			return fmt.Errorf("completing erasure %s: %w", fin.RequestID, err)
 		}
-		m.logger.InfoContext(ctx, "erasure completed", "request_id", fin.RequestID)
+		m.logger.InfoContext(ctx, "erasure completed", "request_id", fin.RequestID, "reports_deleted", len(reports))
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	// After the commit: a crash before the files are gone leaves rows the
+	// retention sweeper's purge finishes, and the download answers 410 already.
+	if err := m.store.removeFiles(context.WithoutCancel(ctx), reports); err != nil {
+		m.logger.WarnContext(ctx, "removing the reports of an erased subject failed; the purge retries", "request_id", fin.RequestID, "error", err)
+	}
+	return nil
 }

@@ -21,8 +21,9 @@ func newOfficer(in *infra) (*officer.Service, error) {
 	}
 	t := in.cfg.Telemetry
 	opts := officer.Options{
-		DB:        in.db,
-		Requests:  requests.NewStore(in.db),
+		DB: in.db,
+		// The officer removes no report files: no ReportFiles.
+		Requests:  requests.NewStore(in.db, nil),
 		Erasures:  officerErasures{k, erasure.Lister{DB: in.db}},
 		Timeline:  audit.NewStore(in.db),
 		Checker:   reconcile.New(in.db),
