@@ -58,7 +58,7 @@ func browser(t *testing.T) context.Context {
 
 // do runs steps with a bound, so a page that never shows an element fails
 // the test instead of hanging it.
-func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
+func do(ctx context.Context, t *testing.T, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	step, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -71,7 +71,7 @@ func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Voi
 	}
 }
 
-func brun[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
+func brun[T any](ctx context.Context, t *testing.T, a chromedp.Action[T]) T {
 	t.Helper()
 	step, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -80,9 +80,9 @@ func brun[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
 	return v
 }
 
-func screenshot(t *testing.T, ctx context.Context, name string) {
+func screenshot(ctx context.Context, t *testing.T, name string) {
 	t.Helper()
-	png := brun(t, ctx, chromedp.FullScreenshot(100))
+	png := brun(ctx, t, chromedp.FullScreenshot(100))
 	dir := filepath.Join("..", "docs", "img")
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, name), png, 0o644))
@@ -102,9 +102,9 @@ func postForm(t *testing.T, base, path, cookie string, form url.Values) int {
 	return resp.StatusCode
 }
 
-func sessionCookie(t *testing.T, ctx context.Context) *network.Cookie {
+func sessionCookie(ctx context.Context, t *testing.T) *network.Cookie {
 	t.Helper()
-	res := brun(t, ctx, func(ctx context.Context, tg *chromedp.Target) (network.GetCookiesResult, error) {
+	res := brun(ctx, t, func(ctx context.Context, tg *chromedp.Target) (network.GetCookiesResult, error) {
 		return cdp.Call(ctx, tg, network.GetCookies, network.GetCookiesParams{})
 	})
 	for _, c := range res.Cookies {
@@ -116,9 +116,9 @@ func sessionCookie(t *testing.T, ctx context.Context) *network.Cookie {
 	return nil
 }
 
-func signIn(t *testing.T, ctx context.Context, base, token string) {
+func signIn(ctx context.Context, t *testing.T, base, token string) {
 	t.Helper()
-	do(t, ctx,
+	do(ctx, t,
 		chromedp.Navigate(base+"/admin/"),
 		chromedp.WaitVisible(chromedp.ID("token")),
 		chromedp.SendKeys(chromedp.ID("token"), token),
@@ -147,20 +147,20 @@ func TestConsoleInARealBrowser(t *testing.T) {
 	r.waitState(t, other, "failed")
 
 	ctx := browser(t)
-	signIn(t, ctx, base, consoleOperatorToken)
-	do(t, ctx, chromedp.WaitVisible(chromedp.ID("chart")), chromedp.WaitVisible(chromedp.ID("sync")))
-	who := brun(t, ctx, chromedp.Text(chromedp.ID("who")))
-	states := brun(t, ctx, chromedp.Text(chromedp.ID("states")))
+	signIn(ctx, t, base, consoleOperatorToken)
+	do(ctx, t, chromedp.WaitVisible(chromedp.ID("chart")), chromedp.WaitVisible(chromedp.ID("sync")))
+	who := brun(ctx, t, chromedp.Text(chromedp.ID("who")))
+	states := brun(ctx, t, chromedp.Text(chromedp.ID("states")))
 	require.Equal(t, "ana (operator)", who)
 	require.Contains(t, states, "failed")
-	ck := sessionCookie(t, ctx)
+	ck := sessionCookie(ctx, t)
 	require.True(t, ck.HTTPOnly, "the session cookie is HttpOnly")
 	require.Equal(t, network.CookieSameSiteStrict, ck.SameSite)
 	require.False(t, ck.Secure, "plain HTTP here; Secure is set behind TLS")
-	screenshot(t, ctx, "console-dashboard.png")
+	screenshot(ctx, t, "console-dashboard.png")
 
 	// Filter the list by regulation: only the CCPA request is left.
-	do(t, ctx,
+	do(ctx, t,
 		chromedp.Navigate(base+"/admin/requests"),
 		chromedp.WaitVisible(chromedp.ID("f-reg")),
 		chromedp.SetValue(chromedp.ID("f-reg"), "ccpa"),
@@ -168,60 +168,60 @@ func TestConsoleInARealBrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("apply")),
 		chromedp.WaitReady(chromedp.CSS(`option[value="ccpa"][selected]`)),
 	)
-	list := brun(t, ctx, chromedp.Text(chromedp.ID("requests")))
+	list := brun(ctx, t, chromedp.Text(chromedp.ID("requests")))
 	require.Contains(t, list, target)
 	require.NotContains(t, list, other)
 
 	// Open it and extend its deadline.
-	do(t, ctx,
+	do(ctx, t,
 		chromedp.Click(chromedp.CSS(`a[href="/admin/requests/`+target+`"]`)),
 		chromedp.WaitVisible(chromedp.ID("facts")),
 	)
-	require.Contains(t, brun(t, ctx, chromedp.Text(chromedp.ID("facts"))), "ccpa")
-	do(t, ctx,
+	require.Contains(t, brun(ctx, t, chromedp.Text(chromedp.ID("facts"))), "ccpa")
+	do(ctx, t,
 		chromedp.SendKeys(chromedp.ID("extend-reason"), "We must search two archived mail systems."),
 		chromedp.Click(chromedp.ID("do-extend")),
 		chromedp.WaitVisible(chromedp.ID("flash")),
 		chromedp.WaitVisible(chromedp.ID("extension")),
 	)
-	extension := brun(t, ctx, chromedp.Text(chromedp.ID("extension")))
+	extension := brun(ctx, t, chromedp.Text(chromedp.ID("extension")))
 	require.Contains(t, extension, "by ana")
 	require.Contains(t, extension, "two archived mail systems")
 	mail := r.mailTo(t, email, "more time")
 	require.Contains(t, mail, "two archived mail systems")
 	testkit.Eventually(t, 30*time.Second, func() bool {
-		do(t, ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("timeline")))
-		timeline := brun(t, ctx, chromedp.Text(chromedp.ID("timeline")))
+		do(ctx, t, chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("timeline")))
+		timeline := brun(ctx, t, chromedp.Text(chromedp.ID("timeline")))
 		return strings.Contains(timeline, "request.extended") && strings.Contains(timeline, "operator=ana")
 	}, "the extension is in the timeline")
-	screenshot(t, ctx, "console-request.png")
+	screenshot(ctx, t, "console-request.png")
 
 	// A form without the CSRF token (or with a wrong one) is refused.
-	cookie := sessionCookie(t, ctx).Value
+	cookie := sessionCookie(ctx, t).Value
 	require.Equal(t, http.StatusForbidden, postForm(t, base, "/admin/requests/"+target+"/retry", cookie, url.Values{}))
 	require.Equal(t, http.StatusForbidden, postForm(t, base, "/admin/requests/"+target+"/retry", cookie, url.Values{"csrf": {"forged"}}))
 	require.Equal(t, "failed", r.detail(t, target).Request.State, "nothing changed")
 
 	// Sign out: the cookie no longer opens anything.
-	do(t, ctx, chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("token")))
+	do(ctx, t, chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("token")))
 	require.Equal(t, http.StatusUnauthorized, postForm(t, base, "/admin/requests/"+target+"/retry", cookie, url.Values{"csrf": {"x"}}))
 
 	// A viewer sees no action buttons, and a forged action is refused.
-	signIn(t, ctx, base, consoleViewerToken)
-	do(t, ctx, chromedp.Navigate(base+"/admin/requests/"+target), chromedp.WaitVisible(chromedp.ID("facts")))
-	forms := brun(t, ctx, chromedp.Nodes(chromedp.CSSAll(`form[action^="/admin/requests/"]`), chromedp.AtLeast(0)))
+	signIn(ctx, t, base, consoleViewerToken)
+	do(ctx, t, chromedp.Navigate(base+"/admin/requests/"+target), chromedp.WaitVisible(chromedp.ID("facts")))
+	forms := brun(ctx, t, chromedp.Nodes(chromedp.CSSAll(`form[action^="/admin/requests/"]`), chromedp.AtLeast(0)))
 	require.Empty(t, forms, "a viewer's request page has no action forms")
-	buttons := brun(t, ctx, chromedp.Nodes(chromedp.CSSAll(`main button`), chromedp.AtLeast(0)))
+	buttons := brun(ctx, t, chromedp.Nodes(chromedp.CSSAll(`main button`), chromedp.AtLeast(0)))
 	require.Empty(t, buttons, "nor any button")
-	csrf := brun(t, ctx, chromedp.Value(chromedp.CSS(`header form input[name="csrf"]`)))
-	viewerCookie := sessionCookie(t, ctx).Value
+	csrf := brun(ctx, t, chromedp.Value(chromedp.CSS(`header form input[name="csrf"]`)))
+	viewerCookie := sessionCookie(ctx, t).Value
 	require.Equal(t, http.StatusForbidden, postForm(t, base, "/admin/requests/"+target+"/deny", viewerCookie,
 		url.Values{"csrf": {csrf}, "reason_code": {"excessive"}, "reason": {"forged"}, "confirm": {"yes"}}))
 	require.Equal(t, "failed", r.detail(t, target).Request.State, "the viewer's forged deny changed nothing")
 
 	// An expired session sends the browser back to the sign-in page.
 	require.NoError(t, r.gdb.Exec(`UPDATE console_sessions SET expires_at = now() - interval '1 second'`).Error)
-	do(t, ctx, chromedp.Navigate(base+"/admin/"), chromedp.WaitVisible(chromedp.ID("token")))
-	path := brun(t, ctx, chromedp.Location())
+	do(ctx, t, chromedp.Navigate(base+"/admin/"), chromedp.WaitVisible(chromedp.ID("token")))
+	path := brun(ctx, t, chromedp.Location())
 	require.True(t, strings.HasSuffix(path, "/admin/signin"), path)
 }

@@ -200,6 +200,7 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
+	//nolint:gosec // G124: HttpOnly and SameSite=Strict always; Secure whenever the request came over TLS (plain HTTP is for loopback and tests).
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: id, Path: "/admin", Expires: sess.ExpiresAt,
 		HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteStrictMode})
 	c.logger.InfoContext(r.Context(), "operator signed in to the console", "operator", p.Name, "role", p.Role)
@@ -247,6 +248,7 @@ func (c *Console) signout(w http.ResponseWriter, r *http.Request, _ officer.Sess
 			c.logger.ErrorContext(r.Context(), "console sign-out failed", "error", err)
 		}
 	}
+	//nolint:gosec // G124: clears the cookie; same attributes as at sign-in.
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/admin", MaxAge: -1,
 		HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/admin/signin", http.StatusSeeOther)
@@ -478,7 +480,12 @@ func (c *Console) act(w http.ResponseWriter, r *http.Request, s officer.Session)
 		c.fail(w, r, s, err)
 		return
 	}
-	http.Redirect(w, r, "/admin/requests/"+url.PathEscape(id)+"?done="+action+"&changed="+strconv.FormatBool(res.Changed), http.StatusSeeOther)
+	// A path on this server (the id is the request's, which the officer found).
+	if res.Request != nil {
+		id = res.Request.ID
+	}
+	target := "/admin/requests/" + url.PathEscape(id) + "?done=" + url.QueryEscape(action) + "&changed=" + strconv.FormatBool(res.Changed)
+	http.Redirect(w, r, target, http.StatusSeeOther)
 }
 
 type deadLetterData struct {
