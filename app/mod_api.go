@@ -79,6 +79,7 @@ func buildAPI(_ context.Context, in *infra) ([]Component, error) {
 		AdminTokens:  adminTokens,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		RetryAfter:   cfg.RetryAfter,
+		Limits:       cfg.Limits(),
 		Admin:        in.adminRoutes,
 		Officer:      officerSvc,
 		Operators:    operators,

@@ -15,7 +15,7 @@ import (
 // it only writes the database and the outbox), the audit timeline, the
 // in-sync check and the dead-letter queue.
 func newOfficer(in *infra) (*officer.Service, error) {
-	k, err := erasure.New(in.db, in.outbox, in.cfg.Canceller, nil, in.logger.With("module", "erasure"))
+	k, err := erasure.New(in.db, in.scheduled, in.outbox, in.cfg.Canceller, nil, in.logger.With("module", "erasure"))
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -259,6 +260,10 @@ func TestTimelineListsEventsInCausalOrderAcrossRoles(t *testing.T) {
 	}
 	require.NoError(t, gdb.Exec(`INSERT INTO scheduled_messages_sent (key, message_id, deliver_at, sent_at, attempts, exchange, routing_key, type, correlation_id)
 		VALUES (?, ?, now(), now(), 1, '', ?, ?, ?)`, "erasure:"+c.requestID+":email", emailCmd.ID, emailCmd.Key(), emailCmd.Type, c.requestID).Error)
+	// The first message went through the outbox of the role that wrote it.
+	first := c.messages[0]
+	require.NoError(t, gdb.Exec(`INSERT INTO outbox_messages_sent (key, message_id, deliver_at, sent_at, attempts, exchange, routing_key, type, correlation_id)
+		VALUES (?, ?, now(), now(), 1, '', ?, ?, ?)`, first.ID, first.ID, first.Key(), first.Type, c.requestID).Error)
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/admin/requests/{id}/timeline", audit.TimelineHandler(store, testkit.Logger(t)))
@@ -280,10 +285,14 @@ func TestTimelineListsEventsInCausalOrderAcrossRoles(t *testing.T) {
 			require.True(t, seen[e.CausationID], "event %d (%s) listed before its cause", i, e.RoutingKey)
 		}
 		seen[e.MessageID] = true
-		if e.MessageID == emailCmd.ID {
+		switch e.MessageID {
+		case emailCmd.ID:
 			require.Equal(t, "scheduler", e.DispatchedBy)
 			require.NotNil(t, e.DispatchedAt)
-		} else {
+		case first.ID:
+			require.Equal(t, "outbox", e.DispatchedBy)
+			require.NotNil(t, e.DispatchedAt)
+		default:
 			require.Empty(t, e.DispatchedBy)
 		}
 		gotTypes = append(gotTypes, e.RoutingKey)
@@ -351,4 +360,61 @@ func TestConsumerLosesNothingWhileTheDatabaseRefuses(t *testing.T) {
 		return timelineLen(t, store, c.requestID) == len(c.messages)
 	}, "every event recorded once the table is back")
 	require.Equal(t, float64(len(c.messages)), counterSum(t, reg, "gdpr_audit_events_total"))
+}
+
+// TestConcurrentHandlersShareCommitsAndRecordEachIDOnce runs many handlers
+// at once, as the consumer does, with every message handled twice at the
+// same time: each id gets one row and is counted once, a handler returns
+// (so its delivery is acknowledged) only once its row is committed.
+func TestConcurrentHandlersShareCommitsAndRecordEachIDOnce(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	store := audit.NewStore(gdb)
+	reg := prometheus.NewRegistry()
+	rec := audit.NewRecorder(store, reg, testkit.Logger(t))
+	const messages, handlers = 300, 64
+	requestID := uuid.NewString()
+	var all []message.Message
+	for i := range messages {
+		m := mustMessage(t, event.TypeRequestReceived, event.RequestReceived{RequestID: requestID, Type: event.KindAccess}, nil)
+		m.CorrelationID = requestID
+		m.ID = fmt.Sprintf("%s-%03d", requestID, i)
+		all = append(all, m, m)
+	}
+	work := make(chan message.Message)
+	errs := make(chan error, len(all))
+	var wg sync.WaitGroup
+	for range handlers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range work {
+				if err := rec.Handle(t.Context(), m); err != nil {
+					errs <- err
+					continue
+				}
+				var n int
+				if err := gdb.Raw(`SELECT count(*) FROM audit_events WHERE message_id = ?`, m.ID).Scan(&n).Error; err != nil {
+					errs <- err
+					continue
+				}
+				if n != 1 {
+					errs <- fmt.Errorf("handler returned before %s was committed", m.ID)
+				}
+			}
+		}()
+	}
+	for _, m := range all {
+		work <- m
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	var rows int
+	require.NoError(t, gdb.Raw(`SELECT count(*) FROM audit_events WHERE request_id = ?`, requestID).Scan(&rows).Error)
+	require.Equal(t, messages, rows)
+	require.Equal(t, float64(messages), counterSum(t, reg, "gdpr_audit_events_total"), "each id counted once")
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"gorm.io/gorm"
 )
 
@@ -113,10 +114,12 @@ func (s *Store) removeFiles(ctx context.Context, reportIDs []string) error {
 // recorded but not done (the process died between the commit and the
 // unlink) and returns their ids. It is idempotent: removing a file that is
 // gone already is not an error.
-func (s *Store) PurgeRemovedReports(ctx context.Context, limit int, dryRun bool) ([]string, error) {
+// Only deletions recorded before deletedBefore are taken: a younger one is
+// likely being finished by the process that recorded it.
+func (s *Store) PurgeRemovedReports(ctx context.Context, deletedBefore time.Time, limit int, dryRun bool) ([]string, error) {
 	var ids []string
 	if err := s.db.WithContext(ctx).Raw(`SELECT id FROM reports WHERE deleted_at IS NOT NULL AND NOT file_removed
-		ORDER BY deleted_at LIMIT ?`, limit).Scan(&ids).Error; err != nil {
+		AND deleted_at < ? ORDER BY deleted_at LIMIT ?`, deletedBefore, limit).Scan(&ids).Error; err != nil {
 		return nil, fmt.Errorf("listing report files to remove: %w", err)
 	}
 	if dryRun {
@@ -205,4 +208,24 @@ func (s *Store) DeleteRecords(ctx context.Context, cutoff time.Time, limit int, 
 		return nil, fmt.Errorf("deleting request records: %w", err)
 	}
 	return ids, nil
+}
+
+// ErasedAmong returns those of ids (request ids, possibly not UUIDs) whose
+// subject was erased: the erasure requests themselves and the requests an
+// erasure scrubbed. Their dead letters are purged at once.
+func (s *Store) ErasedAmong(ctx context.Context, ids []string) ([]string, error) {
+	var valid []string
+	for _, id := range ids {
+		if _, err := uuid.Parse(id); err == nil {
+			valid = append(valid, id)
+		}
+	}
+	if len(valid) == 0 {
+		return nil, nil
+	}
+	var out []string
+	if err := s.db.WithContext(ctx).Raw(`SELECT id::text FROM requests WHERE id IN ? AND erased_by IS NOT NULL`, valid).Scan(&out).Error; err != nil {
+		return nil, fmt.Errorf("looking up erased requests: %w", err)
+	}
+	return out, nil
 }

@@ -1,6 +1,8 @@
-// Package scheduler keeps messages in PostgreSQL and publishes them when they
-// are due: delayed erasure, re-sends, retries, and the transactional outbox
-// of every module.
+// Package scheduler keeps delayed messages in PostgreSQL and publishes them
+// when they are due: the email system's erasure delay, re-sends, retries,
+// and what scheduler.schedule commands ask for. Messages published at once
+// are not its business: they go through modules/outbox, relayed by the role
+// that wrote them, so they do not depend on the scheduler role.
 package scheduler
 
 import (
@@ -98,11 +100,6 @@ func (s *Store) Schedule(ctx context.Context, tx *gorm.DB, e Entry) error {
 		return fmt.Errorf("scheduling %s: %w", e.Key, res.Error)
 	}
 	return nil
-}
-
-// Enqueue is the outbox: it schedules m for immediate publication inside tx.
-func (s *Store) Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error {
-	return s.Schedule(ctx, tx, Entry{Key: "outbox:" + m.ID, Message: m})
 }
 
 // Cancel removes the pending entry with key; it reports whether one existed.
