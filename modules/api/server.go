@@ -64,8 +64,8 @@ type Options struct {
 	RetryAfter time.Duration
 	// Limits bound connections and their timeouts; zero timeouts are
 	// health.DefaultLimits'.
-	Limits     health.Limits
-	Admin      []AdminRoute
+	Limits health.Limits
+	Admin  []AdminRoute
 	// Officer serves /v1/admin/requests and /v1/admin/dead-letters
 	// (modules/officer); Operators authenticate every /v1/admin call
 	// when set (console.operators and serve.admin_tokens).
