@@ -33,7 +33,7 @@ func chromiumPath(t *testing.T) string {
 }
 
 // browser starts a headless Chromium with a fresh profile for one test.
-func browser(t *testing.T) context.Context {
+func consoleBrowser(t *testing.T) context.Context {
 	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath(t)),
@@ -146,7 +146,7 @@ func TestConsoleInARealBrowser(t *testing.T) {
 	r.waitState(t, target, "failed")
 	r.waitState(t, other, "failed")
 
-	ctx := browser(t)
+	ctx := consoleBrowser(t)
 	signIn(ctx, t, base, consoleOperatorToken)
 	do(ctx, t, chromedp.WaitVisible(chromedp.ID("chart")), chromedp.WaitVisible(chromedp.ID("sync")))
 	who := brun(ctx, t, chromedp.Text(chromedp.ID("who")))

@@ -27,7 +27,7 @@ func newOfficer(in *infra) (*officer.Service, error) {
 		Erasures:  officerErasures{k, erasure.Lister{DB: in.db}},
 		Timeline:  audit.NewStore(in.db),
 		Checker:   reconcile.New(in.db),
-		Reconcile: reconcile.Options{Since: t.ReconcileWindow, StuckAfter: t.StuckAfter},
+		Reconcile: t.Reconcile.Options(),
 		Outbox:    in.outbox,
 		Config:    in.cfg.Console,
 		Logger:    in.logger,

@@ -27,6 +27,7 @@ const (
 	modIntake    = "intake"
 	modAdmin     = "admin"
 	modAPI       = "api"
+	modPrivacy   = "privacy"
 	modRequests  = "requests"
 	modNotify    = "notify"
 	modAudit     = "audit"
@@ -72,9 +73,10 @@ func modules() moduleMap {
 		modOutbox:   {deps: withBus, build: buildOutbox},
 		modIntake:   {deps: []string{modPostgres, modAMQP, modRedis}, build: buildIntake},
 		modAdmin:    {deps: db, build: buildAdmin},
+		modPrivacy:  {deps: []string{modIntake}, build: buildPrivacy},
 		// The officer (in the api module) writes operator actions, denials
 		// and extensions to the outbox: serve runs its relay.
-		modAPI: {deps: []string{modIntake, modAdmin, modOutbox}, build: buildAPI},
+		modAPI: {deps: []string{modIntake, modAdmin, modPrivacy, modOutbox}, build: buildAPI},
 		modRequests: {
 			deps:   []string{modPostgres, modAMQP, modRedis, modOutbox},
 			queues: queue(requests.Queue, requests.Bindings()),

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the tests (or lint) need, when missing:
-#   deploy/tools.sh test   mailpit (SMTP test server), promtool (alert/recording rule checks),
-#                          python3-pika (the Python participant example, checked by app tests),
-#                          chromium (the web console's browser test, app/console_browser_test.go)
+#   deploy/tools.sh test   mailpit (SMTP test server), chromium (browser test), promtool (alert/recording rule checks),
+#                          python3-pika (the Python participant example, checked by app tests)
 #   deploy/tools.sh lint   golangci-lint
 #   deploy/tools.sh mailpit   mailpit only (`make run`)
 # Go tools go to $(go env GOPATH)/bin, pinned to the versions below.
@@ -54,23 +53,22 @@ install_pika() {
 	return 1
 }
 
-install_chromium() {
-	for c in chromium chromium-browser /usr/bin/chromium; do
-		command -v "$c" >/dev/null 2>&1 && return 0
-	done
-	if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
-		log "installing chromium from the Debian packages (the console's browser test)"
-		apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
-		return 0
-	fi
-	log "chromium is missing: apt-get install chromium for the console's browser test"
-	return 1
-}
 
 install_mailpit() {
 	command -v mailpit >/dev/null 2>&1 && return 0
 	log "installing mailpit $MAILPIT_VERSION (go install: downloads and compiles it once, a minute or two)"
 	go install "github.com/axllent/mailpit@$MAILPIT_VERSION"
+}
+
+# Debian's chromium drives the privacy page's browser test (chromedp).
+install_chromium() {
+	command -v chromium >/dev/null 2>&1 && return 0
+	if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+		log "installing chromium (apt-get) for the privacy page's browser test"
+		apt-get install -y --no-install-recommends chromium && return 0
+	fi
+	log "chromium is missing: apt-get install chromium for TestPrivacyPageInBrowser"
+	return 1
 }
 
 case ${1:-test} in

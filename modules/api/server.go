@@ -22,6 +22,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/lifecycle"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
@@ -72,7 +73,9 @@ type Options struct {
 	Officer   Officer
 	Operators *console.Operators
 	// Console, when set, is the web console, served under /admin/.
-	Console    http.Handler
+	Console http.Handler
+	// Privacy, when set, serves the self-service page at /privacy.
+	Privacy    *selfservice.Service
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 }
@@ -125,6 +128,9 @@ func New(opts Options) (*Server, error) {
 	s.route(e, http.MethodGet, "/v1/openapi.json", func(c echo.Context) error {
 		return c.Blob(http.StatusOK, "application/json", OpenAPI)
 	})
+	if opts.Privacy != nil {
+		s.routePrivacy(e, opts.Privacy)
+	}
 	adminAuth := s.requireToken(opts.AdminTokens)
 	if opts.Operators != nil {
 		adminAuth = s.requireOperator

@@ -77,7 +77,7 @@ func Known(typ string) bool {
 func allowed(field string) bool {
 	switch field {
 	case "request_id", "type", "report_id", "bytes", "sha256", "ready_at", "submitted_at", "template", "participant", "outcome", "attempt", "attempts", "error_class", "http_status", "version", "action", "key", "deliver_at", "routing_key", "exchange",
-		"regulation", "code", "extended_until", "operator", "reason_code":
+		"verification_method", "verified_at", "regulation", "code", "extended_until", "operator", "reason_code":
 		return true
 	}
 	return false

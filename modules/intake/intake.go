@@ -97,6 +97,9 @@ type Options struct {
 	Reports           ReportOpener
 	Registerer        prometheus.Registerer
 	Logger            *slog.Logger
+	// VerificationRequired says whether an API caller must state how it
+	// verified the subject (privacy.require_verification); nil: never.
+	VerificationRequired func(caller string) bool
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -198,6 +201,9 @@ func (a Accepted) Settle() {
 func (s *Service) Submit(ctx context.Context, caller, idemKey string, sub Submission) (Accepted, error) {
 	if len(idemKey) > maxIdempotencyKeyLen {
 		return Accepted{}, fieldErr("Idempotency-Key", "must be at most %d characters", maxIdempotencyKeyLen)
+	}
+	if sub.Verification == nil && s.opts.VerificationRequired != nil && s.opts.VerificationRequired(caller) {
+		return Accepted{}, fieldErr("verification", "is required for this client")
 	}
 	if sub.Regulation == "" {
 		sub.Regulation = s.opts.ClientRegulations[caller]
@@ -311,11 +317,14 @@ func (s *Service) publishRemembering(ctx context.Context, r reservation, sub Sub
 
 func (s *Service) publish(ctx context.Context, r reservation, sub Submission) error {
 	m, err := message.New(event.TypeRequestSubmitted, event.RequestSubmitted{
-		RequestID:   r.ID,
-		Type:        sub.Type,
-		Subject:     sub.Subject,
-		SubmittedAt: r.SubmittedAt,
-		Regulation:  sub.Regulation,
+		RequestID:    r.ID,
+		Type:         sub.Type,
+		Subject:      sub.Subject,
+		SubmittedAt:  r.SubmittedAt,
+		Verification: sub.Verification,
+		Locale:       sub.Locale,
+		Receipt:      sub.Receipt,
+		Regulation:   sub.Regulation,
 	}, nil)
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/inbox"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
 // Consumer is the inbox name of the notifier.
@@ -31,7 +32,7 @@ const Queue = "worker.notify"
 
 // Bindings are the routing keys that reach Queue: the messages an email goes out on.
 func Bindings() []string {
-	return []string{event.TypeReportReady, event.TypeErasureCompleted, event.TypeRequestDenied, event.TypeRequestExtended}
+	return []string{event.TypeReportReady, event.TypeErasureCompleted, event.TypeRequestReceived, event.TypeRequestDenied, event.TypeRequestExtended}
 }
 
 // Template names (also the gdpr_emails_sent_total label).
@@ -44,6 +45,10 @@ const (
 	// extended (Art. 12(3)).
 	TemplateRequestDenied   = "request_denied"
 	TemplateRequestExtended = "request_extended"
+	// TemplateRequestReceived is the receipt, sent at once for the requests
+	// that ask for one (the self-service page's); it is not the email a
+	// request owes at its end.
+	TemplateRequestReceived = "request_received"
 )
 
 // Reasons of a skipped notification (notifications.reason).
@@ -68,7 +73,7 @@ var ErrInvalid = errors.New("notify: invalid message")
 // right now (or died doing so less than ResendAfter ago).
 var errInFlight = errors.New("notify: notification is being sent")
 
-//go:embed templates/*.tmpl
+//go:embed templates
 var templateFS embed.FS
 
 // Sender delivers one email.
@@ -85,33 +90,41 @@ type Outbox interface {
 // when it expires.
 type LinkFunc func(requestID string, now time.Time) (link string, expires time.Time, err error)
 
-// Config tunes the notifier.
-type Config struct {
+// Options tune the notifier.
+type Options struct {
 	// ResendAfter: a 'sending' row older than this is from a delivery that
 	// died between the SMTP conversation and its commit; it is sent again.
 	ResendAfter time.Duration
 	// MessageIDDomain is the right-hand side of generated Message-IDs.
 	MessageIDDomain string
+	// StatusLink returns a request's status page link for the receipt;
+	// nil sends no receipts.
+	StatusLink LinkFunc
+	// TemplateDir overrides shipped templates with
+	// <dir>/email/<locale>/<template>.tmpl (privacy.template_dir).
+	TemplateDir string
+	// DefaultLocale is the language of a request that named none (or one not shipped).
+	DefaultLocale string
 }
 
 // Notifier handles report.ready and erasure.completed.
 type Notifier struct {
-	db        *gorm.DB
-	outbox    Outbox
-	sender    Sender
-	link      LinkFunc
-	cfg       Config
-	logger    *slog.Logger
+	db     *gorm.DB
+	outbox Outbox
+	sender Sender
+	link   LinkFunc
+	cfg    Options
+	logger *slog.Logger
+	// templates are keyed "<locale>/<template>".
 	templates map[string]*template.Template
 	sent      *prometheus.CounterVec
 }
 
 // New returns a notifier.
-func New(db *gorm.DB, outbox Outbox, sender Sender, link LinkFunc, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Notifier, error) {
+func New(db *gorm.DB, outbox Outbox, sender Sender, link LinkFunc, cfg Options, logger *slog.Logger, reg prometheus.Registerer) (*Notifier, error) {
 	n := &Notifier{
 		db: db, outbox: outbox, sender: sender, link: link, cfg: cfg,
-		logger:    logger.With("component", "notify"),
-		templates: map[string]*template.Template{},
+		logger: logger.With("component", "notify"),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gdpr_emails_sent_total", Help: "Emails accepted by the SMTP server.",
 		}, []string{"template"}),
@@ -119,13 +132,15 @@ func New(db *gorm.DB, outbox Outbox, sender Sender, link LinkFunc, cfg Config, l
 	if n.cfg.MessageIDDomain == "" {
 		n.cfg.MessageIDDomain = "gdpr.invalid"
 	}
-	for _, name := range []string{TemplateReportReady, TemplateErasureCompleted, TemplateRequestDenied, TemplateRequestExtended} {
-		t, err := template.ParseFS(templateFS, "templates/"+name+".tmpl")
-		if err != nil {
-			return nil, fmt.Errorf("parsing template %s: %w", name, err)
-		}
-		n.templates[name] = t
+	if n.cfg.DefaultLocale == "" {
+		n.cfg.DefaultLocale = selfservice.LocaleEnglish
 	}
+	templates, err := selfservice.ParseEmailTemplates(templateFS, "templates", cfg.TemplateDir,
+		TemplateReportReady, TemplateErasureCompleted, TemplateRequestReceived, TemplateRequestDenied, TemplateRequestExtended)
+	if err != nil {
+		return nil, err
+	}
+	n.templates = templates
 	if reg != nil {
 		if err := reg.Register(n.sent); err != nil {
 			return nil, fmt.Errorf("registering notifier metrics: %w", err)
@@ -148,6 +163,12 @@ type notification struct {
 	// The operator's decision, for the denial and extension emails.
 	code, reason, regulation string
 	until                    time.Time
+}
+
+// recipient is what the requests row says about the email to write.
+type recipient struct {
+	email, locale, kind string
+	dueAt               time.Time
 }
 
 func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
@@ -185,6 +206,12 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 		}
 		nt = notification{key: TemplateRequestExtended + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateRequestExtended,
 			reason: ev.Reason, regulation: ev.Regulation, until: ev.ExtendedUntil.UTC()}
+	case event.TypeRequestReceived:
+		var ev event.RequestReceived
+		if err := msg.Decode(&ev); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		nt = notification{key: TemplateRequestReceived + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateRequestReceived}
 	default:
 		return fmt.Errorf("%w: unexpected type %q", ErrInvalid, msg.Type)
 	}
@@ -192,11 +219,11 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 		return fmt.Errorf("%w: request_id is not a UUID", ErrInvalid)
 	}
 
-	email, messageID, send, err := n.begin(ctx, msg, nt)
+	to, messageID, send, err := n.begin(ctx, msg, nt)
 	if err != nil || !send {
 		return err
 	}
-	e, err := n.render(nt, email, messageID)
+	e, err := n.render(nt, to, messageID)
 	if err != nil {
 		return err
 	}
@@ -223,8 +250,21 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 // begin records the send as 'sending' before the SMTP conversation. It
 // returns send=false when there is nothing to send: sent before, skipped,
 // or the subject has no email address.
-func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notification) (email, messageID string, send bool, err error) {
+func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notification) (to recipient, messageID string, send bool, err error) {
 	err = n.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if nt.template == TemplateRequestReceived {
+			// Only requests that asked for a receipt get one; the others
+			// leave no notification row (nothing is owed).
+			var receipt bool
+			res := tx.Raw(`SELECT receipt FROM requests WHERE id = ?`, nt.requestID).Scan(&receipt)
+			if res.Error != nil {
+				return fmt.Errorf("loading request %s: %w", nt.requestID, res.Error)
+			}
+			if !receipt || n.cfg.StatusLink == nil {
+				_, err := inbox.Claim(ctx, tx, Consumer, msg.ID)
+				return err
+			}
+		}
 		var row struct {
 			State     string
 			MessageID string
@@ -266,17 +306,20 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 			SubjectEmail string
 			HadEmail     bool
 			Erased       bool
+			Locale       string
+			Type         string
+			DueAt        time.Time
 		}
-		res = tx.Raw(`SELECT subject_email, had_email, erased_by IS NOT NULL AND erased_by <> id AS erased
-			FROM requests WHERE id = ?`, nt.requestID).Scan(&req)
+		res = tx.Raw(`SELECT subject_email, had_email, erased_by IS NOT NULL AND erased_by <> id AS erased,
+			locale, type, due_at FROM requests WHERE id = ?`, nt.requestID).Scan(&req)
 		if res.Error != nil {
 			return fmt.Errorf("loading the address of %s: %w", nt.requestID, res.Error)
 		}
 		if res.RowsAffected == 0 {
 			return fmt.Errorf("%w: no request %s", ErrInvalid, nt.requestID)
 		}
-		email = req.SubjectEmail
-		if email == "" {
+		to = recipient{email: req.SubjectEmail, locale: req.Locale, kind: req.Type, dueAt: req.DueAt.UTC()}
+		if to.email == "" {
 			// Only an id was given: nobody to write to. An address that was
 			// given and is gone means the row was scrubbed before its email
 			// was recorded; the in-sync check reports that request.
@@ -314,7 +357,7 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		send = true
 		return nil
 	})
-	return email, messageID, send, err
+	return to, messageID, send, err
 }
 
 // finish marks the notification done, records the message in the inbox and
@@ -369,8 +412,12 @@ func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notificat
 
 type templateData struct {
 	RequestID string
+	// Type is access or erasure.
+	Type      string
 	Link      string
 	ExpiresAt time.Time
+	// DueAt is the legal deadline (the receipt states it).
+	DueAt time.Time
 	// Denial and extension.
 	Code       string
 	Reason     string
@@ -410,17 +457,29 @@ func or(s, def string) string {
 	return s
 }
 
-func (n *Notifier) render(nt notification, to, messageID string) (Email, error) {
-	data := templateData{RequestID: nt.requestID, Code: denialText(nt.code), Reason: nt.reason, Until: nt.until,
+func (n *Notifier) render(nt notification, to recipient, messageID string) (Email, error) {
+	data := templateData{RequestID: nt.requestID, Type: to.kind, DueAt: to.dueAt,
+		Code: denialText(nt.code), Reason: nt.reason, Until: nt.until,
 		Regulation: strings.ToUpper(or(nt.regulation, "gdpr")), Authority: authority(nt.regulation)}
-	if nt.template == TemplateReportReady {
+	switch nt.template {
+	case TemplateReportReady:
 		link, expires, err := n.link(nt.requestID, time.Now())
 		if err != nil {
 			return Email{}, fmt.Errorf("making the download link of %s: %w", nt.requestID, err)
 		}
 		data.Link, data.ExpiresAt = link, expires.UTC()
+	case TemplateRequestReceived:
+		link, expires, err := n.cfg.StatusLink(nt.requestID, time.Now())
+		if err != nil {
+			return Email{}, fmt.Errorf("making the status link of %s: %w", nt.requestID, err)
+		}
+		data.Link, data.ExpiresAt = link, expires.UTC()
 	}
-	t := n.templates[nt.template]
+	locale := selfservice.Supported(to.locale)
+	if locale == "" {
+		locale = n.cfg.DefaultLocale
+	}
+	t := n.templates[locale+"/"+nt.template]
 	var subject, body bytes.Buffer
 	if err := t.ExecuteTemplate(&subject, "subject", data); err != nil {
 		return Email{}, fmt.Errorf("rendering %s subject: %w", nt.template, err)
@@ -429,7 +488,7 @@ func (n *Notifier) render(nt notification, to, messageID string) (Email, error) 
 		return Email{}, fmt.Errorf("rendering %s body: %w", nt.template, err)
 	}
 	return Email{
-		To: to, Subject: subject.String(), Body: strings.TrimLeft(body.String(), "\n"), MessageID: messageID,
+		To: to.email, Subject: subject.String(), Body: strings.TrimLeft(body.String(), "\n"), MessageID: messageID,
 		Headers: map[string]string{"X-GDPR-Request-ID": nt.requestID, "X-GDPR-Template": nt.template},
 	}, nil
 }

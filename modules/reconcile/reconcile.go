@@ -174,6 +174,8 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 		SELECT a.request_id, a.type, max(a.details->>'type') AS kind,
 			max(a.occurred_at) AS last, min(a.occurred_at) AS first
 		FROM audit_events a JOIN ids ON ids.id = a.request_id
+		-- A receipt is not the email a request owes at its end.
+		WHERE NOT (a.type = 'notification.sent' AND a.details->>'template' = 'request_received')
 		GROUP BY a.request_id, a.type`,
 		event.TypeRequestSubmitted, since, since).Scan(&audits).Error
 	if err != nil {
@@ -189,11 +191,11 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 		)
 		SELECT r.id::text AS id, r.type, r.state, r.last_error_class AS error_class,
 			EXISTS (SELECT 1 FROM reports p WHERE p.request_id = r.id) AS has_report,
-			EXISTS (SELECT 1 FROM notifications n WHERE n.request_id = r.id AND n.state = 'sent') AS email_sent,
-			EXISTS (SELECT 1 FROM notifications n WHERE n.request_id = r.id AND n.state = 'skipped') AS no_email,
+			EXISTS (SELECT 1 FROM notifications n WHERE n.request_id = r.id AND n.state = 'sent' AND n.template <> 'request_received') AS email_sent,
+			EXISTS (SELECT 1 FROM notifications n WHERE n.request_id = r.id AND n.state = 'skipped' AND n.template <> 'request_received') AS no_email,
 			r.had_email,
 			COALESCE((SELECT string_agg(DISTINCT n.reason, ',') FROM notifications n
-				WHERE n.request_id = r.id AND n.state = 'skipped'), '') AS skip_reason,
+				WHERE n.request_id = r.id AND n.state = 'skipped' AND n.template <> 'request_received'), '') AS skip_reason,
 			GREATEST(r.received_at, r.updated_at, COALESCE(r.completed_at, r.received_at),
 				COALESCE((SELECT max(GREATEST(a.started_at, COALESCE(a.finished_at, a.started_at)))
 					FROM request_attempts a WHERE a.request_id = r.id), r.received_at)) AS activity

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"time"
 
 	"github.com/google/uuid"
 	"gorm.io/gorm"
@@ -82,7 +83,14 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 		// The same request may arrive under a second message id (intake
 		// re-published after an unknown confirm): the row's primary key
 		// absorbs it.
-		out, err := message.New(event.TypeRequestReceived, event.RequestReceived{RequestID: sub.RequestID, Type: sub.Type}, &msg)
+		var method string
+		var verifiedAt *time.Time
+		if v := sub.Verification; v != nil {
+			method, verifiedAt = v.Method, &v.VerifiedAt
+		}
+		out, err := message.New(event.TypeRequestReceived, event.RequestReceived{
+			RequestID: sub.RequestID, Type: sub.Type, VerificationMethod: method, VerifiedAt: verifiedAt,
+		}, &msg)
 		if err != nil {
 			return err
 		}
@@ -92,11 +100,11 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 		// validSubmission parsed it already.
 		reg, _ := deadline.Parse(sub.Regulation)
 		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, had_email, submitted_at, due_at, next_attempt_at,
-				traceparent, received_message_id, regulation)
-			VALUES (?, ?, 'received', ?, ?, ?, ?, ?, now(), ?, ?, ?)
+				traceparent, received_message_id, verification_method, verified_at, locale, receipt, regulation)
+			VALUES (?, ?, 'received', ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
 			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.Subject.Email != "", sub.SubmittedAt, reg.DueAt(sub.SubmittedAt),
-			out.Traceparent, out.ID, string(reg))
+			out.Traceparent, out.ID, method, verifiedAt, sub.Locale, sub.Receipt && sub.Subject.Email != "", string(reg))
 		if res.Error != nil {
 			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)
 		}
