@@ -11,8 +11,9 @@ type Worker struct {
 	// (submissions, finished erasures) are stored at once; each is one short
 	// transaction, so a few suffice however many workers build reports.
 	ReceiveConcurrency int `yaml:"receive_concurrency"`
-	// PollInterval is the longest a worker idles before looking for due
-	// requests stored by other processes and retries that became due.
+	// PollInterval is how often one idle worker of the pool looks for due
+	// requests stored by other processes and retries that became due (it
+	// wakes the others when it finds one).
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// MaxAttempts is how often a request is tried before it is failed.
 	MaxAttempts int `yaml:"max_attempts"`
