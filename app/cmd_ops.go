@@ -16,6 +16,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
 // errOutOfSync makes `gdpr reconcile` exit 1 after printing its table.
@@ -52,7 +53,7 @@ sync, 1 out of sync, 2 bad configuration.`,
 				return err
 			}
 			defer closeDB(gdb)
-			res, err := reconcile.New(gdb).Check(cmd.Context(), reconcile.Options{Since: since, StuckAfter: stuckAfter})
+			res, err := reconcile.New(gdb, reconcile.Stores(gdb)).Check(cmd.Context(), reconcile.Options{Since: since, StuckAfter: stuckAfter})
 			if err != nil {
 				return err
 			}
@@ -148,7 +149,7 @@ func (c *cli) timelineCommand() *cobra.Command {
 				return err
 			}
 			defer closeDB(gdb)
-			events, err := audit.NewStore(gdb).Timeline(cmd.Context(), args[0])
+			events, err := audit.NewStore(gdb, scheduler.NewStore(gdb)).Timeline(cmd.Context(), args[0])
 			if errors.Is(err, audit.ErrNoEvents) {
 				return &exitError{code: 1, err: err}
 			}

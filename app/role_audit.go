@@ -7,6 +7,8 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/gauge"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
+	"github.com/gdpr-oss/gdpr/modules/requests"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
 // auditComponents wires what runs beside the requests manager for
@@ -14,9 +16,9 @@ import (
 // (including the periodic in-sync check behind gdpr_out_of_sync).
 func auditComponents(in *infra) ([]Component, error) {
 	t := in.cfg.Telemetry
-	recorder := audit.NewRecorder(audit.NewStore(in.db), in.registry, in.logger)
+	recorder := audit.NewRecorder(audit.NewStore(in.db, scheduler.NewStore(in.db)), in.registry, in.logger)
 	consumer := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: "audit", Concurrency: t.AuditConcurrency}, recorder.Handle, in.logger)
-	gauges := gauge.New(in.db, gauge.Options{
+	gauges := gauge.New(requests.NewStore(in.db), reconcile.New(in.db, reconcile.Stores(in.db)), gauge.Options{
 		Interval:          t.GaugeInterval,
 		NearDeadline:      t.NearDeadline,
 		ReconcileInterval: t.ReconcileInterval,
@@ -33,10 +35,10 @@ func auditComponents(in *infra) ([]Component, error) {
 //	GET /v1/admin/reconcile?since=24h&stuck_after=15m   the in-sync check (200 in sync, 409 not)
 func opsAdminHandlers(in *infra) map[string]http.Handler {
 	t := in.cfg.Telemetry
-	requests := http.NewServeMux()
-	requests.Handle("GET /v1/admin/requests/{id}/timeline", audit.TimelineHandler(audit.NewStore(in.db), in.logger))
+	byRequest := http.NewServeMux()
+	byRequest.Handle("GET /v1/admin/requests/{id}/timeline", audit.TimelineHandler(audit.NewStore(in.db, scheduler.NewStore(in.db)), in.logger))
 	return map[string]http.Handler{
-		"requests":  requests,
-		"reconcile": reconcile.Handler(reconcile.New(in.db), reconcile.Options{Since: t.ReconcileWindow, StuckAfter: t.StuckAfter}, in.logger),
+		"requests":  byRequest,
+		"reconcile": reconcile.Handler(reconcile.New(in.db, reconcile.Stores(in.db)), reconcile.Options{Since: t.ReconcileWindow, StuckAfter: t.StuckAfter}, in.logger),
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 )
 
 // serveComponents wires the HTTP intake role.
@@ -28,7 +29,7 @@ func serveComponents(in *infra) ([]Component, error) {
 	svc, err := intake.New(intake.Options{
 		Publisher:            in.publisher,
 		Redis:                in.redis,
-		DB:                   in.db,
+		Requests:             requests.NewStore(in.db),
 		KeyPrefix:            in.cfg.Redis.Prefix + "intake:",
 		AcceptedTTL:          cfg.AcceptedTTL,
 		IdempotencyTTL:       cfg.IdempotencyTTL,

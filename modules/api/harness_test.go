@@ -31,6 +31,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
@@ -131,7 +132,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	svc, err := intake.New(intake.Options{
 		Publisher:            publisher,
 		Redis:                h.rdb,
-		DB:                   h.db,
+		Requests:             requests.NewStore(h.db),
 		KeyPrefix:            redisPrefix + "intake:",
 		AcceptedTTL:          time.Hour,
 		IdempotencyTTL:       time.Hour,

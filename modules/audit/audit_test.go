@@ -20,6 +20,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -150,7 +151,7 @@ func auditBusLogging(t *testing.T, logger *slog.Logger) (*bus.Publisher, *audit.
 	cfg := testkit.AMQP(t)
 	topo := bus.Topology{Queues: []bus.Queue{{Name: "audit", Bindings: []string{"#"}}}}
 	conn := testkit.Bus(t, cfg, topo)
-	store := audit.NewStore(gdb)
+	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
 	reg := prometheus.NewRegistry()
 	rec := audit.NewRecorder(store, reg, testkit.Logger(t))
 	consumer := bus.NewConsumer(conn, bus.ConsumerOptions{Queue: "audit", Concurrency: 4}, rec.Handle, logger)
@@ -313,7 +314,7 @@ func TestTimelineListsEventsInCausalOrderAcrossRoles(t *testing.T) {
 func TestAuditTableIsAppendOnly(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
-	store := audit.NewStore(gdb)
+	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
 	m := mustMessage(t, event.TypeRequestReceived, event.RequestReceived{RequestID: "r1", Type: "access"}, nil)
 	fresh, err := store.Record(t.Context(), audit.FromMessage(m, time.Now()))
 	require.NoError(t, err)
@@ -325,7 +326,7 @@ func TestAuditTableIsAppendOnly(t *testing.T) {
 func TestMessageWithoutIDIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
-	rec := audit.NewRecorder(audit.NewStore(gdb), prometheus.NewRegistry(), testkit.Logger(t))
+	rec := audit.NewRecorder(audit.NewStore(gdb, scheduler.NewStore(gdb)), prometheus.NewRegistry(), testkit.Logger(t))
 	err := rec.Handle(t.Context(), message.Message{Type: event.TypeRequestReceived, Body: []byte(`{}`)})
 	require.ErrorIs(t, err, message.ErrPermanent)
 }

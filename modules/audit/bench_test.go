@@ -14,6 +14,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -24,7 +25,7 @@ import (
 func BenchmarkAuditRecord(b *testing.B) {
 	gdb, _ := testkit.Postgres(b)
 	require.NoError(b, gdb.Exec(`CREATE TABLE bench_ceiling (id text PRIMARY KEY)`).Error)
-	store := audit.NewStore(gdb)
+	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
 	const writers, perWriter = 4, 500
 	m, err := message.New(event.TypeRequestSubmitted, event.RequestSubmitted{RequestID: uuid.NewString(), Type: "access",
 		Subject: event.Subject{ID: "s1", Email: "bench@example.org"}, SubmittedAt: time.Now()}, nil)

@@ -9,18 +9,32 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
 // ErrNoEvents means the audit log holds nothing for a request.
 var ErrNoEvents = errors.New("audit: no events for request")
 
-// Store writes and reads the audit table. It holds no state besides the database.
-type Store struct {
-	db *gorm.DB
+// Dispatches tells when messages went through the scheduler's outbox
+// (scheduler.Store), for timelines.
+type Dispatches interface {
+	Dispatches(ctx context.Context, messageIDs []string) (map[string]scheduler.Dispatch, error)
 }
 
-// NewStore returns a store over db.
-func NewStore(db *gorm.DB) *Store { return &Store{db: db} }
+// Store writes and reads the audit table. It holds no state besides the database.
+type Store struct {
+	db         *gorm.DB
+	dispatches Dispatches
+}
+
+// NewStore returns a store over db. Timelines show when the scheduler
+// dispatched each message when dispatches is set; a store that only
+// records may pass nil.
+func NewStore(db *gorm.DB, dispatches Dispatches) *Store {
+	return &Store{db: db, dispatches: dispatches}
+}
 
 // Record appends e unless its message id is already recorded; it reports
 // whether a row was written. Redeliveries and re-publishes of one message
@@ -58,8 +72,6 @@ type row struct {
 	OccurredAt  time.Time
 	ReceivedAt  time.Time
 	Details     []byte
-	SentAt      *time.Time
-	DeliverAt   *time.Time
 }
 
 // Timeline returns every event of a request in causal order: an event never
@@ -68,19 +80,24 @@ type row struct {
 func (s *Store) Timeline(ctx context.Context, requestID string) ([]Event, error) {
 	var rows []row
 	err := s.db.WithContext(ctx).Raw(`
-		SELECT a.seq, a.message_id, a.type, a.routing_key, a.request_id, a.causation_id, a.role,
-			a.trace_id, a.occurred_at, a.received_at, a.details, s.sent_at, s.deliver_at
-		FROM audit_events a
-		LEFT JOIN LATERAL (
-			SELECT sent_at, deliver_at FROM scheduled_messages_sent
-			WHERE message_id = a.message_id ORDER BY sent_at LIMIT 1
-		) s ON true
-		WHERE a.request_id = ? ORDER BY a.occurred_at, a.seq`, requestID).Scan(&rows).Error
+		SELECT seq, message_id, type, routing_key, request_id, causation_id, role,
+			trace_id, occurred_at, received_at, details
+		FROM audit_events WHERE request_id = ? ORDER BY occurred_at, seq`, requestID).Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("reading timeline of %s: %w", requestID, err)
 	}
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("%w %s", ErrNoEvents, requestID)
+	}
+	dispatched := map[string]scheduler.Dispatch{}
+	if s.dispatches != nil {
+		ids := make([]string, len(rows))
+		for i, r := range rows {
+			ids[i] = r.MessageID
+		}
+		if dispatched, err = s.dispatches.Dispatches(ctx, ids); err != nil {
+			return nil, fmt.Errorf("reading timeline of %s: %w", requestID, err)
+		}
 	}
 	events := make([]Event, len(rows))
 	for i, r := range rows {
@@ -89,9 +106,9 @@ func (s *Store) Timeline(ctx context.Context, requestID string) ([]Event, error)
 			CausationID: r.CausationID, Role: r.Role, TraceID: r.TraceID,
 			OccurredAt: r.OccurredAt.UTC(), ReceivedAt: r.ReceivedAt.UTC(),
 		}
-		if r.SentAt != nil {
+		if d, ok := dispatched[r.MessageID]; ok {
 			e.DispatchedBy = "scheduler"
-			sent, due := r.SentAt.UTC(), r.DeliverAt.UTC()
+			sent, due := d.SentAt.UTC(), d.DeliverAt.UTC()
 			e.DispatchedAt, e.DeliverAt = &sent, &due
 		}
 		if err := json.Unmarshal(r.Details, &e.Details); err != nil {
@@ -162,4 +179,46 @@ func (h *eventHeap) Pop() any {
 	x := old[n-1]
 	h.items = old[:n-1]
 	return x
+}
+
+// SubmittedSince returns the request ids of the request.submitted events
+// that occurred at or after since.
+func (s *Store) SubmittedSince(ctx context.Context, since time.Time) ([]string, error) {
+	var ids []string
+	if err := s.db.WithContext(ctx).Raw(`SELECT DISTINCT request_id FROM audit_events
+		WHERE type = ? AND occurred_at >= ? AND request_id <> ''`, event.TypeRequestSubmitted, since).
+		Scan(&ids).Error; err != nil {
+		return nil, fmt.Errorf("listing requests submitted since %s: %w", since, err)
+	}
+	return ids, nil
+}
+
+// Stage is what the audit log holds of one message type of one request.
+type Stage struct {
+	RequestID string
+	// Type is the message type.
+	Type string
+	// Kind is the request type a request.submitted event carries.
+	Kind string
+	// First and Last are the earliest and latest occurred_at of the type.
+	First time.Time
+	Last  time.Time
+}
+
+// Stages returns, for every one of requestIDs, one Stage per message type
+// the audit log holds for it.
+func (s *Store) Stages(ctx context.Context, requestIDs []string) ([]Stage, error) {
+	list, err := json.Marshal(requestIDs)
+	if err != nil {
+		return nil, fmt.Errorf("encoding request ids: %w", err)
+	}
+	var out []Stage
+	if err := s.db.WithContext(ctx).Raw(`
+		SELECT request_id, type, COALESCE(max(details->>'type'), '') AS kind,
+			max(occurred_at) AS last, min(occurred_at) AS first
+		FROM audit_events WHERE request_id IN (SELECT jsonb_array_elements_text(?::jsonb))
+		GROUP BY request_id, type`, string(list)).Scan(&out).Error; err != nil {
+		return nil, fmt.Errorf("reading audit stages of %d requests: %w", len(requestIDs), err)
+	}
+	return out, nil
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/gauge"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
+	"github.com/gdpr-oss/gdpr/modules/requests"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -51,11 +53,11 @@ func TestRequestGauges(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	reg := prometheus.NewRegistry()
-	e := gauge.New(gdb, gauge.Options{Interval: time.Hour, NearDeadline: 5 * 24 * time.Hour}, reg, testkit.Logger(t))
+	e := gauge.New(requests.NewStore(gdb), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: time.Hour, NearDeadline: 5 * 24 * time.Hour}, reg, testkit.Logger(t))
 
 	require.NoError(t, e.RefreshRequests(t.Context()))
-	for _, s := range gauge.OpenStates() {
-		require.Equal(t, 0.0, value(t, reg, "gdpr_open_requests", map[string]string{"state": s}), s)
+	for _, s := range requests.OpenStates() {
+		require.Equal(t, 0.0, value(t, reg, "gdpr_open_requests", map[string]string{"state": string(s)}), s)
 	}
 	require.Equal(t, 0.0, value(t, reg, "gdpr_oldest_open_request_age_seconds", nil))
 
@@ -90,7 +92,7 @@ func TestExporterRunsReconcilePeriodically(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	reg := prometheus.NewRegistry()
-	e := gauge.New(gdb, gauge.Options{
+	e := gauge.New(requests.NewStore(gdb), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{
 		Interval: 50 * time.Millisecond, NearDeadline: 5 * 24 * time.Hour,
 		ReconcileInterval: 50 * time.Millisecond,
 		Reconcile:         reconcile.Options{Since: 24 * time.Hour, StuckAfter: time.Minute},
@@ -110,7 +112,7 @@ func TestExporterRunsReconcilePeriodically(t *testing.T) {
 	id := insertRequest(t, gdb, "completed", time.Now().Add(-time.Hour), time.Now().AddDate(0, 1, 0))
 	require.NoError(t, gdb.Exec(`INSERT INTO reports (id, request_id, bytes, sha256) VALUES (?, ?, 1, 'x')`, "rep-"+id, id).Error)
 	require.NoError(t, gdb.Exec(`UPDATE reports SET created_at = now() - interval '1 hour'`).Error)
-	store := audit.NewStore(gdb)
+	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
 	_, err := store.Record(t.Context(), audit.Event{MessageID: uuid.NewString(), Type: event.TypeRequestSubmitted,
 		RequestID: id, OccurredAt: time.Now().Add(-time.Hour), Details: map[string]any{"type": "access"}})
 	require.NoError(t, err)
@@ -125,7 +127,7 @@ func TestRefreshFailureKeepsRunning(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	reg := prometheus.NewRegistry()
-	e := gauge.New(gdb, gauge.Options{Interval: 20 * time.Millisecond, NearDeadline: time.Hour}, reg, testkit.Logger(t))
+	e := gauge.New(requests.NewStore(gdb), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: 20 * time.Millisecond, NearDeadline: time.Hour}, reg, testkit.Logger(t))
 	// Break our own database: the table the gauges read disappears.
 	require.NoError(t, gdb.Exec(`ALTER TABLE requests RENAME TO requests_gone`).Error)
 	require.NoError(t, e.Start(t.Context()))

@@ -15,11 +15,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/modules/download"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
@@ -67,11 +67,19 @@ type ReportOpener interface {
 	Open(ctx context.Context, reportID string) (io.ReadCloser, int64, error)
 }
 
-// Options configure a Service. Publisher, Redis, DB and Logger are required.
+// Requests reads what the requests manager stored (requests.Store).
+type Requests interface {
+	// Get returns the stored request id; found is false when it is not stored (yet).
+	Get(ctx context.Context, id string) (r requests.Row, found bool, err error)
+	// ReportID returns the id of the request's stored report, if any.
+	ReportID(ctx context.Context, requestID string) (id string, found bool, err error)
+}
+
+// Options configure a Service. Publisher, Redis, Requests and Logger are required.
 type Options struct {
 	Publisher Publisher
 	Redis     redis.UniversalClient
-	DB        *gorm.DB
+	Requests  Requests
 	// KeyPrefix starts every Redis key the service writes.
 	KeyPrefix string
 	// AcceptedTTL is how long an accepted id is remembered for status queries
@@ -107,8 +115,8 @@ type Service struct {
 
 // New builds a Service and registers its metrics on opts.Registerer.
 func New(opts Options) (*Service, error) {
-	if opts.Publisher == nil || opts.Redis == nil || opts.DB == nil || opts.Logger == nil {
-		return nil, errors.New("intake: Publisher, Redis, DB and Logger are required")
+	if opts.Publisher == nil || opts.Redis == nil || opts.Requests == nil || opts.Logger == nil {
+		return nil, errors.New("intake: Publisher, Redis, Requests and Logger are required")
 	}
 	if opts.AcceptedTTL <= 0 {
 		opts.AcceptedTTL = 24 * time.Hour
@@ -341,12 +349,11 @@ func (s *Service) OpenReport(ctx context.Context, requestID, token string) (io.R
 	if s.opts.Reports == nil {
 		return nil, 0, fmt.Errorf("%w: report storage is not configured", ErrUnavailable)
 	}
-	var reportID string
-	res := s.opts.DB.WithContext(ctx).Raw(`SELECT id FROM reports WHERE request_id = ?`, requestID).Scan(&reportID)
-	if res.Error != nil {
-		return nil, 0, fmt.Errorf("%w: looking up report of %s: %w", ErrUnavailable, requestID, res.Error)
+	reportID, found, err := s.opts.Requests.ReportID(ctx, requestID)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	if res.RowsAffected == 0 {
+	if !found {
 		return nil, 0, ErrNotFound
 	}
 	rc, size, err := s.opts.Reports.Open(ctx, reportID)

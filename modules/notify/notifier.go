@@ -63,6 +63,18 @@ type Outbox interface {
 	Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error
 }
 
+// Requests is what the notifier needs of the requests module's table
+// (requests.Store), always inside the notifier's own transaction tx.
+type Requests interface {
+	// Contact returns the subject's address of request id (empty when none
+	// was given or it was scrubbed) and whether one was given.
+	Contact(ctx context.Context, tx *gorm.DB, id string) (email string, hadEmail, found bool, err error)
+	// LockFinished locks the request's row and reports whether it is completed.
+	LockFinished(ctx context.Context, tx *gorm.DB, id string) (bool, error)
+	// ForgetEmail blanks the subject's address.
+	ForgetEmail(ctx context.Context, tx *gorm.DB, id string) error
+}
+
 // LinkFunc returns the signed download link of a request's report and
 // when it expires.
 type LinkFunc func(requestID string, now time.Time) (link string, expires time.Time, err error)
@@ -79,6 +91,7 @@ type Config struct {
 // Notifier handles report.ready and erasure.completed.
 type Notifier struct {
 	db        *gorm.DB
+	requests  Requests
 	outbox    Outbox
 	sender    Sender
 	link      LinkFunc
@@ -89,9 +102,9 @@ type Notifier struct {
 }
 
 // New returns a notifier.
-func New(db *gorm.DB, outbox Outbox, sender Sender, link LinkFunc, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Notifier, error) {
+func New(db *gorm.DB, reqs Requests, outbox Outbox, sender Sender, link LinkFunc, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Notifier, error) {
 	n := &Notifier{
-		db: db, outbox: outbox, sender: sender, link: link, cfg: cfg,
+		db: db, requests: reqs, outbox: outbox, sender: sender, link: link, cfg: cfg,
 		logger:    logger.With("component", "notify"),
 		templates: map[string]*template.Template{},
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -165,7 +178,7 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 	if err := n.sender.Send(ctx, e); err != nil {
 		if errors.Is(err, ErrRejected) {
 			n.logger.WarnContext(ctx, "email rejected by the SMTP server; not retried", "request_id", nt.requestID, "template", nt.template)
-			return n.finish(ctx, msg, nt, "skipped", ReasonRejected)
+			return n.finish(ctx, msg, nt, StateSkipped, ReasonRejected)
 		}
 		if errors.Is(err, ErrOutcomeUnknown) {
 			// The server may have accepted it: like a crash after the SMTP
@@ -175,11 +188,11 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 		// Nothing was accepted: let the redelivery send at once, and say
 		// so, so that it is not taken for a send whose outcome is unknown.
 		_ = n.db.WithContext(context.WithoutCancel(ctx)).Exec(
-			`UPDATE notifications SET updated_at = 'epoch', reason = 'send_failed' WHERE key = ? AND state = 'sending'`, nt.key).Error
+			`UPDATE notifications SET updated_at = 'epoch', reason = 'send_failed' WHERE key = ? AND state = ?`, nt.key, StateSending).Error
 		return fmt.Errorf("sending %s email for %s: %w", nt.template, nt.requestID, err)
 	}
 	n.sent.WithLabelValues(nt.template).Inc()
-	return n.finish(ctx, msg, nt, "sent", "")
+	return n.finish(ctx, msg, nt, StateSent, "")
 }
 
 // begin records the send as 'sending' before the SMTP conversation. It
@@ -188,7 +201,7 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notification) (email, messageID string, send bool, err error) {
 	err = n.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var row struct {
-			State     string
+			State     State
 			MessageID string
 			Reason    string
 			Stale     bool
@@ -201,7 +214,7 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		found := res.RowsAffected > 0
 		if found {
 			switch {
-			case row.State != "sending":
+			case row.State != StateSending:
 				// Sent or skipped before: only the inbox record is missing.
 				_, err := inbox.Claim(ctx, tx, Consumer, msg.ID)
 				return err
@@ -224,24 +237,20 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		} else {
 			messageID = strings.ReplaceAll(nt.template, "_", "-") + "." + nt.requestID + "@" + n.cfg.MessageIDDomain
 		}
-		var req struct {
-			SubjectEmail string
-			HadEmail     bool
+		var hadEmail, stored bool
+		email, hadEmail, stored, err = n.requests.Contact(ctx, tx, nt.requestID)
+		if err != nil {
+			return err
 		}
-		res = tx.Raw(`SELECT subject_email, had_email FROM requests WHERE id = ?`, nt.requestID).Scan(&req)
-		if res.Error != nil {
-			return fmt.Errorf("loading the address of %s: %w", nt.requestID, res.Error)
-		}
-		if res.RowsAffected == 0 {
+		if !stored {
 			return fmt.Errorf("%w: no request %s", ErrInvalid, nt.requestID)
 		}
-		email = req.SubjectEmail
 		if email == "" {
 			// Only an id was given: nobody to write to. An address that was
 			// given and is gone means the row was scrubbed before its email
 			// was recorded; the in-sync check reports that request.
 			reason := ReasonNoEmail
-			if req.HadEmail {
+			if hadEmail {
 				reason = ReasonScrubbed
 				n.logger.ErrorContext(ctx, "the address of a request was scrubbed before its email was sent", "request_id", nt.requestID, "template", nt.template)
 			}
@@ -249,14 +258,14 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 				return err
 			}
 			return tx.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, reason)
-				VALUES (?, ?, ?, ?, 'skipped', ?)
-				ON CONFLICT (key) DO UPDATE SET state = 'skipped', reason = EXCLUDED.reason, updated_at = now()`,
-				nt.key, nt.requestID, nt.template, messageID, reason).Error
+				VALUES (?, ?, ?, ?, ?, ?)
+				ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, updated_at = now()`,
+				nt.key, nt.requestID, nt.template, messageID, StateSkipped, reason).Error
 		}
 		if !found {
 			res = tx.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, sends)
-				VALUES (?, ?, ?, ?, 'sending', 1) ON CONFLICT (key) DO NOTHING`,
-				nt.key, nt.requestID, nt.template, messageID)
+				VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (key) DO NOTHING`,
+				nt.key, nt.requestID, nt.template, messageID, StateSending)
 			if res.Error != nil {
 				return fmt.Errorf("recording notification %s sending: %w", nt.key, res.Error)
 			}
@@ -279,33 +288,33 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 // on its way: the requests manager leaves the address on the row until the
 // email is recorded (requests.Manager.finishErasure), so whichever of the two
 // commits second scrubs it.
-func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notification, state, reason string) error {
+func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notification, state State, reason string) error {
 	ctx = context.WithoutCancel(ctx)
 	return n.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var requestState string
+		finished := false
 		if nt.template == TemplateErasureCompleted {
 			// Locked before the notification changes, as finishErasure does:
 			// otherwise both could commit without seeing the other and leave
 			// the address on a finished erasure.
-			if err := tx.Raw(`SELECT state FROM requests WHERE id = ? FOR UPDATE`, nt.requestID).Scan(&requestState).Error; err != nil {
-				return fmt.Errorf("locking request %s: %w", nt.requestID, err)
+			var err error
+			if finished, err = n.requests.LockFinished(ctx, tx, nt.requestID); err != nil {
+				return err
 			}
 		}
 		if _, err := inbox.Claim(ctx, tx, Consumer, msg.ID); err != nil {
 			return err
 		}
 		res := tx.Exec(`UPDATE notifications SET state = ?, reason = ?, updated_at = now(),
-			sent_at = CASE WHEN ? = 'sent' THEN now() END WHERE key = ? AND state = 'sending'`, state, reason, state, nt.key)
+			sent_at = CASE WHEN ? THEN now() END WHERE key = ? AND state = ?`, state, reason, state == StateSent, nt.key, StateSending)
 		if res.Error != nil {
 			return fmt.Errorf("recording notification %s: %w", nt.key, res.Error)
 		}
-		if requestState == "completed" {
-			if err := tx.Exec(`UPDATE requests SET subject_email = '', updated_at = now() WHERE id = ? AND subject_email <> ''`,
-				nt.requestID).Error; err != nil {
-				return fmt.Errorf("scrubbing the address of %s: %w", nt.requestID, err)
+		if finished {
+			if err := n.requests.ForgetEmail(ctx, tx, nt.requestID); err != nil {
+				return err
 			}
 		}
-		if res.RowsAffected == 0 || state != "sent" {
+		if res.RowsAffected == 0 || state != StateSent {
 			return nil
 		}
 		out, err := message.New(event.TypeNotificationSent, event.NotificationSent{RequestID: nt.requestID, Template: nt.template}, &msg)

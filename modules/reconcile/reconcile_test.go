@@ -11,6 +11,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -33,7 +34,7 @@ type seed struct {
 func (s seed) write(t *testing.T, gdb *gorm.DB) string {
 	t.Helper()
 	ctx := t.Context()
-	store := audit.NewStore(gdb)
+	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
 	id := uuid.NewString()
 	has := map[string]bool{}
 	for _, st := range s.stages {
@@ -107,7 +108,7 @@ func stuckIDs(res reconcile.Result) map[string]string {
 func TestReconcile(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
-	checker := reconcile.New(gdb)
+	checker := reconcile.New(gdb, reconcile.Stores(gdb))
 	opts := reconcile.Options{Since: 24 * time.Hour, StuckAfter: 15 * time.Minute}
 	now := time.Now()
 	hourAgo := now.Add(-time.Hour)
@@ -198,7 +199,7 @@ func nonZero(m map[string]int) map[string]int {
 func TestEmailOwedIsDerivedFromTheSubmission(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
-	checker := reconcile.New(gdb)
+	checker := reconcile.New(gdb, reconcile.Stores(gdb))
 	opts := reconcile.Options{Since: 24 * time.Hour, StuckAfter: 15 * time.Minute}
 	hourAgo := time.Now().Add(-time.Hour)
 	justNow := time.Now().Add(-10 * time.Second)

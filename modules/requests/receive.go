@@ -13,7 +13,6 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/inbox"
 	"github.com/gdpr-oss/gdpr/modules/message"
-	"github.com/gdpr-oss/gdpr/modules/notify"
 )
 
 // ErrInvalid marks a message that can never be stored.
@@ -88,9 +87,9 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 		// whether the request owes the subject an email.
 		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, had_email, submitted_at, due_at, next_attempt_at,
 				traceparent, received_message_id)
-			VALUES (?, ?, 'received', ?, ?, ?, ?, ?, now(), ?, ?)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
-			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.Subject.Email != "", sub.SubmittedAt, deadline.DueAt(sub.SubmittedAt),
+			sub.RequestID, sub.Type, StateReceived, sub.Subject.ID, sub.Subject.Email, sub.Subject.Email != "", sub.SubmittedAt, deadline.DueAt(sub.SubmittedAt),
 			out.Traceparent, out.ID)
 		if res.Error != nil {
 			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)
@@ -134,23 +133,28 @@ func (m *Manager) finishErasure(ctx context.Context, msg message.Message) error 
 		if err != nil || !fresh {
 			return err
 		}
+		// Scanned as a string: gorm scans a single column only into basic types.
 		var state string
-		res := tx.Raw(`SELECT state FROM requests WHERE id = ? AND type = 'erasure' FOR UPDATE`, fin.RequestID).Scan(&state)
+		res := tx.Raw(`SELECT state FROM requests WHERE id = ? AND type = ? FOR UPDATE`, fin.RequestID, event.KindErasure).Scan(&state)
 		if res.Error != nil {
 			return fmt.Errorf("loading request %s: %w", fin.RequestID, res.Error)
 		}
 		if res.RowsAffected == 0 {
 			return fmt.Errorf("%w: no erasure request %s", ErrInvalid, fin.RequestID)
 		}
-		if state == StateCompleted {
+		if State(state) == StateCompleted {
 			return nil
 		}
-		if err := tx.Exec(`UPDATE requests SET state = 'completed', completed_at = now(), updated_at = now(),
+		// Read under the row lock taken above, so the notifier's commit is
+		// either seen here or sees ours.
+		recorded, err := m.emails.DeletedEmailRecorded(ctx, tx, fin.RequestID)
+		if err != nil {
+			return err
+		}
+		if err := tx.Exec(`UPDATE requests SET state = ?, completed_at = now(), updated_at = now(),
 			subject_id = '', lease_until = NULL,
-			subject_email = CASE WHEN EXISTS (SELECT 1 FROM notifications n
-				WHERE n.request_id = requests.id AND n.template = ? AND n.state IN ('sent', 'skipped'))
-				THEN '' ELSE subject_email END
-			WHERE id = ?`, notify.TemplateErasureCompleted, fin.RequestID).Error; err != nil {
+			subject_email = CASE WHEN ? THEN '' ELSE subject_email END
+			WHERE id = ?`, StateCompleted, recorded, fin.RequestID).Error; err != nil {
 			return fmt.Errorf("completing erasure %s: %w", fin.RequestID, err)
 		}
 		m.logger.InfoContext(ctx, "erasure completed", "request_id", fin.RequestID)

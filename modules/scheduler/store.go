@@ -176,3 +176,33 @@ func nonNil(h map[string]string) map[string]string {
 	}
 	return h
 }
+
+// Dispatch is when the dispatcher published a message.
+type Dispatch struct {
+	MessageID string
+	// DeliverAt is when it was due, SentAt when the broker confirmed it.
+	DeliverAt time.Time
+	SentAt    time.Time
+}
+
+// Dispatches returns the first dispatch of each of messageIDs that went
+// through the scheduler (the outbox included), by message id; messages
+// published directly are absent.
+func (s *Store) Dispatches(ctx context.Context, messageIDs []string) (map[string]Dispatch, error) {
+	list, err := json.Marshal(messageIDs)
+	if err != nil {
+		return nil, fmt.Errorf("encoding message ids: %w", err)
+	}
+	var rows []Dispatch
+	if err := s.db.WithContext(ctx).Raw(`
+		SELECT DISTINCT ON (message_id) message_id, deliver_at, sent_at FROM scheduled_messages_sent
+		WHERE message_id IN (SELECT jsonb_array_elements_text(?::jsonb))
+		ORDER BY message_id, sent_at`, string(list)).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("reading the dispatches of %d messages: %w", len(messageIDs), err)
+	}
+	out := make(map[string]Dispatch, len(rows))
+	for _, r := range rows {
+		out[r.MessageID] = r
+	}
+	return out, nil
+}
