@@ -15,7 +15,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/participant/conformance"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -26,7 +25,7 @@ import (
 var checkArgs = []string{"--timeout", "20s", "--settle", "700ms"}
 
 // runCheck runs `gdpr participant check name` on cfg's prefix.
-func runCheck(t *testing.T, cfg config.AMQP, name string) (int, string) {
+func runCheck(t *testing.T, cfg bus.Config, name string) (int, string) {
 	t.Helper()
 	t.Cleanup(func() {
 		testkit.DeleteTopology(t, cfg, bus.Topology{Queues: []bus.Queue{{Name: "participant." + name}}})
@@ -126,7 +125,7 @@ func TestParticipantCheckPassesThePythonExample(t *testing.T) {
 // brokenParticipant is a participant on a raw amqp091 client that keeps the
 // protocol but for what flaw names. It dead-letters what it refuses the way
 // docs/protocol.md tells non-Go participants to.
-func brokenParticipant(t *testing.T, cfg config.AMQP, name, flaw string) {
+func brokenParticipant(t *testing.T, cfg bus.Config, name, flaw string) {
 	t.Helper()
 	ch := rawChannel(t, cfg.URL)
 	queue := cfg.Prefix + ".participant." + name

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
@@ -124,7 +125,7 @@ func TestRolesRefuseDevelopmentKeysOnAPublicURL(t *testing.T) {
 
 	t.Run("serve with generated keys starts", func(t *testing.T) {
 		t.Parallel()
-		env, admin := roleEnv(t, testkit.Config(t))
+		env, admin := roleEnv(t, configtest.Config(t))
 		env = append(env, "GDPR_SERVE_PUBLIC_URL="+publicURL, "GDPR_SERVE_DOWNLOAD_KEY="+download, "GDPR_REPORT_ENCRYPTION_KEY="+encryption,
 			// A previous encryption key may still be the public one: it only reads.
 			"GDPR_REPORT_PREVIOUS_ENCRYPTION_KEYS="+config.DevEncryptionKey)

@@ -28,6 +28,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
@@ -68,7 +69,7 @@ type opsRun struct {
 // startOpsRun starts `gdpr all`; extraEnv is added to its environment.
 func startOpsRun(t *testing.T, extraEnv ...string) *opsRun {
 	t.Helper()
-	r := &opsRun{cfg: testkit.Config(t), bin: testkit.Build(t), mail: testkit.StartMailpit(t), client: &http.Client{Timeout: 10 * time.Second}}
+	r := &opsRun{cfg: configtest.Config(t), bin: testkit.Build(t), mail: testkit.StartMailpit(t), client: &http.Client{Timeout: 10 * time.Second}}
 	gdb, err := db.Open(t.Context(), r.cfg.Postgres)
 	require.NoError(t, err)
 	t.Cleanup(func() { closeDB(gdb) })

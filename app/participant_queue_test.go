@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -60,7 +61,7 @@ func readyz(admin string) (int, string) {
 
 func participantConfig(t *testing.T) (config.Config, []string, map[string]string) {
 	t.Helper()
-	cfg := testkit.Config(t)
+	cfg := configtest.Config(t)
 	cfg.Canceller.Participants = []config.Participant{{Name: "billing", Kind: "amqp"}}
 	env, admin := roleEnv(t, cfg)
 	env = append(env, "GDPR_CANCELLER_PARTICIPANTS=[{name: billing, kind: amqp}]")

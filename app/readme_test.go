@@ -30,7 +30,7 @@ const (
 // TestReadmeConfigReference fails when a setting is missing from the README's
 // configuration reference, or its default or description changed: the table
 // is generated from config.Config (its yaml tags, Default() and the fields'
-// doc comments). Run with -update-readme to rewrite it.
+// doc comments, read from the package that owns each section). Run with -update-readme to rewrite it.
 func TestReadmeConfigReference(t *testing.T) {
 	t.Parallel()
 	want := configReference(t)
@@ -55,7 +55,7 @@ func TestReadmeConfigReference(t *testing.T) {
 
 // configReference renders every setting as a Markdown table row.
 func configReference(t *testing.T) string {
-	docs := fieldDocs(t, "../config")
+	docs := packageDocs{t: t, byPkg: map[string]map[string]string{}}
 	var sb strings.Builder
 	sb.WriteString("\n| setting | environment variable | default | description |\n|---|---|---|---|\n")
 	var lists []reflect.Type
@@ -70,12 +70,16 @@ func configReference(t *testing.T) string {
 				path = prefix + "." + path
 			}
 			fv := v.Field(i)
+			if inlined(f) {
+				walk(fv, prefix)
+				continue
+			}
 			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]() {
 				walk(fv, path)
 				continue
 			}
 			env := config.EnvPrefix + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
-			desc := docs[typ.Name()+"."+f.Name]
+			desc := docs.field(typ, f.Name)
 			if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct {
 				lists = append(lists, f.Type.Elem())
 				listPaths = append(listPaths, path)
@@ -92,7 +96,7 @@ func configReference(t *testing.T) string {
 		fmt.Fprintf(&sb, "\nEach entry of `%s`:\n\n| field | description |\n|---|---|\n", listPaths[i])
 		for j := range typ.NumField() {
 			f := typ.Field(j)
-			desc := docs[typ.Name()+"."+f.Name]
+			desc := docs.field(typ, f.Name)
 			if f.Tag.Get("secret") == "true" {
 				desc = strings.TrimSpace(desc + " Secret.")
 			}
@@ -101,6 +105,34 @@ func configReference(t *testing.T) string {
 	}
 	sb.WriteString("\n")
 	return sb.String()
+}
+
+// inlined reports whether f splices a module's settings into its parent
+// section (`yaml:",inline"`).
+func inlined(f reflect.StructField) bool {
+	_, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	return opts == "inline"
+}
+
+// packageDocs reads field comments from the package that declares each
+// settings type: config for the process-wide sections, each module for its own.
+type packageDocs struct {
+	t     *testing.T
+	byPkg map[string]map[string]string
+}
+
+const modulePath = "github.com/gdpr-oss/gdpr"
+
+func (d packageDocs) field(typ reflect.Type, field string) string {
+	pkg := typ.PkgPath()
+	docs, ok := d.byPkg[pkg]
+	if !ok {
+		rel, isOurs := strings.CutPrefix(pkg, modulePath+"/")
+		require.True(d.t, isOurs, "settings type %s is declared outside this module", typ)
+		docs = fieldDocs(d.t, filepath.Join("..", filepath.FromSlash(rel)))
+		d.byPkg[pkg] = docs
+	}
+	return docs[typ.Name()+"."+field]
 }
 
 func yamlName(f reflect.StructField) string {

@@ -18,7 +18,7 @@ func auditComponents(in *infra) ([]Component, error) {
 	t := in.cfg.Telemetry
 	recorder := audit.NewRecorder(audit.NewStore(in.db, scheduler.NewStore(in.db)), in.registry, in.logger)
 	consumer := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: "audit", Concurrency: t.AuditConcurrency}, recorder.Handle, in.logger)
-	gauges := gauge.New(requests.NewStore(in.db), reconcile.New(in.db, reconcile.Stores(in.db)), gauge.Options{
+	gauges := gauge.New(requests.NewStore(in.db, nil), reconcile.New(in.db, reconcile.Stores(in.db)), gauge.Options{
 		Interval:          t.GaugeInterval,
 		NearDeadline:      t.NearDeadline,
 		ReconcileInterval: t.ReconcileInterval,

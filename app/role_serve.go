@@ -29,7 +29,7 @@ func serveComponents(in *infra) ([]Component, error) {
 	svc, err := intake.New(intake.Options{
 		Publisher:            in.publisher,
 		Redis:                in.redis,
-		Requests:             requests.NewStore(in.db),
+		Requests:             requests.NewStore(in.db, nil),
 		KeyPrefix:            in.cfg.Redis.Prefix + "intake:",
 		AcceptedTTL:          cfg.AcceptedTTL,
 		IdempotencyTTL:       cfg.IdempotencyTTL,

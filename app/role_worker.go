@@ -45,7 +45,7 @@ func workerComponents(in *infra) ([]Component, error) {
 	if _, d, ok := strings.Cut(cfg.Notify.From, "@"); ok && d != "" {
 		domain = strings.TrimSuffix(d, ">")
 	}
-	notifier, err := notify.New(in.db, requests.NewStore(in.db), in.outbox, notify.NewSMTP(cfg.Notify), link,
+	notifier, err := notify.New(in.db, requests.NewStore(in.db, nil), in.outbox, notify.NewSMTP(cfg.Notify), link,
 		notify.Config{ResendAfter: cfg.Notify.ResendAfter, MessageIDDomain: domain}, in.logger, in.registry)
 	if err != nil {
 		return nil, err

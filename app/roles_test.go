@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
@@ -46,7 +47,7 @@ func freeAddr(t *testing.T) string {
 // address of each role.
 func roleEnv(t *testing.T, cfg config.Config) ([]string, map[string]string) {
 	t.Helper()
-	env := append(testkit.Env(cfg), "GDPR_SHUTDOWN_DRAIN_TIMEOUT="+drainTimeout.String(), "GDPR_LOG_LEVEL=debug",
+	env := append(configtest.Env(cfg), "GDPR_SHUTDOWN_DRAIN_TIMEOUT="+drainTimeout.String(), "GDPR_LOG_LEVEL=debug",
 		// These roles run without participants on purpose.
 		"GDPR_CANCELLER_NO_PARTICIPANTS=true")
 	admin := map[string]string{}
@@ -151,7 +152,7 @@ func TestRoleProcesses(t *testing.T) {
 	for _, role := range []string{"serve", "worker", "scheduler", "canceller", "all"} {
 		t.Run(role+" starts, is ready and exits 0 on SIGTERM", func(t *testing.T) {
 			t.Parallel()
-			env, admin := roleEnv(t, testkit.Config(t))
+			env, admin := roleEnv(t, configtest.Config(t))
 			p := start(t, bin, env, role)
 			p.waitReady(t, admin[role])
 			// Wiring, where the warning is written, ends before the admin server answers.
@@ -172,7 +173,7 @@ func TestRoleProcesses(t *testing.T) {
 	for _, role := range []string{"canceller", "all"} {
 		t.Run(role+" without participants refuses to start, naming the setting", func(t *testing.T) {
 			t.Parallel()
-			env, _ := roleEnv(t, testkit.Config(t))
+			env, _ := roleEnv(t, configtest.Config(t))
 			p := start(t, bin, append(env, "GDPR_CANCELLER_NO_PARTICIPANTS=false"), role)
 			require.Equal(t, 2, p.exitCode(t, 30*time.Second))
 			require.Contains(t, p.out.String(), "config: canceller.participants is empty")
@@ -183,7 +184,7 @@ func TestRoleProcesses(t *testing.T) {
 
 	t.Run("two roles at once against the same services", func(t *testing.T) {
 		t.Parallel()
-		env, admin := roleEnv(t, testkit.Config(t))
+		env, admin := roleEnv(t, configtest.Config(t))
 		serve := start(t, bin, env, "serve")
 		worker := start(t, bin, env, "worker", "--concurrency=2")
 		serve.waitReady(t, admin["serve"])
@@ -197,7 +198,7 @@ func TestRoleProcesses(t *testing.T) {
 
 	t.Run("a second SIGTERM cuts a stuck drain short", func(t *testing.T) {
 		t.Parallel()
-		cfg := testkit.Config(t)
+		cfg := configtest.Config(t)
 		env, admin := roleEnv(t, cfg)
 		// A long drain bound, so only the second signal can end the process early.
 		env = append(env, "GDPR_SHUTDOWN_DRAIN_TIMEOUT=2m")
@@ -223,7 +224,7 @@ func TestRoleProcesses(t *testing.T) {
 
 	t.Run("worker --concurrency=0 is a usage error", func(t *testing.T) {
 		t.Parallel()
-		env, _ := roleEnv(t, testkit.Config(t))
+		env, _ := roleEnv(t, configtest.Config(t))
 		p := start(t, bin, env, "worker", "--concurrency=0")
 		require.Equal(t, 2, p.exitCode(t, 30*time.Second))
 		require.Contains(t, p.out.String(), "config: worker.concurrency must be >= 1, got 0")
@@ -427,7 +428,7 @@ func TestServeExitsNonZeroWhenItsPortIsTaken(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = taken.Close() })
-	env, _ := roleEnv(t, testkit.Config(t))
+	env, _ := roleEnv(t, configtest.Config(t))
 	p := start(t, bin, append(env, "GDPR_SERVE_ADDR="+taken.Addr().String()), "serve")
 	require.Equal(t, 1, p.exitCode(t, 90*time.Second))
 	require.Contains(t, p.out.String(), "api server listening on "+taken.Addr().String())

@@ -11,24 +11,27 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/db"
 )
 
 // Config is the whole configuration. Each nested struct belongs to one module
 // or role; its defaults and validation live in the file named after it.
 type Config struct {
-	Log       Log       `yaml:"log"`
-	Postgres  Postgres  `yaml:"postgres"`
-	AMQP      AMQP      `yaml:"amqp"`
-	Redis     Redis     `yaml:"redis"`
-	Lock      Lock      `yaml:"lock"`
-	Shutdown  Shutdown  `yaml:"shutdown"`
-	Serve     Serve     `yaml:"serve"`
-	Worker    Worker    `yaml:"worker"`
-	Report    Report    `yaml:"report"`
-	Notify    Notify    `yaml:"notify"`
-	Scheduler Scheduler `yaml:"scheduler"`
-	Canceller Canceller `yaml:"canceller"`
-	Telemetry Telemetry `yaml:"telemetry"`
+	Log       Log        `yaml:"log"`
+	Postgres  db.Config  `yaml:"postgres"`
+	AMQP      bus.Config `yaml:"amqp"`
+	Redis     Redis      `yaml:"redis"`
+	Lock      Lock       `yaml:"lock"`
+	Shutdown  Shutdown   `yaml:"shutdown"`
+	Serve     Serve      `yaml:"serve"`
+	Worker    Worker     `yaml:"worker"`
+	Report    Report     `yaml:"report"`
+	Notify    Notify     `yaml:"notify"`
+	Scheduler Scheduler  `yaml:"scheduler"`
+	Canceller Canceller  `yaml:"canceller"`
+	Telemetry Telemetry  `yaml:"telemetry"`
 }
 
 // Log configures the process logger.
@@ -37,36 +40,6 @@ type Log struct {
 	Format string `yaml:"format"`
 	// Level is debug, info, warn or error.
 	Level string `yaml:"level"`
-}
-
-// Postgres configures the service's own database.
-type Postgres struct {
-	DSN          string `yaml:"dsn" secret:"true"`
-	MaxOpenConns int    `yaml:"max_open_conns"`
-	// MigrateOnStart applies pending migrations when a role starts (on for `all`).
-	MigrateOnStart bool `yaml:"migrate_on_start"`
-}
-
-// AMQP configures the RabbitMQ connection and topology names.
-type AMQP struct {
-	URL string `yaml:"url" secret:"true"`
-	// Prefix names the exchanges and queues ("gdpr" → exchange "gdpr", queue
-	// "gdpr.worker.requests"), so several installs or tests share one vhost.
-	Prefix string `yaml:"prefix"`
-	// Prefetch bounds unacknowledged deliveries per consumer.
-	Prefetch int `yaml:"prefetch"`
-	// ConfirmTimeout bounds the wait for a publisher confirm.
-	ConfirmTimeout time.Duration `yaml:"confirm_timeout"`
-	// PublishChannels is the number of confirm-mode channels publishes are spread over.
-	PublishChannels int `yaml:"publish_channels"`
-	// DeliveryLimit dead-letters a message whose deliveries ended this many
-	// times without a verdict (its consumer crashed or lost its channel).
-	DeliveryLimit int `yaml:"delivery_limit"`
-	// RetryFor is how long a message whose handler keeps failing (a database
-	// or SMTP server down) is retried before it is dead-lettered.
-	RetryFor time.Duration `yaml:"retry_for"`
-	// QueueType is quorum (default) or classic.
-	QueueType string `yaml:"queue_type"`
 }
 
 // Redis configures the Redis client used for locks.
@@ -91,21 +64,9 @@ type Shutdown struct {
 // Default returns a configuration that works against the local services.
 func Default() Config {
 	return Config{
-		Log: Log{Format: "json", Level: "info"},
-		Postgres: Postgres{
-			DSN:          "postgres://root@127.0.0.1:5432/gdpr?sslmode=disable",
-			MaxOpenConns: 20,
-		},
-		AMQP: AMQP{ //nolint:gosec // G101: RabbitMQ's well-known local default account, not a secret
-			URL:             "amqp://guest:guest@127.0.0.1:5672/",
-			Prefix:          "gdpr",
-			Prefetch:        64,
-			ConfirmTimeout:  5 * time.Second,
-			PublishChannels: 4,
-			DeliveryLimit:   20,
-			RetryFor:        72 * time.Hour,
-			QueueType:       "quorum",
-		},
+		Log:       Log{Format: "json", Level: "info"},
+		Postgres:  db.DefaultConfig(),
+		AMQP:      bus.DefaultConfig(),
 		Redis:     Redis{Addr: "127.0.0.1:6379", Prefix: "gdpr:"},
 		Lock:      Lock{TTL: 30 * time.Second},
 		Shutdown:  Shutdown{DrainTimeout: 20 * time.Second},
@@ -126,6 +87,24 @@ func invalid(setting, format string, args ...any) error {
 	return fmt.Errorf("%w: %s %s", ErrInvalid, setting, fmt.Sprintf(format, args...))
 }
 
+// section marks each error a module's Validate returned (one, or several
+// joined) as ErrInvalid, so each is reported on its own line as
+// "config: <setting> ...".
+func section(err error) []error {
+	if err == nil {
+		return nil
+	}
+	all := []error{err}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		all = joined.Unwrap()
+	}
+	out := make([]error, len(all))
+	for i, e := range all {
+		out[i] = fmt.Errorf("%w: %w", ErrInvalid, e)
+	}
+	return out
+}
+
 // Validate reports every bad setting, each naming its dotted path.
 func (c Config) Validate() error {
 	var errs []error
@@ -144,38 +123,8 @@ func (c Config) Validate() error {
 	default:
 		add(invalid("log.level", "must be debug, info, warn or error, got %q", c.Log.Level))
 	}
-	if c.Postgres.DSN == "" {
-		add(invalid("postgres.dsn", "must be set"))
-	}
-	if c.Postgres.MaxOpenConns < 1 {
-		add(invalid("postgres.max_open_conns", "must be >= 1, got %d", c.Postgres.MaxOpenConns))
-	}
-	if c.AMQP.URL == "" {
-		add(invalid("amqp.url", "must be set"))
-	}
-	if c.AMQP.Prefix == "" {
-		add(invalid("amqp.prefix", "must be set"))
-	}
-	if c.AMQP.Prefetch < 1 {
-		add(invalid("amqp.prefetch", "must be >= 1, got %d", c.AMQP.Prefetch))
-	}
-	if c.AMQP.ConfirmTimeout <= 0 {
-		add(invalid("amqp.confirm_timeout", "must be > 0, got %s", c.AMQP.ConfirmTimeout))
-	}
-	if c.AMQP.PublishChannels < 1 {
-		add(invalid("amqp.publish_channels", "must be >= 1, got %d", c.AMQP.PublishChannels))
-	}
-	if c.AMQP.DeliveryLimit < 1 {
-		add(invalid("amqp.delivery_limit", "must be >= 1, got %d", c.AMQP.DeliveryLimit))
-	}
-	if c.AMQP.RetryFor <= 0 {
-		add(invalid("amqp.retry_for", "must be > 0, got %s", c.AMQP.RetryFor))
-	}
-	switch c.AMQP.QueueType {
-	case "quorum", "classic":
-	default:
-		add(invalid("amqp.queue_type", "must be quorum or classic, got %q", c.AMQP.QueueType))
-	}
+	errs = append(errs, section(c.Postgres.Validate())...)
+	errs = append(errs, section(c.AMQP.Validate())...)
 	if c.Redis.Addr == "" {
 		add(invalid("redis.addr", "must be set"))
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"reflect"
 	"strconv"
@@ -37,11 +38,24 @@ func (c *Config) Set(path, value string) error {
 func fieldByTag(v reflect.Value, name string) (reflect.Value, bool) {
 	t := v.Type()
 	for i := range t.NumField() {
+		if inline(t.Field(i)) {
+			if f, ok := fieldByTag(v.Field(i), name); ok {
+				return f, true
+			}
+			continue
+		}
 		if tagName(t.Field(i)) == name {
 			return v.Field(i), true
 		}
 	}
 	return reflect.Value{}, false
+}
+
+// inline reports whether f is a module's settings spliced into its parent
+// section (`yaml:",inline"`), such as each telemetry module's part of telemetry.
+func inline(f reflect.StructField) bool {
+	_, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	return opts == "inline"
 }
 
 func tagName(f reflect.StructField) string {
@@ -128,6 +142,10 @@ func (c *Config) ApplyEnv(environ []string) error {
 func walk(t reflect.Type, prefix string, fn func(path string)) {
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if inline(f) {
+			walk(f.Type, prefix, fn)
+			continue
+		}
 		path := tagName(f)
 		if prefix != "" {
 			path = prefix + "." + path
@@ -162,6 +180,10 @@ func maskValue(v reflect.Value) any {
 		for i := range t.NumField() {
 			f := t.Field(i)
 			val := maskValue(v.Field(i))
+			if inline(f) {
+				maps.Copy(out, val.(map[string]any))
+				continue
+			}
 			if f.Tag.Get("secret") == "true" {
 				val = maskSecret(v.Field(i))
 			}

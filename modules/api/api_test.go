@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -605,4 +607,95 @@ func TestStuckHolderOfAnIdempotencyKeyIsTakenOver(t *testing.T) {
 	msgs := h.take()
 	require.Len(t, msgs, 1)
 	require.Equal(t, id, msgs[0].CorrelationId)
+}
+
+// TestDeletedReportAnswers410 checks that a deleted report's link, valid or
+// expired, answers 410 Gone saying why (JSON, or a page for a browser) and
+// opens nothing, while a forged link still gets 403.
+func TestDeletedReportAnswers410(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOptions{})
+	erased, expired := "0193a5c2-7e0b-7c4d-8f00-0000000000d4", "0193a5c2-7e0b-7c4d-8f00-0000000000e5"
+	now := time.Now().UTC()
+	for id, reason := range map[string]string{erased: "subject_erasure", expired: "retention"} {
+		require.NoError(t, h.db.Exec(`INSERT INTO requests (id, type, state, submitted_at, due_at, completed_at) VALUES (?, 'access', 'completed', ?, ?, ?)`,
+			id, now, intake.DueAt(now), now).Error)
+		require.NoError(t, h.db.Exec(`INSERT INTO reports (id, request_id, bytes, sha256, deleted_at, deleted_reason, file_removed)
+			VALUES (?, ?, 1, 'x', now(), ?, true)`, "report-"+id, id, reason).Error)
+		h.reports.add(t, "report-"+id) // still there: the answer must come from the row
+	}
+	opens := h.reports.openCount()
+	path := func(id string, at time.Time) string {
+		return strings.TrimPrefix(download.URL("http://public.example", h.key, id, time.Hour, at), "http://public.example")
+	}
+	cases := []struct {
+		name, id, accept, wantError, wantType, wantText string
+		at                                              time.Time
+	}{
+		{"erased, API client", erased, "application/json", "report_erased", "application/json", "own request", now},
+		{"erased, no Accept", erased, "", "report_erased", "application/json", "own request", now},
+		{"erased, browser", erased, "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "", "text/html", "own request", now},
+		{"erased, expired link", erased, "", "report_erased", "application/json", "own request", now.Add(-48 * time.Hour)},
+		{"expired, API client", expired, "application/json", "report_expired", "application/json", "expired", now.Add(-48 * time.Hour)},
+		{"expired, browser", expired, "text/html", "", "text/html", "expired", now},
+	}
+	for _, tc := range cases {
+		req := h.request(http.MethodGet, path(tc.id, tc.at), nil)
+		if tc.accept != "" {
+			req.Header.Set("Accept", tc.accept)
+		}
+		res := h.do(req)
+		require.Equal(t, http.StatusGone, res.status, tc.name)
+		require.Contains(t, res.header.Get("Content-Type"), tc.wantType, tc.name)
+		require.Contains(t, string(res.body), tc.wantText, tc.name)
+		if tc.wantError != "" {
+			require.Equal(t, tc.wantError, res.json(t)["error"], tc.name)
+		}
+	}
+	forged := strings.TrimPrefix(download.URL("http://public.example", []byte("some-other-key-0123"), erased, time.Hour, now), "http://public.example")
+	require.Equal(t, http.StatusForbidden, h.do(h.request(http.MethodGet, forged, nil)).status)
+	require.Equal(t, opens, h.reports.openCount(), "no deleted report was opened")
+}
+
+// TestIdempotencyRecordsKeepNoReadablePersonalData: what intake keeps in
+// Redis for an idempotent submission names neither the subject's id nor
+// their address, and its fingerprint is no plain hash of them (a hash of
+// a guessed address would match it).
+func TestIdempotencyRecordsKeepNoReadablePersonalData(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOptions{})
+	res := h.submit(accessBody, "Idempotency-Key", "order-pii")
+	require.Equal(t, http.StatusAccepted, res.status, "%s", res.body)
+	plain, err := json.Marshal(struct {
+		Type  string `json:"t"`
+		ID    string `json:"i"`
+		Email string `json:"e"`
+	}{"access", "user-1", "ann@example.com"})
+	require.NoError(t, err)
+	sum := sha256.Sum256(plain)
+	keys, err := h.rdb.Keys(t.Context(), h.prefix+"*").Result()
+	require.NoError(t, err)
+	fingerprints := 0
+	for _, k := range keys {
+		var values []string
+		if typ := h.rdb.Type(t.Context(), k).Val(); typ == "hash" {
+			m, err := h.rdb.HGetAll(t.Context(), k).Result()
+			require.NoError(t, err)
+			for f, v := range m {
+				values = append(values, f+"="+v)
+				if f == "fingerprint" {
+					fingerprints++
+					require.NotEqual(t, hex.EncodeToString(sum[:]), v, "the fingerprint is keyed")
+				}
+			}
+		} else {
+			values = append(values, h.rdb.Get(t.Context(), k).Val())
+		}
+		for _, v := range append(values, k) {
+			require.NotContains(t, v, "user-1", k)
+			require.NotContains(t, v, "ann@example.com", k)
+		}
+	}
+	require.Equal(t, 1, fingerprints)
+	require.Equal(t, res.json(t)["id"], h.submit(accessBody, "Idempotency-Key", "order-pii").json(t)["id"], "replays still match")
 }

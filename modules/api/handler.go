@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"log/slog"
 	"mime"
@@ -204,6 +205,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 		ae = problem(http.StatusBadRequest, "invalid_request", fe.Field, "%s", fe.Message)
 	case errors.Is(err, intake.ErrConflict):
 		ae = problem(http.StatusConflict, "idempotency_conflict", "Idempotency-Key", "was already used with a different request body")
+	case errors.Is(err, intake.ErrGone):
+		s.gone(c, err)
+		return
 	case errors.Is(err, intake.ErrForbidden):
 		ae = problem(http.StatusForbidden, "forbidden", "token", "the download link is invalid or expired")
 	case errors.Is(err, intake.ErrNotFound):
@@ -287,4 +291,76 @@ func methodLabel(m string) string {
 		return m
 	}
 	return "OTHER"
+}
+
+// goneMessage says why a report is gone, by intake.GoneError.Reason.
+func goneMessage(reason string) (code, msg string) {
+	if reason == intake.GoneSubjectErasure {
+		return "report_erased", "this report was deleted at the data subject's own request (their erasure request); it cannot be downloaded any more"
+	}
+	return "report_expired", "this report expired and was deleted; submit a new access request for a fresh copy"
+}
+
+// gone answers 410 Gone for a deleted report: JSON for API clients, a
+// short page for a browser (the link came in an email, so a person is
+// likely to open it).
+func (s *Server) gone(c echo.Context, err error) {
+	reason := intake.GoneRetention
+	var ge *intake.GoneError
+	if errors.As(err, &ge) {
+		reason = ge.Reason
+	}
+	code, msg := goneMessage(reason)
+	h := c.Response().Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("Referrer-Policy", "no-referrer")
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(http.StatusGone)
+		return
+	}
+	var werr error
+	if prefersHTML(c.Request().Header.Get(echo.HeaderAccept)) {
+		title := "Report deleted"
+		if code == "report_expired" {
+			title = "Report expired"
+		}
+		werr = c.HTML(http.StatusGone, "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>"+title+
+			"</title></head>\n<body><h1>"+title+"</h1>\n<p>"+html.EscapeString(msg)+"</p></body></html>\n")
+	} else {
+		werr = c.JSON(http.StatusGone, Problem{Error: code, Field: "id", Message: msg})
+	}
+	if werr != nil {
+		s.opts.Logger.WarnContext(c.Request().Context(), "writing error response", "error", werr)
+	}
+}
+
+// prefersHTML reports whether an Accept header ranks text/html above
+// application/json (a browser's does; an API client's does not).
+func prefersHTML(accept string) bool {
+	q := func(want string) float64 {
+		best := -1.0
+		for _, part := range strings.Split(accept, ",") {
+			mt, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			mt = strings.ToLower(strings.TrimSpace(mt))
+			if mt != want && mt != strings.SplitN(want, "/", 2)[0]+"/*" && mt != "*/*" {
+				continue
+			}
+			v := 1.0
+			for _, p := range strings.Split(params, ";") {
+				k, val, ok := strings.Cut(strings.TrimSpace(p), "=")
+				if ok && strings.TrimSpace(k) == "q" {
+					if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+						v = f
+					}
+				}
+			}
+			// An exact match counts more than a wildcard.
+			if mt == want {
+				v += 0.001
+			}
+			best = max(best, v)
+		}
+		return best
+	}
+	return q("text/html") > q("application/json")
 }

@@ -27,7 +27,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/intake"
@@ -68,10 +67,11 @@ type harness struct {
 	client  *http.Client
 	token   string
 	key     []byte
-	amqp    config.AMQP
+	amqp    bus.Config
 	bus     *bus.Conn // direct to the broker, for inspection
 	db      *gorm.DB
 	rdb     *redis.Client
+	prefix  string // of every Redis key the server writes
 	reg     *prometheus.Registry
 	reports *fakeReports
 	logs    *lockedBuffer
@@ -88,6 +88,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	h.db, _ = testkit.Postgres(t)
 	var redisPrefix string
 	h.rdb, redisPrefix = testkit.Redis(t)
+	h.prefix = redisPrefix
 	h.amqp = testkit.AMQP(t)
 	if o.confirmTimeout > 0 {
 		h.amqp.ConfirmTimeout = o.confirmTimeout
@@ -132,7 +133,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	svc, err := intake.New(intake.Options{
 		Publisher:            publisher,
 		Redis:                h.rdb,
-		Requests:             requests.NewStore(h.db),
+		Requests:             requests.NewStore(h.db, nil),
 		KeyPrefix:            redisPrefix + "intake:",
 		AcceptedTTL:          time.Hour,
 		IdempotencyTTL:       time.Hour,
@@ -331,6 +332,7 @@ func (b *lockedBuffer) lines(t testing.TB, msg string) []map[string]any {
 
 var openAPIOnce = sync.OnceValues(func() (routers.Router, error) {
 	openapi3filter.RegisterBodyDecoder("application/zip", openapi3filter.ZipFileBodyDecoder)
+	openapi3filter.RegisterBodyDecoder("text/html", openapi3filter.PlainBodyDecoder)
 	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPI)
 	if err != nil {
 		return nil, err

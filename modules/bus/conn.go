@@ -13,8 +13,6 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-
-	"github.com/gdpr-oss/gdpr/config"
 )
 
 // Errors callers test with errors.Is.
@@ -53,7 +51,7 @@ type Topology struct {
 // Conn is a RabbitMQ connection that redials after a loss and re-declares the
 // topology each time.
 type Conn struct {
-	cfg      config.AMQP
+	cfg      Config
 	name     string
 	topology Topology
 	logger   *slog.Logger
@@ -88,7 +86,7 @@ func WithMetrics(m *Metrics) Option {
 // Dial connects (retrying until ctx ends) and keeps the connection alive in
 // the background until Close. name identifies the connection in the broker's
 // management tools.
-func Dial(ctx context.Context, cfg config.AMQP, name string, topology Topology, logger *slog.Logger, opts ...Option) (*Conn, error) {
+func Dial(ctx context.Context, cfg Config, name string, topology Topology, logger *slog.Logger, opts ...Option) (*Conn, error) {
 	c := &Conn{
 		cfg:       cfg,
 		name:      name,
@@ -123,7 +121,7 @@ func (c *Conn) DeadLetterQueue() string { return c.cfg.Prefix + ".dead-letter" }
 func (c *Conn) QueueName(name string) string { return c.cfg.Prefix + "." + name }
 
 // Config returns the AMQP settings the connection was made with.
-func (c *Conn) Config() config.AMQP { return c.cfg }
+func (c *Conn) Config() Config { return c.cfg }
 
 func (c *Conn) dialWithRetry(ctx context.Context) (*amqp.Connection, error) {
 	backoff := 100 * time.Millisecond

@@ -10,7 +10,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -21,7 +20,7 @@ var oneQueue = bus.Topology{Queues: []bus.Queue{{Name: "q", Bindings: []string{"
 
 // dial connects like testkit.Bus but with options (metrics). The connection
 // name contains cfg.Prefix so a test can close exactly its own connections.
-func dial(t *testing.T, cfg config.AMQP, topo bus.Topology, opts ...bus.Option) *bus.Conn {
+func dial(t *testing.T, cfg bus.Config, topo bus.Topology, opts ...bus.Option) *bus.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

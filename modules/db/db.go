@@ -21,12 +21,11 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/migrations"
 )
 
 // Open connects to PostgreSQL and checks the connection.
-func Open(ctx context.Context, cfg config.Postgres) (*gorm.DB, error) {
+func Open(ctx context.Context, cfg Config) (*gorm.DB, error) {
 	g, err := gorm.Open(postgres.Open(cfg.DSN), &gorm.Config{
 		Logger:                 logger.Discard,
 		SkipDefaultTransaction: true,

@@ -16,7 +16,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gdpr-oss/gdpr/app"
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/migrations"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -149,7 +148,7 @@ func TestEnsureDatabaseCreatesOnce(t *testing.T) {
 
 	require.NoError(t, db.EnsureDatabase(t.Context(), dsn))
 	require.NoError(t, db.EnsureDatabase(t.Context(), dsn), "an existing database is fine")
-	gdb, err := db.Open(t.Context(), config.Postgres{DSN: dsn, MaxOpenConns: 1})
+	gdb, err := db.Open(t.Context(), db.Config{DSN: dsn, MaxOpenConns: 1})
 	require.NoError(t, err)
 	require.NoError(t, db.Checker{DB: gdb}.Check(t.Context()))
 	sqlDB, _ := gdb.DB()

@@ -15,6 +15,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
@@ -65,7 +66,7 @@ func topology(cfg config.Config) bus.Topology {
 
 // newHarness prepares resources; the canceller and dispatcher start with start().
 func newHarness(t testing.TB, participants []config.Participant, tune func(*config.Canceller)) *harness {
-	cfg := testkit.Config(t)
+	cfg := configtest.Config(t)
 	cfg.Canceller.Participants = participants
 	cfg.Canceller.ConfirmTimeout = 30 * time.Second
 	cfg.Canceller.RetryBackoff = 100 * time.Millisecond
@@ -129,7 +130,7 @@ func (h *harness) startCanceller() *erasure.Canceller {
 func (h *harness) startNotifier(mp *testkit.Mailpit) {
 	ncfg := h.cfg.Notify
 	ncfg.SMTPHost, ncfg.SMTPPort = mp.SMTPHost, mp.SMTPPort
-	n, err := notify.New(h.db, requests.NewStore(h.db), h.store, notify.NewSMTP(ncfg), func(string, time.Time) (string, time.Time, error) {
+	n, err := notify.New(h.db, requests.NewStore(h.db, nil), h.store, notify.NewSMTP(ncfg), func(string, time.Time) (string, time.Time, error) {
 		return "", time.Time{}, nil
 	}, notify.Config{ResendAfter: time.Minute}, h.logger, prometheus.NewRegistry())
 	require.NoError(h.t, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -20,7 +21,7 @@ import (
 // cancellerEnv is the child canceller's environment: the harness's
 // resources and its participants.
 func cancellerEnv(h *harness, participants string) []string {
-	env := testkit.Env(h.cfg)
+	env := configtest.Env(h.cfg)
 	return append(env,
 		"GDPR_LOG_LEVEL=warn",
 		"GDPR_POSTGRES_MAX_OPEN_CONNS=6",

@@ -53,7 +53,7 @@ func TestRequestGauges(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	reg := prometheus.NewRegistry()
-	e := gauge.New(requests.NewStore(gdb), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: time.Hour, NearDeadline: 5 * 24 * time.Hour}, reg, testkit.Logger(t))
+	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: time.Hour, NearDeadline: 5 * 24 * time.Hour}, reg, testkit.Logger(t))
 
 	require.NoError(t, e.RefreshRequests(t.Context()))
 	for _, s := range requests.OpenStates() {
@@ -92,7 +92,7 @@ func TestExporterRunsReconcilePeriodically(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	reg := prometheus.NewRegistry()
-	e := gauge.New(requests.NewStore(gdb), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{
+	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{
 		Interval: 50 * time.Millisecond, NearDeadline: 5 * 24 * time.Hour,
 		ReconcileInterval: 50 * time.Millisecond,
 		Reconcile:         reconcile.Options{Since: 24 * time.Hour, StuckAfter: time.Minute},
@@ -127,7 +127,7 @@ func TestRefreshFailureKeepsRunning(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	reg := prometheus.NewRegistry()
-	e := gauge.New(requests.NewStore(gdb), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: 20 * time.Millisecond, NearDeadline: time.Hour}, reg, testkit.Logger(t))
+	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: 20 * time.Millisecond, NearDeadline: time.Hour}, reg, testkit.Logger(t))
 	// Break our own database: the table the gauges read disappears.
 	require.NoError(t, gdb.Exec(`ALTER TABLE requests RENAME TO requests_gone`).Error)
 	require.NoError(t, e.Start(t.Context()))

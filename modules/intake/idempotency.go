@@ -26,7 +26,9 @@ import (
 // also writes the accepted record of its id (KEYS[2]) in the same round
 // trip: nobody can ask for that id's status before the confirm reveals it.
 // KEYS[1] record, KEYS[2] accepted record; ARGV: fingerprint, id, message_id,
-// submitted_at, owner, lease_ms, ttl_s, accepted value, accepted ttl_s.
+// submitted_at, owner, lease_ms, ttl_s, accepted value, accepted ttl_s, then
+// the fingerprints under previous keys (a record written before a key
+// rotation still matches).
 // Redis's own clock decides lease expiry, so serve replicas' clocks do not matter.
 const claimScriptSrc = `
 local t = redis.call('TIME')
@@ -40,7 +42,11 @@ if not state then
   return {'claimed', ARGV[2], ARGV[3], ARGV[4]}
 end
 local f = redis.call('HMGET', KEYS[1], 'fingerprint', 'id', 'message_id', 'submitted_at', 'lease_until')
-if f[1] ~= ARGV[1] then
+local same = f[1] == ARGV[1]
+for i = 10, #ARGV do
+  if f[1] == ARGV[i] then same = true end
+end
+if not same then
   return {'conflict', f[2], '', ''}
 end
 if state == 'done' then
@@ -107,10 +113,13 @@ func (s idempotencyStore) key(caller, key string) string {
 
 // claim reserves recordKey for r (fresh) or reports the record's state; on
 // a fresh reservation it writes acceptedKey too.
-func (s idempotencyStore) claim(ctx context.Context, recordKey, acceptedKey, acceptedVal, fingerprint, owner string, r reservation) (claimOutcome, reservation, error) {
-	res, err := s.claimScript.Run(ctx, s.rdb, []string{recordKey, acceptedKey},
-		fingerprint, r.ID, r.MessageID, r.SubmittedAt.UTC().Format(time.RFC3339Nano), owner,
-		s.lease.Milliseconds(), int64(s.ttl.Seconds()), acceptedVal, int64(s.acceptedTTL.Seconds())).StringSlice()
+func (s idempotencyStore) claim(ctx context.Context, recordKey, acceptedKey, acceptedVal, fingerprint string, previous []string, owner string, r reservation) (claimOutcome, reservation, error) {
+	args := []any{fingerprint, r.ID, r.MessageID, r.SubmittedAt.UTC().Format(time.RFC3339Nano), owner,
+		s.lease.Milliseconds(), int64(s.ttl.Seconds()), acceptedVal, int64(s.acceptedTTL.Seconds())}
+	for _, p := range previous {
+		args = append(args, p)
+	}
+	res, err := s.claimScript.Run(ctx, s.rdb, []string{recordKey, acceptedKey}, args...).StringSlice()
 	if err != nil {
 		return 0, reservation{}, fmt.Errorf("claiming idempotency key: %w", err)
 	}

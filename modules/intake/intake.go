@@ -34,6 +34,8 @@ var (
 	ErrNotFound = errors.New("intake: not found")
 	// ErrForbidden: the download token is not valid for this request.
 	ErrForbidden = errors.New("intake: download token not valid")
+	// ErrGone: the report was deleted (a GoneError says why).
+	ErrGone = errors.New("intake: report deleted")
 )
 
 // StateSubmitted is the state of an accepted request the requests manager has not stored yet.
@@ -71,8 +73,8 @@ type ReportOpener interface {
 type Requests interface {
 	// Get returns the stored request id; found is false when it is not stored (yet).
 	Get(ctx context.Context, id string) (r requests.Row, found bool, err error)
-	// ReportID returns the id of the request's stored report, if any.
-	ReportID(ctx context.Context, requestID string) (id string, found bool, err error)
+	// ReportOf returns the request's report and whether it was deleted.
+	ReportOf(ctx context.Context, requestID string) (r requests.DeletedReport, found bool, err error)
 }
 
 // Options configure a Service. Publisher, Redis, Requests and Logger are required.
@@ -111,6 +113,8 @@ type Service struct {
 	now       func() time.Time
 	// downloadKeys are the active download key and the previous ones.
 	downloadKeys [][]byte
+	// fingerprintKeys are derived from downloadKeys, in the same order.
+	fingerprintKeys [][]byte
 }
 
 // New builds a Service and registers its metrics on opts.Registerer.
@@ -152,6 +156,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	for _, k := range s.downloadKeys {
+		s.fingerprintKeys = append(s.fingerprintKeys, fingerprintKey(k))
 	}
 	if err := opts.Registerer.Register(s.submitted); err != nil {
 		return nil, fmt.Errorf("registering intake metrics: %w", err)
@@ -220,14 +227,19 @@ func (s *Service) Submit(ctx context.Context, caller, idemKey string, sub Submis
 func (s *Service) submitIdempotent(ctx, work context.Context, caller, idemKey string, r reservation, sub Submission) (Accepted, error) {
 	key := s.idem.key(caller, idemKey)
 	owner := uuid.NewString()
-	fp := sub.fingerprint()
+	// Records written under a previous download key still match theirs.
+	fp := sub.fingerprint(s.fingerprintKeys[0])
+	var alt []string
+	for _, k := range s.fingerprintKeys[1:] {
+		alt = append(alt, sub.fingerprint(k))
+	}
 	// A concurrent duplicate waits for the holder's outcome rather than
 	// failing: the holder either confirms (same id for both) or fails (this
 	// call takes the record over and publishes the same request).
 	deadline := time.Now().Add(s.idem.lease + time.Second)
 	backoff := 5 * time.Millisecond
 	for {
-		outcome, got, err := s.idem.claim(work, key, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt), fp, owner, r)
+		outcome, got, err := s.idem.claim(work, key, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt), fp, alt, owner, r)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
@@ -340,24 +352,57 @@ func (s *Service) DownloadToken(requestID, token string) error {
 	return nil
 }
 
+// Why a report is gone (GoneError.Reason), as recorded in reports.deleted_reason.
+const (
+	GoneSubjectErasure = "subject_erasure"
+	GoneRetention      = "retention"
+)
+
+// GoneError is a deleted report: at the subject's own request (their
+// erasure) or because its retention ended.
+type GoneError struct {
+	Reason    string
+	DeletedAt time.Time
+}
+
+func (e *GoneError) Error() string { return "report deleted (" + e.Reason + ")" }
+
+// Is makes errors.Is(err, ErrGone) hold.
+func (e *GoneError) Is(target error) bool { return target == ErrGone }
+
 // OpenReport verifies the download token and opens the request's report.
-// The caller closes the reader.
+// The caller closes the reader. A deleted report is a *GoneError for any
+// link gdpr signed, expired or not: the holder of an old link learns why
+// it no longer works, a guessed link learns nothing.
 func (s *Service) OpenReport(ctx context.Context, requestID, token string) (io.ReadCloser, int64, error) {
-	if err := s.DownloadToken(requestID, token); err != nil {
-		return nil, 0, err
+	tokenErr := s.DownloadToken(requestID, token)
+	if tokenErr != nil && !errors.Is(tokenErr, download.ErrExpired) {
+		return nil, 0, tokenErr
 	}
 	if s.opts.Reports == nil {
 		return nil, 0, fmt.Errorf("%w: report storage is not configured", ErrUnavailable)
 	}
-	reportID, found, err := s.opts.Requests.ReportID(ctx, requestID)
+	rep, found, err := s.opts.Requests.ReportOf(ctx, requestID)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if found && rep.Deleted {
+		return nil, 0, &GoneError{Reason: rep.Reason, DeletedAt: rep.DeletedAt}
+	}
+	if tokenErr != nil {
+		return nil, 0, tokenErr
 	}
 	if !found {
 		return nil, 0, ErrNotFound
 	}
+	reportID := rep.ReportID
 	rc, size, err := s.opts.Reports.Open(ctx, reportID)
 	if err != nil {
+		// Deleted between the lookup and the open: say so, not 500. The
+		// report id is the request's one report, so the request finds it.
+		if again, ok, againErr := s.opts.Requests.ReportOf(ctx, requestID); againErr == nil && ok && again.Deleted {
+			return nil, 0, &GoneError{Reason: again.Reason, DeletedAt: again.DeletedAt}
+		}
 		return nil, 0, fmt.Errorf("opening report %s: %w", reportID, err)
 	}
 	return rc, size, nil

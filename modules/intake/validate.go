@@ -2,6 +2,7 @@ package intake
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -197,12 +198,24 @@ func checkEmail(s string) (string, *FieldError) {
 
 // fingerprint identifies a submission's content for idempotency: the same
 // request written with other whitespace or member order is the same request.
-func (s Submission) fingerprint() string {
+// It is kept in Redis for serve.idempotency_ttl, so it is an HMAC under a
+// server key (fingerprintKey): a plain hash of an address is reversed by
+// hashing candidate addresses, a keyed one is not without the key.
+func (s Submission) fingerprint(key []byte) string {
 	raw, _ := json.Marshal(struct {
 		Type  string `json:"t"`
 		ID    string `json:"i"`
 		Email string `json:"e"`
 	}{s.Type, s.Subject.ID, s.Subject.Email})
-	sum := sha256.Sum256(raw)
-	return hex.EncodeToString(sum[:])
+	h := hmac.New(sha256.New, key)
+	h.Write(raw)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// fingerprintKey derives the fingerprint key from a download key, so no
+// second secret has to be configured and rotated.
+func fingerprintKey(downloadKey []byte) []byte {
+	h := hmac.New(sha256.New, downloadKey)
+	h.Write([]byte("gdpr intake idempotency fingerprint v1"))
+	return h.Sum(nil)
 }

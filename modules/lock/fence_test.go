@@ -8,7 +8,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -17,7 +16,7 @@ import (
 // fencedTable creates a table guarded by a fence, with one row (id 1).
 func fencedTable(t *testing.T) (*gorm.DB, lock.Fence) {
 	t.Helper()
-	gdb, err := db.Open(t.Context(), config.Postgres{DSN: testkit.PostgresDSN(t), MaxOpenConns: 5})
+	gdb, err := db.Open(t.Context(), db.Config{DSN: testkit.PostgresDSN(t), MaxOpenConns: 5})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if sqlDB, err := gdb.DB(); err == nil {

@@ -41,6 +41,10 @@ const (
 	ReasonScrubbed = "scrubbed"
 	// ReasonRejected: the SMTP server refused the address for good.
 	ReasonRejected = "rejected"
+	// ReasonErased: the subject's erasure completed before this email went
+	// out and removed the address (and the report) from gdpr: there is
+	// nothing left to tell them about. In sync (docs/privacy.md).
+	ReasonErased = "erased"
 )
 
 // ErrInvalid marks a message that can never be handled.
@@ -63,12 +67,22 @@ type Outbox interface {
 	Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error
 }
 
+// Recipient is whom a request's email goes to.
+type Recipient struct {
+	// Email is empty when none was given or it was scrubbed.
+	Email string
+	// HadEmail: an address came with the request, even if scrubbed since.
+	HadEmail bool
+	// Erased: another request's erasure of the same subject removed it.
+	Erased bool
+}
+
 // Requests is what the notifier needs of the requests module's table
 // (requests.Store), always inside the notifier's own transaction tx.
 type Requests interface {
-	// Contact returns the subject's address of request id (empty when none
-	// was given or it was scrubbed) and whether one was given.
-	Contact(ctx context.Context, tx *gorm.DB, id string) (email string, hadEmail, found bool, err error)
+	// Recipient returns the subject's address of request id; found is
+	// false when no such request is stored.
+	Recipient(ctx context.Context, tx *gorm.DB, id string) (r Recipient, found bool, err error)
 	// LockFinished locks the request's row and reports whether it is completed.
 	LockFinished(ctx context.Context, tx *gorm.DB, id string) (bool, error)
 	// ForgetEmail blanks the subject's address.
@@ -237,20 +251,26 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		} else {
 			messageID = strings.ReplaceAll(nt.template, "_", "-") + "." + nt.requestID + "@" + n.cfg.MessageIDDomain
 		}
-		var hadEmail, stored bool
-		email, hadEmail, stored, err = n.requests.Contact(ctx, tx, nt.requestID)
+		var rcpt Recipient
+		var stored bool
+		rcpt, stored, err = n.requests.Recipient(ctx, tx, nt.requestID)
 		if err != nil {
 			return err
 		}
 		if !stored {
 			return fmt.Errorf("%w: no request %s", ErrInvalid, nt.requestID)
 		}
+		email = rcpt.Email
 		if email == "" {
 			// Only an id was given: nobody to write to. An address that was
 			// given and is gone means the row was scrubbed before its email
 			// was recorded; the in-sync check reports that request.
 			reason := ReasonNoEmail
-			if hadEmail {
+			switch {
+			case rcpt.Erased:
+				reason = ReasonErased
+				n.logger.InfoContext(ctx, "email not sent: the subject was erased meanwhile", "request_id", nt.requestID, "template", nt.template)
+			case rcpt.HadEmail:
 				reason = ReasonScrubbed
 				n.logger.ErrorContext(ctx, "the address of a request was scrubbed before its email was sent", "request_id", nt.requestID, "template", nt.template)
 			}

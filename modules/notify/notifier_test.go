@@ -50,7 +50,7 @@ func newEnv(t *testing.T, sender notify.Sender, resendAfter time.Duration) *env 
 		sender = notify.NewSMTP(smtpConfig(mp))
 	}
 	reg := prometheus.NewRegistry()
-	n, err := notify.New(gdb, requests.NewStore(gdb), scheduler.NewStore(gdb), sender, link,
+	n, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), sender, link,
 		notify.Config{ResendAfter: resendAfter, MessageIDDomain: "test.invalid"}, testkit.Logger(t), reg)
 	require.NoError(t, err)
 	return &env{db: gdb, mail: mp, n: n, reg: reg}
@@ -171,7 +171,7 @@ func TestSMTPDownIsRetriedAtOnce(t *testing.T) {
 	down := smtpConfig(mp)
 	down.SMTPPort = 1 // nothing listens there
 	working := notify.NewSMTP(smtpConfig(mp))
-	n, err := notify.New(gdb, requests.NewStore(gdb), scheduler.NewStore(gdb), notify.NewSMTP(down), link,
+	n, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), notify.NewSMTP(down), link,
 		notify.Config{ResendAfter: time.Hour}, testkit.Logger(t), nil)
 	require.NoError(t, err)
 	e := &env{db: gdb, mail: mp, n: n}
@@ -182,7 +182,7 @@ func TestSMTPDownIsRetriedAtOnce(t *testing.T) {
 	require.NotErrorIs(t, err, message.ErrPermanent)
 
 	var logs testkit.Buffer
-	n2, err := notify.New(gdb, requests.NewStore(gdb), scheduler.NewStore(gdb), working, link,
+	n2, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), working, link,
 		notify.Config{ResendAfter: time.Hour}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	require.NoError(t, n2.Handle(t.Context(), m), "a failed send does not wait for resend_after")
@@ -293,7 +293,7 @@ func TestLostVerdictWaitsForResendAfter(t *testing.T) {
 	fake := startFakeHangUpSMTP(t)
 	hangsUp := smtpConfig(mp)
 	hangsUp.SMTPPort = fake.port
-	n1, err := notify.New(gdb, requests.NewStore(gdb), scheduler.NewStore(gdb), notify.NewSMTP(hangsUp), link,
+	n1, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), notify.NewSMTP(hangsUp), link,
 		notify.Config{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, testkit.Logger(t), nil)
 	require.NoError(t, err)
 	e := &env{db: gdb, mail: mp, n: n1}
@@ -306,7 +306,7 @@ func TestLostVerdictWaitsForResendAfter(t *testing.T) {
 	require.EqualValues(t, 1, fake.got.Load(), "the server got the whole message")
 
 	var logs testkit.Buffer
-	n2, err := notify.New(gdb, requests.NewStore(gdb), scheduler.NewStore(gdb), notify.NewSMTP(smtpConfig(mp)), link,
+	n2, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), notify.NewSMTP(smtpConfig(mp)), link,
 		notify.Config{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	require.Error(t, n2.Handle(t.Context(), m), "the redelivery waits: the first send may have gone out")
@@ -367,7 +367,7 @@ func TestScrubbedAddressIsNotTakenForNone(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	var logs testkit.Buffer
-	n, err := notify.New(gdb, requests.NewStore(gdb), scheduler.NewStore(gdb), &failingSender{fail: true}, link,
+	n, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), &failingSender{fail: true}, link,
 		notify.Config{ResendAfter: time.Minute}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	reasons := map[bool]string{}
@@ -384,4 +384,24 @@ func TestScrubbedAddressIsNotTakenForNone(t *testing.T) {
 	}
 	require.Equal(t, map[bool]string{true: notify.ReasonScrubbed, false: notify.ReasonNoEmail}, reasons)
 	require.Contains(t, logs.String(), "the address of a request was scrubbed before its email was sent")
+}
+
+// TestReportOfAnErasedSubjectIsNotAnnounced: a report.ready handled after
+// the subject's erasure removed the address (and the report) sends nothing
+// and records "erased", which is no error.
+func TestReportOfAnErasedSubjectIsNotAnnounced(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	var logs testkit.Buffer
+	n, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), &failingSender{fail: true}, link,
+		notify.Config{ResendAfter: time.Minute}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	require.NoError(t, err)
+	id, erasure := uuid.NewString(), uuid.NewString()
+	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, had_email, erased_by, pii_scrubbed_at, submitted_at, due_at)
+		VALUES (?, 'access', 'completed', true, ?, now(), now(), now() + interval '1 month')`, id, erasure).Error)
+	require.NoError(t, n.Handle(t.Context(), reportReady(t, id)))
+	var reason string
+	require.NoError(t, gdb.Raw(`SELECT reason FROM notifications WHERE request_id = ? AND state = 'skipped'`, id).Scan(&reason).Error)
+	require.Equal(t, notify.ReasonErased, reason)
+	require.NotContains(t, logs.String(), "level=ERROR")
 }

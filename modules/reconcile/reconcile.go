@@ -85,7 +85,8 @@ type Result struct {
 	// EmailSkipped counts requests submitted without an email address whose
 	// email was skipped: in sync, but not in email_sent. A request submitted
 	// with an address that got no email is out of sync instead, whatever
-	// its row holds now.
+	// its row holds now, unless the subject's erasure removed the address
+	// first (reason "erased"), which is counted here too.
 	EmailSkipped int      `json:"email_skipped"`
 	Stuck        []Stuck  `json:"stuck"`
 	Failed       []Failed `json:"failed"`
@@ -309,7 +310,9 @@ func (r *Result) add(t *track, now time.Time, stuckAfter time.Duration) {
 	}
 	reason := ""
 	if missing == StageEmailSent && t.noEmail {
-		if !t.hadEmail {
+		// An access whose subject was erased before the email went out
+		// has nothing left to announce (docs/privacy.md).
+		if !t.hadEmail || t.skipReason == notify.ReasonErased {
 			r.EmailSkipped++
 			return
 		}
@@ -354,5 +357,5 @@ func firstMissing(kind string, reached map[string]bool) string {
 
 // Stores are the owners' stores over one database, the usual Sources.
 func Stores(db *gorm.DB) Sources {
-	return Sources{Audit: audit.NewStore(db, nil), Requests: requests.NewStore(db), Emails: notify.NewStore(db)}
+	return Sources{Audit: audit.NewStore(db, nil), Requests: requests.NewStore(db, nil), Emails: notify.NewStore(db)}
 }

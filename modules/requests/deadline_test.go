@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/lock"
@@ -25,7 +24,7 @@ import (
 func TestStoredDeadlineIgnoresTheSessionTimeZone(t *testing.T) {
 	t.Parallel()
 	_, dsn := testkit.Postgres(t)
-	gdb, err := db.Open(t.Context(), config.Postgres{DSN: dsn + "&timezone=Pacific/Auckland", MaxOpenConns: 2})
+	gdb, err := db.Open(t.Context(), db.Config{DSN: dsn + "&timezone=Pacific/Auckland", MaxOpenConns: 2})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if sqlDB, err := gdb.DB(); err == nil {

@@ -28,7 +28,7 @@ func (m *Manager) erasure(ctx, _ context.Context, c *claimed) error {
 		var pending bool
 		if err := tx.Raw(`SELECT EXISTS (SELECT 1 FROM requests
 			WHERE type = ? AND id <> ?
-			  AND ((? <> '' AND subject_id = ?) OR (? <> '' AND subject_email = ?))
+			  AND ((? <> '' AND subject_id = ?) OR (? <> '' AND lower(subject_email) = lower(?)))
 			  AND (state = ? OR (state = ? AND submitted_at <= ?)))`,
 			event.KindAccess, c.ID, c.SubjectID, c.SubjectID, c.SubjectEmail, c.SubjectEmail,
 			StateProcessing, StateReceived, c.SubmittedAt).Scan(&pending).Error; err != nil {

@@ -29,6 +29,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -184,8 +185,8 @@ func freeAddr(t testing.TB) string {
 
 func newSystem(t testing.TB, subjects int, mutate func(*config.Config)) *system {
 	t.Helper()
-	s := &system{t: t, bin: gdprBinary(t), cfg: testkit.Config(t), src: newSource(t, subjects), mail: testkit.StartMailpit(t), admin: map[string]string{}}
-	gdb, err := db.Open(t.Context(), config.Postgres{DSN: s.cfg.Postgres.DSN, MaxOpenConns: 4})
+	s := &system{t: t, bin: gdprBinary(t), cfg: configtest.Config(t), src: newSource(t, subjects), mail: testkit.StartMailpit(t), admin: map[string]string{}}
+	gdb, err := db.Open(t.Context(), db.Config{DSN: s.cfg.Postgres.DSN, MaxOpenConns: 4})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if sqlDB, err := gdb.DB(); err == nil {

@@ -93,6 +93,7 @@ type Manager struct {
 	logger  *slog.Logger
 	fence   lock.Fence
 	emails  DeletedEmails
+	store   *Store
 	metrics metrics
 	wake    chan struct{}
 
@@ -118,6 +119,7 @@ func New(db *gorm.DB, outbox Outbox, locker Locker, builder Builder, cfg Config,
 		// The notifier's record lives in the same database; its store
 		// needs nothing but the caller's transaction.
 		emails: notify.NewStore(db),
+		store:  NewStore(db, builder),
 		wake:   make(chan struct{}, cfg.Concurrency),
 		metrics: metrics{
 			received: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -159,6 +161,10 @@ func register[T prometheus.Collector](reg prometheus.Registerer, c T) T {
 	}
 	return c
 }
+
+// Store is the manager's data lifecycle API (report deletion, scrubbing,
+// record deletion) for the retention sweeper and the download.
+func (m *Manager) Store() *Store { return m.store }
 
 // Name identifies the component in logs.
 func (m *Manager) Name() string { return "requests manager" }

@@ -112,7 +112,9 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 }
 
 // finishErasure completes an erasure request once every participant,
-// including the email system, confirmed, and scrubs the subject from the row.
+// including the email system, confirmed, and scrubs the subject from the row
+// and from every other finished request of the same subject (their reports
+// are deleted: the links answer 410 Gone).
 //
 // erasure.completed (to the notifier) and erasure.finished (here) may be
 // handled in either order. The address stays on the row until the "deleted"
@@ -128,22 +130,33 @@ func (m *Manager) finishErasure(ctx context.Context, msg message.Message) error 
 	if _, err := uuid.Parse(fin.RequestID); err != nil {
 		return fmt.Errorf("%w: request_id is not a UUID", ErrInvalid)
 	}
-	return m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	var reports []string
+	err := m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		fresh, err := inbox.Claim(ctx, tx, Consumer, msg.ID)
 		if err != nil || !fresh {
 			return err
 		}
-		// Scanned as a string: gorm scans a single column only into basic types.
-		var state string
-		res := tx.Raw(`SELECT state FROM requests WHERE id = ? AND type = ? FOR UPDATE`, fin.RequestID, event.KindErasure).Scan(&state)
+		var row struct {
+			State        State
+			SubjectID    string
+			SubjectEmail string
+		}
+		res := tx.Raw(`SELECT state, subject_id, subject_email FROM requests WHERE id = ? AND type = ? FOR UPDATE`,
+			fin.RequestID, event.KindErasure).Scan(&row)
 		if res.Error != nil {
 			return fmt.Errorf("loading request %s: %w", fin.RequestID, res.Error)
 		}
 		if res.RowsAffected == 0 {
 			return fmt.Errorf("%w: no erasure request %s", ErrInvalid, fin.RequestID)
 		}
-		if State(state) == StateCompleted {
+		if row.State == StateCompleted {
 			return nil
+		}
+		// Every participant confirmed: gdpr's own copy goes now, in the
+		// transaction that completes the erasure (docs/privacy.md). Only this
+		// row's address stays until its "deleted" email is recorded.
+		if reports, err = scrubSubject(tx, fin.RequestID, row.SubjectID, row.SubjectEmail); err != nil {
+			return err
 		}
 		// Read under the row lock taken above, so the notifier's commit is
 		// either seen here or sees ours.
@@ -152,12 +165,22 @@ func (m *Manager) finishErasure(ctx context.Context, msg message.Message) error 
 			return err
 		}
 		if err := tx.Exec(`UPDATE requests SET state = ?, completed_at = now(), updated_at = now(),
-			subject_id = '', lease_until = NULL,
-			subject_email = CASE WHEN ? THEN '' ELSE subject_email END
-			WHERE id = ?`, StateCompleted, recorded, fin.RequestID).Error; err != nil {
+			subject_id = '', lease_until = NULL, erased_by = id,
+			subject_email = CASE WHEN ? THEN '' ELSE subject_email END,
+			pii_scrubbed_at = CASE WHEN ? THEN now() END
+			WHERE id = ?`, StateCompleted, recorded, recorded, fin.RequestID).Error; err != nil {
 			return fmt.Errorf("completing erasure %s: %w", fin.RequestID, err)
 		}
-		m.logger.InfoContext(ctx, "erasure completed", "request_id", fin.RequestID)
+		m.logger.InfoContext(ctx, "erasure completed", "request_id", fin.RequestID, "reports_deleted", len(reports))
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	// After the commit: a crash before the files are gone leaves rows the
+	// retention sweeper's purge finishes, and the download answers 410 already.
+	if err := m.store.removeFiles(context.WithoutCancel(ctx), reports); err != nil {
+		m.logger.WarnContext(ctx, "removing the reports of an erased subject failed; the purge retries", "request_id", fin.RequestID, "error", err)
+	}
+	return nil
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/uuid"
 	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/notify"
 )
 
 // State is the state of a request (requests.state); docs/requests.md draws
@@ -27,17 +29,6 @@ const (
 func OpenStates() []State {
 	return []State{StateReceived, StateProcessing, StateHandedOver}
 }
-
-// Store is what other modules may read and change of the requests module's
-// tables (requests, request_attempts, reports). Every method is a read
-// except ForgetEmail, which takes the caller's transaction. It holds no
-// state besides the database.
-type Store struct {
-	db *gorm.DB
-}
-
-// NewStore returns the store over db.
-func NewStore(db *gorm.DB) *Store { return &Store{db: db} }
 
 // Row is a stored request as a status shows it: progress and deadline,
 // never the subject.
@@ -64,15 +55,6 @@ func (s *Store) Get(ctx context.Context, id string) (r Row, found bool, err erro
 		return Row{}, false, fmt.Errorf("reading request %s: %w", id, res.Error)
 	}
 	return r, res.RowsAffected > 0, nil
-}
-
-// ReportID returns the id of the stored report of requestID, if any.
-func (s *Store) ReportID(ctx context.Context, requestID string) (id string, found bool, err error) {
-	res := s.db.WithContext(ctx).Raw(`SELECT id FROM reports WHERE request_id = ?`, requestID).Scan(&id)
-	if res.Error != nil {
-		return "", false, fmt.Errorf("looking up report of %s: %w", requestID, res.Error)
-	}
-	return id, res.RowsAffected > 0, nil
 }
 
 // OpenStats is what the gauges show of unfinished requests.
@@ -163,20 +145,17 @@ func (s *Store) Progresses(ctx context.Context, ids []string) ([]Progress, error
 	return out, nil
 }
 
-// Contact returns the address of request id inside the caller's
-// transaction tx: email is empty when none was given or it was scrubbed,
-// hadEmail says whether one came with the request; found is false when no
-// such request is stored.
-func (s *Store) Contact(ctx context.Context, tx *gorm.DB, id string) (email string, hadEmail, found bool, err error) {
-	var c struct {
-		SubjectEmail string
-		HadEmail     bool
-	}
-	res := tx.WithContext(ctx).Raw(`SELECT subject_email, had_email FROM requests WHERE id = ?`, id).Scan(&c)
+// Recipient returns the address of request id inside the caller's
+// transaction tx, for the notifier; found is false when no such request is
+// stored.
+func (s *Store) Recipient(ctx context.Context, tx *gorm.DB, id string) (r notify.Recipient, found bool, err error) {
+	res := tx.WithContext(ctx).Raw(`SELECT subject_email AS email, had_email,
+			erased_by IS NOT NULL AND erased_by <> id AS erased
+		FROM requests WHERE id = ?`, id).Scan(&r)
 	if res.Error != nil {
-		return "", false, false, fmt.Errorf("loading the address of %s: %w", id, res.Error)
+		return notify.Recipient{}, false, fmt.Errorf("loading the address of %s: %w", id, res.Error)
 	}
-	return c.SubjectEmail, c.HadEmail, res.RowsAffected > 0, nil
+	return r, res.RowsAffected > 0, nil
 }
 
 // LockFinished locks request id's row in the caller's transaction tx, as
@@ -195,7 +174,8 @@ func (s *Store) LockFinished(ctx context.Context, tx *gorm.DB, id string) (bool,
 // transaction tx, so that it commits with the email record that made it
 // unnecessary.
 func (s *Store) ForgetEmail(ctx context.Context, tx *gorm.DB, id string) error {
-	if err := tx.WithContext(ctx).Exec(`UPDATE requests SET subject_email = '', updated_at = now() WHERE id = ? AND subject_email <> ''`,
+	if err := tx.WithContext(ctx).Exec(`UPDATE requests SET subject_email = '', pii_scrubbed_at = now(), updated_at = now()
+		WHERE id = ? AND subject_email <> ''`,
 		id).Error; err != nil {
 		return fmt.Errorf("scrubbing the address of %s: %w", id, err)
 	}

@@ -26,6 +26,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -64,7 +65,7 @@ func drain(b *testing.B, conn *bus.Conn, queue string, f func(amqp.Delivery)) {
 
 // benchChild starts `gdpr scheduler` for cfg with extra settings.
 func benchChild(b *testing.B, bin string, cfg config.Config, extra ...string) *child {
-	env := append(testkit.Env(cfg), "GDPR_SCHEDULER_ADMIN_ADDR=127.0.0.1:0", "GDPR_LOG_LEVEL=warn")
+	env := append(configtest.Env(cfg), "GDPR_SCHEDULER_ADMIN_ADDR=127.0.0.1:0", "GDPR_LOG_LEVEL=warn")
 	return startChild(b, bin, append(env, extra...), filepath.Join(b.TempDir(), "scheduler.log"))
 }
 
@@ -142,7 +143,7 @@ func ceiling(b *testing.B, conn *bus.Conn, n, channels, window int, body []byte)
 func BenchmarkDispatchMillionDue(b *testing.B) {
 	n := envInt("GDPR_BENCH_SCHEDULER_COUNT", 1_000_000)
 	bin := testkit.Build(b)
-	cfg := testkit.Config(b)
+	cfg := configtest.Config(b)
 	conn := testkit.Bus(b, cfg.AMQP, benchTopology)
 	b.Cleanup(func() { testkit.DeleteTopology(b, cfg.AMQP, appQueues) })
 	var delivered atomic.Int64
@@ -268,7 +269,7 @@ func BenchmarkSteadyLateness(b *testing.B) {
 	seconds := envInt("GDPR_BENCH_SCHEDULER_SECONDS", 60)
 	const perSecond = 1000
 	bin := testkit.Build(b)
-	cfg := testkit.Config(b)
+	cfg := configtest.Config(b)
 	conn := testkit.Bus(b, cfg.AMQP, benchTopology)
 	b.Cleanup(func() { testkit.DeleteTopology(b, cfg.AMQP, appQueues) })
 	var log latenessLog
@@ -312,7 +313,7 @@ func BenchmarkBurstyLateness(b *testing.B) {
 	seconds := envInt("GDPR_BENCH_SCHEDULER_BURST_SECONDS", 20)
 	const writers, maxBurst, maxPause = 16, 10, time.Second
 	bin := testkit.Build(b)
-	cfg := testkit.Config(b)
+	cfg := configtest.Config(b)
 	conn := testkit.Bus(b, cfg.AMQP, benchTopology)
 	b.Cleanup(func() { testkit.DeleteTopology(b, cfg.AMQP, appQueues) })
 	var log latenessLog

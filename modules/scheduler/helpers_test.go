@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
@@ -33,7 +32,7 @@ var testTopology = bus.Topology{Queues: []bus.Queue{
 type fixture struct {
 	db    *gorm.DB
 	dsn   string
-	amqp  config.AMQP
+	amqp  bus.Config
 	conn  *bus.Conn
 	store *scheduler.Store
 }

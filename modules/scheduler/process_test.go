@@ -10,7 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -71,10 +71,10 @@ func (c *child) stop() {
 // was lost and that every duplicate straddles a kill or the restart.
 func crashRun(t *testing.T, n int, killAt []int, restartAt int, restart func(testing.TB)) {
 	bin := testkit.Build(t)
-	cfg := testkit.Config(t)
+	cfg := configtest.Config(t)
 	conn := testkit.Bus(t, cfg.AMQP, testTopology)
 	t.Cleanup(func() { testkit.DeleteTopology(t, cfg.AMQP, appQueues) })
-	gdb, err := db.Open(t.Context(), config.Postgres{DSN: cfg.Postgres.DSN, MaxOpenConns: 2})
+	gdb, err := db.Open(t.Context(), db.Config{DSN: cfg.Postgres.DSN, MaxOpenConns: 2})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if sqlDB, err := gdb.DB(); err == nil {
@@ -85,7 +85,7 @@ func crashRun(t *testing.T, n int, killAt []int, restartAt int, restart func(tes
 	s := f.sink(t)
 	ids := copyDue(t, f.dsn, n, time.Time{})
 
-	env := append(testkit.Env(cfg),
+	env := append(configtest.Env(cfg),
 		"GDPR_SCHEDULER_ADMIN_ADDR=127.0.0.1:0",
 		"GDPR_SCHEDULER_BATCH_SIZE=25",
 		"GDPR_SCHEDULER_WORKERS=1",

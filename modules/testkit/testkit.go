@@ -20,7 +20,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
 )
@@ -89,7 +88,7 @@ func Postgres(t testing.TB) (*gorm.DB, string) {
 	require.NoError(t, err)
 	require.NoError(t, m.Up(context.Background(), slog.New(slog.DiscardHandler)))
 	require.NoError(t, m.Close())
-	gdb, err := db.Open(context.Background(), config.Postgres{DSN: dsn, MaxOpenConns: 20})
+	gdb, err := db.Open(context.Background(), db.Config{DSN: dsn, MaxOpenConns: 20})
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if sqlDB, err := gdb.DB(); err == nil {
@@ -100,8 +99,8 @@ func Postgres(t testing.TB) (*gorm.DB, string) {
 }
 
 // AMQP returns AMQP settings with a prefix unique to t.
-func AMQP(t testing.TB) config.AMQP {
-	c := config.Default().AMQP
+func AMQP(t testing.TB) bus.Config {
+	c := bus.DefaultConfig()
 	c.URL = env(EnvAMQPURL, c.URL)
 	c.Prefix = "t." + ID()
 	return c
@@ -109,7 +108,7 @@ func AMQP(t testing.TB) config.AMQP {
 
 // Bus connects with cfg and topology and deletes the topology's queues and
 // exchanges when t ends.
-func Bus(t testing.TB, cfg config.AMQP, topology bus.Topology) *bus.Conn {
+func Bus(t testing.TB, cfg bus.Config, topology bus.Topology) *bus.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -123,7 +122,7 @@ func Bus(t testing.TB, cfg config.AMQP, topology bus.Topology) *bus.Conn {
 }
 
 // DeleteTopology removes the exchanges and queues a test declared under cfg.Prefix.
-func DeleteTopology(t testing.TB, cfg config.AMQP, topology bus.Topology) {
+func DeleteTopology(t testing.TB, cfg bus.Config, topology bus.Topology) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := bus.Dial(ctx, cfg, "gdpr-test-cleanup", bus.Topology{}, slog.New(slog.DiscardHandler))
@@ -160,41 +159,6 @@ func Redis(t testing.TB) (*redis.Client, string) {
 		_ = rdb.Close()
 	})
 	return rdb, prefix
-}
-
-// Config returns a complete configuration for t: a fresh migrated database,
-// unique AMQP and Redis prefixes, admin and API servers on free ports.
-func Config(t testing.TB) config.Config {
-	t.Helper()
-	_, dsn := Postgres(t)
-	_, redisPrefix := Redis(t)
-	cfg := config.Default()
-	cfg.Postgres.DSN = dsn
-	cfg.AMQP = AMQP(t)
-	cfg.Redis.Addr = env(EnvRedisAddr, cfg.Redis.Addr)
-	cfg.Redis.Prefix = redisPrefix
-	cfg.Serve.Addr = "127.0.0.1:0"
-	cfg.Serve.AdminAddr = "127.0.0.1:0"
-	cfg.Worker.AdminAddr = "127.0.0.1:0"
-	cfg.Scheduler.AdminAddr = "127.0.0.1:0"
-	cfg.Canceller.AdminAddr = "127.0.0.1:0"
-	cfg.Report.StorageDir = t.TempDir()
-	return cfg
-}
-
-// Env renders cfg's scalar settings as GDPR_* variables for a child process.
-func Env(cfg config.Config) []string {
-	out := os.Environ()
-	set := func(path, value string) {
-		out = append(out, config.EnvPrefix+strings.ToUpper(strings.ReplaceAll(path, ".", "_"))+"="+value)
-	}
-	set("postgres.dsn", cfg.Postgres.DSN)
-	set("amqp.url", cfg.AMQP.URL)
-	set("amqp.prefix", cfg.AMQP.Prefix)
-	set("redis.addr", cfg.Redis.Addr)
-	set("redis.prefix", cfg.Redis.Prefix)
-	set("report.storage_dir", cfg.Report.StorageDir)
-	return out
 }
 
 // Build returns the path of a gdpr binary built from this tree: the one

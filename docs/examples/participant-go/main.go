@@ -20,8 +20,6 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/gdpr-oss/gdpr/config"
-	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/participant"
 )
@@ -43,14 +41,14 @@ func run(ctx context.Context, logger *slog.Logger) error {
 	}
 	defer db.Close()
 
-	amqpCfg := config.Default().AMQP
+	amqpCfg := participant.DefaultConfig()
 	if v := os.Getenv("AMQP_URL"); v != "" {
 		amqpCfg.URL = v
 	}
 	if v := os.Getenv("AMQP_PREFIX"); v != "" {
 		amqpCfg.Prefix = v
 	}
-	conn, err := bus.Dial(ctx, amqpCfg, "shop-participant", bus.Topology{}, logger)
+	conn, err := participant.Dial(ctx, amqpCfg, "shop-participant", logger)
 	if err != nil {
 		return err
 	}

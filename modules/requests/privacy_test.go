@@ -1,0 +1,115 @@
+package requests_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/requests"
+)
+
+type reportRow struct {
+	DeletedAt     *time.Time
+	DeletedReason string
+	FileRemoved   bool
+}
+
+func (e *env) report(t *testing.T, requestID string) reportRow {
+	t.Helper()
+	var r reportRow
+	require.NoError(t, e.db.Raw(`SELECT deleted_at, deleted_reason, file_removed FROM reports WHERE request_id = ?`, requestID).Scan(&r).Error)
+	return r
+}
+
+// TestErasureScrubsTheSubjectsEarlierRequestsAndDeletesTheirReports: once an
+// erasure finishes, every finished request of the same subject (by id, or
+// by address in any case) loses the subject and its report, exactly once;
+// another subject's request is untouched.
+func TestErasureScrubsTheSubjectsEarlierRequestsAndDeletesTheirReports(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newBuilder(nil))
+	byID := submitted(t, event.KindAccess, event.Subject{ID: "scrub-a"})
+	byEmail := submitted(t, event.KindAccess, event.Subject{Email: "scrub-a@example.com"})
+	other := submitted(t, event.KindAccess, event.Subject{ID: "scrub-b", Email: "scrub-b@example.com"})
+	for _, m := range []message.Message{byID, byEmail, other} {
+		require.NoError(t, e.mgr.Handle(t.Context(), m))
+	}
+	e.drain(t)
+	erasure := submitted(t, event.KindErasure, event.Subject{ID: "scrub-a", Email: "Scrub-A@Example.com"})
+	erasureID := requestID(t, erasure)
+	require.NoError(t, e.mgr.Handle(t.Context(), erasure))
+	e.drain(t)
+	require.Equal(t, requests.StateHandedOver, e.row(t, erasureID).State)
+	for _, m := range []message.Message{byID, byEmail} {
+		require.Empty(t, e.report(t, requestID(t, m)).DeletedReason, "nothing goes before the erasure is finished")
+	}
+
+	fin, err := message.New(event.TypeErasureFinished, event.ErasureFinished{RequestID: erasureID}, nil)
+	require.NoError(t, err)
+	require.NoError(t, e.mgr.Handle(t.Context(), fin))
+	require.NoError(t, e.mgr.Handle(t.Context(), fin)) // a redelivery changes nothing
+
+	for _, m := range []message.Message{byID, byEmail} {
+		id := requestID(t, m)
+		r := e.row(t, id)
+		require.Empty(t, r.SubjectID, id)
+		require.Empty(t, r.SubjectEmail, id)
+		require.True(t, r.HadEmail || m.ID == byID.ID, "had_email survives")
+		var erasedBy string
+		require.NoError(t, e.db.Raw(`SELECT erased_by::text FROM requests WHERE id = ? AND pii_scrubbed_at IS NOT NULL`, id).Scan(&erasedBy).Error)
+		require.Equal(t, erasureID, erasedBy, id)
+		rep := e.report(t, id)
+		require.NotNil(t, rep.DeletedAt, id)
+		require.Equal(t, requests.DeletedSubjectErasure, rep.DeletedReason, id)
+		require.True(t, rep.FileRemoved, id)
+		_, deletes := e.builder.count("r-" + id)
+		require.Equal(t, 1, deletes, "the file of %s is removed once", id)
+	}
+	otherID := requestID(t, other)
+	o := e.row(t, otherID)
+	require.Equal(t, "scrub-b", o.SubjectID)
+	require.Equal(t, "scrub-b@example.com", o.SubjectEmail)
+	require.Nil(t, e.report(t, otherID).DeletedAt)
+	_, deletes := e.builder.count("r-" + otherID)
+	require.Zero(t, deletes)
+
+	got, found, err := e.mgr.Store().ReportOf(t.Context(), requestID(t, byID))
+	require.NoError(t, err)
+	require.True(t, found)
+	require.True(t, got.Deleted)
+	require.Equal(t, requests.DeletedSubjectErasure, got.Reason)
+}
+
+// TestPurgeFinishesReportDeletionsACrashLeftUndone: a deletion recorded but
+// whose file was not removed (the process died in between) is finished by
+// the purge, once; a live report is left alone.
+func TestPurgeFinishesReportDeletionsACrashLeftUndone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newBuilder(nil))
+	undone, live := submitted(t, event.KindAccess, event.Subject{ID: "purge-a"}), submitted(t, event.KindAccess, event.Subject{ID: "purge-b"})
+	for _, m := range []message.Message{undone, live} {
+		require.NoError(t, e.mgr.Handle(t.Context(), m))
+	}
+	e.drain(t)
+	require.NoError(t, e.db.Exec(`UPDATE reports SET deleted_at = now(), deleted_reason = 'retention' WHERE request_id = ?`, requestID(t, undone)).Error)
+
+	store := e.mgr.Store()
+	would, err := store.PurgeRemovedReports(t.Context(), 100, true)
+	require.NoError(t, err)
+	require.Equal(t, []string{"r-" + requestID(t, undone)}, would)
+	_, deletes := e.builder.count("r-" + requestID(t, undone))
+	require.Zero(t, deletes, "a dry run removes nothing")
+
+	for range 2 {
+		_, err := store.PurgeRemovedReports(t.Context(), 100, false)
+		require.NoError(t, err)
+	}
+	_, deletes = e.builder.count("r-" + requestID(t, undone))
+	require.Equal(t, 1, deletes)
+	require.True(t, e.report(t, requestID(t, undone)).FileRemoved)
+	_, deletes = e.builder.count("r-" + requestID(t, live))
+	require.Zero(t, deletes)
+}
