@@ -14,78 +14,111 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/health"
+	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
-// infra is what the roles of one process share: connections, the metrics
-// registry and the logger. Roles get their dependencies from it and nothing else.
+// infra is what the modules of one process share: the connections the
+// service modules opened, the metrics registry, the logger, and what one
+// module provides to the modules that depend on it. A connection is nil
+// when no module of the role needs it.
 type infra struct {
 	cfg       config.Config
 	logger    *slog.Logger
+	role      string
 	registry  *prometheus.Registry
+	topology  bus.Topology
 	db        *gorm.DB
 	bus       *bus.Conn
 	publisher *bus.Publisher
 	redis     *redis.Client
 	locker    *lock.Locker
 	outbox    *scheduler.Store
+	// intake and adminRoutes are what the intake and admin modules provide
+	// to the api module.
+	intake      *intake.Service
+	adminRoutes []api.AdminRoute
 	// devKeyWarning makes the development-key warning once per process,
-	// however many report builders its roles make.
+	// however many report builders its modules make.
 	devKeyWarning sync.Once
 }
 
-// newReportBuilder is report.New for the roles of this process; it warns
-// about the development key once, not once per role.
+func newInfra(cfg config.Config, logger *slog.Logger, role string, topology bus.Topology) *infra {
+	in := &infra{cfg: cfg, logger: logger, role: role, registry: prometheus.NewRegistry(), topology: topology}
+	in.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return in
+}
+
+// newReportBuilder is report.New for the modules of this process; it warns
+// about the development key once, not once per module.
 func (in *infra) newReportBuilder(cfg config.Report, reg prometheus.Registerer) (*report.Builder, error) {
 	in.devKeyWarning.Do(func() { report.WarnDevelopmentKey(cfg, in.logger.With("module", "report")) })
 	return report.New(cfg, in.logger.With("module", "report"), reg)
 }
 
-// openInfra connects to PostgreSQL, RabbitMQ and Redis. Migrations run first
-// when configured.
-func openInfra(ctx context.Context, cfg config.Config, logger *slog.Logger, role string) (*infra, error) {
-	in := &infra{cfg: cfg, logger: logger, registry: prometheus.NewRegistry()}
-	in.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if cfg.Postgres.MigrateOnStart {
-		if err := migrateUp(ctx, cfg.Postgres.DSN, logger); err != nil {
-			return nil, err
+// openPostgres connects to PostgreSQL (the postgres module). Migrations run
+// first when configured.
+func (in *infra) openPostgres(ctx context.Context) error {
+	if in.cfg.Postgres.MigrateOnStart {
+		if err := migrateUp(ctx, in.cfg.Postgres.DSN, in.logger); err != nil {
+			return err
 		}
 	}
-	gdb, err := db.Open(ctx, cfg.Postgres)
+	gdb, err := db.Open(ctx, in.cfg.Postgres)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	in.db = gdb
 	in.outbox = scheduler.NewStore(gdb)
+	return nil
+}
+
+// dialAMQP connects to RabbitMQ (the amqp module) and declares the whole
+// topology, again after every reconnect.
+func (in *infra) dialAMQP(ctx context.Context) error {
 	host, _ := os.Hostname()
-	conn, err := bus.Dial(ctx, cfg.AMQP, fmt.Sprintf("gdpr-%s-%s-%d", role, host, os.Getpid()), topology(cfg), logger,
+	conn, err := bus.Dial(ctx, in.cfg.AMQP, fmt.Sprintf("gdpr-%s-%s-%d", in.role, host, os.Getpid()), in.topology, in.logger,
 		bus.WithMetrics(bus.NewMetrics(in.registry)))
 	if err != nil {
-		in.close()
-		return nil, err
+		return err
 	}
 	in.bus = conn
 	in.publisher = bus.NewPublisher(conn)
-	in.redis = redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: cfg.Redis.Password, DB: cfg.Redis.DB})
-	if err := in.redis.Ping(ctx).Err(); err != nil {
-		in.close()
-		return nil, fmt.Errorf("connecting to redis %s: %w", cfg.Redis.Addr, err)
-	}
-	in.locker = lock.NewLocker(in.redis, cfg.Redis.Prefix+"lock:", logger)
-	return in, nil
+	return nil
 }
 
-func (in *infra) checks() map[string]health.Checker {
-	return map[string]health.Checker{
-		"postgres": db.Checker{DB: in.db},
-		"rabbitmq": in.bus,
-		"redis":    health.CheckFunc(func(ctx context.Context) error { return in.redis.Ping(ctx).Err() }),
+// dialRedis connects to Redis (the redis module): the intake's idempotency
+// keys and the requests manager's locks.
+func (in *infra) dialRedis(ctx context.Context) error {
+	cfg := in.cfg.Redis
+	in.redis = redis.NewClient(&redis.Options{Addr: cfg.Addr, Password: cfg.Password, DB: cfg.DB})
+	if err := in.redis.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("connecting to redis %s: %w", cfg.Addr, err)
 	}
+	in.locker = lock.NewLocker(in.redis, cfg.Prefix+"lock:", in.logger)
+	return nil
+}
+
+// checks are the readiness checks of the services this process connected
+// to: a service no module needs cannot make the role unready.
+func (in *infra) checks() map[string]health.Checker {
+	checks := map[string]health.Checker{}
+	if in.db != nil {
+		checks["postgres"] = db.Checker{DB: in.db}
+	}
+	if in.bus != nil {
+		checks["rabbitmq"] = in.bus
+	}
+	if in.redis != nil {
+		checks["redis"] = health.CheckFunc(func(ctx context.Context) error { return in.redis.Ping(ctx).Err() })
+	}
+	return checks
 }
 
 func (in *infra) close() error {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,18 +15,21 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
-// roleBuilder returns the components of one role, built from shared infra.
-type roleBuilder func(in *infra) ([]Component, error)
-
-// runRole loads the configuration, opens the infrastructure, starts the
-// admin server and the roles' components, and runs until SIGTERM/SIGINT.
-// A second signal during the drain exits at once with code 1.
-func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Config) string, builders []roleBuilder, base ...func(*config.Config)) error {
+// runRole loads the configuration, builds the role's modules (connecting
+// only to the services they need), starts the admin server and the
+// modules' components, and runs until SIGTERM/SIGINT. A second signal
+// during the drain exits at once with code 1.
+func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Config) string, base ...func(*config.Config)) error {
 	cfg, err := c.load(cmd, base...)
 	if err != nil {
 		return err
 	}
-	if role == "canceller" || role == "all" {
+	mods := modules()
+	order, err := mods.resolve(roleModules(role)...)
+	if err != nil {
+		return fmt.Errorf("wiring %s: %w", role, err)
+	}
+	if slices.Contains(order, modCanceller) {
 		// The roles that fan erasures out; refused before connecting to
 		// anything, as a usage error (exit 2).
 		if err := cfg.Canceller.CheckParticipants(); err != nil {
@@ -39,17 +43,25 @@ func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Con
 	ctx, force, stop := signalContext(cmd.Context())
 	defer stop()
 
-	in, err := openInfra(ctx, cfg, logger, role)
-	if err != nil {
-		if ctx.Err() != nil {
-			// Stopped by a signal while still connecting.
-			return nil
+	in := newInfra(cfg, logger, role, mods.topology(cfg))
+	var built []Component
+	for _, name := range order {
+		cs, err := mods[name].build(ctx, in)
+		if err != nil {
+			closeInfra(in, logger)
+			if ctx.Err() != nil {
+				// Stopped by a signal while still connecting.
+				return nil
+			}
+			return fmt.Errorf("starting %s: module %s: %w", role, name, err)
 		}
-		return fmt.Errorf("starting %s: %w", role, err)
+		built = append(built, cs...)
 	}
 
+	// The admin server starts first, so /healthz answers while the rest
+	// starts; it reports on the services this role connected to.
 	admin := health.NewServer(adminAddr(cfg), in.checks(), in.registry, logger)
-	components := []Component{admin}
+	components := append([]Component{admin}, built...)
 	if cfg.Telemetry.OTLPEndpoint != "" {
 		exp, err := otlp.New(ctx, cfg.Telemetry.OTLPEndpoint, role, Version)
 		if err != nil {
@@ -57,18 +69,10 @@ func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Con
 			return fmt.Errorf("starting %s: %w", role, err)
 		}
 		// First, so it stops last and flushes the spans of everything else.
-		components = []Component{exp, admin}
+		components = append([]Component{exp}, components...)
 		ctx = trace.WithTracer(ctx, exp.Tracer())
 	}
-	for _, build := range builders {
-		cs, err := build(in)
-		if err != nil {
-			closeInfra(in, logger)
-			return fmt.Errorf("wiring %s: %w", role, err)
-		}
-		components = append(components, cs...)
-	}
-	logger.InfoContext(ctx, "starting", "version", Version, "components", len(components))
+	logger.InfoContext(ctx, "starting", "version", Version, "modules", order, "components", len(components))
 	err = runForce(ctx, force, logger, cfg.Shutdown.DrainTimeout, components)
 	if errors.Is(err, errForced) {
 		// Leave the connections to the kernel: closing them could block too.
@@ -101,7 +105,7 @@ func (c *cli) serveCommand() *cobra.Command {
 		Short: "HTTP intake: accept requests, status, report download, admin API",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.runRole(cmd, "serve", func(cfg config.Config) string { return cfg.Serve.AdminAddr }, []roleBuilder{serveComponents})
+			return c.runRole(cmd, "serve", func(cfg config.Config) string { return cfg.Serve.AdminAddr })
 		},
 	}
 	c.bind(cmd.Flags(), "addr", "serve.addr", "public API listen address")
@@ -115,7 +119,7 @@ func (c *cli) workerCommand() *cobra.Command {
 		Short: "Requests manager: store requests, build access reports, hand erasures on, notify",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.runRole(cmd, "worker", func(cfg config.Config) string { return cfg.Worker.AdminAddr }, []roleBuilder{workerComponents, auditComponents})
+			return c.runRole(cmd, "worker", func(cfg config.Config) string { return cfg.Worker.AdminAddr })
 		},
 	}
 	c.bind(cmd.Flags(), "concurrency", "worker.concurrency", "number of concurrent workers (default 8)")
@@ -129,7 +133,7 @@ func (c *cli) schedulerCommand() *cobra.Command {
 		Short: "Delayed messages: publish stored messages when they are due",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.runRole(cmd, "scheduler", func(cfg config.Config) string { return cfg.Scheduler.AdminAddr }, []roleBuilder{schedulerComponents})
+			return c.runRole(cmd, "scheduler", func(cfg config.Config) string { return cfg.Scheduler.AdminAddr })
 		},
 	}
 	c.bind(cmd.Flags(), "admin-addr", "scheduler.admin_addr", "admin listen address")
@@ -145,7 +149,7 @@ func (c *cli) cancellerCommand() *cobra.Command {
 		Short: "Erasure fan-out: command every participant, collect confirmations",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.runRole(cmd, "canceller", func(cfg config.Config) string { return cfg.Canceller.AdminAddr }, []roleBuilder{cancellerComponents})
+			return c.runRole(cmd, "canceller", func(cfg config.Config) string { return cfg.Canceller.AdminAddr })
 		},
 	}
 	c.bind(cmd.Flags(), "admin-addr", "canceller.admin_addr", "admin listen address")
@@ -159,7 +163,6 @@ func (c *cli) allCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return c.runRole(cmd, "all", func(cfg config.Config) string { return cfg.Serve.AdminAddr },
-				[]roleBuilder{schedulerComponents, workerComponents, auditComponents, cancellerComponents, serveComponents},
 				func(d *config.Config) { d.Postgres.MigrateOnStart = true })
 		},
 	}

@@ -102,10 +102,12 @@ func newRoot(stdout io.Writer, environ []string) *cobra.Command {
 		c.configCommand(),
 		c.keysCommand(),
 		versionCommand(),
+		c.deadLetterCommand(),
+		c.demoCommand(),
 	)
-	for _, extra := range c.extraCommands() {
-		root.AddCommand(extra)
-	}
+	// The operators' one-shot commands.
+	root.AddCommand(c.opsCommands()...)
+	root.AddCommand(c.participantCommands()...)
 	return root
 }
 

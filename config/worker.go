@@ -7,6 +7,10 @@ type Worker struct {
 	AdminAddr string `yaml:"admin_addr"`
 	// Concurrency is the number of workers processing requests in this process.
 	Concurrency int `yaml:"concurrency"`
+	// ReceiveConcurrency is how many messages of the worker.requests queue
+	// (submissions, finished erasures) are stored at once; each is one short
+	// transaction, so a few suffice however many workers build reports.
+	ReceiveConcurrency int `yaml:"receive_concurrency"`
 	// PollInterval is the longest a worker idles before looking for due
 	// requests stored by other processes and retries that became due.
 	PollInterval time.Duration `yaml:"poll_interval"`
@@ -26,15 +30,16 @@ type Worker struct {
 
 func defaultWorker() Worker {
 	return Worker{
-		AdminAddr:     "127.0.0.1:9091",
-		Concurrency:   8,
-		PollInterval:  time.Second,
-		MaxAttempts:   5,
-		BackoffBase:   2 * time.Second,
-		BackoffMax:    10 * time.Minute,
-		ErasureWait:   5 * time.Second,
-		SweepInterval: 10 * time.Minute,
-		SweepAge:      time.Hour,
+		AdminAddr:          "127.0.0.1:9091",
+		Concurrency:        8,
+		ReceiveConcurrency: 8,
+		PollInterval:       time.Second,
+		MaxAttempts:        5,
+		BackoffBase:        2 * time.Second,
+		BackoffMax:         10 * time.Minute,
+		ErasureWait:        5 * time.Second,
+		SweepInterval:      10 * time.Minute,
+		SweepAge:           time.Hour,
 	}
 }
 
@@ -44,6 +49,8 @@ func (w Worker) validate() error {
 		return invalid("worker.admin_addr", "must be set")
 	case w.Concurrency < 1:
 		return invalid("worker.concurrency", "must be >= 1, got %d", w.Concurrency)
+	case w.ReceiveConcurrency < 1:
+		return invalid("worker.receive_concurrency", "must be >= 1, got %d", w.ReceiveConcurrency)
 	case w.PollInterval <= 0:
 		return invalid("worker.poll_interval", "must be > 0, got %s", w.PollInterval)
 	case w.MaxAttempts < 1:

@@ -17,6 +17,12 @@ import (
 // it; when absent the role is derived from the message type.
 const HeaderProducer = "x-gdpr-producer"
 
+// Queue is the audit log's queue (without the prefix).
+const Queue = "audit"
+
+// Bindings are the routing keys that reach Queue: every message.
+func Bindings() []string { return []string{"#"} }
+
 // Event is one audited message.
 type Event struct {
 	MessageID   string         `json:"message_id"`

@@ -13,7 +13,8 @@ import (
 // QueueCanceller is the canceller's queue (topology name, without prefix).
 const QueueCanceller = "canceller"
 
-// Bindings are the routing keys the canceller's queue needs.
+// Bindings are the routing keys the canceller's queue needs, its own timer
+// messages among them.
 func Bindings() []string {
 	return []string{event.TypeErasureRequested, event.TypeErasureConfirmed, TypeTimer}
 }
@@ -38,16 +39,16 @@ func (c *Canceller) route(ctx context.Context, m message.Message) error {
 	}
 }
 
-// Component consumes the canceller's queue.
+// Component consumes the canceller's queue. The queue and its bindings are
+// part of the topology every role declares on connect (app/modules.go
+// takes them from QueueCanceller and Bindings).
 type Component struct {
-	conn     *bus.Conn
 	consumer *bus.Consumer
 }
 
 // NewComponent returns the canceller's consumer with concurrency handlers.
 func NewComponent(conn *bus.Conn, c *Canceller, concurrency int, logger *slog.Logger) *Component {
 	return &Component{
-		conn:     conn,
 		consumer: bus.NewConsumer(conn, bus.ConsumerOptions{Queue: QueueCanceller, Concurrency: concurrency}, c.Handle, logger),
 	}
 }
@@ -55,14 +56,8 @@ func NewComponent(conn *bus.Conn, c *Canceller, concurrency int, logger *slog.Lo
 // Name identifies the component in logs.
 func (k *Component) Name() string { return "canceller" }
 
-// Start makes sure the queue carries the timer binding (older topologies
-// lack it), then consumes.
-func (k *Component) Start(ctx context.Context) error {
-	if err := k.conn.DeclareQueue(ctx, bus.Queue{Name: QueueCanceller, Bindings: Bindings()}); err != nil {
-		return fmt.Errorf("declaring canceller queue: %w", err)
-	}
-	return k.consumer.Start(ctx)
-}
+// Start consumes.
+func (k *Component) Start(ctx context.Context) error { return k.consumer.Start(ctx) }
 
 // Stop drains in-flight messages until ctx ends and returns once every
 // handler has.

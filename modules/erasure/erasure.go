@@ -159,3 +159,14 @@ func CommandRoutingKey(name string) string { return "erasure.command." + name }
 
 // QueueName is the queue (without the exchange prefix) a participant consumes.
 func QueueName(name string) string { return "participant." + name }
+
+// ParticipantQueue is the queue participant p consumes its commands from and
+// the routing key that reaches it; ok is false for a participant called over
+// HTTP, which has no queue. The queue is shared: the participant declares it
+// too.
+func ParticipantQueue(p config.Participant) (queue, binding string, ok bool) {
+	if p.Kind != "amqp" && p.Kind != "email" {
+		return "", "", false
+	}
+	return QueueName(p.Name), CommandRoutingKey(p.Name), true
+}

@@ -26,6 +26,14 @@ import (
 // Consumer is the inbox name of the notifier.
 const Consumer = "worker.notify"
 
+// Queue is the queue the notifier consumes (without the prefix).
+const Queue = "worker.notify"
+
+// Bindings are the routing keys that reach Queue: the messages an email goes out on.
+func Bindings() []string {
+	return []string{event.TypeReportReady, event.TypeErasureCompleted}
+}
+
 // Template names (also the gdpr_emails_sent_total label).
 const (
 	TemplateReportReady      = "report_ready"

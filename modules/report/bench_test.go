@@ -6,6 +6,7 @@ import (
 	"io"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,4 +71,53 @@ func BenchmarkReportMillionRows(b *testing.B) {
 	b.Logf("1M-row report: %.0f rows/s vs pgx→io.Discard ceiling %.0f rows/s (ratio %.2f); ZIP %.1f MiB; "+
 		"peak live heap +%.1f MiB, peak RSS (VmHWM) +%.1f MiB over %.1f MiB before the build",
 		reportRate, ceilRate, reportRate/ceilRate, float64(res.Bytes)/(1<<20), heapGrowthMB, rssGrowthMB, float64(rssBefore)/1024)
+}
+
+// BenchmarkReportSmallCPU builds small reports (two PostgreSQL sources and
+// one HTTP source, a few rows each, like a typical access request) one after
+// another and prints the CPU time and the bytes allocated per build, read
+// from the process's own counters: figures that hold on a busy machine,
+// unlike wall time.
+func BenchmarkReportSmallCPU(b *testing.B) {
+	const builds = 300
+	pg := seedPostgres(b)
+	api := thirdPartyAPI(b)
+	sources := goldenSources(pg, api.URL, "")[:4]
+	// A nil logger: the test logger would make logging the bulk of the cost.
+	builder, err := New(reportConfig(b, sources...), nil, nil)
+	require.NoError(b, err)
+	defer builder.Close()
+	ctx := context.Background()
+	// One warm-up build opens the sources' connections.
+	_, err = builder.Build(ctx, "warm", subject)
+	require.NoError(b, err)
+	b.ResetTimer()
+	for range b.N {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		cpuBefore := processCPU()
+		for i := range builds {
+			_, err := builder.Build(ctx, fmt.Sprintf("small-%d", i), subject)
+			require.NoError(b, err)
+		}
+		cpu := processCPU() - cpuBefore
+		runtime.ReadMemStats(&after)
+		cpuMS := cpu.Seconds() * 1000 / builds
+		allocKB := float64(after.TotalAlloc-before.TotalAlloc) / 1024 / builds
+		b.ReportMetric(cpuMS, "cpu_ms/build")
+		b.ReportMetric(allocKB, "alloc_KiB/build")
+		b.ReportMetric(float64(after.NumGC-before.NumGC)/builds, "gc/build")
+		b.Logf("small report (4 sources): %.2f ms CPU per build (this process: builder, HTTP fake, client side of PostgreSQL), %.0f KiB allocated per build",
+			cpuMS, allocKB)
+	}
+}
+
+// processCPU is the user+system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -119,6 +120,46 @@ type Builder struct {
 	chunk      int
 	generated  prometheus.Counter
 	bytes      prometheus.Counter
+	// flates are the ZIP entries' compressors, reused across entries and
+	// reports: a new flate writer allocates about 1.2 MB, and allocating one
+	// per entry was most of a small report's CPU (docs/benchmarks.md).
+	flates flatePool
+}
+
+// flatePool hands out flate writers at the level reports use.
+type flatePool struct{ pool sync.Pool }
+
+// compressor implements zip.Compressor with a pooled flate writer.
+func (p *flatePool) compressor(w io.Writer) (io.WriteCloser, error) {
+	if fw, ok := p.pool.Get().(*flate.Writer); ok {
+		fw.Reset(w)
+		return &pooledFlate{fw: fw, pool: p}, nil
+	}
+	// Reports are mostly text; the fastest level still shrinks them several
+	// times and keeps the build I/O-bound rather than CPU-bound.
+	fw, err := flate.NewWriter(w, flate.BestSpeed)
+	if err != nil {
+		return nil, err
+	}
+	return &pooledFlate{fw: fw, pool: p}, nil
+}
+
+// pooledFlate returns its writer to the pool when the ZIP entry is closed.
+type pooledFlate struct {
+	fw   *flate.Writer
+	pool *flatePool
+}
+
+func (f *pooledFlate) Write(p []byte) (int, error) { return f.fw.Write(p) }
+
+func (f *pooledFlate) Close() error {
+	err := f.fw.Close()
+	// Reset drops the reference to this report's writer before the next
+	// report may get the compressor.
+	f.fw.Reset(io.Discard)
+	f.pool.pool.Put(f.fw)
+	f.fw = nil
+	return err
 }
 
 // New builds a Builder from cfg. Metrics are registered on reg when it is not nil.
@@ -375,11 +416,7 @@ func (b *Builder) store(ctx context.Context, id string, subject event.Subject, s
 	}
 	whole := newHashCounter(seal)
 	zw := zip.NewWriter(whole)
-	// Reports are mostly text; the fastest level still shrinks them several
-	// times and keeps the build I/O-bound rather than CPU-bound.
-	zw.RegisterCompressor(zip.Deflate, func(w io.Writer) (io.WriteCloser, error) {
-		return flate.NewWriter(w, flate.BestSpeed)
-	})
+	zw.RegisterCompressor(zip.Deflate, b.flates.compressor)
 	generatedAt := b.now().UTC().Truncate(time.Second)
 	man := Manifest{FormatVersion: FormatVersion, RequestID: id, SubjectID: subject.ID, GeneratedAt: generatedAt}
 	rows := map[string]int64{}

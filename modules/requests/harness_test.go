@@ -466,7 +466,7 @@ func (s *system) storedFiles() []string {
 
 func jitter(lo, hi time.Duration) time.Duration { return lo + rand.N(hi-lo) }
 
-// topologyOf names the queues the roles declare (app/topology.go), so a
+// topologyOf names the queues the roles declare (app/modules.go), so a
 // test removes them at its end.
 func topologyOf(config.Config) bus.Topology {
 	var t bus.Topology

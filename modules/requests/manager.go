@@ -24,6 +24,14 @@ import (
 // Consumer is the inbox name of the requests manager's queue consumer.
 const Consumer = "worker.requests"
 
+// Queue is the queue the requests manager consumes (without the prefix).
+const Queue = "worker.requests"
+
+// Bindings are the routing keys that reach Queue.
+func Bindings() []string {
+	return []string{event.TypeRequestSubmitted, event.TypeErasureFinished}
+}
+
 // Error classes recorded for failures the manager detects itself.
 const (
 	ClassAbandoned = "abandoned" // the worker holding the request died

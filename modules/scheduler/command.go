@@ -20,6 +20,15 @@ import (
 // InboxConsumer is the consumer name under which commands are deduplicated.
 const InboxConsumer = "scheduler"
 
+// Queue is the queue of scheduler.schedule and scheduler.cancel commands
+// (without the prefix).
+const Queue = "scheduler"
+
+// Bindings are the routing keys that reach Queue.
+func Bindings() []string {
+	return []string{event.TypeSchedulerSchedule, event.TypeSchedulerCancel}
+}
+
 // messageIDSpace derives the id of a scheduled message from the id of the
 // command that scheduled it, so a re-sent command yields the same message.
 const messageIDSpace = "0b6f0f57-4c47-4f0e-9f43-2a3f1f2d8c11"

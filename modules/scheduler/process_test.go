@@ -16,7 +16,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
-// appQueues are the queues `gdpr scheduler` declares (app/topology.go), so
+// appQueues are the queues `gdpr scheduler` declares (app/modules.go), so
 // that the test can delete them afterwards.
 var appQueues = bus.Topology{Queues: []bus.Queue{
 	{Name: "worker.requests"}, {Name: "worker.notify"}, {Name: "canceller"}, {Name: "scheduler"}, {Name: "audit"},

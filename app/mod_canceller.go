@@ -1,11 +1,13 @@
 package app
 
 import (
+	"context"
+
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 )
 
-// cancellerComponents wires the erasure fan-out role.
-func cancellerComponents(in *infra) ([]Component, error) {
+// buildCanceller is the canceller module: the erasure fan-out.
+func buildCanceller(_ context.Context, in *infra) ([]Component, error) {
 	metrics := erasure.NewMetrics(in.registry, in.db)
 	c, err := erasure.New(in.db, in.outbox, in.cfg.Canceller, metrics, in.logger.With("module", "erasure"))
 	if err != nil {

@@ -13,9 +13,9 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/requests"
 )
 
-// workerComponents wires the requests manager role: request intake from the
-// bus, the worker pool, and the notifier.
-func workerComponents(in *infra) ([]Component, error) {
+// buildRequests is the requests module: the report sources, the requests
+// manager's worker pool, and the consumer of its queue.
+func buildRequests(_ context.Context, in *infra) ([]Component, error) {
 	cfg := in.cfg
 	if len(cfg.Report.Sources) == 0 {
 		in.logger.Warn("no report sources configured: access reports will hold only a manifest", "setting", "report.sources")
@@ -35,8 +35,16 @@ func workerComponents(in *infra) ([]Component, error) {
 		SweepInterval: cfg.Worker.SweepInterval,
 		SweepAge:      cfg.Worker.SweepAge,
 	}, in.logger, in.registry)
-	intake := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: requests.Consumer, Concurrency: 8}, mgr.Handle, in.logger)
+	receive := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: requests.Queue, Concurrency: cfg.Worker.ReceiveConcurrency}, mgr.Handle, in.logger)
+	// Stopped in reverse: the consumer stops taking messages first, then the
+	// pool gives back what it holds, and last the sources' connection pools close.
+	sources := funcComponent{name: "report sources", stop: func(context.Context) error { return builder.Close() }}
+	return []Component{sources, mgr, receive}, nil
+}
 
+// buildNotify is the notify module: the notifier and the consumer of its queue.
+func buildNotify(_ context.Context, in *infra) ([]Component, error) {
+	cfg := in.cfg
 	key := []byte(cfg.Serve.DownloadKey)
 	link := func(requestID string, now time.Time) (string, time.Time, error) {
 		return download.URL(cfg.Serve.PublicURL, key, requestID, cfg.Serve.DownloadTTL, now), now.Add(cfg.Serve.DownloadTTL), nil
@@ -50,11 +58,8 @@ func workerComponents(in *infra) ([]Component, error) {
 	if err != nil {
 		return nil, err
 	}
-	emails := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: notify.Consumer, Concurrency: cfg.Notify.Concurrency}, notifier.Handle, in.logger)
-	// Stopped in reverse: consumers stop taking messages first, then the
-	// pool gives back what it holds, and last the sources' connection pools close.
-	sources := funcComponent{name: "report sources", stop: func(context.Context) error { return builder.Close() }}
-	return []Component{sources, mgr, intake, emails}, nil
+	emails := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: notify.Queue, Concurrency: cfg.Notify.Concurrency}, notifier.Handle, in.logger)
+	return []Component{emails}, nil
 }
 
 // reportBuilder adapts the report library to the manager's Builder.

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/gdpr-oss/gdpr/modules/audit"
@@ -11,20 +12,25 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
-// auditComponents wires what runs beside the requests manager for
-// operations: the audit log consumer and the PostgreSQL-backed gauges
-// (including the periodic in-sync check behind gdpr_out_of_sync).
-func auditComponents(in *infra) ([]Component, error) {
-	t := in.cfg.Telemetry
+// buildAudit is the audit module: the consumer that records every message
+// on the bus.
+func buildAudit(_ context.Context, in *infra) ([]Component, error) {
 	recorder := audit.NewRecorder(audit.NewStore(in.db, scheduler.NewStore(in.db)), in.registry, in.logger)
-	consumer := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: "audit", Concurrency: t.AuditConcurrency}, recorder.Handle, in.logger)
+	consumer := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: audit.Queue, Concurrency: in.cfg.Telemetry.AuditConcurrency}, recorder.Handle, in.logger)
+	return []Component{consumer}, nil
+}
+
+// buildGauge is the gauge module: the PostgreSQL-backed gauges, including
+// the periodic in-sync check behind gdpr_out_of_sync.
+func buildGauge(_ context.Context, in *infra) ([]Component, error) {
+	t := in.cfg.Telemetry
 	gauges := gauge.New(requests.NewStore(in.db, nil), reconcile.New(in.db, reconcile.Stores(in.db)), gauge.Options{
 		Interval:          t.GaugeInterval,
 		NearDeadline:      t.NearDeadline,
 		ReconcileInterval: t.ReconcileInterval,
 		Reconcile:         reconcile.Options{Since: t.ReconcileWindow, StuckAfter: t.StuckAfter},
 	}, in.registry, in.logger)
-	return []Component{consumer, gauges}, nil
+	return []Component{gauges}, nil
 }
 
 // opsAdminHandlers are the operators' admin API handlers, keyed by their

@@ -1,0 +1,133 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/gdpr-oss/gdpr/modules/api"
+	"github.com/gdpr-oss/gdpr/modules/erasure"
+	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/report"
+	"github.com/gdpr-oss/gdpr/modules/requests"
+)
+
+// buildIntake is the intake module: validation, idempotency keys, the
+// confirmed publish of request.submitted, statuses and report downloads.
+func buildIntake(_ context.Context, in *infra) ([]Component, error) {
+	cfg := in.cfg.Serve
+	reports, err := serveReports(in)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := intake.New(intake.Options{
+		Publisher:            in.publisher,
+		Redis:                in.redis,
+		Requests:             requests.NewStore(in.db, nil),
+		KeyPrefix:            in.cfg.Redis.Prefix + "intake:",
+		AcceptedTTL:          cfg.AcceptedTTL,
+		IdempotencyTTL:       cfg.IdempotencyTTL,
+		ConfirmTimeout:       in.cfg.AMQP.ConfirmTimeout,
+		DownloadKey:          []byte(cfg.DownloadKey),
+		PreviousDownloadKeys: cfg.PreviousKeys(),
+		Participants:         serveParticipants(in),
+		Reports:              reports,
+		Registerer:           in.registry,
+		Logger:               in.logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	in.intake = svc
+	return nil, nil
+}
+
+// buildAPI is the api module: the public HTTP API over the intake, with
+// the admin module's routes behind the admin tokens.
+func buildAPI(_ context.Context, in *infra) ([]Component, error) {
+	cfg := in.cfg.Serve
+	apiTokens, err := intake.ParseTokens(cfg.APITokens)
+	if err != nil {
+		return nil, fmt.Errorf("serve.api_tokens: %w", err)
+	}
+	adminTokens, err := intake.ParseTokens(cfg.AdminTokens)
+	if err != nil {
+		return nil, fmt.Errorf("serve.admin_tokens: %w", err)
+	}
+	if apiTokens.Len() == 0 {
+		in.logger.Warn("serve.api_tokens is empty: every API call will be refused with 401")
+	}
+	srv, err := api.New(api.Options{
+		Addr:         cfg.Addr,
+		Intake:       in.intake,
+		APITokens:    apiTokens,
+		AdminTokens:  adminTokens,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		RetryAfter:   cfg.RetryAfter,
+		Admin:        in.adminRoutes,
+		Registerer:   in.registry,
+		Logger:       in.logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return []Component{srv}, nil
+}
+
+// serveReports opens stored reports for download with modules/report's
+// Builder. Serve only reads reports: no sources are opened, and the builder's
+// metrics are not registered (the worker in the same `all` process does).
+func serveReports(in *infra) (intake.ReportOpener, error) {
+	cfg := in.cfg.Report
+	cfg.Sources = nil
+	b, err := in.newReportBuilder(cfg, nil)
+	if err != nil {
+		return nil, fmt.Errorf("opening report storage: %w", err)
+	}
+	return reportOpener{b}, nil
+}
+
+// reportOpener maps report.ErrNotFound to intake.ErrNotFound, so a report
+// row without its file answers 404 rather than 500.
+type reportOpener struct{ b *report.Builder }
+
+func (r reportOpener) Open(ctx context.Context, reportID string) (io.ReadCloser, int64, error) {
+	rc, size, err := r.b.Open(ctx, reportID)
+	if errors.Is(err, report.ErrNotFound) {
+		return nil, 0, fmt.Errorf("%w: %w", intake.ErrNotFound, err)
+	}
+	return rc, size, err
+}
+
+// serveParticipants lists an erasure's participants for request statuses
+// (the canceller's erasure_participants table).
+func serveParticipants(in *infra) intake.ParticipantLister {
+	return participantLister{erasure.Lister{DB: in.db}}
+}
+
+type participantLister struct{ l erasure.Lister }
+
+func (p participantLister) ListParticipants(ctx context.Context, requestID string) ([]intake.Participant, error) {
+	states, err := p.l.Participants(ctx, requestID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]intake.Participant, 0, len(states))
+	for _, s := range states {
+		// Detail and outcome text come from other services; a status shows
+		// only progress, never text that might carry personal data.
+		out = append(out, intake.Participant{Name: s.Participant, State: s.State, Attempts: s.Attempts, ConfirmedAt: s.ConfirmedAt, UpdatedAt: s.UpdatedAt.UTC()})
+	}
+	return out, nil
+}
+
+// buildAdmin is the admin module: the operators' net/http handlers mounted
+// under /v1/admin/ behind the admin token check (serve.admin_tokens), e.g.
+// the request timeline.
+func buildAdmin(_ context.Context, in *infra) ([]Component, error) {
+	for path, h := range opsAdminHandlers(in) {
+		in.adminRoutes = append(in.adminRoutes, api.AdminRoute{Path: path, Handler: h})
+	}
+	return nil, nil
+}
