@@ -10,7 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/retention"
 )
 
 // deadLetterCommand is `gdpr dead-letters list|requeue`: what is in the
@@ -82,4 +84,10 @@ a message that fails again is dead-lettered again.`,
 	requeue.Flags().IntVar(&requeueLimit, "limit", 1000, "move at most this many")
 	cmd.AddCommand(list, requeue)
 	return cmd
+}
+
+// deadLetterSteps are the retention steps over the dead-letter queue, with
+// the connection they use and its close.
+func (c *cli) deadLetterSteps(context.Context, config.Config) ([]retention.Step, func(), error) {
+	return nil, func() {}, nil
 }

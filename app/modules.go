@@ -32,6 +32,7 @@ const (
 	modGauge     = "gauge"
 	modScheduler = "scheduler"
 	modCanceller = "canceller"
+	modRetention = "retention"
 )
 
 // module is one named part of a process: the modules it needs built before
@@ -82,13 +83,14 @@ func modules() moduleMap {
 			build:  buildScheduler,
 		},
 		modCanceller: {deps: withBus, queues: cancellerQueues, build: buildCanceller},
+		modRetention: {deps: withBus, build: buildRetention},
 	}
 }
 
 // roleModules is the module list of each role, in start order. `all`
 // starts the scheduler first so that it stops last.
 func roleModules(role string) []string {
-	worker := []string{modRequests, modNotify, modAudit, modGauge}
+	worker := []string{modRequests, modNotify, modRetention, modAudit, modGauge}
 	switch role {
 	case "serve":
 		return []string{modAPI}

@@ -103,6 +103,7 @@ func newRoot(stdout io.Writer, environ []string) *cobra.Command {
 		c.keysCommand(),
 		versionCommand(),
 		c.deadLetterCommand(),
+		c.retentionCommand(),
 		c.demoCommand(),
 	)
 	// The operators' one-shot commands.

@@ -14,24 +14,26 @@ import (
 
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
+	"github.com/gdpr-oss/gdpr/modules/retention"
 )
 
 // Config is the whole configuration. Each nested struct belongs to one module
 // or role; its defaults and validation live in the file named after it.
 type Config struct {
-	Log       Log        `yaml:"log"`
-	Postgres  db.Config  `yaml:"postgres"`
-	AMQP      bus.Config `yaml:"amqp"`
-	Redis     Redis      `yaml:"redis"`
-	Lock      Lock       `yaml:"lock"`
-	Shutdown  Shutdown   `yaml:"shutdown"`
-	Serve     Serve      `yaml:"serve"`
-	Worker    Worker     `yaml:"worker"`
-	Report    Report     `yaml:"report"`
-	Notify    Notify     `yaml:"notify"`
-	Scheduler Scheduler  `yaml:"scheduler"`
-	Canceller Canceller  `yaml:"canceller"`
-	Telemetry Telemetry  `yaml:"telemetry"`
+	Log       Log              `yaml:"log"`
+	Postgres  db.Config        `yaml:"postgres"`
+	AMQP      bus.Config       `yaml:"amqp"`
+	Redis     Redis            `yaml:"redis"`
+	Lock      Lock             `yaml:"lock"`
+	Shutdown  Shutdown         `yaml:"shutdown"`
+	Serve     Serve            `yaml:"serve"`
+	Worker    Worker           `yaml:"worker"`
+	Report    Report           `yaml:"report"`
+	Notify    Notify           `yaml:"notify"`
+	Scheduler Scheduler        `yaml:"scheduler"`
+	Canceller Canceller        `yaml:"canceller"`
+	Telemetry Telemetry        `yaml:"telemetry"`
+	Retention retention.Config `yaml:"retention"`
 }
 
 // Log configures the process logger.
@@ -77,6 +79,7 @@ func Default() Config {
 		Scheduler: defaultScheduler(),
 		Canceller: defaultCanceller(),
 		Telemetry: defaultTelemetry(),
+		Retention: retention.DefaultConfig(),
 	}
 }
 
@@ -125,6 +128,10 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, section(c.Postgres.Validate())...)
 	errs = append(errs, section(c.AMQP.Validate())...)
+	errs = append(errs, section(c.Retention.Validate())...)
+	if c.Report.Retention < c.Serve.DownloadTTL {
+		add(invalid("report.retention", "must be >= serve.download_ttl (%s): a report must outlive its link, got %s", c.Serve.DownloadTTL, c.Report.Retention))
+	}
 	if c.Redis.Addr == "" {
 		add(invalid("redis.addr", "must be set"))
 	}

@@ -33,6 +33,10 @@ type Report struct {
 	// encrypted with them still open, so a key can be rotated without
 	// rebuilding reports. Remove a key once no stored report needs it.
 	PreviousEncryptionKeys []string `yaml:"previous_encryption_keys" secret:"true"`
+	// Retention is how long a report is kept after it was built: the
+	// download link's lifetime (serve.download_ttl) plus a grace period.
+	// Then the retention sweeper deletes it and its link answers 410 Gone.
+	Retention time.Duration `yaml:"retention"`
 	// SourceTimeout bounds reading one source when it sets no timeout of its own.
 	SourceTimeout time.Duration `yaml:"source_timeout"`
 	// SourceConcurrency is how many sources of one report are read at once.
@@ -79,8 +83,10 @@ type Source struct {
 
 func defaultReport() Report {
 	return Report{
-		StorageDir:        "./var/reports",
-		EncryptionKey:     DevEncryptionKey,
+		StorageDir:    "./var/reports",
+		EncryptionKey: DevEncryptionKey,
+		// serve.download_ttl (7 days) plus 7 days' grace.
+		Retention:         14 * 24 * time.Hour,
 		SourceTimeout:     2 * time.Minute,
 		SourceConcurrency: 4,
 	}

@@ -14,7 +14,8 @@ type Telemetry struct {
 	// default) traces nothing. OTEL_EXPORTER_OTLP_HEADERS and
 	// OTEL_EXPORTER_OTLP_CERTIFICATE still apply.
 	OTLPEndpoint string `yaml:"otlp_endpoint"`
-	// AuditConcurrency is how many audit events are written at once.
+	// AuditConcurrency is how many audit messages are handled at once; the
+	// events of those handled together share one INSERT and one commit.
 	AuditConcurrency int `yaml:"audit_concurrency"`
 	// GaugeInterval is how often the request gauges are refreshed from PostgreSQL.
 	GaugeInterval time.Duration `yaml:"gauge_interval"`
@@ -32,7 +33,7 @@ type Telemetry struct {
 
 func defaultTelemetry() Telemetry {
 	return Telemetry{
-		AuditConcurrency:  4,
+		AuditConcurrency:  32,
 		GaugeInterval:     15 * time.Second,
 		NearDeadline:      5 * 24 * time.Hour,
 		ReconcileInterval: time.Minute,

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -352,4 +353,61 @@ func TestConsumerLosesNothingWhileTheDatabaseRefuses(t *testing.T) {
 		return timelineLen(t, store, c.requestID) == len(c.messages)
 	}, "every event recorded once the table is back")
 	require.Equal(t, float64(len(c.messages)), counterSum(t, reg, "gdpr_audit_events_total"))
+}
+
+// TestConcurrentHandlersShareCommitsAndRecordEachIDOnce runs many handlers
+// at once, as the consumer does, with every message handled twice at the
+// same time: each id gets one row and is counted once, a handler returns
+// (so its delivery is acknowledged) only once its row is committed.
+func TestConcurrentHandlersShareCommitsAndRecordEachIDOnce(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
+	reg := prometheus.NewRegistry()
+	rec := audit.NewRecorder(store, reg, testkit.Logger(t))
+	const messages, handlers = 300, 64
+	requestID := uuid.NewString()
+	var all []message.Message
+	for i := range messages {
+		m := mustMessage(t, event.TypeRequestReceived, event.RequestReceived{RequestID: requestID, Type: event.KindAccess}, nil)
+		m.CorrelationID = requestID
+		m.ID = fmt.Sprintf("%s-%03d", requestID, i)
+		all = append(all, m, m)
+	}
+	work := make(chan message.Message)
+	errs := make(chan error, len(all))
+	var wg sync.WaitGroup
+	for range handlers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range work {
+				if err := rec.Handle(t.Context(), m); err != nil {
+					errs <- err
+					continue
+				}
+				var n int
+				if err := gdb.Raw(`SELECT count(*) FROM audit_events WHERE message_id = ?`, m.ID).Scan(&n).Error; err != nil {
+					errs <- err
+					continue
+				}
+				if n != 1 {
+					errs <- fmt.Errorf("handler returned before %s was committed", m.ID)
+				}
+			}
+		}()
+	}
+	for _, m := range all {
+		work <- m
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	var rows int
+	require.NoError(t, gdb.Raw(`SELECT count(*) FROM audit_events WHERE request_id = ?`, requestID).Scan(&rows).Error)
+	require.Equal(t, messages, rows)
+	require.Equal(t, float64(messages), counterSum(t, reg, "gdpr_audit_events_total"), "each id counted once")
 }

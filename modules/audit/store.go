@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -40,24 +41,55 @@ func NewStore(db *gorm.DB, dispatches Dispatches) *Store {
 // whether a row was written. Redeliveries and re-publishes of one message
 // (same id) therefore leave one row.
 func (s *Store) Record(ctx context.Context, e Event) (bool, error) {
-	details, err := json.Marshal(e.Details)
+	fresh, err := s.RecordBatch(ctx, []Event{e})
 	if err != nil {
-		return false, fmt.Errorf("encoding audit details of %s: %w", e.MessageID, err)
+		return false, err
 	}
-	if e.ReceivedAt.IsZero() {
-		e.ReceivedAt = time.Now().UTC()
+	return fresh[0], nil
+}
+
+// RecordBatch appends the events whose message ids are not recorded yet, in
+// one statement (one commit), and reports for each event whether its row
+// was written by this call. An id that appears twice in events is written
+// once and reported fresh for its first occurrence only.
+func (s *Store) RecordBatch(ctx context.Context, events []Event) ([]bool, error) {
+	if len(events) == 0 {
+		return nil, nil
 	}
-	res := s.db.WithContext(ctx).Exec(`
-		INSERT INTO audit_events (message_id, type, routing_key, request_id, causation_id, role,
-			trace_id, occurred_at, received_at, details)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (message_id) DO NOTHING`,
-		e.MessageID, e.Type, e.RoutingKey, e.RequestID, e.CausationID, e.Role,
-		e.TraceID, e.OccurredAt, e.ReceivedAt, string(details))
-	if res.Error != nil {
-		return false, fmt.Errorf("recording audit event %s: %w", e.MessageID, res.Error)
+	var sql strings.Builder
+	sql.WriteString(`INSERT INTO audit_events (message_id, type, routing_key, request_id, causation_id, role,
+			trace_id, occurred_at, received_at, details) VALUES `)
+	args := make([]any, 0, len(events)*10)
+	for i, e := range events {
+		details, err := json.Marshal(e.Details)
+		if err != nil {
+			return nil, fmt.Errorf("encoding audit details of %s: %w", e.MessageID, err)
+		}
+		if e.ReceivedAt.IsZero() {
+			e.ReceivedAt = time.Now().UTC()
+		}
+		if i > 0 {
+			sql.WriteString(", ")
+		}
+		sql.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		args = append(args, e.MessageID, e.Type, e.RoutingKey, e.RequestID, e.CausationID, e.Role,
+			e.TraceID, e.OccurredAt, e.ReceivedAt, string(details))
 	}
-	return res.RowsAffected == 1, nil
+	sql.WriteString(" ON CONFLICT (message_id) DO NOTHING RETURNING message_id")
+	var written []string
+	if err := s.db.WithContext(ctx).Raw(sql.String(), args...).Scan(&written).Error; err != nil {
+		return nil, fmt.Errorf("recording %d audit events (first %s): %w", len(events), events[0].MessageID, err)
+	}
+	isNew := make(map[string]bool, len(written))
+	for _, id := range written {
+		isNew[id] = true
+	}
+	fresh := make([]bool, len(events))
+	for i, e := range events {
+		fresh[i] = isNew[e.MessageID]
+		delete(isNew, e.MessageID)
+	}
+	return fresh, nil
 }
 
 type row struct {

@@ -386,3 +386,25 @@ func (n *Notifier) render(nt notification, to, messageID string) (Email, error) 
 		Headers: map[string]string{"X-GDPR-Request-ID": nt.requestID, "X-GDPR-Template": nt.template},
 	}, nil
 }
+
+// DeleteRecords deletes up to limit notification rows created before cutoff
+// whose request's record is gone already (retention.record_for), and
+// returns their keys. The rows hold no personal data; they go with the
+// record they belong to.
+func DeleteRecords(ctx context.Context, db *gorm.DB, cutoff time.Time, limit int, dryRun bool) ([]string, error) {
+	const due = `SELECT key FROM notifications n WHERE created_at < ?
+		AND NOT EXISTS (SELECT 1 FROM requests r WHERE r.id = n.request_id)
+		ORDER BY created_at LIMIT ?`
+	var keys []string
+	var err error
+	if dryRun {
+		err = db.WithContext(ctx).Raw(due, cutoff, limit).Scan(&keys).Error
+	} else {
+		err = db.WithContext(ctx).Raw(`WITH due AS (`+due+` FOR UPDATE OF n SKIP LOCKED)
+			DELETE FROM notifications n USING due WHERE n.key = due.key RETURNING n.key`, cutoff, limit).Scan(&keys).Error
+	}
+	if err != nil {
+		return nil, fmt.Errorf("deleting notification records: %w", err)
+	}
+	return keys, nil
+}

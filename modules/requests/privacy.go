@@ -116,10 +116,12 @@ func (s *Store) removeFiles(ctx context.Context, reportIDs []string) error {
 // recorded but not done (the process died between the commit and the
 // unlink) and returns their ids. It is idempotent: removing a file that is
 // gone already is not an error.
-func (s *Store) PurgeRemovedReports(ctx context.Context, limit int, dryRun bool) ([]string, error) {
+// Only deletions recorded before deletedBefore are taken: a younger one is
+// likely being finished by the process that recorded it.
+func (s *Store) PurgeRemovedReports(ctx context.Context, deletedBefore time.Time, limit int, dryRun bool) ([]string, error) {
 	var ids []string
 	if err := s.db.WithContext(ctx).Raw(`SELECT id FROM reports WHERE deleted_at IS NOT NULL AND NOT file_removed
-		ORDER BY deleted_at LIMIT ?`, limit).Scan(&ids).Error; err != nil {
+		AND deleted_at < ? ORDER BY deleted_at LIMIT ?`, deletedBefore, limit).Scan(&ids).Error; err != nil {
 		return nil, fmt.Errorf("listing report files to remove: %w", err)
 	}
 	if dryRun {

@@ -97,14 +97,14 @@ func TestPurgeFinishesReportDeletionsACrashLeftUndone(t *testing.T) {
 	require.NoError(t, e.db.Exec(`UPDATE reports SET deleted_at = now(), deleted_reason = 'retention' WHERE request_id = ?`, requestID(t, undone)).Error)
 
 	store := e.mgr.Store()
-	would, err := store.PurgeRemovedReports(t.Context(), 100, true)
+	would, err := store.PurgeRemovedReports(t.Context(), time.Now().Add(time.Minute), 100, true)
 	require.NoError(t, err)
 	require.Equal(t, []string{"r-" + requestID(t, undone)}, would)
 	_, deletes := e.builder.count("r-" + requestID(t, undone))
 	require.Zero(t, deletes, "a dry run removes nothing")
 
 	for range 2 {
-		_, err := store.PurgeRemovedReports(t.Context(), 100, false)
+		_, err := store.PurgeRemovedReports(t.Context(), time.Now().Add(time.Minute), 100, false)
 		require.NoError(t, err)
 	}
 	_, deletes = e.builder.count("r-" + requestID(t, undone))
