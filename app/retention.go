@@ -36,7 +36,8 @@ func buildRetention(_ context.Context, in *infra) ([]Component, error) {
 	if err != nil {
 		return nil, err
 	}
-	sweeper, err := retention.New(in.cfg.Retention, retentionSteps(in.cfg, in.db, requests.NewStore(in.db, files)), in.logger, in.registry)
+	store := requests.NewStore(in.db, files)
+	sweeper, err := retention.New(in.cfg.Retention, retentionSteps(in.cfg, in.db, store, deadLetterStep(in.cfg, in.bus, store)), in.logger, in.registry)
 	if err != nil {
 		return nil, err
 	}
@@ -77,12 +78,13 @@ items per kind and deletes nothing.`,
 			if err != nil {
 				return err
 			}
-			deadLetters, closeBus, err := c.deadLetterSteps(cmd.Context(), cfg)
+			store := requests.NewStore(gdb, files)
+			deadLetters, closeBus, err := c.deadLetterSteps(cmd.Context(), cfg, store)
 			if err != nil {
 				return err
 			}
 			defer closeBus()
-			steps := retentionSteps(cfg, gdb, requests.NewStore(gdb, files), deadLetters...)
+			steps := retentionSteps(cfg, gdb, store, deadLetters...)
 			sw, err := retention.New(cfg.Retention, steps, newLogger(cfg.Log, io.Discard), nil)
 			if err != nil {
 				return err

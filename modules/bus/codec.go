@@ -19,6 +19,9 @@ const (
 	// HeaderDeadLetterClass is the reason's class: ReasonPoison,
 	// ReasonMalformed, ReasonRetryExpired or ReasonDeliveryLimit.
 	HeaderDeadLetterClass = "x-gdpr-dead-letter-class"
+	// HeaderDeadLetterAt is when the message was dead-lettered (RFC 3339):
+	// its age for the retention purge (retention.dead_letters_for).
+	HeaderDeadLetterAt = "x-gdpr-dead-letter-at"
 	// HeaderRetries and HeaderFailingSince travel on the copy of a message
 	// put back for a retry: how many attempts failed, and when the first did.
 	HeaderRetries       = "x-gdpr-retries"
@@ -143,5 +146,6 @@ func deadLetterPublishing(d amqp.Delivery, queue, class string, reason error) am
 	pub.Headers[HeaderDeadLetterReason] = reason.Error()
 	pub.Headers[HeaderDeadLetterClass] = class
 	pub.Headers[HeaderDeadLetterQueue] = queue
+	pub.Headers[HeaderDeadLetterAt] = time.Now().UTC().Format(time.RFC3339Nano)
 	return pub
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -23,6 +25,10 @@ type DeadLetter struct {
 	// broker dead-lettered itself.
 	Class  string
 	Reason string
+	// At is when it was dead-lettered: the x-gdpr-dead-letter-at header, or
+	// for a message the broker dead-lettered the time of its x-death entry,
+	// else when it was published.
+	At time.Time
 }
 
 // ErrNoOrigin means a dead letter names no queue it came from, so it cannot be
@@ -105,6 +111,7 @@ func (c *Conn) describe(d amqp.Delivery) DeadLetter {
 		return s
 	}
 	dl.Queue, dl.Class, dl.Reason = str(HeaderDeadLetterQueue), str(HeaderDeadLetterClass), str(HeaderDeadLetterReason)
+	dl.At = deadLetteredAt(d)
 	if dl.Queue == "" {
 		if q, ok := strings.CutPrefix(str("x-first-death-queue"), c.cfg.Prefix+"."); ok {
 			dl.Queue = q
@@ -122,10 +129,96 @@ func redrivePublishing(d amqp.Delivery) amqp.Publishing {
 	for k := range pub.Headers {
 		switch {
 		case k == HeaderDeadLetterReason, k == HeaderDeadLetterClass, k == HeaderDeadLetterQueue,
-			k == HeaderRetries, k == HeaderFailingSince,
+			k == HeaderDeadLetterAt, k == HeaderRetries, k == HeaderFailingSince,
 			k == "x-death", strings.HasPrefix(k, "x-first-death-"), strings.HasPrefix(k, "x-last-death-"):
 			delete(pub.Headers, k)
 		}
 	}
 	return pub
+}
+
+func deadLetteredAt(d amqp.Delivery) time.Time {
+	if s, ok := d.Headers[HeaderDeadLetterAt].(string); ok {
+		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			return t
+		}
+	}
+	if deaths, ok := d.Headers["x-death"].([]any); ok {
+		for _, x := range deaths {
+			if tbl, ok := x.(amqp.Table); ok {
+				if t, ok := tbl["time"].(time.Time); ok {
+					return t
+				}
+			}
+		}
+	}
+	return d.Timestamp
+}
+
+// DeadLetterFilter selects dead letters to purge. Every set field must
+// match; the zero filter selects all.
+type DeadLetterFilter struct {
+	// DeadLetteredBefore selects those dead-lettered before it; a dead
+	// letter of unknown age is selected only when it is zero.
+	DeadLetteredBefore time.Time
+	// RequestIDs selects those of these requests (their correlation id).
+	RequestIDs []string
+}
+
+func (f DeadLetterFilter) selects(dl DeadLetter) bool {
+	if !f.DeadLetteredBefore.IsZero() && (dl.At.IsZero() || !dl.At.Before(f.DeadLetteredBefore)) {
+		return false
+	}
+	if f.RequestIDs != nil && !slices.Contains(f.RequestIDs, dl.RequestID) {
+		return false
+	}
+	return true
+}
+
+// maxPurgeScan bounds how many dead letters one purge looks at.
+const maxPurgeScan = 100_000
+
+// PurgeDeadLetters removes up to limit dead letters that f selects and
+// returns them; with dryRun it only lists them. The others stay where they
+// are. Each removal is an ack on one channel, and the purge ends with a
+// synchronous round trip on that channel: the broker handles a channel's
+// frames in order, so once it answered every listed removal was done. Two
+// purges at once see different messages (a message taken by one is
+// invisible to the other until handed back), so each is removed once.
+func (c *Conn) PurgeDeadLetters(ctx context.Context, f DeadLetterFilter, limit int, dryRun bool) ([]DeadLetter, error) {
+	ch, err := c.Channel(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Closing the channel hands back every message not removed.
+	defer closeChannel(ch)
+	var out []DeadLetter
+	for scanned := 0; len(out) < limit && scanned < maxPurgeScan; scanned++ {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		d, ok, err := ch.Get(c.DeadLetterQueue(), false)
+		if err != nil {
+			return out, fmt.Errorf("reading %s: %w", c.DeadLetterQueue(), err)
+		}
+		if !ok {
+			break
+		}
+		dl := c.describe(d)
+		if !f.selects(dl) {
+			continue
+		}
+		if !dryRun {
+			if err := d.Ack(false); err != nil {
+				return out, fmt.Errorf("removing dead letter %s: %w", d.MessageId, err)
+			}
+		}
+		out = append(out, dl)
+	}
+	if !dryRun && len(out) > 0 {
+		if _, err := ch.QueueDeclarePassive(c.DeadLetterQueue(), true, false, false, false, nil); err != nil {
+			return out, fmt.Errorf("confirming the removal of %d dead letters: %w", len(out), err)
+		}
+	}
+	return out, nil
 }

@@ -114,3 +114,73 @@ func TestDeadLettersAreListedAndRedrivenOnceTheCauseIsFixed(t *testing.T) {
 	require.Len(t, left, 1)
 	require.Equal(t, other.ID, left[0].MessageID)
 }
+
+// TestDeadLetterPurgeRemovesExactlyWhatItsFiltersSelect: a purge by request,
+// by age and by both removes exactly the dead letters its filter selects,
+// each confirmed and counted; a dry run removes nothing; the rest stay.
+func TestDeadLetterPurgeRemovesExactlyWhatItsFiltersSelect(t *testing.T) {
+	t.Parallel()
+	cfg := testkit.AMQP(t)
+	conn := dial(t, cfg, bus.Topology{Queues: []bus.Queue{{Name: "q", Bindings: []string{"thing.*"}}}})
+	pub := bus.NewPublisher(conn)
+	defer pub.Close()
+	ctx := t.Context()
+	consume(t, conn, bus.ConsumerOptions{Queue: "q"}, func(context.Context, message.Message) error {
+		return message.Permanent(errors.New("never handled"))
+	})
+	deadLetterCount := func() int { return readyCount(t, conn, conn.DeadLetterQueue()) }
+	publish := func(correlationID string) message.Message {
+		m := newMessage(t, "thing.poison")
+		if correlationID != "" {
+			m.CorrelationID = correlationID
+		}
+		require.NoError(t, pub.Publish(ctx, m))
+		return m
+	}
+	a := "req-a-" + testkit.ID()
+	a1, a2, b1 := publish(a), publish(a), publish("")
+	testkit.Eventually(t, 20*time.Second, func() bool { return deadLetterCount() == 3 }, "first three dead-lettered")
+	listed, err := conn.DeadLetters(ctx, 10)
+	require.NoError(t, err)
+	var latest time.Time
+	for _, d := range listed {
+		require.False(t, d.At.IsZero(), "x-gdpr-dead-letter-at is set")
+		if d.At.After(latest) {
+			latest = d.At
+		}
+	}
+	mid := latest.Add(time.Millisecond)
+	testkit.Eventually(t, 10*time.Second, func() bool { return time.Now().After(mid.Add(10 * time.Millisecond)) }, "time passes")
+	c1, c2 := publish(""), publish("")
+	testkit.Eventually(t, 20*time.Second, func() bool { return deadLetterCount() == 5 }, "all five dead-lettered")
+
+	ids := func(dls []bus.DeadLetter) []string {
+		var out []string
+		for _, d := range dls {
+			out = append(out, d.MessageID)
+		}
+		return out
+	}
+	steps := []struct {
+		name   string
+		filter bus.DeadLetterFilter
+		dry    bool
+		want   []string
+		left   int
+	}{
+		{"dry run by request", bus.DeadLetterFilter{RequestIDs: []string{a}}, true, []string{a1.ID, a2.ID}, 5},
+		{"by request", bus.DeadLetterFilter{RequestIDs: []string{a}}, false, []string{a1.ID, a2.ID}, 3},
+		{"older than", bus.DeadLetterFilter{DeadLetteredBefore: mid}, false, []string{b1.ID}, 2},
+		{"both", bus.DeadLetterFilter{DeadLetteredBefore: time.Now().Add(time.Hour), RequestIDs: []string{c1.CorrelationID}}, false, []string{c1.ID}, 1},
+		{"nothing selected", bus.DeadLetterFilter{RequestIDs: []string{"req-none"}}, false, nil, 1},
+	}
+	for _, st := range steps {
+		got, err := conn.PurgeDeadLetters(ctx, st.filter, 100, st.dry)
+		require.NoError(t, err, st.name)
+		require.ElementsMatch(t, st.want, ids(got), st.name)
+		testkit.Eventually(t, 10*time.Second, func() bool { return deadLetterCount() == st.left }, "%s: %d left", st.name, st.left)
+	}
+	left, err := conn.DeadLetters(ctx, 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{c2.ID}, ids(left))
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"gorm.io/gorm"
 )
 
@@ -210,4 +211,24 @@ func (s *Store) DeleteRecords(ctx context.Context, cutoff time.Time, limit int, 
 		return nil, fmt.Errorf("deleting request records: %w", err)
 	}
 	return ids, nil
+}
+
+// ErasedAmong returns those of ids (request ids, possibly not UUIDs) whose
+// subject was erased: the erasure requests themselves and the requests an
+// erasure scrubbed. Their dead letters are purged at once.
+func (s *Store) ErasedAmong(ctx context.Context, ids []string) ([]string, error) {
+	var valid []string
+	for _, id := range ids {
+		if _, err := uuid.Parse(id); err == nil {
+			valid = append(valid, id)
+		}
+	}
+	if len(valid) == 0 {
+		return nil, nil
+	}
+	var out []string
+	if err := s.db.WithContext(ctx).Raw(`SELECT id::text FROM requests WHERE id IN ? AND erased_by IS NOT NULL`, valid).Scan(&out).Error; err != nil {
+		return nil, fmt.Errorf("looking up erased requests: %w", err)
+	}
+	return out, nil
 }
