@@ -16,7 +16,6 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
-	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
 // errOutOfSync makes `gdpr reconcile` exit 1 after printing its table.
@@ -149,7 +148,7 @@ func (c *cli) timelineCommand() *cobra.Command {
 				return err
 			}
 			defer closeDB(gdb)
-			events, err := audit.NewStore(gdb, scheduler.NewStore(gdb)).Timeline(cmd.Context(), args[0])
+			events, err := auditStore(gdb).Timeline(cmd.Context(), args[0])
 			if errors.Is(err, audit.ErrNoEvents) {
 				return &exitError{code: 1, err: err}
 			}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/event"
-	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -25,7 +24,7 @@ func finishedAccess(t *testing.T, gdb *gorm.DB, withEmail bool) (string, []strin
 	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, submitted_at, received_at, due_at, completed_at, updated_at)
 		VALUES (?, 'access', 'completed', ?, ?, ?, ?, ?)`, id, at, at, at.AddDate(0, 1, 0), at, at).Error)
 	require.NoError(t, gdb.Exec(`INSERT INTO reports (id, request_id, bytes, sha256, created_at) VALUES (?, ?, 1, 'x', ?)`, "rep-"+id, id, at).Error)
-	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
+	store := audit.NewStore(gdb)
 	types := []string{event.TypeRequestSubmitted, event.TypeRequestReceived, event.TypeReportReady}
 	if withEmail {
 		types = append(types, event.TypeNotificationSent)
@@ -129,7 +128,7 @@ func finishedErasure(t *testing.T, gdb *gorm.DB, hadEmail bool, state, reason st
 	at := time.Now().Add(-time.Hour)
 	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, had_email, submitted_at, received_at, due_at, completed_at, updated_at)
 		VALUES (?, 'erasure', 'completed', ?, ?, ?, ?, ?, ?)`, id, hadEmail, at, at, at.AddDate(0, 1, 0), at, at).Error)
-	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
+	store := audit.NewStore(gdb)
 	cause := ""
 	for i, typ := range []string{event.TypeRequestSubmitted, event.TypeRequestReceived, event.TypeErasureCompleted} {
 		msgID := uuid.NewString()

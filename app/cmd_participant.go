@@ -20,6 +20,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/participant"
 	"github.com/gdpr-oss/gdpr/modules/participant/conformance"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
@@ -198,7 +199,7 @@ func (c *cli) erasureCommand() *cobra.Command {
 			}
 		}()
 		logger := newLogger(cfg.Log, io.Discard)
-		k, err := erasure.New(gdb, scheduler.NewStore(gdb), cfg.Canceller, nil, logger)
+		k, err := erasure.New(gdb, scheduler.NewStore(gdb), outbox.NewStore(gdb), cfg.Canceller, nil, logger)
 		if err != nil {
 			return err
 		}

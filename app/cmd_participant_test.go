@@ -132,7 +132,7 @@ func TestErasureStatusAndResendCommands(t *testing.T) {
 	require.Equal(t, "sent", state)
 	require.Equal(t, 7, attempt)
 	var commands int
-	require.NoError(t, gdb.Raw(`SELECT count(*) FROM scheduled_messages WHERE routing_key = 'erasure.command.late'`).Scan(&commands).Error)
+	require.NoError(t, gdb.Raw(`SELECT count(*) FROM outbox_messages WHERE routing_key = 'erasure.command.late'`).Scan(&commands).Error)
 	require.Equal(t, 1, commands)
 
 	code, out = run("erasure", "status", uuid.NewString())

@@ -20,6 +20,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/lock"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
@@ -39,7 +40,10 @@ type infra struct {
 	publisher *bus.Publisher
 	redis     *redis.Client
 	locker    *lock.Locker
-	outbox    *scheduler.Store
+	// scheduled holds delayed messages (modules/scheduler), outbox the
+	// messages published at once (modules/outbox).
+	scheduled *scheduler.Store
+	outbox    *outbox.Store
 	// intake and adminRoutes are what the intake and admin modules provide
 	// to the api module.
 	intake      *intake.Service
@@ -75,7 +79,8 @@ func (in *infra) openPostgres(ctx context.Context) error {
 		return err
 	}
 	in.db = gdb
-	in.outbox = scheduler.NewStore(gdb)
+	in.scheduled = scheduler.NewStore(gdb)
+	in.outbox = outbox.NewStore(gdb)
 	return nil
 }
 

@@ -9,7 +9,7 @@ import (
 // buildCanceller is the canceller module: the erasure fan-out.
 func buildCanceller(_ context.Context, in *infra) ([]Component, error) {
 	metrics := erasure.NewMetrics(in.registry, in.db)
-	c, err := erasure.New(in.db, in.outbox, in.cfg.Canceller, metrics, in.logger.With("module", "erasure"))
+	c, err := erasure.New(in.db, in.scheduled, in.outbox, in.cfg.Canceller, metrics, in.logger.With("module", "erasure"))
 	if err != nil {
 		return nil, err
 	}

@@ -8,9 +8,9 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
-// buildScheduler is the scheduler module: the dispatcher that publishes due
-// messages (also every module's outbox) and the consumer of
-// scheduler.schedule/cancel commands.
+// buildScheduler is the scheduler module: the dispatcher that publishes
+// delayed messages once due and the consumer of scheduler.schedule/cancel
+// commands.
 func buildScheduler(_ context.Context, in *infra) ([]Component, error) {
 	cfg := in.cfg.Scheduler
 	metrics := scheduler.NewMetrics(in.registry)
@@ -28,7 +28,7 @@ func buildScheduler(_ context.Context, in *infra) ([]Component, error) {
 		MetricsInterval: cfg.MetricsInterval,
 		RetryBackoff:    cfg.RetryBackoff,
 	}, metrics, logger)
-	commands := scheduler.NewCommands(in.db, in.outbox, in.bus, metrics, logger)
+	commands := scheduler.NewCommands(in.db, in.scheduled, in.bus, metrics, logger)
 	consumer := bus.NewConsumer(in.bus, bus.ConsumerOptions{
 		Queue:       scheduler.Queue,
 		Concurrency: cfg.CommandConcurrency,

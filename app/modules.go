@@ -23,6 +23,7 @@ const (
 	modPostgres  = "postgres"
 	modAMQP      = "amqp"
 	modRedis     = "redis"
+	modOutbox    = "outbox"
 	modIntake    = "intake"
 	modAdmin     = "admin"
 	modAPI       = "api"
@@ -62,19 +63,22 @@ var (
 func modules() moduleMap {
 	db := []string{modPostgres}
 	withBus := []string{modPostgres, modAMQP}
+	// The modules that write to the outbox need its relay in their role.
+	withOutbox := []string{modPostgres, modAMQP, modOutbox}
 	return moduleMap{
 		modPostgres: {build: func(ctx context.Context, in *infra) ([]Component, error) { return nil, in.openPostgres(ctx) }},
 		modAMQP:     {build: func(ctx context.Context, in *infra) ([]Component, error) { return nil, in.dialAMQP(ctx) }},
 		modRedis:    {build: func(ctx context.Context, in *infra) ([]Component, error) { return nil, in.dialRedis(ctx) }},
+		modOutbox:   {deps: withBus, build: buildOutbox},
 		modIntake:   {deps: []string{modPostgres, modAMQP, modRedis}, build: buildIntake},
 		modAdmin:    {deps: db, build: buildAdmin},
 		modAPI:      {deps: []string{modIntake, modAdmin}, build: buildAPI},
 		modRequests: {
-			deps:   []string{modPostgres, modAMQP, modRedis},
+			deps:   []string{modPostgres, modAMQP, modRedis, modOutbox},
 			queues: queue(requests.Queue, requests.Bindings()),
 			build:  buildRequests,
 		},
-		modNotify: {deps: withBus, queues: queue(notify.Queue, notify.Bindings()), build: buildNotify},
+		modNotify: {deps: withOutbox, queues: queue(notify.Queue, notify.Bindings()), build: buildNotify},
 		modAudit:  {deps: withBus, queues: queue(audit.Queue, audit.Bindings()), build: buildAudit},
 		modGauge:  {deps: db, build: buildGauge},
 		modScheduler: {
@@ -82,7 +86,7 @@ func modules() moduleMap {
 			queues: queue(scheduler.Queue, scheduler.Bindings()),
 			build:  buildScheduler,
 		},
-		modCanceller: {deps: withBus, queues: cancellerQueues, build: buildCanceller},
+		modCanceller: {deps: withOutbox, queues: cancellerQueues, build: buildCanceller},
 		modRetention: {deps: withBus, build: buildRetention},
 	}
 }

@@ -11,9 +11,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gdpr-oss/gdpr/config/configtest"
+	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/audit"
+	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
+	"github.com/gdpr-oss/gdpr/modules/gauge"
+	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/notify"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -67,6 +72,13 @@ func TestEveryRoleResolvesAndDialsOnlyWhatItsModulesNeed(t *testing.T) {
 			}
 		}
 		require.ElementsMatch(t, dialled, got, "services of %s", role)
+	}
+	// The roles whose modules write to the outbox relay it themselves; the
+	// scheduler relays only delayed messages.
+	for role, relays := range map[string]bool{"worker": true, "canceller": true, "all": true, "scheduler": false} {
+		order, err := modules().resolve(roleModules(role)...)
+		require.NoError(t, err)
+		require.Equal(t, relays, slices.Contains(order, modOutbox), "outbox relay in %s", role)
 	}
 }
 
@@ -161,5 +173,27 @@ func TestDeclaredTopologyIsWhatTheBrokerHas(t *testing.T) {
 		}
 		testkit.Eventually(t, 10*time.Second, func() bool { return depth(q.Name)-before[q.Name] == want },
 			"queue %s holds the %d probes its bindings %v route to it, got %d", q.Name, want, q.Bindings, depth(q.Name)-before[q.Name])
+	}
+}
+
+// TestEveryLongRunningComponentReportsFailures: each component a module
+// builds has a failure channel the role watches (and Stop that waits, from
+// modules/lifecycle), so a failure after start drains the role and exits 1
+// instead of only being logged. The report sources component only closes
+// connection pools and has nothing to fail.
+func TestEveryLongRunningComponentReportsFailures(t *testing.T) {
+	t.Parallel()
+	for name, c := range map[string]Component{
+		"admin server":         &health.Server{},
+		"public api":           &api.Server{},
+		"requests manager":     &requests.Manager{},
+		"consumer":             &bus.Consumer{},
+		"gauges":               &gauge.Exporter{},
+		"canceller":            &erasure.Component{},
+		"scheduler dispatcher": dispatcherComponent{},
+		"outbox relay":         &outbox.Relay{},
+	} {
+		_, ok := c.(failer)
+		require.True(t, ok, "%s has no Failed channel for the role to watch", name)
 	}
 }

@@ -4,9 +4,12 @@ import (
 	"context"
 	"net/http"
 
+	"gorm.io/gorm"
+
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/gauge"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
 	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
@@ -15,7 +18,7 @@ import (
 // buildAudit is the audit module: the consumer that records every message
 // on the bus.
 func buildAudit(_ context.Context, in *infra) ([]Component, error) {
-	recorder := audit.NewRecorder(audit.NewStore(in.db, scheduler.NewStore(in.db)), in.registry, in.logger)
+	recorder := audit.NewRecorder(audit.NewStore(in.db), in.registry, in.logger)
 	consumer := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: audit.Queue, Concurrency: in.cfg.Telemetry.AuditConcurrency}, recorder.Handle, in.logger)
 	return []Component{consumer}, nil
 }
@@ -42,9 +45,16 @@ func buildGauge(_ context.Context, in *infra) ([]Component, error) {
 func opsAdminHandlers(in *infra) map[string]http.Handler {
 	t := in.cfg.Telemetry
 	byRequest := http.NewServeMux()
-	byRequest.Handle("GET /v1/admin/requests/{id}/timeline", audit.TimelineHandler(audit.NewStore(in.db, scheduler.NewStore(in.db)), in.logger))
+	byRequest.Handle("GET /v1/admin/requests/{id}/timeline", audit.TimelineHandler(auditStore(in.db), in.logger))
 	return map[string]http.Handler{
 		"requests":  byRequest,
 		"reconcile": reconcile.Handler(reconcile.New(in.db, reconcile.Stores(in.db)), reconcile.Options{Since: t.ReconcileWindow, StuckAfter: t.StuckAfter}, in.logger),
 	}
+}
+
+// auditStore is the audit log with the dispatchers whose records its
+// timelines show.
+func auditStore(db *gorm.DB) *audit.Store {
+	return audit.NewStore(db, audit.Dispatcher{By: "outbox", Log: outbox.NewStore(db)},
+		audit.Dispatcher{By: "scheduler", Log: scheduler.NewStore(db)})
 }

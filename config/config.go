@@ -14,6 +14,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/retention"
 )
 
@@ -30,6 +31,7 @@ type Config struct {
 	Worker    Worker           `yaml:"worker"`
 	Report    Report           `yaml:"report"`
 	Notify    Notify           `yaml:"notify"`
+	Outbox    outbox.Config    `yaml:"outbox"`
 	Scheduler Scheduler        `yaml:"scheduler"`
 	Canceller Canceller        `yaml:"canceller"`
 	Telemetry Telemetry        `yaml:"telemetry"`
@@ -76,6 +78,7 @@ func Default() Config {
 		Worker:    defaultWorker(),
 		Report:    defaultReport(),
 		Notify:    defaultNotify(),
+		Outbox:    outbox.DefaultConfig(),
 		Scheduler: defaultScheduler(),
 		Canceller: defaultCanceller(),
 		Telemetry: defaultTelemetry(),
@@ -145,6 +148,9 @@ func (c Config) Validate() error {
 	add(c.Worker.validate())
 	add(c.Report.validate())
 	add(c.Notify.validate())
+	if err := c.Outbox.Validate(); err != nil {
+		add(fmt.Errorf("%w: %w", ErrInvalid, err))
+	}
 	add(c.Scheduler.validate())
 	add(c.Canceller.validate())
 	add(c.Telemetry.validate())

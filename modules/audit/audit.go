@@ -35,9 +35,10 @@ type Event struct {
 	OccurredAt  time.Time      `json:"occurred_at"`
 	ReceivedAt  time.Time      `json:"received_at"`
 	Details     map[string]any `json:"details"`
-	// DispatchedBy is "scheduler" when the message went through the
-	// scheduler (a module's outbox or a delayed message); DeliverAt and
-	// DispatchedAt then tell when it was due and when it was published.
+	// DispatchedBy is "outbox" when the message went through the outbox
+	// (published by the role that wrote it) and "scheduler" when it was a
+	// delayed message; DeliverAt and DispatchedAt then tell when it was due
+	// (written, for the outbox) and when it was published.
 	DispatchedBy string     `json:"dispatched_by,omitempty"`
 	DeliverAt    *time.Time `json:"deliver_at,omitempty"`
 	DispatchedAt *time.Time `json:"dispatched_at,omitempty"`

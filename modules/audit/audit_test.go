@@ -21,6 +21,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
@@ -152,7 +153,8 @@ func auditBusLogging(t *testing.T, logger *slog.Logger) (*bus.Publisher, *audit.
 	cfg := testkit.AMQP(t)
 	topo := bus.Topology{Queues: []bus.Queue{{Name: "audit", Bindings: []string{"#"}}}}
 	conn := testkit.Bus(t, cfg, topo)
-	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
+	store := audit.NewStore(gdb, audit.Dispatcher{By: "outbox", Log: outbox.NewStore(gdb)},
+		audit.Dispatcher{By: "scheduler", Log: scheduler.NewStore(gdb)})
 	reg := prometheus.NewRegistry()
 	rec := audit.NewRecorder(store, reg, testkit.Logger(t))
 	consumer := bus.NewConsumer(conn, bus.ConsumerOptions{Queue: "audit", Concurrency: 4}, rec.Handle, logger)
@@ -261,6 +263,10 @@ func TestTimelineListsEventsInCausalOrderAcrossRoles(t *testing.T) {
 	}
 	require.NoError(t, gdb.Exec(`INSERT INTO scheduled_messages_sent (key, message_id, deliver_at, sent_at, attempts, exchange, routing_key, type, correlation_id)
 		VALUES (?, ?, now(), now(), 1, '', ?, ?, ?)`, "erasure:"+c.requestID+":email", emailCmd.ID, emailCmd.Key(), emailCmd.Type, c.requestID).Error)
+	// The first message went through the outbox of the role that wrote it.
+	first := c.messages[0]
+	require.NoError(t, gdb.Exec(`INSERT INTO outbox_messages_sent (key, message_id, deliver_at, sent_at, attempts, exchange, routing_key, type, correlation_id)
+		VALUES (?, ?, now(), now(), 1, '', ?, ?, ?)`, first.ID, first.ID, first.Key(), first.Type, c.requestID).Error)
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/admin/requests/{id}/timeline", audit.TimelineHandler(store, testkit.Logger(t)))
@@ -282,10 +288,14 @@ func TestTimelineListsEventsInCausalOrderAcrossRoles(t *testing.T) {
 			require.True(t, seen[e.CausationID], "event %d (%s) listed before its cause", i, e.RoutingKey)
 		}
 		seen[e.MessageID] = true
-		if e.MessageID == emailCmd.ID {
+		switch e.MessageID {
+		case emailCmd.ID:
 			require.Equal(t, "scheduler", e.DispatchedBy)
 			require.NotNil(t, e.DispatchedAt)
-		} else {
+		case first.ID:
+			require.Equal(t, "outbox", e.DispatchedBy)
+			require.NotNil(t, e.DispatchedAt)
+		default:
 			require.Empty(t, e.DispatchedBy)
 		}
 		gotTypes = append(gotTypes, e.RoutingKey)
@@ -315,7 +325,7 @@ func TestTimelineListsEventsInCausalOrderAcrossRoles(t *testing.T) {
 func TestAuditTableIsAppendOnly(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
-	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
+	store := audit.NewStore(gdb)
 	m := mustMessage(t, event.TypeRequestReceived, event.RequestReceived{RequestID: "r1", Type: "access"}, nil)
 	fresh, err := store.Record(t.Context(), audit.FromMessage(m, time.Now()))
 	require.NoError(t, err)
@@ -327,7 +337,7 @@ func TestAuditTableIsAppendOnly(t *testing.T) {
 func TestMessageWithoutIDIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
-	rec := audit.NewRecorder(audit.NewStore(gdb, scheduler.NewStore(gdb)), prometheus.NewRegistry(), testkit.Logger(t))
+	rec := audit.NewRecorder(audit.NewStore(gdb), prometheus.NewRegistry(), testkit.Logger(t))
 	err := rec.Handle(t.Context(), message.Message{Type: event.TypeRequestReceived, Body: []byte(`{}`)})
 	require.ErrorIs(t, err, message.ErrPermanent)
 }
@@ -362,7 +372,7 @@ func TestConsumerLosesNothingWhileTheDatabaseRefuses(t *testing.T) {
 func TestConcurrentHandlersShareCommitsAndRecordEachIDOnce(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
-	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
+	store := audit.NewStore(gdb)
 	reg := prometheus.NewRegistry()
 	rec := audit.NewRecorder(store, reg, testkit.Logger(t))
 	const messages, handlers = 300, 64

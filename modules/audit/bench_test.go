@@ -17,7 +17,6 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
-	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -29,7 +28,7 @@ import (
 func BenchmarkAuditRecord(b *testing.B) {
 	gdb, _ := testkit.Postgres(b)
 	require.NoError(b, gdb.Exec(`CREATE TABLE bench_ceiling (id text PRIMARY KEY)`).Error)
-	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
+	store := audit.NewStore(gdb)
 	recorder := audit.NewRecorder(store, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	const perRun = 4000
 	writers := 4

@@ -12,29 +12,36 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/modules/event"
-	"github.com/gdpr-oss/gdpr/modules/scheduler"
+	"github.com/gdpr-oss/gdpr/modules/message"
 )
 
 // ErrNoEvents means the audit log holds nothing for a request.
 var ErrNoEvents = errors.New("audit: no events for request")
 
-// Dispatches tells when messages went through the scheduler's outbox
-// (scheduler.Store), for timelines.
+// Dispatches tells when messages went through a module's table of
+// published messages (outbox.Store, scheduler.Store), for timelines.
 type Dispatches interface {
-	Dispatches(ctx context.Context, messageIDs []string) (map[string]scheduler.Dispatch, error)
+	Dispatches(ctx context.Context, messageIDs []string) (map[string]message.Dispatch, error)
+}
+
+// Dispatcher names a module whose Dispatches a timeline shows
+// (Event.DispatchedBy).
+type Dispatcher struct {
+	By  string
+	Log Dispatches
 }
 
 // Store writes and reads the audit table. It holds no state besides the database.
 type Store struct {
-	db         *gorm.DB
-	dispatches Dispatches
+	db          *gorm.DB
+	dispatchers []Dispatcher
 }
 
-// NewStore returns a store over db. Timelines show when the scheduler
-// dispatched each message when dispatches is set; a store that only
-// records may pass nil.
-func NewStore(db *gorm.DB, dispatches Dispatches) *Store {
-	return &Store{db: db, dispatches: dispatches}
+// NewStore returns a store over db. Timelines show when and by which
+// dispatcher each message was published (the earliest, when several
+// were); a store that only records needs none.
+func NewStore(db *gorm.DB, dispatchers ...Dispatcher) *Store {
+	return &Store{db: db, dispatchers: dispatchers}
 }
 
 // Record appends e unless its message id is already recorded; it reports
@@ -121,15 +128,9 @@ func (s *Store) Timeline(ctx context.Context, requestID string) ([]Event, error)
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("%w %s", ErrNoEvents, requestID)
 	}
-	dispatched := map[string]scheduler.Dispatch{}
-	if s.dispatches != nil {
-		ids := make([]string, len(rows))
-		for i, r := range rows {
-			ids[i] = r.MessageID
-		}
-		if dispatched, err = s.dispatches.Dispatches(ctx, ids); err != nil {
-			return nil, fmt.Errorf("reading timeline of %s: %w", requestID, err)
-		}
+	dispatched, err := s.dispatched(ctx, rows)
+	if err != nil {
+		return nil, fmt.Errorf("reading timeline of %s: %w", requestID, err)
 	}
 	events := make([]Event, len(rows))
 	for i, r := range rows {
@@ -139,7 +140,7 @@ func (s *Store) Timeline(ctx context.Context, requestID string) ([]Event, error)
 			OccurredAt: r.OccurredAt.UTC(), ReceivedAt: r.ReceivedAt.UTC(),
 		}
 		if d, ok := dispatched[r.MessageID]; ok {
-			e.DispatchedBy = "scheduler"
+			e.DispatchedBy = d.by
 			sent, due := d.SentAt.UTC(), d.DeliverAt.UTC()
 			e.DispatchedAt, e.DeliverAt = &sent, &due
 		}
@@ -149,6 +150,35 @@ func (s *Store) Timeline(ctx context.Context, requestID string) ([]Event, error)
 		events[i] = e
 	}
 	return CausalOrder(events), nil
+}
+
+type dispatch struct {
+	message.Dispatch
+	by string
+}
+
+// dispatched returns each row's earliest dispatch among the dispatchers'.
+func (s *Store) dispatched(ctx context.Context, rows []row) (map[string]dispatch, error) {
+	out := map[string]dispatch{}
+	if len(s.dispatchers) == 0 {
+		return out, nil
+	}
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.MessageID
+	}
+	for _, d := range s.dispatchers {
+		got, err := d.Log.Dispatches(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		for id, m := range got {
+			if prev, ok := out[id]; !ok || m.SentAt.Before(prev.SentAt) {
+				out[id] = dispatch{m, d.By}
+			}
+		}
+	}
+	return out, nil
 }
 
 // CausalOrder sorts events so that each comes after its cause (when the

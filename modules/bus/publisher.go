@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -251,4 +252,12 @@ func (pc *pubChannel) close() {
 	if ch != nil {
 		closeChannel(ch)
 	}
+}
+
+// IsRefused reports whether a publish failed because the broker refused
+// this message (unroutable or nacked), as opposed to an unknown outcome
+// (connection lost, confirm timed out): a refused message is refused
+// again if re-sent at once, so its sender backs off for it alone.
+func IsRefused(err error) bool {
+	return errors.Is(err, ErrUnroutable) || errors.Is(err, ErrNacked)
 }

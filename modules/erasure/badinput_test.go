@@ -116,7 +116,7 @@ func TestRedeliveredRequestedCreatesNothingTwice(t *testing.T) {
 	h := newHarness(t, []config.Participant{{Name: "a", Kind: "amqp"}, {Name: "b", Kind: "amqp"}, {Name: "c", Kind: "http", URL: "http://127.0.0.1:1/x/{subject_id}"}}, nil)
 	var replicas []*erasure.Canceller
 	for range 3 {
-		c, err := erasure.New(h.db, h.store, h.cfg.Canceller, nil, h.logger)
+		c, err := erasure.New(h.db, h.store, h.outbox, h.cfg.Canceller, nil, h.logger)
 		require.NoError(t, err)
 		replicas = append(replicas, c)
 	}
@@ -139,10 +139,13 @@ func TestRedeliveredRequestedCreatesNothingTwice(t *testing.T) {
 	var rows, commands, timers int
 	require.NoError(t, h.db.Raw(`SELECT count(*) FROM erasure_participants WHERE request_id = ?`, s.RequestID).Scan(&rows).Error)
 	require.Equal(t, 3, rows)
-	require.NoError(t, h.db.Raw(`SELECT count(*) FROM scheduled_messages WHERE type = ?`, event.TypeErasureCommand).Scan(&commands).Error)
-	require.Equal(t, 2, commands, "one command per AMQP participant")
+	var calls int
+	require.NoError(t, h.db.Raw(`SELECT count(*) FROM outbox_messages WHERE type = ?`, event.TypeErasureCommand).Scan(&commands).Error)
+	require.Equal(t, 2, commands, "one command per AMQP participant, due at once: in the outbox")
+	require.NoError(t, h.db.Raw(`SELECT count(*) FROM outbox_messages WHERE type = ?`, erasure.TypeTimer).Scan(&calls).Error)
+	require.Equal(t, 1, calls, "one HTTP call, due at once: in the outbox")
 	require.NoError(t, h.db.Raw(`SELECT count(*) FROM scheduled_messages WHERE type = ?`, erasure.TypeTimer).Scan(&timers).Error)
-	require.Equal(t, 2, timers, "one sweep for the AMQP participants and one HTTP call")
+	require.Equal(t, 1, timers, "one sweep for the AMQP participants, delayed")
 }
 
 // TestConcurrentConfirmationsAcrossReplicas: every participant confirms
@@ -157,7 +160,7 @@ func TestConcurrentConfirmationsAcrossReplicas(t *testing.T) {
 	h := newHarness(t, ps, nil)
 	var replicas []*erasure.Canceller
 	for range 3 {
-		c, err := erasure.New(h.db, h.store, h.cfg.Canceller, nil, h.logger)
+		c, err := erasure.New(h.db, h.store, h.outbox, h.cfg.Canceller, nil, h.logger)
 		require.NoError(t, err)
 		replicas = append(replicas, c)
 	}
@@ -183,7 +186,7 @@ func TestConcurrentConfirmationsAcrossReplicas(t *testing.T) {
 	require.Equal(t, erasure.ErasureFinished, h.erasureState(s.RequestID))
 	for _, typ := range []string{event.TypeErasureCompleted, event.TypeErasureFinished} {
 		var n int
-		require.NoError(t, h.db.Raw(`SELECT count(*) FROM scheduled_messages WHERE type = ?`, typ).Scan(&n).Error)
+		require.NoError(t, h.db.Raw(`SELECT count(*) FROM outbox_messages WHERE type = ?`, typ).Scan(&n).Error)
 		require.Equal(t, 1, n, typ)
 	}
 	var sweeps int

@@ -27,12 +27,18 @@ const (
 	inboxConfirmed = "canceller.confirmed"
 )
 
-// Scheduler is the part of the scheduler's store the canceller uses: the
-// outbox and delayed messages, both inside the caller's transaction.
+// Scheduler is the part of the scheduler's store the canceller uses:
+// delayed messages (re-sends, the sweep, the email system's delay), inside
+// the caller's transaction.
 type Scheduler interface {
 	Schedule(ctx context.Context, tx *gorm.DB, e scheduler.Entry) error
-	Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error
 	Cancel(ctx context.Context, tx *gorm.DB, key string) (bool, error)
+}
+
+// Outbox is where the canceller writes the messages it publishes at once,
+// inside the caller's transaction (modules/outbox).
+type Outbox interface {
+	Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error
 }
 
 // Canceller holds the erasure state machine. It keeps no state of its own
@@ -40,6 +46,7 @@ type Scheduler interface {
 type Canceller struct {
 	db       *gorm.DB
 	sched    Scheduler
+	outbox   Outbox
 	cfg      config.Canceller
 	registry *Registry
 	metrics  *Metrics
@@ -48,7 +55,7 @@ type Canceller struct {
 }
 
 // New returns a canceller over db. metrics may be nil (nothing is recorded).
-func New(db *gorm.DB, sched Scheduler, cfg config.Canceller, metrics *Metrics, logger *slog.Logger) (*Canceller, error) {
+func New(db *gorm.DB, sched Scheduler, outbox Outbox, cfg config.Canceller, metrics *Metrics, logger *slog.Logger) (*Canceller, error) {
 	reg, err := NewRegistry(cfg.Participants)
 	if err != nil {
 		return nil, err
@@ -57,7 +64,7 @@ func New(db *gorm.DB, sched Scheduler, cfg config.Canceller, metrics *Metrics, l
 		metrics = NewMetrics(nil, nil)
 	}
 	return &Canceller{
-		db: db, sched: sched, cfg: cfg, registry: reg, metrics: metrics, logger: logger,
+		db: db, sched: sched, outbox: outbox, cfg: cfg, registry: reg, metrics: metrics, logger: logger,
 		// A participant's credentials must not follow a redirect to another
 		// origin, and a DELETE must not become a GET on a 302.
 		client: &http.Client{CheckRedirect: expand.CheckRedirect},
@@ -161,7 +168,7 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 						"request_id", body.RequestID, "participant", p.Name, "missing", n)
 					continue
 				}
-				if err := c.scheduleTimer(ctx, tx, body.RequestID, p.Name, ActionSend, 1, e.Now, &m); err != nil {
+				if err := c.scheduleTimer(ctx, tx, body.RequestID, p.Name, ActionSend, 1, e.Now, e.Now, &m); err != nil {
 					return err
 				}
 			}
@@ -291,7 +298,21 @@ func (c *Canceller) enqueueCommand(ctx context.Context, tx *gorm.DB, e erasureRo
 	}
 	cmd.RoutingKey = CommandRoutingKey(name)
 	cmd.CorrelationID = requestID
-	return c.sched.Schedule(ctx, tx, scheduler.Entry{Key: timerKey(requestID, name, "command", n), DeliverAt: at, Message: cmd})
+	return c.deliver(ctx, tx, timerKey(requestID, name, "command", n), at, e.Now, cmd)
+}
+
+// deliver publishes m at `at`: through the outbox when `at` is not after
+// now (the transaction's moment), so a message due at once does not wait
+// for the scheduler role, after dropping a pending delayed message of the
+// same key it replaces; otherwise as a delayed message under key.
+func (c *Canceller) deliver(ctx context.Context, tx *gorm.DB, key string, at, now time.Time, m message.Message) error {
+	if at.After(now) {
+		return c.sched.Schedule(ctx, tx, scheduler.Entry{Key: key, DeliverAt: at, Message: m})
+	}
+	if _, err := c.sched.Cancel(ctx, tx, key); err != nil {
+		return err
+	}
+	return c.outbox.Enqueue(ctx, tx, m)
 }
 
 func timerKey(requestID, participant, action string, attempt int) string {
@@ -300,13 +321,13 @@ func timerKey(requestID, participant, action string, attempt int) string {
 
 func sweepKey(requestID string) string { return "erasure:" + requestID + ":sweep" }
 
-func (c *Canceller) scheduleTimer(ctx context.Context, tx *gorm.DB, requestID, participant, action string, n int, at time.Time, cause *message.Message) error {
+func (c *Canceller) scheduleTimer(ctx context.Context, tx *gorm.DB, requestID, participant, action string, n int, at, now time.Time, cause *message.Message) error {
 	m, err := message.New(TypeTimer, Timer{RequestID: requestID, Participant: participant, Action: action, Attempt: n}, cause)
 	if err != nil {
 		return err
 	}
 	m.CorrelationID = requestID
-	return c.sched.Schedule(ctx, tx, scheduler.Entry{Key: timerKey(requestID, participant, action, n), DeliverAt: at, Message: m})
+	return c.deliver(ctx, tx, timerKey(requestID, participant, action, n), at, now, m)
 }
 
 // sentRow is a participant awaiting a confirmation.
@@ -391,7 +412,7 @@ func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureR
 		}
 		done.CorrelationID = requestID
 		done.OccurredAt = completedAt.UTC()
-		if err := c.sched.Enqueue(ctx, tx, done); err != nil {
+		if err := c.outbox.Enqueue(ctx, tx, done); err != nil {
 			return err
 		}
 		fx.completed = true
@@ -428,7 +449,7 @@ func (c *Canceller) enqueue(ctx context.Context, tx *gorm.DB, typ string, body a
 		return err
 	}
 	m.CorrelationID = requestID
-	return c.sched.Enqueue(ctx, tx, m)
+	return c.outbox.Enqueue(ctx, tx, m)
 }
 
 // HandleConfirmed records a participant's confirmation. A duplicate changes
@@ -520,7 +541,7 @@ func (c *Canceller) retryOrOverdue(ctx context.Context, tx *gorm.DB, e erasureRo
 	if err := c.setState(ctx, tx, requestID, r.Participant, StateRetrying, r.Attempt, outcome, detail); err != nil {
 		return err
 	}
-	return c.scheduleTimer(ctx, tx, requestID, r.Participant, ActionSend, r.Attempt+1, e.Now.Add(c.cfg.RetryWait(r.Attempt)), cause)
+	return c.scheduleTimer(ctx, tx, requestID, r.Participant, ActionSend, r.Attempt+1, e.Now.Add(c.cfg.RetryWait(r.Attempt)), e.Now, cause)
 }
 
 func (c *Canceller) markOverdue(ctx context.Context, tx *gorm.DB, requestID string, r row, outcome, detail string, cause *message.Message, fx *effects) error {
@@ -661,7 +682,7 @@ func (c *Canceller) Resend(ctx context.Context, requestID, participant string) e
 				return err
 			}
 			// Replaces a pending retry of the same attempt, due now.
-			return c.scheduleTimer(ctx, tx, requestID, participant, ActionSend, r.Attempt+1, e.Now, &cause)
+			return c.scheduleTimer(ctx, tx, requestID, participant, ActionSend, r.Attempt+1, e.Now, e.Now, &cause)
 		}
 		// A pending retry of this attempt would be stale now.
 		if _, err := c.sched.Cancel(ctx, tx, timerKey(requestID, participant, ActionSend, r.Attempt+1)); err != nil {

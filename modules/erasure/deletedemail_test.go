@@ -135,7 +135,7 @@ func runDeletedEmail(t *testing.T, participants []config.Participant, n int) {
 	requestsQueue := bus.Queue{Name: "worker.requests", Bindings: []string{event.TypeErasureFinished}}
 	require.NoError(t, h.conn.DeclareQueue(t.Context(), requestsQueue))
 	t.Cleanup(func() { testkit.DeleteTopology(t, h.cfg.AMQP, bus.Topology{Queues: []bus.Queue{requestsQueue}}) })
-	mgr := requests.New(h.db, h.store, nil, nil, requests.Config{}, h.logger, prometheus.NewRegistry())
+	mgr := requests.New(h.db, h.outbox, nil, nil, requests.Config{}, h.logger, prometheus.NewRegistry())
 	startConsumer(t, h, requestsQueue.Name, 2*n, func(ctx context.Context, m message.Message) error {
 		if orderOf[m.CorrelationID] == finishAfterEmail {
 			if err := g.wait(ctx, g.notified, m.CorrelationID); err != nil {
@@ -154,7 +154,7 @@ func runDeletedEmail(t *testing.T, participants []config.Participant, n int) {
 	ncfg := h.cfg.Notify
 	ncfg.SMTPHost, ncfg.SMTPPort = mp.SMTPHost, mp.SMTPPort
 	sender := &slowSender{next: notify.NewSMTP(ncfg), gates: g, sem: make(chan struct{}, 8)}
-	nt, err := notify.New(h.db, requests.NewStore(h.db, nil), h.store, sender, func(string, time.Time) (string, time.Time, error) {
+	nt, err := notify.New(h.db, requests.NewStore(h.db, nil), h.outbox, sender, func(string, time.Time) (string, time.Time, error) {
 		return "", time.Time{}, nil
 	}, notify.Config{ResendAfter: time.Hour}, h.logger, prometheus.NewRegistry())
 	require.NoError(t, err)

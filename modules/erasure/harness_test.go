@@ -22,6 +22,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/notify"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -38,6 +39,7 @@ type harness struct {
 	logger   *slog.Logger
 	registry *prometheus.Registry
 	store    *scheduler.Store
+	outbox   *outbox.Store
 	events   *recorder
 }
 
@@ -93,27 +95,33 @@ func newHarness(t testing.TB, participants []config.Participant, tune func(*conf
 	conn := testkit.Bus(t, cfg.AMQP, topology(cfg))
 	pub := bus.NewPublisher(conn)
 	t.Cleanup(func() { _ = pub.Close() })
-	h := &harness{t: t, cfg: cfg, db: gdb, conn: conn, pub: pub, logger: logger, registry: prometheus.NewRegistry(), store: scheduler.NewStore(gdb)}
+	h := &harness{t: t, cfg: cfg, db: gdb, conn: conn, pub: pub, logger: logger, registry: prometheus.NewRegistry(), store: scheduler.NewStore(gdb), outbox: outbox.NewStore(gdb)}
 	h.events = h.record("recorder")
 	return h
 }
 
-// startDispatcher runs the scheduler's dispatcher (outbox and timers) until t ends.
+// startDispatcher runs the scheduler's dispatcher (delayed timers and
+// commands) and the outbox relay (everything published at once) until t ends.
 func (h *harness) startDispatcher() {
 	d := scheduler.NewDispatcher(h.cfg.Postgres.DSN, h.pub, h.conn, scheduler.DispatcherOptions{
 		MainExchange: h.conn.Exchange(), MaxIdle: 200 * time.Millisecond, Workers: 2,
 	}, scheduler.NewMetrics(prometheus.NewRegistry()), h.logger)
 	require.NoError(h.t, d.Start(context.Background()))
+	ocfg := outbox.DefaultConfig()
+	ocfg.MaxIdle = 200 * time.Millisecond
+	r := outbox.NewRelay(h.cfg.Postgres.DSN, h.pub, nil, h.conn.Exchange(), bus.IsRefused, ocfg, outbox.NewMetrics(prometheus.NewRegistry()), h.logger)
+	require.NoError(h.t, r.Start(context.Background()))
 	h.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		_ = r.Stop(ctx)
 		_ = d.Stop(ctx)
 	})
 }
 
 // startCanceller runs one canceller replica until t ends and returns it.
 func (h *harness) startCanceller() *erasure.Canceller {
-	c, err := erasure.New(h.db, h.store, h.cfg.Canceller, erasure.NewMetrics(h.registry, h.db), h.logger)
+	c, err := erasure.New(h.db, h.store, h.outbox, h.cfg.Canceller, erasure.NewMetrics(h.registry, h.db), h.logger)
 	require.NoError(h.t, err)
 	comp := erasure.NewComponent(h.conn, c, h.cfg.Canceller.Concurrency, h.logger)
 	require.NoError(h.t, comp.Start(context.Background()))
@@ -130,7 +138,7 @@ func (h *harness) startCanceller() *erasure.Canceller {
 func (h *harness) startNotifier(mp *testkit.Mailpit) {
 	ncfg := h.cfg.Notify
 	ncfg.SMTPHost, ncfg.SMTPPort = mp.SMTPHost, mp.SMTPPort
-	n, err := notify.New(h.db, requests.NewStore(h.db, nil), h.store, notify.NewSMTP(ncfg), func(string, time.Time) (string, time.Time, error) {
+	n, err := notify.New(h.db, requests.NewStore(h.db, nil), h.outbox, notify.NewSMTP(ncfg), func(string, time.Time) (string, time.Time, error) {
 		return "", time.Time{}, nil
 	}, notify.Config{ResendAfter: time.Minute}, h.logger, prometheus.NewRegistry())
 	require.NoError(h.t, err)

@@ -102,7 +102,7 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p conf
 			return err
 		}
 		called.CorrelationID = t.RequestID
-		if err := c.sched.Enqueue(ctx, tx, called); err != nil {
+		if err := c.outbox.Enqueue(ctx, tx, called); err != nil {
 			return err
 		}
 		switch result {

@@ -49,7 +49,7 @@ func TestProtocolSchemasMatchTheCode(t *testing.T) {
 	confSchema := loadSchema(t, "erasure-confirmed.v1.json")
 
 	h := newHarness(t, []config.Participant{{Name: "billing", Kind: "amqp"}, {Name: "news-letter_2", Kind: "amqp"}}, nil)
-	c, err := erasure.New(h.db, h.store, h.cfg.Canceller, nil, h.logger)
+	c, err := erasure.New(h.db, h.store, h.outbox, h.cfg.Canceller, nil, h.logger)
 	require.NoError(t, err)
 	for _, subj := range []event.Subject{{ID: "u-1"}, {Email: "a@example.com"}, {ID: "u-2", Email: "b@example.com"}} {
 		m, err := message.New(event.TypeErasureRequested, event.ErasureRequested{RequestID: uuid.NewString(), Subject: subj}, nil)
@@ -57,7 +57,7 @@ func TestProtocolSchemasMatchTheCode(t *testing.T) {
 		require.NoError(t, c.Handle(context.Background(), m))
 	}
 	var bodies [][]byte
-	require.NoError(t, h.db.Raw(`SELECT body FROM scheduled_messages WHERE type = ?`, event.TypeErasureCommand).Scan(&bodies).Error)
+	require.NoError(t, h.db.Raw(`SELECT body FROM outbox_messages WHERE type = ?`, event.TypeErasureCommand).Scan(&bodies).Error)
 	require.Len(t, bodies, 6)
 	for _, b := range bodies {
 		require.NoError(t, validate(t, cmdSchema, b), string(b))

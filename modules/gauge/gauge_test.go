@@ -15,7 +15,6 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/gauge"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
 	"github.com/gdpr-oss/gdpr/modules/requests"
-	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -112,7 +111,7 @@ func TestExporterRunsReconcilePeriodically(t *testing.T) {
 	id := insertRequest(t, gdb, "completed", time.Now().Add(-time.Hour), time.Now().AddDate(0, 1, 0))
 	require.NoError(t, gdb.Exec(`INSERT INTO reports (id, request_id, bytes, sha256) VALUES (?, ?, 1, 'x')`, "rep-"+id, id).Error)
 	require.NoError(t, gdb.Exec(`UPDATE reports SET created_at = now() - interval '1 hour'`).Error)
-	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
+	store := audit.NewStore(gdb)
 	_, err := store.Record(t.Context(), audit.Event{MessageID: uuid.NewString(), Type: event.TypeRequestSubmitted,
 		RequestID: id, OccurredAt: time.Now().Add(-time.Hour), Details: map[string]any{"type": "access"}})
 	require.NoError(t, err)

@@ -19,8 +19,8 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/notify"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/requests"
-	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -50,7 +50,7 @@ func newEnv(t *testing.T, sender notify.Sender, resendAfter time.Duration) *env 
 		sender = notify.NewSMTP(smtpConfig(mp))
 	}
 	reg := prometheus.NewRegistry()
-	n, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), sender, link,
+	n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), sender, link,
 		notify.Config{ResendAfter: resendAfter, MessageIDDomain: "test.invalid"}, testkit.Logger(t), reg)
 	require.NoError(t, err)
 	return &env{db: gdb, mail: mp, n: n, reg: reg}
@@ -73,7 +73,7 @@ func reportReady(t *testing.T, id string) message.Message {
 
 func (e *env) sentEvents(t *testing.T, id string) int {
 	var n int
-	require.NoError(t, e.db.Raw(`SELECT count(*) FROM scheduled_messages WHERE type = ? AND correlation_id = ?`, event.TypeNotificationSent, id).Scan(&n).Error)
+	require.NoError(t, e.db.Raw(`SELECT count(*) FROM outbox_messages WHERE type = ? AND correlation_id = ?`, event.TypeNotificationSent, id).Scan(&n).Error)
 	return n
 }
 
@@ -171,7 +171,7 @@ func TestSMTPDownIsRetriedAtOnce(t *testing.T) {
 	down := smtpConfig(mp)
 	down.SMTPPort = 1 // nothing listens there
 	working := notify.NewSMTP(smtpConfig(mp))
-	n, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), notify.NewSMTP(down), link,
+	n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), notify.NewSMTP(down), link,
 		notify.Config{ResendAfter: time.Hour}, testkit.Logger(t), nil)
 	require.NoError(t, err)
 	e := &env{db: gdb, mail: mp, n: n}
@@ -182,7 +182,7 @@ func TestSMTPDownIsRetriedAtOnce(t *testing.T) {
 	require.NotErrorIs(t, err, message.ErrPermanent)
 
 	var logs testkit.Buffer
-	n2, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), working, link,
+	n2, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), working, link,
 		notify.Config{ResendAfter: time.Hour}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	require.NoError(t, n2.Handle(t.Context(), m), "a failed send does not wait for resend_after")
@@ -293,7 +293,7 @@ func TestLostVerdictWaitsForResendAfter(t *testing.T) {
 	fake := startFakeHangUpSMTP(t)
 	hangsUp := smtpConfig(mp)
 	hangsUp.SMTPPort = fake.port
-	n1, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), notify.NewSMTP(hangsUp), link,
+	n1, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), notify.NewSMTP(hangsUp), link,
 		notify.Config{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, testkit.Logger(t), nil)
 	require.NoError(t, err)
 	e := &env{db: gdb, mail: mp, n: n1}
@@ -306,7 +306,7 @@ func TestLostVerdictWaitsForResendAfter(t *testing.T) {
 	require.EqualValues(t, 1, fake.got.Load(), "the server got the whole message")
 
 	var logs testkit.Buffer
-	n2, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), notify.NewSMTP(smtpConfig(mp)), link,
+	n2, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), notify.NewSMTP(smtpConfig(mp)), link,
 		notify.Config{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	require.Error(t, n2.Handle(t.Context(), m), "the redelivery waits: the first send may have gone out")
@@ -367,7 +367,7 @@ func TestScrubbedAddressIsNotTakenForNone(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	var logs testkit.Buffer
-	n, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), &failingSender{fail: true}, link,
+	n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), &failingSender{fail: true}, link,
 		notify.Config{ResendAfter: time.Minute}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	reasons := map[bool]string{}
@@ -393,7 +393,7 @@ func TestReportOfAnErasedSubjectIsNotAnnounced(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	var logs testkit.Buffer
-	n, err := notify.New(gdb, requests.NewStore(gdb, nil), scheduler.NewStore(gdb), &failingSender{fail: true}, link,
+	n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), &failingSender{fail: true}, link,
 		notify.Config{ResendAfter: time.Minute}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	id, erasure := uuid.NewString(), uuid.NewString()

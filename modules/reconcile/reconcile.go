@@ -357,5 +357,5 @@ func firstMissing(kind string, reached map[string]bool) string {
 
 // Stores are the owners' stores over one database, the usual Sources.
 func Stores(db *gorm.DB) Sources {
-	return Sources{Audit: audit.NewStore(db, nil), Requests: requests.NewStore(db, nil), Emails: notify.NewStore(db)}
+	return Sources{Audit: audit.NewStore(db), Requests: requests.NewStore(db, nil), Emails: notify.NewStore(db)}
 }

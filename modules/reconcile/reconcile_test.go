@@ -11,7 +11,6 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
-	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -34,7 +33,7 @@ type seed struct {
 func (s seed) write(t *testing.T, gdb *gorm.DB) string {
 	t.Helper()
 	ctx := t.Context()
-	store := audit.NewStore(gdb, scheduler.NewStore(gdb))
+	store := audit.NewStore(gdb)
 	id := uuid.NewString()
 	has := map[string]bool{}
 	for _, st := range s.stages {

@@ -13,8 +13,8 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/requests"
-	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -36,7 +36,7 @@ func TestStoredDeadlineIgnoresTheSessionTimeZone(t *testing.T) {
 	require.Equal(t, "Pacific/Auckland", zone)
 
 	rdb, prefix := testkit.Redis(t)
-	mgr := requests.New(gdb, scheduler.NewStore(gdb), lock.NewLocker(rdb, prefix, testkit.Logger(t)), newBuilder(nil),
+	mgr := requests.New(gdb, outbox.NewStore(gdb), lock.NewLocker(rdb, prefix, testkit.Logger(t)), newBuilder(nil),
 		testConfig(), testkit.Logger(t), prometheus.NewRegistry())
 	for _, tc := range []struct{ submitted, due string }{
 		{"2026-01-31T23:30:00Z", "2026-02-28T23:30:00Z"},

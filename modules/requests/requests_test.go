@@ -17,8 +17,8 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/requests"
-	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -99,7 +99,7 @@ func newEnv(t *testing.T, b *builder, mutate ...func(*requests.Config)) *env {
 	}
 	reg := prometheus.NewRegistry()
 	locker := lock.NewLocker(rdb, prefix, testkit.Logger(t))
-	mgr := requests.New(gdb, scheduler.NewStore(gdb), locker, b, cfg, testkit.Logger(t), reg)
+	mgr := requests.New(gdb, outbox.NewStore(gdb), locker, b, cfg, testkit.Logger(t), reg)
 	return &env{db: gdb, mgr: mgr, builder: b, reg: reg, locker: locker}
 }
 
@@ -142,7 +142,7 @@ func (e *env) row(t *testing.T, id string) row {
 func (e *env) outboxCount(t *testing.T, typ, requestID string) int {
 	t.Helper()
 	var n int
-	require.NoError(t, e.db.Raw(`SELECT count(*) FROM scheduled_messages WHERE type = ? AND correlation_id = ?`, typ, requestID).Scan(&n).Error)
+	require.NoError(t, e.db.Raw(`SELECT count(*) FROM outbox_messages WHERE type = ? AND correlation_id = ?`, typ, requestID).Scan(&n).Error)
 	return n
 }
 
@@ -231,7 +231,7 @@ func TestReceiveRejectsBadMessages(t *testing.T) {
 		require.ErrorIs(t, err, message.ErrPermanent, name)
 	}
 	var n int
-	require.NoError(t, e.db.Raw(`SELECT (SELECT count(*) FROM requests) + (SELECT count(*) FROM inbox) + (SELECT count(*) FROM scheduled_messages)`).Scan(&n).Error)
+	require.NoError(t, e.db.Raw(`SELECT (SELECT count(*) FROM requests) + (SELECT count(*) FROM inbox) + (SELECT count(*) FROM outbox_messages) + (SELECT count(*) FROM scheduled_messages)`).Scan(&n).Error)
 	require.Zero(t, n, "bad messages change nothing")
 }
 
@@ -363,7 +363,7 @@ func TestWorkerThatLostItsLeaseCannotCommit(t *testing.T) {
 // prefix, so it does not see the first one's mutex (as if it had expired).
 func newEnvSameDB(t *testing.T, e *env) *requests.Manager {
 	rdb, prefix := testkit.Redis(t)
-	return requests.New(e.db, scheduler.NewStore(e.db), lock.NewLocker(rdb, prefix, testkit.Logger(t)), e.builder, testConfig(), testkit.Logger(t), prometheus.NewRegistry())
+	return requests.New(e.db, outbox.NewStore(e.db), lock.NewLocker(rdb, prefix, testkit.Logger(t)), e.builder, testConfig(), testkit.Logger(t), prometheus.NewRegistry())
 }
 
 func TestAbandonedRequestIsPickedUpAgain(t *testing.T) {

@@ -456,7 +456,9 @@ func BenchmarkEnqueueNotifyCost(b *testing.B) {
 				defer wg.Done()
 				for left.Add(-1) >= 0 {
 					m := dueMessage(b, 0, time.Time{})
-					err := gdb.Transaction(func(tx *gorm.DB) error { return store.Enqueue(b.Context(), tx, m) })
+					err := gdb.Transaction(func(tx *gorm.DB) error {
+						return store.Schedule(b.Context(), tx, scheduler.Entry{Key: "outbox:" + m.ID, Message: m})
+					})
 					if err != nil {
 						b.Error(err)
 						return

@@ -84,21 +84,21 @@ func TestScheduleInRolledBackTransactionSchedulesNothing(t *testing.T) {
 
 	rolledBack := dueMessage(t, 1, time.Time{})
 	tx := f.db.Begin()
-	require.NoError(t, f.store.Enqueue(ctx, tx, rolledBack))
+	require.NoError(t, f.store.Schedule(ctx, tx, scheduler.Entry{Key: rolledBack.ID, Message: rolledBack}))
 	require.NoError(t, tx.Rollback().Error)
 
-	// A committed transaction (the outbox way) is published.
+	// A committed transaction is published.
 	committed := dueMessage(t, 2, time.Time{})
 	require.NoError(t, f.db.Transaction(func(tx *gorm.DB) error {
-		return f.store.Enqueue(ctx, tx, committed)
+		return f.store.Schedule(ctx, tx, scheduler.Entry{Key: committed.ID, Message: committed})
 	}))
 	testkit.Eventually(t, 10*time.Second, func() bool { return s.count(committed.ID) == 1 }, "committed message published")
 	require.Zero(t, s.count(rolledBack.ID))
-	_, err := f.store.Get(ctx, "outbox:"+rolledBack.ID)
+	_, err := f.store.Get(ctx, rolledBack.ID)
 	require.ErrorIs(t, err, scheduler.ErrNotFound)
 	// The confirm (and so the delivery) comes before the commit that marks it sent.
 	testkit.Eventually(t, 10*time.Second, func() bool {
-		st, err := f.store.Get(ctx, "outbox:"+committed.ID)
+		st, err := f.store.Get(ctx, committed.ID)
 		return err == nil && st.State == "sent"
 	}, "committed message marked sent")
 }

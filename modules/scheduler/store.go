@@ -1,6 +1,8 @@
-// Package scheduler keeps messages in PostgreSQL and publishes them when they
-// are due: delayed erasure, re-sends, retries, and the transactional outbox
-// of every module.
+// Package scheduler keeps delayed messages in PostgreSQL and publishes them
+// when they are due: the email system's erasure delay, re-sends, retries,
+// and what scheduler.schedule commands ask for. Messages published at once
+// are not its business: they go through modules/outbox, relayed by the role
+// that wrote them, so they do not depend on the scheduler role.
 package scheduler
 
 import (
@@ -100,11 +102,6 @@ func (s *Store) Schedule(ctx context.Context, tx *gorm.DB, e Entry) error {
 	return nil
 }
 
-// Enqueue is the outbox: it schedules m for immediate publication inside tx.
-func (s *Store) Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error {
-	return s.Schedule(ctx, tx, Entry{Key: "outbox:" + m.ID, Message: m})
-}
-
 // Cancel removes the pending entry with key; it reports whether one existed.
 func (s *Store) Cancel(ctx context.Context, tx *gorm.DB, key string) (bool, error) {
 	if tx == nil {
@@ -177,30 +174,21 @@ func nonNil(h map[string]string) map[string]string {
 	return h
 }
 
-// Dispatch is when the dispatcher published a message.
-type Dispatch struct {
-	MessageID string
-	// DeliverAt is when it was due, SentAt when the broker confirmed it.
-	DeliverAt time.Time
-	SentAt    time.Time
-}
-
 // Dispatches returns the first dispatch of each of messageIDs that went
-// through the scheduler (the outbox included), by message id; messages
-// published directly are absent.
-func (s *Store) Dispatches(ctx context.Context, messageIDs []string) (map[string]Dispatch, error) {
+// through the scheduler, by message id; other messages are absent.
+func (s *Store) Dispatches(ctx context.Context, messageIDs []string) (map[string]message.Dispatch, error) {
 	list, err := json.Marshal(messageIDs)
 	if err != nil {
 		return nil, fmt.Errorf("encoding message ids: %w", err)
 	}
-	var rows []Dispatch
+	var rows []message.Dispatch
 	if err := s.db.WithContext(ctx).Raw(`
 		SELECT DISTINCT ON (message_id) message_id, deliver_at, sent_at FROM scheduled_messages_sent
 		WHERE message_id IN (SELECT jsonb_array_elements_text(?::jsonb))
 		ORDER BY message_id, sent_at`, string(list)).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("reading the dispatches of %d messages: %w", len(messageIDs), err)
 	}
-	out := make(map[string]Dispatch, len(rows))
+	out := make(map[string]message.Dispatch, len(rows))
 	for _, r := range rows {
 		out[r.MessageID] = r
 	}

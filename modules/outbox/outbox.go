@@ -1,0 +1,114 @@
+// Package outbox is the transactional outbox of every module: a message is
+// written to outbox_messages in the transaction of the effect that causes
+// it (Store.Enqueue), so it exists exactly when the effect committed, and
+// the Relay of the role that wrote it publishes it with a broker confirm
+// soon after the commit. Messages due later are not the outbox's: they go
+// to modules/scheduler.
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/relay"
+)
+
+// ErrInvalid marks a message that cannot be written to the outbox.
+var ErrInvalid = errors.New("outbox: invalid message")
+
+// table is the outbox's table with its wake-up trigger (migrations/022_outbox.sql).
+func table() relay.Table {
+	return relay.Table{
+		Name:              "outbox_messages",
+		Sent:              "outbox_messages_sent",
+		Channel:           "gdpr_outbox",
+		SkippedNotifyLock: "1734635634, 22",
+	}
+}
+
+// Store writes to the outbox. It holds no state besides the database.
+type Store struct {
+	db *gorm.DB
+}
+
+// NewStore returns a store over db.
+func NewStore(db *gorm.DB) *Store { return &Store{db: db} }
+
+// Enqueue writes m to the outbox inside tx, the transaction of the effect
+// that causes it: it is published once tx commits and never if it rolls
+// back. nil tx uses the store's database (a message caused by no effect).
+// Enqueueing the same message id again while it is pending replaces it.
+func (s *Store) Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error {
+	if tx == nil {
+		tx = s.db
+	}
+	switch {
+	case m.ID == "":
+		return fmt.Errorf("%w: message id is empty", ErrInvalid)
+	case m.Key() == "":
+		return fmt.Errorf("%w: routing key is empty", ErrInvalid)
+	}
+	headers := m.Headers
+	if headers == nil {
+		headers = map[string]string{}
+	}
+	h, err := json.Marshal(headers)
+	if err != nil {
+		return fmt.Errorf("encoding headers of %s: %w", m.ID, err)
+	}
+	occurred := m.OccurredAt
+	if occurred.IsZero() {
+		occurred = time.Now().UTC()
+	}
+	typ := m.Type
+	if typ == "" {
+		typ = m.Key()
+	}
+	body := m.Body
+	if body == nil {
+		body = []byte{}
+	}
+	// deliver_at is the database's now(): the relay's lateness is measured
+	// from the write, on the one clock that decides what is due.
+	res := tx.WithContext(ctx).Exec(`
+		INSERT INTO outbox_messages (key, message_id, deliver_at, next_attempt_at, routing_key, type,
+			correlation_id, causation_id, traceparent, headers, body, occurred_at)
+		VALUES (?, ?, now(), now(), ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET deliver_at = now(), next_attempt_at = now(),
+			attempts = 0, last_error = '', routing_key = EXCLUDED.routing_key, type = EXCLUDED.type,
+			correlation_id = EXCLUDED.correlation_id, causation_id = EXCLUDED.causation_id,
+			traceparent = EXCLUDED.traceparent, headers = EXCLUDED.headers,
+			body = EXCLUDED.body, occurred_at = EXCLUDED.occurred_at, updated_at = now()`,
+		m.ID, m.ID, m.Key(), typ, m.CorrelationID, m.CausationID, m.Traceparent, string(h), body, occurred)
+	if res.Error != nil {
+		return fmt.Errorf("writing %s to the outbox: %w", m.ID, res.Error)
+	}
+	return nil
+}
+
+// Dispatches returns the first dispatch of each of messageIDs that went
+// through the outbox, by message id; other messages are absent.
+func (s *Store) Dispatches(ctx context.Context, messageIDs []string) (map[string]message.Dispatch, error) {
+	list, err := json.Marshal(messageIDs)
+	if err != nil {
+		return nil, fmt.Errorf("encoding message ids: %w", err)
+	}
+	var rows []message.Dispatch
+	if err := s.db.WithContext(ctx).Raw(`
+		SELECT DISTINCT ON (message_id) message_id, deliver_at, sent_at FROM outbox_messages_sent
+		WHERE message_id IN (SELECT jsonb_array_elements_text(?::jsonb))
+		ORDER BY message_id, sent_at`, string(list)).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("reading the dispatches of %d messages: %w", len(messageIDs), err)
+	}
+	out := make(map[string]message.Dispatch, len(rows))
+	for _, r := range rows {
+		out[r.MessageID] = r
+	}
+	return out, nil
+}
