@@ -55,8 +55,19 @@ lint: ## gofmt, go vet, golangci-lint, go.mod tidy
 
 # -p 1: one package at a time, so that no benchmark shares the machine with
 # another and each ratio compares figures taken under the same load.
-bench: services tools ## Run the benchmarks once each and print figures next to their ceilings
-	$(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./...
+# BASELINE=<commit>: also build that commit into a temporary directory and
+# run BenchmarkCPUPerAccessRequest's burst with it, alternating with this
+# build (its config file must parse with the current settings).
+bench: services tools ## Run the benchmarks once each and print figures next to their ceilings (BASELINE=<commit> compares a burst with an older build)
+	@if [ -n "$(BASELINE)" ]; then \
+	  dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	  git archive "$(BASELINE)" | tar x -C "$$dir" && (cd "$$dir" && $(GO) build -o "$$dir/gdpr-baseline" .) || exit 1; \
+	  export GDPR_BENCH_BASELINE_BINARY="$$dir/gdpr-baseline"; \
+	  echo "baseline: $(BASELINE) built into $$dir"; \
+	  $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./...; \
+	else \
+	  $(GO) test -p 1 -run '^$$' -bench . -benchtime 1x -timeout 60m ./...; \
+	fi
 
 services: ## Make PostgreSQL, RabbitMQ and Redis reachable locally (Docker or distribution packages)
 	@deploy/services.sh

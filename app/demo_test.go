@@ -135,44 +135,55 @@ func TestDemoNewcomerPath(t *testing.T) {
 		b, err := cmd.CombinedOutput()
 		return string(b), err
 	}
-	var ids []string
-	for _, line := range submits {
+	submit := func(line string) string {
 		answer, err := shell(line)
 		require.NoError(t, err, "%s: %s", line, answer)
 		var accepted struct{ ID, State string }
 		require.NoError(t, json.Unmarshal([]byte(answer), &accepted), "%s answered %s", line, answer)
 		require.NotEmpty(t, accepted.ID)
-		ids = append(ids, accepted.ID)
+		return accepted.ID
 	}
-	for _, id := range ids {
+	waitCompleted := func(id string) {
 		testkit.Eventually(t, 90*time.Second, func() bool {
 			answer, err := shell(strings.Replace(status, "/ID", "/"+id, 1))
 			var st struct{ State string }
 			return err == nil && json.Unmarshal([]byte(answer), &st) == nil && st.State == "completed"
 		}, "request %s completed", id)
 	}
-
-	// Both emails, at the SMTP server the demo started.
 	mp := &testkit.Mailpit{APIURL: mailpit}
-	var subjects []string
-	testkit.Eventually(t, 60*time.Second, func() bool {
+	subjects := func() []string {
 		msgs, err := mp.Messages(t.Context())
 		if err != nil {
-			return false
+			return nil
 		}
-		subjects = subjects[:0]
+		var got []string
 		for _, m := range msgs {
-			subjects = append(subjects, m.Subject+" to "+m.To[0].Address)
+			got = append(got, m.Subject+" to "+m.To[0].Address)
 		}
-		return len(msgs) >= 2
-	}, "two emails")
+		return got
+	}
+
+	// The access report first, downloaded with the email's link, as the
+	// printed commands say: the erasure deletes gdpr's own copy of it.
+	waitCompleted(submit(submits[0]))
+	testkit.Eventually(t, 60*time.Second, func() bool { return len(subjects()) >= 1 }, "the report email")
+	require.Equal(t, []string{"Your personal data report is ready to ada@example.com"}, subjects())
+	manifest, link := downloadReport(t, mp)
+
+	waitCompleted(submit(submits[1]))
+	testkit.Eventually(t, 60*time.Second, func() bool { return len(subjects()) >= 2 }, "two emails")
 	require.ElementsMatch(t, []string{
 		"Your personal data report is ready to ada@example.com",
 		"Your personal data was deleted to ada@example.com",
-	}, subjects)
+	}, subjects())
 
-	// The report, downloaded with the email's link, has rows from every source.
-	manifest := downloadReport(t, mp)
+	// The erasure removed Ada from gdpr too: the old link answers 410 Gone.
+	gone, err := http.Get(link)
+	require.NoError(t, err)
+	_ = gone.Body.Close()
+	require.Equal(t, http.StatusGone, gone.StatusCode, "the report link after the erasure")
+
+	// The report has rows from every source.
 	rows := map[string]int{}
 	for _, s := range manifest.Sources {
 		rows[s.Name] = s.Rows
@@ -353,13 +364,14 @@ func cleanupDemoBroker(t *testing.T, cfg config.Config) {
 
 var linkPattern = regexp.MustCompile(`http://\S+/report\?token=\S+`)
 
-// downloadReport follows the report email's link and returns the ZIP's manifest.
-func downloadReport(t *testing.T, mp *testkit.Mailpit) struct {
+// downloadReport follows the report email's link and returns the ZIP's
+// manifest and the link.
+func downloadReport(t *testing.T, mp *testkit.Mailpit) (struct {
 	Sources []struct {
 		Name string
 		Rows int
 	}
-} {
+}, string) {
 	t.Helper()
 	msgs, err := mp.Messages(t.Context())
 	require.NoError(t, err)
@@ -394,5 +406,5 @@ func downloadReport(t *testing.T, mp *testkit.Mailpit) struct {
 		}
 	}
 	require.NoError(t, json.NewDecoder(f).Decode(&manifest))
-	return manifest
+	return manifest, link
 }

@@ -65,6 +65,7 @@ func buildAPI(_ context.Context, in *infra) ([]Component, error) {
 		AdminTokens:  adminTokens,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		RetryAfter:   cfg.RetryAfter,
+		Limits:       cfg.Limits(),
 		Admin:        in.adminRoutes,
 		Registerer:   in.registry,
 		Logger:       in.logger,

@@ -61,6 +61,7 @@ func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Con
 	// The admin server starts first, so /healthz answers while the rest
 	// starts; it reports on the services this role connected to.
 	admin := health.NewServer(adminAddr(cfg), in.checks(), in.registry, logger)
+	admin.SetLimits(cfg.Serve.Limits())
 	components := append([]Component{admin}, built...)
 	if cfg.Telemetry.OTLPEndpoint != "" {
 		exp, err := otlp.New(ctx, cfg.Telemetry.OTLPEndpoint, role, Version)

@@ -162,6 +162,8 @@ func TestValidationErrorsNameTheSetting(t *testing.T) {
 		{"resend after", func(c *config.Config) { c.Notify.ResendAfter = c.Notify.Timeout }, "config: notify.resend_after must be longer than notify.timeout (30s), got 30s"},
 		{"lock ttl", func(c *config.Config) { c.Lock.TTL = 100 * time.Millisecond }, "config: lock.ttl must be >= 1s, got 100ms"},
 		{"postgres dsn", func(c *config.Config) { c.Postgres.DSN = "" }, "config: postgres.dsn must be set"},
+		{"max conns", func(c *config.Config) { c.Serve.MaxConns = 0 }, "config: serve.max_conns must be >= 16, got 0"},
+		{"read timeout", func(c *config.Config) { c.Serve.ReadTimeout = time.Second }, "config: serve.read_timeout must be >= serve.read_header_timeout (5s), got 1s"},
 		{"report retention", func(c *config.Config) { c.Report.Retention = time.Hour },
 			"config: report.retention must be >= serve.download_ttl (168h0m0s): a report must outlive its link, got 1h0m0s"},
 		{"retention scrub after", func(c *config.Config) { c.Retention.ScrubAfter = 0 }, "config: retention.scrub_after must be > 0, got 0s"},

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/gdpr-oss/gdpr/modules/health"
 )
 
 // DevDownloadKey is the download key used when none is configured. It is
@@ -46,9 +48,31 @@ type Serve struct {
 	IdempotencyTTL time.Duration `yaml:"idempotency_ttl"`
 	// RetryAfter is the Retry-After hint of a 503 answer.
 	RetryAfter time.Duration `yaml:"retry_after"`
+	// ReadHeaderTimeout bounds reading a request's headers, on the public API and on every role's admin server.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// ReadTimeout bounds reading a whole request, body included (public API and admin servers).
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds writing an answer; a report download extends it while the client keeps reading (public API and admin servers).
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout bounds how long a kept-alive connection may wait for its next request (public API and admin servers).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConns caps the connections each server (the public API, and each role's admin server) serves at once; more wait in the listen backlog.
+	MaxConns int `yaml:"max_conns"`
+}
+
+// Limits are the connection limits of the public API and the admin servers.
+func (s Serve) Limits() health.Limits {
+	return health.Limits{
+		ReadHeaderTimeout: s.ReadHeaderTimeout,
+		ReadTimeout:       s.ReadTimeout,
+		WriteTimeout:      s.WriteTimeout,
+		IdleTimeout:       s.IdleTimeout,
+		MaxConns:          s.MaxConns,
+	}
 }
 
 func defaultServe() Serve {
+	limits := health.DefaultLimits()
 	return Serve{
 		Addr:         "127.0.0.1:8080",
 		AdminAddr:    "127.0.0.1:9090",
@@ -60,6 +84,12 @@ func defaultServe() Serve {
 		AcceptedTTL:    24 * time.Hour,
 		IdempotencyTTL: 24 * time.Hour,
 		RetryAfter:     5 * time.Second,
+
+		ReadHeaderTimeout: limits.ReadHeaderTimeout,
+		ReadTimeout:       limits.ReadTimeout,
+		WriteTimeout:      limits.WriteTimeout,
+		IdleTimeout:       limits.IdleTimeout,
+		MaxConns:          limits.MaxConns,
 	}
 }
 
@@ -104,6 +134,16 @@ func (s Serve) validate() error {
 		return invalid("serve.idempotency_ttl", "must be >= 1m, got %s", s.IdempotencyTTL)
 	case s.RetryAfter < time.Second:
 		return invalid("serve.retry_after", "must be >= 1s, got %s", s.RetryAfter)
+	case s.ReadHeaderTimeout <= 0:
+		return invalid("serve.read_header_timeout", "must be > 0, got %s", s.ReadHeaderTimeout)
+	case s.ReadTimeout < s.ReadHeaderTimeout:
+		return invalid("serve.read_timeout", "must be >= serve.read_header_timeout (%s), got %s", s.ReadHeaderTimeout, s.ReadTimeout)
+	case s.WriteTimeout < time.Second:
+		return invalid("serve.write_timeout", "must be >= 1s, got %s", s.WriteTimeout)
+	case s.IdleTimeout <= 0:
+		return invalid("serve.idle_timeout", "must be > 0, got %s", s.IdleTimeout)
+	case s.MaxConns < 16:
+		return invalid("serve.max_conns", "must be >= 16, got %d", s.MaxConns)
 	}
 	return nil
 }

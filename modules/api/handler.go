@@ -149,7 +149,7 @@ func (s *Server) report(c echo.Context) error {
 		h.Set(echo.HeaderContentLength, strconv.FormatInt(size, 10))
 	}
 	c.Response().WriteHeader(http.StatusOK)
-	n, err := io.Copy(c.Response(), rc)
+	n, err := io.Copy(deadlineWriter{w: c.Response(), rc: http.NewResponseController(c.Response()), timeout: s.writeTimeout}, rc)
 	if err != nil {
 		// Headers are gone; all that is left is to cut the connection short.
 		s.opts.Logger.WarnContext(ctx, "report download interrupted", "bytes", n, "error", err)
@@ -157,6 +157,28 @@ func (s *Server) report(c echo.Context) error {
 	}
 	s.opts.Logger.InfoContext(ctx, "report downloaded", "bytes", n)
 	return nil
+}
+
+// deadlineWriter moves the connection's write deadline on before every
+// write: a report takes as long as the client needs to read it, but a
+// client that stops reading loses the connection after the write timeout.
+type deadlineWriter struct {
+	w       io.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	if d.timeout > 0 {
+		if err := d.rc.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return 0, fmt.Errorf("extending the write deadline: %w", err)
+		}
+	}
+	n, err := d.w.Write(p)
+	if err != nil {
+		return n, fmt.Errorf("writing the report: %w", err)
+	}
+	return n, nil
 }
 
 // requestID validates the :id path parameter and puts it into the context
@@ -225,6 +247,19 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	for k, v := range ae.header {
 		c.Response().Header()[k] = v
+	}
+	unread := c.Request().ContentLength != 0
+	if unread {
+		// The body may be unread (401, 413, 415, unknown route): net/http
+		// would read up to 256 KiB of it, before sending the answer and
+		// again when the handler returns, for as long as the client cares
+		// to trickle it. Instead the answer goes out at once and the
+		// connection is closed after it (the read deadline set below ends
+		// net/http's draining).
+		c.Response().Header().Set(echo.HeaderConnection, "close")
+		defer func() {
+			_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Now())
+		}()
 	}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(ae.status)

@@ -29,6 +29,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -56,6 +57,8 @@ type harnessOptions struct {
 	// previousDownloadKeys are accepted besides it (a key rotation).
 	downloadKey          []byte
 	previousDownloadKeys [][]byte
+	// limits replace health.DefaultLimits.
+	limits health.Limits
 }
 
 // harness runs the real API server in-process on 127.0.0.1:0 against this
@@ -162,6 +165,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		AdminTokens:  adminTokens,
 		MaxBodyBytes: 64 << 10,
 		RetryAfter:   3 * time.Second,
+		Limits:       o.limits,
 		Admin:        o.admin,
 		Registerer:   h.reg,
 		Logger:       logger,

@@ -18,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/lifecycle"
 	"github.com/gdpr-oss/gdpr/modules/trace"
@@ -60,6 +61,9 @@ type Options struct {
 	MaxBodyBytes int64
 	// RetryAfter is the hint sent with 503 answers.
 	RetryAfter time.Duration
+	// Limits bound connections and their timeouts; zero timeouts are
+	// health.DefaultLimits'.
+	Limits     health.Limits
 	Admin      []AdminRoute
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -71,9 +75,10 @@ type Server struct {
 	echo     *echo.Echo
 	duration *prometheus.HistogramVec
 
-	srv  *http.Server
-	ln   net.Listener
-	life lifecycle.Runner
+	srv          *http.Server
+	ln           net.Listener
+	writeTimeout time.Duration
+	life         lifecycle.Runner
 }
 
 // New builds the server and registers its metrics.
@@ -184,17 +189,15 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.ln = ln
 	tracer := trace.Tracer(ctx)
-	s.srv = &http.Server{
-		Handler:           s.echo,
-		ReadHeaderTimeout: 5 * time.Second,
-		// No WriteTimeout: report downloads stream for as long as they need.
-		IdleTimeout: 90 * time.Second,
-		ErrorLog:    slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelWarn),
-		// Requests are traced with the role's tracer, if it has one.
-		BaseContext: func(net.Listener) context.Context { return trace.WithTracer(context.Background(), tracer) },
-	}
+	s.srv = s.opts.Limits.Server(s.echo)
+	s.srv.ErrorLog = slog.NewLogLogger(s.opts.Logger.Handler(), slog.LevelWarn)
+	// Requests are traced with the role's tracer, if it has one.
+	s.srv.BaseContext = func(net.Listener) context.Context { return trace.WithTracer(context.Background(), tracer) }
+	// Report downloads extend their write deadline while the client reads.
+	s.writeTimeout = s.srv.WriteTimeout
+	served := s.opts.Limits.Listener(ln)
 	s.life.Go(func() {
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(served); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.life.Fail(fmt.Errorf("api server on %s: %w", ln.Addr(), err))
 		}
 	})

@@ -38,6 +38,7 @@ type Server struct {
 	gatherer prometheus.Gatherer
 	logger   *slog.Logger
 	mux      *http.ServeMux
+	limits   Limits
 
 	srv      *http.Server
 	ln       net.Listener
@@ -49,7 +50,7 @@ type Server struct {
 
 // NewServer returns an admin server for addr with the named readiness checks.
 func NewServer(addr string, checks map[string]Checker, gatherer prometheus.Gatherer, logger *slog.Logger) *Server {
-	s := &Server{addr: addr, checks: checks, gatherer: gatherer, logger: logger, mux: http.NewServeMux(), draining: make(chan struct{})}
+	s := &Server{addr: addr, checks: checks, gatherer: gatherer, logger: logger, mux: http.NewServeMux(), draining: make(chan struct{}), limits: DefaultLimits()}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -57,6 +58,9 @@ func NewServer(addr string, checks map[string]Checker, gatherer prometheus.Gathe
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	return s
 }
+
+// SetLimits replaces DefaultLimits; it must be called before Start.
+func (s *Server) SetLimits(l Limits) { s.limits = l }
 
 // Handle adds a route, e.g. an admin API.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
@@ -89,9 +93,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("starting admin server: %w", err)
 	}
 	s.ln = ln
-	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second}
+	s.srv = s.limits.Server(s.mux)
+	s.srv.ErrorLog = slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn)
+	served := s.limits.Listener(ln)
 	s.life.Go(func() {
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(served); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.life.Fail(fmt.Errorf("admin server on %s: %w", ln.Addr(), err))
 		}
 	})

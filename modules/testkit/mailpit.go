@@ -25,6 +25,8 @@ type Mailpit struct {
 	SMTPHost string
 	SMTPPort int
 	APIURL   string
+	// PID is the server's process id (benchmarks read its CPU time).
+	PID int
 }
 
 // MailpitMessage is one captured email as Mailpit's API lists it.
@@ -72,7 +74,7 @@ func StartMailpit(t testing.TB, extra ...string) *Mailpit {
 			<-exited
 		}
 	})
-	m := &Mailpit{SMTPHost: "127.0.0.1", SMTPPort: smtpPort, APIURL: "http://127.0.0.1:" + strconv.Itoa(httpPort)}
+	m := &Mailpit{SMTPHost: "127.0.0.1", SMTPPort: smtpPort, APIURL: "http://127.0.0.1:" + strconv.Itoa(httpPort), PID: cmd.Process.Pid}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		select {

@@ -1,0 +1,379 @@
+package requests_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/db"
+	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/testkit"
+)
+
+// clockTick is the unit of utime and stime in /proc/<pid>/stat (USER_HZ,
+// 100 on every Linux this runs on).
+const clockTick = 10 * time.Millisecond
+
+// procCPU is the user+system CPU time a process has used so far, from
+// /proc/<pid>/stat; false once the process is gone.
+func procCPU(pid int) (time.Duration, bool) {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	// The command name (field 2) may hold spaces; fields count from its ")".
+	rest := string(raw[strings.LastIndexByte(string(raw), ')')+2:])
+	f := strings.Fields(rest)
+	// utime and stime are fields 14 and 15 of the whole line, 12 and 13 after ")".
+	if len(f) < 13 {
+		return 0, false
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * clockTick, true
+}
+
+// pidsNamed lists the processes whose command name (comm) is name.
+func pidsNamed(name string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+		if err == nil && strings.TrimSpace(string(comm)) == name {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// cpuMeter sums the CPU time processes spend between start and stop, by
+// group. Groups of fixed processes are read at both ends; PostgreSQL
+// backends of the system's databases come and go with the connection pools,
+// so they are looked up every 200 ms: a backend first seen after start is
+// counted whole (it was born during the run).
+type cpuMeter struct {
+	db      *gorm.DB
+	dbNames []string
+
+	mu      sync.Mutex
+	fixed   map[string][]int
+	base    map[int]time.Duration
+	last    map[int]time.Duration
+	group   map[int]string
+	started time.Time
+	self    time.Duration
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func newCPUMeter(db *gorm.DB, dbNames []string, fixed map[string][]int) *cpuMeter {
+	return &cpuMeter{db: db, dbNames: dbNames, fixed: fixed}
+}
+
+func (m *cpuMeter) backends() []int {
+	var pids []int
+	_ = m.db.Raw(`SELECT pid FROM pg_stat_activity WHERE datname IN ? AND backend_type = 'client backend'`, m.dbNames).Scan(&pids).Error
+	return pids
+}
+
+func (m *cpuMeter) sample(initial bool) {
+	pids := m.backends()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, pid := range pids {
+		cpu, ok := procCPU(pid)
+		if !ok {
+			continue
+		}
+		if _, seen := m.group[pid]; !seen {
+			m.group[pid] = "postgres"
+			if initial {
+				m.base[pid] = cpu
+			}
+		}
+		m.last[pid] = cpu
+	}
+}
+
+func (m *cpuMeter) start() {
+	m.base, m.last, m.group = map[int]time.Duration{}, map[int]time.Duration{}, map[int]string{}
+	for g, pids := range m.fixed {
+		for _, pid := range pids {
+			if cpu, ok := procCPU(pid); ok {
+				m.group[pid], m.base[pid], m.last[pid] = g, cpu, cpu
+			}
+		}
+	}
+	m.sample(true)
+	m.self = selfCPU()
+	m.started = time.Now()
+	m.stop, m.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(m.done)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-m.stop:
+				return
+			case <-tick.C:
+				m.sample(false)
+			}
+		}
+	}()
+}
+
+// finish returns the CPU time of each group over the run, and the run's wall time.
+func (m *cpuMeter) finish() (map[string]time.Duration, time.Duration) {
+	close(m.stop)
+	<-m.done
+	m.sample(false)
+	wall := time.Since(m.started)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for pid, g := range m.group {
+		if g == "postgres" {
+			continue
+		}
+		if cpu, ok := procCPU(pid); ok {
+			m.last[pid] = cpu
+		}
+	}
+	out := map[string]time.Duration{"driver+source": selfCPU() - m.self}
+	for pid, g := range m.group {
+		out[g] += m.last[pid] - m.base[pid]
+	}
+	return out, wall
+}
+
+// selfCPU is this process's CPU time: the benchmark's HTTP clients and the
+// fake HTTP source.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// xactCommits is the number of committed transactions of the databases so far.
+func xactCommits(t testing.TB, db *gorm.DB, names []string) int64 {
+	t.Helper()
+	// Statistics reach pg_stat_database when a backend goes idle, at most
+	// once a second; a fresh snapshot is asked for.
+	require.NoError(t, db.Exec(`SELECT pg_stat_clear_snapshot()`).Error)
+	var n int64
+	require.NoError(t, db.Raw(`SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database WHERE datname IN ?`, names).Scan(&n).Error)
+	return n
+}
+
+func dbName(t testing.TB, db *gorm.DB) string {
+	t.Helper()
+	var name string
+	require.NoError(t, db.Raw(`SELECT current_database()`).Scan(&name).Error)
+	return name
+}
+
+func formatSplit(split map[string]time.Duration, n int) string {
+	groups := make([]string, 0, len(split))
+	for g := range split {
+		groups = append(groups, g)
+	}
+	sort.Slice(groups, func(i, j int) bool { return split[groups[i]] > split[groups[j]] })
+	parts := make([]string, len(groups))
+	for i, g := range groups {
+		parts[i] = fmt.Sprintf("%s %.2f", g, split[g].Seconds()*1000/float64(n))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// envBaseline names a gdpr binary of an earlier commit; when set,
+// BenchmarkCPUPerAccessRequest runs its burst with it too, alternating with
+// this build (baseline, this, baseline, this), and prints the ratios.
+const envBaseline = "GDPR_BENCH_BASELINE_BINARY"
+
+// burstCost is what one burst of access requests cost.
+type burstCost struct {
+	perReq, gdpr, commits, messages, rate float64
+}
+
+// BenchmarkCPUPerAccessRequest submits a burst of access requests to the
+// roles as separate processes (serve, worker, scheduler; one PostgreSQL and
+// one HTTP source, Mailpit as the SMTP server) and prints the CPU time per
+// request summed over every process involved, split by process, with the
+// PostgreSQL commits and broker messages per request, next to what the
+// machine's cores, the commit ceiling and the confirmed-publish ceiling of
+// the same run would allow. RabbitMQ and Redis are shared with whatever
+// else runs on the machine: their share is exact only on a quiet machine.
+func BenchmarkCPUPerAccessRequest(b *testing.B) {
+	baseline := os.Getenv(envBaseline)
+	for b.Loop() {
+		if baseline == "" {
+			c := costOfBurst(b, "")
+			b.ReportMetric(c.perReq, "cpu_ms/request")
+			b.ReportMetric(c.gdpr, "gdpr_cpu_ms/request")
+			b.ReportMetric(c.commits, "commits/request")
+			b.ReportMetric(c.messages, "messages/request")
+			b.ReportMetric(c.rate, "requests/s")
+			continue
+		}
+		var base, this []burstCost
+		for i, bin := range []string{baseline, "", baseline, ""} {
+			var c burstCost
+			// A sub-benchmark per burst, so each system's processes and
+			// connections are gone before the next starts.
+			name := fmt.Sprintf("%d-this", i)
+			if bin != "" {
+				name = fmt.Sprintf("%d-baseline", i)
+			}
+			b.Run(name, func(b *testing.B) {
+				for b.Loop() {
+					c = costOfBurst(b, bin)
+				}
+			})
+			if bin == "" {
+				this = append(this, c)
+			} else {
+				base = append(base, c)
+			}
+		}
+		mean := func(cs []burstCost, f func(burstCost) float64) float64 {
+			return (f(cs[0]) + f(cs[1])) / 2
+		}
+		cpuRatio := mean(this, func(c burstCost) float64 { return c.perReq }) / mean(base, func(c burstCost) float64 { return c.perReq })
+		rateRatio := mean(this, func(c burstCost) float64 { return c.rate }) / mean(base, func(c burstCost) float64 { return c.rate })
+		b.ReportMetric(cpuRatio, "cpu_vs_baseline")
+		b.ReportMetric(rateRatio, "burst_rate_vs_baseline")
+		fmt.Printf("this build vs %s (alternating, 2 bursts each): CPU per request x%.2f, burst throughput x%.2f\n", baseline, cpuRatio, rateRatio)
+	}
+}
+
+// costOfBurst runs one burst against the binary bin (this build when empty)
+// and prints its figures.
+func costOfBurst(b *testing.B, bin string) burstCost {
+	const n = 300
+	s := newSystem(b, n, func(c *config.Config) {
+		c.Log.Level = "warn"
+		c.Worker.Concurrency = 16
+	})
+	label := "this build"
+	if bin != "" {
+		s.bin, label = bin, bin
+	}
+	procs := map[string][]int{}
+	for _, role := range []string{"serve", "worker", "scheduler"} {
+		procs["gdpr "+role] = []int{s.start(role).cmd.Process.Pid}
+	}
+	procs["rabbitmq"] = pidsNamed("beam.smp")
+	procs["redis"] = pidsNamed("redis-server")
+	procs["mailpit"] = []int{s.mail.PID}
+	srcDB := openDSN(b, s.src.dsn)
+	names := []string{dbName(b, s.db), dbName(b, srcDB)}
+	// Warm up: connections, prepared statements, queues.
+	warm := s.submitAll(5)
+	s.waitStates(warm, "completed", 2*time.Minute)
+	s.waitEmails(5)
+
+	commitsBefore := xactCommits(b, s.db, names)
+	meter := newCPUMeter(s.db, names, procs)
+	meter.start()
+	ids := s.submitAll(n)
+	s.waitStates(ids, "completed", 10*time.Minute)
+	s.waitEmails(n + 5)
+	split, wall := meter.finish()
+	// Let the last statistics reach pg_stat_database.
+	time.Sleep(1500 * time.Millisecond) //nolint:forbidigo // PostgreSQL flushes statistics at most once a second; nothing to wait on
+	commits := float64(xactCommits(b, s.db, names)-commitsBefore) / n
+	var messages int64
+	require.NoError(b, s.db.Raw(`SELECT count(*) FROM audit_events WHERE request_id IN ?`, ids).Scan(&messages).Error)
+
+	var total, gdpr time.Duration
+	for g, d := range split {
+		total += d
+		if strings.HasPrefix(g, "gdpr ") {
+			gdpr += d
+		}
+	}
+	c := burstCost{
+		perReq: total.Seconds() * 1000 / n, gdpr: gdpr.Seconds() * 1000 / n,
+		commits: commits, messages: float64(messages) / n, rate: float64(n) / wall.Seconds(),
+	}
+	commitCeiling := pgCommitsPerSecond(b, 16, 300)
+	publishCeiling := confirmedPublishesPerSecond(b)
+	cpuAllows := float64(runtime.NumCPU()) / (c.perReq / 1000)
+	fmt.Printf("CPU per access request, %s (burst of %d, %.1f requests/s): %.2f ms in total, gdpr %.2f ms; by process (ms): %s\n",
+		label, n, c.rate, c.perReq, c.gdpr, formatSplit(split, n))
+	fmt.Printf("  %.2f commits and %.2f broker messages per request; the CPU (%d cores) allows %.0f requests/s, "+
+		"the commit ceiling (%.0f/s, 16 clients) %.0f/s, the confirmed-publish ceiling (%.0f/s) %.0f/s; "+
+		"achieved/CPU-bound %.2f\n",
+		c.commits, c.messages, runtime.NumCPU(), cpuAllows, commitCeiling, commitCeiling/c.commits,
+		publishCeiling, publishCeiling/c.messages, c.rate/cpuAllows)
+	return c
+}
+
+func openDSN(t testing.TB, dsn string) *gorm.DB {
+	t.Helper()
+	gdb, err := db.Open(t.Context(), db.Config{DSN: dsn, MaxOpenConns: 1})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if sqlDB, err := gdb.DB(); err == nil {
+			_ = sqlDB.Close()
+		}
+	})
+	return gdb
+}
+
+// confirmedPublishesPerSecond is the broker's ceiling for the roles'
+// messages: 64 publishers of 512 B persistent messages, each awaiting its
+// confirm, through modules/bus (which matches bare amqp091, see
+// BenchmarkPublishConfirmed), into one queue of this run's own prefix.
+func confirmedPublishesPerSecond(b *testing.B) float64 {
+	b.Helper()
+	const publishers, total = 64, 6400
+	cfg := testkit.AMQP(b)
+	topo := bus.Topology{Queues: []bus.Queue{{Name: "ceiling", Bindings: []string{"bench.ceiling"}}}}
+	conn := testkit.Bus(b, cfg, topo)
+	pub := bus.NewPublisher(conn)
+	defer pub.Close()
+	template, err := message.New("bench.ceiling", map[string]string{"pad": strings.Repeat("x", 500)}, nil)
+	require.NoError(b, err)
+	template.CorrelationID = "bench"
+	var left, failed atomic.Int64
+	left.Store(total)
+	var wg sync.WaitGroup
+	begin := time.Now()
+	for range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for left.Add(-1) >= 0 {
+				m := template
+				m.ID = testkit.ID()
+				if err := pub.Publish(b.Context(), m); err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.Zero(b, failed.Load())
+	return total / time.Since(begin).Seconds()
+}
