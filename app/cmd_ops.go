@@ -45,7 +45,7 @@ sync, 1 out of sync, 2 bad configuration.`,
 				return err
 			}
 			if !cmd.Flags().Changed("stuck-after") {
-				stuckAfter = cfg.Telemetry.StuckAfter
+				stuckAfter = cfg.Telemetry.Reconcile.StuckAfter
 			}
 			gdb, err := db.Open(cmd.Context(), cfg.Postgres)
 			if err != nil {

@@ -54,7 +54,7 @@ func buildNotify(_ context.Context, in *infra) ([]Component, error) {
 		domain = strings.TrimSuffix(d, ">")
 	}
 	notifier, err := notify.New(in.db, requests.NewStore(in.db, nil), in.outbox, notify.NewSMTP(cfg.Notify), link,
-		notify.Config{ResendAfter: cfg.Notify.ResendAfter, MessageIDDomain: domain}, in.logger, in.registry)
+		notify.Options{ResendAfter: cfg.Notify.ResendAfter, MessageIDDomain: domain}, in.logger, in.registry)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/config/configtest"
+	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -62,7 +63,7 @@ func readyz(admin string) (int, string) {
 func participantConfig(t *testing.T) (config.Config, []string, map[string]string) {
 	t.Helper()
 	cfg := configtest.Config(t)
-	cfg.Canceller.Participants = []config.Participant{{Name: "billing", Kind: "amqp"}}
+	cfg.Canceller.Participants = []erasure.Participant{{Name: "billing", Kind: "amqp"}}
 	env, admin := roleEnv(t, cfg)
 	env = append(env, "GDPR_CANCELLER_PARTICIPANTS=[{name: billing, kind: amqp}]")
 	return cfg, env, admin

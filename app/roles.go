@@ -33,7 +33,7 @@ func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Con
 		// The roles that fan erasures out; refused before connecting to
 		// anything, as a usage error (exit 2).
 		if err := cfg.Canceller.CheckParticipants(); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", config.ErrInvalid, err)
 		}
 	}
 	if err := cfg.CheckSecretKeys(); err != nil {
@@ -63,8 +63,8 @@ func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Con
 	admin := health.NewServer(adminAddr(cfg), in.checks(), in.registry, logger)
 	admin.SetLimits(cfg.Serve.Limits())
 	components := append([]Component{admin}, built...)
-	if cfg.Telemetry.OTLPEndpoint != "" {
-		exp, err := otlp.New(ctx, cfg.Telemetry.OTLPEndpoint, role, Version)
+	if cfg.Telemetry.OTLP.Endpoint != "" {
+		exp, err := otlp.New(ctx, cfg.Telemetry.OTLP.Endpoint, role, Version)
 		if err != nil {
 			closeInfra(in, logger)
 			return fmt.Errorf("starting %s: %w", role, err)

@@ -19,7 +19,7 @@ import (
 // on the bus.
 func buildAudit(_ context.Context, in *infra) ([]Component, error) {
 	recorder := audit.NewRecorder(audit.NewStore(in.db), in.registry, in.logger)
-	consumer := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: audit.Queue, Concurrency: in.cfg.Telemetry.AuditConcurrency}, recorder.Handle, in.logger)
+	consumer := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: audit.Queue, Concurrency: in.cfg.Telemetry.Audit.Concurrency}, recorder.Handle, in.logger)
 	return []Component{consumer}, nil
 }
 
@@ -28,10 +28,10 @@ func buildAudit(_ context.Context, in *infra) ([]Component, error) {
 func buildGauge(_ context.Context, in *infra) ([]Component, error) {
 	t := in.cfg.Telemetry
 	gauges := gauge.New(requests.NewStore(in.db, nil), reconcile.New(in.db, reconcile.Stores(in.db)), gauge.Options{
-		Interval:          t.GaugeInterval,
-		NearDeadline:      t.NearDeadline,
-		ReconcileInterval: t.ReconcileInterval,
-		Reconcile:         reconcile.Options{Since: t.ReconcileWindow, StuckAfter: t.StuckAfter},
+		Interval:          t.Gauge.Interval,
+		NearDeadline:      t.Gauge.NearDeadline,
+		ReconcileInterval: t.Reconcile.Interval,
+		Reconcile:         t.Reconcile.Options(),
 	}, in.registry, in.logger)
 	return []Component{gauges}, nil
 }
@@ -48,7 +48,7 @@ func opsAdminHandlers(in *infra) map[string]http.Handler {
 	byRequest.Handle("GET /v1/admin/requests/{id}/timeline", audit.TimelineHandler(auditStore(in.db), in.logger))
 	return map[string]http.Handler{
 		"requests":  byRequest,
-		"reconcile": reconcile.Handler(reconcile.New(in.db, reconcile.Stores(in.db)), reconcile.Options{Since: t.ReconcileWindow, StuckAfter: t.StuckAfter}, in.logger),
+		"reconcile": reconcile.Handler(reconcile.New(in.db, reconcile.Stores(in.db)), t.Reconcile.Options(), in.logger),
 	}
 }
 

@@ -14,8 +14,12 @@ import (
 
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
+	"github.com/gdpr-oss/gdpr/modules/erasure"
+	"github.com/gdpr-oss/gdpr/modules/lock"
+	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/retention"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
 // Config is the whole configuration. Each nested struct belongs to one module
@@ -24,16 +28,16 @@ type Config struct {
 	Log       Log              `yaml:"log"`
 	Postgres  db.Config        `yaml:"postgres"`
 	AMQP      bus.Config       `yaml:"amqp"`
-	Redis     Redis            `yaml:"redis"`
-	Lock      Lock             `yaml:"lock"`
+	Redis     lock.RedisConfig `yaml:"redis"`
+	Lock      lock.Config      `yaml:"lock"`
 	Shutdown  Shutdown         `yaml:"shutdown"`
 	Serve     Serve            `yaml:"serve"`
 	Worker    Worker           `yaml:"worker"`
 	Report    Report           `yaml:"report"`
-	Notify    Notify           `yaml:"notify"`
+	Notify    notify.Config    `yaml:"notify"`
 	Outbox    outbox.Config    `yaml:"outbox"`
-	Scheduler Scheduler        `yaml:"scheduler"`
-	Canceller Canceller        `yaml:"canceller"`
+	Scheduler scheduler.Config `yaml:"scheduler"`
+	Canceller erasure.Config   `yaml:"canceller"`
 	Telemetry Telemetry        `yaml:"telemetry"`
 	Retention retention.Config `yaml:"retention"`
 }
@@ -44,20 +48,6 @@ type Log struct {
 	Format string `yaml:"format"`
 	// Level is debug, info, warn or error.
 	Level string `yaml:"level"`
-}
-
-// Redis configures the Redis client used for locks.
-type Redis struct {
-	Addr     string `yaml:"addr"`
-	Password string `yaml:"password" secret:"true"`
-	DB       int    `yaml:"db"`
-	// Prefix is prepended to every key this service writes.
-	Prefix string `yaml:"prefix"`
-}
-
-// Lock configures distributed locks and PostgreSQL leases.
-type Lock struct {
-	TTL time.Duration `yaml:"ttl"`
 }
 
 // Shutdown bounds the drain after SIGTERM/SIGINT.
@@ -71,16 +61,16 @@ func Default() Config {
 		Log:       Log{Format: "json", Level: "info"},
 		Postgres:  db.DefaultConfig(),
 		AMQP:      bus.DefaultConfig(),
-		Redis:     Redis{Addr: "127.0.0.1:6379", Prefix: "gdpr:"},
-		Lock:      Lock{TTL: 30 * time.Second},
+		Redis:     lock.DefaultRedisConfig(),
+		Lock:      lock.DefaultConfig(),
 		Shutdown:  Shutdown{DrainTimeout: 20 * time.Second},
 		Serve:     defaultServe(),
 		Worker:    defaultWorker(),
 		Report:    defaultReport(),
-		Notify:    defaultNotify(),
+		Notify:    notify.DefaultConfig(),
 		Outbox:    outbox.DefaultConfig(),
-		Scheduler: defaultScheduler(),
-		Canceller: defaultCanceller(),
+		Scheduler: scheduler.DefaultConfig(),
+		Canceller: erasure.DefaultConfig(),
 		Telemetry: defaultTelemetry(),
 		Retention: retention.DefaultConfig(),
 	}
@@ -135,25 +125,19 @@ func (c Config) Validate() error {
 	if c.Report.Retention < c.Serve.DownloadTTL {
 		add(invalid("report.retention", "must be >= serve.download_ttl (%s): a report must outlive its link, got %s", c.Serve.DownloadTTL, c.Report.Retention))
 	}
-	if c.Redis.Addr == "" {
-		add(invalid("redis.addr", "must be set"))
-	}
-	if c.Lock.TTL < time.Second {
-		add(invalid("lock.ttl", "must be >= 1s, got %s", c.Lock.TTL))
-	}
+	errs = append(errs, section(c.Redis.Validate())...)
+	errs = append(errs, section(c.Lock.Validate())...)
 	if c.Shutdown.DrainTimeout <= 0 {
 		add(invalid("shutdown.drain_timeout", "must be > 0, got %s", c.Shutdown.DrainTimeout))
 	}
 	add(c.Serve.validate())
 	add(c.Worker.validate())
 	add(c.Report.validate())
-	add(c.Notify.validate())
-	if err := c.Outbox.Validate(); err != nil {
-		add(fmt.Errorf("%w: %w", ErrInvalid, err))
-	}
-	add(c.Scheduler.validate())
-	add(c.Canceller.validate())
-	add(c.Telemetry.validate())
+	errs = append(errs, section(c.Notify.Validate())...)
+	errs = append(errs, section(c.Outbox.Validate())...)
+	errs = append(errs, section(c.Scheduler.Validate())...)
+	errs = append(errs, section(c.Canceller.Validate())...)
+	errs = append(errs, section(c.Telemetry.validate())...)
 	return errors.Join(errs...)
 }
 

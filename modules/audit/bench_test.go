@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -70,7 +69,7 @@ func BenchmarkAuditRecord(b *testing.B) {
 			_, err := store.Record(ctx, audit.FromMessage(mm, time.Now()))
 			return err
 		})
-		writers = config.Default().Telemetry.AuditConcurrency
+		writers = audit.DefaultConfig().Concurrency
 		rate := run(func(ctx context.Context, i int) error {
 			mm := m
 			mm.ID = uuid.NewString()
@@ -82,6 +81,6 @@ func BenchmarkAuditRecord(b *testing.B) {
 		b.ReportMetric(ceiling, "ceiling_inserts/s")
 		b.ReportMetric(rate/ceiling, "ratio")
 		b.Logf("audit rows %.0f/s by %d handlers sharing commits, %.0f/s one row per commit (4 writers), vs bare single-row inserts %.0f/s (4 writers): ratio %.2f",
-			rate, config.Default().Telemetry.AuditConcurrency, single, ceiling, rate/ceiling)
+			rate, audit.DefaultConfig().Concurrency, single, ceiling, rate/ceiling)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
@@ -23,7 +22,7 @@ import (
 // problem, nothing is stored, and a good request behind them still goes through.
 func TestBadInputIsDeadLetteredAndChangesNothing(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, []config.Participant{{Name: "billing", Kind: "amqp"}}, nil)
+	h := newHarness(t, []erasure.Participant{{Name: "billing", Kind: "amqp"}}, nil)
 	h.startDispatcher()
 	h.startCanceller()
 
@@ -113,7 +112,7 @@ func TestBadInputIsDeadLetteredAndChangesNothing(t *testing.T) {
 // erasure.requested many times at once, on several replicas.
 func TestRedeliveredRequestedCreatesNothingTwice(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, []config.Participant{{Name: "a", Kind: "amqp"}, {Name: "b", Kind: "amqp"}, {Name: "c", Kind: "http", URL: "http://127.0.0.1:1/x/{subject_id}"}}, nil)
+	h := newHarness(t, []erasure.Participant{{Name: "a", Kind: "amqp"}, {Name: "b", Kind: "amqp"}, {Name: "c", Kind: "http", URL: "http://127.0.0.1:1/x/{subject_id}"}}, nil)
 	var replicas []*erasure.Canceller
 	for range 3 {
 		c, err := erasure.New(h.db, h.store, h.outbox, h.cfg.Canceller, nil, h.logger)
@@ -153,9 +152,9 @@ func TestRedeliveredRequestedCreatesNothingTwice(t *testing.T) {
 // confirmation is applied once and the erasure completes and finishes once.
 func TestConcurrentConfirmationsAcrossReplicas(t *testing.T) {
 	t.Parallel()
-	var ps []config.Participant
+	var ps []erasure.Participant
 	for i := range 5 {
-		ps = append(ps, config.Participant{Name: fmt.Sprintf("p%d", i), Kind: "amqp"})
+		ps = append(ps, erasure.Participant{Name: fmt.Sprintf("p%d", i), Kind: "amqp"})
 	}
 	h := newHarness(t, ps, nil)
 	var replicas []*erasure.Canceller

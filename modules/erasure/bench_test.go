@@ -10,8 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -25,11 +25,11 @@ import (
 func BenchmarkErasureThroughput(b *testing.B) {
 	const erasures = 400
 	const participants = 10
-	var ps []config.Participant
+	var ps []erasure.Participant
 	for i := range participants {
-		ps = append(ps, config.Participant{Name: fmt.Sprintf("svc%02d", i), Kind: "amqp"})
+		ps = append(ps, erasure.Participant{Name: fmt.Sprintf("svc%02d", i), Kind: "amqp"})
 	}
-	h := newHarness(b, ps, func(c *config.Canceller) { c.Concurrency = 32 })
+	h := newHarness(b, ps, func(c *erasure.Config) { c.Concurrency = 32 })
 	ceiling := publishCeiling(b, h)
 
 	var mu sync.Mutex

@@ -12,7 +12,6 @@ import (
 	"github.com/google/uuid"
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/expand"
 	"github.com/gdpr-oss/gdpr/modules/inbox"
@@ -47,7 +46,7 @@ type Canceller struct {
 	db       *gorm.DB
 	sched    Scheduler
 	outbox   Outbox
-	cfg      config.Canceller
+	cfg      Config
 	registry *Registry
 	metrics  *Metrics
 	logger   *slog.Logger
@@ -55,7 +54,7 @@ type Canceller struct {
 }
 
 // New returns a canceller over db. metrics may be nil (nothing is recorded).
-func New(db *gorm.DB, sched Scheduler, outbox Outbox, cfg config.Canceller, metrics *Metrics, logger *slog.Logger) (*Canceller, error) {
+func New(db *gorm.DB, sched Scheduler, outbox Outbox, cfg Config, metrics *Metrics, logger *slog.Logger) (*Canceller, error) {
 	reg, err := NewRegistry(cfg.Participants)
 	if err != nil {
 		return nil, err
@@ -274,7 +273,7 @@ func (c *Canceller) setState(ctx context.Context, tx *gorm.DB, requestID, name, 
 
 // send records attempt n to an AMQP (or email) participant as sent at `at`
 // and enqueues its command for then. The caller reschedules the sweep.
-func (c *Canceller) send(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, p config.Participant, n int, at time.Time, cause *message.Message) error {
+func (c *Canceller) send(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, p Participant, n int, at time.Time, cause *message.Message) error {
 	if err := c.enqueueCommand(ctx, tx, e, requestID, p.Name, n, at, cause); err != nil {
 		return err
 	}
@@ -421,7 +420,7 @@ func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureR
 		if email != nil && email.State == StateWaiting {
 			p, ok := c.registry.Get(email.Participant)
 			if !ok {
-				p = config.Participant{Name: email.Participant, Kind: KindEmail}
+				p = Participant{Name: email.Participant, Kind: KindEmail}
 			}
 			if err := c.send(ctx, tx, e, requestID, p, 1, done.OccurredAt.Add(c.cfg.EmailDelay), cause); err != nil {
 				return err

@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/notify"
@@ -107,7 +107,7 @@ func (s *slowSender) Send(ctx context.Context, e notify.Email) error {
 // "deleted" email, and every row ends scrubbed.
 func TestDeletedEmailWhateverTheOrder(t *testing.T) {
 	t.Parallel()
-	cases := map[string][]config.Participant{
+	cases := map[string][]erasure.Participant{
 		"no email participant":   {{Name: "billing", Kind: "amqp"}},
 		"with email participant": {{Name: "billing", Kind: "amqp"}, {Name: "mailer", Kind: "email"}},
 	}
@@ -119,7 +119,7 @@ func TestDeletedEmailWhateverTheOrder(t *testing.T) {
 	}
 }
 
-func runDeletedEmail(t *testing.T, participants []config.Participant, n int) {
+func runDeletedEmail(t *testing.T, participants []erasure.Participant, n int) {
 	h := newHarness(t, participants, nil)
 	subjects := newSubjects(n)
 	orderOf := map[string]order{}
@@ -156,7 +156,7 @@ func runDeletedEmail(t *testing.T, participants []config.Participant, n int) {
 	sender := &slowSender{next: notify.NewSMTP(ncfg), gates: g, sem: make(chan struct{}, 8)}
 	nt, err := notify.New(h.db, requests.NewStore(h.db, nil), h.outbox, sender, func(string, time.Time) (string, time.Time, error) {
 		return "", time.Time{}, nil
-	}, notify.Config{ResendAfter: time.Hour}, h.logger, prometheus.NewRegistry())
+	}, notify.Options{ResendAfter: time.Hour}, h.logger, prometheus.NewRegistry())
 	require.NoError(t, err)
 	startConsumer(t, h, "worker.notify", 2*n, func(ctx context.Context, m message.Message) error {
 		if orderOf[m.CorrelationID] == notifyAfterFinish {

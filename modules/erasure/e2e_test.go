@@ -13,7 +13,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/participant"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -115,7 +115,7 @@ type fiveParticipants struct {
 	api          *fakeAPI
 	sdb          *sql.DB
 	tables       []string
-	participants []config.Participant
+	participants []erasure.Participant
 	delay        time.Duration
 }
 
@@ -124,14 +124,14 @@ func newFiveParticipants(t *testing.T, delay time.Duration) *fiveParticipants {
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
 	f := &fiveParticipants{api: api, tables: []string{"billing", "crm", "analytics"}, delay: delay}
-	f.participants = []config.Participant{
+	f.participants = []erasure.Participant{
 		{Name: "billing", Kind: "amqp"},
 		{Name: "crm", Kind: "amqp"},
 		{Name: "analytics", Kind: "amqp"},
 		{Name: "partnerapi", Kind: "http", URL: srv.URL + "/users/{subject_id}", AuthHeader: "Bearer s3cret", Timeout: 5 * time.Second},
 		{Name: "mailer", Kind: "email"},
 	}
-	f.h = newHarness(t, f.participants, func(c *config.Canceller) { c.EmailDelay = delay })
+	f.h = newHarness(t, f.participants, func(c *erasure.Config) { c.EmailDelay = delay })
 	f.sdb = serviceDB(t, f.tables...)
 	// A bystander whose rows must survive.
 	for _, tbl := range f.tables {

@@ -6,7 +6,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -20,10 +19,10 @@ import (
 func TestEmailCommandIsDueEmailDelayAfterCompleted(t *testing.T) {
 	t.Parallel()
 	const delay = time.Hour // long, so the command stays pending for the check
-	h := newHarness(t, []config.Participant{
+	h := newHarness(t, []erasure.Participant{
 		{Name: "billing", Kind: erasure.KindAMQP},
 		{Name: "mailer", Kind: erasure.KindEmail},
-	}, func(c *config.Canceller) { c.EmailDelay = delay })
+	}, func(c *erasure.Config) { c.EmailDelay = delay })
 	rawParticipant(t, h, "billing", func(cmd event.ErasureCommand, m message.Message) []message.Message {
 		return []message.Message{confirmation(t, cmd, m, event.OutcomeErased)}
 	})

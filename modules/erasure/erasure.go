@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/expand"
 )
@@ -93,14 +92,14 @@ var (
 
 // Registry is the set of configured participants.
 type Registry struct {
-	list   []config.Participant
-	byName map[string]config.Participant
+	list   []Participant
+	byName map[string]Participant
 	urls   map[string]*expand.URL
 }
 
 // NewRegistry builds the registry from the canceller configuration.
-func NewRegistry(ps []config.Participant) (*Registry, error) {
-	r := &Registry{byName: map[string]config.Participant{}, urls: map[string]*expand.URL{}}
+func NewRegistry(ps []Participant) (*Registry, error) {
+	r := &Registry{byName: map[string]Participant{}, urls: map[string]*expand.URL{}}
 	for _, p := range ps {
 		if _, dup := r.byName[p.Name]; dup {
 			return nil, fmt.Errorf("participant %s registered twice", p.Name)
@@ -108,7 +107,7 @@ func NewRegistry(ps []config.Participant) (*Registry, error) {
 		switch p.Kind {
 		case KindAMQP, KindEmail:
 		case KindHTTP:
-			u, err := expand.ParseURL(p.URL, config.ParticipantPlaceholders()...)
+			u, err := expand.ParseURL(p.URL, ParticipantPlaceholders()...)
 			if err != nil {
 				return nil, fmt.Errorf("participant %s url: %w", p.Name, err)
 			}
@@ -123,10 +122,10 @@ func NewRegistry(ps []config.Participant) (*Registry, error) {
 }
 
 // All returns the participants in configuration order.
-func (r *Registry) All() []config.Participant { return r.list }
+func (r *Registry) All() []Participant { return r.list }
 
 // Get returns the participant named name.
-func (r *Registry) Get(name string) (config.Participant, bool) {
+func (r *Registry) Get(name string) (Participant, bool) {
 	p, ok := r.byName[name]
 	return p, ok
 }
@@ -164,7 +163,7 @@ func QueueName(name string) string { return "participant." + name }
 // the routing key that reaches it; ok is false for a participant called over
 // HTTP, which has no queue. The queue is shared: the participant declares it
 // too.
-func ParticipantQueue(p config.Participant) (queue, binding string, ok bool) {
+func ParticipantQueue(p Participant) (queue, binding string, ok bool) {
 	if p.Kind != "amqp" && p.Kind != "email" {
 		return "", "", false
 	}

@@ -67,7 +67,7 @@ func topology(cfg config.Config) bus.Topology {
 }
 
 // newHarness prepares resources; the canceller and dispatcher start with start().
-func newHarness(t testing.TB, participants []config.Participant, tune func(*config.Canceller)) *harness {
+func newHarness(t testing.TB, participants []erasure.Participant, tune func(*erasure.Config)) *harness {
 	cfg := configtest.Config(t)
 	cfg.Canceller.Participants = participants
 	cfg.Canceller.ConfirmTimeout = 30 * time.Second
@@ -140,7 +140,7 @@ func (h *harness) startNotifier(mp *testkit.Mailpit) {
 	ncfg.SMTPHost, ncfg.SMTPPort = mp.SMTPHost, mp.SMTPPort
 	n, err := notify.New(h.db, requests.NewStore(h.db, nil), h.outbox, notify.NewSMTP(ncfg), func(string, time.Time) (string, time.Time, error) {
 		return "", time.Time{}, nil
-	}, notify.Config{ResendAfter: time.Minute}, h.logger, prometheus.NewRegistry())
+	}, notify.Options{ResendAfter: time.Minute}, h.logger, prometheus.NewRegistry())
 	require.NoError(h.t, err)
 	c := bus.NewConsumer(h.conn, bus.ConsumerOptions{Queue: "worker.notify", Concurrency: 8}, n.Handle, h.logger)
 	require.NoError(h.t, c.Start(context.Background()))

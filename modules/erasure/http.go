@@ -13,7 +13,6 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/expand"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -50,7 +49,7 @@ const DefaultHTTPTimeout = 10 * time.Second
 
 // call makes attempt t.Attempt to an HTTP participant (outside any
 // transaction: the call may be slow) and records its result.
-func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p config.Participant) error {
+func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p Participant) error {
 	var cur struct {
 		State        string
 		Attempt      int
@@ -133,7 +132,7 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p conf
 
 // do performs one call. detail never contains personal data: it is a status
 // code or an error class, because it is stored and shown to operators.
-func (c *Canceller) do(ctx context.Context, p config.Participant, requestID string, s event.Subject) reply {
+func (c *Canceller) do(ctx context.Context, p Participant, requestID string, s event.Subject) reply {
 	timeout := p.Timeout
 	if timeout <= 0 {
 		timeout = DefaultHTTPTimeout
@@ -199,11 +198,11 @@ func (c *Canceller) do(ctx context.Context, p config.Participant, requestID stri
 // each value fills one path segment or query value, percent-encoded, and an
 // empty, "." or ".." value is refused, so no call can reach the collection
 // or a parent path.
-func (c *Canceller) expandURL(p config.Participant, requestID string, s event.Subject) (string, error) {
+func (c *Canceller) expandURL(p Participant, requestID string, s event.Subject) (string, error) {
 	u, ok := c.registry.urls[p.Name]
 	if !ok {
 		var err error
-		if u, err = expand.ParseURL(p.URL, config.ParticipantPlaceholders()...); err != nil {
+		if u, err = expand.ParseURL(p.URL, ParticipantPlaceholders()...); err != nil {
 			return "", err
 		}
 	}

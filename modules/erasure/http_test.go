@@ -11,7 +11,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -60,10 +59,10 @@ func TestHTTPParticipantStatuses(t *testing.T) {
 	srv.Config.Handler = mux
 	t.Cleanup(srv.Close)
 
-	h := newHarness(t, []config.Participant{{
+	h := newHarness(t, []erasure.Participant{{
 		Name: "api", Kind: "http", Method: http.MethodPost, URL: srv.URL + "/v1/forget/{subject_id}",
 		AuthHeader: "X-Api-Key: k3y", Timeout: 300 * time.Millisecond, ExpectedStatuses: []int{200, 202, 204},
-	}}, func(c *config.Canceller) { c.MaxResends = 2 })
+	}}, func(c *erasure.Config) { c.MaxResends = 2 })
 	h.startDispatcher()
 	h.startCanceller()
 	requests := map[string]string{}

@@ -10,7 +10,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -71,7 +70,7 @@ func TestHTTPParticipantsAreNeverCalledWithEmptyOrDotIdentifiers(t *testing.T) {
 	t.Parallel()
 	var got calls
 	api := customersAPI(t, &got)
-	h := newHarness(t, []config.Participant{
+	h := newHarness(t, []erasure.Participant{
 		{Name: "byid", Kind: "http", URL: api.URL + "/customers/{subject_id}", AuthHeader: "Bearer s3cret"},
 		{Name: "byemail", Kind: "http", URL: api.URL + "/customers/{subject_email}", AuthHeader: "Bearer s3cret"},
 	}, nil)
@@ -113,7 +112,7 @@ func TestHTTPParticipantCallRefusesDotIdentifiersItFindsStored(t *testing.T) {
 	t.Parallel()
 	var got calls
 	api := customersAPI(t, &got)
-	h := newHarness(t, []config.Participant{{Name: "byid", Kind: "http", URL: api.URL + "/customers/{subject_id}"}}, nil)
+	h := newHarness(t, []erasure.Participant{{Name: "byid", Kind: "http", URL: api.URL + "/customers/{subject_id}"}}, nil)
 	c := h.startCanceller()
 	id := uuid.NewString()
 	require.NoError(t, h.db.Exec(`INSERT INTO erasures (request_id, state, subject_id, subject_email) VALUES (?, 'open', '..', '')`, id).Error)
@@ -162,7 +161,7 @@ func TestHTTPParticipantRedirects(t *testing.T) {
 	})
 	api := httptest.NewServer(mux)
 	t.Cleanup(api.Close)
-	h := newHarness(t, []config.Participant{
+	h := newHarness(t, []erasure.Participant{
 		{Name: "away", Kind: "http", URL: api.URL + "/away/{subject_id}", AuthHeader: "Bearer s3cret"},
 		{Name: "found", Kind: "http", URL: api.URL + "/found/{subject_id}", AuthHeader: "X-Api-Key: k3y"},
 		{Name: "moved", Kind: "http", URL: api.URL + "/moved/{subject_id}?email={subject_email}", AuthHeader: "Bearer s3cret"},

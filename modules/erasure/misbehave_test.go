@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
@@ -80,7 +79,7 @@ func TestMisbehavingParticipants(t *testing.T) {
 	api := newFakeAPI("")
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
-	participants := []config.Participant{
+	participants := []erasure.Participant{
 		{Name: "silent", Kind: "amqp"},
 		{Name: "twice", Kind: "amqp"},
 		{Name: "crashy", Kind: "amqp"},
@@ -88,7 +87,7 @@ func TestMisbehavingParticipants(t *testing.T) {
 		{Name: "flaky", Kind: "http", URL: srv.URL + "/users/{subject_id}"},
 	}
 	const maxResends = 2
-	h := newHarness(t, participants, func(c *config.Canceller) {
+	h := newHarness(t, participants, func(c *erasure.Config) {
 		c.ConfirmTimeout = 500 * time.Millisecond
 		c.MaxResends = maxResends
 	})
@@ -207,7 +206,7 @@ func TestMisbehavingParticipants(t *testing.T) {
 // confirmed one cannot be.
 func TestOperatorResend(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, []config.Participant{{Name: "late", Kind: "amqp"}, {Name: "quick", Kind: "amqp"}}, func(c *config.Canceller) {
+	h := newHarness(t, []erasure.Participant{{Name: "late", Kind: "amqp"}, {Name: "quick", Kind: "amqp"}}, func(c *erasure.Config) {
 		c.ConfirmTimeout = 200 * time.Millisecond
 		c.MaxResends = 0
 	})

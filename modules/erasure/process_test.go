@@ -11,9 +11,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
@@ -75,9 +75,9 @@ func TestSIGKILLCancellerDuringFanOut(t *testing.T) {
 	}
 	bin := testkit.Build(t)
 	names := []string{"alpha", "beta", "gamma"}
-	var ps []config.Participant
+	var ps []erasure.Participant
 	for _, n := range names {
-		ps = append(ps, config.Participant{Name: n, Kind: "amqp"})
+		ps = append(ps, erasure.Participant{Name: n, Kind: "amqp"})
 	}
 	h := newHarness(t, ps, nil)
 	// The child declares the whole application topology under the test's prefix.

@@ -11,7 +11,6 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -48,7 +47,7 @@ func TestProtocolSchemasMatchTheCode(t *testing.T) {
 	cmdSchema := loadSchema(t, "erasure-command.v1.json")
 	confSchema := loadSchema(t, "erasure-confirmed.v1.json")
 
-	h := newHarness(t, []config.Participant{{Name: "billing", Kind: "amqp"}, {Name: "news-letter_2", Kind: "amqp"}}, nil)
+	h := newHarness(t, []erasure.Participant{{Name: "billing", Kind: "amqp"}, {Name: "news-letter_2", Kind: "amqp"}}, nil)
 	c, err := erasure.New(h.db, h.store, h.outbox, h.cfg.Canceller, nil, h.logger)
 	require.NoError(t, err)
 	for _, subj := range []event.Subject{{ID: "u-1"}, {Email: "a@example.com"}, {ID: "u-2", Email: "b@example.com"}} {

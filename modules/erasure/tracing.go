@@ -7,14 +7,13 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	oteltrace "go.opentelemetry.io/otel/trace"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
 // tracedDo is do inside a client span. The span names the participant,
 // never the URL (it may hold the subject's email).
-func (c *Canceller) tracedDo(ctx context.Context, p config.Participant, t Timer, s event.Subject) reply {
+func (c *Canceller) tracedDo(ctx context.Context, p Participant, t Timer, s event.Subject) reply {
 	method := p.Method
 	if method == "" {
 		method = http.MethodDelete

@@ -58,7 +58,7 @@ func TestNotifierUnderConnectionLoss(t *testing.T) {
 		n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), notify.NewSMTP(smtpConfig(mp)), link,
 			// Far beyond the test's length: any resend here is a duplicate
 			// of a send whose outcome was known.
-			notify.Config{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, logger, nil)
+			notify.Options{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, logger, nil)
 		require.NoError(t, err)
 		c := bus.NewConsumer(dial(fmt.Sprintf("worker%d", i)),
 			bus.ConsumerOptions{Queue: notify.Consumer, Concurrency: 4, RetryBackoff: 50 * time.Millisecond}, n.Handle, logger)

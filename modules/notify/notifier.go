@@ -101,8 +101,8 @@ type Requests interface {
 // when it expires.
 type LinkFunc func(requestID string, now time.Time) (link string, expires time.Time, err error)
 
-// Config tunes the notifier.
-type Config struct {
+// Options tune the notifier.
+type Options struct {
 	// ResendAfter: a 'sending' row older than this is from a delivery that
 	// died between the SMTP conversation and its commit; it is sent again.
 	ResendAfter time.Duration
@@ -117,14 +117,14 @@ type Notifier struct {
 	outbox    Outbox
 	sender    Sender
 	link      LinkFunc
-	cfg       Config
+	cfg       Options
 	logger    *slog.Logger
 	templates map[string]*template.Template
 	sent      *prometheus.CounterVec
 }
 
 // New returns a notifier.
-func New(db *gorm.DB, reqs Requests, outbox Outbox, sender Sender, link LinkFunc, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Notifier, error) {
+func New(db *gorm.DB, reqs Requests, outbox Outbox, sender Sender, link LinkFunc, cfg Options, logger *slog.Logger, reg prometheus.Registerer) (*Notifier, error) {
 	n := &Notifier{
 		db: db, requests: reqs, outbox: outbox, sender: sender, link: link, cfg: cfg,
 		logger:    logger.With("component", "notify"),

@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/notify"
@@ -31,8 +30,8 @@ type env struct {
 	reg  *prometheus.Registry
 }
 
-func smtpConfig(mp *testkit.Mailpit) config.Notify {
-	c := config.Default().Notify
+func smtpConfig(mp *testkit.Mailpit) notify.Config {
+	c := notify.DefaultConfig()
 	c.SMTPHost, c.SMTPPort = mp.SMTPHost, mp.SMTPPort
 	c.Timeout = 5 * time.Second
 	return c
@@ -51,7 +50,7 @@ func newEnv(t *testing.T, sender notify.Sender, resendAfter time.Duration) *env 
 	}
 	reg := prometheus.NewRegistry()
 	n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), sender, link,
-		notify.Config{ResendAfter: resendAfter, MessageIDDomain: "test.invalid"}, testkit.Logger(t), reg)
+		notify.Options{ResendAfter: resendAfter, MessageIDDomain: "test.invalid"}, testkit.Logger(t), reg)
 	require.NoError(t, err)
 	return &env{db: gdb, mail: mp, n: n, reg: reg}
 }
@@ -172,7 +171,7 @@ func TestSMTPDownIsRetriedAtOnce(t *testing.T) {
 	down.SMTPPort = 1 // nothing listens there
 	working := notify.NewSMTP(smtpConfig(mp))
 	n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), notify.NewSMTP(down), link,
-		notify.Config{ResendAfter: time.Hour}, testkit.Logger(t), nil)
+		notify.Options{ResendAfter: time.Hour}, testkit.Logger(t), nil)
 	require.NoError(t, err)
 	e := &env{db: gdb, mail: mp, n: n}
 	id := e.request(t, event.KindAccess, "di@example.com")
@@ -183,7 +182,7 @@ func TestSMTPDownIsRetriedAtOnce(t *testing.T) {
 
 	var logs testkit.Buffer
 	n2, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), working, link,
-		notify.Config{ResendAfter: time.Hour}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+		notify.Options{ResendAfter: time.Hour}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	require.NoError(t, n2.Handle(t.Context(), m), "a failed send does not wait for resend_after")
 	c, err := mp.Count(t.Context())
@@ -294,7 +293,7 @@ func TestLostVerdictWaitsForResendAfter(t *testing.T) {
 	hangsUp := smtpConfig(mp)
 	hangsUp.SMTPPort = fake.port
 	n1, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), notify.NewSMTP(hangsUp), link,
-		notify.Config{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, testkit.Logger(t), nil)
+		notify.Options{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, testkit.Logger(t), nil)
 	require.NoError(t, err)
 	e := &env{db: gdb, mail: mp, n: n1}
 	id := e.request(t, event.KindAccess, "fe@example.com")
@@ -307,7 +306,7 @@ func TestLostVerdictWaitsForResendAfter(t *testing.T) {
 
 	var logs testkit.Buffer
 	n2, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), notify.NewSMTP(smtpConfig(mp)), link,
-		notify.Config{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+		notify.Options{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	require.Error(t, n2.Handle(t.Context(), m), "the redelivery waits: the first send may have gone out")
 	c, err := mp.Count(t.Context())
@@ -368,7 +367,7 @@ func TestScrubbedAddressIsNotTakenForNone(t *testing.T) {
 	gdb, _ := testkit.Postgres(t)
 	var logs testkit.Buffer
 	n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), &failingSender{fail: true}, link,
-		notify.Config{ResendAfter: time.Minute}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+		notify.Options{ResendAfter: time.Minute}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	reasons := map[bool]string{}
 	for _, hadEmail := range []bool{true, false} {
@@ -394,7 +393,7 @@ func TestReportOfAnErasedSubjectIsNotAnnounced(t *testing.T) {
 	gdb, _ := testkit.Postgres(t)
 	var logs testkit.Buffer
 	n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), &failingSender{fail: true}, link,
-		notify.Config{ResendAfter: time.Minute}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+		notify.Options{ResendAfter: time.Minute}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	id, erasure := uuid.NewString(), uuid.NewString()
 	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, had_email, erased_by, pii_scrubbed_at, submitted_at, due_at)

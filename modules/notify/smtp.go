@@ -14,8 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/gdpr-oss/gdpr/config"
 )
 
 // Email is one message to one recipient.
@@ -32,7 +30,7 @@ type Email struct {
 
 // SMTP sends emails over one SMTP conversation each.
 type SMTP struct {
-	cfg   config.Notify
+	cfg   Config
 	roots *x509.CertPool
 }
 
@@ -44,7 +42,7 @@ type SMTPOption func(*SMTP)
 func WithRootCAs(roots *x509.CertPool) SMTPOption { return func(s *SMTP) { s.roots = roots } }
 
 // NewSMTP returns a sender configured by cfg.
-func NewSMTP(cfg config.Notify, opts ...SMTPOption) *SMTP {
+func NewSMTP(cfg Config, opts ...SMTPOption) *SMTP {
 	s := &SMTP{cfg: cfg}
 	for _, o := range opts {
 		o(s)

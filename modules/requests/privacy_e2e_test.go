@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/docs"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
@@ -173,6 +175,19 @@ func TestGDPRErasesItsOwnCopy(t *testing.T) {
 		require.NotContains(t, logs, needle, "the process log names the subject")
 	}
 
+	// The PII-free record still answers by request id.
+	out, err := s.run("reconcile", "--since", "1h", "--stuck-after", "1h")
+	require.NoError(t, err, "reconcile is in sync after the scrub:\n%s", out)
+	for id, last := range map[string]string{accessErased: "report.ready", erasure: "erasure.completed"} {
+		out, err = s.run("timeline", id)
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, out, last, "the timeline of %s", id)
+		require.NotContains(t, out, subjectID(erased))
+	}
+	out, err = s.run("retention", "run", "--dry-run")
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, out, "would delete 0", "nothing is past its lifetime yet")
+
 	// The second subject is untouched.
 	require.Equal(t, 1, s.count(`SELECT count(*) FROM requests WHERE id = ? AND subject_id = ? AND subject_email = ? AND pii_scrubbed_at IS NULL`,
 		accessKept, subjectID(kept), subjectID(kept)+"@example.com"))
@@ -181,4 +196,18 @@ func TestGDPRErasesItsOwnCopy(t *testing.T) {
 	require.Equal(t, http.StatusOK, status)
 	columns, _, _ := s.personalDataHits(ctx, rdb, subjectID(kept)+"@example.com")
 	require.Contains(t, columns, "requests.subject_email")
+}
+
+// run runs a gdpr command against s's installation and returns its output.
+func (s *system) run(args ...string) (string, error) {
+	cmd := exec.CommandContext(s.t.Context(), s.bin, args...)
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, config.EnvPrefix) {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, "GDPR_CONFIG="+s.file)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }

@@ -18,8 +18,8 @@ func table() relay.Table {
 	}
 }
 
-// DispatcherOptions tunes a Dispatcher; zero values take the defaults of
-// config.Scheduler.
+// DispatcherOptions tunes a Dispatcher; zero values take DefaultConfig()'s
+// (see withDefaults).
 type DispatcherOptions = relay.Options
 
 // DispatchResult counts what one DispatchOnce did.
@@ -40,6 +40,7 @@ type Dispatcher struct{ *relay.Relay }
 // NewDispatcher returns a dispatcher over the database at dsn; nothing runs
 // until Start. It opens its own small pool plus one connection for LISTEN.
 func NewDispatcher(dsn string, pub Publisher, exchanges ExchangeChecker, opts DispatcherOptions, metrics *Metrics, logger *slog.Logger) *Dispatcher {
+	opts = withDefaults(opts)
 	if opts.Refused == nil {
 		opts.Refused = bus.IsRefused
 	}

@@ -1,6 +1,8 @@
-package config
+package erasure
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -15,8 +17,9 @@ func ParticipantPlaceholders() []string {
 	return []string{"subject_id", "subject_email", "request_id"}
 }
 
-// Canceller configures the erasure fan-out role.
-type Canceller struct {
+// Config is the canceller section: the erasure fan-out role and its
+// domain policy (re-send and retry waits, the overdue bound).
+type Config struct {
 	AdminAddr string `yaml:"admin_addr"`
 	// Participants are the services and APIs that must confirm an erasure.
 	Participants []Participant `yaml:"participants"`
@@ -67,10 +70,10 @@ type Participant struct {
 // With no participant an erasure completes at once and the person is told
 // their data was deleted, which is false unless the install really keeps
 // none: so an empty list must be declared with NoParticipants.
-func (c Canceller) CheckParticipants() error {
+func (c Config) CheckParticipants() error {
 	if len(c.Participants) == 0 && !c.NoParticipants {
-		return invalid("canceller.participants", "is empty: list the services that must erase a subject's data, "+
-			"or set canceller.no_participants: true (GDPR_CANCELLER_NO_PARTICIPANTS=true) if this install keeps personal data nowhere else; "+
+		return errors.New("canceller.participants is empty: list the services that must erase a subject's data, " +
+			"or set canceller.no_participants: true (GDPR_CANCELLER_NO_PARTICIPANTS=true) if this install keeps personal data nowhere else; " +
 			"an erasure then completes at once and tells the person their data was deleted")
 	}
 	return nil
@@ -79,8 +82,10 @@ func (c Canceller) CheckParticipants() error {
 // legalDeadline is GDPR Art. 12(3)'s one month, taken as its shortest (28 days).
 const legalDeadline = 28 * 24 * time.Hour
 
-func defaultCanceller() Canceller {
-	return Canceller{
+// DefaultConfig re-sends hourly, doubling, and makes a silent participant
+// overdue well inside the legal deadline.
+func DefaultConfig() Config {
+	return Config{
 		AdminAddr:      "127.0.0.1:9093",
 		ConfirmTimeout: time.Hour,
 		MaxResends:     5,
@@ -93,17 +98,17 @@ func defaultCanceller() Canceller {
 
 // ResendWait is how long attempt n (1-based) of a command waits for its
 // confirmation: ConfirmTimeout doubled per earlier attempt, capped at MaxBackoff.
-func (c Canceller) ResendWait(attempt int) time.Duration {
+func (c Config) ResendWait(attempt int) time.Duration {
 	return backoff(c.ConfirmTimeout, attempt, max(c.MaxBackoff, c.ConfirmTimeout))
 }
 
 // RetryWait is how long to wait before attempt n+1 after attempt n failed.
-func (c Canceller) RetryWait(attempt int) time.Duration {
+func (c Config) RetryWait(attempt int) time.Duration {
 	return backoff(c.RetryBackoff, attempt, max(c.MaxBackoff, c.RetryBackoff))
 }
 
 // OverdueAfter is the longest a silent participant takes to become overdue.
-func (c Canceller) OverdueAfter() time.Duration {
+func (c Config) OverdueAfter() time.Duration {
 	var total time.Duration
 	for n := 1; n <= c.MaxResends+1; n++ {
 		total += c.ResendWait(n)
@@ -119,27 +124,28 @@ func backoff(base time.Duration, attempt int, ceiling time.Duration) time.Durati
 	return min(d, ceiling)
 }
 
-func (c Canceller) validate() error {
+// Validate names the first bad setting in full (canceller.…).
+func (c Config) Validate() error {
 	switch {
 	case c.AdminAddr == "":
-		return invalid("canceller.admin_addr", "must be set")
+		return errors.New("canceller.admin_addr must be set")
 	case c.ConfirmTimeout <= 0:
-		return invalid("canceller.confirm_timeout", "must be > 0, got %s", c.ConfirmTimeout)
+		return fmt.Errorf("canceller.confirm_timeout must be > 0, got %s", c.ConfirmTimeout)
 	case c.MaxResends < 0:
-		return invalid("canceller.max_resends", "must be >= 0, got %d", c.MaxResends)
+		return fmt.Errorf("canceller.max_resends must be >= 0, got %d", c.MaxResends)
 	case c.MaxResends > 50:
-		return invalid("canceller.max_resends", "must be <= 50, got %d", c.MaxResends)
+		return fmt.Errorf("canceller.max_resends must be <= 50, got %d", c.MaxResends)
 	case c.RetryBackoff <= 0:
-		return invalid("canceller.retry_backoff", "must be > 0, got %s", c.RetryBackoff)
+		return fmt.Errorf("canceller.retry_backoff must be > 0, got %s", c.RetryBackoff)
 	case c.MaxBackoff <= 0:
-		return invalid("canceller.max_backoff", "must be > 0, got %s", c.MaxBackoff)
+		return fmt.Errorf("canceller.max_backoff must be > 0, got %s", c.MaxBackoff)
 	case c.EmailDelay < 0:
-		return invalid("canceller.email_delay", "must be >= 0, got %s", c.EmailDelay)
+		return fmt.Errorf("canceller.email_delay must be >= 0, got %s", c.EmailDelay)
 	case c.Concurrency < 1:
-		return invalid("canceller.concurrency", "must be >= 1, got %d", c.Concurrency)
+		return fmt.Errorf("canceller.concurrency must be >= 1, got %d", c.Concurrency)
 	case c.OverdueAfter() > legalDeadline/2:
 		// Overdue must leave operators time to act before the legal deadline.
-		return invalid("canceller.max_resends", "with confirm_timeout %s makes a silent participant overdue only after %s; must be <= %s (half the legal deadline)",
+		return fmt.Errorf("canceller.max_resends with confirm_timeout %s makes a silent participant overdue only after %s; must be <= %s (half the legal deadline)",
 			c.ConfirmTimeout, c.OverdueAfter(), legalDeadline/2)
 	}
 	seen := map[string]bool{}
@@ -148,13 +154,13 @@ func (c Canceller) validate() error {
 		field := "canceller.participants[" + strconv.Itoa(i) + "]"
 		switch {
 		case p.Name == "":
-			return invalid(field+".name", "must be set")
+			return fmt.Errorf("%s.name must be set", field)
 		case !validName(p.Name):
-			return invalid(field+".name", "must be letters, digits, '-' or '_', got %q", p.Name)
+			return fmt.Errorf("%s.name must be letters, digits, '-' or '_', got %q", field, p.Name)
 		case seen[p.Name]:
-			return invalid(field+".name", "must be unique, %q repeats", p.Name)
+			return fmt.Errorf("%s.name must be unique, %q repeats", field, p.Name)
 		case p.Timeout < 0:
-			return invalid(field+".timeout", "must be >= 0, got %s", p.Timeout)
+			return fmt.Errorf("%s.timeout must be >= 0, got %s", field, p.Timeout)
 		}
 		seen[p.Name] = true
 		switch p.Kind {
@@ -162,31 +168,31 @@ func (c Canceller) validate() error {
 		case "email":
 			emails++
 			if emails > 1 {
-				return invalid(field+".kind", "email may be given to one participant only")
+				return fmt.Errorf("%s.kind email may be given to one participant only", field)
 			}
 		case "http":
 			if p.URL == "" {
-				return invalid(field+".url", "must be set for kind http")
+				return fmt.Errorf("%s.url must be set for kind http", field)
 			}
 			u, err := expand.ParseURL(p.URL, ParticipantPlaceholders()...)
 			if err != nil {
-				return invalid(field+".url", "%s", err)
+				return fmt.Errorf("%s.url %w", field, err)
 			}
 			// Without the subject in the URL every call is the same call: on
 			// a collection URL, a DELETE of everybody.
 			if !slices.Contains(u.Names(), "subject_id") && !slices.Contains(u.Names(), "subject_email") {
-				return invalid(field+".url", "must use {subject_id} or {subject_email}")
+				return fmt.Errorf("%s.url must use {subject_id} or {subject_email}", field)
 			}
 			if p.Method != "" && !validMethod(p.Method) {
-				return invalid(field+".method", "must be an HTTP method, got %q", p.Method)
+				return fmt.Errorf("%s.method must be an HTTP method, got %q", field, p.Method)
 			}
 			for _, s := range p.ExpectedStatuses {
 				if s < 200 || s > 299 {
-					return invalid(field+".expected_statuses", "must be 2xx statuses, got %d", s)
+					return fmt.Errorf("%s.expected_statuses must be 2xx statuses, got %d", field, s)
 				}
 			}
 		default:
-			return invalid(field+".kind", "must be amqp, http or email, got %q", p.Kind)
+			return fmt.Errorf("%s.kind must be amqp, http or email, got %q", field, p.Kind)
 		}
 	}
 	return nil

@@ -1,9 +1,13 @@
-package config
+package notify
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"time"
+)
 
-// Notify configures outgoing email.
-type Notify struct {
+// Config is the notify section: outgoing email.
+type Config struct {
 	SMTPHost string `yaml:"smtp_host"`
 	SMTPPort int    `yaml:"smtp_port"`
 	// TLS is none, starttls or tls.
@@ -22,8 +26,9 @@ type Notify struct {
 	ResendAfter time.Duration `yaml:"resend_after"`
 }
 
-func defaultNotify() Notify {
-	return Notify{
+// DefaultConfig sends through a local test SMTP server (Mailpit).
+func DefaultConfig() Config {
+	return Config{
 		SMTPHost:    "127.0.0.1",
 		SMTPPort:    1025,
 		TLS:         "none",
@@ -34,26 +39,27 @@ func defaultNotify() Notify {
 	}
 }
 
-func (n Notify) validate() error {
+// Validate names the first bad setting in full (notify.…).
+func (n Config) Validate() error {
 	switch {
 	case n.SMTPHost == "":
-		return invalid("notify.smtp_host", "must be set")
+		return errors.New("notify.smtp_host must be set")
 	case n.SMTPPort < 1 || n.SMTPPort > 65535:
-		return invalid("notify.smtp_port", "must be a port number, got %d", n.SMTPPort)
+		return fmt.Errorf("notify.smtp_port must be a port number, got %d", n.SMTPPort)
 	case n.TLS != "none" && n.TLS != "starttls" && n.TLS != "tls":
-		return invalid("notify.tls", "must be none, starttls or tls, got %q", n.TLS)
+		return fmt.Errorf("notify.tls must be none, starttls or tls, got %q", n.TLS)
 	case n.From == "":
-		return invalid("notify.from", "must be set")
+		return errors.New("notify.from must be set")
 	case n.Timeout <= 0:
-		return invalid("notify.timeout", "must be > 0, got %s", n.Timeout)
+		return fmt.Errorf("notify.timeout must be > 0, got %s", n.Timeout)
 	case n.Concurrency < 1:
-		return invalid("notify.concurrency", "must be >= 1, got %d", n.Concurrency)
+		return fmt.Errorf("notify.concurrency must be >= 1, got %d", n.Concurrency)
 	case n.ResendAfter <= 0:
-		return invalid("notify.resend_after", "must be > 0, got %s", n.ResendAfter)
+		return fmt.Errorf("notify.resend_after must be > 0, got %s", n.ResendAfter)
 	case n.ResendAfter <= n.Timeout:
 		// A send still in its SMTP conversation must never look abandoned,
 		// or a redelivery sends the email a second time.
-		return invalid("notify.resend_after", "must be longer than notify.timeout (%s), got %s", n.Timeout, n.ResendAfter)
+		return fmt.Errorf("notify.resend_after must be longer than notify.timeout (%s), got %s", n.Timeout, n.ResendAfter)
 	}
 	return nil
 }
