@@ -5,11 +5,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -69,4 +71,76 @@ func TestDeadLettersListAndRequeueCommands(t *testing.T) {
 	code, _, errOut = run("dead-letters", "requeue", "--limit", "0")
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "--limit must be >= 1")
+}
+
+// TestDeadLetterPurgeAndRetention: `gdpr dead-letters purge` removes
+// exactly what its filters select and counts it; the retention sweeper's
+// dead-letter step removes those of an erased request at once and the
+// others once retention.dead_letters_for passed.
+func TestDeadLetterPurgeAndRetention(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.AMQP = testkit.AMQP(t)
+	gdb, dsn := testkit.Postgres(t)
+	conn := testkit.Bus(t, cfg.AMQP, topology(cfg))
+	run := func(args ...string) (int, string, string) {
+		var stdout, stderr bytes.Buffer
+		code := ExecuteArgs(t.Context(), args, &stdout, &stderr, []string{
+			"GDPR_AMQP_URL=" + cfg.AMQP.URL, "GDPR_AMQP_PREFIX=" + cfg.AMQP.Prefix, "GDPR_POSTGRES_DSN=" + dsn,
+		})
+		return code, stdout.String(), stderr.String()
+	}
+	ch, err := conn.Channel(t.Context())
+	require.NoError(t, err)
+	defer ch.Close()
+	erased, other := uuid.NewString(), uuid.NewString()
+	now := time.Now().UTC()
+	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, submitted_at, due_at, completed_at, erased_by, pii_scrubbed_at)
+		VALUES (?, 'access', 'completed', ?, ?, ?, ?, ?)`, erased, now, now.Add(time.Hour), now, uuid.NewString(), now).Error)
+	deadLetter := func(id, requestID string, at time.Time) {
+		require.NoError(t, ch.PublishWithContext(t.Context(), conn.DeadLetterExchange(), "", false, false, amqp.Publishing{
+			MessageId: id, Type: "request.submitted", CorrelationId: requestID, Body: []byte(`{}`),
+			Headers: amqp.Table{
+				bus.HeaderDeadLetterQueue: "worker.requests", bus.HeaderDeadLetterClass: bus.ReasonPoison,
+				bus.HeaderDeadLetterReason: "bad", bus.HeaderDeadLetterAt: at.Format(time.RFC3339Nano),
+			},
+		}))
+	}
+	deadLetter("dl-old", other, now.Add(-20*24*time.Hour))
+	deadLetter("dl-request", "req-purge-me", now)
+	deadLetter("dl-erased", erased, now)
+	deadLetter("dl-young", other, now)
+	waitCount := func(n int) {
+		testkit.Eventually(t, 10*time.Second, func() bool {
+			q, err := ch.QueueDeclarePassive(conn.DeadLetterQueue(), true, false, false, false, nil)
+			require.NoError(t, err)
+			return q.Messages == n
+		}, "%d dead letters", n)
+	}
+	waitCount(4)
+
+	code, _, errOut := run("dead-letters", "purge")
+	require.Equal(t, 2, code, "a purge needs a filter")
+	require.Contains(t, errOut, "--older-than")
+	code, out, errOut := run("dead-letters", "purge", "--request", "req-purge-me", "--dry-run")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "would remove dl-request")
+	require.Contains(t, out, "would purge 1")
+	waitCount(4)
+	code, out, errOut = run("dead-letters", "purge", "--request", "req-purge-me")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "removed dl-request")
+	require.Contains(t, out, "purged 1\n")
+	waitCount(3)
+
+	store := requests.NewStore(gdb, nil)
+	step := deadLetterStep(cfg, conn, store)
+	removed, err := step.Run(t.Context(), now, 100, false)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"dl-old", "dl-erased"}, removed, "past dead_letters_for, and the erased request's")
+	waitCount(1)
+	removed, err = step.Run(t.Context(), now.Add(cfg.Retention.DeadLettersFor+time.Hour), 100, false)
+	require.NoError(t, err)
+	require.Equal(t, []string{"dl-young"}, removed)
+	waitCount(0)
 }
