@@ -23,6 +23,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
 // infra is what the modules of one process share: the connections the
@@ -48,6 +49,8 @@ type infra struct {
 	// to the api module.
 	intake      *intake.Service
 	adminRoutes []api.AdminRoute
+	// privacy is the self-service page (nil unless privacy.enabled).
+	privacy *selfservice.Service
 	// devKeyWarning makes the development-key warning once per process,
 	// however many report builders its modules make.
 	devKeyWarning sync.Once

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/requests"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
 // buildIntake is the intake module: validation, idempotency keys, the
@@ -35,12 +38,56 @@ func buildIntake(_ context.Context, in *infra) ([]Component, error) {
 		Reports:              reports,
 		Registerer:           in.registry,
 		Logger:               in.logger,
+		VerificationRequired: in.cfg.Privacy.Required,
 	})
 	if err != nil {
 		return nil, err
 	}
 	in.intake = svc
 	return nil, nil
+}
+
+// buildPrivacy is the privacy module: the self-service page (modules/
+// selfservice) over the intake, served by the api module's server. Its
+// component stops after the server, so verification emails in flight finish.
+func buildPrivacy(_ context.Context, in *infra) ([]Component, error) {
+	if !in.cfg.Privacy.Enabled {
+		return nil, nil
+	}
+	cfg := in.cfg.Serve
+	page, err := selfservice.New(selfservice.Options{
+		Config:          in.cfg.Privacy,
+		Redis:           in.redis,
+		KeyPrefix:       in.cfg.Redis.Prefix + "privacy:",
+		Key:             []byte(cfg.DownloadKey),
+		PreviousKeys:    cfg.PreviousKeys(),
+		PublicURL:       cfg.PublicURL,
+		DownloadTTL:     cfg.DownloadTTL,
+		Intake:          in.intake,
+		Sender:          smtpSender{notify.NewSMTP(in.cfg.Notify)},
+		MessageIDDomain: messageIDDomain(in.cfg.Notify.From),
+		Logger:          in.logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	in.privacy = page
+	return []Component{page}, nil
+}
+
+// smtpSender sends the page's verification emails with notify's SMTP sender.
+type smtpSender struct{ s *notify.SMTP }
+
+func (s smtpSender) Send(ctx context.Context, e selfservice.Email) error {
+	return s.s.Send(ctx, notify.Email{To: e.To, Subject: e.Subject, Body: e.Body, MessageID: e.MessageID, Headers: e.Headers})
+}
+
+// messageIDDomain is the domain of notify.from, for generated Message-IDs.
+func messageIDDomain(from string) string {
+	if _, d, ok := strings.Cut(from, "@"); ok && d != "" {
+		return strings.TrimSuffix(d, ">")
+	}
+	return "gdpr.invalid"
 }
 
 // buildAPI is the api module: the public HTTP API over the intake, with
@@ -67,6 +114,7 @@ func buildAPI(_ context.Context, in *infra) ([]Component, error) {
 		RetryAfter:   cfg.RetryAfter,
 		Limits:       cfg.Limits(),
 		Admin:        in.adminRoutes,
+		Privacy:      in.privacy,
 		Registerer:   in.registry,
 		Logger:       in.logger,
 	})

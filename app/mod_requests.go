@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/gdpr-oss/gdpr/modules/bus"
@@ -11,6 +10,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/requests"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
 // buildRequests is the requests module: the report sources, the requests
@@ -47,14 +47,25 @@ func buildNotify(_ context.Context, in *infra) ([]Component, error) {
 	cfg := in.cfg
 	key := []byte(cfg.Serve.DownloadKey)
 	link := func(requestID string, now time.Time) (string, time.Time, error) {
+		if cfg.Privacy.Enabled {
+			// The email links to the page that says what the report holds.
+			return selfservice.DownloadPageURL(cfg.Serve.PublicURL, key, requestID, cfg.Serve.DownloadTTL, now), now.Add(cfg.Serve.DownloadTTL), nil
+		}
 		return download.URL(cfg.Serve.PublicURL, key, requestID, cfg.Serve.DownloadTTL, now), now.Add(cfg.Serve.DownloadTTL), nil
 	}
-	domain := "gdpr.invalid"
-	if _, d, ok := strings.Cut(cfg.Notify.From, "@"); ok && d != "" {
-		domain = strings.TrimSuffix(d, ">")
+	domain := messageIDDomain(cfg.Notify.From)
+	var status notify.LinkFunc
+	if cfg.Privacy.Enabled {
+		status = func(requestID string, now time.Time) (string, time.Time, error) {
+			ttl := cfg.Privacy.StatusLinkTTL
+			return selfservice.StatusURL(cfg.Serve.PublicURL, key, requestID, ttl, now), now.Add(ttl), nil
+		}
 	}
 	notifier, err := notify.New(in.db, requests.NewStore(in.db, nil), in.outbox, notify.NewSMTP(cfg.Notify), link,
-		notify.Options{ResendAfter: cfg.Notify.ResendAfter, MessageIDDomain: domain}, in.logger, in.registry)
+		notify.Options{
+			ResendAfter: cfg.Notify.ResendAfter, MessageIDDomain: domain, StatusLink: status,
+			TemplateDir: cfg.Privacy.TemplateDir, DefaultLocale: cfg.Privacy.DefaultLocale,
+		}, in.logger, in.registry)
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ const (
 	modIntake    = "intake"
 	modAdmin     = "admin"
 	modAPI       = "api"
+	modPrivacy   = "privacy"
 	modRequests  = "requests"
 	modNotify    = "notify"
 	modAudit     = "audit"
@@ -72,7 +73,8 @@ func modules() moduleMap {
 		modOutbox:   {deps: withBus, build: buildOutbox},
 		modIntake:   {deps: []string{modPostgres, modAMQP, modRedis}, build: buildIntake},
 		modAdmin:    {deps: db, build: buildAdmin},
-		modAPI:      {deps: []string{modIntake, modAdmin}, build: buildAPI},
+		modPrivacy:  {deps: []string{modIntake}, build: buildPrivacy},
+		modAPI:      {deps: []string{modIntake, modAdmin, modPrivacy}, build: buildAPI},
 		modRequests: {
 			deps:   []string{modPostgres, modAMQP, modRedis, modOutbox},
 			queues: queue(requests.Queue, requests.Bindings()),

@@ -20,6 +20,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/retention"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
 // Config is the whole configuration. Each nested struct belongs to one module
@@ -40,6 +41,8 @@ type Config struct {
 	Canceller erasure.Config   `yaml:"canceller"`
 	Telemetry Telemetry        `yaml:"telemetry"`
 	Retention retention.Config `yaml:"retention"`
+	// Privacy is modules/selfservice's: the self-service page.
+	Privacy selfservice.Config `yaml:"privacy"`
 }
 
 // Log configures the process logger.
@@ -73,6 +76,7 @@ func Default() Config {
 		Canceller: erasure.DefaultConfig(),
 		Telemetry: defaultTelemetry(),
 		Retention: retention.DefaultConfig(),
+		Privacy:   selfservice.DefaultConfig(),
 	}
 }
 
@@ -138,6 +142,7 @@ func (c Config) Validate() error {
 	errs = append(errs, section(c.Scheduler.Validate())...)
 	errs = append(errs, section(c.Canceller.Validate())...)
 	errs = append(errs, section(c.Telemetry.validate())...)
+	errs = append(errs, section(c.Privacy.Validate())...)
 	return errors.Join(errs...)
 }
 

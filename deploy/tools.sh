@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the tests (or lint) need, when missing:
-#   deploy/tools.sh test   mailpit (SMTP test server), promtool (alert/recording rule checks),
+#   deploy/tools.sh test   mailpit (SMTP test server), chromium (browser test), promtool (alert/recording rule checks),
 #                          python3-pika (the Python participant example, checked by app tests)
 #   deploy/tools.sh lint   golangci-lint
 #   deploy/tools.sh mailpit   mailpit only (`make run`)
@@ -59,11 +59,23 @@ install_mailpit() {
 	go install "github.com/axllent/mailpit@$MAILPIT_VERSION"
 }
 
+# Debian's chromium drives the privacy page's browser test (chromedp).
+install_chromium() {
+	command -v chromium >/dev/null 2>&1 && return 0
+	if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+		log "installing chromium (apt-get) for the privacy page's browser test"
+		apt-get install -y --no-install-recommends chromium && return 0
+	fi
+	log "chromium is missing: apt-get install chromium for TestPrivacyPageInBrowser"
+	return 1
+}
+
 case ${1:-test} in
 test)
 	install_mailpit
 	install_promtool
 	install_pika
+	install_chromium
 	;;
 mailpit)
 	install_mailpit

@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
@@ -354,6 +355,13 @@ func (s *Server) gone(c echo.Context, err error) {
 		return
 	}
 	var werr error
+	if prefersHTML(c.Request().Header.Get(echo.HeaderAccept)) && s.opts.Privacy != nil {
+		// The same page as the self-service page's expired links: one look
+		// for "this link no longer works", with the way to ask again.
+		pg := &privacyPages{s: s, p: s.opts.Privacy}
+		_ = pg.render(c, http.StatusGone, "gone", pg.locale(c), selfservice.Page{})
+		return
+	}
 	if prefersHTML(c.Request().Header.Get(echo.HeaderAccept)) {
 		title := "Report deleted"
 		if code == "report_expired" {

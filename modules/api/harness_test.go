@@ -27,11 +27,14 @@ import (
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 
+	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/requests"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
@@ -59,6 +62,14 @@ type harnessOptions struct {
 	previousDownloadKeys [][]byte
 	// limits replace health.DefaultLimits.
 	limits health.Limits
+	// privacy serves the self-service page, emailing through mail.
+	privacy *privacyOptions
+}
+
+type privacyOptions struct {
+	cfg  selfservice.Config
+	mail *testkit.Mailpit
+	now  func() time.Time
 }
 
 // harness runs the real API server in-process on 127.0.0.1:0 against this
@@ -80,6 +91,7 @@ type harness struct {
 	logs    *lockedBuffer
 	proxy   *proxy
 	pubConn *bus.Conn // the server's connection (through the proxy if any)
+	page    *selfservice.Service
 }
 
 func newHarness(t testing.TB, o harnessOptions) *harness {
@@ -157,7 +169,19 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	}
 	adminTokens, err := intake.ParseTokens(adminDigests)
 	require.NoError(t, err)
+	if p := o.privacy; p != nil {
+		ncfg := config.Default().Notify
+		ncfg.SMTPHost, ncfg.SMTPPort = p.mail.SMTPHost, p.mail.SMTPPort
+		h.page, err = selfservice.New(selfservice.Options{
+			Config: p.cfg, Redis: h.rdb, KeyPrefix: redisPrefix + "privacy:", Key: h.key,
+			PublicURL: "http://127.0.0.1", Intake: svc, Sender: smtpSender{notify.NewSMTP(ncfg)},
+			Logger: logger, Now: p.now,
+		})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, h.page.Stop(context.Background())) })
+	}
 	srv, err := api.New(api.Options{
+		Privacy:      h.page,
 		Addr:         "127.0.0.1:0",
 		Listener:     o.listener,
 		Intake:       svc,
@@ -187,6 +211,12 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	}
 	h.client = &http.Client{Transport: rt, Timeout: 30 * time.Second}
 	return h
+}
+
+type smtpSender struct{ s *notify.SMTP }
+
+func (s smtpSender) Send(ctx context.Context, e selfservice.Email) error {
+	return s.s.Send(ctx, notify.Email{To: e.To, Subject: e.Subject, Body: e.Body, MessageID: e.MessageID, Headers: e.Headers})
 }
 
 func digest(token string) string {

@@ -21,6 +21,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/lifecycle"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
@@ -63,8 +64,10 @@ type Options struct {
 	RetryAfter time.Duration
 	// Limits bound connections and their timeouts; zero timeouts are
 	// health.DefaultLimits'.
-	Limits     health.Limits
-	Admin      []AdminRoute
+	Limits health.Limits
+	Admin  []AdminRoute
+	// Privacy, when set, serves the self-service page at /privacy.
+	Privacy    *selfservice.Service
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 }
@@ -117,6 +120,9 @@ func New(opts Options) (*Server, error) {
 	s.route(e, http.MethodGet, "/v1/openapi.json", func(c echo.Context) error {
 		return c.Blob(http.StatusOK, "application/json", OpenAPI)
 	})
+	if opts.Privacy != nil {
+		s.routePrivacy(e, opts.Privacy)
+	}
 	for _, r := range opts.Admin {
 		p := "/v1/admin/" + strings.Trim(r.Path, "/")
 		h := echo.WrapHandler(r.Handler)

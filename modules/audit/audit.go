@@ -75,7 +75,8 @@ func Known(typ string) bool {
 // deliberately allowed here.
 func allowed(field string) bool {
 	switch field {
-	case "request_id", "type", "report_id", "bytes", "sha256", "ready_at", "submitted_at", "template", "participant", "outcome", "attempt", "attempts", "error_class", "http_status", "version", "action", "key", "deliver_at", "routing_key", "exchange":
+	case "request_id", "type", "report_id", "bytes", "sha256", "ready_at", "submitted_at", "template", "participant", "outcome", "attempt", "attempts", "error_class", "http_status", "version", "action", "key", "deliver_at", "routing_key", "exchange",
+		"verification_method", "verified_at":
 		return true
 	}
 	return false

@@ -31,8 +31,26 @@ const domain = "gdpr-report-download-v1"
 
 // Sign returns a token for requestID valid until expires.
 func Sign(key []byte, requestID string, expires time.Time) string {
+	return SignFor(key, domain, requestID, expires)
+}
+
+// SignFor is Sign for another purpose than a report download: scope (e.g.
+// "gdpr-request-status-v1") is part of the MAC, so a token made for one
+// purpose is refused for every other, although the same key signs them.
+func SignFor(key []byte, scope, subject string, expires time.Time) string {
 	exp := strconv.FormatInt(expires.Unix(), 10)
-	return exp + "." + base64.RawURLEncoding.EncodeToString(mac(key, requestID, exp))
+	return exp + "." + base64.RawURLEncoding.EncodeToString(mac(key, scope, subject, exp))
+}
+
+// Expiry returns the expiry a token states, unverified: only for showing a
+// verified token's end to the person holding it.
+func Expiry(token string) (time.Time, bool) {
+	exp, _, ok := strings.Cut(token, ".")
+	unix, err := strconv.ParseInt(exp, 10, 64)
+	if !ok || err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(unix, 0), true
 }
 
 // Verify checks that token was made by Sign with key for requestID and has
@@ -45,6 +63,11 @@ func Verify(key []byte, requestID, token string, now time.Time) error {
 // download key and the previous ones kept through a rotation, so that links
 // emailed before the rotation work until their key is removed.
 func VerifyAny(keys [][]byte, requestID, token string, now time.Time) error {
+	return VerifyAnyFor(keys, domain, requestID, token, now)
+}
+
+// VerifyAnyFor is VerifyAny for a token made by SignFor with scope.
+func VerifyAnyFor(keys [][]byte, scope, requestID, token string, now time.Time) error {
 	exp, sig, ok := strings.Cut(token, ".")
 	if !ok || exp == "" || sig == "" {
 		return ErrMalformed
@@ -67,7 +90,7 @@ func VerifyAny(keys [][]byte, requestID, token string, now time.Time) error {
 	// Every key is tried, so the time taken tells nothing of which one matched.
 	signed := false
 	for _, key := range keys {
-		if hmac.Equal(got, mac(key, requestID, exp)) {
+		if hmac.Equal(got, mac(key, scope, requestID, exp)) {
 			signed = true
 		}
 	}
@@ -80,9 +103,9 @@ func VerifyAny(keys [][]byte, requestID, token string, now time.Time) error {
 	return nil
 }
 
-func mac(key []byte, requestID, exp string) []byte {
+func mac(key []byte, scope, requestID, exp string) []byte {
 	h := hmac.New(sha256.New, key)
-	h.Write([]byte(domain + "\n" + requestID + "\n" + exp))
+	h.Write([]byte(scope + "\n" + requestID + "\n" + exp))
 	return h.Sum(nil)
 }
 

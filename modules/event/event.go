@@ -50,6 +50,24 @@ type Subject struct {
 	Email string `json:"email,omitempty"`
 }
 
+// Verification methods the service itself uses; API callers may name others.
+const (
+	// VerificationEmail: the subject proved the address with an emailed
+	// code or signed link (the self-service page).
+	VerificationEmail = "email"
+	// VerificationSession: the subject was logged in to the caller's app.
+	VerificationSession = "session"
+	// VerificationDocument: the caller checked an identity document.
+	VerificationDocument = "document"
+)
+
+// Verification says how the data subject was verified and when. It holds
+// no personal data (the audit log records it).
+type Verification struct {
+	Method     string    `json:"method"`
+	VerifiedAt time.Time `json:"verified_at"`
+}
+
 // RequestSubmitted is published by serve once a request is accepted.
 // The message's CorrelationID equals RequestID.
 type RequestSubmitted struct {
@@ -57,12 +75,23 @@ type RequestSubmitted struct {
 	Type        string    `json:"type"`
 	Subject     Subject   `json:"subject"`
 	SubmittedAt time.Time `json:"submitted_at"`
+	// Verification is how the subject was verified, if the submitter said.
+	Verification *Verification `json:"verification,omitempty"`
+	// Locale is the language of the subject's emails ("" is the default).
+	Locale string `json:"locale,omitempty"`
+	// Receipt asks for a receipt email once the request is stored (the
+	// self-service page's requests).
+	Receipt bool `json:"receipt,omitempty"`
 }
 
 // RequestReceived is published by the requests manager once it stored a request.
 type RequestReceived struct {
 	RequestID string `json:"request_id"`
 	Type      string `json:"type"`
+	// VerificationMethod and VerifiedAt say how the subject was verified
+	// (flat, so that the audit log, which keeps only scalars, records them).
+	VerificationMethod string     `json:"verification_method,omitempty"`
+	VerifiedAt         *time.Time `json:"verified_at,omitempty"`
 }
 
 // RequestFailed is published when a request exhausted its attempts.

@@ -19,7 +19,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/download"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
-	"github.com/gdpr-oss/gdpr/modules/requests"
+	"github.com/gdpr-oss/gdpr/modules/requests/record"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
@@ -72,9 +72,9 @@ type ReportOpener interface {
 // Requests reads what the requests manager stored (requests.Store).
 type Requests interface {
 	// Get returns the stored request id; found is false when it is not stored (yet).
-	Get(ctx context.Context, id string) (r requests.Row, found bool, err error)
+	Get(ctx context.Context, id string) (r record.Row, found bool, err error)
 	// ReportOf returns the request's report and whether it was deleted.
-	ReportOf(ctx context.Context, requestID string) (r requests.DeletedReport, found bool, err error)
+	ReportOf(ctx context.Context, requestID string) (r record.DeletedReport, found bool, err error)
 }
 
 // Options configure a Service. Publisher, Redis, Requests and Logger are required.
@@ -101,6 +101,9 @@ type Options struct {
 	Reports              ReportOpener
 	Registerer           prometheus.Registerer
 	Logger               *slog.Logger
+	// VerificationRequired says whether an API caller must state how it
+	// verified the subject (privacy.require_verification); nil: never.
+	VerificationRequired func(caller string) bool
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -202,6 +205,9 @@ func (a Accepted) Settle() {
 func (s *Service) Submit(ctx context.Context, caller, idemKey string, sub Submission) (Accepted, error) {
 	if len(idemKey) > maxIdempotencyKeyLen {
 		return Accepted{}, fieldErr("Idempotency-Key", "must be at most %d characters", maxIdempotencyKeyLen)
+	}
+	if sub.Verification == nil && s.opts.VerificationRequired != nil && s.opts.VerificationRequired(caller) {
+		return Accepted{}, fieldErr("verification", "is required for this client")
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -312,10 +318,13 @@ func (s *Service) publishRemembering(ctx context.Context, r reservation, sub Sub
 
 func (s *Service) publish(ctx context.Context, r reservation, sub Submission) error {
 	m, err := message.New(event.TypeRequestSubmitted, event.RequestSubmitted{
-		RequestID:   r.ID,
-		Type:        sub.Type,
-		Subject:     sub.Subject,
-		SubmittedAt: r.SubmittedAt,
+		RequestID:    r.ID,
+		Type:         sub.Type,
+		Subject:      sub.Subject,
+		SubmittedAt:  r.SubmittedAt,
+		Verification: sub.Verification,
+		Locale:       sub.Locale,
+		Receipt:      sub.Receipt,
 	}, nil)
 	if err != nil {
 		return err

@@ -9,7 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gdpr-oss/gdpr/modules/event"
-	"github.com/gdpr-oss/gdpr/modules/requests"
+	"github.com/gdpr-oss/gdpr/modules/requests/record"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
@@ -59,7 +59,7 @@ func (s *Service) Status(ctx context.Context, id string) (Status, error) {
 	if st.CompletedAt != nil {
 		st.CompletedAt = utcPtr(*st.CompletedAt)
 	}
-	if r.State == requests.StateReceived && r.Attempts > 0 {
+	if r.State == record.StateReceived && r.Attempts > 0 {
 		// Only a retry's wait is worth showing; a fresh request is due at once.
 		st.NextAttemptAt = utcPtr(r.NextAttemptAt)
 	}

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"net/mail"
+	"regexp"
 	"strings"
+	"time"
 
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/strictjson"
@@ -46,14 +48,27 @@ func fieldErr(field, format string, args ...any) *FieldError {
 type Submission struct {
 	Type    string
 	Subject event.Subject
+	// Verification is how the caller verified the subject (nil: not said).
+	Verification *event.Verification
+	// Locale is the language of the subject's emails ("" is the default).
+	Locale string
+	// Receipt asks for a receipt email (set by the self-service page).
+	Receipt bool
 }
 
 // wire is the JSON body of POST /v1/requests. A pointer tells a missing
 // member from an empty one; the subject is decoded on its own so that its
 // errors name "subject.<member>".
 type wire struct {
-	Type    *string         `json:"type"`
-	Subject json.RawMessage `json:"subject"`
+	Type         *string         `json:"type"`
+	Subject      json.RawMessage `json:"subject"`
+	Verification json.RawMessage `json:"verification"`
+	Locale       *string         `json:"locale"`
+}
+
+type wireVerification struct {
+	Method     *string `json:"method"`
+	VerifiedAt *string `json:"verified_at"`
 }
 
 type wireSubject struct {
@@ -97,6 +112,78 @@ func Parse(body []byte) (Submission, error) {
 	}
 	if s.Subject.ID == "" && s.Subject.Email == "" {
 		return s, fieldErr("subject", "needs at least one of id or email")
+	}
+	if len(w.Verification) > 0 && string(w.Verification) != "null" {
+		v, err := parseVerification(w.Verification)
+		if err != nil {
+			return s, err
+		}
+		s.Verification = v
+	}
+	if w.Locale != nil {
+		if !localePattern.MatchString(*w.Locale) {
+			return s, fieldErr("locale", "must be a language tag such as \"en\" or \"de-AT\"")
+		}
+		s.Locale = strings.ToLower(*w.Locale)
+	}
+	return s, nil
+}
+
+// Verification method names are short tokens so that they can be stored and
+// audited as they are; verified_at may lie a little ahead for clock skew.
+var (
+	methodPattern = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
+	localePattern = regexp.MustCompile(`^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$`)
+)
+
+const maxVerificationSkew = 5 * time.Minute
+
+func parseVerification(raw []byte) (*event.Verification, *FieldError) {
+	var wv wireVerification
+	if err := decodeStrict(raw, &wv, "verification"); err != nil {
+		return nil, err
+	}
+	switch {
+	case wv.Method == nil:
+		return nil, fieldErr("verification.method", "is required")
+	case !methodPattern.MatchString(*wv.Method):
+		return nil, fieldErr("verification.method", "must be a lower-case word such as \"session\", \"email\" or \"document\"")
+	case wv.VerifiedAt == nil:
+		return nil, fieldErr("verification.verified_at", "is required")
+	}
+	at, err := time.Parse(time.RFC3339Nano, *wv.VerifiedAt)
+	if err != nil {
+		return nil, fieldErr("verification.verified_at", "must be an RFC 3339 timestamp")
+	}
+	if at.After(time.Now().Add(maxVerificationSkew)) {
+		return nil, fieldErr("verification.verified_at", "must not be in the future")
+	}
+	return &event.Verification{Method: *wv.Method, VerifiedAt: at.UTC()}, nil
+}
+
+// NewSubmission validates a request as the self-service form gives it (an
+// email address, optionally an account id; "" is absent) by the same rules
+// as Parse.
+func NewSubmission(kind, id, email string) (Submission, error) {
+	s := Submission{Type: kind}
+	if kind != event.KindAccess && kind != event.KindErasure {
+		return s, fieldErr("type", "must be %q or %q", event.KindAccess, event.KindErasure)
+	}
+	if id != "" {
+		if err := checkSubjectID(id); err != nil {
+			return s, err
+		}
+		s.Subject.ID = id
+	}
+	if email != "" {
+		e, err := checkEmail(email)
+		if err != nil {
+			return s, err
+		}
+		s.Subject.Email = e
+	}
+	if s.Subject.Email == "" {
+		return s, fieldErr("subject.email", "is required")
 	}
 	return s, nil
 }
@@ -202,11 +289,17 @@ func checkEmail(s string) (string, *FieldError) {
 // server key (fingerprintKey): a plain hash of an address is reversed by
 // hashing candidate addresses, a keyed one is not without the key.
 func (s Submission) fingerprint(key []byte) string {
+	var method string
+	if s.Verification != nil {
+		method = s.Verification.Method
+	}
 	raw, _ := json.Marshal(struct {
-		Type  string `json:"t"`
-		ID    string `json:"i"`
-		Email string `json:"e"`
-	}{s.Type, s.Subject.ID, s.Subject.Email})
+		Type   string `json:"t"`
+		ID     string `json:"i"`
+		Email  string `json:"e"`
+		Method string `json:"v,omitempty"`
+		Locale string `json:"l,omitempty"`
+	}{s.Type, s.Subject.ID, s.Subject.Email, method, s.Locale})
 	h := hmac.New(sha256.New, key)
 	h.Write(raw)
 	return hex.EncodeToString(h.Sum(nil))

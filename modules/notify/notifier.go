@@ -21,6 +21,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/inbox"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
 // Consumer is the inbox name of the notifier.
@@ -31,13 +32,17 @@ const Queue = "worker.notify"
 
 // Bindings are the routing keys that reach Queue: the messages an email goes out on.
 func Bindings() []string {
-	return []string{event.TypeReportReady, event.TypeErasureCompleted}
+	return []string{event.TypeReportReady, event.TypeErasureCompleted, event.TypeRequestReceived}
 }
 
 // Template names (also the gdpr_emails_sent_total label).
 const (
 	TemplateReportReady      = "report_ready"
 	TemplateErasureCompleted = "erasure_completed"
+	// TemplateRequestReceived is the receipt, sent at once for the requests
+	// that ask for one (the self-service page's); it is not the email a
+	// request owes at its end.
+	TemplateRequestReceived = "request_received"
 )
 
 // Reasons of a skipped notification (notifications.reason).
@@ -62,7 +67,7 @@ var ErrInvalid = errors.New("notify: invalid message")
 // right now (or died doing so less than ResendAfter ago).
 var errInFlight = errors.New("notify: notification is being sent")
 
-//go:embed templates/*.tmpl
+//go:embed templates
 var templateFS embed.FS
 
 // Sender delivers one email.
@@ -83,6 +88,10 @@ type Recipient struct {
 	HadEmail bool
 	// Erased: another request's erasure of the same subject removed it.
 	Erased bool
+	// Locale picks the templates; Kind is the request's type, DueAt its deadline.
+	Locale string
+	Kind   string
+	DueAt  time.Time
 }
 
 // Requests is what the notifier needs of the requests module's table
@@ -108,17 +117,26 @@ type Options struct {
 	ResendAfter time.Duration
 	// MessageIDDomain is the right-hand side of generated Message-IDs.
 	MessageIDDomain string
+	// StatusLink returns a request's status page link for the receipt;
+	// nil sends no receipts.
+	StatusLink LinkFunc
+	// TemplateDir overrides shipped templates with
+	// <dir>/email/<locale>/<template>.tmpl (privacy.template_dir).
+	TemplateDir string
+	// DefaultLocale is the language of a request that named none (or one not shipped).
+	DefaultLocale string
 }
 
 // Notifier handles report.ready and erasure.completed.
 type Notifier struct {
-	db        *gorm.DB
-	requests  Requests
-	outbox    Outbox
-	sender    Sender
-	link      LinkFunc
-	cfg       Options
-	logger    *slog.Logger
+	db       *gorm.DB
+	requests Requests
+	outbox   Outbox
+	sender   Sender
+	link     LinkFunc
+	cfg      Options
+	logger   *slog.Logger
+	// templates are keyed "<locale>/<template>".
 	templates map[string]*template.Template
 	sent      *prometheus.CounterVec
 }
@@ -127,8 +145,7 @@ type Notifier struct {
 func New(db *gorm.DB, reqs Requests, outbox Outbox, sender Sender, link LinkFunc, cfg Options, logger *slog.Logger, reg prometheus.Registerer) (*Notifier, error) {
 	n := &Notifier{
 		db: db, requests: reqs, outbox: outbox, sender: sender, link: link, cfg: cfg,
-		logger:    logger.With("component", "notify"),
-		templates: map[string]*template.Template{},
+		logger: logger.With("component", "notify"),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gdpr_emails_sent_total", Help: "Emails accepted by the SMTP server.",
 		}, []string{"template"}),
@@ -136,13 +153,15 @@ func New(db *gorm.DB, reqs Requests, outbox Outbox, sender Sender, link LinkFunc
 	if n.cfg.MessageIDDomain == "" {
 		n.cfg.MessageIDDomain = "gdpr.invalid"
 	}
-	for _, name := range []string{TemplateReportReady, TemplateErasureCompleted} {
-		t, err := template.ParseFS(templateFS, "templates/"+name+".tmpl")
-		if err != nil {
-			return nil, fmt.Errorf("parsing template %s: %w", name, err)
-		}
-		n.templates[name] = t
+	if n.cfg.DefaultLocale == "" {
+		n.cfg.DefaultLocale = selfservice.LocaleEnglish
 	}
+	templates, err := selfservice.ParseEmailTemplates(templateFS, "templates", cfg.TemplateDir,
+		TemplateReportReady, TemplateErasureCompleted, TemplateRequestReceived)
+	if err != nil {
+		return nil, err
+	}
+	n.templates = templates
 	if reg != nil {
 		if err := reg.Register(n.sent); err != nil {
 			return nil, fmt.Errorf("registering notifier metrics: %w", err)
@@ -164,6 +183,12 @@ type notification struct {
 	key, requestID, template string
 }
 
+// recipient is what the requests row says about the email to write.
+type recipient struct {
+	email, locale, kind string
+	dueAt               time.Time
+}
+
 func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 	var nt notification
 	switch msg.Type {
@@ -182,6 +207,12 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		nt = notification{key: TemplateErasureCompleted + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateErasureCompleted}
+	case event.TypeRequestReceived:
+		var ev event.RequestReceived
+		if err := msg.Decode(&ev); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		nt = notification{key: TemplateRequestReceived + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateRequestReceived}
 	default:
 		return fmt.Errorf("%w: unexpected type %q", ErrInvalid, msg.Type)
 	}
@@ -189,11 +220,11 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 		return fmt.Errorf("%w: request_id is not a UUID", ErrInvalid)
 	}
 
-	email, messageID, send, err := n.begin(ctx, msg, nt)
+	to, messageID, send, err := n.begin(ctx, msg, nt)
 	if err != nil || !send {
 		return err
 	}
-	e, err := n.render(nt, email, messageID)
+	e, err := n.render(nt, to, messageID)
 	if err != nil {
 		return err
 	}
@@ -220,8 +251,21 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 // begin records the send as 'sending' before the SMTP conversation. It
 // returns send=false when there is nothing to send: sent before, skipped,
 // or the subject has no email address.
-func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notification) (email, messageID string, send bool, err error) {
+func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notification) (to recipient, messageID string, send bool, err error) {
 	err = n.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if nt.template == TemplateRequestReceived {
+			// Only requests that asked for a receipt get one; the others
+			// leave no notification row (nothing is owed).
+			var receipt bool
+			res := tx.Raw(`SELECT receipt FROM requests WHERE id = ?`, nt.requestID).Scan(&receipt)
+			if res.Error != nil {
+				return fmt.Errorf("loading request %s: %w", nt.requestID, res.Error)
+			}
+			if !receipt || n.cfg.StatusLink == nil {
+				_, err := inbox.Claim(ctx, tx, Consumer, msg.ID)
+				return err
+			}
+		}
 		var row struct {
 			State     State
 			MessageID string
@@ -259,17 +303,15 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		} else {
 			messageID = strings.ReplaceAll(nt.template, "_", "-") + "." + nt.requestID + "@" + n.cfg.MessageIDDomain
 		}
-		var rcpt Recipient
-		var stored bool
-		rcpt, stored, err = n.requests.Recipient(ctx, tx, nt.requestID)
+		rcpt, stored, err := n.requests.Recipient(ctx, tx, nt.requestID)
 		if err != nil {
 			return err
 		}
 		if !stored {
 			return fmt.Errorf("%w: no request %s", ErrInvalid, nt.requestID)
 		}
-		email = rcpt.Email
-		if email == "" {
+		to = recipient{email: rcpt.Email, locale: rcpt.Locale, kind: rcpt.Kind, dueAt: rcpt.DueAt.UTC()}
+		if to.email == "" {
 			// Only an id was given: nobody to write to. An address that was
 			// given and is gone means the row was scrubbed before its email
 			// was recorded; the in-sync check reports that request.
@@ -307,7 +349,7 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		send = true
 		return nil
 	})
-	return email, messageID, send, err
+	return to, messageID, send, err
 }
 
 // finish marks the notification done, records the message in the inbox and
@@ -360,20 +402,35 @@ func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notificat
 
 type templateData struct {
 	RequestID string
+	// Type is access or erasure.
+	Type      string
 	Link      string
 	ExpiresAt time.Time
+	// DueAt is the legal deadline (the receipt states it).
+	DueAt time.Time
 }
 
-func (n *Notifier) render(nt notification, to, messageID string) (Email, error) {
-	data := templateData{RequestID: nt.requestID}
-	if nt.template == TemplateReportReady {
+func (n *Notifier) render(nt notification, to recipient, messageID string) (Email, error) {
+	data := templateData{RequestID: nt.requestID, Type: to.kind, DueAt: to.dueAt}
+	switch nt.template {
+	case TemplateReportReady:
 		link, expires, err := n.link(nt.requestID, time.Now())
 		if err != nil {
 			return Email{}, fmt.Errorf("making the download link of %s: %w", nt.requestID, err)
 		}
 		data.Link, data.ExpiresAt = link, expires.UTC()
+	case TemplateRequestReceived:
+		link, expires, err := n.cfg.StatusLink(nt.requestID, time.Now())
+		if err != nil {
+			return Email{}, fmt.Errorf("making the status link of %s: %w", nt.requestID, err)
+		}
+		data.Link, data.ExpiresAt = link, expires.UTC()
 	}
-	t := n.templates[nt.template]
+	locale := selfservice.Supported(to.locale)
+	if locale == "" {
+		locale = n.cfg.DefaultLocale
+	}
+	t := n.templates[locale+"/"+nt.template]
 	var subject, body bytes.Buffer
 	if err := t.ExecuteTemplate(&subject, "subject", data); err != nil {
 		return Email{}, fmt.Errorf("rendering %s subject: %w", nt.template, err)
@@ -382,7 +439,7 @@ func (n *Notifier) render(nt notification, to, messageID string) (Email, error) 
 		return Email{}, fmt.Errorf("rendering %s body: %w", nt.template, err)
 	}
 	return Email{
-		To: to, Subject: subject.String(), Body: strings.TrimLeft(body.String(), "\n"), MessageID: messageID,
+		To: to.email, Subject: subject.String(), Body: strings.TrimLeft(body.String(), "\n"), MessageID: messageID,
 		Headers: map[string]string{"X-GDPR-Request-ID": nt.requestID, "X-GDPR-Template": nt.template},
 	}, nil
 }

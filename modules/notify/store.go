@@ -67,7 +67,9 @@ func (s *Store) Outcomes(ctx context.Context, requestIDs []string) ([]Outcome, e
 			bool_or(state = ?) AS skipped,
 			COALESCE(string_agg(DISTINCT reason, ',') FILTER (WHERE state = ?), '') AS skip_reasons
 		FROM notifications WHERE request_id IN (SELECT jsonb_array_elements_text(?::jsonb)::uuid)
-		GROUP BY request_id`, StateSent, StateSkipped, StateSkipped, list).Scan(&out).Error
+			-- A receipt is not the email a request owes at its end.
+			AND template <> ?
+		GROUP BY request_id`, StateSent, StateSkipped, StateSkipped, list, TemplateRequestReceived).Scan(&out).Error
 	if err != nil {
 		return nil, fmt.Errorf("reading the email outcomes of %d requests: %w", len(requestIDs), err)
 	}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/uuid"
 	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/requests/record"
 )
 
 // Why a report was deleted (reports.deleted_reason); the download answers
@@ -40,13 +42,9 @@ type Store struct {
 // for a store that only reads.
 func NewStore(db *gorm.DB, files ReportFiles) *Store { return &Store{db: db, files: files} }
 
-// DeletedReport says whether, when and why the report of a request was deleted.
-type DeletedReport struct {
-	ReportID  string
-	Deleted   bool
-	Reason    string
-	DeletedAt time.Time
-}
+// DeletedReport says whether, when and why the report of a request was
+// deleted (record.DeletedReport).
+type DeletedReport = record.DeletedReport
 
 // ReportOf returns the report of requestID and whether it was deleted;
 // found is false when the request has no report.

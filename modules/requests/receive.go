@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"time"
 
 	"github.com/google/uuid"
 	"gorm.io/gorm"
@@ -78,7 +79,14 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 		// The same request may arrive under a second message id (intake
 		// re-published after an unknown confirm): the row's primary key
 		// absorbs it.
-		out, err := message.New(event.TypeRequestReceived, event.RequestReceived{RequestID: sub.RequestID, Type: sub.Type}, &msg)
+		var method string
+		var verifiedAt *time.Time
+		if v := sub.Verification; v != nil {
+			method, verifiedAt = v.Method, &v.VerifiedAt
+		}
+		out, err := message.New(event.TypeRequestReceived, event.RequestReceived{
+			RequestID: sub.RequestID, Type: sub.Type, VerificationMethod: method, VerifiedAt: verifiedAt,
+		}, &msg)
 		if err != nil {
 			return err
 		}
@@ -86,11 +94,11 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 		// had_email outlives the scrub: the in-sync check derives from it
 		// whether the request owes the subject an email.
 		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, had_email, submitted_at, due_at, next_attempt_at,
-				traceparent, received_message_id)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?)
+				traceparent, received_message_id, verification_method, verified_at, locale, receipt)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
 			sub.RequestID, sub.Type, StateReceived, sub.Subject.ID, sub.Subject.Email, sub.Subject.Email != "", sub.SubmittedAt, deadline.DueAt(sub.SubmittedAt),
-			out.Traceparent, out.ID)
+			out.Traceparent, out.ID, method, verifiedAt, sub.Locale, sub.Receipt && sub.Subject.Email != "")
 		if res.Error != nil {
 			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)
 		}

@@ -10,19 +10,20 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/modules/notify"
+	"github.com/gdpr-oss/gdpr/modules/requests/record"
 )
 
 // State is the state of a request (requests.state); docs/requests.md draws
 // the machine.
-type State string
+type State = record.State
 
 // Request states.
 const (
-	StateReceived   State = "received"
-	StateProcessing State = "processing"
-	StateHandedOver State = "handed_over"
-	StateCompleted  State = "completed"
-	StateFailed     State = "failed"
+	StateReceived   = record.StateReceived
+	StateProcessing = record.StateProcessing
+	StateHandedOver = record.StateHandedOver
+	StateCompleted  = record.StateCompleted
+	StateFailed     = record.StateFailed
 )
 
 // OpenStates are the states of a request that is not finished.
@@ -30,21 +31,8 @@ func OpenStates() []State {
 	return []State{StateReceived, StateProcessing, StateHandedOver}
 }
 
-// Row is a stored request as a status shows it: progress and deadline,
-// never the subject.
-type Row struct {
-	ID             string
-	Type           string
-	State          State
-	SubmittedAt    time.Time
-	ReceivedAt     time.Time
-	DueAt          time.Time
-	CompletedAt    *time.Time
-	Attempts       int
-	NextAttemptAt  time.Time
-	LastErrorClass string
-	UpdatedAt      time.Time
-}
+// Row is a stored request as a status shows it (record.Row).
+type Row = record.Row
 
 // Get returns request id; found is false when the requests manager has not
 // stored it.
@@ -150,7 +138,7 @@ func (s *Store) Progresses(ctx context.Context, ids []string) ([]Progress, error
 // stored.
 func (s *Store) Recipient(ctx context.Context, tx *gorm.DB, id string) (r notify.Recipient, found bool, err error) {
 	res := tx.WithContext(ctx).Raw(`SELECT subject_email AS email, had_email,
-			erased_by IS NOT NULL AND erased_by <> id AS erased
+			erased_by IS NOT NULL AND erased_by <> id AS erased, locale, type AS kind, due_at
 		FROM requests WHERE id = ?`, id).Scan(&r)
 	if res.Error != nil {
 		return notify.Recipient{}, false, fmt.Errorf("loading the address of %s: %w", id, res.Error)

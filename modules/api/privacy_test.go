@@ -1,0 +1,359 @@
+package api_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
+	"github.com/gdpr-oss/gdpr/modules/testkit"
+)
+
+// clock is a test clock the page's service reads.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+type pageHarness struct {
+	*harness
+	mail  *testkit.Mailpit
+	clock *clock
+}
+
+func newPageHarness(t *testing.T, adjust func(*selfservice.Config)) *pageHarness {
+	t.Helper()
+	cfg := selfservice.DefaultConfig()
+	cfg.Enabled = true
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	mail := testkit.StartMailpit(t)
+	c := &clock{t: time.Now()}
+	h := newHarness(t, harnessOptions{noValidation: true, privacy: &privacyOptions{cfg: cfg, mail: mail, now: c.now}})
+	return &pageHarness{harness: h, mail: mail, clock: c}
+}
+
+// browser is one visitor: its own cookies, the form's CSRF token.
+type browser struct {
+	t      *testing.T
+	h      *pageHarness
+	client *http.Client
+	csrf   string
+	header http.Header
+}
+
+func (h *pageHarness) browser(t *testing.T) *browser {
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	b := &browser{t: t, h: h, client: &http.Client{Jar: jar, Timeout: 20 * time.Second}, header: http.Header{}}
+	r := b.get("/privacy")
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	b.csrf = formValue(t, r.body, "csrf")
+	return b
+}
+
+func (b *browser) get(path string) response {
+	b.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, b.h.base+path, nil)
+	require.NoError(b.t, err)
+	return b.send(req)
+}
+
+func (b *browser) post(path string, form url.Values) response {
+	b.t.Helper()
+	if form.Get("csrf") == "" {
+		form.Set("csrf", b.csrf)
+	}
+	req, err := http.NewRequest(http.MethodPost, b.h.base+path, strings.NewReader(form.Encode()))
+	require.NoError(b.t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return b.send(req)
+}
+
+func (b *browser) send(req *http.Request) response {
+	for k, v := range b.header {
+		req.Header[k] = v
+	}
+	res, err := b.client.Do(req)
+	require.NoError(b.t, err)
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	require.NoError(b.t, err)
+	return response{status: res.StatusCode, header: res.Header, body: body}
+}
+
+// start submits the form and returns the verification's id from the code page.
+func (b *browser) start(kind, email string) string {
+	b.t.Helper()
+	r := b.post("/privacy/start", url.Values{"type": {kind}, "email": {email}})
+	require.Equal(b.t, http.StatusOK, r.status, "%s", r.body)
+	require.Contains(b.t, string(r.body), `id="sent"`)
+	return formValue(b.t, r.body, "flow")
+}
+
+func (b *browser) code(flow, code string) response {
+	b.t.Helper()
+	return b.post("/privacy/verify", url.Values{"flow": {flow}, "code": {code}})
+}
+
+func formValue(t *testing.T, body []byte, name string) string {
+	t.Helper()
+	m := regexp.MustCompile(`name="` + name + `" value="([^"]*)"`).FindSubmatch(body)
+	require.NotNil(t, m, "no %s field in:\n%s", name, body)
+	return string(m[1])
+}
+
+var (
+	codePattern = regexp.MustCompile(`code: (\d{6})`)
+	linkPattern = regexp.MustCompile(`http://\S+/privacy/confirm\?\S+`)
+)
+
+// mails waits for n emails to address and returns their texts, oldest first.
+func (h *pageHarness) mails(t *testing.T, to string, n int) []string {
+	t.Helper()
+	var texts []string
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		msgs, err := h.mail.Messages(t.Context())
+		if err != nil {
+			return false
+		}
+		texts = texts[:0]
+		for i := len(msgs) - 1; i >= 0; i-- {
+			if len(msgs[i].To) == 0 || msgs[i].To[0].Address != to {
+				continue
+			}
+			res, err := http.Get(h.mail.APIURL + "/api/v1/message/" + msgs[i].ID)
+			if err != nil {
+				return false
+			}
+			var m struct{ Text string }
+			err = json.NewDecoder(res.Body).Decode(&m)
+			_ = res.Body.Close()
+			if err != nil {
+				return false
+			}
+			texts = append(texts, m.Text)
+		}
+		return len(texts) >= n
+	}, "%d emails to %s", n, to)
+	return texts
+}
+
+func (h *pageHarness) codeFor(t *testing.T, to string, nth int) string {
+	t.Helper()
+	m := codePattern.FindStringSubmatch(h.mails(t, to, nth+1)[nth])
+	require.NotNil(t, m)
+	return m[1]
+}
+
+func (h *pageHarness) submitted(t *testing.T) []event.RequestSubmitted {
+	t.Helper()
+	var out []event.RequestSubmitted
+	for _, d := range h.take() {
+		var env struct{ Body event.RequestSubmitted }
+		require.NoError(t, json.Unmarshal(d.Body, &env.Body))
+		out = append(out, env.Body)
+	}
+	return out
+}
+
+func wrongCode(right string) string {
+	if right == "000000" {
+		return "000001"
+	}
+	return "000000"
+}
+
+// TestPrivacyCodeIsRefusedWhenWrongExpiredOrOnTheFourthTry: a wrong code
+// says how many tries are left and submits nothing; the third wrong one
+// voids the code, so the fourth try fails even with the right code; a code
+// past privacy.code_ttl (by the service's clock) is refused; only the right
+// code in time becomes a request, verified by email, with a receipt.
+func TestPrivacyCodeIsRefusedWhenWrongExpiredOrOnTheFourthTry(t *testing.T) {
+	t.Parallel()
+	h := newPageHarness(t, nil)
+	b := h.browser(t)
+
+	t.Run("fourth try", func(t *testing.T) {
+		flow := b.start(event.KindAccess, "four@example.com")
+		code := h.codeFor(t, "four@example.com", 0)
+		r := b.code(flow, wrongCode(code))
+		require.Equal(t, http.StatusBadRequest, r.status)
+		require.Contains(t, string(r.body), `id="wrong"`)
+		require.Contains(t, string(r.body), "Tries left: 2")
+		r = b.code(flow, wrongCode(code))
+		require.Contains(t, string(r.body), "Tries left: 1")
+		r = b.code(flow, wrongCode(code))
+		require.Equal(t, http.StatusBadRequest, r.status)
+		require.Contains(t, string(r.body), "Too many wrong codes")
+		r = b.code(flow, code)
+		require.Equal(t, http.StatusGone, r.status, "the fourth try, with the right code")
+		require.Contains(t, string(r.body), `id="gone"`)
+		require.Empty(t, h.submitted(t))
+	})
+	t.Run("expired", func(t *testing.T) {
+		flow := b.start(event.KindAccess, "late@example.com")
+		code := h.codeFor(t, "late@example.com", 0)
+		h.clock.add(10*time.Minute + time.Second)
+		r := b.code(flow, code)
+		require.Equal(t, http.StatusGone, r.status)
+		require.Contains(t, string(r.body), "The code has expired")
+		require.Empty(t, h.submitted(t))
+	})
+	t.Run("right code", func(t *testing.T) {
+		flow := b.start(event.KindErasure, "right@example.com")
+		code := h.codeFor(t, "right@example.com", 0)
+		r := b.code(flow, wrongCode(code))
+		require.Equal(t, http.StatusBadRequest, r.status)
+		r = b.code(flow, code)
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		require.Contains(t, string(r.body), `id="receipt"`)
+		subs := h.submitted(t)
+		require.Len(t, subs, 1)
+		require.Equal(t, event.KindErasure, subs[0].Type)
+		require.Equal(t, "right@example.com", subs[0].Subject.Email)
+		require.True(t, subs[0].Receipt)
+		require.Equal(t, "en", subs[0].Locale)
+		require.NotNil(t, subs[0].Verification)
+		require.Equal(t, event.VerificationEmail, subs[0].Verification.Method)
+		require.Contains(t, string(r.body), subs[0].RequestID)
+		// The code is spent.
+		r = b.code(flow, code)
+		require.Equal(t, http.StatusGone, r.status)
+		require.Empty(t, h.submitted(t))
+	})
+}
+
+// TestPrivacyReplayedLinkIsRefused: the emailed link confirms once; the
+// same link again, or a link whose signature was altered, shows the
+// "no longer works" page and submits nothing.
+func TestPrivacyReplayedLinkIsRefused(t *testing.T) {
+	t.Parallel()
+	h := newPageHarness(t, nil)
+	b := h.browser(t)
+	b.start(event.KindAccess, "link@example.com")
+	link := linkPattern.FindString(h.mails(t, "link@example.com", 1)[0])
+	require.NotEmpty(t, link)
+	u, err := url.Parse(link)
+	require.NoError(t, err)
+
+	forged := u.Query()
+	forged.Set("token", forged.Get("token")+"x")
+	r := b.get("/privacy/confirm?" + forged.Encode())
+	require.Equal(t, http.StatusGone, r.status)
+
+	r = b.get(u.RequestURI())
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	form := url.Values{"flow": {formValue(t, r.body, "flow")}, "token": {formValue(t, r.body, "token")}}
+	r = b.post("/privacy/confirm", form)
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	require.Contains(t, string(r.body), `id="receipt"`)
+	require.Len(t, h.submitted(t), 1)
+
+	r = b.post("/privacy/confirm", form)
+	require.Equal(t, http.StatusGone, r.status, "a replayed link")
+	require.Contains(t, string(r.body), `id="gone"`)
+	r = b.get(u.RequestURI())
+	require.Equal(t, http.StatusGone, r.status, "a used link's page")
+	require.Empty(t, h.submitted(t))
+}
+
+// TestPrivacySendLimits: beyond privacy.sends_per_email, and beyond
+// privacy.sends_per_address from one client address, the page answers as
+// always and sends nothing; X-Forwarded-For counts only from a trusted proxy.
+func TestPrivacySendLimits(t *testing.T) {
+	t.Parallel()
+	h := newPageHarness(t, func(c *selfservice.Config) {
+		c.SendsPerEmail = 2
+		c.SendsPerAddress = 4
+		c.TrustedProxies = []string{"127.0.0.1"}
+	})
+	b := h.browser(t)
+	var pages []string
+	for range 5 {
+		b.start(event.KindAccess, "flood@example.com")
+		pages = append(pages, "sent")
+	}
+	h.mails(t, "flood@example.com", 2)
+	// Five starts from one address: the fifth has reached the address limit
+	// too; a different client behind the trusted proxy is not limited.
+	b.header.Set("X-Forwarded-For", "203.0.113.9")
+	b.start(event.KindAccess, "other@example.com")
+	h.mails(t, "other@example.com", 1)
+	b.header.Set("X-Forwarded-For", "203.0.113.10")
+	for i := range 5 {
+		b.start(event.KindAccess, "many"+string(rune('a'+i))+"@example.com")
+	}
+	// Only the first four from 203.0.113.10 were sent.
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		n, err := h.mail.Count(t.Context())
+		return err == nil && n == 2+1+4
+	}, "2 + 1 + 4 emails")
+	require.NoError(t, h.page.Stop(t.Context()))
+	n, err := h.mail.Count(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 7, n, "no email beyond the limits")
+	require.Len(t, pages, 5)
+}
+
+// TestPrivacyUnknownEmailIsAnsweredLikeAKnownOne: an address the company
+// knows (it has a stored request) and one it never saw get the same answer:
+// status, headers and page (but for the verification's own id), and both get
+// their email; the page never looks anything up that could tell them apart.
+func TestPrivacyUnknownEmailIsAnsweredLikeAKnownOne(t *testing.T) {
+	t.Parallel()
+	h := newPageHarness(t, nil)
+	require.NoError(t, h.db.Exec(`INSERT INTO requests (id, type, state, subject_email, submitted_at, due_at)
+		VALUES (gen_random_uuid(), 'access', 'completed', 'known@example.com', now(), now())`).Error)
+	b := h.browser(t)
+	answer := func(email string) (response, time.Duration) {
+		begin := time.Now()
+		r := b.post("/privacy/start", url.Values{"type": {"access"}, "email": {email}})
+		took := time.Since(begin)
+		flow := formValue(t, r.body, "flow")
+		r.body = []byte(strings.ReplaceAll(string(r.body), flow, "FLOW"))
+		for _, k := range []string{"Date", "Traceparent", "Content-Length"} {
+			r.header.Del(k)
+		}
+		return r, took
+	}
+	known, _ := answer("known@example.com")
+	unknown, _ := answer("unknown@example.com")
+	require.Equal(t, known.status, unknown.status)
+	require.Equal(t, known.header, unknown.header)
+	require.Equal(t, string(known.body), string(unknown.body))
+	h.mails(t, "known@example.com", 1)
+	h.mails(t, "unknown@example.com", 1)
+}
+
+// TestPrivacyFormNeedsItsCSRFToken: a post without the form's token (what
+// another site can make a browser send) is refused and sends nothing.
+func TestPrivacyFormNeedsItsCSRFToken(t *testing.T) {
+	t.Parallel()
+	h := newPageHarness(t, nil)
+	b := h.browser(t)
+	r := b.post("/privacy/start", url.Values{"csrf": {"forged"}, "type": {"access"}, "email": {"csrf@example.com"}})
+	require.Equal(t, http.StatusForbidden, r.status)
+	require.NoError(t, h.page.Stop(t.Context()))
+	n, err := h.mail.Count(t.Context())
+	require.NoError(t, err)
+	require.Zero(t, n)
+}

@@ -1,0 +1,192 @@
+package selfservice
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Verification outcomes a caller maps to pages with errors.Is.
+var (
+	// ErrWrongCode: the code is not the one sent; errors.As gives the tries left.
+	ErrWrongCode = errors.New("selfservice: wrong code")
+	// ErrVoid: too many wrong codes; the verification is gone.
+	ErrVoid = errors.New("selfservice: too many wrong codes")
+	// ErrExpired: the code or link is older than privacy.code_ttl.
+	ErrExpired = errors.New("selfservice: verification expired")
+	// ErrGone: no such verification: never started, used, voided or expired
+	// long ago; also a link or token that is forged or expired.
+	ErrGone = errors.New("selfservice: link or verification no longer valid")
+	// ErrUnavailable: Redis did not answer; nothing changed.
+	ErrUnavailable = errors.New("selfservice: temporarily unavailable")
+)
+
+// WrongCodeError carries how many tries are left after a wrong code.
+type WrongCodeError struct{ TriesLeft int }
+
+func (e *WrongCodeError) Error() string {
+	return "selfservice: wrong code, " + strconv.Itoa(e.TriesLeft) + " tries left"
+}
+
+// Is makes errors.Is(err, ErrWrongCode) hold.
+func (e *WrongCodeError) Is(target error) bool { return target == ErrWrongCode }
+
+// MAC domains: every token and digest this package makes names its purpose,
+// so that one made for a purpose is refused for every other although one
+// key (serve.download_key) signs them all.
+const (
+	scopeCode   = "gdpr-privacy-code-v1"
+	scopeLink   = "gdpr-privacy-link-v1"
+	scopeStatus = "gdpr-request-status-v1"
+	scopeEmail  = "gdpr-privacy-ratelimit-v1"
+)
+
+// flowData is what a verification remembers until it is used. The address
+// is personal data; it lives in Redis no longer than privacy.code_ttl.
+type flowData struct {
+	Type, Email, Account, Locale string
+}
+
+// checkScript verifies a code (ARGV[1], its MAC; "" for a link whose
+// signature the caller checked) at ARGV[2] (unix ms) against at most ARGV[3]
+// tries. A wrong code counts a try; the last wrong one deletes the flow, so
+// the next try finds nothing even with the right code. An expired flow is
+// deleted. The answer is {outcome, ...}: ok with the flow's fields, wrong
+// with the tries left.
+const checkScript = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
+local f = redis.call('HMGET', KEYS[1], 'h', 'x', 'k', 'e', 'i', 'l')
+if tonumber(ARGV[2]) >= tonumber(f[2]) then
+  redis.call('DEL', KEYS[1])
+  return {'expired'}
+end
+if ARGV[1] == '' or f[1] == ARGV[1] then
+  return {'ok', f[3], f[4], f[5], f[6]}
+end
+local t = redis.call('HINCRBY', KEYS[1], 't', 1)
+local left = tonumber(ARGV[3]) - t
+if left <= 0 then
+  redis.call('DEL', KEYS[1])
+  return {'void'}
+end
+return {'wrong', tostring(left)}
+`
+
+// rateScript counts one send in a fixed window and says whether it is
+// within limit ARGV[1]; the window's key expires with it (ARGV[2] ms).
+const rateScript = `
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if n > tonumber(ARGV[1]) then return 0 end
+return 1
+`
+
+type flows struct {
+	rdb    redis.UniversalClient
+	prefix string
+	key    []byte
+	check  *redis.Script
+	rate   *redis.Script
+}
+
+func (f *flows) flowKey(id string) string { return f.prefix + "flow:" + id }
+
+func (f *flows) codeMAC(flow, code string) string {
+	h := hmac.New(sha256.New, f.key)
+	h.Write([]byte(scopeCode + "\n" + flow + "\n" + code))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// newFlowID is 128 random bits: the handle of one verification, shown to
+// whoever started it. It proves nothing by itself; the code or link does.
+func newFlowID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("making a verification id: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+func newCode() (string, error) {
+	n, err := rand.Int(rand.Reader, big.NewInt(1_000_000))
+	if err != nil {
+		return "", fmt.Errorf("making a verification code: %w", err)
+	}
+	return fmt.Sprintf("%06d", n.Int64()), nil
+}
+
+// store remembers a new verification with the code's MAC (never the code).
+// Redis expires it a minute after its end; the stored end, compared with
+// the service's clock, is what decides.
+func (f *flows) store(ctx context.Context, id, code string, d flowData, expires time.Time, ttl time.Duration) error {
+	key := f.flowKey(id)
+	pipe := f.rdb.TxPipeline()
+	pipe.HSet(ctx, key, "h", f.codeMAC(id, code), "t", 0, "x", expires.UnixMilli(),
+		"k", d.Type, "e", d.Email, "i", d.Account, "l", d.Locale)
+	pipe.PExpire(ctx, key, ttl+time.Minute)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("%w: storing a verification: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// verify checks code ("" when a signed link was checked) and returns the
+// flow's data; the flow stays until done deletes it, so that a submission
+// that failed can be confirmed again.
+func (f *flows) verify(ctx context.Context, id, code string, now time.Time, tries int) (flowData, error) {
+	mac := ""
+	if code != "" {
+		mac = f.codeMAC(id, code)
+	}
+	res, err := f.check.Run(ctx, f.rdb, []string{f.flowKey(id)}, mac, now.UnixMilli(), tries).StringSlice()
+	if err != nil {
+		return flowData{}, fmt.Errorf("%w: checking a verification: %w", ErrUnavailable, err)
+	}
+	switch res[0] {
+	case "ok":
+		return flowData{Type: res[1], Email: res[2], Account: res[3], Locale: res[4]}, nil
+	case "wrong":
+		left, _ := strconv.Atoi(res[1])
+		return flowData{}, &WrongCodeError{TriesLeft: left}
+	case "void":
+		return flowData{}, ErrVoid
+	case "expired":
+		return flowData{}, ErrExpired
+	}
+	return flowData{}, ErrGone
+}
+
+// done deletes a used verification: its link and code never work again.
+func (f *flows) done(ctx context.Context, id string) error {
+	return f.rdb.Del(ctx, f.flowKey(id)).Err()
+}
+
+// allow counts a send against the limit of one window for what. Keys name
+// an address's digest, never the address.
+func (f *flows) allow(ctx context.Context, what, value string, limit int, window time.Duration, now time.Time) (bool, error) {
+	slot := now.UnixMilli() / window.Milliseconds()
+	key := f.prefix + "rate:" + what + ":" + value + ":" + strconv.FormatInt(slot, 10)
+	ok, err := f.rate.Run(ctx, f.rdb, []string{key}, limit, window.Milliseconds()).Int()
+	if err != nil {
+		return false, fmt.Errorf("%w: counting a send: %w", ErrUnavailable, err)
+	}
+	return ok == 1, nil
+}
+
+// emailDigest names an address in rate-limit keys without storing it.
+func (f *flows) emailDigest(email string) string {
+	h := hmac.New(sha256.New, f.key)
+	h.Write([]byte(scopeEmail + "\n" + strings.ToLower(email)))
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
