@@ -18,6 +18,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/outbox"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/retention"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
@@ -26,21 +27,21 @@ import (
 // Config is the whole configuration. Each nested struct belongs to one module
 // or role; its defaults and validation live in the file named after it.
 type Config struct {
-	Log       Log              `yaml:"log"`
-	Postgres  db.Config        `yaml:"postgres"`
-	AMQP      bus.Config       `yaml:"amqp"`
-	Redis     lock.RedisConfig `yaml:"redis"`
-	Lock      lock.Config      `yaml:"lock"`
-	Shutdown  Shutdown         `yaml:"shutdown"`
-	Serve     Serve            `yaml:"serve"`
-	Worker    Worker           `yaml:"worker"`
-	Report    Report           `yaml:"report"`
-	Notify    notify.Config    `yaml:"notify"`
-	Outbox    outbox.Config    `yaml:"outbox"`
-	Scheduler scheduler.Config `yaml:"scheduler"`
-	Canceller erasure.Config   `yaml:"canceller"`
-	Telemetry Telemetry        `yaml:"telemetry"`
-	Retention retention.Config `yaml:"retention"`
+	Log       Log                   `yaml:"log"`
+	Postgres  db.Config             `yaml:"postgres"`
+	AMQP      bus.Config            `yaml:"amqp"`
+	Redis     lock.RedisConfig      `yaml:"redis"`
+	Lock      lock.Config           `yaml:"lock"`
+	Shutdown  Shutdown              `yaml:"shutdown"`
+	Serve     Serve                 `yaml:"serve"`
+	Worker    requests.WorkerConfig `yaml:"worker"`
+	Report    Report                `yaml:"report"`
+	Notify    notify.Config         `yaml:"notify"`
+	Outbox    outbox.Config         `yaml:"outbox"`
+	Scheduler scheduler.Config      `yaml:"scheduler"`
+	Canceller erasure.Config        `yaml:"canceller"`
+	Telemetry Telemetry             `yaml:"telemetry"`
+	Retention retention.Config      `yaml:"retention"`
 	// Privacy is modules/selfservice's: the self-service page.
 	Privacy selfservice.Config `yaml:"privacy"`
 }
@@ -68,7 +69,7 @@ func Default() Config {
 		Lock:      lock.DefaultConfig(),
 		Shutdown:  Shutdown{DrainTimeout: 20 * time.Second},
 		Serve:     defaultServe(),
-		Worker:    defaultWorker(),
+		Worker:    requests.DefaultWorkerConfig(),
 		Report:    defaultReport(),
 		Notify:    notify.DefaultConfig(),
 		Outbox:    outbox.DefaultConfig(),
@@ -135,7 +136,7 @@ func (c Config) Validate() error {
 		add(invalid("shutdown.drain_timeout", "must be > 0, got %s", c.Shutdown.DrainTimeout))
 	}
 	add(c.Serve.validate())
-	add(c.Worker.validate())
+	errs = append(errs, section(c.Worker.Validate())...)
 	add(c.Report.validate())
 	errs = append(errs, section(c.Notify.Validate())...)
 	errs = append(errs, section(c.Outbox.Validate())...)

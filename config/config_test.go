@@ -167,6 +167,7 @@ func TestValidationErrorsNameTheSetting(t *testing.T) {
 		{"report retention", func(c *config.Config) { c.Report.Retention = time.Hour },
 			"config: report.retention must be >= serve.download_ttl (168h0m0s): a report must outlive its link, got 1h0m0s"},
 		{"retention scrub after", func(c *config.Config) { c.Retention.ScrubAfter = 0 }, "config: retention.scrub_after must be > 0, got 0s"},
+		{"max value bytes", func(c *config.Config) { c.Report.MaxValueBytes = 10 }, "config: report.max_value_bytes must be >= 1024, got 10"},
 		{"otlp endpoint", func(c *config.Config) { c.Telemetry.OTLP.Endpoint = "collector:4318" }, `config: telemetry.otlp_endpoint must be an http:// or https:// URL with a host, got "collector:4318"`},
 	}
 	require.NoError(t, config.Default().Validate(), "the defaults are valid")

@@ -41,6 +41,10 @@ type Report struct {
 	SourceTimeout time.Duration `yaml:"source_timeout"`
 	// SourceConcurrency is how many sources of one report are read at once.
 	SourceConcurrency int `yaml:"source_concurrency"`
+	// MaxResponseBytes bounds one http source response or one Elasticsearch page; past it the read fails with source_too_large.
+	MaxResponseBytes int64 `yaml:"max_response_bytes"`
+	// MaxValueBytes bounds one JSON value in a source response (a record, or a member skipped on the way to records_path); past it the read fails with source_too_large.
+	MaxValueBytes int64 `yaml:"max_value_bytes"`
 	// Sources are read for every access report.
 	Sources []Source `yaml:"sources"`
 }
@@ -89,6 +93,8 @@ func defaultReport() Report {
 		Retention:         14 * 24 * time.Hour,
 		SourceTimeout:     2 * time.Minute,
 		SourceConcurrency: 4,
+		MaxResponseBytes:  256 << 20,
+		MaxValueBytes:     8 << 20,
 	}
 }
 
@@ -143,6 +149,12 @@ func (r Report) validate() error {
 	}
 	if r.SourceConcurrency < 1 {
 		return invalid("report.source_concurrency", "must be >= 1, got %d", r.SourceConcurrency)
+	}
+	if r.MaxValueBytes < 1024 {
+		return invalid("report.max_value_bytes", "must be >= 1024, got %d", r.MaxValueBytes)
+	}
+	if r.MaxResponseBytes < r.MaxValueBytes {
+		return invalid("report.max_response_bytes", "must be >= report.max_value_bytes (%d), got %d", r.MaxValueBytes, r.MaxResponseBytes)
 	}
 	seen := map[string]bool{}
 	for i, s := range r.Sources {

@@ -147,3 +147,31 @@ func TestParseID(t *testing.T) {
 		require.Equal(t, "id", fe.Field)
 	}
 }
+
+// TestParseReadsVerificationAndLocale: an app states how it verified the
+// subject and the language of the emails; a bad member is named.
+func TestParseReadsVerificationAndLocale(t *testing.T) {
+	t.Parallel()
+	sub, err := intake.Parse([]byte(`{"type":"access","subject":{"id":"u-1"},"locale":"de-AT",
+		"verification":{"method":"session","verified_at":"2026-01-02T03:04:05Z"}}`))
+	require.NoError(t, err)
+	require.Equal(t, "de-at", sub.Locale)
+	require.NotNil(t, sub.Verification)
+	require.Equal(t, "session", sub.Verification.Method)
+	require.Equal(t, time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), sub.Verification.VerifiedAt)
+
+	for body, field := range map[string]string{
+		`{"type":"access","subject":{"id":"u"},"verification":{"verified_at":"2026-01-02T03:04:05Z"}}`:                              "verification.method",
+		`{"type":"access","subject":{"id":"u"},"verification":{"method":"Session!","verified_at":"2026-01-02T03:04:05Z"}}`:          "verification.method",
+		`{"type":"access","subject":{"id":"u"},"verification":{"method":"session"}}`:                                                "verification.verified_at",
+		`{"type":"access","subject":{"id":"u"},"verification":{"method":"session","verified_at":"yesterday"}}`:                      "verification.verified_at",
+		`{"type":"access","subject":{"id":"u"},"verification":{"method":"session","verified_at":"2999-01-01T00:00:00Z"}}`:           "verification.verified_at",
+		`{"type":"access","subject":{"id":"u"},"verification":{"method":"session","verified_at":"2026-01-02T03:04:05Z","who":"x"}}`: "verification.who",
+		`{"type":"access","subject":{"id":"u"},"locale":"english please"}`:                                                          "locale",
+	} {
+		_, err := intake.Parse([]byte(body))
+		var fe *intake.FieldError
+		require.ErrorAs(t, err, &fe, body)
+		require.Equal(t, field, fe.Field, body)
+	}
+}

@@ -203,7 +203,10 @@ func New(cfg config.Report, logger *slog.Logger, reg prometheus.Registerer, opts
 		b.storage = local
 	}
 	for _, sc := range cfg.Sources {
-		s, err := source.New(sc, source.Options{HTTPClient: b.httpClient})
+		s, err := source.New(sc, source.Options{
+			HTTPClient: b.httpClient,
+			Limits:     source.Limits{MaxResponseBytes: cfg.MaxResponseBytes, MaxValueBytes: cfg.MaxValueBytes},
+		})
 		if err != nil {
 			_ = b.Close()
 			return nil, err

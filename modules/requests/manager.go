@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -104,6 +105,10 @@ type Manager struct {
 	store   *Store
 	metrics metrics
 	wake    chan struct{}
+	// polling is held by the one idle worker that looks for due requests
+	// every PollInterval; the other idle workers wait for a wake-up only, so
+	// an idle pool costs one query per interval, not one per worker.
+	polling atomic.Bool
 
 	life lifecycle.Runner
 }
@@ -218,15 +223,26 @@ func (m *Manager) loop(ctx context.Context) {
 			m.logger.WarnContext(ctx, "processing a request failed", "error", err)
 		}
 		if worked && err == nil {
+			// There may be more: another idle worker looks too, so a backlog
+			// found by the poller spreads over the pool.
+			m.Wake()
+			continue
+		}
+		if !m.polling.CompareAndSwap(false, true) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-m.wake:
+			}
 			continue
 		}
 		timer.Reset(m.cfg.PollInterval)
 		select {
 		case <-ctx.Done():
-			return
 		case <-m.wake:
 		case <-timer.C:
 		}
+		m.polling.Store(false)
 	}
 }
 

@@ -552,3 +552,36 @@ func TestBackoffIsFullJitterUnderExponentialCeiling(t *testing.T) {
 		require.Greater(t, maxSeen, c.ceiling/2, "attempt %d uses its whole range", c.attempt)
 	}
 }
+
+// TestIdlePoolLooksForWorkOncePerInterval starts a pool of 16 idle workers:
+// one of them looks for due requests every poll interval and the others
+// wait to be woken, so the database sees about one transaction per
+// interval (16 per interval when every worker polled), and a request that
+// arrives is still picked up at once.
+func TestIdlePoolLooksForWorkOncePerInterval(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newBuilder(nil), func(c *requests.Config) { c.Concurrency = 16 })
+	commits := func() int64 {
+		var n int64
+		require.NoError(t, e.db.Exec(`SELECT pg_stat_clear_snapshot()`).Error)
+		require.NoError(t, e.db.Raw(`SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&n).Error)
+		return n
+	}
+	require.NoError(t, e.mgr.Start(t.Context()))
+	t.Cleanup(func() { _ = e.mgr.Stop(context.Background()) })
+	const window = 3 * time.Second
+	<-time.After(time.Second) // statistics reach pg_stat_database up to a second late
+	before := commits()
+	<-time.After(window)
+	idle := commits() - before
+	intervals := int64(window / testConfig().PollInterval)
+	t.Logf("%d transactions in %s idle (%d poll intervals)", idle, window, intervals)
+	// Statistics arrive in steps of up to a second: allow twice the intervals.
+	require.Less(t, idle, 2*intervals, "idle workers poll one at a time")
+
+	m := submitted(t, event.KindAccess, event.Subject{ID: "idle-" + uuid.NewString()})
+	require.NoError(t, e.mgr.Handle(t.Context(), m))
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return e.row(t, requestID(t, m)).State == "completed"
+	}, "the request is picked up")
+}

@@ -25,12 +25,13 @@ type esSource struct {
 	query       *expand.JSON
 	pageSize    int
 	client      *elasticsearch.Client
+	limits      Limits
 }
 
 // scrollKeepAlive is how long Elasticsearch keeps the search context between pages.
 const scrollKeepAlive = time.Minute
 
-func newElasticsearch(cfg config.Source, hc *http.Client) (*esSource, error) {
+func newElasticsearch(cfg config.Source, hc *http.Client, limits Limits) (*esSource, error) {
 	header := http.Header{}
 	if cfg.AuthHeader != "" {
 		header.Set("Authorization", cfg.AuthHeader)
@@ -58,7 +59,7 @@ func newElasticsearch(cfg config.Source, hc *http.Client) (*esSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("source %s: query: %w", cfg.Name, err)
 	}
-	return &esSource{name: cfg.Name, index: cfg.Index, query: query, pageSize: size, client: client}, nil
+	return &esSource{name: cfg.Name, index: cfg.Index, query: query, pageSize: size, client: client, limits: limits.withDefaults()}, nil
 }
 
 func (s *esSource) Name() string { return s.name }
@@ -130,11 +131,15 @@ func (s *esSource) readPage(res *esapi.Response, sink Sink) (esPage, error) {
 	if err := statusFailure(s.name, res.StatusCode); err != nil {
 		return esPage{}, err
 	}
-	page, err := parseSearch(s.name, json.NewDecoder(res.Body), sink)
+	dec, bounded := newBoundedDecoder(res.Body, s.limits)
+	page, err := parseSearch(s.name, dec, bounded, sink)
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) {
 			return page, err
+		}
+		if tl := tooLarge(s.name, err); tl != nil {
+			return page, tl
 		}
 		var se *json.SyntaxError
 		var te *json.UnmarshalTypeError
@@ -148,16 +153,18 @@ func (s *esSource) readPage(res *esapi.Response, sink Sink) (esPage, error) {
 
 // parseSearch streams a _search or _search/scroll response: hits are handed
 // to sink as they are decoded, never collected.
-func parseSearch(name string, dec *json.Decoder, sink Sink) (esPage, error) {
+func parseSearch(name string, dec *json.Decoder, bounded *boundedBody, sink Sink) (esPage, error) {
 	var page esPage
 	if err := expectDelim(dec, '{'); err != nil {
 		return page, err
 	}
 	for dec.More() {
+		bounded.next()
 		key, err := dec.Token()
 		if err != nil {
 			return page, err
 		}
+		bounded.next()
 		switch key {
 		case "_scroll_id":
 			if err := dec.Decode(&page.scrollID); err != nil {
@@ -183,7 +190,7 @@ func parseSearch(name string, dec *json.Decoder, sink Sink) (esPage, error) {
 				return page, fail(name, ClassPartial, fmt.Sprintf("%d of %d shards failed", shards.Failed, shards.Total), nil)
 			}
 		case "hits":
-			n, err := parseHits(name, dec, sink)
+			n, err := parseHits(name, dec, bounded, sink)
 			page.hits += n
 			if err != nil {
 				return page, err
@@ -199,17 +206,19 @@ func parseSearch(name string, dec *json.Decoder, sink Sink) (esPage, error) {
 	return page, err
 }
 
-func parseHits(name string, dec *json.Decoder, sink Sink) (int, error) {
+func parseHits(name string, dec *json.Decoder, bounded *boundedBody, sink Sink) (int, error) {
 	if err := expectDelim(dec, '{'); err != nil {
 		return 0, err
 	}
 	n := 0
 	var ob objectBuilder
 	for dec.More() {
+		bounded.next()
 		key, err := dec.Token()
 		if err != nil {
 			return n, err
 		}
+		bounded.next()
 		if key != "hits" {
 			var skip json.RawMessage
 			if err := dec.Decode(&skip); err != nil {
@@ -221,6 +230,7 @@ func parseHits(name string, dec *json.Decoder, sink Sink) (int, error) {
 			return n, err
 		}
 		for dec.More() {
+			bounded.next()
 			var hit struct {
 				Source json.RawMessage `json:"_source"`
 			}

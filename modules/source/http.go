@@ -24,9 +24,10 @@ type httpSource struct {
 	body               *expand.JSON
 	path               []string
 	client             *http.Client
+	limits             Limits
 }
 
-func newHTTP(cfg config.Source, client *http.Client) (*httpSource, error) {
+func newHTTP(cfg config.Source, client *http.Client, limits Limits) (*httpSource, error) {
 	method := strings.ToUpper(cfg.Method)
 	if method == "" {
 		method = http.MethodGet
@@ -45,7 +46,7 @@ func newHTTP(cfg config.Source, client *http.Client) (*httpSource, error) {
 			return nil, fmt.Errorf("source %s: body: %w", cfg.Name, err)
 		}
 	}
-	return &httpSource{name: cfg.Name, method: method, url: u, body: body, auth: cfg.AuthHeader, path: path, client: client}, nil
+	return &httpSource{name: cfg.Name, method: method, url: u, body: body, auth: cfg.AuthHeader, path: path, client: client, limits: limits.withDefaults()}, nil
 }
 
 func (s *httpSource) Name() string { return s.name }
@@ -103,8 +104,8 @@ func (s *httpSource) Read(ctx context.Context, subject event.Subject, sink Sink)
 	if err := statusFailure(s.name, resp.StatusCode); err != nil {
 		return err
 	}
-	dec := json.NewDecoder(resp.Body)
-	if err := streamRecords(s.name, dec, s.path, sink); err != nil {
+	dec, bounded := newBoundedDecoder(resp.Body, s.limits)
+	if err := streamRecords(s.name, dec, bounded, s.path, sink); err != nil {
 		return s.classifyRead(err)
 	}
 	return nil
@@ -126,6 +127,9 @@ func (s *httpSource) classifyRead(err error) error {
 	if errors.As(err, &e) {
 		return err
 	}
+	if tl := tooLarge(s.name, err); tl != nil {
+		return tl
+	}
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
@@ -144,8 +148,10 @@ var (
 
 // streamRecords walks the decoder down path and emits the value found there:
 // each element of an array, or an object as one record; null is no record.
-func streamRecords(name string, dec *json.Decoder, path []string, sink Sink) error {
+// Before each value it tells bounded a new one begins.
+func streamRecords(name string, dec *json.Decoder, bounded *boundedBody, path []string, sink Sink) error {
 	for _, seg := range path {
+		bounded.next()
 		tok, err := dec.Token()
 		if err != nil {
 			return err
@@ -158,6 +164,7 @@ func streamRecords(name string, dec *json.Decoder, path []string, sink Sink) err
 		}
 		found := false
 		for dec.More() {
+			bounded.next()
 			kt, err := dec.Token()
 			if err != nil {
 				return err
@@ -166,6 +173,7 @@ func streamRecords(name string, dec *json.Decoder, path []string, sink Sink) err
 				found = true
 				break
 			}
+			bounded.next()
 			var skip json.RawMessage
 			if err := dec.Decode(&skip); err != nil {
 				return err
@@ -175,6 +183,7 @@ func streamRecords(name string, dec *json.Decoder, path []string, sink Sink) err
 			return errPathMissing
 		}
 	}
+	bounded.next()
 	tok, err := dec.Token()
 	if err != nil {
 		return err
@@ -183,6 +192,7 @@ func streamRecords(name string, dec *json.Decoder, path []string, sink Sink) err
 	switch tok {
 	case json.Delim('['):
 		for dec.More() {
+			bounded.next()
 			var raw json.RawMessage
 			if err := dec.Decode(&raw); err != nil {
 				return err
@@ -202,16 +212,21 @@ func streamRecords(name string, dec *json.Decoder, path []string, sink Sink) err
 		// Rebuild the object member by member so a large one is not decoded twice.
 		ob.reset()
 		for dec.More() {
+			bounded.next()
 			kt, err := dec.Token()
 			if err != nil {
 				return err
 			}
+			bounded.next()
 			var raw json.RawMessage
 			if err := dec.Decode(&raw); err != nil {
 				return err
 			}
 			ob.key(kt.(string))
 			if err := ob.compactValue(raw); err != nil {
+				return err
+			}
+			if err := checkObject(&ob, bounded.limits); err != nil {
 				return err
 			}
 		}

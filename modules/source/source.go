@@ -87,6 +87,7 @@ func sentinels() map[string]error {
 		ClassPartial:     ErrPartial,
 		ClassRefused:     ErrRefused,
 		ClassRedirect:    ErrRedirect,
+		ClassTooLarge:    ErrTooLarge,
 	}
 }
 
@@ -178,6 +179,9 @@ type Options struct {
 	// dedicated client with pooled connections and no overall timeout; the
 	// per-source timeout bounds each read through its context).
 	HTTPClient *http.Client
+	// Limits bound each http and elasticsearch response; zero fields are
+	// the defaults.
+	Limits Limits
 }
 
 // New builds the source described by cfg.
@@ -199,9 +203,9 @@ func New(cfg config.Source, opts Options) (Source, error) {
 	case "postgres", "mysql":
 		return newSQL(cfg)
 	case "http":
-		return newHTTP(cfg, opts.HTTPClient)
+		return newHTTP(cfg, opts.HTTPClient, opts.Limits)
 	case "elasticsearch":
-		return newElasticsearch(cfg, opts.HTTPClient)
+		return newElasticsearch(cfg, opts.HTTPClient, opts.Limits)
 	}
 	return nil, fmt.Errorf("source %s: unknown kind %q", cfg.Name, cfg.Kind)
 }

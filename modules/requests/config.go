@@ -1,9 +1,14 @@
-package config
+package requests
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"time"
+)
 
-// Worker configures the requests manager role.
-type Worker struct {
+// WorkerConfig is the worker section: the requests manager role. (Config
+// is the Manager's own tuning, which the role builds from it.)
+type WorkerConfig struct {
 	AdminAddr string `yaml:"admin_addr"`
 	// Concurrency is the number of workers processing requests in this process.
 	Concurrency int `yaml:"concurrency"`
@@ -11,8 +16,9 @@ type Worker struct {
 	// (submissions, finished erasures) are stored at once; each is one short
 	// transaction, so a few suffice however many workers build reports.
 	ReceiveConcurrency int `yaml:"receive_concurrency"`
-	// PollInterval is the longest a worker idles before looking for due
-	// requests stored by other processes and retries that became due.
+	// PollInterval is how often one idle worker of the pool looks for due
+	// requests stored by other processes and retries that became due (it
+	// wakes the others when it finds one).
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// MaxAttempts is how often a request is tried before it is failed.
 	MaxAttempts int `yaml:"max_attempts"`
@@ -28,8 +34,9 @@ type Worker struct {
 	SweepAge      time.Duration `yaml:"sweep_age"`
 }
 
-func defaultWorker() Worker {
-	return Worker{
+// DefaultWorkerConfig is the worker role's configuration when nothing is set.
+func DefaultWorkerConfig() WorkerConfig {
+	return WorkerConfig{
 		AdminAddr:          "127.0.0.1:9091",
 		Concurrency:        8,
 		ReceiveConcurrency: 8,
@@ -43,28 +50,29 @@ func defaultWorker() Worker {
 	}
 }
 
-func (w Worker) validate() error {
+// Validate names the first bad setting in full (worker.…).
+func (w WorkerConfig) Validate() error {
 	switch {
 	case w.AdminAddr == "":
-		return invalid("worker.admin_addr", "must be set")
+		return errors.New("worker.admin_addr must be set")
 	case w.Concurrency < 1:
-		return invalid("worker.concurrency", "must be >= 1, got %d", w.Concurrency)
+		return fmt.Errorf("worker.concurrency must be >= 1, got %d", w.Concurrency)
 	case w.ReceiveConcurrency < 1:
-		return invalid("worker.receive_concurrency", "must be >= 1, got %d", w.ReceiveConcurrency)
+		return fmt.Errorf("worker.receive_concurrency must be >= 1, got %d", w.ReceiveConcurrency)
 	case w.PollInterval <= 0:
-		return invalid("worker.poll_interval", "must be > 0, got %s", w.PollInterval)
+		return fmt.Errorf("worker.poll_interval must be > 0, got %s", w.PollInterval)
 	case w.MaxAttempts < 1:
-		return invalid("worker.max_attempts", "must be >= 1, got %d", w.MaxAttempts)
+		return fmt.Errorf("worker.max_attempts must be >= 1, got %d", w.MaxAttempts)
 	case w.BackoffBase <= 0:
-		return invalid("worker.backoff_base", "must be > 0, got %s", w.BackoffBase)
+		return fmt.Errorf("worker.backoff_base must be > 0, got %s", w.BackoffBase)
 	case w.BackoffMax < w.BackoffBase:
-		return invalid("worker.backoff_max", "must be >= worker.backoff_base, got %s", w.BackoffMax)
+		return fmt.Errorf("worker.backoff_max must be >= worker.backoff_base, got %s", w.BackoffMax)
 	case w.ErasureWait <= 0:
-		return invalid("worker.erasure_wait", "must be > 0, got %s", w.ErasureWait)
+		return fmt.Errorf("worker.erasure_wait must be > 0, got %s", w.ErasureWait)
 	case w.SweepInterval <= 0:
-		return invalid("worker.sweep_interval", "must be > 0, got %s", w.SweepInterval)
+		return fmt.Errorf("worker.sweep_interval must be > 0, got %s", w.SweepInterval)
 	case w.SweepAge <= 0:
-		return invalid("worker.sweep_age", "must be > 0, got %s", w.SweepAge)
+		return fmt.Errorf("worker.sweep_age must be > 0, got %s", w.SweepAge)
 	}
 	return nil
 }
