@@ -14,6 +14,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/report"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
@@ -28,7 +29,7 @@ func buildIntake(_ context.Context, in *infra) ([]Component, error) {
 	svc, err := intake.New(intake.Options{
 		Publisher:            in.publisher,
 		Redis:                in.redis,
-		DB:                   in.db,
+		Requests:             requests.NewStore(in.db, nil),
 		KeyPrefix:            in.cfg.Redis.Prefix + "intake:",
 		AcceptedTTL:          cfg.AcceptedTTL,
 		IdempotencyTTL:       cfg.IdempotencyTTL,

@@ -26,7 +26,7 @@ func newOfficer(in *infra) (*officer.Service, error) {
 		Requests:  requests.NewStore(in.db, nil),
 		Erasures:  officerErasures{k, erasure.Lister{DB: in.db}},
 		Timeline:  audit.NewStore(in.db),
-		Checker:   reconcile.New(in.db),
+		Checker:   reconcile.New(in.db, reconcile.Stores(in.db)),
 		Reconcile: t.Reconcile.Options(),
 		Outbox:    in.outbox,
 		Config:    in.cfg.Console,

@@ -257,8 +257,8 @@ func (c *Console) signout(w http.ResponseWriter, r *http.Request, _ officer.Sess
 // stateRows are the dashboard's states in lifecycle order.
 func stateRows(counts map[string]int) []kv {
 	out := []kv{}
-	for _, s := range []string{requests.StateReceived, requests.StateProcessing, requests.StateHandedOver, requests.StateFailed,
-		requests.StateCompleted, requests.StateCancelled, requests.StateDenied} {
+	for _, s := range []string{string(requests.StateReceived), string(requests.StateProcessing), string(requests.StateHandedOver), string(requests.StateFailed),
+		string(requests.StateCompleted), requests.StateCancelled, requests.StateDenied} {
 		out = append(out, kv{s, counts[s]})
 	}
 	return out

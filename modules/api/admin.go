@@ -87,8 +87,8 @@ func ParseFilter(q func(string) string) (requests.Filter, error) {
 		f.States = strings.Split(v, ",")
 		for _, st := range f.States {
 			switch st {
-			case requests.StateReceived, requests.StateProcessing, requests.StateHandedOver, requests.StateCompleted,
-				requests.StateFailed, requests.StateCancelled, requests.StateDenied:
+			case string(requests.StateReceived), string(requests.StateProcessing), string(requests.StateHandedOver), string(requests.StateCompleted),
+				string(requests.StateFailed), requests.StateCancelled, requests.StateDenied:
 			default:
 				return f, problem(http.StatusBadRequest, "invalid_request", "state", "unknown state %q", st)
 			}

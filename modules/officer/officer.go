@@ -82,11 +82,11 @@ type Requests interface {
 	List(ctx context.Context, f requests.Filter) (requests.Page, error)
 	Counts(ctx context.Context) (map[string]int, error)
 	Daily(ctx context.Context, days int) ([]requests.Day, error)
-	Get(ctx context.Context, id string) (requests.Row, []requests.Attempt, error)
-	Retry(ctx context.Context, id string, within requests.Within) (requests.Row, bool, error)
-	Cancel(ctx context.Context, id, by, reason string, within requests.Within) (requests.Row, bool, error)
-	Deny(ctx context.Context, id, by, code, reason string, within requests.Within) (requests.Row, bool, error)
-	Extend(ctx context.Context, id, by string, until time.Time, reason string, now time.Time, within requests.Within) (requests.Row, bool, error)
+	Detail(ctx context.Context, id string) (requests.AdminRow, []requests.Attempt, error)
+	Retry(ctx context.Context, id string, within requests.Within) (requests.AdminRow, bool, error)
+	Cancel(ctx context.Context, id, by, reason string, within requests.Within) (requests.AdminRow, bool, error)
+	Deny(ctx context.Context, id, by, code, reason string, within requests.Within) (requests.AdminRow, bool, error)
+	Extend(ctx context.Context, id, by string, until time.Time, reason string, now time.Time, within requests.Within) (requests.AdminRow, bool, error)
 }
 
 // Erasures is the canceller's part: participants and the actions on them.
@@ -189,7 +189,7 @@ type Action struct {
 
 // Detail is everything about one request an operator may see.
 type Detail struct {
-	Request      requests.Row               `json:"request"`
+	Request      requests.AdminRow               `json:"request"`
 	Attempts     []requests.Attempt         `json:"attempts"`
 	Participants []erasure.ParticipantState `json:"participants"`
 	Timeline     []audit.Event              `json:"timeline"`
@@ -202,7 +202,7 @@ type Detail struct {
 // Detail returns request id with its attempts, participants, audit
 // timeline and operator actions.
 func (s *Service) Detail(ctx context.Context, id string) (Detail, error) {
-	row, attempts, err := s.opts.Requests.Get(ctx, id)
+	row, attempts, err := s.opts.Requests.Detail(ctx, id)
 	if errors.Is(err, requests.ErrNotFound) {
 		return Detail{}, fmt.Errorf("%w: request %s", ErrNotFound, id)
 	}
@@ -231,7 +231,7 @@ func (s *Service) Detail(ctx context.Context, id string) (Detail, error) {
 }
 
 func isOpen(state string) bool {
-	for _, st := range requests.OpenStates() {
+	for _, st := range requests.OfficerOpenStates() {
 		if st == state {
 			return true
 		}
@@ -241,16 +241,16 @@ func isOpen(state string) bool {
 
 // allowedActions is what the request's state allows (the console shows
 // only these buttons; the actions themselves check again under the lock).
-func allowedActions(r requests.Row, now time.Time) map[string]bool {
+func allowedActions(r requests.AdminRow, now time.Time) map[string]bool {
 	extendable := isOpen(r.State) && r.ExtendedUntil == nil && now.Before(r.DueAt) && r.Regulation != "lgpd"
 	return map[string]bool{
-		ActionRetry:           r.State == requests.StateFailed,
-		ActionCancel:          r.State == requests.StateReceived || r.State == requests.StateFailed || r.State == requests.StateHandedOver,
-		ActionDeny:            r.State == requests.StateReceived || r.State == requests.StateFailed,
+		ActionRetry:           r.State == string(requests.StateFailed),
+		ActionCancel:          r.State == string(requests.StateReceived) || r.State == string(requests.StateFailed) || r.State == string(requests.StateHandedOver),
+		ActionDeny:            r.State == string(requests.StateReceived) || r.State == string(requests.StateFailed),
 		ActionExtend:          extendable,
-		ActionResend:          r.State == requests.StateHandedOver,
-		ActionConfirmManually: r.State == requests.StateHandedOver,
-		ActionNotApplicable:   r.State == requests.StateHandedOver,
+		ActionResend:          r.State == string(requests.StateHandedOver),
+		ActionConfirmManually: r.State == string(requests.StateHandedOver),
+		ActionNotApplicable:   r.State == string(requests.StateHandedOver),
 	}
 }
 
@@ -308,7 +308,7 @@ type Result struct {
 	// was done again and nothing recorded.
 	Changed bool `json:"changed"`
 	// Request is the request after the action.
-	Request *requests.Row `json:"request,omitempty"`
+	Request *requests.AdminRow `json:"request,omitempty"`
 }
 
 const maxReasonLen = 2000
@@ -360,7 +360,7 @@ func (s *Service) done(ctx context.Context, p console.Principal, action, id, par
 	if changed {
 		s.opts.Logger.InfoContext(ctx, "operator action", "operator", p.Name, "action", action, "request_id", id, "participant", participant)
 	}
-	row, _, err := s.opts.Requests.Get(ctx, id)
+	row, _, err := s.opts.Requests.Detail(ctx, id)
 	if err != nil {
 		return Result{Changed: changed}, nil //nolint:nilerr // the action committed; only the echo of the row failed
 	}
@@ -374,7 +374,7 @@ func (s *Service) Retry(ctx context.Context, p console.Principal, id string, in 
 	if err := s.check(p, ActionRetry, &in, false); err != nil {
 		return Result{}, err
 	}
-	_, changed, err := s.opts.Requests.Retry(ctx, id, func(tx *gorm.DB, _ requests.Row) error {
+	_, changed, err := s.opts.Requests.Retry(ctx, id, func(tx *gorm.DB, _ requests.AdminRow) error {
 		return s.record(ctx, tx, p, event.OperatorAction{RequestID: id, Action: ActionRetry, ReasonCode: in.ReasonCode})
 	})
 	if errors.Is(err, requests.ErrConflict) {
@@ -391,11 +391,11 @@ func (s *Service) Retry(ctx context.Context, p console.Principal, id string, in 
 // retriedAlready: the last action on id was a retry and the request is at
 // work (not failed again, not ended otherwise).
 func (s *Service) retriedAlready(ctx context.Context, id string) (bool, error) {
-	row, _, err := s.opts.Requests.Get(ctx, id)
+	row, _, err := s.opts.Requests.Detail(ctx, id)
 	if err != nil {
 		return false, err
 	}
-	if row.State != requests.StateReceived && row.State != requests.StateProcessing && row.State != requests.StateHandedOver {
+	if row.State != string(requests.StateReceived) && row.State != string(requests.StateProcessing) && row.State != string(requests.StateHandedOver) {
 		return false, nil
 	}
 	acts, err := s.actions(ctx, id)
@@ -412,8 +412,8 @@ func (s *Service) Cancel(ctx context.Context, p console.Principal, id string, in
 	if err := s.check(p, ActionCancel, &in, true); err != nil {
 		return Result{}, err
 	}
-	_, changed, err := s.opts.Requests.Cancel(ctx, id, p.Name, in.Reason, func(tx *gorm.DB, before requests.Row) error {
-		if before.Type == event.KindErasure && before.State == requests.StateHandedOver {
+	_, changed, err := s.opts.Requests.Cancel(ctx, id, p.Name, in.Reason, func(tx *gorm.DB, before requests.AdminRow) error {
+		if before.Type == event.KindErasure && before.State == string(requests.StateHandedOver) {
 			if _, err := s.opts.Erasures.CancelIn(ctx, tx, id); err != nil {
 				return err
 			}
@@ -432,7 +432,7 @@ func (s *Service) Deny(ctx context.Context, p console.Principal, id string, in I
 	if err := s.check(p, ActionDeny, &in, true); err != nil {
 		return Result{}, err
 	}
-	_, changed, err := s.opts.Requests.Deny(ctx, id, p.Name, in.ReasonCode, in.Reason, func(tx *gorm.DB, before requests.Row) error {
+	_, changed, err := s.opts.Requests.Deny(ctx, id, p.Name, in.ReasonCode, in.Reason, func(tx *gorm.DB, before requests.AdminRow) error {
 		if err := s.enqueue(ctx, tx, event.TypeRequestDenied, id, event.RequestDenied{
 			RequestID: id, Code: in.ReasonCode, Reason: in.Reason, Regulation: before.Regulation}); err != nil {
 			return err
@@ -452,7 +452,7 @@ func (s *Service) Extend(ctx context.Context, p console.Principal, id string, in
 	if err := s.check(p, ActionExtend, &in, true); err != nil {
 		return Result{}, err
 	}
-	_, changed, err := s.opts.Requests.Extend(ctx, id, p.Name, in.Until, in.Reason, s.now(), func(tx *gorm.DB, before requests.Row) error {
+	_, changed, err := s.opts.Requests.Extend(ctx, id, p.Name, in.Until, in.Reason, s.now(), func(tx *gorm.DB, before requests.AdminRow) error {
 		var until time.Time
 		if err := tx.Raw(`SELECT extended_until FROM requests WHERE id = ?`, id).Scan(&until).Error; err != nil {
 			return fmt.Errorf("reading the extension of %s: %w", id, err)
@@ -472,11 +472,11 @@ func (s *Service) Extend(ctx context.Context, p console.Principal, id string, in
 // participantAction checks that the request is an erasure handed over to
 // the canceller, the only state its participants can be acted on in.
 func (s *Service) participantAction(ctx context.Context, id string) error {
-	row, _, err := s.opts.Requests.Get(ctx, id)
+	row, _, err := s.opts.Requests.Detail(ctx, id)
 	if err != nil {
 		return mapErr(err)
 	}
-	if row.Type != event.KindErasure || row.State != requests.StateHandedOver {
+	if row.Type != event.KindErasure || row.State != string(requests.StateHandedOver) {
 		return fmt.Errorf("%w: the request is a %s request in state %s, not an erasure handed over", ErrConflict, row.Type, row.State)
 	}
 	return nil
@@ -597,8 +597,8 @@ func (s *Service) Requeue(ctx context.Context, p console.Principal, queue string
 type Dashboard struct {
 	Counts       map[string]int         `json:"counts"`
 	InSync       reconcile.Result       `json:"in_sync"`
-	Near         []requests.Row         `json:"near_deadline"`
-	Overdue      []requests.Row         `json:"overdue"`
+	Near         []requests.AdminRow         `json:"near_deadline"`
+	Overdue      []requests.AdminRow         `json:"overdue"`
 	Participants []erasure.AttentionRow `json:"participants_overdue"`
 	DeadLetters  []bus.DeadLetter       `json:"dead_letters"`
 	// DeadLettersError says why dead letters could not be listed.

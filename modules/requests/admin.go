@@ -29,12 +29,12 @@ var ErrConflict = errors.New("requests: the request's state does not allow this"
 // OpenStates are the states of a request that still owes the subject an
 // answer: its deadline runs. A failed request is open: it has not been
 // answered, and an operator must retry, deny or cancel it.
-func OpenStates() []string {
-	return []string{StateReceived, StateProcessing, StateHandedOver, StateFailed}
+func OfficerOpenStates() []string {
+	return []string{string(StateReceived), string(StateProcessing), string(StateHandedOver), string(StateFailed)}
 }
 
-// Row is one request as operators see it: no personal data.
-type Row struct {
+// AdminRow is one request as operators see it: no personal data.
+type AdminRow struct {
 	ID              string     `json:"id"`
 	Type            string     `json:"type"`
 	State           string     `json:"state"`
@@ -105,7 +105,7 @@ type Filter struct {
 
 // Page is one page of List.
 type Page struct {
-	Requests []Row `json:"requests"`
+	Requests []AdminRow `json:"requests"`
 	// Next is the cursor of the next page; empty on the last.
 	Next string `json:"next,omitempty"`
 }
@@ -159,7 +159,7 @@ func (s *Store) List(ctx context.Context, f Filter) (Page, error) {
 	desc = strings.HasPrefix(f.Sort, "-")
 	var where []string
 	var args []any
-	open := OpenStates()
+	open := OfficerOpenStates()
 	if len(f.States) > 0 {
 		where = append(where, "r.state IN ?")
 		args = append(args, f.States)
@@ -219,7 +219,7 @@ func (s *Store) List(ctx context.Context, f Filter) (Page, error) {
 	}
 	q += " ORDER BY " + key + " " + dir + ", r.id " + dir + " LIMIT ?"
 	args = append(args, f.Limit+1)
-	var rows []Row
+	var rows []AdminRow
 	if err := s.db.WithContext(ctx).Raw(q, args...).Scan(&rows).Error; err != nil {
 		return Page{}, fmt.Errorf("listing requests: %w", err)
 	}
@@ -234,7 +234,7 @@ func (s *Store) List(ctx context.Context, f Filter) (Page, error) {
 		page.Next = encodeCursor(cursor{Sort: f.Sort, At: at, ID: last.ID})
 	}
 	if page.Requests == nil {
-		page.Requests = []Row{}
+		page.Requests = []AdminRow{}
 	}
 	return page, nil
 }
@@ -269,7 +269,7 @@ func (s *Store) Counts(ctx context.Context) (map[string]int, error) {
 		return nil, fmt.Errorf("counting requests: %w", err)
 	}
 	out := map[string]int{}
-	for _, st := range []string{StateReceived, StateProcessing, StateHandedOver, StateCompleted, StateFailed, StateCancelled, StateDenied} {
+	for _, st := range []string{string(StateReceived), string(StateProcessing), string(StateHandedOver), string(StateCompleted), string(StateFailed), StateCancelled, StateDenied} {
 		out[st] = 0
 	}
 	for _, r := range rows {
@@ -305,12 +305,12 @@ func (s *Store) Daily(ctx context.Context, days int) ([]Day, error) {
 }
 
 // Get returns request id and its attempts.
-func (s *Store) Get(ctx context.Context, id string) (Row, []Attempt, error) {
+func (s *Store) Detail(ctx context.Context, id string) (AdminRow, []Attempt, error) {
 	return s.get(ctx, s.db, id, false)
 }
 
-func (s *Store) get(ctx context.Context, db *gorm.DB, id string, lock bool) (Row, []Attempt, error) {
-	var r Row
+func (s *Store) get(ctx context.Context, db *gorm.DB, id string, lock bool) (AdminRow, []Attempt, error) {
+	var r AdminRow
 	if _, err := uuid.Parse(id); err != nil {
 		return r, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
@@ -346,16 +346,16 @@ var ErrBadInput = errors.New("requests: invalid change")
 // Within runs inside the transaction of an operator's change, after the
 // row was updated: the caller's audit record and outbox messages, another
 // owner's part of the change. before is the row as it was.
-type Within func(tx *gorm.DB, before Row) error
+type Within func(tx *gorm.DB, before AdminRow) error
 
 // change is an operator's change to one request.
 type change struct {
 	// allowed are the states the change applies in; done says the change
 	// already holds (the action is idempotent: nothing happens again).
 	allowed []string
-	done    func(Row) bool
+	done    func(AdminRow) bool
 	// check refuses the change for reasons other than the state.
-	check func(Row) error
+	check func(AdminRow) error
 	// sql and args update the locked row (WHERE id = ? is appended); args
 	// is called after check, which may work out a value.
 	sql    string
@@ -366,9 +366,9 @@ type change struct {
 // Retry puts a failed request back to work in place: same id, same
 // due_at, attempts counted from zero again, due now. Only a failed
 // request can be retried.
-func (s *Store) Retry(ctx context.Context, id string, within Within) (Row, bool, error) {
+func (s *Store) Retry(ctx context.Context, id string, within Within) (AdminRow, bool, error) {
 	return s.apply(ctx, id, change{
-		allowed: []string{StateFailed},
+		allowed: []string{string(StateFailed)},
 		sql: `UPDATE requests SET state = 'received', attempts = 0, last_error_class = '', next_attempt_at = now(),
 			lease_until = NULL, updated_at = now()`,
 		within: within,
@@ -379,10 +379,10 @@ func (s *Store) Retry(ctx context.Context, id string, within Within) (Row, bool,
 // not been answered: nothing more is done for it and its subject is
 // scrubbed from the row. An erasure handed over already is stopped by the
 // canceller's part, which the caller runs in within (docs/console.md).
-func (s *Store) Cancel(ctx context.Context, id, by, reason string, within Within) (Row, bool, error) {
+func (s *Store) Cancel(ctx context.Context, id, by, reason string, within Within) (AdminRow, bool, error) {
 	return s.apply(ctx, id, change{
-		allowed: []string{StateReceived, StateFailed, StateHandedOver},
-		done:    func(r Row) bool { return r.State == StateCancelled },
+		allowed: []string{string(StateReceived), string(StateFailed), string(StateHandedOver)},
+		done:    func(r AdminRow) bool { return r.State == StateCancelled },
 		sql: `UPDATE requests SET state = 'cancelled', closed_reason = ?, closed_by = ?, closed_at = now(),
 			subject_id = '', subject_email = '', lease_until = NULL, updated_at = now()`,
 		args:   func() []any { return []any{reason, by} },
@@ -393,10 +393,10 @@ func (s *Store) Cancel(ctx context.Context, id, by, reason string, within Within
 // Deny refuses a request that was not handed on yet (GDPR Art. 12(4),
 // 12(5)): the subject's identifier is scrubbed; the address stays until
 // the notifier has sent the denial, which scrubs it.
-func (s *Store) Deny(ctx context.Context, id, by, code, reason string, within Within) (Row, bool, error) {
+func (s *Store) Deny(ctx context.Context, id, by, code, reason string, within Within) (AdminRow, bool, error) {
 	return s.apply(ctx, id, change{
-		allowed: []string{StateReceived, StateFailed},
-		done:    func(r Row) bool { return r.State == StateDenied && r.DenialCode == code },
+		allowed: []string{string(StateReceived), string(StateFailed)},
+		done:    func(r AdminRow) bool { return r.State == StateDenied && r.DenialCode == code },
 		sql: `UPDATE requests SET state = 'denied', denial_code = ?, closed_reason = ?, closed_by = ?, closed_at = now(),
 			subject_id = '', lease_until = NULL, updated_at = now()`,
 		args:   func() []any { return []any{code, reason, by} },
@@ -407,14 +407,14 @@ func (s *Store) Deny(ctx context.Context, id, by, code, reason string, within Wi
 // Extend sets the deadline of an open request to until, once, before
 // due_at passes and no later than its regulation allows (a zero until is
 // that limit). The row returned is the one before the change.
-func (s *Store) Extend(ctx context.Context, id, by string, until time.Time, reason string, now time.Time, within Within) (Row, bool, error) {
+func (s *Store) Extend(ctx context.Context, id, by string, until time.Time, reason string, now time.Time, within Within) (AdminRow, bool, error) {
 	var target time.Time
 	return s.apply(ctx, id, change{
-		allowed: OpenStates(),
-		done: func(r Row) bool {
-			return slices.Contains(OpenStates(), r.State) && r.ExtendedUntil != nil && (until.IsZero() || r.ExtendedUntil.Equal(until))
+		allowed: OfficerOpenStates(),
+		done: func(r AdminRow) bool {
+			return slices.Contains(OfficerOpenStates(), r.State) && r.ExtendedUntil != nil && (until.IsZero() || r.ExtendedUntil.Equal(until))
 		},
-		check: func(r Row) error {
+		check: func(r AdminRow) error {
 			if r.ExtendedUntil != nil {
 				return fmt.Errorf("%w: the deadline was extended once already", ErrConflict)
 			}
@@ -443,7 +443,7 @@ func (s *Store) Extend(ctx context.Context, id, by string, until time.Time, reas
 	})
 }
 
-func (s *Store) apply(ctx context.Context, id string, c change) (before Row, changed bool, err error) {
+func (s *Store) apply(ctx context.Context, id string, c change) (before AdminRow, changed bool, err error) {
 	err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		r, _, err := s.get(ctx, tx, id, true)
 		if err != nil {
@@ -476,3 +476,10 @@ func (s *Store) apply(ctx context.Context, id string, c change) (before Row, cha
 	})
 	return before, changed, err
 }
+
+// StateCancelled and StateDenied are ends an operator gives a request
+// (modules/officer): nothing more is done for it.
+const (
+	StateCancelled = "cancelled"
+	StateDenied    = "denied"
+)
