@@ -32,7 +32,7 @@ const Queue = "worker.notify"
 
 // Bindings are the routing keys that reach Queue: the messages an email goes out on.
 func Bindings() []string {
-	return []string{event.TypeReportReady, event.TypeErasureCompleted, event.TypeRequestReceived}
+	return []string{event.TypeReportReady, event.TypeErasureCompleted, event.TypeRequestReceived, event.TypeRequestDenied, event.TypeRequestExtended}
 }
 
 // Template names (also the gdpr_emails_sent_total label).
@@ -43,6 +43,12 @@ const (
 	// that ask for one (the self-service page's); it is not the email a
 	// request owes at its end.
 	TemplateRequestReceived = "request_received"
+	// TemplateRequestDenied tells the subject why an operator denied the
+	// request and that they may complain to a supervisory authority (GDPR
+	// Art. 12(4)); TemplateRequestExtended, that and why the deadline was
+	// extended (Art. 12(3)).
+	TemplateRequestDenied   = "request_denied"
+	TemplateRequestExtended = "request_extended"
 )
 
 // Reasons of a skipped notification (notifications.reason).
@@ -157,7 +163,7 @@ func New(db *gorm.DB, reqs Requests, outbox Outbox, sender Sender, link LinkFunc
 		n.cfg.DefaultLocale = selfservice.LocaleEnglish
 	}
 	templates, err := selfservice.ParseEmailTemplates(templateFS, "templates", cfg.TemplateDir,
-		TemplateReportReady, TemplateErasureCompleted, TemplateRequestReceived)
+		TemplateReportReady, TemplateErasureCompleted, TemplateRequestReceived, TemplateRequestDenied, TemplateRequestExtended)
 	if err != nil {
 		return nil, err
 	}
@@ -181,6 +187,9 @@ func (n *Notifier) Handle(ctx context.Context, msg message.Message) error {
 
 type notification struct {
 	key, requestID, template string
+	// The operator's decision, for the denial and extension emails.
+	code, reason, regulation string
+	until                    time.Time
 }
 
 // recipient is what the requests row says about the email to write.
@@ -207,6 +216,20 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		nt = notification{key: TemplateErasureCompleted + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateErasureCompleted}
+	case event.TypeRequestDenied:
+		var ev event.RequestDenied
+		if err := msg.Decode(&ev); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		nt = notification{key: TemplateRequestDenied + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateRequestDenied,
+			code: ev.Code, reason: ev.Reason, regulation: ev.Regulation}
+	case event.TypeRequestExtended:
+		var ev event.RequestExtended
+		if err := msg.Decode(&ev); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		nt = notification{key: TemplateRequestExtended + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateRequestExtended,
+			reason: ev.Reason, regulation: ev.Regulation, until: ev.ExtendedUntil.UTC()}
 	case event.TypeRequestReceived:
 		var ev event.RequestReceived
 		if err := msg.Decode(&ev); err != nil {
@@ -408,10 +431,40 @@ type templateData struct {
 	ExpiresAt time.Time
 	// DueAt is the legal deadline (the receipt states it).
 	DueAt time.Time
+	// Denial and extension.
+	Code, Reason, Regulation, Authority string
+	Until                               time.Time
+}
+
+func denialText(code string) string {
+	switch code {
+	case event.DenialManifestlyUnfounded:
+		return "the request is manifestly unfounded"
+	case event.DenialExcessive:
+		return "the request is excessive, in particular because it repeats earlier ones"
+	case event.DenialIdentityNotVerified:
+		return "we could not verify your identity"
+	}
+	return "another reason, explained below"
+}
+
+func authority(regulation string) string {
+	switch regulation {
+	case "ccpa":
+		return "the California Privacy Protection Agency (cppa.ca.gov) or the California Attorney General"
+	case "lgpd":
+		return "the Autoridade Nacional de Proteção de Dados (ANPD)"
+	}
+	return "a data protection supervisory authority, in particular in the EU member state where you live, work or where the alleged infringement took place (GDPR Art. 77), and to seek a judicial remedy (Art. 79)"
 }
 
 func (n *Notifier) render(nt notification, to recipient, messageID string) (Email, error) {
-	data := templateData{RequestID: nt.requestID, Type: to.kind, DueAt: to.dueAt}
+	reg := nt.regulation
+	if reg == "" {
+		reg = "gdpr"
+	}
+	data := templateData{RequestID: nt.requestID, Type: to.kind, DueAt: to.dueAt, Code: denialText(nt.code), Reason: nt.reason,
+		Until: nt.until, Regulation: strings.ToUpper(reg), Authority: authority(nt.regulation)}
 	switch nt.template {
 	case TemplateReportReady:
 		link, expires, err := n.link(nt.requestID, time.Now())

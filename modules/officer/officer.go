@@ -189,7 +189,7 @@ type Action struct {
 
 // Detail is everything about one request an operator may see.
 type Detail struct {
-	Request      requests.AdminRow               `json:"request"`
+	Request      requests.AdminRow          `json:"request"`
 	Attempts     []requests.Attempt         `json:"attempts"`
 	Participants []erasure.ParticipantState `json:"participants"`
 	Timeline     []audit.Event              `json:"timeline"`
@@ -597,8 +597,8 @@ func (s *Service) Requeue(ctx context.Context, p console.Principal, queue string
 type Dashboard struct {
 	Counts       map[string]int         `json:"counts"`
 	InSync       reconcile.Result       `json:"in_sync"`
-	Near         []requests.AdminRow         `json:"near_deadline"`
-	Overdue      []requests.AdminRow         `json:"overdue"`
+	Near         []requests.AdminRow    `json:"near_deadline"`
+	Overdue      []requests.AdminRow    `json:"overdue"`
 	Participants []erasure.AttentionRow `json:"participants_overdue"`
 	DeadLetters  []bus.DeadLetter       `json:"dead_letters"`
 	// DeadLettersError says why dead letters could not be listed.
