@@ -402,7 +402,8 @@ func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notificat
 		if res.Error != nil {
 			return fmt.Errorf("recording notification %s: %w", nt.key, res.Error)
 		}
-		if finished {
+		// A denied request keeps its address only for its denial email.
+		if finished || (nt.template == TemplateRequestDenied && state == StateSent) {
 			if err := n.requests.ForgetEmail(ctx, tx, nt.requestID); err != nil {
 				return err
 			}
