@@ -52,7 +52,7 @@ sync, 1 out of sync, 2 bad configuration.`,
 				return err
 			}
 			defer closeDB(gdb)
-			res, err := reconcile.New(gdb).Check(cmd.Context(), reconcile.Options{Since: since, StuckAfter: stuckAfter})
+			res, err := reconcile.New(gdb, reconcile.Stores(gdb)).Check(cmd.Context(), reconcile.Options{Since: since, StuckAfter: stuckAfter})
 			if err != nil {
 				return err
 			}
@@ -148,7 +148,7 @@ func (c *cli) timelineCommand() *cobra.Command {
 				return err
 			}
 			defer closeDB(gdb)
-			events, err := audit.NewStore(gdb).Timeline(cmd.Context(), args[0])
+			events, err := auditStore(gdb).Timeline(cmd.Context(), args[0])
 			if errors.Is(err, audit.ErrNoEvents) {
 				return &exitError{code: 1, err: err}
 			}

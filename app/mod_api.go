@@ -7,11 +7,14 @@ import (
 	"io"
 	"strings"
 
+	"github.com/gdpr-oss/gdpr/modules/adminui"
 	"github.com/gdpr-oss/gdpr/modules/api"
+	"github.com/gdpr-oss/gdpr/modules/console"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/report"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
@@ -26,13 +29,14 @@ func buildIntake(_ context.Context, in *infra) ([]Component, error) {
 	svc, err := intake.New(intake.Options{
 		Publisher:            in.publisher,
 		Redis:                in.redis,
-		DB:                   in.db,
+		Requests:             requests.NewStore(in.db, nil),
 		KeyPrefix:            in.cfg.Redis.Prefix + "intake:",
 		AcceptedTTL:          cfg.AcceptedTTL,
 		IdempotencyTTL:       cfg.IdempotencyTTL,
 		ConfirmTimeout:       in.cfg.AMQP.ConfirmTimeout,
 		DownloadKey:          []byte(cfg.DownloadKey),
 		PreviousDownloadKeys: cfg.PreviousKeys(),
+		ClientRegulations:    in.cfg.Console.Regulations(),
 		Participants:         serveParticipants(in),
 		Reports:              reports,
 		Registerer:           in.registry,
@@ -104,6 +108,18 @@ func buildAPI(_ context.Context, in *infra) ([]Component, error) {
 	if apiTokens.Len() == 0 {
 		in.logger.Warn("serve.api_tokens is empty: every API call will be refused with 401")
 	}
+	operators, err := console.NewOperators(in.cfg.Console.Operators, cfg.AdminTokens)
+	if err != nil {
+		return nil, err
+	}
+	officerSvc, err := newOfficer(in)
+	if err != nil {
+		return nil, err
+	}
+	consoleUI, err := adminui.New(officerSvc, operators, in.logger)
+	if err != nil {
+		return nil, err
+	}
 	srv, err := api.New(api.Options{
 		Addr:         cfg.Addr,
 		Intake:       in.intake,
@@ -113,6 +129,9 @@ func buildAPI(_ context.Context, in *infra) ([]Component, error) {
 		RetryAfter:   cfg.RetryAfter,
 		Limits:       cfg.Limits(),
 		Admin:        in.adminRoutes,
+		Officer:      officerSvc,
+		Operators:    operators,
+		Console:      consoleUI,
 		Privacy:      in.privacy,
 		Registerer:   in.registry,
 		Logger:       in.logger,

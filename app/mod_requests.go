@@ -61,7 +61,7 @@ func buildNotify(_ context.Context, in *infra) ([]Component, error) {
 			return selfservice.StatusURL(cfg.Serve.PublicURL, key, requestID, ttl, now), now.Add(ttl), nil
 		}
 	}
-	notifier, err := notify.New(in.db, in.outbox, notify.NewSMTP(cfg.Notify), link,
+	notifier, err := notify.New(in.db, requests.NewStore(in.db, nil), in.outbox, notify.NewSMTP(cfg.Notify), link,
 		notify.Options{
 			ResendAfter: cfg.Notify.ResendAfter, MessageIDDomain: domain, StatusLink: status,
 			TemplateDir: cfg.Privacy.TemplateDir, DefaultLocale: cfg.Privacy.DefaultLocale,

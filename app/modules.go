@@ -74,7 +74,9 @@ func modules() moduleMap {
 		modIntake:   {deps: []string{modPostgres, modAMQP, modRedis}, build: buildIntake},
 		modAdmin:    {deps: db, build: buildAdmin},
 		modPrivacy:  {deps: []string{modIntake}, build: buildPrivacy},
-		modAPI:      {deps: []string{modIntake, modAdmin, modPrivacy}, build: buildAPI},
+		// The officer (in the api module) writes operator actions, denials
+		// and extensions to the outbox: serve runs its relay.
+		modAPI: {deps: []string{modIntake, modAdmin, modPrivacy, modOutbox}, build: buildAPI},
 		modRequests: {
 			deps:   []string{modPostgres, modAMQP, modRedis, modOutbox},
 			queues: queue(requests.Queue, requests.Bindings()),

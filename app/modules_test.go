@@ -75,7 +75,7 @@ func TestEveryRoleResolvesAndDialsOnlyWhatItsModulesNeed(t *testing.T) {
 	}
 	// The roles whose modules write to the outbox relay it themselves; the
 	// scheduler relays only delayed messages.
-	for role, relays := range map[string]bool{"worker": true, "canceller": true, "all": true, "scheduler": false} {
+	for role, relays := range map[string]bool{"serve": true, "worker": true, "canceller": true, "all": true, "scheduler": false} {
 		order, err := modules().resolve(roleModules(role)...)
 		require.NoError(t, err)
 		require.Equal(t, relays, slices.Contains(order, modOutbox), "outbox relay in %s", role)

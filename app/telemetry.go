@@ -4,10 +4,15 @@ import (
 	"context"
 	"net/http"
 
+	"gorm.io/gorm"
+
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/gauge"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
+	"github.com/gdpr-oss/gdpr/modules/requests"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
 )
 
 // buildAudit is the audit module: the consumer that records every message
@@ -22,7 +27,7 @@ func buildAudit(_ context.Context, in *infra) ([]Component, error) {
 // the periodic in-sync check behind gdpr_out_of_sync.
 func buildGauge(_ context.Context, in *infra) ([]Component, error) {
 	t := in.cfg.Telemetry
-	gauges := gauge.New(in.db, gauge.Options{
+	gauges := gauge.New(requests.NewStore(in.db, nil), reconcile.New(in.db, reconcile.Stores(in.db)), gauge.Options{
 		Interval:          t.Gauge.Interval,
 		NearDeadline:      t.Gauge.NearDeadline,
 		ReconcileInterval: t.Reconcile.Interval,
@@ -39,10 +44,17 @@ func buildGauge(_ context.Context, in *infra) ([]Component, error) {
 //	GET /v1/admin/reconcile?since=24h&stuck_after=15m   the in-sync check (200 in sync, 409 not)
 func opsAdminHandlers(in *infra) map[string]http.Handler {
 	t := in.cfg.Telemetry
-	requests := http.NewServeMux()
-	requests.Handle("GET /v1/admin/requests/{id}/timeline", audit.TimelineHandler(audit.NewStore(in.db), in.logger))
+	byRequest := http.NewServeMux()
+	byRequest.Handle("GET /v1/admin/requests/{id}/timeline", audit.TimelineHandler(auditStore(in.db), in.logger))
 	return map[string]http.Handler{
-		"requests":  requests,
-		"reconcile": reconcile.Handler(reconcile.New(in.db), t.Reconcile.Options(), in.logger),
+		"requests":  byRequest,
+		"reconcile": reconcile.Handler(reconcile.New(in.db, reconcile.Stores(in.db)), t.Reconcile.Options(), in.logger),
 	}
+}
+
+// auditStore is the audit log with the dispatchers whose records its
+// timelines show.
+func auditStore(db *gorm.DB) *audit.Store {
+	return audit.NewStore(db, audit.Dispatcher{By: "outbox", Log: outbox.NewStore(db)},
+		audit.Dispatcher{By: "scheduler", Log: scheduler.NewStore(db)})
 }

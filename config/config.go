@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gdpr-oss/gdpr/modules/bus"
+	"github.com/gdpr-oss/gdpr/modules/console"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/lock"
@@ -44,6 +45,9 @@ type Config struct {
 	Retention retention.Config      `yaml:"retention"`
 	// Privacy is modules/selfservice's: the self-service page.
 	Privacy selfservice.Config `yaml:"privacy"`
+	// Console configures the admin API's operators and the web console
+	// (modules/console owns it).
+	Console console.Config `yaml:"console"`
 }
 
 // Log configures the process logger.
@@ -78,6 +82,7 @@ func Default() Config {
 		Telemetry: defaultTelemetry(),
 		Retention: retention.DefaultConfig(),
 		Privacy:   selfservice.DefaultConfig(),
+		Console:   console.DefaultConfig(),
 	}
 }
 
@@ -144,6 +149,7 @@ func (c Config) Validate() error {
 	errs = append(errs, section(c.Canceller.Validate())...)
 	errs = append(errs, section(c.Telemetry.validate())...)
 	errs = append(errs, section(c.Privacy.Validate())...)
+	errs = append(errs, section(c.Console.Validate())...)
 	return errors.Join(errs...)
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/app"
 	"github.com/gdpr-oss/gdpr/config"
+	"github.com/gdpr-oss/gdpr/modules/console"
 )
 
 func writeFile(t *testing.T, content string) string {
@@ -169,6 +170,17 @@ func TestValidationErrorsNameTheSetting(t *testing.T) {
 		{"retention scrub after", func(c *config.Config) { c.Retention.ScrubAfter = 0 }, "config: retention.scrub_after must be > 0, got 0s"},
 		{"max value bytes", func(c *config.Config) { c.Report.MaxValueBytes = 10 }, "config: report.max_value_bytes must be >= 1024, got 10"},
 		{"otlp endpoint", func(c *config.Config) { c.Telemetry.OTLP.Endpoint = "collector:4318" }, `config: telemetry.otlp_endpoint must be an http:// or https:// URL with a host, got "collector:4318"`},
+		{"console session ttl", func(c *config.Config) { c.Console.SessionTTL = time.Second }, "config: console.session_ttl must be >= 1m, got 1s"},
+		{"console operator role", func(c *config.Config) {
+			c.Console.Operators = []console.Operator{{Name: "ana", Role: "admin", TokenSHA256: strings.Repeat("a", 64)}}
+		}, `config: console.operators[0].role must be viewer or operator, got "admin"`},
+		{"console operator digest", func(c *config.Config) {
+			c.Console.Operators = []console.Operator{{Name: "ana", Role: "viewer", TokenSHA256: "raw-token"}}
+		}, "config: console.operators[0].token_sha256 must be a SHA-256 hex digest (64 hex characters)"},
+		{"console near deadline", func(c *config.Config) { c.Console.NearDeadline.LGPD = 0 }, "config: console.near_deadline.lgpd must be > 0, got 0s"},
+		{"console client regulation", func(c *config.Config) {
+			c.Console.ClientRegulations = []console.ClientRegulation{{Client: "shop", Regulation: "hipaa"}}
+		}, `config: console.client_regulations[0].regulation must be gdpr, ccpa or lgpd, got "hipaa"`},
 	}
 	require.NoError(t, config.Default().Validate(), "the defaults are valid")
 	for _, tc := range cases {

@@ -53,6 +53,7 @@ install_pika() {
 	return 1
 }
 
+
 install_mailpit() {
 	command -v mailpit >/dev/null 2>&1 && return 0
 	log "installing mailpit $MAILPIT_VERSION (go install: downloads and compiles it once, a minute or two)"

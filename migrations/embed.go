@@ -2,7 +2,7 @@
 // schema changes. Numbers are grouped by module: 001-009 core, 010-019
 // requests and reports, 020-029 scheduler, 030-039 erasure, 040-049 audit
 // and operations, 060-069 the data lifecycle (gdpr erasing its own copy,
-// retention).
+// retention), 070-079 the operator console.
 package migrations
 
 import "embed"

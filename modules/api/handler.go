@@ -224,6 +224,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 	var he *echo.HTTPError
 	switch {
 	case errors.As(err, &ae):
+	case officerProblem(err) != nil:
+		ae = officerProblem(err)
 	case errors.As(err, &fe):
 		ae = problem(http.StatusBadRequest, "invalid_request", fe.Field, "%s", fe.Message)
 	case errors.Is(err, intake.ErrConflict):

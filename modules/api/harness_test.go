@@ -33,6 +33,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/notify"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 	"github.com/gdpr-oss/gdpr/modules/trace"
@@ -147,7 +148,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	svc, err := intake.New(intake.Options{
 		Publisher:            publisher,
 		Redis:                h.rdb,
-		DB:                   h.db,
+		Requests:             requests.NewStore(h.db, nil),
 		KeyPrefix:            redisPrefix + "intake:",
 		AcceptedTTL:          time.Hour,
 		IdempotencyTTL:       time.Hour,

@@ -18,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gdpr-oss/gdpr/modules/console"
 	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/lifecycle"
@@ -66,6 +67,13 @@ type Options struct {
 	// health.DefaultLimits'.
 	Limits health.Limits
 	Admin  []AdminRoute
+	// Officer serves /v1/admin/requests and /v1/admin/dead-letters
+	// (modules/officer); Operators authenticate every /v1/admin call
+	// when set (console.operators and serve.admin_tokens).
+	Officer   Officer
+	Operators *console.Operators
+	// Console, when set, is the web console, served under /admin/.
+	Console http.Handler
 	// Privacy, when set, serves the self-service page at /privacy.
 	Privacy    *selfservice.Service
 	Registerer prometheus.Registerer
@@ -123,11 +131,23 @@ func New(opts Options) (*Server, error) {
 	if opts.Privacy != nil {
 		s.routePrivacy(e, opts.Privacy)
 	}
+	adminAuth := s.requireToken(opts.AdminTokens)
+	if opts.Operators != nil {
+		adminAuth = s.requireOperator
+	}
 	for _, r := range opts.Admin {
 		p := "/v1/admin/" + strings.Trim(r.Path, "/")
 		h := echo.WrapHandler(r.Handler)
-		s.routeAny(e, p, h, s.requireToken(opts.AdminTokens))
-		s.routeAny(e, p+"/*", h, s.requireToken(opts.AdminTokens))
+		s.routeAny(e, p, h, adminAuth)
+		s.routeAny(e, p+"/*", h, adminAuth)
+	}
+	if opts.Officer != nil && opts.Operators != nil {
+		s.adminRoutes(e)
+	}
+	if opts.Console != nil {
+		h := echo.WrapHandler(opts.Console)
+		s.routeAny(e, "/admin", h)
+		s.routeAny(e, "/admin/*", h)
 	}
 	s.echo = e
 	return s, nil

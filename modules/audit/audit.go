@@ -49,7 +49,7 @@ type Event struct {
 // recorded is the one whose state change caused the message.
 func producer(typ string) (string, bool) {
 	switch typ {
-	case event.TypeRequestSubmitted:
+	case event.TypeRequestSubmitted, event.TypeRequestDenied, event.TypeRequestExtended, event.TypeOperatorAction:
 		return "serve", true
 	case event.TypeRequestReceived, event.TypeRequestFailed, event.TypeReportReady, event.TypeNotificationSent, event.TypeErasureRequested:
 		return "worker", true
@@ -69,14 +69,15 @@ func Known(typ string) bool {
 }
 
 // allowed are the body fields copied into details: ids, counts, outcomes,
-// error classes and times. Everything else — subject, email, name, detail
+// error classes and times, and an operator's configured name (staff acting
+// on a request, which the audit log exists to prove; never a subject). Everything else — subject, email, name, detail
 // (free text from participants), nested bodies and headers — is dropped, so
 // a field added to a contract later stays out of the audit log until it is
 // deliberately allowed here.
 func allowed(field string) bool {
 	switch field {
 	case "request_id", "type", "report_id", "bytes", "sha256", "ready_at", "submitted_at", "template", "participant", "outcome", "attempt", "attempts", "error_class", "http_status", "version", "action", "key", "deliver_at", "routing_key", "exchange",
-		"verification_method", "verified_at":
+		"verification_method", "verified_at", "regulation", "code", "extended_until", "operator", "reason_code":
 		return true
 	}
 	return false

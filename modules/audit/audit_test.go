@@ -21,6 +21,8 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -151,7 +153,8 @@ func auditBusLogging(t *testing.T, logger *slog.Logger) (*bus.Publisher, *audit.
 	cfg := testkit.AMQP(t)
 	topo := bus.Topology{Queues: []bus.Queue{{Name: "audit", Bindings: []string{"#"}}}}
 	conn := testkit.Bus(t, cfg, topo)
-	store := audit.NewStore(gdb)
+	store := audit.NewStore(gdb, audit.Dispatcher{By: "outbox", Log: outbox.NewStore(gdb)},
+		audit.Dispatcher{By: "scheduler", Log: scheduler.NewStore(gdb)})
 	reg := prometheus.NewRegistry()
 	rec := audit.NewRecorder(store, reg, testkit.Logger(t))
 	consumer := bus.NewConsumer(conn, bus.ConsumerOptions{Queue: "audit", Concurrency: 4}, rec.Handle, logger)

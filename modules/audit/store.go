@@ -10,18 +10,39 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/message"
 )
 
 // ErrNoEvents means the audit log holds nothing for a request.
 var ErrNoEvents = errors.New("audit: no events for request")
 
-// Store writes and reads the audit table. It holds no state besides the database.
-type Store struct {
-	db *gorm.DB
+// Dispatches tells when messages went through a module's table of
+// published messages (outbox.Store, scheduler.Store), for timelines.
+type Dispatches interface {
+	Dispatches(ctx context.Context, messageIDs []string) (map[string]message.Dispatch, error)
 }
 
-// NewStore returns a store over db.
-func NewStore(db *gorm.DB) *Store { return &Store{db: db} }
+// Dispatcher names a module whose Dispatches a timeline shows
+// (Event.DispatchedBy).
+type Dispatcher struct {
+	By  string
+	Log Dispatches
+}
+
+// Store writes and reads the audit table. It holds no state besides the database.
+type Store struct {
+	db          *gorm.DB
+	dispatchers []Dispatcher
+}
+
+// NewStore returns a store over db. Timelines show when and by which
+// dispatcher each message was published (the earliest, when several
+// were); a store that only records needs none.
+func NewStore(db *gorm.DB, dispatchers ...Dispatcher) *Store {
+	return &Store{db: db, dispatchers: dispatchers}
+}
 
 // Record appends e unless its message id is already recorded; it reports
 // whether a row was written. Redeliveries and re-publishes of one message
@@ -79,20 +100,17 @@ func (s *Store) RecordBatch(ctx context.Context, events []Event) ([]bool, error)
 }
 
 type row struct {
-	Seq          int64
-	MessageID    string
-	Type         string
-	RoutingKey   string
-	RequestID    string
-	CausationID  string
-	Role         string
-	TraceID      string
-	OccurredAt   time.Time
-	ReceivedAt   time.Time
-	Details      []byte
-	SentAt       *time.Time
-	DeliverAt    *time.Time
-	DispatchedBy string
+	Seq         int64
+	MessageID   string
+	Type        string
+	RoutingKey  string
+	RequestID   string
+	CausationID string
+	Role        string
+	TraceID     string
+	OccurredAt  time.Time
+	ReceivedAt  time.Time
+	Details     []byte
 }
 
 // Timeline returns every event of a request in causal order: an event never
@@ -101,24 +119,18 @@ type row struct {
 func (s *Store) Timeline(ctx context.Context, requestID string) ([]Event, error) {
 	var rows []row
 	err := s.db.WithContext(ctx).Raw(`
-		SELECT a.seq, a.message_id, a.type, a.routing_key, a.request_id, a.causation_id, a.role,
-			a.trace_id, a.occurred_at, a.received_at, a.details, s.sent_at, s.deliver_at, s.dispatched_by
-		FROM audit_events a
-		LEFT JOIN LATERAL (
-			SELECT sent_at, deliver_at, dispatched_by FROM (
-				(SELECT sent_at, deliver_at, 'outbox' AS dispatched_by FROM outbox_messages_sent
-				 WHERE message_id = a.message_id ORDER BY sent_at LIMIT 1)
-				UNION ALL
-				(SELECT sent_at, deliver_at, 'scheduler' FROM scheduled_messages_sent
-				 WHERE message_id = a.message_id ORDER BY sent_at LIMIT 1)
-			) d ORDER BY sent_at LIMIT 1
-		) s ON true
-		WHERE a.request_id = ? ORDER BY a.occurred_at, a.seq`, requestID).Scan(&rows).Error
+		SELECT seq, message_id, type, routing_key, request_id, causation_id, role,
+			trace_id, occurred_at, received_at, details
+		FROM audit_events WHERE request_id = ? ORDER BY occurred_at, seq`, requestID).Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("reading timeline of %s: %w", requestID, err)
 	}
 	if len(rows) == 0 {
 		return nil, fmt.Errorf("%w %s", ErrNoEvents, requestID)
+	}
+	dispatched, err := s.dispatched(ctx, rows)
+	if err != nil {
+		return nil, fmt.Errorf("reading timeline of %s: %w", requestID, err)
 	}
 	events := make([]Event, len(rows))
 	for i, r := range rows {
@@ -127,9 +139,9 @@ func (s *Store) Timeline(ctx context.Context, requestID string) ([]Event, error)
 			CausationID: r.CausationID, Role: r.Role, TraceID: r.TraceID,
 			OccurredAt: r.OccurredAt.UTC(), ReceivedAt: r.ReceivedAt.UTC(),
 		}
-		if r.SentAt != nil {
-			e.DispatchedBy = r.DispatchedBy
-			sent, due := r.SentAt.UTC(), r.DeliverAt.UTC()
+		if d, ok := dispatched[r.MessageID]; ok {
+			e.DispatchedBy = d.by
+			sent, due := d.SentAt.UTC(), d.DeliverAt.UTC()
 			e.DispatchedAt, e.DeliverAt = &sent, &due
 		}
 		if err := json.Unmarshal(r.Details, &e.Details); err != nil {
@@ -138,6 +150,35 @@ func (s *Store) Timeline(ctx context.Context, requestID string) ([]Event, error)
 		events[i] = e
 	}
 	return CausalOrder(events), nil
+}
+
+type dispatch struct {
+	message.Dispatch
+	by string
+}
+
+// dispatched returns each row's earliest dispatch among the dispatchers'.
+func (s *Store) dispatched(ctx context.Context, rows []row) (map[string]dispatch, error) {
+	out := map[string]dispatch{}
+	if len(s.dispatchers) == 0 {
+		return out, nil
+	}
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.MessageID
+	}
+	for _, d := range s.dispatchers {
+		got, err := d.Log.Dispatches(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		for id, m := range got {
+			if prev, ok := out[id]; !ok || m.SentAt.Before(prev.SentAt) {
+				out[id] = dispatch{m, d.By}
+			}
+		}
+	}
+	return out, nil
 }
 
 // CausalOrder sorts events so that each comes after its cause (when the
@@ -200,4 +241,48 @@ func (h *eventHeap) Pop() any {
 	x := old[n-1]
 	h.items = old[:n-1]
 	return x
+}
+
+// SubmittedSince returns the request ids of the request.submitted events
+// that occurred at or after since.
+func (s *Store) SubmittedSince(ctx context.Context, since time.Time) ([]string, error) {
+	var ids []string
+	if err := s.db.WithContext(ctx).Raw(`SELECT DISTINCT request_id FROM audit_events
+		WHERE type = ? AND occurred_at >= ? AND request_id <> ''`, event.TypeRequestSubmitted, since).
+		Scan(&ids).Error; err != nil {
+		return nil, fmt.Errorf("listing requests submitted since %s: %w", since, err)
+	}
+	return ids, nil
+}
+
+// Stage is what the audit log holds of one message type of one request.
+type Stage struct {
+	RequestID string
+	// Type is the message type.
+	Type string
+	// Kind is the request type a request.submitted event carries.
+	Kind string
+	// First and Last are the earliest and latest occurred_at of the type.
+	First time.Time
+	Last  time.Time
+}
+
+// Stages returns, for every one of requestIDs, one Stage per message type
+// the audit log holds for it.
+func (s *Store) Stages(ctx context.Context, requestIDs []string) ([]Stage, error) {
+	list, err := json.Marshal(requestIDs)
+	if err != nil {
+		return nil, fmt.Errorf("encoding request ids: %w", err)
+	}
+	var out []Stage
+	if err := s.db.WithContext(ctx).Raw(`
+		SELECT request_id, type, COALESCE(max(details->>'type'), '') AS kind,
+			max(occurred_at) AS last, min(occurred_at) AS first
+		FROM audit_events WHERE request_id IN (SELECT jsonb_array_elements_text(?::jsonb))
+			-- A receipt is not the email a request owes at its end.
+			AND NOT (type = ? AND details->>'template' = 'request_received')
+		GROUP BY request_id, type`, string(list), event.TypeNotificationSent).Scan(&out).Error; err != nil {
+		return nil, fmt.Errorf("reading audit stages of %d requests: %w", len(requestIDs), err)
+	}
+	return out, nil
 }

@@ -376,7 +376,7 @@ func (c *Canceller) reschedule(ctx context.Context, tx *gorm.DB, e erasureRow, r
 // system confirmed, and finishes it when the email system confirmed too.
 // Both happen at most once: they change the locked erasure row's state.
 func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, cause *message.Message, fx *effects) error {
-	if e.State == ErasureFinished {
+	if e.State == ErasureFinished || e.State == ErasureCancelled {
 		return nil
 	}
 	var rows []row
@@ -639,7 +639,8 @@ func (c *Canceller) transition(ctx context.Context, t Timer, cause *message.Mess
 		if err != nil {
 			return err
 		}
-		if e.State == ErasureFinished {
+		if e.State == ErasureFinished || e.State == ErasureCancelled {
+			// Cancelled by an operator: no timer sends anything any more.
 			return nil
 		}
 		if !ok && t.Participant != "" {
@@ -658,6 +659,13 @@ func (c *Canceller) transition(ctx context.Context, t Timer, cause *message.Mess
 // participant: it sends a new command (or makes a new HTTP call) now, with
 // the usual timeout and re-sends after it.
 func (c *Canceller) Resend(ctx context.Context, requestID, participant string) error {
+	return c.ResendWithin(ctx, requestID, participant, nil)
+}
+
+// ResendWithin is Resend; within, when set, runs in the same transaction
+// once the re-send is recorded (the operator's audit record), so both commit
+// or neither does.
+func (c *Canceller) ResendWithin(ctx context.Context, requestID, participant string, within func(tx *gorm.DB) error) error {
 	p, ok := c.registry.Get(participant)
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownParty, participant)
@@ -675,6 +683,11 @@ func (c *Canceller) Resend(ctx context.Context, requestID, participant string) e
 		default:
 			stateErr = fmt.Errorf("%w: %s is %s", ErrNotResendable, participant, r.State)
 			return nil
+		}
+		if within != nil {
+			if err := within(tx); err != nil {
+				return err
+			}
 		}
 		if p.Kind == KindHTTP {
 			if err := c.setState(ctx, tx, requestID, participant, StateRetrying, r.Attempt, "", "re-sent by an operator"); err != nil {

@@ -154,7 +154,7 @@ func runDeletedEmail(t *testing.T, participants []erasure.Participant, n int) {
 	ncfg := h.cfg.Notify
 	ncfg.SMTPHost, ncfg.SMTPPort = mp.SMTPHost, mp.SMTPPort
 	sender := &slowSender{next: notify.NewSMTP(ncfg), gates: g, sem: make(chan struct{}, 8)}
-	nt, err := notify.New(h.db, h.outbox, sender, func(string, time.Time) (string, time.Time, error) {
+	nt, err := notify.New(h.db, requests.NewStore(h.db, nil), h.outbox, sender, func(string, time.Time) (string, time.Time, error) {
 		return "", time.Time{}, nil
 	}, notify.Options{ResendAfter: time.Hour}, h.logger, prometheus.NewRegistry())
 	require.NoError(t, err)

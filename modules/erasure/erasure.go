@@ -60,6 +60,9 @@ const (
 	ErasureOpen      = "open"
 	ErasureCompleted = "completed"
 	ErasureFinished  = "finished"
+	// ErasureCancelled: an operator cancelled the request after its
+	// commands went out; nothing more is sent (docs/console.md).
+	ErasureCancelled = "cancelled"
 )
 
 // TypeTimer is the canceller's message to itself, delivered by the scheduler:

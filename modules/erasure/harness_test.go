@@ -23,6 +23,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/outbox"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
@@ -137,7 +138,7 @@ func (h *harness) startCanceller() *erasure.Canceller {
 func (h *harness) startNotifier(mp *testkit.Mailpit) {
 	ncfg := h.cfg.Notify
 	ncfg.SMTPHost, ncfg.SMTPPort = mp.SMTPHost, mp.SMTPPort
-	n, err := notify.New(h.db, h.outbox, notify.NewSMTP(ncfg), func(string, time.Time) (string, time.Time, error) {
+	n, err := notify.New(h.db, requests.NewStore(h.db, nil), h.outbox, notify.NewSMTP(ncfg), func(string, time.Time) (string, time.Time, error) {
 		return "", time.Time{}, nil
 	}, notify.Options{ResendAfter: time.Minute}, h.logger, prometheus.NewRegistry())
 	require.NoError(h.t, err)

@@ -66,7 +66,7 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p Part
 	if res.RowsAffected == 0 {
 		return fmt.Errorf("%w: %s has no participant %s", ErrUnknownRequest, t.RequestID, t.Participant)
 	}
-	if cur.Erasure == ErasureFinished || cur.Attempt != t.Attempt-1 || (cur.State != StatePending && cur.State != StateRetrying) {
+	if cur.Erasure == ErasureFinished || cur.Erasure == ErasureCancelled || cur.Attempt != t.Attempt-1 || (cur.State != StatePending && cur.State != StateRetrying) {
 		return nil // stale: another replica made this attempt, or an operator acted
 	}
 	rep := c.tracedDo(ctx, p, t, event.Subject{ID: cur.SubjectID, Email: cur.SubjectEmail})

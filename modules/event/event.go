@@ -33,6 +33,14 @@ const (
 	// TypeErasureFinished: the email system confirmed too; the request is completed.
 	TypeErasureFinished = "erasure.finished"
 
+	// TypeRequestDenied and TypeRequestExtended: an operator denied a
+	// request or extended its deadline; the notifier emails the subject.
+	TypeRequestDenied   = "request.denied"
+	TypeRequestExtended = "request.extended"
+	// TypeOperatorAction: an operator acted on a request (modules/officer);
+	// the audit log's record of who did what, and why (a reason code).
+	TypeOperatorAction = "operator.action"
+
 	TypeSchedulerSchedule = "scheduler.schedule"
 	TypeSchedulerCancel   = "scheduler.cancel"
 )
@@ -75,6 +83,9 @@ type RequestSubmitted struct {
 	Type        string    `json:"type"`
 	Subject     Subject   `json:"subject"`
 	SubmittedAt time.Time `json:"submitted_at"`
+	// Regulation is the law whose clock the request runs on (gdpr, ccpa,
+	// lgpd; empty is gdpr): modules/deadline.
+	Regulation string `json:"regulation,omitempty"`
 	// Verification is how the subject was verified, if the submitter said.
 	Verification *Verification `json:"verification,omitempty"`
 	// Locale is the language of the subject's emails ("" is the default).
@@ -180,6 +191,49 @@ type ErasureCompleted struct {
 // ErasureFinished is published when the email system confirmed as well.
 type ErasureFinished struct {
 	RequestID string `json:"request_id"`
+}
+
+// Denial reason codes (GDPR Art. 12(5), 12(2), 12(6)).
+const (
+	DenialManifestlyUnfounded = "manifestly_unfounded"
+	DenialExcessive           = "excessive"
+	DenialIdentityNotVerified = "identity_not_verified"
+	DenialOther               = "other"
+)
+
+// DenialCodes lists the reason codes a denial may carry.
+func DenialCodes() []string {
+	return []string{DenialManifestlyUnfounded, DenialExcessive, DenialIdentityNotVerified, DenialOther}
+}
+
+// RequestDenied is published when an operator denied a request. Reason is
+// the operator's text for the subject: the audit log drops it.
+type RequestDenied struct {
+	RequestID  string `json:"request_id"`
+	Code       string `json:"code"`
+	Reason     string `json:"reason"`
+	Regulation string `json:"regulation"`
+}
+
+// RequestExtended is published when an operator extended a request's
+// deadline. Reason is the operator's text for the subject: the audit log
+// drops it.
+type RequestExtended struct {
+	RequestID     string    `json:"request_id"`
+	ExtendedUntil time.Time `json:"extended_until"`
+	Reason        string    `json:"reason"`
+	Regulation    string    `json:"regulation"`
+}
+
+// OperatorAction records an operator's action on a request: the operator's
+// configured name (staff, not a data subject), the action, a reason code,
+// never free text.
+type OperatorAction struct {
+	RequestID   string `json:"request_id,omitempty"`
+	Participant string `json:"participant,omitempty"`
+	Operator    string `json:"operator"`
+	Action      string `json:"action"`
+	ReasonCode  string `json:"reason_code,omitempty"`
 }
 
 // SchedulerSchedule asks the scheduler to publish a message at DeliverAt.

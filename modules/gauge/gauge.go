@@ -11,15 +11,20 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/modules/lifecycle"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 )
 
-// OpenStates are the states of a request that is not finished.
-func OpenStates() []string {
-	return []string{"received", "processing", "handed_over"}
+// Requests reads the open requests (requests.Store).
+type Requests interface {
+	Open(ctx context.Context, near time.Duration) (requests.OpenStats, error)
+}
+
+// Checker is the in-sync check (reconcile.Checker).
+type Checker interface {
+	Check(ctx context.Context, opts reconcile.Options) (reconcile.Result, error)
 }
 
 // Options configure the refresh loops.
@@ -37,10 +42,10 @@ type Options struct {
 // Exporter is a component that refreshes the gauges until stopped. Every
 // worker process exports the same values; aggregate with max(), not sum().
 type Exporter struct {
-	db      *gorm.DB
-	checker *reconcile.Checker
-	opts    Options
-	logger  *slog.Logger
+	requests Requests
+	checker  Checker
+	opts     Options
+	logger   *slog.Logger
 
 	open          *prometheus.GaugeVec
 	oldest        prometheus.Gauge
@@ -56,12 +61,12 @@ type Exporter struct {
 }
 
 // New registers the gauges on reg; nothing is read until Start.
-func New(db *gorm.DB, opts Options, reg prometheus.Registerer, logger *slog.Logger) *Exporter {
+func New(reqs Requests, checker Checker, opts Options, reg prometheus.Registerer, logger *slog.Logger) *Exporter {
 	e := &Exporter{
-		db:      db,
-		checker: reconcile.New(db),
-		opts:    opts,
-		logger:  logger,
+		requests: reqs,
+		checker:  checker,
+		opts:     opts,
+		logger:   logger,
 		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gdpr_open_requests",
 			Help: "Requests not yet completed or failed, by state (from PostgreSQL).",
@@ -99,8 +104,8 @@ func New(db *gorm.DB, opts Options, reg prometheus.Registerer, logger *slog.Logg
 			Help: "Failed refreshes of the PostgreSQL gauges, by loop (requests, reconcile).",
 		}, []string{"loop"}),
 	}
-	for _, s := range OpenStates() {
-		e.open.WithLabelValues(s)
+	for _, s := range requests.OpenStates() {
+		e.open.WithLabelValues(string(s))
 	}
 	for _, s := range reconcile.Stages() {
 		e.outOfSync.WithLabelValues(s)
@@ -159,36 +164,17 @@ func (e *Exporter) loop(ctx context.Context, name string, every time.Duration, r
 	})
 }
 
-type requestStats struct {
-	OldestSeconds float64
-	Near          int
-	Past          int
-}
-
 // RefreshRequests reads the request gauges from PostgreSQL once.
 func (e *Exporter) RefreshRequests(ctx context.Context) error {
-	db := e.db.WithContext(ctx)
-	var byState []struct {
-		State string
-		N     int
+	st, err := e.requests.Open(ctx, e.opts.NearDeadline)
+	if err != nil {
+		return err
 	}
-	if err := db.Raw(`SELECT state, count(*) AS n FROM requests
-		WHERE state NOT IN ('completed', 'failed') GROUP BY state`).Scan(&byState).Error; err != nil {
-		return fmt.Errorf("counting open requests: %w", err)
+	for _, s := range requests.OpenStates() {
+		e.open.WithLabelValues(string(s)).Set(0)
 	}
-	var st requestStats
-	if err := db.Raw(`SELECT
-			COALESCE(EXTRACT(EPOCH FROM now() - min(submitted_at)), 0)::float8 AS oldest_seconds,
-			count(*) FILTER (WHERE due_at > now() AND due_at <= now() + make_interval(secs => ?)) AS near,
-			count(*) FILTER (WHERE due_at <= now()) AS past
-		FROM requests WHERE state NOT IN ('completed', 'failed')`, e.opts.NearDeadline.Seconds()).Scan(&st).Error; err != nil {
-		return fmt.Errorf("reading request deadlines: %w", err)
-	}
-	for _, s := range OpenStates() {
-		e.open.WithLabelValues(s).Set(0)
-	}
-	for _, s := range byState {
-		e.open.WithLabelValues(s.State).Set(float64(s.N))
+	for s, n := range st.ByState {
+		e.open.WithLabelValues(string(s)).Set(float64(n))
 	}
 	e.oldest.Set(st.OldestSeconds)
 	e.near.Set(float64(st.Near))

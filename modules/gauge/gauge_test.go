@@ -14,6 +14,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/gauge"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -51,11 +52,11 @@ func TestRequestGauges(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	reg := prometheus.NewRegistry()
-	e := gauge.New(gdb, gauge.Options{Interval: time.Hour, NearDeadline: 5 * 24 * time.Hour}, reg, testkit.Logger(t))
+	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: time.Hour, NearDeadline: 5 * 24 * time.Hour}, reg, testkit.Logger(t))
 
 	require.NoError(t, e.RefreshRequests(t.Context()))
-	for _, s := range gauge.OpenStates() {
-		require.Equal(t, 0.0, value(t, reg, "gdpr_open_requests", map[string]string{"state": s}), s)
+	for _, s := range requests.OpenStates() {
+		require.Equal(t, 0.0, value(t, reg, "gdpr_open_requests", map[string]string{"state": string(s)}), s)
 	}
 	require.Equal(t, 0.0, value(t, reg, "gdpr_oldest_open_request_age_seconds", nil))
 
@@ -90,7 +91,7 @@ func TestExporterRunsReconcilePeriodically(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	reg := prometheus.NewRegistry()
-	e := gauge.New(gdb, gauge.Options{
+	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{
 		Interval: 50 * time.Millisecond, NearDeadline: 5 * 24 * time.Hour,
 		ReconcileInterval: 50 * time.Millisecond,
 		Reconcile:         reconcile.Options{Since: 24 * time.Hour, StuckAfter: time.Minute},
@@ -125,7 +126,7 @@ func TestRefreshFailureKeepsRunning(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	reg := prometheus.NewRegistry()
-	e := gauge.New(gdb, gauge.Options{Interval: 20 * time.Millisecond, NearDeadline: time.Hour}, reg, testkit.Logger(t))
+	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: 20 * time.Millisecond, NearDeadline: time.Hour}, reg, testkit.Logger(t))
 	// Break our own database: the table the gauges read disappears.
 	require.NoError(t, gdb.Exec(`ALTER TABLE requests RENAME TO requests_gone`).Error)
 	require.NoError(t, e.Start(t.Context()))

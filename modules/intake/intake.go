@@ -15,11 +15,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
-	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/modules/download"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/requests/record"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
@@ -69,11 +69,19 @@ type ReportOpener interface {
 	Open(ctx context.Context, reportID string) (io.ReadCloser, int64, error)
 }
 
-// Options configure a Service. Publisher, Redis, DB and Logger are required.
+// Requests reads what the requests manager stored (requests.Store).
+type Requests interface {
+	// Get returns the stored request id; found is false when it is not stored (yet).
+	Get(ctx context.Context, id string) (r record.Row, found bool, err error)
+	// ReportOf returns the request's report and whether it was deleted.
+	ReportOf(ctx context.Context, requestID string) (r record.DeletedReport, found bool, err error)
+}
+
+// Options configure a Service. Publisher, Redis, Requests and Logger are required.
 type Options struct {
 	Publisher Publisher
 	Redis     redis.UniversalClient
-	DB        *gorm.DB
+	Requests  Requests
 	// KeyPrefix starts every Redis key the service writes.
 	KeyPrefix string
 	// AcceptedTTL is how long an accepted id is remembered for status queries
@@ -89,10 +97,14 @@ type Options struct {
 	// PreviousDownloadKeys are former download keys whose tokens are still
 	// accepted (serve.previous_download_keys).
 	PreviousDownloadKeys [][]byte
-	Participants         ParticipantLister
-	Reports              ReportOpener
-	Registerer           prometheus.Registerer
-	Logger               *slog.Logger
+	// ClientRegulations is each caller's regulation when its submission
+	// names none (console.client_regulations), keyed by the caller name
+	// the API token check gives.
+	ClientRegulations map[string]string
+	Participants      ParticipantLister
+	Reports           ReportOpener
+	Registerer        prometheus.Registerer
+	Logger            *slog.Logger
 	// VerificationRequired says whether an API caller must state how it
 	// verified the subject (privacy.require_verification); nil: never.
 	VerificationRequired func(caller string) bool
@@ -114,8 +126,8 @@ type Service struct {
 
 // New builds a Service and registers its metrics on opts.Registerer.
 func New(opts Options) (*Service, error) {
-	if opts.Publisher == nil || opts.Redis == nil || opts.DB == nil || opts.Logger == nil {
-		return nil, errors.New("intake: Publisher, Redis, DB and Logger are required")
+	if opts.Publisher == nil || opts.Redis == nil || opts.Requests == nil || opts.Logger == nil {
+		return nil, errors.New("intake: Publisher, Redis, Requests and Logger are required")
 	}
 	if opts.AcceptedTTL <= 0 {
 		opts.AcceptedTTL = 24 * time.Hour
@@ -200,6 +212,9 @@ func (s *Service) Submit(ctx context.Context, caller, idemKey string, sub Submis
 	}
 	if sub.Verification == nil && s.opts.VerificationRequired != nil && s.opts.VerificationRequired(caller) {
 		return Accepted{}, fieldErr("verification", "is required for this client")
+	}
+	if sub.Regulation == "" {
+		sub.Regulation = s.opts.ClientRegulations[caller]
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -317,6 +332,7 @@ func (s *Service) publish(ctx context.Context, r reservation, sub Submission) er
 		Verification: sub.Verification,
 		Locale:       sub.Locale,
 		Receipt:      sub.Receipt,
+		Regulation:   sub.Regulation,
 	}, nil)
 	if err != nil {
 		return err
@@ -383,35 +399,26 @@ func (s *Service) OpenReport(ctx context.Context, requestID, token string) (io.R
 	if s.opts.Reports == nil {
 		return nil, 0, fmt.Errorf("%w: report storage is not configured", ErrUnavailable)
 	}
-	var row struct {
-		ID            string
-		DeletedAt     *time.Time
-		DeletedReason string
+	rep, found, err := s.opts.Requests.ReportOf(ctx, requestID)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	res := s.opts.DB.WithContext(ctx).Raw(`SELECT id, deleted_at, deleted_reason FROM reports WHERE request_id = ?`, requestID).Scan(&row)
-	if res.Error != nil {
-		return nil, 0, fmt.Errorf("%w: looking up report of %s: %w", ErrUnavailable, requestID, res.Error)
-	}
-	if res.RowsAffected > 0 && row.DeletedAt != nil {
-		return nil, 0, &GoneError{Reason: row.DeletedReason, DeletedAt: row.DeletedAt.UTC()}
+	if found && rep.Deleted {
+		return nil, 0, &GoneError{Reason: rep.Reason, DeletedAt: rep.DeletedAt}
 	}
 	if tokenErr != nil {
 		return nil, 0, tokenErr
 	}
-	if res.RowsAffected == 0 {
+	if !found {
 		return nil, 0, ErrNotFound
 	}
-	reportID := row.ID
+	reportID := rep.ReportID
 	rc, size, err := s.opts.Reports.Open(ctx, reportID)
 	if err != nil {
-		// Deleted between the lookup and the open: say so, not 500.
-		var again struct {
-			DeletedAt     *time.Time
-			DeletedReason string
-		}
-		if s.opts.DB.WithContext(ctx).Raw(`SELECT deleted_at, deleted_reason FROM reports WHERE id = ?`, reportID).Scan(&again).Error == nil &&
-			again.DeletedAt != nil {
-			return nil, 0, &GoneError{Reason: again.DeletedReason, DeletedAt: again.DeletedAt.UTC()}
+		// Deleted between the lookup and the open: say so, not 500. The
+		// report id is the request's one report, so the request finds it.
+		if again, ok, againErr := s.opts.Requests.ReportOf(ctx, requestID); againErr == nil && ok && again.Deleted {
+			return nil, 0, &GoneError{Reason: again.Reason, DeletedAt: again.DeletedAt}
 		}
 		return nil, 0, fmt.Errorf("opening report %s: %w", reportID, err)
 	}

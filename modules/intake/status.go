@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/requests/record"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
@@ -31,38 +32,22 @@ type Status struct {
 	Participants []Participant
 }
 
-type statusRow struct {
-	ID             string
-	Type           string
-	State          string
-	SubmittedAt    time.Time
-	ReceivedAt     time.Time
-	DueAt          time.Time
-	CompletedAt    *time.Time
-	Attempts       int
-	NextAttemptAt  time.Time
-	LastErrorClass string
-	UpdatedAt      time.Time
-}
-
 // Status returns the state of request id: the requests manager's row if it
 // stored the request, else "submitted" if this service accepted it recently,
 // else ErrNotFound.
 func (s *Service) Status(ctx context.Context, id string) (Status, error) {
 	ctx = trace.WithRequestID(ctx, id)
-	var r statusRow
-	res := s.opts.DB.WithContext(ctx).Raw(`SELECT id, type, state, submitted_at, received_at, due_at, completed_at,
-		attempts, next_attempt_at, last_error_class, updated_at FROM requests WHERE id = ?`, id).Scan(&r)
-	if res.Error != nil {
-		return Status{}, fmt.Errorf("%w: reading request %s: %w", ErrUnavailable, id, res.Error)
+	r, found, err := s.opts.Requests.Get(ctx, id)
+	if err != nil {
+		return Status{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	if res.RowsAffected == 0 {
+	if !found {
 		return s.acceptedStatus(ctx, id)
 	}
 	st := Status{
 		ID:             r.ID,
 		Type:           r.Type,
-		State:          r.State,
+		State:          string(r.State),
 		SubmittedAt:    r.SubmittedAt.UTC(),
 		ReceivedAt:     utcPtr(r.ReceivedAt),
 		DueAt:          r.DueAt.UTC(),
@@ -74,7 +59,7 @@ func (s *Service) Status(ctx context.Context, id string) (Status, error) {
 	if st.CompletedAt != nil {
 		st.CompletedAt = utcPtr(*st.CompletedAt)
 	}
-	if r.State == "received" && r.Attempts > 0 {
+	if r.State == record.StateReceived && r.Attempts > 0 {
 		// Only a retry's wait is worth showing; a fresh request is due at once.
 		st.NextAttemptAt = utcPtr(r.NextAttemptAt)
 	}

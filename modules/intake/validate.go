@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gdpr-oss/gdpr/modules/deadline"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/strictjson"
 )
@@ -48,6 +49,9 @@ func fieldErr(field, format string, args ...any) *FieldError {
 type Submission struct {
 	Type    string
 	Subject event.Subject
+	// Regulation is the caller's choice of clock (deadline.Regulation); empty
+	// means the caller's configured one, or gdpr.
+	Regulation string
 	// Verification is how the caller verified the subject (nil: not said).
 	Verification *event.Verification
 	// Locale is the language of the subject's emails ("" is the default).
@@ -64,6 +68,7 @@ type wire struct {
 	Subject      json.RawMessage `json:"subject"`
 	Verification json.RawMessage `json:"verification"`
 	Locale       *string         `json:"locale"`
+	Regulation   *string         `json:"regulation"`
 }
 
 type wireVerification struct {
@@ -90,6 +95,12 @@ func Parse(body []byte) (Submission, error) {
 		return s, fieldErr("type", "must be %q or %q", event.KindAccess, event.KindErasure)
 	}
 	s.Type = *w.Type
+	if w.Regulation != nil {
+		if _, err := deadline.Parse(*w.Regulation); err != nil || *w.Regulation == "" {
+			return s, fieldErr("regulation", "must be one of gdpr, ccpa, lgpd")
+		}
+		s.Regulation = *w.Regulation
+	}
 	if len(w.Subject) == 0 || string(w.Subject) == "null" {
 		return s, fieldErr("subject", "is required")
 	}
@@ -294,12 +305,13 @@ func (s Submission) fingerprint(key []byte) string {
 		method = s.Verification.Method
 	}
 	raw, _ := json.Marshal(struct {
-		Type   string `json:"t"`
-		ID     string `json:"i"`
-		Email  string `json:"e"`
-		Method string `json:"v,omitempty"`
-		Locale string `json:"l,omitempty"`
-	}{s.Type, s.Subject.ID, s.Subject.Email, method, s.Locale})
+		Type       string `json:"t"`
+		ID         string `json:"i"`
+		Email      string `json:"e"`
+		Method     string `json:"v,omitempty"`
+		Locale     string `json:"l,omitempty"`
+		Regulation string `json:"r,omitempty"`
+	}{s.Type, s.Subject.ID, s.Subject.Email, method, s.Locale, s.Regulation})
 	h := hmac.New(sha256.New, key)
 	h.Write(raw)
 	return hex.EncodeToString(h.Sum(nil))

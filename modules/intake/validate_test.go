@@ -148,6 +148,29 @@ func TestParseID(t *testing.T) {
 	}
 }
 
+func TestParseRegulation(t *testing.T) {
+	t.Parallel()
+	for body, want := range map[string]string{
+		`{"type":"access","subject":{"id":"u1"}}`:                      "",
+		`{"type":"access","subject":{"id":"u1"},"regulation":"ccpa"}`:  "ccpa",
+		`{"type":"erasure","subject":{"id":"u1"},"regulation":"lgpd"}`: "lgpd",
+	} {
+		sub, err := intake.Parse([]byte(body))
+		require.NoError(t, err, body)
+		require.Equal(t, want, sub.Regulation, body)
+	}
+	for _, body := range []string{
+		`{"type":"access","subject":{"id":"u1"},"regulation":"hipaa"}`,
+		`{"type":"access","subject":{"id":"u1"},"regulation":""}`,
+		`{"type":"access","subject":{"id":"u1"},"regulation":1}`,
+	} {
+		_, err := intake.Parse([]byte(body))
+		var fe *intake.FieldError
+		require.ErrorAs(t, err, &fe, body)
+		require.Equal(t, "regulation", fe.Field, body)
+	}
+}
+
 // TestParseReadsVerificationAndLocale: an app states how it verified the
 // subject and the language of the emails; a bad member is named.
 func TestParseReadsVerificationAndLocale(t *testing.T) {

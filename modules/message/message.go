@@ -81,3 +81,12 @@ func (m Message) Decode(v any) error {
 	}
 	return nil
 }
+
+// Dispatch is when a module that publishes stored messages (the outbox,
+// the scheduler) published one: DeliverAt is when it was due, SentAt when
+// the broker confirmed it.
+type Dispatch struct {
+	MessageID string
+	DeliverAt time.Time
+	SentAt    time.Time
+}

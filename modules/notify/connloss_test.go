@@ -14,6 +14,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/outbox"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -54,7 +55,7 @@ func TestNotifierUnderConnectionLoss(t *testing.T) {
 
 	var consumers []*bus.Consumer
 	for i := range 2 {
-		n, err := notify.New(gdb, outbox.NewStore(gdb), notify.NewSMTP(smtpConfig(mp)), link,
+		n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), notify.NewSMTP(smtpConfig(mp)), link,
 			// Far beyond the test's length: any resend here is a duplicate
 			// of a send whose outcome was known.
 			notify.Options{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, logger, nil)

@@ -32,7 +32,7 @@ const Queue = "worker.notify"
 
 // Bindings are the routing keys that reach Queue: the messages an email goes out on.
 func Bindings() []string {
-	return []string{event.TypeReportReady, event.TypeErasureCompleted, event.TypeRequestReceived}
+	return []string{event.TypeReportReady, event.TypeErasureCompleted, event.TypeRequestReceived, event.TypeRequestDenied, event.TypeRequestExtended}
 }
 
 // Template names (also the gdpr_emails_sent_total label).
@@ -43,6 +43,12 @@ const (
 	// that ask for one (the self-service page's); it is not the email a
 	// request owes at its end.
 	TemplateRequestReceived = "request_received"
+	// TemplateRequestDenied tells the subject why an operator denied the
+	// request and that they may complain to a supervisory authority (GDPR
+	// Art. 12(4)); TemplateRequestExtended, that and why the deadline was
+	// extended (Art. 12(3)).
+	TemplateRequestDenied   = "request_denied"
+	TemplateRequestExtended = "request_extended"
 )
 
 // Reasons of a skipped notification (notifications.reason).
@@ -80,6 +86,32 @@ type Outbox interface {
 	Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error
 }
 
+// Recipient is whom a request's email goes to.
+type Recipient struct {
+	// Email is empty when none was given or it was scrubbed.
+	Email string
+	// HadEmail: an address came with the request, even if scrubbed since.
+	HadEmail bool
+	// Erased: another request's erasure of the same subject removed it.
+	Erased bool
+	// Locale picks the templates; Kind is the request's type, DueAt its deadline.
+	Locale string
+	Kind   string
+	DueAt  time.Time
+}
+
+// Requests is what the notifier needs of the requests module's table
+// (requests.Store), always inside the notifier's own transaction tx.
+type Requests interface {
+	// Recipient returns the subject's address of request id; found is
+	// false when no such request is stored.
+	Recipient(ctx context.Context, tx *gorm.DB, id string) (r Recipient, found bool, err error)
+	// LockFinished locks the request's row and reports whether it is completed.
+	LockFinished(ctx context.Context, tx *gorm.DB, id string) (bool, error)
+	// ForgetEmail blanks the subject's address.
+	ForgetEmail(ctx context.Context, tx *gorm.DB, id string) error
+}
+
 // LinkFunc returns the signed download link of a request's report and
 // when it expires.
 type LinkFunc func(requestID string, now time.Time) (link string, expires time.Time, err error)
@@ -103,21 +135,22 @@ type Options struct {
 
 // Notifier handles report.ready and erasure.completed.
 type Notifier struct {
-	db     *gorm.DB
-	outbox Outbox
-	sender Sender
-	link   LinkFunc
-	cfg    Options
-	logger *slog.Logger
+	db       *gorm.DB
+	requests Requests
+	outbox   Outbox
+	sender   Sender
+	link     LinkFunc
+	cfg      Options
+	logger   *slog.Logger
 	// templates are keyed "<locale>/<template>".
 	templates map[string]*template.Template
 	sent      *prometheus.CounterVec
 }
 
 // New returns a notifier.
-func New(db *gorm.DB, outbox Outbox, sender Sender, link LinkFunc, cfg Options, logger *slog.Logger, reg prometheus.Registerer) (*Notifier, error) {
+func New(db *gorm.DB, reqs Requests, outbox Outbox, sender Sender, link LinkFunc, cfg Options, logger *slog.Logger, reg prometheus.Registerer) (*Notifier, error) {
 	n := &Notifier{
-		db: db, outbox: outbox, sender: sender, link: link, cfg: cfg,
+		db: db, requests: reqs, outbox: outbox, sender: sender, link: link, cfg: cfg,
 		logger: logger.With("component", "notify"),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gdpr_emails_sent_total", Help: "Emails accepted by the SMTP server.",
@@ -130,7 +163,7 @@ func New(db *gorm.DB, outbox Outbox, sender Sender, link LinkFunc, cfg Options, 
 		n.cfg.DefaultLocale = selfservice.LocaleEnglish
 	}
 	templates, err := selfservice.ParseEmailTemplates(templateFS, "templates", cfg.TemplateDir,
-		TemplateReportReady, TemplateErasureCompleted, TemplateRequestReceived)
+		TemplateReportReady, TemplateErasureCompleted, TemplateRequestReceived, TemplateRequestDenied, TemplateRequestExtended)
 	if err != nil {
 		return nil, err
 	}
@@ -154,6 +187,9 @@ func (n *Notifier) Handle(ctx context.Context, msg message.Message) error {
 
 type notification struct {
 	key, requestID, template string
+	// The operator's decision, for the denial and extension emails.
+	code, reason, regulation string
+	until                    time.Time
 }
 
 // recipient is what the requests row says about the email to write.
@@ -180,6 +216,20 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		nt = notification{key: TemplateErasureCompleted + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateErasureCompleted}
+	case event.TypeRequestDenied:
+		var ev event.RequestDenied
+		if err := msg.Decode(&ev); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		nt = notification{key: TemplateRequestDenied + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateRequestDenied,
+			code: ev.Code, reason: ev.Reason, regulation: ev.Regulation}
+	case event.TypeRequestExtended:
+		var ev event.RequestExtended
+		if err := msg.Decode(&ev); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		nt = notification{key: TemplateRequestExtended + ":" + ev.RequestID, requestID: ev.RequestID, template: TemplateRequestExtended,
+			reason: ev.Reason, regulation: ev.Regulation, until: ev.ExtendedUntil.UTC()}
 	case event.TypeRequestReceived:
 		var ev event.RequestReceived
 		if err := msg.Decode(&ev); err != nil {
@@ -204,7 +254,7 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 	if err := n.sender.Send(ctx, e); err != nil {
 		if errors.Is(err, ErrRejected) {
 			n.logger.WarnContext(ctx, "email rejected by the SMTP server; not retried", "request_id", nt.requestID, "template", nt.template)
-			return n.finish(ctx, msg, nt, "skipped", ReasonRejected)
+			return n.finish(ctx, msg, nt, StateSkipped, ReasonRejected)
 		}
 		if errors.Is(err, ErrOutcomeUnknown) {
 			// The server may have accepted it: like a crash after the SMTP
@@ -214,11 +264,11 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 		// Nothing was accepted: let the redelivery send at once, and say
 		// so, so that it is not taken for a send whose outcome is unknown.
 		_ = n.db.WithContext(context.WithoutCancel(ctx)).Exec(
-			`UPDATE notifications SET updated_at = 'epoch', reason = 'send_failed' WHERE key = ? AND state = 'sending'`, nt.key).Error
+			`UPDATE notifications SET updated_at = 'epoch', reason = 'send_failed' WHERE key = ? AND state = ?`, nt.key, StateSending).Error
 		return fmt.Errorf("sending %s email for %s: %w", nt.template, nt.requestID, err)
 	}
 	n.sent.WithLabelValues(nt.template).Inc()
-	return n.finish(ctx, msg, nt, "sent", "")
+	return n.finish(ctx, msg, nt, StateSent, "")
 }
 
 // begin records the send as 'sending' before the SMTP conversation. It
@@ -240,7 +290,7 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 			}
 		}
 		var row struct {
-			State     string
+			State     State
 			MessageID string
 			Reason    string
 			Stale     bool
@@ -253,7 +303,7 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		found := res.RowsAffected > 0
 		if found {
 			switch {
-			case row.State != "sending":
+			case row.State != StateSending:
 				// Sent or skipped before: only the inbox record is missing.
 				_, err := inbox.Claim(ctx, tx, Consumer, msg.ID)
 				return err
@@ -276,33 +326,24 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		} else {
 			messageID = strings.ReplaceAll(nt.template, "_", "-") + "." + nt.requestID + "@" + n.cfg.MessageIDDomain
 		}
-		var req struct {
-			SubjectEmail string
-			HadEmail     bool
-			Erased       bool
-			Locale       string
-			Type         string
-			DueAt        time.Time
+		rcpt, stored, err := n.requests.Recipient(ctx, tx, nt.requestID)
+		if err != nil {
+			return err
 		}
-		res = tx.Raw(`SELECT subject_email, had_email, erased_by IS NOT NULL AND erased_by <> id AS erased,
-			locale, type, due_at FROM requests WHERE id = ?`, nt.requestID).Scan(&req)
-		if res.Error != nil {
-			return fmt.Errorf("loading the address of %s: %w", nt.requestID, res.Error)
-		}
-		if res.RowsAffected == 0 {
+		if !stored {
 			return fmt.Errorf("%w: no request %s", ErrInvalid, nt.requestID)
 		}
-		to = recipient{email: req.SubjectEmail, locale: req.Locale, kind: req.Type, dueAt: req.DueAt.UTC()}
+		to = recipient{email: rcpt.Email, locale: rcpt.Locale, kind: rcpt.Kind, dueAt: rcpt.DueAt.UTC()}
 		if to.email == "" {
 			// Only an id was given: nobody to write to. An address that was
 			// given and is gone means the row was scrubbed before its email
 			// was recorded; the in-sync check reports that request.
 			reason := ReasonNoEmail
 			switch {
-			case req.Erased:
+			case rcpt.Erased:
 				reason = ReasonErased
 				n.logger.InfoContext(ctx, "email not sent: the subject was erased meanwhile", "request_id", nt.requestID, "template", nt.template)
-			case req.HadEmail:
+			case rcpt.HadEmail:
 				reason = ReasonScrubbed
 				n.logger.ErrorContext(ctx, "the address of a request was scrubbed before its email was sent", "request_id", nt.requestID, "template", nt.template)
 			}
@@ -310,14 +351,14 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 				return err
 			}
 			return tx.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, reason)
-				VALUES (?, ?, ?, ?, 'skipped', ?)
-				ON CONFLICT (key) DO UPDATE SET state = 'skipped', reason = EXCLUDED.reason, updated_at = now()`,
-				nt.key, nt.requestID, nt.template, messageID, reason).Error
+				VALUES (?, ?, ?, ?, ?, ?)
+				ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state, reason = EXCLUDED.reason, updated_at = now()`,
+				nt.key, nt.requestID, nt.template, messageID, StateSkipped, reason).Error
 		}
 		if !found {
 			res = tx.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, sends)
-				VALUES (?, ?, ?, ?, 'sending', 1) ON CONFLICT (key) DO NOTHING`,
-				nt.key, nt.requestID, nt.template, messageID)
+				VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (key) DO NOTHING`,
+				nt.key, nt.requestID, nt.template, messageID, StateSending)
 			if res.Error != nil {
 				return fmt.Errorf("recording notification %s sending: %w", nt.key, res.Error)
 			}
@@ -340,34 +381,34 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 // on its way: the requests manager leaves the address on the row until the
 // email is recorded (requests.Manager.finishErasure), so whichever of the two
 // commits second scrubs it.
-func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notification, state, reason string) error {
+func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notification, state State, reason string) error {
 	ctx = context.WithoutCancel(ctx)
 	return n.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var requestState string
+		finished := false
 		if nt.template == TemplateErasureCompleted {
 			// Locked before the notification changes, as finishErasure does:
 			// otherwise both could commit without seeing the other and leave
 			// the address on a finished erasure.
-			if err := tx.Raw(`SELECT state FROM requests WHERE id = ? FOR UPDATE`, nt.requestID).Scan(&requestState).Error; err != nil {
-				return fmt.Errorf("locking request %s: %w", nt.requestID, err)
+			var err error
+			if finished, err = n.requests.LockFinished(ctx, tx, nt.requestID); err != nil {
+				return err
 			}
 		}
 		if _, err := inbox.Claim(ctx, tx, Consumer, msg.ID); err != nil {
 			return err
 		}
 		res := tx.Exec(`UPDATE notifications SET state = ?, reason = ?, updated_at = now(),
-			sent_at = CASE WHEN ? = 'sent' THEN now() END WHERE key = ? AND state = 'sending'`, state, reason, state, nt.key)
+			sent_at = CASE WHEN ? THEN now() END WHERE key = ? AND state = ?`, state, reason, state == StateSent, nt.key, StateSending)
 		if res.Error != nil {
 			return fmt.Errorf("recording notification %s: %w", nt.key, res.Error)
 		}
-		if requestState == "completed" {
-			if err := tx.Exec(`UPDATE requests SET subject_email = '', pii_scrubbed_at = now(), updated_at = now()
-				WHERE id = ? AND subject_email <> ''`,
-				nt.requestID).Error; err != nil {
-				return fmt.Errorf("scrubbing the address of %s: %w", nt.requestID, err)
+		// A denied request keeps its address only for its denial email.
+		if finished || (nt.template == TemplateRequestDenied && state == StateSent) {
+			if err := n.requests.ForgetEmail(ctx, tx, nt.requestID); err != nil {
+				return err
 			}
 		}
-		if res.RowsAffected == 0 || state != "sent" {
+		if res.RowsAffected == 0 || state != StateSent {
 			return nil
 		}
 		out, err := message.New(event.TypeNotificationSent, event.NotificationSent{RequestID: nt.requestID, Template: nt.template}, &msg)
@@ -391,10 +432,40 @@ type templateData struct {
 	ExpiresAt time.Time
 	// DueAt is the legal deadline (the receipt states it).
 	DueAt time.Time
+	// Denial and extension.
+	Code, Reason, Regulation, Authority string
+	Until                               time.Time
+}
+
+func denialText(code string) string {
+	switch code {
+	case event.DenialManifestlyUnfounded:
+		return "the request is manifestly unfounded"
+	case event.DenialExcessive:
+		return "the request is excessive, in particular because it repeats earlier ones"
+	case event.DenialIdentityNotVerified:
+		return "we could not verify your identity"
+	}
+	return "another reason, explained below"
+}
+
+func authority(regulation string) string {
+	switch regulation {
+	case "ccpa":
+		return "the California Privacy Protection Agency (cppa.ca.gov) or the California Attorney General"
+	case "lgpd":
+		return "the Autoridade Nacional de Proteção de Dados (ANPD)"
+	}
+	return "a data protection supervisory authority, in particular in the EU member state where you live, work or where the alleged infringement took place (GDPR Art. 77), and to seek a judicial remedy (Art. 79)"
 }
 
 func (n *Notifier) render(nt notification, to recipient, messageID string) (Email, error) {
-	data := templateData{RequestID: nt.requestID, Type: to.kind, DueAt: to.dueAt}
+	reg := nt.regulation
+	if reg == "" {
+		reg = "gdpr"
+	}
+	data := templateData{RequestID: nt.requestID, Type: to.kind, DueAt: to.dueAt, Code: denialText(nt.code), Reason: nt.reason,
+		Until: nt.until, Regulation: strings.ToUpper(reg), Authority: authority(nt.regulation)}
 	switch nt.template {
 	case TemplateReportReady:
 		link, expires, err := n.link(nt.requestID, time.Now())

@@ -19,6 +19,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/outbox"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -48,7 +49,7 @@ func newEnv(t *testing.T, sender notify.Sender, resendAfter time.Duration) *env 
 		sender = notify.NewSMTP(smtpConfig(mp))
 	}
 	reg := prometheus.NewRegistry()
-	n, err := notify.New(gdb, outbox.NewStore(gdb), sender, link,
+	n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), sender, link,
 		notify.Options{ResendAfter: resendAfter, MessageIDDomain: "test.invalid"}, testkit.Logger(t), reg)
 	require.NoError(t, err)
 	return &env{db: gdb, mail: mp, n: n, reg: reg}
@@ -169,7 +170,7 @@ func TestSMTPDownIsRetriedAtOnce(t *testing.T) {
 	down := smtpConfig(mp)
 	down.SMTPPort = 1 // nothing listens there
 	working := notify.NewSMTP(smtpConfig(mp))
-	n, err := notify.New(gdb, outbox.NewStore(gdb), notify.NewSMTP(down), link,
+	n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), notify.NewSMTP(down), link,
 		notify.Options{ResendAfter: time.Hour}, testkit.Logger(t), nil)
 	require.NoError(t, err)
 	e := &env{db: gdb, mail: mp, n: n}
@@ -180,7 +181,7 @@ func TestSMTPDownIsRetriedAtOnce(t *testing.T) {
 	require.NotErrorIs(t, err, message.ErrPermanent)
 
 	var logs testkit.Buffer
-	n2, err := notify.New(gdb, outbox.NewStore(gdb), working, link,
+	n2, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), working, link,
 		notify.Options{ResendAfter: time.Hour}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	require.NoError(t, n2.Handle(t.Context(), m), "a failed send does not wait for resend_after")
@@ -291,7 +292,7 @@ func TestLostVerdictWaitsForResendAfter(t *testing.T) {
 	fake := startFakeHangUpSMTP(t)
 	hangsUp := smtpConfig(mp)
 	hangsUp.SMTPPort = fake.port
-	n1, err := notify.New(gdb, outbox.NewStore(gdb), notify.NewSMTP(hangsUp), link,
+	n1, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), notify.NewSMTP(hangsUp), link,
 		notify.Options{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, testkit.Logger(t), nil)
 	require.NoError(t, err)
 	e := &env{db: gdb, mail: mp, n: n1}
@@ -304,7 +305,7 @@ func TestLostVerdictWaitsForResendAfter(t *testing.T) {
 	require.EqualValues(t, 1, fake.got.Load(), "the server got the whole message")
 
 	var logs testkit.Buffer
-	n2, err := notify.New(gdb, outbox.NewStore(gdb), notify.NewSMTP(smtpConfig(mp)), link,
+	n2, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), notify.NewSMTP(smtpConfig(mp)), link,
 		notify.Options{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	require.Error(t, n2.Handle(t.Context(), m), "the redelivery waits: the first send may have gone out")
@@ -365,7 +366,7 @@ func TestScrubbedAddressIsNotTakenForNone(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	var logs testkit.Buffer
-	n, err := notify.New(gdb, outbox.NewStore(gdb), &failingSender{fail: true}, link,
+	n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), &failingSender{fail: true}, link,
 		notify.Options{ResendAfter: time.Minute}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	reasons := map[bool]string{}
@@ -391,7 +392,7 @@ func TestReportOfAnErasedSubjectIsNotAnnounced(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	var logs testkit.Buffer
-	n, err := notify.New(gdb, outbox.NewStore(gdb), &failingSender{fail: true}, link,
+	n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), &failingSender{fail: true}, link,
 		notify.Options{ResendAfter: time.Minute}, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	require.NoError(t, err)
 	id, erasure := uuid.NewString(), uuid.NewString()

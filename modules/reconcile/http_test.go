@@ -17,7 +17,7 @@ import (
 func TestHandler(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
-	h := reconcile.Handler(reconcile.New(gdb), reconcile.Options{Since: 24 * time.Hour, StuckAfter: 15 * time.Minute}, testkit.Logger(t))
+	h := reconcile.Handler(reconcile.New(gdb, reconcile.Stores(gdb)), reconcile.Options{Since: 24 * time.Hour, StuckAfter: 15 * time.Minute}, testkit.Logger(t))
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	get := func(query string) (int, map[string]any) {

@@ -13,7 +13,10 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/notify"
+	"github.com/gdpr-oss/gdpr/modules/requests"
 )
 
 // Stages in the order a request passes them. An access request needs
@@ -104,40 +107,49 @@ func (r Result) OutOfSync() map[string]int {
 	return out
 }
 
+// AuditLog is what the check reads of the audit log (audit.Store).
+type AuditLog interface {
+	// SubmittedSince returns the ids of requests whose request.submitted occurred since.
+	SubmittedSince(ctx context.Context, since time.Time) ([]string, error)
+	// Stages returns, per request and message type, what the log holds.
+	Stages(ctx context.Context, requestIDs []string) ([]audit.Stage, error)
+}
+
+// Requests is what the check reads of the requests manager's record (requests.Store).
+type Requests interface {
+	// SubmittedSince returns the ids of the stored requests submitted since.
+	SubmittedSince(ctx context.Context, since time.Time) ([]string, error)
+	// Progresses returns how far each stored one of ids got.
+	Progresses(ctx context.Context, ids []string) ([]requests.Progress, error)
+}
+
+// Emails is what the check reads of the notifier's record (notify.Store).
+type Emails interface {
+	// Outcomes returns what became of the emails of each of requestIDs.
+	Outcomes(ctx context.Context, requestIDs []string) ([]notify.Outcome, error)
+}
+
+// Sources are the owners' records the check compares.
+type Sources struct {
+	Audit    AuditLog
+	Requests Requests
+	Emails   Emails
+}
+
 // Checker runs the check against the audit log and the requests tables.
 type Checker struct {
-	db *gorm.DB
+	db  *gorm.DB
+	src Sources
 }
 
-// New returns a checker over db.
-func New(db *gorm.DB) *Checker { return &Checker{db: db} }
-
-type requestRow struct {
-	ID         string
-	Type       string
-	State      string
-	ErrorClass string
-	HasReport  bool
-	EmailSent  bool
-	NoEmail    bool
-	HadEmail   bool
-	SkipReason string
-	Activity   time.Time
-}
-
-type auditRow struct {
-	RequestID string
-	Type      string
-	Kind      string
-	Last      time.Time
-	First     time.Time
-}
+// New returns a checker comparing src; db gives the clock.
+func New(db *gorm.DB, src Sources) *Checker { return &Checker{db: db, src: src} }
 
 // track is what is known about one request.
 type track struct {
 	id       string
 	kind     string
-	state    string
+	state    requests.State
 	errClass string
 	reached  map[string]bool
 	failed   bool
@@ -151,58 +163,51 @@ type track struct {
 
 // Check compares every request first seen within opts.Since.
 func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
-	db := c.db.WithContext(ctx)
 	var now time.Time
 	// One clock: the database's, the same one every role stamps rows with.
-	if err := db.Raw(`SELECT now()`).Scan(&now).Error; err != nil {
+	if err := c.db.WithContext(ctx).Raw(`SELECT now()`).Scan(&now).Error; err != nil {
 		return Result{}, fmt.Errorf("reading database clock: %w", err)
 	}
 	since := now.Add(-opts.Since)
+	ids, err := c.ids(ctx, since)
+	if err != nil {
+		return Result{}, err
+	}
+	tracks, err := c.collect(ctx, ids)
+	if err != nil {
+		return Result{}, err
+	}
 	res := Result{CheckedAt: now.UTC(), Since: since.UTC(), Counts: map[string]map[string]int{}}
-
-	var audits []auditRow
-	err := db.Raw(`
-		WITH ids AS (
-			SELECT request_id AS id FROM audit_events
-			WHERE type = ? AND occurred_at >= ? AND request_id <> ''
-			UNION
-			SELECT id::text FROM requests WHERE submitted_at >= ?
-		)
-		SELECT a.request_id, a.type, max(a.details->>'type') AS kind,
-			max(a.occurred_at) AS last, min(a.occurred_at) AS first
-		FROM audit_events a JOIN ids ON ids.id = a.request_id
-		-- A receipt is not the email a request owes at its end.
-		WHERE NOT (a.type = 'notification.sent' AND a.details->>'template' = 'request_received')
-		GROUP BY a.request_id, a.type`,
-		event.TypeRequestSubmitted, since, since).Scan(&audits).Error
-	if err != nil {
-		return Result{}, fmt.Errorf("reading audit stages: %w", err)
+	for _, id := range ids {
+		if t, ok := tracks[id]; ok {
+			res.add(t, now, opts.StuckAfter)
+		}
 	}
-	var rows []requestRow
-	err = db.Raw(`
-		WITH ids AS (
-			SELECT request_id AS id FROM audit_events
-			WHERE type = ? AND occurred_at >= ? AND request_id <> ''
-			UNION
-			SELECT id::text FROM requests WHERE submitted_at >= ?
-		)
-		SELECT r.id::text AS id, r.type, r.state, r.last_error_class AS error_class,
-			EXISTS (SELECT 1 FROM reports p WHERE p.request_id = r.id) AS has_report,
-			EXISTS (SELECT 1 FROM notifications n WHERE n.request_id = r.id AND n.state = 'sent' AND n.template <> 'request_received') AS email_sent,
-			EXISTS (SELECT 1 FROM notifications n WHERE n.request_id = r.id AND n.state = 'skipped' AND n.template <> 'request_received') AS no_email,
-			r.had_email,
-			COALESCE((SELECT string_agg(DISTINCT n.reason, ',') FROM notifications n
-				WHERE n.request_id = r.id AND n.state = 'skipped' AND n.template <> 'request_received'), '') AS skip_reason,
-			GREATEST(r.received_at, r.updated_at, COALESCE(r.completed_at, r.received_at),
-				COALESCE((SELECT max(GREATEST(a.started_at, COALESCE(a.finished_at, a.started_at)))
-					FROM request_attempts a WHERE a.request_id = r.id), r.received_at)) AS activity
-		FROM requests r JOIN ids ON ids.id = r.id::text`,
-		event.TypeRequestSubmitted, since, since).Scan(&rows).Error
-	if err != nil {
-		return Result{}, fmt.Errorf("reading request stages: %w", err)
-	}
+	return res, nil
+}
 
+// ids are the requests first seen since: submitted according to the audit
+// log or stored by the requests manager, sorted.
+func (c *Checker) ids(ctx context.Context, since time.Time) ([]string, error) {
+	logged, err := c.src.Audit.SubmittedSince(ctx, since)
+	if err != nil {
+		return nil, fmt.Errorf("reading audit stages: %w", err)
+	}
+	stored, err := c.src.Requests.SubmittedSince(ctx, since)
+	if err != nil {
+		return nil, fmt.Errorf("reading request stages: %w", err)
+	}
+	ids := slices.Concat(logged, stored)
+	slices.Sort(ids)
+	return slices.Compact(ids), nil
+}
+
+// collect merges what each owner's record says about ids.
+func (c *Checker) collect(ctx context.Context, ids []string) (map[string]*track, error) {
 	tracks := map[string]*track{}
+	if len(ids) == 0 {
+		return tracks, nil
+	}
 	get := func(id string) *track {
 		t, ok := tracks[id]
 		if !ok {
@@ -211,103 +216,123 @@ func (c *Checker) Check(ctx context.Context, opts Options) (Result, error) {
 		}
 		return t
 	}
-	for _, a := range audits {
-		t := get(a.RequestID)
-		if a.Last.After(t.lastStamp) {
-			t.lastStamp = a.Last
-		}
-		switch a.Type {
-		case event.TypeRequestSubmitted:
-			t.reached[StageSubmitted] = true
-			if t.kind == "" {
-				t.kind = a.Kind
-			}
-		case event.TypeRequestReceived:
-			t.reached[StageReceived] = true
-		case event.TypeErasureCompleted:
-			t.reached[StageErasureCompleted] = true
-		case event.TypeNotificationSent:
-			t.reached[StageEmailSent] = true
-		case event.TypeRequestFailed:
-			t.failed = true
-		}
+	stages, err := c.src.Audit.Stages(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("reading audit stages: %w", err)
 	}
-	for _, r := range rows {
-		t := get(r.ID)
-		t.kind, t.state, t.errClass = r.Type, r.State, r.ErrorClass
-		// The row is the requests manager's own record of receipt.
-		t.reached[StageReceived] = true
-		// A report counts only while its row exists: report.ready in the
-		// audit log with the report gone is exactly what this check is for.
-		t.reached[StageReportGenerated] = r.HasReport
-		// The notifier's own record counts as much as its event does.
-		if r.EmailSent {
-			t.reached[StageEmailSent] = true
-		}
-		t.noEmail = r.NoEmail && !t.reached[StageEmailSent]
-		t.hadEmail, t.skipReason = r.HadEmail, r.SkipReason
-		if r.State == "failed" {
-			t.failed = true
-		}
-		if r.Activity.After(t.lastStamp) {
-			t.lastStamp = r.Activity
-		}
+	for _, a := range stages {
+		get(a.RequestID).logged(a)
 	}
+	progresses, err := c.src.Requests.Progresses(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("reading request stages: %w", err)
+	}
+	outcomes, err := c.src.Emails.Outcomes(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("reading request stages: %w", err)
+	}
+	emails := make(map[string]notify.Outcome, len(outcomes))
+	for _, o := range outcomes {
+		emails[o.RequestID] = o
+	}
+	for _, p := range progresses {
+		get(p.ID).stored(p, emails[p.ID])
+	}
+	return tracks, nil
+}
 
-	ids := make([]string, 0, len(tracks))
-	for id := range tracks {
-		ids = append(ids, id)
+// logged adds what the audit log holds of one message type.
+func (t *track) logged(a audit.Stage) {
+	if a.Last.After(t.lastStamp) {
+		t.lastStamp = a.Last
 	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		t := tracks[id]
-		kind := t.kind
-		if kind == "" {
-			kind = "unknown"
+	switch a.Type {
+	case event.TypeRequestSubmitted:
+		t.reached[StageSubmitted] = true
+		if t.kind == "" {
+			t.kind = a.Kind
 		}
-		if res.Counts[kind] == nil {
-			res.Counts[kind] = map[string]int{}
-		}
-		for _, s := range Stages() {
-			if t.reached[s] {
-				res.Counts[kind][s]++
-			}
-		}
-		if t.failed {
-			res.Failed = append(res.Failed, Failed{RequestID: id, Type: kind, ErrorClass: t.errClass})
-			continue
-		}
-		missing := firstMissing(kind, t.reached)
-		if missing == "" {
-			continue
-		}
-		reason := ""
-		if missing == StageEmailSent && t.noEmail {
-			// An access whose subject was erased before the email went out
-			// has nothing left to announce (docs/privacy.md).
-			if !t.hadEmail || t.skipReason == "erased" {
-				res.EmailSkipped++
-				continue
-			}
-			// Submitted with an address, and the notifier gave up on it: no
-			// later progress can bring the email, so it is out of sync now.
-			reason = "email skipped: " + t.skipReason
-		}
-		idle := now.Sub(t.lastStamp)
-		if reason == "" && idle <= opts.StuckAfter {
-			res.InProgress++
-			continue
-		}
-		var reached []string
-		for _, s := range Stages() {
-			if t.reached[s] {
-				reached = append(reached, s)
-			}
-		}
-		res.Stuck = append(res.Stuck, Stuck{RequestID: id, Type: kind, Missing: missing, Reached: reached, Reason: reason,
-			Idle: idle, IdleSeconds: idle.Seconds(), State: t.state})
+	case event.TypeRequestReceived:
+		t.reached[StageReceived] = true
+	case event.TypeErasureCompleted:
+		t.reached[StageErasureCompleted] = true
+	case event.TypeNotificationSent:
+		t.reached[StageEmailSent] = true
+	case event.TypeRequestFailed:
+		t.failed = true
 	}
-	return res, nil
+}
+
+// stored adds the requests manager's and the notifier's records, after the
+// audit log's.
+func (t *track) stored(p requests.Progress, email notify.Outcome) {
+	t.kind, t.state, t.errClass = p.Type, p.State, p.ErrorClass
+	// The row is the requests manager's own record of receipt.
+	t.reached[StageReceived] = true
+	// A report counts only while its row exists: report.ready in the
+	// audit log with the report gone is exactly what this check is for.
+	t.reached[StageReportGenerated] = p.HasReport
+	// The notifier's own record counts as much as its event does.
+	if email.Sent {
+		t.reached[StageEmailSent] = true
+	}
+	t.noEmail = email.Skipped && !t.reached[StageEmailSent]
+	t.hadEmail, t.skipReason = p.HadEmail, email.SkipReasons
+	if p.State == requests.StateFailed {
+		t.failed = true
+	}
+	if p.Activity.After(t.lastStamp) {
+		t.lastStamp = p.Activity
+	}
+}
+
+// add counts t's stages and files it as failed, in progress, stuck or in sync.
+func (r *Result) add(t *track, now time.Time, stuckAfter time.Duration) {
+	kind := t.kind
+	if kind == "" {
+		kind = "unknown"
+	}
+	if r.Counts[kind] == nil {
+		r.Counts[kind] = map[string]int{}
+	}
+	for _, s := range Stages() {
+		if t.reached[s] {
+			r.Counts[kind][s]++
+		}
+	}
+	if t.failed {
+		r.Failed = append(r.Failed, Failed{RequestID: t.id, Type: kind, ErrorClass: t.errClass})
+		return
+	}
+	missing := firstMissing(kind, t.reached)
+	if missing == "" {
+		return
+	}
+	reason := ""
+	if missing == StageEmailSent && t.noEmail {
+		// An access whose subject was erased before the email went out
+		// has nothing left to announce (docs/privacy.md).
+		if !t.hadEmail || t.skipReason == notify.ReasonErased {
+			r.EmailSkipped++
+			return
+		}
+		// Submitted with an address, and the notifier gave up on it: no
+		// later progress can bring the email, so it is out of sync now.
+		reason = "email skipped: " + t.skipReason
+	}
+	idle := now.Sub(t.lastStamp)
+	if reason == "" && idle <= stuckAfter {
+		r.InProgress++
+		return
+	}
+	var reached []string
+	for _, s := range Stages() {
+		if t.reached[s] {
+			reached = append(reached, s)
+		}
+	}
+	r.Stuck = append(r.Stuck, Stuck{RequestID: t.id, Type: kind, Missing: missing, Reached: reached, Reason: reason,
+		Idle: idle, IdleSeconds: idle.Seconds(), State: string(t.state)})
 }
 
 // Expected returns the stages a request of kind must pass, in order.
@@ -328,4 +353,9 @@ func firstMissing(kind string, reached map[string]bool) string {
 		}
 	}
 	return ""
+}
+
+// Stores are the owners' stores over one database, the usual Sources.
+func Stores(db *gorm.DB) Sources {
+	return Sources{Audit: audit.NewStore(db), Requests: requests.NewStore(db, nil), Emails: notify.NewStore(db)}
 }

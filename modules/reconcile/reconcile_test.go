@@ -107,7 +107,7 @@ func stuckIDs(res reconcile.Result) map[string]string {
 func TestReconcile(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
-	checker := reconcile.New(gdb)
+	checker := reconcile.New(gdb, reconcile.Stores(gdb))
 	opts := reconcile.Options{Since: 24 * time.Hour, StuckAfter: 15 * time.Minute}
 	now := time.Now()
 	hourAgo := now.Add(-time.Hour)
@@ -198,7 +198,7 @@ func nonZero(m map[string]int) map[string]int {
 func TestEmailOwedIsDerivedFromTheSubmission(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
-	checker := reconcile.New(gdb)
+	checker := reconcile.New(gdb, reconcile.Stores(gdb))
 	opts := reconcile.Options{Since: 24 * time.Hour, StuckAfter: 15 * time.Minute}
 	hourAgo := time.Now().Add(-time.Hour)
 	justNow := time.Now().Add(-10 * time.Second)

@@ -377,3 +377,89 @@ func confirmedPublishesPerSecond(b *testing.B) float64 {
 	require.Zero(b, failed.Load())
 	return total / time.Since(begin).Seconds()
 }
+
+// BenchmarkSteadyLoad submits access requests at a steady 50 and then 100
+// per second for 30 s to the roles as processes, and prints p50/p99 of
+// submit→completed and submit→email (the notification's sent_at), with the
+// CPU time per request over every process of the run.
+func BenchmarkSteadyLoad(b *testing.B) {
+	for _, rate := range []int{50, 100} {
+		b.Run(fmt.Sprintf("%drps", rate), func(b *testing.B) {
+			for b.Loop() {
+				steadyLoad(b, rate, 30*time.Second)
+			}
+		})
+	}
+}
+
+func steadyLoad(b *testing.B, rate int, d time.Duration) {
+	n := rate * int(d/time.Second)
+	s := newSystem(b, n, func(c *config.Config) {
+		c.Log.Level = "warn"
+		c.Worker.Concurrency = 16
+	})
+	procs := map[string][]int{}
+	for _, role := range []string{"serve", "worker", "scheduler"} {
+		procs["gdpr "+role] = []int{s.start(role).cmd.Process.Pid}
+	}
+	procs["rabbitmq"] = pidsNamed("beam.smp")
+	procs["redis"] = pidsNamed("redis-server")
+	procs["mailpit"] = []int{s.mail.PID}
+	srcDB := openDSN(b, s.src.dsn)
+	meter := newCPUMeter(s.db, []string{dbName(b, s.db), dbName(b, srcDB)}, procs)
+	meter.start()
+
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	for i := range n {
+		<-tick.C
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id, err := s.submit(b.Context(), "access", i)
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			ids[i] = id
+		}()
+	}
+	tick.Stop()
+	wg.Wait()
+	require.Zero(b, failed.Load(), "submissions failed")
+	s.waitStates(ids, "completed", 10*time.Minute)
+	s.waitEmails(n)
+	split, _ := meter.finish()
+
+	var lat []struct {
+		Completed float64
+		Email     float64
+	}
+	require.NoError(b, s.db.Raw(`SELECT extract(epoch FROM r.completed_at - r.submitted_at) AS completed,
+			extract(epoch FROM n.sent_at - r.submitted_at) AS email
+		FROM requests r JOIN notifications n ON n.request_id = r.id AND n.state = 'sent'
+		WHERE r.id IN ?`, ids).Scan(&lat).Error)
+	require.Len(b, lat, n)
+	completed, email := make([]float64, n), make([]float64, n)
+	for i, l := range lat {
+		completed[i], email[i] = l.Completed*1000, l.Email*1000
+	}
+	sort.Float64s(completed)
+	sort.Float64s(email)
+	p := func(v []float64, q float64) float64 { return v[int(q*float64(len(v)-1))] }
+	var total time.Duration
+	for _, c := range split {
+		total += c
+	}
+	perReq := total.Seconds() * 1000 / float64(n)
+	b.ReportMetric(p(completed, 0.5), "completed_p50_ms")
+	b.ReportMetric(p(completed, 0.99), "completed_p99_ms")
+	b.ReportMetric(p(email, 0.5), "email_p50_ms")
+	b.ReportMetric(p(email, 0.99), "email_p99_ms")
+	b.ReportMetric(perReq, "cpu_ms/request")
+	fmt.Printf("steady %d access requests/s for %s: submit→completed p50 %.0f ms, p99 %.0f ms; submit→email p50 %.0f ms, p99 %.0f ms (target p99 < 500 ms at 50/s); "+
+		"CPU %.2f ms per request, by process (ms): %s\n",
+		rate, d, p(completed, 0.5), p(completed, 0.99), p(email, 0.5), p(email, 0.99), perReq, formatSplit(split, n))
+}

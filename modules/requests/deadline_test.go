@@ -1,6 +1,7 @@
 package requests_test
 
 import (
+	"cmp"
 	"context"
 	"testing"
 	"time"
@@ -38,22 +39,38 @@ func TestStoredDeadlineIgnoresTheSessionTimeZone(t *testing.T) {
 	rdb, prefix := testkit.Redis(t)
 	mgr := requests.New(gdb, outbox.NewStore(gdb), lock.NewLocker(rdb, prefix, testkit.Logger(t)), newBuilder(nil),
 		testConfig(), testkit.Logger(t), prometheus.NewRegistry())
-	for _, tc := range []struct{ submitted, due string }{
-		{"2026-01-31T23:30:00Z", "2026-02-28T23:30:00Z"},
-		{"2026-01-30T23:30:00Z", "2026-02-28T23:30:00Z"},
-		{"2026-02-28T23:30:00Z", "2026-03-28T23:30:00Z"},
+	for _, tc := range []struct{ submitted, due, regulation string }{
+		{"2026-01-31T23:30:00Z", "2026-02-28T23:30:00Z", ""},
+		{"2026-01-30T23:30:00Z", "2026-02-28T23:30:00Z", ""},
+		{"2026-02-28T23:30:00Z", "2026-03-28T23:30:00Z", ""},
+		// Each regulation's clock (TestRegulationClocks covers the rules).
+		{"2026-01-31T23:30:00Z", "2026-02-28T23:30:00Z", "gdpr"},
+		{"2026-01-31T23:30:00Z", "2026-03-17T23:30:00Z", "ccpa"},
+		{"2026-02-20T23:30:00Z", "2026-03-07T23:30:00Z", "lgpd"},
 	} {
 		at, err := time.Parse(time.RFC3339, tc.submitted)
 		require.NoError(t, err)
 		id := uuid.NewString()
 		m, err := message.New(event.TypeRequestSubmitted, event.RequestSubmitted{
-			RequestID: id, Type: event.KindAccess, Subject: event.Subject{ID: "u-" + id}, SubmittedAt: at,
+			RequestID: id, Type: event.KindAccess, Subject: event.Subject{ID: "u-" + id}, SubmittedAt: at, Regulation: tc.regulation,
 		}, nil)
 		require.NoError(t, err)
 		m.CorrelationID = id
 		require.NoError(t, mgr.Handle(context.Background(), m))
-		var due time.Time
-		require.NoError(t, gdb.Raw(`SELECT due_at FROM requests WHERE id = ?`, id).Scan(&due).Error)
-		require.Equal(t, tc.due, due.UTC().Format(time.RFC3339), "due_at of a request submitted at %s", tc.submitted)
+		var row struct {
+			DueAt      time.Time
+			Regulation string
+		}
+		require.NoError(t, gdb.Raw(`SELECT due_at, regulation FROM requests WHERE id = ?`, id).Scan(&row).Error)
+		require.Equal(t, tc.due, row.DueAt.UTC().Format(time.RFC3339), "due_at of a %q request submitted at %s", tc.regulation, tc.submitted)
+		require.Equal(t, cmp.Or(tc.regulation, "gdpr"), row.Regulation)
 	}
+
+	// A regulation without a clock can never be stored: poison.
+	id := uuid.NewString()
+	m, err := message.New(event.TypeRequestSubmitted, event.RequestSubmitted{
+		RequestID: id, Type: event.KindAccess, Subject: event.Subject{ID: "u-" + id}, SubmittedAt: time.Now(), Regulation: "hipaa",
+	}, nil)
+	require.NoError(t, err)
+	require.ErrorIs(t, mgr.Handle(context.Background(), m), requests.ErrInvalid)
 }

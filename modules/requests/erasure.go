@@ -27,10 +27,11 @@ func (m *Manager) erasure(ctx, _ context.Context, c *claimed) error {
 		}
 		var pending bool
 		if err := tx.Raw(`SELECT EXISTS (SELECT 1 FROM requests
-			WHERE type = 'access' AND id <> ?
+			WHERE type = ? AND id <> ?
 			  AND ((? <> '' AND subject_id = ?) OR (? <> '' AND lower(subject_email) = lower(?)))
-			  AND (state = 'processing' OR (state = 'received' AND submitted_at <= ?)))`,
-			c.ID, c.SubjectID, c.SubjectID, c.SubjectEmail, c.SubjectEmail, c.SubmittedAt).Scan(&pending).Error; err != nil {
+			  AND (state = ? OR (state = ? AND submitted_at <= ?)))`,
+			event.KindAccess, c.ID, c.SubjectID, c.SubjectID, c.SubjectEmail, c.SubjectEmail,
+			StateProcessing, StateReceived, c.SubmittedAt).Scan(&pending).Error; err != nil {
 			return fmt.Errorf("looking for open access requests of %s: %w", c.ID, err)
 		}
 		if pending {
@@ -39,8 +40,8 @@ func (m *Manager) erasure(ctx, _ context.Context, c *claimed) error {
 			if err := tx.Exec(`DELETE FROM request_attempts WHERE request_id = ? AND attempt = ?`, c.ID, c.Attempt).Error; err != nil {
 				return fmt.Errorf("dropping waiting attempt of %s: %w", c.ID, err)
 			}
-			return tx.Exec(`UPDATE requests SET state = 'received', next_attempt_at = now() + ?::interval,
-				lease_until = NULL, updated_at = now() WHERE id = ?`, m.cfg.ErasureWait.String(), c.ID).Error
+			return tx.Exec(`UPDATE requests SET state = ?, next_attempt_at = now() + ?::interval,
+				lease_until = NULL, updated_at = now() WHERE id = ?`, StateReceived, m.cfg.ErasureWait.String(), c.ID).Error
 		}
 		out, err := message.New(event.TypeErasureRequested, event.ErasureRequested{RequestID: c.ID, Subject: c.subject()}, nil)
 		if err != nil {
@@ -55,8 +56,8 @@ func (m *Manager) erasure(ctx, _ context.Context, c *claimed) error {
 		if err := m.closeAttempt(tx, c.ID, c.Attempt, "succeeded", "", nil); err != nil {
 			return err
 		}
-		return tx.Exec(`UPDATE requests SET state = 'handed_over', attempts = ?, last_error_class = '', lease_until = NULL,
-			updated_at = now() WHERE id = ?`, c.Attempt, c.ID).Error
+		return tx.Exec(`UPDATE requests SET state = ?, attempts = ?, last_error_class = '', lease_until = NULL,
+			updated_at = now() WHERE id = ?`, StateHandedOver, c.Attempt, c.ID).Error
 	})
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/lifecycle"
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/notify"
 )
 
 // Consumer is the inbox name of the requests manager's queue consumer.
@@ -31,15 +32,6 @@ const Queue = "worker.requests"
 func Bindings() []string {
 	return []string{event.TypeRequestSubmitted, event.TypeErasureFinished}
 }
-
-// Request states.
-const (
-	StateReceived   = "received"
-	StateProcessing = "processing"
-	StateHandedOver = "handed_over"
-	StateCompleted  = "completed"
-	StateFailed     = "failed"
-)
 
 // Error classes recorded for failures the manager detects itself.
 const (
@@ -72,6 +64,13 @@ type Outbox interface {
 	Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error
 }
 
+// DeletedEmails tells, inside the caller's transaction, whether the
+// "deleted" email of an erasure is recorded as sent or skipped. The
+// notifier owns that record (notify.Store).
+type DeletedEmails interface {
+	DeletedEmailRecorded(ctx context.Context, tx *gorm.DB, requestID string) (bool, error)
+}
+
 // Locker obtains the Redis mutex for a request.
 type Locker interface {
 	Obtain(ctx context.Context, key string, ttl time.Duration) (*lock.Lease, error)
@@ -102,6 +101,7 @@ type Manager struct {
 	cfg     Config
 	logger  *slog.Logger
 	fence   lock.Fence
+	emails  DeletedEmails
 	store   *Store
 	metrics metrics
 	wake    chan struct{}
@@ -129,6 +129,9 @@ func New(db *gorm.DB, outbox Outbox, locker Locker, builder Builder, cfg Config,
 		db: db, outbox: outbox, locker: locker, builder: builder, cfg: cfg,
 		logger: logger.With("component", "requests"),
 		fence:  lock.Fence{Table: "requests"},
+		// The notifier's record lives in the same database; its store
+		// needs nothing but the caller's transaction.
+		emails: notify.NewStore(db),
 		store:  NewStore(db, builder),
 		wake:   make(chan struct{}, cfg.Concurrency),
 		metrics: metrics{

@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/uuid"
 	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/requests/record"
 )
 
 // Why a report was deleted (reports.deleted_reason); the download answers
@@ -22,9 +24,11 @@ type ReportFiles interface {
 	Delete(ctx context.Context, reportID string) error
 }
 
-// Store is the requests module's API over its own tables for gdpr's data
-// lifecycle (docs/privacy.md): the erasure of a subject's earlier requests,
-// and the retention sweeper's steps. Every step changes at most limit rows
+// Store is the requests module's API over its own tables (requests,
+// request_attempts, reports) for other modules (store.go: statuses, gauges,
+// the in-sync check, the notifier's address in its own transaction) and
+// for gdpr's data lifecycle (docs/privacy.md): the erasure of a subject's
+// earlier requests, and the retention sweeper's steps. Every step changes at most limit rows
 // in one transaction that locks them with SKIP LOCKED, so several workers
 // sweeping at once each take different rows; a report file is removed only
 // after the transaction recording its deletion committed, and
@@ -34,16 +38,13 @@ type Store struct {
 	files ReportFiles
 }
 
-// NewStore returns the store; files removes report files.
+// NewStore returns the store; files removes report files, and may be nil
+// for a store that only reads.
 func NewStore(db *gorm.DB, files ReportFiles) *Store { return &Store{db: db, files: files} }
 
-// DeletedReport says whether, when and why the report of a request was deleted.
-type DeletedReport struct {
-	ReportID  string
-	Deleted   bool
-	Reason    string
-	DeletedAt time.Time
-}
+// DeletedReport says whether, when and why the report of a request was
+// deleted (record.DeletedReport).
+type DeletedReport = record.DeletedReport
 
 // ReportOf returns the report of requestID and whether it was deleted;
 // found is false when the request has no report.

@@ -50,7 +50,7 @@ func (c claimed) subject() event.Subject {
 type candidate struct {
 	ID           string
 	Type         string
-	State        string
+	State        State
 	SubjectID    string
 	SubjectEmail string
 	SubmittedAt  time.Time
@@ -81,22 +81,16 @@ func (m *Manager) ProcessOne(ctx context.Context) (bool, error) {
 }
 
 // claim selects the oldest due request (or one whose worker died), takes
-// its Redis lock and its PostgreSQL lease, and marks it processing.
+// its Redis lock and its PostgreSQL lease, and marks it processing. The
+// lock is released in one place: when no request comes out of the
+// transaction, whatever the reason.
 func (m *Manager) claim(ctx context.Context) (*claimed, *lock.Lease, error) {
 	var out *claimed
 	var lease *lock.Lease
 	err := m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var cand candidate
-		res := tx.Raw(`SELECT id, type, state, subject_id, subject_email, submitted_at, attempts,
-				traceparent, received_message_id FROM requests
-			WHERE (state = 'received' AND next_attempt_at <= now())
-			   OR (state = 'processing' AND lease_until < now())
-			ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED`).Scan(&cand)
-		if res.Error != nil {
-			return fmt.Errorf("selecting a due request: %w", res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return nil
+		cand, found, err := m.due(tx)
+		if err != nil || !found {
+			return err
 		}
 		l, err := m.locker.Obtain(ctx, "request:"+cand.ID, m.cfg.LeaseTTL)
 		if errors.Is(err, lock.ErrNotObtained) {
@@ -108,53 +102,70 @@ func (m *Manager) claim(ctx context.Context) (*claimed, *lock.Lease, error) {
 		if err != nil {
 			return err
 		}
-		token, err := m.fence.Claim(ctx, tx, cand.ID, m.cfg.LeaseTTL)
-		if err != nil {
-			_ = l.Release(context.WithoutCancel(ctx))
-			if errors.Is(err, lock.ErrFenced) {
-				return nil
-			}
-			return err
-		}
-		attempts := cand.Attempts
-		if cand.State == StateProcessing {
-			// The previous worker died mid-attempt: that attempt counts, so
-			// a request that crashes every worker still ends.
-			attempts++
-			if err := m.closeAttempt(tx, cand.ID, attempts, "abandoned", ClassAbandoned, nil); err != nil {
-				_ = l.Release(context.WithoutCancel(ctx))
-				return err
-			}
-			m.logger.WarnContext(ctx, "request abandoned by a dead worker; retrying", "request_id", cand.ID, "attempt", attempts)
-			if attempts >= m.cfg.MaxAttempts {
-				_ = l.Release(context.WithoutCancel(ctx))
-				return m.fail(ctx, tx, cand.ID, cand.Type, attempts, ClassAbandoned, m.stage(cand.Type))
-			}
-		}
-		if err := tx.Exec(`UPDATE requests SET state = 'processing', attempts = ?, updated_at = now() WHERE id = ?`,
-			attempts, cand.ID).Error; err != nil {
-			_ = l.Release(context.WithoutCancel(ctx))
-			return fmt.Errorf("marking request %s processing: %w", cand.ID, err)
-		}
-		if err := tx.Exec(`INSERT INTO request_attempts (request_id, attempt) VALUES (?, ?)
-			ON CONFLICT (request_id, attempt) DO UPDATE SET started_at = now(), finished_at = NULL,
-				outcome = 'running', error_class = '', next_attempt_at = NULL`, cand.ID, attempts+1).Error; err != nil {
-			_ = l.Release(context.WithoutCancel(ctx))
-			return fmt.Errorf("recording attempt of %s: %w", cand.ID, err)
-		}
-		out = &claimed{ID: cand.ID, Type: cand.Type, SubjectID: cand.SubjectID, SubjectEmail: cand.SubjectEmail,
-			SubmittedAt: cand.SubmittedAt, Attempt: attempts + 1, Token: token,
-			Traceparent: cand.Traceparent, CauseID: cand.CauseID}
 		lease = l
-		return nil
+		out, err = m.take(ctx, tx, cand)
+		return err
 	})
-	if err != nil {
+	if err != nil || out == nil {
 		if lease != nil {
 			_ = lease.Release(context.WithoutCancel(ctx))
 		}
 		return nil, nil, err
 	}
 	return out, lease, nil
+}
+
+// due selects and row-locks the oldest due request, or one whose worker died.
+func (m *Manager) due(tx *gorm.DB) (candidate, bool, error) {
+	var cand candidate
+	res := tx.Raw(`SELECT id, type, state, subject_id, subject_email, submitted_at, attempts,
+			traceparent, received_message_id FROM requests
+		WHERE (state = ? AND next_attempt_at <= now())
+		   OR (state = ? AND lease_until < now())
+		ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED`, StateReceived, StateProcessing).Scan(&cand)
+	if res.Error != nil {
+		return candidate{}, false, fmt.Errorf("selecting a due request: %w", res.Error)
+	}
+	return cand, res.RowsAffected > 0, nil
+}
+
+// take claims cand's fence and starts its next attempt inside tx. It
+// returns nil without an error when the request is not to be worked on:
+// someone else's fence won, or a dead worker used up its last attempt (then
+// tx fails the request).
+func (m *Manager) take(ctx context.Context, tx *gorm.DB, cand candidate) (*claimed, error) {
+	token, err := m.fence.Claim(ctx, tx, cand.ID, m.cfg.LeaseTTL)
+	if errors.Is(err, lock.ErrFenced) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	attempts := cand.Attempts
+	if cand.State == StateProcessing {
+		// The previous worker died mid-attempt: that attempt counts, so
+		// a request that crashes every worker still ends.
+		attempts++
+		if err := m.closeAttempt(tx, cand.ID, attempts, "abandoned", ClassAbandoned, nil); err != nil {
+			return nil, err
+		}
+		m.logger.WarnContext(ctx, "request abandoned by a dead worker; retrying", "request_id", cand.ID, "attempt", attempts)
+		if attempts >= m.cfg.MaxAttempts {
+			return nil, m.fail(ctx, tx, cand.ID, cand.Type, attempts, ClassAbandoned, m.stage(cand.Type))
+		}
+	}
+	if err := tx.Exec(`UPDATE requests SET state = ?, attempts = ?, updated_at = now() WHERE id = ?`,
+		StateProcessing, attempts, cand.ID).Error; err != nil {
+		return nil, fmt.Errorf("marking request %s processing: %w", cand.ID, err)
+	}
+	if err := tx.Exec(`INSERT INTO request_attempts (request_id, attempt) VALUES (?, ?)
+		ON CONFLICT (request_id, attempt) DO UPDATE SET started_at = now(), finished_at = NULL,
+			outcome = 'running', error_class = '', next_attempt_at = NULL`, cand.ID, attempts+1).Error; err != nil {
+		return nil, fmt.Errorf("recording attempt of %s: %w", cand.ID, err)
+	}
+	return &claimed{ID: cand.ID, Type: cand.Type, SubjectID: cand.SubjectID, SubjectEmail: cand.SubjectEmail,
+		SubmittedAt: cand.SubmittedAt, Attempt: attempts + 1, Token: token,
+		Traceparent: cand.Traceparent, CauseID: cand.CauseID}, nil
 }
 
 // keepLease renews the PostgreSQL lease while the work runs; the returned
@@ -223,8 +234,8 @@ func (m *Manager) complete(ctx context.Context, c *claimed, rep Report) error {
 		}
 		// attempts counts the attempt that succeeded too, so a status agrees
 		// with the attempt=N of the log lines.
-		if err := tx.Exec(`UPDATE requests SET state = 'completed', completed_at = now(), updated_at = now(),
-			attempts = ?, last_error_class = '', lease_until = NULL WHERE id = ?`, c.Attempt, c.ID).Error; err != nil {
+		if err := tx.Exec(`UPDATE requests SET state = ?, completed_at = now(), updated_at = now(),
+			attempts = ?, last_error_class = '', lease_until = NULL WHERE id = ?`, StateCompleted, c.Attempt, c.ID).Error; err != nil {
 			return fmt.Errorf("completing request %s: %w", c.ID, err)
 		}
 		if err := m.closeAttempt(tx, c.ID, c.Attempt, "succeeded", "", nil); err != nil {
@@ -282,9 +293,9 @@ func (m *Manager) retry(ctx context.Context, c *claimed, class string) error {
 		if err := m.closeAttempt(tx, c.ID, c.Attempt, "failed", class, &delay); err != nil {
 			return err
 		}
-		return tx.Exec(`UPDATE requests SET state = 'received', attempts = ?, last_error_class = ?,
+		return tx.Exec(`UPDATE requests SET state = ?, attempts = ?, last_error_class = ?,
 			next_attempt_at = now() + make_interval(secs => ?), lease_until = NULL, updated_at = now() WHERE id = ?`,
-			c.Attempt, class, delay.Seconds(), c.ID).Error
+			StateReceived, c.Attempt, class, delay.Seconds(), c.ID).Error
 	})
 	if err != nil {
 		return err
@@ -298,8 +309,8 @@ func (m *Manager) retry(ctx context.Context, c *claimed, class string) error {
 
 // fail marks the request failed and enqueues request.failed, inside tx.
 func (m *Manager) fail(ctx context.Context, tx *gorm.DB, id, typ string, attempts int, class, stage string) error {
-	if err := tx.Exec(`UPDATE requests SET state = 'failed', attempts = ?, last_error_class = ?,
-		lease_until = NULL, updated_at = now() WHERE id = ?`, attempts, class, id).Error; err != nil {
+	if err := tx.Exec(`UPDATE requests SET state = ?, attempts = ?, last_error_class = ?,
+		lease_until = NULL, updated_at = now() WHERE id = ?`, StateFailed, attempts, class, id).Error; err != nil {
 		return fmt.Errorf("failing request %s: %w", id, err)
 	}
 	out, err := message.New(event.TypeRequestFailed, event.RequestFailed{RequestID: id, Attempts: attempts, ErrorClass: class}, nil)
@@ -331,8 +342,8 @@ func (m *Manager) interrupt(ctx context.Context, c *claimed) error {
 		if err := tx.Exec(`DELETE FROM request_attempts WHERE request_id = ? AND attempt = ?`, c.ID, c.Attempt).Error; err != nil {
 			return fmt.Errorf("dropping interrupted attempt of %s: %w", c.ID, err)
 		}
-		return tx.Exec(`UPDATE requests SET state = 'received', next_attempt_at = now(), lease_until = NULL,
-			updated_at = now() WHERE id = ?`, c.ID).Error
+		return tx.Exec(`UPDATE requests SET state = ?, next_attempt_at = now(), lease_until = NULL,
+			updated_at = now() WHERE id = ?`, StateReceived, c.ID).Error
 	})
 }
 

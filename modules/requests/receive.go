@@ -14,7 +14,6 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/inbox"
 	"github.com/gdpr-oss/gdpr/modules/message"
-	"github.com/gdpr-oss/gdpr/modules/notify"
 )
 
 // ErrInvalid marks a message that can never be stored.
@@ -58,6 +57,9 @@ func validSubmission(s event.RequestSubmitted) error {
 	if s.SubmittedAt.IsZero() {
 		return fmt.Errorf("%w: submitted_at is missing", ErrInvalid)
 	}
+	if _, err := deadline.Parse(s.Regulation); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	return nil
 }
 
@@ -94,12 +96,14 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 		out.CorrelationID = sub.RequestID
 		// had_email outlives the scrub: the in-sync check derives from it
 		// whether the request owes the subject an email.
+		// validSubmission parsed it already.
+		reg, _ := deadline.Parse(sub.Regulation)
 		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, had_email, submitted_at, due_at, next_attempt_at,
-				traceparent, received_message_id, verification_method, verified_at, locale, receipt)
-			VALUES (?, ?, 'received', ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?)
+				traceparent, received_message_id, verification_method, verified_at, locale, receipt, regulation)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
-			sub.RequestID, sub.Type, sub.Subject.ID, sub.Subject.Email, sub.Subject.Email != "", sub.SubmittedAt, deadline.DueAt(sub.SubmittedAt),
-			out.Traceparent, out.ID, method, verifiedAt, sub.Locale, sub.Receipt && sub.Subject.Email != "")
+			sub.RequestID, sub.Type, StateReceived, sub.Subject.ID, sub.Subject.Email, sub.Subject.Email != "", sub.SubmittedAt, reg.DueAt(sub.SubmittedAt),
+			out.Traceparent, out.ID, method, verifiedAt, sub.Locale, sub.Receipt && sub.Subject.Email != "", string(reg))
 		if res.Error != nil {
 			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)
 		}
@@ -146,19 +150,21 @@ func (m *Manager) finishErasure(ctx context.Context, msg message.Message) error 
 			return err
 		}
 		var row struct {
-			State        string
+			State        State
 			SubjectID    string
 			SubjectEmail string
 		}
-		res := tx.Raw(`SELECT state, subject_id, subject_email FROM requests WHERE id = ? AND type = 'erasure' FOR UPDATE`,
-			fin.RequestID).Scan(&row)
+		res := tx.Raw(`SELECT state, subject_id, subject_email FROM requests WHERE id = ? AND type = ? FOR UPDATE`,
+			fin.RequestID, event.KindErasure).Scan(&row)
 		if res.Error != nil {
 			return fmt.Errorf("loading request %s: %w", fin.RequestID, res.Error)
 		}
 		if res.RowsAffected == 0 {
 			return fmt.Errorf("%w: no erasure request %s", ErrInvalid, fin.RequestID)
 		}
-		if row.State == StateCompleted {
+		if row.State == StateCompleted || row.State == StateCancelled {
+			// A cancelled erasure never finishes (docs/console.md); a late
+			// erasure.finished changes nothing either.
 			return nil
 		}
 		// Every participant confirmed: gdpr's own copy goes now, in the
@@ -167,15 +173,17 @@ func (m *Manager) finishErasure(ctx context.Context, msg message.Message) error 
 		if reports, err = scrubSubject(tx, fin.RequestID, row.SubjectID, row.SubjectEmail); err != nil {
 			return err
 		}
-		if err := tx.Exec(`UPDATE requests SET state = 'completed', completed_at = now(), updated_at = now(),
+		// Read under the row lock taken above, so the notifier's commit is
+		// either seen here or sees ours.
+		recorded, err := m.emails.DeletedEmailRecorded(ctx, tx, fin.RequestID)
+		if err != nil {
+			return err
+		}
+		if err := tx.Exec(`UPDATE requests SET state = ?, completed_at = now(), updated_at = now(),
 			subject_id = '', lease_until = NULL, erased_by = id,
-			subject_email = CASE WHEN EXISTS (SELECT 1 FROM notifications n
-				WHERE n.request_id = requests.id AND n.template = ? AND n.state IN ('sent', 'skipped'))
-				THEN '' ELSE subject_email END,
-			pii_scrubbed_at = CASE WHEN EXISTS (SELECT 1 FROM notifications n
-				WHERE n.request_id = requests.id AND n.template = ? AND n.state IN ('sent', 'skipped'))
-				THEN now() END
-			WHERE id = ?`, notify.TemplateErasureCompleted, notify.TemplateErasureCompleted, fin.RequestID).Error; err != nil {
+			subject_email = CASE WHEN ? THEN '' ELSE subject_email END,
+			pii_scrubbed_at = CASE WHEN ? THEN now() END
+			WHERE id = ?`, StateCompleted, recorded, recorded, fin.RequestID).Error; err != nil {
 			return fmt.Errorf("completing erasure %s: %w", fin.RequestID, err)
 		}
 		m.logger.InfoContext(ctx, "erasure completed", "request_id", fin.RequestID, "reports_deleted", len(reports))

@@ -121,7 +121,7 @@ func requestID(t *testing.T, m message.Message) string {
 }
 
 type row struct {
-	State          string
+	State          requests.State
 	Attempts       int
 	LastErrorClass string
 	SubjectID      string

@@ -85,7 +85,7 @@ type fixture struct {
 	now   time.Time
 }
 
-func (f *fixture) request(state string, finishedAgo time.Duration, scrubbed bool) string {
+func (f *fixture) request(state requests.State, finishedAgo time.Duration, scrubbed bool) string {
 	f.t.Helper()
 	id := uuid.NewString()
 	at := f.now.Add(-finishedAgo)

@@ -173,3 +173,24 @@ func nonNil(h map[string]string) map[string]string {
 	}
 	return h
 }
+
+// Dispatches returns the first dispatch of each of messageIDs that went
+// through the scheduler, by message id; other messages are absent.
+func (s *Store) Dispatches(ctx context.Context, messageIDs []string) (map[string]message.Dispatch, error) {
+	list, err := json.Marshal(messageIDs)
+	if err != nil {
+		return nil, fmt.Errorf("encoding message ids: %w", err)
+	}
+	var rows []message.Dispatch
+	if err := s.db.WithContext(ctx).Raw(`
+		SELECT DISTINCT ON (message_id) message_id, deliver_at, sent_at FROM scheduled_messages_sent
+		WHERE message_id IN (SELECT jsonb_array_elements_text(?::jsonb))
+		ORDER BY message_id, sent_at`, string(list)).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("reading the dispatches of %d messages: %w", len(messageIDs), err)
+	}
+	out := make(map[string]message.Dispatch, len(rows))
+	for _, r := range rows {
+		out[r.MessageID] = r
+	}
+	return out, nil
+}
