@@ -26,7 +26,7 @@ var ErrNotFound = errors.New("requests: no such request")
 // ErrConflict means the request's state (or its history) does not allow the action.
 var ErrConflict = errors.New("requests: the request's state does not allow this")
 
-// OpenStates are the states of a request that still owes the subject an
+// OfficerOpenStates are the states of a request that still owes the subject an
 // answer: its deadline runs. A failed request is open: it has not been
 // answered, and an operator must retry, deny or cancel it.
 func OfficerOpenStates() []string {
@@ -304,7 +304,7 @@ func (s *Store) Daily(ctx context.Context, days int) ([]Day, error) {
 	return out, nil
 }
 
-// Get returns request id and its attempts.
+// Detail returns request id and its attempts.
 func (s *Store) Detail(ctx context.Context, id string) (AdminRow, []Attempt, error) {
 	return s.get(ctx, s.db, id, false)
 }
