@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 
-	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/officer"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
@@ -25,7 +24,7 @@ func newOfficer(in *infra) (*officer.Service, error) {
 		// The officer removes no report files: no ReportFiles.
 		Requests:  requests.NewStore(in.db, nil),
 		Erasures:  officerErasures{k, erasure.Lister{DB: in.db}},
-		Timeline:  audit.NewStore(in.db),
+		Timeline:  auditStore(in.db),
 		Checker:   reconcile.New(in.db, reconcile.Stores(in.db)),
 		Reconcile: t.Reconcile.Options(),
 		Outbox:    in.outbox,

@@ -279,8 +279,10 @@ func (s *Store) Stages(ctx context.Context, requestIDs []string) ([]Stage, error
 		SELECT request_id, type, COALESCE(max(details->>'type'), '') AS kind,
 			max(occurred_at) AS last, min(occurred_at) AS first
 		FROM audit_events WHERE request_id IN (SELECT jsonb_array_elements_text(?::jsonb))
-			-- A receipt is not the email a request owes at its end.
-			AND NOT (type = ? AND details->>'template' = 'request_received')
+			-- A receipt is not the email a request owes at its end. IS NOT
+			-- DISTINCT FROM: an event without a template (recorded before
+			-- receipts existed) must stay, not turn the test NULL.
+			AND NOT (type = ? AND details->>'template' IS NOT DISTINCT FROM 'request_received')
 		GROUP BY request_id, type`, string(list), event.TypeNotificationSent).Scan(&out).Error; err != nil {
 		return nil, fmt.Errorf("reading audit stages of %d requests: %w", len(requestIDs), err)
 	}
