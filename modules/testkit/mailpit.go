@@ -3,6 +3,7 @@ package testkit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -41,15 +43,33 @@ type MailpitMessage struct {
 
 // StartMailpit starts Mailpit on free loopback ports with its own database
 // and stops it when t ends. extra are more mailpit flags (e.g. TLS).
+//
+// A port found free can be taken by a parallel test before Mailpit binds it
+// (mailpit then exits with "address already in use"), so a start that exits
+// is tried again on fresh ports; the API's database path proves the answering
+// server is this test's own and not a neighbour that holds the port.
 func StartMailpit(t testing.TB, extra ...string) *Mailpit {
 	t.Helper()
 	bin := mailpitBinary(t)
+	for attempt := 1; ; attempt++ {
+		m, err := startMailpit(t, bin, extra)
+		if err == nil {
+			return m
+		}
+		if attempt == 5 {
+			t.Fatalf("starting mailpit: %v (after %d attempts)", err, attempt)
+		}
+		t.Logf("starting mailpit again on fresh ports: %v", err)
+	}
+}
+
+func startMailpit(t testing.TB, bin string, extra []string) (*Mailpit, error) {
 	smtpPort, httpPort := freePort(t), freePort(t)
-	dir := t.TempDir()
+	dbPath := filepath.Join(t.TempDir(), "mailpit.db")
 	cmd := exec.Command(bin,
 		"--smtp", "127.0.0.1:"+strconv.Itoa(smtpPort),
 		"--listen", "127.0.0.1:"+strconv.Itoa(httpPort),
-		"--database", filepath.Join(dir, "mailpit.db"),
+		"--database", dbPath,
 		"--max", "100000", "--quiet", "--disable-version-check",
 		"--smtp-auth-accept-any", "--smtp-disable-rdns")
 	if !slices.Contains(extra, "--smtp-tls-cert") {
@@ -59,13 +79,15 @@ func StartMailpit(t testing.TB, extra ...string) *Mailpit {
 	cmd.Args = append(cmd.Args, extra...)
 	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, cmd.Start(), "starting mailpit")
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("running %s: %w", bin, err)
+	}
 	exited := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
 		close(exited)
 	}()
-	t.Cleanup(func() {
+	stop := func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -73,30 +95,72 @@ func StartMailpit(t testing.TB, extra ...string) *Mailpit {
 			_ = cmd.Process.Kill()
 			<-exited
 		}
-	})
+	}
 	m := &Mailpit{SMTPHost: "127.0.0.1", SMTPPort: smtpPort, APIURL: "http://127.0.0.1:" + strconv.Itoa(httpPort), PID: cmd.Process.Pid}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		select {
 		case <-exited:
-			t.Fatalf("mailpit exited at start")
+			return nil, errors.New("mailpit exited at start")
 		default:
 		}
-		resp, err := http.Get(m.APIURL + "/api/v1/messages?limit=1")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				if c, err := net.Dial("tcp", net.JoinHostPort(m.SMTPHost, strconv.Itoa(smtpPort))); err == nil {
-					_ = c.Close()
-					return m
-				}
-			}
+		if m.ownsPorts(dbPath) {
+			t.Cleanup(stop)
+			return m, nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("mailpit did not come up within 20s")
+			stop()
+			return nil, errors.New("mailpit did not come up within 20s")
 		}
 		time.Sleep(20 * time.Millisecond) //nolint:forbidigo // the polling step of waiting for mailpit to answer
 	}
+}
+
+// ownsPorts reports whether the HTTP port is served by the Mailpit that
+// uses dbPath and the SMTP port is a listening socket of that process.
+func (m *Mailpit) ownsPorts(dbPath string) bool {
+	resp, err := http.Get(m.APIURL + "/api/v1/info")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var info struct {
+		Database string `json:"Database"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&info) != nil || info.Database != dbPath {
+		return false
+	}
+	return listens(m.PID, m.SMTPPort)
+}
+
+// listens reports whether process pid holds a TCP socket listening on port,
+// from /proc: the socket inodes of the port's LISTEN rows in /proc/net/tcp
+// against the process's open file descriptors.
+func listens(pid, port int) bool {
+	inodes := map[string]bool{}
+	suffix := fmt.Sprintf(":%04X", port)
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) > 9 && strings.HasSuffix(f[1], suffix) && f[3] == "0A" {
+				inodes["socket:["+f[9]+"]"] = true
+			}
+		}
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && inodes[target] {
+			return true
+		}
+	}
+	return false
 }
 
 func mailpitBinary(t testing.TB) string {
