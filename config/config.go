@@ -151,6 +151,7 @@ func (c Config) Validate() error {
 	errs = append(errs, section(c.Telemetry.validate())...)
 	errs = append(errs, section(c.Privacy.Validate())...)
 	errs = append(errs, section(c.Console.Validate())...)
+	add(c.undeclaredIdentifier())
 	return errors.Join(errs...)
 }
 

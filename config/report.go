@@ -3,7 +3,10 @@ package config
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"net/url"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -63,10 +66,12 @@ type Source struct {
 	DSN string `yaml:"dsn" secret:"true"`
 	// MaxConns bounds the connections kept open to a postgres or mysql source.
 	MaxConns int `yaml:"max_conns"`
-	// Query is SQL with named parameters @subject_id and @email, or an
-	// Elasticsearch query body template with {subject_id} and {email}.
+	// Query is SQL with named parameters @subject_id, @email, @phone and
+	// @identifier.<name>, or an Elasticsearch query body template with
+	// {subject_id}, {email}, {phone} and {identifier.<name>}.
 	Query string `yaml:"query"`
-	// URL is a template with {subject_id} and {email} for http sources, and
+	// URL is a template with {subject_id}, {email}, {phone} and
+	// {identifier.<name>} (serve.identifiers) for http sources, and
 	// the Elasticsearch base URL for elasticsearch sources.
 	URL string `yaml:"url"`
 	// Method is GET (default) or POST for http sources.
@@ -198,9 +203,10 @@ func (s Source) validate(path string, seen map[string]bool) error {
 			return invalid(path+".dsn", "must be set for kind %s", s.Kind)
 		case s.Query == "":
 			return invalid(path+".query", "must be set for kind %s", s.Kind)
-		case !strings.Contains(s.Query, "@subject_id") && !strings.Contains(s.Query, "@email"):
+		case !strings.Contains(s.Query, "@subject_id") && !strings.Contains(s.Query, "@email") &&
+			!strings.Contains(s.Query, "@phone") && !strings.Contains(s.Query, "@identifier."):
 			// Without an identifier the query would return everybody's rows.
-			return invalid(path+".query", "must use @subject_id or @email")
+			return invalid(path+".query", "must use @subject_id, @email, @phone or @identifier.<name>")
 		case s.MaxConns < 0:
 			return invalid(path+".max_conns", "must be >= 0, got %d", s.MaxConns)
 		}
@@ -208,20 +214,20 @@ func (s Source) validate(path string, seen map[string]bool) error {
 		if s.URL == "" {
 			return invalid(path+".url", "must be set")
 		}
-		u, err := expand.ParseURL(s.URL, sourcePlaceholders()...)
+		u, err := expand.ParseURL(s.URL, sourcePlaceholders(s.URL)...)
 		if err != nil {
 			return invalid(path+".url", "%s", err)
 		}
 		uses := len(u.Names()) > 0
 		if s.Body != "" {
-			b, err := expand.ParseJSON(s.Body, sourcePlaceholders()...)
+			b, err := expand.ParseJSON(s.Body, sourcePlaceholders(s.Body)...)
 			if err != nil {
 				return invalid(path+".body", "%s", err)
 			}
 			uses = uses || len(b.Names()) > 0
 		}
 		if !uses {
-			return invalid(path+".url", "must use {subject_id} or {email} (in the url or the body)")
+			return invalid(path+".url", "must use {subject_id}, {email}, {phone} or {identifier.<name>} (in the url or the body)")
 		}
 		switch strings.ToUpper(s.Method) {
 		case "", "GET", "POST":
@@ -240,12 +246,12 @@ func (s Source) validate(path string, seen map[string]bool) error {
 		case s.PageSize < 0:
 			return invalid(path+".page_size", "must be >= 0, got %d", s.PageSize)
 		}
-		q, err := expand.ParseJSON(s.Query, sourcePlaceholders()...)
+		q, err := expand.ParseJSON(s.Query, sourcePlaceholders(s.Query)...)
 		if err != nil {
 			return invalid(path+".query", "%s", err)
 		}
 		if len(q.Names()) == 0 {
-			return invalid(path+".query", "must use {subject_id} or {email}")
+			return invalid(path+".query", "must use {subject_id}, {email}, {phone} or {identifier.<name>}")
 		}
 	default:
 		return invalid(path+".kind", "must be postgres, mysql, http or elasticsearch, got %q", s.Kind)
@@ -254,9 +260,43 @@ func (s Source) validate(path string, seen map[string]bool) error {
 }
 
 // sourcePlaceholders are the identifiers an http or elasticsearch source
-// template may use.
-func sourcePlaceholders() []string {
-	return []string{"subject_id", "email"}
+// template may use: the fixed ones and the {identifier.<name>} it names.
+func sourcePlaceholders(tmpl string) []string {
+	return append([]string{"subject_id", "email", "phone"}, expand.IdentifierPlaceholders(tmpl)...)
+}
+
+// sqlIdentifier finds @identifier.<name> parameters of a SQL query.
+var sqlIdentifier = regexp.MustCompile(`@identifier\.([a-z][a-z0-9_]*)`)
+
+// undeclaredIdentifier names the first {identifier.<name>} or
+// @identifier.<name> of the sources and participants that serve.identifiers
+// does not declare: no request could ever fill it.
+func (c Config) undeclaredIdentifier() error {
+	check := func(setting, tmpl string) error {
+		names := expand.IdentifierPlaceholders(tmpl)
+		for _, m := range sqlIdentifier.FindAllStringSubmatch(tmpl, -1) {
+			names = append(names, "identifier."+m[1])
+		}
+		for _, n := range names {
+			if !slices.Contains(c.Serve.Identifiers, strings.TrimPrefix(n, "identifier.")) {
+				return invalid(setting, "uses %s, which serve.identifiers does not declare", n)
+			}
+		}
+		return nil
+	}
+	for i, s := range c.Report.Sources {
+		for _, f := range []struct{ name, tmpl string }{{"query", s.Query}, {"url", s.URL}, {"body", s.Body}} {
+			if err := check(fmt.Sprintf("report.sources[%d].%s", i, f.name), f.tmpl); err != nil {
+				return err
+			}
+		}
+	}
+	for i, p := range c.Canceller.Participants {
+		if err := check(fmt.Sprintf("canceller.participants[%d].url", i), p.URL); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // validURL checks an Elasticsearch base URL (no placeholders).

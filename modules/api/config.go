@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/gdpr-oss/gdpr/modules/health"
+	"github.com/gdpr-oss/gdpr/modules/intake"
 )
 
 // DevDownloadKey is the download key used when none is configured. It is
@@ -61,6 +63,8 @@ type Config struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxConns caps the connections each server (the public API, and each role's admin server) serves at once; more wait in the listen backlog.
 	MaxConns int `yaml:"max_conns"`
+	// Identifiers declares the named subject identifiers API callers may send in subject.identifiers (lower-case words, e.g. loyalty_card); sources and participants use them as {identifier.<name>}.
+	Identifiers []string `yaml:"identifiers"`
 }
 
 // DefaultConfig listens on loopback and signs links with the public
@@ -122,6 +126,11 @@ func (c Config) Validate() error {
 	}
 	if err := validDigests("serve.admin_tokens", c.AdminTokens); err != nil {
 		return err
+	}
+	for i, n := range c.Identifiers {
+		if !intake.IdentifierNamePattern.MatchString(n) || slices.Contains(c.Identifiers[:i], n) {
+			return fmt.Errorf("serve.identifiers[%d] must be a distinct lower-case word (%s), got %q", i, intake.IdentifierNamePattern, n)
+		}
 	}
 	switch {
 	case c.Addr == "":

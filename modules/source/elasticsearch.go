@@ -55,7 +55,7 @@ func newElasticsearch(cfg config.Source, hc *http.Client, limits Limits) (*esSou
 	if size == 0 {
 		size = 1000
 	}
-	query, err := expand.ParseJSON(cfg.Query, placeholders()...)
+	query, err := expand.ParseJSON(cfg.Query, placeholders(cfg.Query)...)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: query: %w", cfg.Name, err)
 	}

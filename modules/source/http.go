@@ -36,13 +36,13 @@ func newHTTP(cfg config.Source, client *http.Client, limits Limits) (*httpSource
 	if cfg.RecordsPath != "" {
 		path = strings.Split(cfg.RecordsPath, ".")
 	}
-	u, err := expand.ParseURL(cfg.URL, placeholders()...)
+	u, err := expand.ParseURL(cfg.URL, placeholders(cfg.URL)...)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: url: %w", cfg.Name, err)
 	}
 	var body *expand.JSON
 	if cfg.Body != "" {
-		if body, err = expand.ParseJSON(cfg.Body, placeholders()...); err != nil {
+		if body, err = expand.ParseJSON(cfg.Body, placeholders(cfg.Body)...); err != nil {
 			return nil, fmt.Errorf("source %s: body: %w", cfg.Name, err)
 		}
 	}
