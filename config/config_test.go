@@ -181,6 +181,28 @@ func TestValidationErrorsNameTheSetting(t *testing.T) {
 		{"console client regulation", func(c *config.Config) {
 			c.Console.ClientRegulations = []console.ClientRegulation{{Client: "shop", Regulation: "hipaa"}}
 		}, `config: console.client_regulations[0].regulation must be gdpr, ccpa or lgpd, got "hipaa"`},
+		{"api client name", func(c *config.Config) {
+			c.Serve.APIClients = []config.APIClient{{Name: "", TokenSHA256: strings.Repeat("a", 64)}}
+		}, `config: serve.api_clients[0].name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, got ""`},
+		{"api client name like a digest prefix", func(c *config.Config) {
+			c.Serve.APIClients = []config.APIClient{{Name: "0123456789abcdef", TokenSHA256: strings.Repeat("a", 64)}}
+		}, `config: serve.api_clients[0].name must not be 16 hex characters (the name of an unnamed serve.api_tokens client), got "0123456789abcdef"`},
+		{"api client privacy page", func(c *config.Config) {
+			c.Serve.APIClients = []config.APIClient{{Name: "privacy-page", TokenSHA256: strings.Repeat("a", 64)}}
+		}, `config: serve.api_clients[0].name "privacy-page" is the self-service page's name`},
+		{"api client duplicate name", func(c *config.Config) {
+			c.Serve.APIClients = []config.APIClient{{Name: "crm", TokenSHA256: strings.Repeat("a", 64)}, {Name: "crm", TokenSHA256: strings.Repeat("b", 64)}}
+		}, `config: serve.api_clients[1].name must be unique, "crm" is used twice`},
+		{"api client raw token", func(c *config.Config) {
+			c.Serve.APIClients = []config.APIClient{{Name: "crm", TokenSHA256: "raw-token"}}
+		}, "config: serve.api_clients[0].token_sha256 must be a SHA-256 hex digest (64 hex characters)"},
+		{"api client shared token", func(c *config.Config) {
+			c.Serve.APIClients = []config.APIClient{{Name: "crm", TokenSHA256: strings.Repeat("a", 64)}, {Name: "shop", TokenSHA256: strings.Repeat("A", 64)}}
+		}, "config: serve.api_clients[1].token_sha256 must be unique: serve.api_clients[0] has the same token"},
+		{"api client token also flat", func(c *config.Config) {
+			c.Serve.APIClients = []config.APIClient{{Name: "crm", TokenSHA256: strings.Repeat("a", 64)}}
+			c.Serve.APITokens = []string{strings.Repeat("a", 64)}
+		}, "config: serve.api_tokens[0] must be unique: serve.api_clients[0] has the same token"},
 	}
 	require.NoError(t, config.Default().Validate(), "the defaults are valid")
 	for _, tc := range cases {
@@ -290,13 +312,14 @@ canceller:
 		"GDPR_REDIS_PASSWORD=redis-pw",
 		"GDPR_NOTIFY_PASSWORD=smtp-pw",
 		"GDPR_SERVE_API_TOKENS=" + tokenX + "," + tokenY,
+		`GDPR_SERVE_API_CLIENTS=[{"name":"crm","token_sha256":"` + tokenZ + `"}]`,
 		"GDPR_SERVE_DOWNLOAD_KEY=download-key-0123456789",
 		"GDPR_REPORT_ENCRYPTION_KEY=" + strings.Repeat("ab", 32),
 	}
 	code, out, errOut := run(t, environ, "config", "print", "--config", file)
 	require.Equal(t, 0, code, "stderr: %s", errOut)
 	for _, secret := range []string{
-		"amqp-pw", "pg-pw", "redis-pw", "smtp-pw", tokenX, tokenY, "download-key",
+		"amqp-pw", "pg-pw", "redis-pw", "smtp-pw", tokenX, tokenY, tokenZ, "download-key",
 		strings.Repeat("ab", 32), "crm-pw", "source-token", "participant-token", "key-in-url",
 	} {
 		require.NotContains(t, out, secret)
@@ -310,6 +333,7 @@ canceller:
 	require.Contains(t, setting(cfg, "postgres.dsn"), "?sslmode=****&password=****")
 	require.Equal(t, "****", setting(cfg, "redis.password"))
 	require.Equal(t, []any{"****", "****"}, setting(cfg, "serve.api_tokens"))
+	require.Equal(t, []any{map[string]any{"name": "crm", "token_sha256": "****"}}, setting(cfg, "serve.api_clients"))
 	require.Contains(t, out, "crm:****@db.internal/crm")
 	require.Contains(t, out, "https://zendesk.example/erase")
 }

@@ -2,11 +2,16 @@ package config
 
 import (
 	"encoding/hex"
+	"fmt"
 	"net/url"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gdpr-oss/gdpr/modules/health"
+	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
 // DevDownloadKey is the download key used when none is configured. It is
@@ -26,8 +31,15 @@ type Serve struct {
 	AdminAddr string `yaml:"admin_addr"`
 	// PublicURL is the externally visible base URL used in download links.
 	PublicURL string `yaml:"public_url"`
-	// APITokens are the SHA-256 hex digests of the bearer tokens callers use
-	// (`printf %s "$TOKEN" | sha256sum`). With none, every API call gets 401.
+	// APIClients are the named API clients: each request records the client
+	// that submitted it, and a client reads only its own requests (another
+	// client's answers 404). With neither api_clients nor api_tokens, every
+	// API call gets 401.
+	APIClients []APIClient `yaml:"api_clients"`
+	// APITokens are SHA-256 hex digests of unnamed API clients' bearer tokens
+	// (`printf %s "$TOKEN" | sha256sum`), each a client named after the
+	// first 16 hex characters of its digest. Prefer api_clients; moving a
+	// digest there keeps that client's earlier requests its own.
 	APITokens []string `yaml:"api_tokens" secret:"true"`
 	// AdminTokens are SHA-256 hex digests of tokens for /v1/admin endpoints.
 	AdminTokens []string `yaml:"admin_tokens" secret:"true"`
@@ -58,6 +70,73 @@ type Serve struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxConns caps the connections each server (the public API, and each role's admin server) serves at once; more wait in the listen backlog.
 	MaxConns int `yaml:"max_conns"`
+}
+
+// APIClient is one named API client (serve.api_clients).
+type APIClient struct {
+	// Name is recorded on every request the client submits (requests.client,
+	// the audit log) and names it in console.client_regulations: letters,
+	// digits, '.', '_' and '-', at most 64, not 16 hex characters (the form
+	// of an unnamed token's name), not "privacy-page".
+	Name string `yaml:"name"`
+	// TokenSHA256 is the hex SHA-256 digest of the client's bearer token
+	// (`printf %s "$TOKEN" | sha256sum`).
+	TokenSHA256 string `yaml:"token_sha256" secret:"true"`
+}
+
+// ClientTokens returns api_clients and api_tokens as intake's tokens.
+func (s Serve) ClientTokens() (intake.Tokens, error) {
+	named := make([]intake.NamedToken, len(s.APIClients))
+	for i, c := range s.APIClients {
+		named[i] = intake.NamedToken{Name: c.Name, TokenSHA256: c.TokenSHA256}
+	}
+	t, err := intake.ParseClients(named, s.APITokens)
+	if err != nil {
+		return intake.Tokens{}, fmt.Errorf("serve.api_clients/serve.api_tokens: %w", err)
+	}
+	return t, nil
+}
+
+// clientName is the grammar of an API client's name.
+var clientName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// legacyLike is the form of an unnamed token's client name.
+var legacyLike = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+func (s Serve) validateClients() error {
+	names := map[string]bool{}
+	digests := map[string]string{}
+	for i, c := range s.APIClients {
+		p := "serve.api_clients[" + strconv.Itoa(i) + "]"
+		switch {
+		case !clientName.MatchString(c.Name):
+			return invalid(p+".name", "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, got %q", c.Name)
+		case legacyLike.MatchString(c.Name):
+			return invalid(p+".name", "must not be 16 hex characters (the name of an unnamed serve.api_tokens client), got %q", c.Name)
+		case c.Name == selfservice.Caller:
+			return invalid(p+".name", "%q is the self-service page's name", c.Name)
+		case names[c.Name]:
+			return invalid(p+".name", "must be unique, %q is used twice", c.Name)
+		}
+		names[c.Name] = true
+		if err := validDigests(p+".token_sha256", []string{c.TokenSHA256}); err != nil {
+			return invalid(p+".token_sha256", "must be a SHA-256 hex digest (64 hex characters)")
+		}
+		d := strings.ToLower(c.TokenSHA256)
+		if other, dup := digests[d]; dup {
+			return invalid(p+".token_sha256", "must be unique: %s has the same token", other)
+		}
+		digests[d] = p
+	}
+	for i, h := range s.APITokens {
+		p := "serve.api_tokens[" + strconv.Itoa(i) + "]"
+		d := strings.ToLower(h)
+		if other, dup := digests[d]; dup {
+			return invalid(p, "must be unique: %s has the same token", other)
+		}
+		digests[d] = p
+	}
+	return nil
 }
 
 // Limits are the connection limits of the public API and the admin servers.
@@ -112,6 +191,9 @@ func (s Serve) validate() error {
 		}
 	}
 	if err := validDigests("serve.api_tokens", s.APITokens); err != nil {
+		return err
+	}
+	if err := s.validateClients(); err != nil {
 		return err
 	}
 	if err := validDigests("serve.admin_tokens", s.AdminTokens); err != nil {
