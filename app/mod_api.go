@@ -69,6 +69,7 @@ func buildPrivacy(_ context.Context, in *infra) ([]Component, error) {
 		Intake:          in.intake,
 		Sender:          smtpSender{notify.NewSMTP(in.cfg.Notify)},
 		MessageIDDomain: messageIDDomain(in.cfg.Notify.From),
+		Registerer:      in.registry,
 		Logger:          in.logger,
 	})
 	if err != nil {

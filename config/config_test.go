@@ -181,28 +181,6 @@ func TestValidationErrorsNameTheSetting(t *testing.T) {
 		{"console client regulation", func(c *config.Config) {
 			c.Console.ClientRegulations = []console.ClientRegulation{{Client: "shop", Regulation: "hipaa"}}
 		}, `config: console.client_regulations[0].regulation must be gdpr, ccpa or lgpd, got "hipaa"`},
-		{"api client name", func(c *config.Config) {
-			c.Serve.APIClients = []config.APIClient{{Name: "", TokenSHA256: strings.Repeat("a", 64)}}
-		}, `config: serve.api_clients[0].name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, got ""`},
-		{"api client name like a digest prefix", func(c *config.Config) {
-			c.Serve.APIClients = []config.APIClient{{Name: "0123456789abcdef", TokenSHA256: strings.Repeat("a", 64)}}
-		}, `config: serve.api_clients[0].name must not be 16 hex characters (the name of an unnamed serve.api_tokens client), got "0123456789abcdef"`},
-		{"api client privacy page", func(c *config.Config) {
-			c.Serve.APIClients = []config.APIClient{{Name: "privacy-page", TokenSHA256: strings.Repeat("a", 64)}}
-		}, `config: serve.api_clients[0].name "privacy-page" is the self-service page's name`},
-		{"api client duplicate name", func(c *config.Config) {
-			c.Serve.APIClients = []config.APIClient{{Name: "crm", TokenSHA256: strings.Repeat("a", 64)}, {Name: "crm", TokenSHA256: strings.Repeat("b", 64)}}
-		}, `config: serve.api_clients[1].name must be unique, "crm" is used twice`},
-		{"api client raw token", func(c *config.Config) {
-			c.Serve.APIClients = []config.APIClient{{Name: "crm", TokenSHA256: "raw-token"}}
-		}, "config: serve.api_clients[0].token_sha256 must be a SHA-256 hex digest (64 hex characters)"},
-		{"api client shared token", func(c *config.Config) {
-			c.Serve.APIClients = []config.APIClient{{Name: "crm", TokenSHA256: strings.Repeat("a", 64)}, {Name: "shop", TokenSHA256: strings.Repeat("A", 64)}}
-		}, "config: serve.api_clients[1].token_sha256 must be unique: serve.api_clients[0] has the same token"},
-		{"api client token also flat", func(c *config.Config) {
-			c.Serve.APIClients = []config.APIClient{{Name: "crm", TokenSHA256: strings.Repeat("a", 64)}}
-			c.Serve.APITokens = []string{strings.Repeat("a", 64)}
-		}, "config: serve.api_tokens[0] must be unique: serve.api_clients[0] has the same token"},
 	}
 	require.NoError(t, config.Default().Validate(), "the defaults are valid")
 	for _, tc := range cases {

@@ -1,7 +1,8 @@
-package config
+package api
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -19,12 +20,13 @@ import (
 // so a role refuses it unless serve.public_url is a loopback address.
 const DevDownloadKey = "dev-download-key-change-me"
 
-// minDownloadKeyLen is the shortest download key any configuration accepts;
-// one reachable from outside must be longer (minPublicDownloadKeyLen).
-const minDownloadKeyLen = 16
+// MinDownloadKeyLen is the shortest download key any configuration accepts;
+// one reachable from outside must be longer (config.CheckSecretKeys).
+const MinDownloadKeyLen = 16
 
-// Serve configures the HTTP intake role.
-type Serve struct {
+// Config is the serve section: the HTTP intake role's listeners, tokens,
+// download links and the limits of its connections.
+type Config struct {
 	// Addr is the public API listen address.
 	Addr string `yaml:"addr"`
 	// AdminAddr serves /healthz, /readyz and /metrics for this role.
@@ -72,87 +74,11 @@ type Serve struct {
 	MaxConns int `yaml:"max_conns"`
 }
 
-// APIClient is one named API client (serve.api_clients).
-type APIClient struct {
-	// Name is recorded on every request the client submits (requests.client,
-	// the audit log) and names it in console.client_regulations: letters,
-	// digits, '.', '_' and '-', at most 64, not 16 hex characters (the form
-	// of an unnamed token's name), not "privacy-page".
-	Name string `yaml:"name"`
-	// TokenSHA256 is the hex SHA-256 digest of the client's bearer token
-	// (`printf %s "$TOKEN" | sha256sum`).
-	TokenSHA256 string `yaml:"token_sha256" secret:"true"`
-}
-
-// ClientTokens returns api_clients and api_tokens as intake's tokens.
-func (s Serve) ClientTokens() (intake.Tokens, error) {
-	named := make([]intake.NamedToken, len(s.APIClients))
-	for i, c := range s.APIClients {
-		named[i] = intake.NamedToken{Name: c.Name, TokenSHA256: c.TokenSHA256}
-	}
-	t, err := intake.ParseClients(named, s.APITokens)
-	if err != nil {
-		return intake.Tokens{}, fmt.Errorf("serve.api_clients/serve.api_tokens: %w", err)
-	}
-	return t, nil
-}
-
-// clientName is the grammar of an API client's name.
-var clientName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-
-// legacyLike is the form of an unnamed token's client name.
-var legacyLike = regexp.MustCompile(`^[0-9a-f]{16}$`)
-
-func (s Serve) validateClients() error {
-	names := map[string]bool{}
-	digests := map[string]string{}
-	for i, c := range s.APIClients {
-		p := "serve.api_clients[" + strconv.Itoa(i) + "]"
-		switch {
-		case !clientName.MatchString(c.Name):
-			return invalid(p+".name", "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, got %q", c.Name)
-		case legacyLike.MatchString(c.Name):
-			return invalid(p+".name", "must not be 16 hex characters (the name of an unnamed serve.api_tokens client), got %q", c.Name)
-		case c.Name == selfservice.Caller:
-			return invalid(p+".name", "%q is the self-service page's name", c.Name)
-		case names[c.Name]:
-			return invalid(p+".name", "must be unique, %q is used twice", c.Name)
-		}
-		names[c.Name] = true
-		if err := validDigests(p+".token_sha256", []string{c.TokenSHA256}); err != nil {
-			return invalid(p+".token_sha256", "must be a SHA-256 hex digest (64 hex characters)")
-		}
-		d := strings.ToLower(c.TokenSHA256)
-		if other, dup := digests[d]; dup {
-			return invalid(p+".token_sha256", "must be unique: %s has the same token", other)
-		}
-		digests[d] = p
-	}
-	for i, h := range s.APITokens {
-		p := "serve.api_tokens[" + strconv.Itoa(i) + "]"
-		d := strings.ToLower(h)
-		if other, dup := digests[d]; dup {
-			return invalid(p, "must be unique: %s has the same token", other)
-		}
-		digests[d] = p
-	}
-	return nil
-}
-
-// Limits are the connection limits of the public API and the admin servers.
-func (s Serve) Limits() health.Limits {
-	return health.Limits{
-		ReadHeaderTimeout: s.ReadHeaderTimeout,
-		ReadTimeout:       s.ReadTimeout,
-		WriteTimeout:      s.WriteTimeout,
-		IdleTimeout:       s.IdleTimeout,
-		MaxConns:          s.MaxConns,
-	}
-}
-
-func defaultServe() Serve {
+// DefaultConfig listens on loopback and signs links with the public
+// development key, which config.CheckSecretKeys refuses off loopback.
+func DefaultConfig() Config {
 	limits := health.DefaultLimits()
-	return Serve{
+	return Config{
 		Addr:         "127.0.0.1:8080",
 		AdminAddr:    "127.0.0.1:9090",
 		PublicURL:    "http://127.0.0.1:8080",
@@ -172,60 +98,139 @@ func defaultServe() Serve {
 	}
 }
 
+// APIClient is one named API client (serve.api_clients).
+type APIClient struct {
+	// Name is recorded on every request the client submits (requests.client,
+	// the audit log) and names it in console.client_regulations: letters,
+	// digits, '.', '_' and '-', at most 64, not 16 hex characters (the form
+	// of an unnamed token's name), not "privacy-page".
+	Name string `yaml:"name"`
+	// TokenSHA256 is the hex SHA-256 digest of the client's bearer token
+	// (`printf %s "$TOKEN" | sha256sum`).
+	TokenSHA256 string `yaml:"token_sha256" secret:"true"`
+}
+
+// ClientTokens returns api_clients and api_tokens as intake's tokens.
+func (c Config) ClientTokens() (intake.Tokens, error) {
+	named := make([]intake.NamedToken, len(c.APIClients))
+	for i, cl := range c.APIClients {
+		named[i] = intake.NamedToken{Name: cl.Name, TokenSHA256: cl.TokenSHA256}
+	}
+	t, err := intake.ParseClients(named, c.APITokens)
+	if err != nil {
+		return intake.Tokens{}, fmt.Errorf("serve.api_clients/serve.api_tokens: %w", err)
+	}
+	return t, nil
+}
+
+// clientName is the grammar of an API client's name.
+var clientName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// legacyLike is the form of an unnamed token's client name.
+var legacyLike = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+func (c Config) validateClients() error {
+	names := map[string]bool{}
+	digests := map[string]string{}
+	for i, cl := range c.APIClients {
+		p := "serve.api_clients[" + strconv.Itoa(i) + "]"
+		switch {
+		case !clientName.MatchString(cl.Name):
+			return fmt.Errorf("%s.name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, got %q", p, cl.Name)
+		case legacyLike.MatchString(cl.Name):
+			return fmt.Errorf("%s.name must not be 16 hex characters (the name of an unnamed serve.api_tokens client), got %q", p, cl.Name)
+		case cl.Name == selfservice.Caller:
+			return fmt.Errorf("%s.name %q is the self-service page's name", p, cl.Name)
+		case names[cl.Name]:
+			return fmt.Errorf("%s.name must be unique, %q is used twice", p, cl.Name)
+		}
+		names[cl.Name] = true
+		if raw, err := hex.DecodeString(cl.TokenSHA256); err != nil || len(raw) != 32 {
+			return fmt.Errorf("%s.token_sha256 must be a SHA-256 hex digest (64 hex characters)", p)
+		}
+		d := strings.ToLower(cl.TokenSHA256)
+		if other, dup := digests[d]; dup {
+			return fmt.Errorf("%s.token_sha256 must be unique: %s has the same token", p, other)
+		}
+		digests[d] = p
+	}
+	for i, h := range c.APITokens {
+		p := "serve.api_tokens[" + strconv.Itoa(i) + "]"
+		d := strings.ToLower(h)
+		if other, dup := digests[d]; dup {
+			return fmt.Errorf("%s must be unique: %s has the same token", p, other)
+		}
+		digests[d] = p
+	}
+	return nil
+}
+
+// Limits are the connection limits of the public API and the admin servers.
+func (c Config) Limits() health.Limits {
+	return health.Limits{
+		ReadHeaderTimeout: c.ReadHeaderTimeout,
+		ReadTimeout:       c.ReadTimeout,
+		WriteTimeout:      c.WriteTimeout,
+		IdleTimeout:       c.IdleTimeout,
+		MaxConns:          c.MaxConns,
+	}
+}
+
 // PreviousKeys returns the previous download keys as bytes.
-func (s Serve) PreviousKeys() [][]byte {
-	keys := make([][]byte, len(s.PreviousDownloadKeys))
-	for i, k := range s.PreviousDownloadKeys {
+func (c Config) PreviousKeys() [][]byte {
+	keys := make([][]byte, len(c.PreviousDownloadKeys))
+	for i, k := range c.PreviousDownloadKeys {
 		keys[i] = []byte(k)
 	}
 	return keys
 }
 
-func (s Serve) validate() error {
-	if u, err := url.Parse(s.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return invalid("serve.public_url", "must be an absolute http(s) URL, got %q", s.PublicURL)
+// Validate names the first bad setting in full (serve.…).
+func (c Config) Validate() error {
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("serve.public_url must be an absolute http(s) URL, got %q", c.PublicURL)
 	}
-	for i, k := range s.PreviousDownloadKeys {
-		if len(k) < minDownloadKeyLen {
-			return invalid("serve.previous_download_keys["+strconv.Itoa(i)+"]", "must be at least %d characters", minDownloadKeyLen)
+	for i, k := range c.PreviousDownloadKeys {
+		if len(k) < MinDownloadKeyLen {
+			return fmt.Errorf("serve.previous_download_keys[%d] must be at least %d characters", i, MinDownloadKeyLen)
 		}
 	}
-	if err := validDigests("serve.api_tokens", s.APITokens); err != nil {
+	if err := validDigests("serve.api_tokens", c.APITokens); err != nil {
 		return err
 	}
-	if err := s.validateClients(); err != nil {
+	if err := c.validateClients(); err != nil {
 		return err
 	}
-	if err := validDigests("serve.admin_tokens", s.AdminTokens); err != nil {
+	if err := validDigests("serve.admin_tokens", c.AdminTokens); err != nil {
 		return err
 	}
 	switch {
-	case s.Addr == "":
-		return invalid("serve.addr", "must be set")
-	case s.AdminAddr == "":
-		return invalid("serve.admin_addr", "must be set")
-	case s.MaxBodyBytes < 1024:
-		return invalid("serve.max_body_bytes", "must be >= 1024, got %d", s.MaxBodyBytes)
-	case len(s.DownloadKey) < minDownloadKeyLen:
-		return invalid("serve.download_key", "must be at least %d characters", minDownloadKeyLen)
-	case s.DownloadTTL <= 0:
-		return invalid("serve.download_ttl", "must be > 0, got %s", s.DownloadTTL)
-	case s.AcceptedTTL < time.Minute:
-		return invalid("serve.accepted_ttl", "must be >= 1m, got %s", s.AcceptedTTL)
-	case s.IdempotencyTTL < time.Minute:
-		return invalid("serve.idempotency_ttl", "must be >= 1m, got %s", s.IdempotencyTTL)
-	case s.RetryAfter < time.Second:
-		return invalid("serve.retry_after", "must be >= 1s, got %s", s.RetryAfter)
-	case s.ReadHeaderTimeout <= 0:
-		return invalid("serve.read_header_timeout", "must be > 0, got %s", s.ReadHeaderTimeout)
-	case s.ReadTimeout < s.ReadHeaderTimeout:
-		return invalid("serve.read_timeout", "must be >= serve.read_header_timeout (%s), got %s", s.ReadHeaderTimeout, s.ReadTimeout)
-	case s.WriteTimeout < time.Second:
-		return invalid("serve.write_timeout", "must be >= 1s, got %s", s.WriteTimeout)
-	case s.IdleTimeout <= 0:
-		return invalid("serve.idle_timeout", "must be > 0, got %s", s.IdleTimeout)
-	case s.MaxConns < 16:
-		return invalid("serve.max_conns", "must be >= 16, got %d", s.MaxConns)
+	case c.Addr == "":
+		return errors.New("serve.addr must be set")
+	case c.AdminAddr == "":
+		return errors.New("serve.admin_addr must be set")
+	case c.MaxBodyBytes < 1024:
+		return fmt.Errorf("serve.max_body_bytes must be >= 1024, got %d", c.MaxBodyBytes)
+	case len(c.DownloadKey) < MinDownloadKeyLen:
+		return fmt.Errorf("serve.download_key must be at least %d characters", MinDownloadKeyLen)
+	case c.DownloadTTL <= 0:
+		return fmt.Errorf("serve.download_ttl must be > 0, got %s", c.DownloadTTL)
+	case c.AcceptedTTL < time.Minute:
+		return fmt.Errorf("serve.accepted_ttl must be >= 1m, got %s", c.AcceptedTTL)
+	case c.IdempotencyTTL < time.Minute:
+		return fmt.Errorf("serve.idempotency_ttl must be >= 1m, got %s", c.IdempotencyTTL)
+	case c.RetryAfter < time.Second:
+		return fmt.Errorf("serve.retry_after must be >= 1s, got %s", c.RetryAfter)
+	case c.ReadHeaderTimeout <= 0:
+		return fmt.Errorf("serve.read_header_timeout must be > 0, got %s", c.ReadHeaderTimeout)
+	case c.ReadTimeout < c.ReadHeaderTimeout:
+		return fmt.Errorf("serve.read_timeout must be >= serve.read_header_timeout (%s), got %s", c.ReadHeaderTimeout, c.ReadTimeout)
+	case c.WriteTimeout < time.Second:
+		return fmt.Errorf("serve.write_timeout must be >= 1s, got %s", c.WriteTimeout)
+	case c.IdleTimeout <= 0:
+		return fmt.Errorf("serve.idle_timeout must be > 0, got %s", c.IdleTimeout)
+	case c.MaxConns < 16:
+		return fmt.Errorf("serve.max_conns must be >= 16, got %d", c.MaxConns)
 	}
 	return nil
 }
@@ -235,7 +240,7 @@ func (s Serve) validate() error {
 func validDigests(setting string, digests []string) error {
 	for i, d := range digests {
 		if raw, err := hex.DecodeString(d); err != nil || len(raw) != 32 {
-			return invalid(setting+"["+strconv.Itoa(i)+"]", "must be a SHA-256 hex digest (64 hex characters)")
+			return fmt.Errorf("%s[%s] must be a SHA-256 hex digest (64 hex characters)", setting, strconv.Itoa(i))
 		}
 	}
 	return nil
