@@ -15,6 +15,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/config/configtest"
+	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
@@ -97,7 +98,7 @@ func TestRolesRefuseDevelopmentKeysOnAPublicURL(t *testing.T) {
 		{"a short download key", []string{"GDPR_SERVE_DOWNLOAD_KEY=0123456789abcdef0123", "GDPR_REPORT_ENCRYPTION_KEY=" + encryption},
 			"serve.download_key must be at least 32 characters when serve.public_url"},
 		{"the development download key as a previous key", []string{"GDPR_SERVE_DOWNLOAD_KEY=" + download, "GDPR_REPORT_ENCRYPTION_KEY=" + encryption,
-			"GDPR_SERVE_PREVIOUS_DOWNLOAD_KEYS=" + download + "-old," + config.DevDownloadKey},
+			"GDPR_SERVE_PREVIOUS_DOWNLOAD_KEYS=" + download + "-old," + api.DevDownloadKey},
 			"serve.previous_download_keys[1] must not be the public development key"},
 		{"the development encryption key in upper-case hex", []string{"GDPR_SERVE_DOWNLOAD_KEY=" + download,
 			"GDPR_REPORT_ENCRYPTION_KEY=" + strings.ToUpper(config.DevEncryptionKey)},

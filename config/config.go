@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/console"
 	"github.com/gdpr-oss/gdpr/modules/db"
@@ -34,7 +35,7 @@ type Config struct {
 	Redis     lock.RedisConfig      `yaml:"redis"`
 	Lock      lock.Config           `yaml:"lock"`
 	Shutdown  Shutdown              `yaml:"shutdown"`
-	Serve     Serve                 `yaml:"serve"`
+	Serve     api.Config            `yaml:"serve"`
 	Worker    requests.WorkerConfig `yaml:"worker"`
 	Report    Report                `yaml:"report"`
 	Notify    notify.Config         `yaml:"notify"`
@@ -72,7 +73,7 @@ func Default() Config {
 		Redis:     lock.DefaultRedisConfig(),
 		Lock:      lock.DefaultConfig(),
 		Shutdown:  Shutdown{DrainTimeout: 20 * time.Second},
-		Serve:     defaultServe(),
+		Serve:     api.DefaultConfig(),
 		Worker:    requests.DefaultWorkerConfig(),
 		Report:    defaultReport(),
 		Notify:    notify.DefaultConfig(),
@@ -140,7 +141,7 @@ func (c Config) Validate() error {
 	if c.Shutdown.DrainTimeout <= 0 {
 		add(invalid("shutdown.drain_timeout", "must be > 0, got %s", c.Shutdown.DrainTimeout))
 	}
-	add(c.Serve.validate())
+	errs = append(errs, section(c.Serve.Validate())...)
 	errs = append(errs, section(c.Worker.Validate())...)
 	add(c.Report.validate())
 	errs = append(errs, section(c.Notify.Validate())...)

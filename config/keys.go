@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/gdpr-oss/gdpr/modules/api"
 )
 
 // minPublicDownloadKeyLen is the shortest download key accepted when the
@@ -31,7 +33,7 @@ func (c Config) CheckSecretKeys() error {
 	var errs []error
 	downloadKey := func(setting, key string) {
 		switch {
-		case key == DevDownloadKey:
+		case key == api.DevDownloadKey:
 			errs = append(errs, invalid(setting, "must not be the public development key %s", why))
 		case len(key) < minPublicDownloadKeyLen:
 			errs = append(errs, invalid(setting, "must be at least %d characters %s", minPublicDownloadKeyLen, why))

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gdpr-oss/gdpr/modules/api"
 )
 
 func TestLoopbackURL(t *testing.T) {
@@ -46,9 +48,9 @@ func TestCheckSecretKeys(t *testing.T) {
 		setting string
 		mutate  func(*Config)
 	}{
-		{"serve.download_key", func(c *Config) { c.Serve.DownloadKey = DevDownloadKey }},
+		{"serve.download_key", func(c *Config) { c.Serve.DownloadKey = api.DevDownloadKey }},
 		{"serve.download_key", func(c *Config) { c.Serve.DownloadKey = strings.Repeat("k", 31) }},
-		{"serve.previous_download_keys[0]", func(c *Config) { c.Serve.PreviousDownloadKeys[0] = DevDownloadKey }},
+		{"serve.previous_download_keys[0]", func(c *Config) { c.Serve.PreviousDownloadKeys[0] = api.DevDownloadKey }},
 		{"serve.previous_download_keys[0]", func(c *Config) { c.Serve.PreviousDownloadKeys[0] = "sixteen-chars-ok" }},
 		{"report.encryption_key", func(c *Config) { c.Report.EncryptionKey = DevEncryptionKey }},
 		// The same bytes in base64.

@@ -64,6 +64,9 @@ type harnessOptions struct {
 	limits health.Limits
 	// privacy serves the self-service page, emailing through mail.
 	privacy *privacyOptions
+	// requireVerification makes privacy.require_verification from the
+	// caller name of the harness's token.
+	requireVerification func(caller string) []string
 }
 
 type privacyOptions struct {
@@ -159,6 +162,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		Reports:              reports,
 		Registerer:           h.reg,
 		Logger:               logger,
+		VerificationRequired: selfservice.Config{RequireVerification: requireVerification(o, h.token)}.Required,
 	})
 	require.NoError(t, err)
 	apiTokens, err := intake.ParseTokens([]string{digest(h.token), digest(h.token + "-other-app")})
@@ -211,6 +215,13 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	}
 	h.client = &http.Client{Transport: rt, Timeout: 30 * time.Second}
 	return h
+}
+
+func requireVerification(o harnessOptions, token string) []string {
+	if o.requireVerification == nil {
+		return nil
+	}
+	return o.requireVerification(digest(token)[:16])
 }
 
 type smtpSender struct{ s *notify.SMTP }

@@ -539,15 +539,30 @@ func parsePages(dir string) (map[string]*template.Template, error) {
 		}
 		if dir != "" {
 			matches, _ := filepath.Glob(filepath.Join(dir, "pages", "*.html"))
-			if len(matches) > 0 {
-				if t, err = t.ParseFiles(matches...); err != nil {
-					return nil, fmt.Errorf("parsing page templates from privacy.template_dir: %w", err)
+			// One file at a time, so that an error names the file at fault.
+			for _, file := range matches {
+				if t, err = t.ParseFiles(file); err != nil {
+					return nil, fmt.Errorf("privacy.template_dir: page template %s: %w", file, err)
+				}
+			}
+			// An override can parse and still break a page when it runs (a
+			// field the page data lacks, a template nobody defines): every
+			// page is rendered once now, so serve refuses to start rather
+			// than answer a data subject with an error.
+			for _, name := range pageNames() {
+				if err := t.ExecuteTemplate(io.Discard, name, Page{Locale: l}); err != nil {
+					return nil, fmt.Errorf("privacy.template_dir: page %q (from %s) does not render: %w", name, filepath.Join(dir, "pages"), err)
 				}
 			}
 		}
 		out[l] = t
 	}
 	return out, nil
+}
+
+// pageNames are the page templates modules/api renders.
+func pageNames() []string {
+	return []string{"form", "sent", "link", "receipt", "status", "download", "gone", "problem"}
 }
 
 // ParseEmailTemplates parses each named email template of every shipped
@@ -570,6 +585,12 @@ func ParseEmailTemplates(fsys fs.FS, root, dir string, names ...string) (map[str
 			}
 			if override != "" {
 				t, err = texttemplate.ParseFiles(override)
+				if err == nil {
+					err = definesSubjectAndBody(t)
+				}
+				if err != nil {
+					return nil, fmt.Errorf("privacy.template_dir: email template %s: %w", override, err)
+				}
 			} else {
 				t, err = texttemplate.ParseFS(fsys, root+"/"+l+"/"+file)
 			}
@@ -580,6 +601,17 @@ func ParseEmailTemplates(fsys fs.FS, root, dir string, names ...string) (map[str
 		}
 	}
 	return out, nil
+}
+
+// definesSubjectAndBody refuses an email template that would fail at its
+// first send, not at startup.
+func definesSubjectAndBody(t *texttemplate.Template) error {
+	for _, name := range []string{"subject", "body"} {
+		if t.Lookup(name) == nil {
+			return fmt.Errorf(`defines no {{define %q}}`, name)
+		}
+	}
+	return nil
 }
 
 func (s *Service) renderEmail(name, locale string, data any) (Email, error) {

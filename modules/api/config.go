@@ -1,7 +1,9 @@
-package config
+package api
 
 import (
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"net/url"
 	"strconv"
 	"time"
@@ -14,12 +16,13 @@ import (
 // so a role refuses it unless serve.public_url is a loopback address.
 const DevDownloadKey = "dev-download-key-change-me"
 
-// minDownloadKeyLen is the shortest download key any configuration accepts;
-// one reachable from outside must be longer (minPublicDownloadKeyLen).
-const minDownloadKeyLen = 16
+// MinDownloadKeyLen is the shortest download key any configuration accepts;
+// one reachable from outside must be longer (config.CheckSecretKeys).
+const MinDownloadKeyLen = 16
 
-// Serve configures the HTTP intake role.
-type Serve struct {
+// Config is the serve section: the HTTP intake role's listeners, tokens,
+// download links and the limits of its connections.
+type Config struct {
 	// Addr is the public API listen address.
 	Addr string `yaml:"addr"`
 	// AdminAddr serves /healthz, /readyz and /metrics for this role.
@@ -60,20 +63,11 @@ type Serve struct {
 	MaxConns int `yaml:"max_conns"`
 }
 
-// Limits are the connection limits of the public API and the admin servers.
-func (s Serve) Limits() health.Limits {
-	return health.Limits{
-		ReadHeaderTimeout: s.ReadHeaderTimeout,
-		ReadTimeout:       s.ReadTimeout,
-		WriteTimeout:      s.WriteTimeout,
-		IdleTimeout:       s.IdleTimeout,
-		MaxConns:          s.MaxConns,
-	}
-}
-
-func defaultServe() Serve {
+// DefaultConfig listens on loopback and signs links with the public
+// development key, which config.CheckSecretKeys refuses off loopback.
+func DefaultConfig() Config {
 	limits := health.DefaultLimits()
-	return Serve{
+	return Config{
 		Addr:         "127.0.0.1:8080",
 		AdminAddr:    "127.0.0.1:9090",
 		PublicURL:    "http://127.0.0.1:8080",
@@ -93,57 +87,69 @@ func defaultServe() Serve {
 	}
 }
 
+// Limits are the connection limits of the public API and the admin servers.
+func (c Config) Limits() health.Limits {
+	return health.Limits{
+		ReadHeaderTimeout: c.ReadHeaderTimeout,
+		ReadTimeout:       c.ReadTimeout,
+		WriteTimeout:      c.WriteTimeout,
+		IdleTimeout:       c.IdleTimeout,
+		MaxConns:          c.MaxConns,
+	}
+}
+
 // PreviousKeys returns the previous download keys as bytes.
-func (s Serve) PreviousKeys() [][]byte {
-	keys := make([][]byte, len(s.PreviousDownloadKeys))
-	for i, k := range s.PreviousDownloadKeys {
+func (c Config) PreviousKeys() [][]byte {
+	keys := make([][]byte, len(c.PreviousDownloadKeys))
+	for i, k := range c.PreviousDownloadKeys {
 		keys[i] = []byte(k)
 	}
 	return keys
 }
 
-func (s Serve) validate() error {
-	if u, err := url.Parse(s.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return invalid("serve.public_url", "must be an absolute http(s) URL, got %q", s.PublicURL)
+// Validate names the first bad setting in full (serve.…).
+func (c Config) Validate() error {
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("serve.public_url must be an absolute http(s) URL, got %q", c.PublicURL)
 	}
-	for i, k := range s.PreviousDownloadKeys {
-		if len(k) < minDownloadKeyLen {
-			return invalid("serve.previous_download_keys["+strconv.Itoa(i)+"]", "must be at least %d characters", minDownloadKeyLen)
+	for i, k := range c.PreviousDownloadKeys {
+		if len(k) < MinDownloadKeyLen {
+			return fmt.Errorf("serve.previous_download_keys[%d] must be at least %d characters", i, MinDownloadKeyLen)
 		}
 	}
-	if err := validDigests("serve.api_tokens", s.APITokens); err != nil {
+	if err := validDigests("serve.api_tokens", c.APITokens); err != nil {
 		return err
 	}
-	if err := validDigests("serve.admin_tokens", s.AdminTokens); err != nil {
+	if err := validDigests("serve.admin_tokens", c.AdminTokens); err != nil {
 		return err
 	}
 	switch {
-	case s.Addr == "":
-		return invalid("serve.addr", "must be set")
-	case s.AdminAddr == "":
-		return invalid("serve.admin_addr", "must be set")
-	case s.MaxBodyBytes < 1024:
-		return invalid("serve.max_body_bytes", "must be >= 1024, got %d", s.MaxBodyBytes)
-	case len(s.DownloadKey) < minDownloadKeyLen:
-		return invalid("serve.download_key", "must be at least %d characters", minDownloadKeyLen)
-	case s.DownloadTTL <= 0:
-		return invalid("serve.download_ttl", "must be > 0, got %s", s.DownloadTTL)
-	case s.AcceptedTTL < time.Minute:
-		return invalid("serve.accepted_ttl", "must be >= 1m, got %s", s.AcceptedTTL)
-	case s.IdempotencyTTL < time.Minute:
-		return invalid("serve.idempotency_ttl", "must be >= 1m, got %s", s.IdempotencyTTL)
-	case s.RetryAfter < time.Second:
-		return invalid("serve.retry_after", "must be >= 1s, got %s", s.RetryAfter)
-	case s.ReadHeaderTimeout <= 0:
-		return invalid("serve.read_header_timeout", "must be > 0, got %s", s.ReadHeaderTimeout)
-	case s.ReadTimeout < s.ReadHeaderTimeout:
-		return invalid("serve.read_timeout", "must be >= serve.read_header_timeout (%s), got %s", s.ReadHeaderTimeout, s.ReadTimeout)
-	case s.WriteTimeout < time.Second:
-		return invalid("serve.write_timeout", "must be >= 1s, got %s", s.WriteTimeout)
-	case s.IdleTimeout <= 0:
-		return invalid("serve.idle_timeout", "must be > 0, got %s", s.IdleTimeout)
-	case s.MaxConns < 16:
-		return invalid("serve.max_conns", "must be >= 16, got %d", s.MaxConns)
+	case c.Addr == "":
+		return errors.New("serve.addr must be set")
+	case c.AdminAddr == "":
+		return errors.New("serve.admin_addr must be set")
+	case c.MaxBodyBytes < 1024:
+		return fmt.Errorf("serve.max_body_bytes must be >= 1024, got %d", c.MaxBodyBytes)
+	case len(c.DownloadKey) < MinDownloadKeyLen:
+		return fmt.Errorf("serve.download_key must be at least %d characters", MinDownloadKeyLen)
+	case c.DownloadTTL <= 0:
+		return fmt.Errorf("serve.download_ttl must be > 0, got %s", c.DownloadTTL)
+	case c.AcceptedTTL < time.Minute:
+		return fmt.Errorf("serve.accepted_ttl must be >= 1m, got %s", c.AcceptedTTL)
+	case c.IdempotencyTTL < time.Minute:
+		return fmt.Errorf("serve.idempotency_ttl must be >= 1m, got %s", c.IdempotencyTTL)
+	case c.RetryAfter < time.Second:
+		return fmt.Errorf("serve.retry_after must be >= 1s, got %s", c.RetryAfter)
+	case c.ReadHeaderTimeout <= 0:
+		return fmt.Errorf("serve.read_header_timeout must be > 0, got %s", c.ReadHeaderTimeout)
+	case c.ReadTimeout < c.ReadHeaderTimeout:
+		return fmt.Errorf("serve.read_timeout must be >= serve.read_header_timeout (%s), got %s", c.ReadHeaderTimeout, c.ReadTimeout)
+	case c.WriteTimeout < time.Second:
+		return fmt.Errorf("serve.write_timeout must be >= 1s, got %s", c.WriteTimeout)
+	case c.IdleTimeout <= 0:
+		return fmt.Errorf("serve.idle_timeout must be > 0, got %s", c.IdleTimeout)
+	case c.MaxConns < 16:
+		return fmt.Errorf("serve.max_conns must be >= 16, got %d", c.MaxConns)
 	}
 	return nil
 }
@@ -153,7 +159,7 @@ func (s Serve) validate() error {
 func validDigests(setting string, digests []string) error {
 	for i, d := range digests {
 		if raw, err := hex.DecodeString(d); err != nil || len(raw) != 32 {
-			return invalid(setting+"["+strconv.Itoa(i)+"]", "must be a SHA-256 hex digest (64 hex characters)")
+			return fmt.Errorf("%s[%s] must be a SHA-256 hex digest (64 hex characters)", setting, strconv.Itoa(i))
 		}
 	}
 	return nil
