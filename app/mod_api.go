@@ -70,6 +70,7 @@ func buildPrivacy(_ context.Context, in *infra) ([]Component, error) {
 		Intake:          in.intake,
 		Sender:          smtpSender{sender},
 		MessageIDDomain: messageIDDomain(in.cfg.Notify.From),
+		Registerer:      in.registry,
 		Logger:          in.logger,
 	})
 	if err != nil {

@@ -179,7 +179,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		h.page, err = selfservice.New(selfservice.Options{
 			Config: p.cfg, Redis: h.rdb, KeyPrefix: redisPrefix + "privacy:", Key: h.key,
 			PublicURL: "http://127.0.0.1", Intake: svc, Sender: smtpSender{notify.NewSMTP(ncfg)},
-			Logger: logger, Now: p.now,
+			Logger: logger, Now: p.now, Registerer: h.reg,
 		})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, h.page.Stop(context.Background())) })

@@ -245,6 +245,58 @@ func TestPrivacyCodeIsRefusedWhenWrongExpiredOrOnTheFourthTry(t *testing.T) {
 		require.Equal(t, http.StatusGone, r.status)
 		require.Empty(t, h.submitted(t))
 	})
+	// Every try above, counted by result; none of it by address or code.
+	for result, n := range map[string]float64{"wrong": 3, "void": 1, "gone": 2, "expired": 1, "verified": 1, "unavailable": 0, "failed": 0} {
+		require.Equal(t, n, h.counter(t, "gdpr_selfservice_verifications_total", "method", "code", "result", result), "code %s", result)
+	}
+	require.Equal(t, 1.0, h.counter(t, "gdpr_selfservice_submissions_total", "type", "erasure"))
+	require.Equal(t, 0.0, h.counter(t, "gdpr_selfservice_submissions_total", "type", "access"))
+	h.noPersonalDataInMetrics(t, "four@example.com", "late@example.com", "right@example.com")
+}
+
+// counter is the value of the counter name whose labels include the given
+// name/value pairs (summed over the rest).
+func (h *harness) counter(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	require.NoError(t, err)
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue metric
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+// noPersonalDataInMetrics: no label value of any metric names an address.
+func (h *harness) noPersonalDataInMetrics(t *testing.T, addresses ...string) {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				require.NotContains(t, l.GetValue(), "@", "%s{%s}", mf.GetName(), l.GetName())
+				for _, a := range addresses {
+					require.NotContains(t, l.GetValue(), a)
+				}
+			}
+		}
+	}
 }
 
 // TestPrivacyReplayedLinkIsRefused: the emailed link confirms once; the
@@ -279,6 +331,9 @@ func TestPrivacyReplayedLinkIsRefused(t *testing.T) {
 	r = b.get(u.RequestURI())
 	require.Equal(t, http.StatusGone, r.status, "a used link's page")
 	require.Empty(t, h.submitted(t))
+	require.Equal(t, 1.0, h.counter(t, "gdpr_selfservice_verifications_total", "method", "link", "result", "verified"))
+	require.Equal(t, 1.0, h.counter(t, "gdpr_selfservice_verifications_total", "method", "link", "result", "gone"), "the replay")
+	require.Equal(t, 1.0, h.counter(t, "gdpr_selfservice_submissions_total", "type", "access"))
 }
 
 // TestPrivacySendLimits: beyond privacy.sends_per_email, and beyond
@@ -316,6 +371,12 @@ func TestPrivacySendLimits(t *testing.T) {
 	n, err := h.mail.Count(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 7, n, "no email beyond the limits")
+	// flood@: 3 over the address's limit (the fifth over the client's too);
+	// 203.0.113.10: 1 over the client's.
+	require.Equal(t, 7.0, h.counter(t, "gdpr_selfservice_verification_emails_total", "outcome", selfservice.EmailSent))
+	require.Equal(t, 4.0, h.counter(t, "gdpr_selfservice_verification_emails_total", "outcome", selfservice.EmailLimited))
+	require.Equal(t, 0.0, h.counter(t, "gdpr_selfservice_verification_emails_total", "outcome", selfservice.EmailFailed))
+	h.noPersonalDataInMetrics(t, "flood@example.com", "203.0.113.9", "203.0.113.10")
 }
 
 // TestPrivacyUnknownEmailIsAnsweredLikeAKnownOne: an address the company
