@@ -58,6 +58,7 @@ func buildPrivacy(_ context.Context, in *infra) ([]Component, error) {
 		return nil, nil
 	}
 	cfg := in.cfg.Serve
+	sender := notify.NewSMTP(in.cfg.Notify)
 	page, err := selfservice.New(selfservice.Options{
 		Config:          in.cfg.Privacy,
 		Redis:           in.redis,
@@ -67,7 +68,7 @@ func buildPrivacy(_ context.Context, in *infra) ([]Component, error) {
 		PublicURL:       cfg.PublicURL,
 		DownloadTTL:     cfg.DownloadTTL,
 		Intake:          in.intake,
-		Sender:          smtpSender{notify.NewSMTP(in.cfg.Notify)},
+		Sender:          smtpSender{sender},
 		MessageIDDomain: messageIDDomain(in.cfg.Notify.From),
 		Registerer:      in.registry,
 		Logger:          in.logger,
@@ -76,7 +77,8 @@ func buildPrivacy(_ context.Context, in *infra) ([]Component, error) {
 		return nil, err
 	}
 	in.privacy = page
-	return []Component{page}, nil
+	sessions := funcComponent{name: "smtp sessions", stop: func(context.Context) error { return sender.Close() }}
+	return []Component{sessions, page}, nil
 }
 
 // smtpSender sends the page's verification emails with notify's SMTP sender.
