@@ -37,7 +37,7 @@ type Config struct {
 	// that submitted it, and a client reads only its own requests (another
 	// client's answers 404). With neither api_clients nor api_tokens, every
 	// API call gets 401.
-	APIClients []APIClient `yaml:"api_clients"`
+	APIClients []Client `yaml:"api_clients"`
 	// APITokens are SHA-256 hex digests of unnamed API clients' bearer tokens
 	// (`printf %s "$TOKEN" | sha256sum`), each a client named after the
 	// first 16 hex characters of its digest. Prefer api_clients; moving a
@@ -98,8 +98,8 @@ func DefaultConfig() Config {
 	}
 }
 
-// APIClient is one named API client (serve.api_clients).
-type APIClient struct {
+// Client is one named API client (serve.api_clients).
+type Client struct {
 	// Name is recorded on every request the client submits (requests.client,
 	// the audit log) and names it in console.client_regulations: letters,
 	// digits, '.', '_' and '-', at most 64, not 16 hex characters (the form
