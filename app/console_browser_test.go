@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,40 +19,10 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
-// chromiumPath finds Debian's chromium (deploy/tools.sh test installs it).
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	for _, c := range []string{"chromium", "chromium-browser", "/usr/bin/chromium"} {
-		if p, err := exec.LookPath(c); err == nil {
-			return p
-		}
-	}
-	t.Fatal("chromium is missing: run deploy/tools.sh test (apt-get install chromium)")
-	return ""
-}
-
-// browser starts a headless Chromium with a fresh profile for one test.
+// consoleBrowser starts a headless Chromium at a laptop's screen size.
 func consoleBrowser(t *testing.T) context.Context {
 	t.Helper()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromiumPath(t)),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1366, 900),
-	}
-	alloc, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
-	t.Cleanup(cancelAlloc)
-	ctx, cancel := chromedp.NewContext(alloc)
-	t.Cleanup(cancel)
-	// The first action starts the browser; it lives as long as ctx.
-	require.NoError(t, chromedp.Do(ctx), "starting chromium")
-	return ctx
+	return testkit.Browser(t, 1366, 900)
 }
 
 // do runs steps with a bound, so a page that never shows an element fails

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,18 +18,6 @@ import (
 
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
-
-// chromium finds Debian's chromium (deploy/tools.sh test installs it).
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, p := range []string{"/usr/bin/chromium", "chromium"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatalf("chromium not found: run deploy/tools.sh test (apt-get install chromium)")
-	return ""
-}
 
 // mailText waits for an email to to whose subject contains subject and
 // returns its text.
@@ -81,28 +68,13 @@ func TestPrivacyPageInBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs gdpr all and a browser")
 	}
-	exe := chromium(t)
-	run := startOpsRun(t, "GDPR_PRIVACY_ENABLED=true")
+	testkit.ChromiumPath(t) // fail before starting gdpr when the browser is missing
+	run := startOpsRun(t, "GDPR_PRIVACY_ENABLED=true", "GDPR_PRIVACY_REQUIRE_VERIFICATION="+opsCaller())
 	require.NoError(t, run.gdb.Exec(`INSERT INTO crm_customers VALUES ('c-4711', 'ada@example.com', 'Ada Lovelace', 'pro')`).Error)
 	base := "http://" + run.api
 
 	downloads := t.TempDir()
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(exe),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(900, 760),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
-	t.Cleanup(cancelAlloc)
-	ctx, cancelBrowser := chromedp.NewContext(actx)
-	t.Cleanup(cancelBrowser)
+	ctx := testkit.Browser(t, 900, 760)
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	t.Cleanup(cancel)
 
@@ -147,6 +119,7 @@ func TestPrivacyPageInBrowser(t *testing.T) {
 	))
 	accessID := text("request-id")
 	require.Len(t, accessID, 36)
+	verifiedBy := time.Now()
 
 	// The receipt email, at once, with the id, the deadline and the status link.
 	receipt := mailText(t, run.mail, "ada@example.com", "We received your request")
@@ -232,4 +205,5 @@ func TestPrivacyPageInBrowser(t *testing.T) {
 		shot("gone"),
 	))
 	require.Equal(t, "completed", run.state(t, accessID))
+	checkVerificationsAudited(t, run, accessID, verifiedBy)
 }
