@@ -69,7 +69,7 @@ func TestPrivacyPageInBrowser(t *testing.T) {
 		t.Skip("runs gdpr all and a browser")
 	}
 	testkit.ChromiumPath(t) // fail before starting gdpr when the browser is missing
-	run := startOpsRun(t, "GDPR_PRIVACY_ENABLED=true")
+	run := startOpsRun(t, "GDPR_PRIVACY_ENABLED=true", "GDPR_PRIVACY_REQUIRE_VERIFICATION="+opsCaller())
 	require.NoError(t, run.gdb.Exec(`INSERT INTO crm_customers VALUES ('c-4711', 'ada@example.com', 'Ada Lovelace', 'pro')`).Error)
 	base := "http://" + run.api
 
@@ -119,6 +119,7 @@ func TestPrivacyPageInBrowser(t *testing.T) {
 	))
 	accessID := text("request-id")
 	require.Len(t, accessID, 36)
+	verifiedBy := time.Now()
 
 	// The receipt email, at once, with the id, the deadline and the status link.
 	receipt := mailText(t, run.mail, "ada@example.com", "We received your request")
@@ -204,4 +205,5 @@ func TestPrivacyPageInBrowser(t *testing.T) {
 		shot("gone"),
 	))
 	require.Equal(t, "completed", run.state(t, accessID))
+	checkVerificationsAudited(t, run, accessID, verifiedBy)
 }

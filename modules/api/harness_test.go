@@ -64,6 +64,12 @@ type harnessOptions struct {
 	limits health.Limits
 	// privacy serves the self-service page, emailing through mail.
 	privacy *privacyOptions
+	// clients are named API clients (serve.api_clients), besides the
+	// harness's two flat tokens.
+	clients []intake.NamedToken
+	// requireVerification makes privacy.require_verification from the
+	// caller name of the harness's token.
+	requireVerification func(caller string) []string
 }
 
 type privacyOptions struct {
@@ -159,9 +165,10 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		Reports:              reports,
 		Registerer:           h.reg,
 		Logger:               logger,
+		VerificationRequired: selfservice.Config{RequireVerification: requireVerification(o, h.token)}.Required,
 	})
 	require.NoError(t, err)
-	apiTokens, err := intake.ParseTokens([]string{digest(h.token), digest(h.token + "-other-app")})
+	apiTokens, err := intake.ParseClients(o.clients, []string{digest(h.token), digest(h.token + "-other-app")})
 	require.NoError(t, err)
 	var adminDigests []string
 	if o.adminToken != "" {
@@ -175,7 +182,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		h.page, err = selfservice.New(selfservice.Options{
 			Config: p.cfg, Redis: h.rdb, KeyPrefix: redisPrefix + "privacy:", Key: h.key,
 			PublicURL: "http://127.0.0.1", Intake: svc, Sender: smtpSender{notify.NewSMTP(ncfg)},
-			Logger: logger, Now: p.now,
+			Logger: logger, Now: p.now, Registerer: h.reg,
 		})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, h.page.Stop(context.Background())) })
@@ -211,6 +218,13 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	}
 	h.client = &http.Client{Transport: rt, Timeout: 30 * time.Second}
 	return h
+}
+
+func requireVerification(o harnessOptions, token string) []string {
+	if o.requireVerification == nil {
+		return nil
+	}
+	return o.requireVerification(digest(token)[:16])
 }
 
 type smtpSender struct{ s *notify.SMTP }

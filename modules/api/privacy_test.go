@@ -1,11 +1,15 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -15,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
@@ -240,6 +245,58 @@ func TestPrivacyCodeIsRefusedWhenWrongExpiredOrOnTheFourthTry(t *testing.T) {
 		require.Equal(t, http.StatusGone, r.status)
 		require.Empty(t, h.submitted(t))
 	})
+	// Every try above, counted by result; none of it by address or code.
+	for result, n := range map[string]float64{"wrong": 3, "void": 1, "gone": 2, "expired": 1, "verified": 1, "unavailable": 0, "failed": 0} {
+		require.Equal(t, n, h.counter(t, "gdpr_selfservice_verifications_total", "method", "code", "result", result), "code %s", result)
+	}
+	require.Equal(t, 1.0, h.counter(t, "gdpr_selfservice_submissions_total", "type", "erasure"))
+	require.Equal(t, 0.0, h.counter(t, "gdpr_selfservice_submissions_total", "type", "access"))
+	h.noPersonalDataInMetrics(t, "four@example.com", "late@example.com", "right@example.com")
+}
+
+// counter is the value of the counter name whose labels include the given
+// name/value pairs (summed over the rest).
+func (h *harness) counter(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	require.NoError(t, err)
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue metric
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+// noPersonalDataInMetrics: no label value of any metric names an address.
+func (h *harness) noPersonalDataInMetrics(t *testing.T, addresses ...string) {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				require.NotContains(t, l.GetValue(), "@", "%s{%s}", mf.GetName(), l.GetName())
+				for _, a := range addresses {
+					require.NotContains(t, l.GetValue(), a)
+				}
+			}
+		}
+	}
 }
 
 // TestPrivacyReplayedLinkIsRefused: the emailed link confirms once; the
@@ -274,6 +331,9 @@ func TestPrivacyReplayedLinkIsRefused(t *testing.T) {
 	r = b.get(u.RequestURI())
 	require.Equal(t, http.StatusGone, r.status, "a used link's page")
 	require.Empty(t, h.submitted(t))
+	require.Equal(t, 1.0, h.counter(t, "gdpr_selfservice_verifications_total", "method", "link", "result", "verified"))
+	require.Equal(t, 1.0, h.counter(t, "gdpr_selfservice_verifications_total", "method", "link", "result", "gone"), "the replay")
+	require.Equal(t, 1.0, h.counter(t, "gdpr_selfservice_submissions_total", "type", "access"))
 }
 
 // TestPrivacySendLimits: beyond privacy.sends_per_email, and beyond
@@ -287,10 +347,10 @@ func TestPrivacySendLimits(t *testing.T) {
 		c.TrustedProxies = []string{"127.0.0.1"}
 	})
 	b := h.browser(t)
-	var pages []string
 	for range 5 {
+		// start requires the usual code page each time: a limited send
+		// answers like any other.
 		b.start(event.KindAccess, "flood@example.com")
-		pages = append(pages, "sent")
 	}
 	h.mails(t, "flood@example.com", 2)
 	// Five starts from one address: the fifth has reached the address limit
@@ -311,7 +371,12 @@ func TestPrivacySendLimits(t *testing.T) {
 	n, err := h.mail.Count(t.Context())
 	require.NoError(t, err)
 	require.Equal(t, 7, n, "no email beyond the limits")
-	require.Len(t, pages, 5)
+	// flood@: 3 over the address's limit (the fifth over the client's too);
+	// 203.0.113.10: 1 over the client's.
+	require.Equal(t, 7.0, h.counter(t, "gdpr_selfservice_verification_emails_total", "outcome", selfservice.EmailSent))
+	require.Equal(t, 4.0, h.counter(t, "gdpr_selfservice_verification_emails_total", "outcome", selfservice.EmailLimited))
+	require.Equal(t, 0.0, h.counter(t, "gdpr_selfservice_verification_emails_total", "outcome", selfservice.EmailFailed))
+	h.noPersonalDataInMetrics(t, "flood@example.com", "203.0.113.9", "203.0.113.10")
 }
 
 // TestPrivacyUnknownEmailIsAnsweredLikeAKnownOne: an address the company
@@ -323,20 +388,21 @@ func TestPrivacyUnknownEmailIsAnsweredLikeAKnownOne(t *testing.T) {
 	h := newPageHarness(t, nil)
 	require.NoError(t, h.db.Exec(`INSERT INTO requests (id, type, state, subject_email, submitted_at, due_at)
 		VALUES (gen_random_uuid(), 'access', 'completed', 'known@example.com', now(), now())`).Error)
-	b := h.browser(t)
-	answer := func(email string) (response, time.Duration) {
-		begin := time.Now()
+	// Each address from its own visitor, so the answers differ in the
+	// visitor's CSRF token and the verification's id, and in nothing else.
+	answer := func(email string) response {
+		b := h.browser(t)
 		r := b.post("/privacy/start", url.Values{"type": {"access"}, "email": {email}})
-		took := time.Since(begin)
 		flow := formValue(t, r.body, "flow")
-		r.body = []byte(strings.ReplaceAll(string(r.body), flow, "FLOW"))
-		for _, k := range []string{"Date", "Traceparent", "Content-Length"} {
+		require.Contains(t, string(r.body), b.csrf)
+		r.body = []byte(strings.ReplaceAll(strings.ReplaceAll(string(r.body), flow, "FLOW"), b.csrf, "CSRF"))
+		for _, k := range []string{"Date", "Traceparent"} {
 			r.header.Del(k)
 		}
-		return r, took
+		return r
 	}
-	known, _ := answer("known@example.com")
-	unknown, _ := answer("unknown@example.com")
+	known := answer("known@example.com")
+	unknown := answer("unknown@example.com")
 	require.Equal(t, known.status, unknown.status)
 	require.Equal(t, known.header, unknown.header)
 	require.Equal(t, string(known.body), string(unknown.body))
@@ -388,3 +454,96 @@ func TestPrivacyStatusPageShowsTheExtendedDeadline(t *testing.T) {
 	require.NotNil(t, m, "no deadline in:\n%s", r.body)
 	require.Equal(t, until.Format("2 January 2006, 15:04 MST"), string(m[1]), "the extended deadline")
 }
+
+// writeFiles writes files (path relative to dir → content) under dir.
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		require.NoError(t, os.WriteFile(path, []byte(content), 0o600))
+	}
+}
+
+// TestPrivacyTemplateOverridesChangeTheEmailAndThePage: an operator's
+// privacy.template_dir replaces the shipped English verification email and
+// the page footer; German, not overridden, stays as shipped.
+func TestPrivacyTemplateOverridesChangeTheEmailAndThePage(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"pages/acme.html": `{{define "foot"}}<footer id="acme">Acme Privacy Office, Berlin</footer></main></body></html>{{end}}`,
+		"email/en/verify.tmpl": `{{define "subject"}}Acme: your verification code{{end}}
+{{define "body"}}Acme Privacy Office. Your code: {{.Code}} ({{.Minutes}} minutes)
+{{.Link}}
+{{end}}`,
+	})
+	h := newPageHarness(t, func(c *selfservice.Config) { c.TemplateDir = dir })
+	b := h.browser(t)
+	r := b.get("/privacy?lang=en")
+	require.Contains(t, string(r.body), `<footer id="acme">Acme Privacy Office, Berlin</footer>`)
+	flow := b.start(event.KindAccess, "acme@example.com")
+	require.NotEmpty(t, flow)
+	texts := h.mails(t, "acme@example.com", 1)
+	require.Contains(t, texts[0], "Acme Privacy Office. Your code: ")
+	require.Contains(t, texts[0], "(10 minutes)")
+	require.NotContains(t, texts[0], "someone, probably you", "the shipped body is replaced")
+	msgs, err := h.mail.Messages(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, "Acme: your verification code", msgs[0].Subject)
+	code := h.codeFor(t, "acme@example.com", 0)
+	r = b.code(flow, code)
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	require.Contains(t, string(r.body), `id="receipt"`)
+	require.Contains(t, string(r.body), `id="acme"`, "every page has the operator's footer")
+
+	de := h.browser(t)
+	de.post("/privacy/start", url.Values{"type": {"access"}, "email": {"acme.de@example.com"}, "lang": {"de"}})
+	require.Contains(t, h.mails(t, "acme.de@example.com", 1)[0], "Ihr Code", "German is not overridden")
+}
+
+// TestPrivacyBrokenTemplateOverrideIsRefusedNamingTheFile: an override that
+// does not parse, or parses but could not render a page or an email, stops
+// the service from starting, and the error names the file.
+func TestPrivacyBrokenTemplateOverrideIsRefusedNamingTheFile(t *testing.T) {
+	t.Parallel()
+	rdb, prefix := testkit.Redis(t)
+	cases := []struct {
+		name, file, content, want string
+	}{
+		{"page does not parse", "pages/broken.html", `{{define "foot"}}{{if}}{{end}}`, "pages/broken.html"},
+		{"page uses a field pages lack", "pages/field.html", `{{define "foot"}}{{.Nonesuch}}</main>{{end}}`, "pages"},
+		{"page calls an undefined template", "pages/call.html", `{{define "gone"}}{{template "nonesuch" .}}{{end}}`, `page "gone"`},
+		{"email does not parse", "email/de/verify.tmpl", `{{define "subject"}}{{.Code{{end}}`, "email/de/verify.tmpl"},
+		{"email without a body", "email/en/verify.tmpl", `{{define "subject"}}Code{{end}}`, `email/en/verify.tmpl: defines no {{define "body"}}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			writeFiles(t, dir, map[string]string{tc.file: tc.content})
+			cfg := selfservice.DefaultConfig()
+			cfg.TemplateDir = dir
+			_, err := selfservice.New(selfservice.Options{
+				Config: cfg, Redis: rdb, KeyPrefix: prefix, Key: []byte("k"), PublicURL: "http://127.0.0.1",
+				Intake: unreached{}, Sender: unreached{}, Logger: testkit.Logger(t),
+			})
+			require.Error(t, err)
+			require.ErrorContains(t, err, tc.want)
+			require.ErrorContains(t, err, "privacy.template_dir")
+		})
+	}
+}
+
+// unreached fills the service's required dependencies where construction
+// is expected to fail before either is used.
+type unreached struct{}
+
+func (unreached) Submit(context.Context, string, string, intake.Submission) (intake.Accepted, error) {
+	return intake.Accepted{}, errors.New("unreached")
+}
+func (unreached) Status(context.Context, string) (intake.Status, error) {
+	return intake.Status{}, errors.New("unreached")
+}
+func (unreached) DownloadToken(string, string) error            { return errors.New("unreached") }
+func (unreached) Send(context.Context, selfservice.Email) error { return errors.New("unreached") }

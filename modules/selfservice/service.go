@@ -26,6 +26,7 @@ import (
 	texttemplate "text/template"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/gdpr-oss/gdpr/modules/download"
@@ -83,6 +84,82 @@ type Options struct {
 	// MaxSending bounds verification emails in flight; beyond it a send is
 	// dropped (the person asks again), so a flood cannot pile up goroutines.
 	MaxSending int
+	// Registerer takes the page's metrics; none are registered when nil.
+	Registerer prometheus.Registerer
+}
+
+// Outcomes of a verification email (the outcome label of
+// gdpr_selfservice_verification_emails_total).
+const (
+	EmailSent      = "sent"
+	EmailLimited   = "send_limit"
+	EmailDropped   = "dropped"
+	EmailFailed    = "failed"
+	resultVerified = "verified"
+)
+
+// metrics are the page's counters. Their labels are fixed words (an
+// outcome, a method, a request type): never an address, a flow or a code.
+type metrics struct {
+	emails        *prometheus.CounterVec
+	verifications *prometheus.CounterVec
+	submissions   *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (metrics, error) {
+	m := metrics{
+		emails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gdpr_selfservice_verification_emails_total",
+			Help: "Verification emails of the privacy page, by outcome: sent, send_limit (privacy.sends_per_address or sends_per_email reached), dropped (too many in flight), failed (SMTP).",
+		}, []string{"outcome"}),
+		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gdpr_selfservice_verifications_total",
+			Help: "Verification attempts on the privacy page, by method (code, link) and result: verified, wrong, void (tries spent), expired, gone (used, unknown or forged), unavailable, failed (the submission after it failed).",
+		}, []string{"method", "result"}),
+		submissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gdpr_selfservice_submissions_total",
+			Help: "Requests the privacy page submitted after a verification (broker confirmed), by type.",
+		}, []string{"type"}),
+	}
+	for _, o := range []string{EmailSent, EmailLimited, EmailDropped, EmailFailed} {
+		m.emails.WithLabelValues(o)
+	}
+	for _, method := range []string{"code", "link"} {
+		for _, r := range []string{resultVerified, "wrong", "void", "expired", "gone", "unavailable", "failed"} {
+			m.verifications.WithLabelValues(method, r)
+		}
+	}
+	for _, k := range []string{event.KindAccess, event.KindErasure} {
+		m.submissions.WithLabelValues(k)
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.emails, m.verifications, m.submissions} {
+		if err := reg.Register(c); err != nil {
+			return metrics{}, fmt.Errorf("registering privacy page metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// verificationResult names err's outcome for the verifications counter.
+func verificationResult(err error) string {
+	switch {
+	case err == nil:
+		return resultVerified
+	case errors.Is(err, ErrWrongCode):
+		return "wrong"
+	case errors.Is(err, ErrVoid):
+		return "void"
+	case errors.Is(err, ErrExpired):
+		return "expired"
+	case errors.Is(err, ErrGone):
+		return "gone"
+	case errors.Is(err, ErrUnavailable):
+		return "unavailable"
+	}
+	return "failed"
 }
 
 // Service is the page's logic; it is an app Component (Stop waits for the
@@ -95,6 +172,7 @@ type Service struct {
 	emails  map[string]*texttemplate.Template
 	now     func() time.Time
 	keys    [][]byte
+	metrics metrics
 
 	sending chan struct{}
 	wg      sync.WaitGroup
@@ -132,6 +210,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.metrics, err = newMetrics(opts.Registerer); err != nil {
+		return nil, err
 	}
 	if s.pages, err = parsePages(opts.Config.TemplateDir); err != nil {
 		return nil, err
@@ -224,6 +305,7 @@ func (s *Service) Begin(ctx context.Context, in BeginInput) (string, error) {
 			limit = "sends_per_address"
 		}
 		s.opts.Logger.WarnContext(ctx, "verification email not sent: send limit reached", "limit", limit)
+		s.metrics.emails.WithLabelValues(EmailLimited).Inc()
 		return id, nil
 	}
 	link := s.url("/privacy/confirm", url.Values{"flow": {id}, "token": {download.SignFor(s.opts.Key, scopeLink, id, expires)}, "lang": {locale}})
@@ -240,6 +322,7 @@ func (s *Service) Begin(ctx context.Context, in BeginInput) (string, error) {
 	case s.sending <- struct{}{}:
 	default:
 		s.opts.Logger.WarnContext(ctx, "verification email dropped: too many in flight")
+		s.metrics.emails.WithLabelValues(EmailDropped).Inc()
 		return id, nil
 	}
 	s.wg.Add(1)
@@ -249,8 +332,10 @@ func (s *Service) Begin(ctx context.Context, in BeginInput) (string, error) {
 		ctx := context.WithoutCancel(ctx)
 		if err := s.opts.Sender.Send(ctx, e); err != nil {
 			s.opts.Logger.WarnContext(ctx, "verification email failed", "error", err)
+			s.metrics.emails.WithLabelValues(EmailFailed).Inc()
 			return
 		}
+		s.metrics.emails.WithLabelValues(EmailSent).Inc()
 		s.opts.Logger.InfoContext(ctx, "verification email sent")
 	}()
 	return id, nil
@@ -272,7 +357,9 @@ func (s *Service) VerifyCode(ctx context.Context, flow, code string) (Receipt, e
 		// A malformed code is a wrong one: it costs a try like any other.
 		code = "malformed"
 	}
-	return s.verify(ctx, flow, code)
+	r, err := s.verify(ctx, flow, code)
+	s.metrics.verifications.WithLabelValues("code", verificationResult(err)).Inc()
+	return r, err
 }
 
 // CheckLink checks a signed link's signature and expiry, and that it was
@@ -295,9 +382,12 @@ func (s *Service) CheckLink(ctx context.Context, flow, token string) error {
 // spent, and a replay finds nothing (ErrGone).
 func (s *Service) VerifyLink(ctx context.Context, flow, token string) (Receipt, error) {
 	if flow == "" || download.VerifyAnyFor(s.keys, scopeLink, flow, token, s.now()) != nil {
+		s.metrics.verifications.WithLabelValues("link", "gone").Inc()
 		return Receipt{}, ErrGone
 	}
-	return s.verify(ctx, flow, "")
+	r, err := s.verify(ctx, flow, "")
+	s.metrics.verifications.WithLabelValues("link", verificationResult(err)).Inc()
+	return r, err
 }
 
 func (s *Service) verify(ctx context.Context, flow, code string) (Receipt, error) {
@@ -320,6 +410,7 @@ func (s *Service) verify(ctx context.Context, flow, code string) (Receipt, error
 		return Receipt{}, err
 	}
 	acc.Settle()
+	s.metrics.submissions.WithLabelValues(sub.Type).Inc()
 	if err := s.flows.done(ctx, flow); err != nil {
 		s.opts.Logger.WarnContext(ctx, "forgetting a used verification failed; it expires with its code", "request_id", acc.ID, "error", err)
 	}
@@ -539,15 +630,30 @@ func parsePages(dir string) (map[string]*template.Template, error) {
 		}
 		if dir != "" {
 			matches, _ := filepath.Glob(filepath.Join(dir, "pages", "*.html"))
-			if len(matches) > 0 {
-				if t, err = t.ParseFiles(matches...); err != nil {
-					return nil, fmt.Errorf("parsing page templates from privacy.template_dir: %w", err)
+			// One file at a time, so that an error names the file at fault.
+			for _, file := range matches {
+				if t, err = t.ParseFiles(file); err != nil {
+					return nil, fmt.Errorf("privacy.template_dir: page template %s: %w", file, err)
+				}
+			}
+			// An override can parse and still break a page when it runs (a
+			// field the page data lacks, a template nobody defines): every
+			// page is rendered once now, so serve refuses to start rather
+			// than answer a data subject with an error.
+			for _, name := range pageNames() {
+				if err := t.ExecuteTemplate(io.Discard, name, Page{Locale: l}); err != nil {
+					return nil, fmt.Errorf("privacy.template_dir: page %q (from %s) does not render: %w", name, filepath.Join(dir, "pages"), err)
 				}
 			}
 		}
 		out[l] = t
 	}
 	return out, nil
+}
+
+// pageNames are the page templates modules/api renders.
+func pageNames() []string {
+	return []string{"form", "sent", "link", "receipt", "status", "download", "gone", "problem"}
 }
 
 // ParseEmailTemplates parses each named email template of every shipped
@@ -570,6 +676,12 @@ func ParseEmailTemplates(fsys fs.FS, root, dir string, names ...string) (map[str
 			}
 			if override != "" {
 				t, err = texttemplate.ParseFiles(override)
+				if err == nil {
+					err = definesSubjectAndBody(t)
+				}
+				if err != nil {
+					return nil, fmt.Errorf("privacy.template_dir: email template %s: %w", override, err)
+				}
 			} else {
 				t, err = texttemplate.ParseFS(fsys, root+"/"+l+"/"+file)
 			}
@@ -580,6 +692,17 @@ func ParseEmailTemplates(fsys fs.FS, root, dir string, names ...string) (map[str
 		}
 	}
 	return out, nil
+}
+
+// definesSubjectAndBody refuses an email template that would fail at its
+// first send, not at startup.
+func definesSubjectAndBody(t *texttemplate.Template) error {
+	for _, name := range []string{"subject", "body"} {
+		if t.Lookup(name) == nil {
+			return fmt.Errorf(`defines no {{define %q}}`, name)
+		}
+	}
+	return nil
 }
 
 func (s *Service) renderEmail(name, locale string, data any) (Email, error) {

@@ -36,6 +36,8 @@ type Row struct {
 	NextAttemptAt  time.Time
 	LastErrorClass string
 	UpdatedAt      time.Time
+	// Client is the API client that submitted the request (requests.client).
+	Client string
 }
 
 // Deadline is the deadline in force: the extension when there is one,
