@@ -396,7 +396,10 @@ func cleanupDemoBroker(t *testing.T, cfg config.Config) {
 	})
 }
 
-var linkPattern = regexp.MustCompile(`http://\S+/report\?token=\S+`)
+var (
+	linkPattern     = regexp.MustCompile(`http://[^\s"<>]+/report\?token=[^\s"<>&]+`)
+	pageLinkPattern = regexp.MustCompile(`http://\S+/privacy/download\?\S+`)
+)
 
 // downloadReport follows the report email's link and returns the ZIP's
 // manifest and the link.
@@ -420,9 +423,19 @@ func downloadReport(t *testing.T, mp *testkit.Mailpit) (struct {
 			text = body.Text
 		}
 	}
-	link := linkPattern.FindString(text)
-	require.NotEmpty(t, link, "a download link in:\n%s", text)
-	resp, err := http.Get(link)
+	// With the privacy page on, the email links to its download page,
+	// whose button is the report's link.
+	page := pageLinkPattern.FindString(text)
+	require.NotEmpty(t, page, "a download page link in:\n%s", text)
+	resp, err := http.Get(page)
+	require.NoError(t, err)
+	html, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", html)
+	link := linkPattern.FindString(string(html))
+	require.NotEmpty(t, link, "a download button in:\n%s", html)
+	resp, err = http.Get(link)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
