@@ -397,7 +397,7 @@ func cleanupDemoBroker(t *testing.T, cfg config.Config) {
 }
 
 var (
-	linkPattern     = regexp.MustCompile(`http://[^\s"<>]+/report\?token=[^\s"<>&]+`)
+	buttonPattern   = regexp.MustCompile(`id="download-button" href="([^"]+/report\?token=[^"&]+)"`)
 	pageLinkPattern = regexp.MustCompile(`http://\S+/privacy/download\?\S+`)
 )
 
@@ -433,8 +433,13 @@ func downloadReport(t *testing.T, mp *testkit.Mailpit) (struct {
 	_ = resp.Body.Close()
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", html)
-	link := linkPattern.FindString(string(html))
-	require.NotEmpty(t, link, "a download button in:\n%s", html)
+	button := buttonPattern.FindStringSubmatch(string(html))
+	require.Len(t, button, 2, "a download button in:\n%s", html)
+	base, err := url.Parse(page)
+	require.NoError(t, err)
+	href, err := url.Parse(button[1])
+	require.NoError(t, err)
+	link := base.ResolveReference(href).String()
 	resp, err = http.Get(link)
 	require.NoError(t, err)
 	defer resp.Body.Close()
