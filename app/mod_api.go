@@ -100,16 +100,16 @@ func messageIDDomain(from string) string {
 // the admin module's routes behind the admin tokens.
 func buildAPI(_ context.Context, in *infra) ([]Component, error) {
 	cfg := in.cfg.Serve
-	apiTokens, err := intake.ParseTokens(cfg.APITokens)
+	apiTokens, err := cfg.ClientTokens()
 	if err != nil {
-		return nil, fmt.Errorf("serve.api_tokens: %w", err)
+		return nil, err
 	}
 	adminTokens, err := intake.ParseTokens(cfg.AdminTokens)
 	if err != nil {
 		return nil, fmt.Errorf("serve.admin_tokens: %w", err)
 	}
 	if apiTokens.Len() == 0 {
-		in.logger.Warn("serve.api_tokens is empty: every API call will be refused with 401")
+		in.logger.Warn("serve.api_clients and serve.api_tokens are empty: every API call will be refused with 401")
 	}
 	operators, err := console.NewOperators(in.cfg.Console.Operators, cfg.AdminTokens)
 	if err != nil {

@@ -290,13 +290,14 @@ canceller:
 		"GDPR_REDIS_PASSWORD=redis-pw",
 		"GDPR_NOTIFY_PASSWORD=smtp-pw",
 		"GDPR_SERVE_API_TOKENS=" + tokenX + "," + tokenY,
+		`GDPR_SERVE_API_CLIENTS=[{"name":"crm","token_sha256":"` + tokenZ + `"}]`,
 		"GDPR_SERVE_DOWNLOAD_KEY=download-key-0123456789",
 		"GDPR_REPORT_ENCRYPTION_KEY=" + strings.Repeat("ab", 32),
 	}
 	code, out, errOut := run(t, environ, "config", "print", "--config", file)
 	require.Equal(t, 0, code, "stderr: %s", errOut)
 	for _, secret := range []string{
-		"amqp-pw", "pg-pw", "redis-pw", "smtp-pw", tokenX, tokenY, "download-key",
+		"amqp-pw", "pg-pw", "redis-pw", "smtp-pw", tokenX, tokenY, tokenZ, "download-key",
 		strings.Repeat("ab", 32), "crm-pw", "source-token", "participant-token", "key-in-url",
 	} {
 		require.NotContains(t, out, secret)
@@ -310,6 +311,7 @@ canceller:
 	require.Contains(t, setting(cfg, "postgres.dsn"), "?sslmode=****&password=****")
 	require.Equal(t, "****", setting(cfg, "redis.password"))
 	require.Equal(t, []any{"****", "****"}, setting(cfg, "serve.api_tokens"))
+	require.Equal(t, []any{map[string]any{"name": "crm", "token_sha256": "****"}}, setting(cfg, "serve.api_clients"))
 	require.Contains(t, out, "crm:****@db.internal/crm")
 	require.Contains(t, out, "https://zendesk.example/erase")
 }

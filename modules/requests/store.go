@@ -38,7 +38,7 @@ type Row = record.Row
 // stored it.
 func (s *Store) Get(ctx context.Context, id string) (r Row, found bool, err error) {
 	res := s.db.WithContext(ctx).Raw(`SELECT id, type, state, submitted_at, received_at, due_at, completed_at,
-		attempts, next_attempt_at, last_error_class, updated_at FROM requests WHERE id = ?`, id).Scan(&r)
+		attempts, next_attempt_at, last_error_class, updated_at, client FROM requests WHERE id = ?`, id).Scan(&r)
 	if res.Error != nil {
 		return Row{}, false, fmt.Errorf("reading request %s: %w", id, res.Error)
 	}

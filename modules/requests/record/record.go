@@ -33,6 +33,8 @@ type Row struct {
 	NextAttemptAt  time.Time
 	LastErrorClass string
 	UpdatedAt      time.Time
+	// Client is the API client that submitted the request (requests.client).
+	Client string
 }
 
 // DeletedReport says whether, when and why the report of a request was deleted.
