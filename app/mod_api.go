@@ -59,6 +59,7 @@ func buildPrivacy(_ context.Context, in *infra) ([]Component, error) {
 		return nil, nil
 	}
 	cfg := in.cfg.Serve
+	sender := notify.NewSMTP(in.cfg.Notify)
 	page, err := selfservice.New(selfservice.Options{
 		Config:          in.cfg.Privacy,
 		Redis:           in.redis,
@@ -68,7 +69,7 @@ func buildPrivacy(_ context.Context, in *infra) ([]Component, error) {
 		PublicURL:       cfg.PublicURL,
 		DownloadTTL:     cfg.DownloadTTL,
 		Intake:          in.intake,
-		Sender:          smtpSender{notify.NewSMTP(in.cfg.Notify)},
+		Sender:          smtpSender{sender},
 		MessageIDDomain: messageIDDomain(in.cfg.Notify.From),
 		Registerer:      in.registry,
 		Logger:          in.logger,
@@ -77,7 +78,8 @@ func buildPrivacy(_ context.Context, in *infra) ([]Component, error) {
 		return nil, err
 	}
 	in.privacy = page
-	return []Component{page}, nil
+	sessions := funcComponent{name: "smtp sessions", stop: func(context.Context) error { return sender.Close() }}
+	return []Component{sessions, page}, nil
 }
 
 // smtpSender sends the page's verification emails with notify's SMTP sender.
@@ -99,16 +101,16 @@ func messageIDDomain(from string) string {
 // the admin module's routes behind the admin tokens.
 func buildAPI(_ context.Context, in *infra) ([]Component, error) {
 	cfg := in.cfg.Serve
-	apiTokens, err := intake.ParseTokens(cfg.APITokens)
+	apiTokens, err := cfg.ClientTokens()
 	if err != nil {
-		return nil, fmt.Errorf("serve.api_tokens: %w", err)
+		return nil, err
 	}
 	adminTokens, err := intake.ParseTokens(cfg.AdminTokens)
 	if err != nil {
 		return nil, fmt.Errorf("serve.admin_tokens: %w", err)
 	}
 	if apiTokens.Len() == 0 {
-		in.logger.Warn("serve.api_tokens is empty: every API call will be refused with 401")
+		in.logger.Warn("serve.api_clients and serve.api_tokens are empty: every API call will be refused with 401")
 	}
 	operators, err := console.NewOperators(in.cfg.Console.Operators, cfg.AdminTokens)
 	if err != nil {

@@ -61,7 +61,8 @@ func buildNotify(_ context.Context, in *infra) ([]Component, error) {
 			return selfservice.StatusURL(cfg.Serve.PublicURL, key, requestID, ttl, now), now.Add(ttl), nil
 		}
 	}
-	notifier, err := notify.New(in.db, requests.NewStore(in.db, nil), in.outbox, notify.NewSMTP(cfg.Notify), link,
+	sender := notify.NewSMTP(cfg.Notify)
+	notifier, err := notify.New(in.db, requests.NewStore(in.db, nil), in.outbox, sender, link,
 		notify.Options{
 			ResendAfter: cfg.Notify.ResendAfter, MessageIDDomain: domain, StatusLink: status,
 			TemplateDir: cfg.Privacy.TemplateDir, DefaultLocale: cfg.Privacy.DefaultLocale,
@@ -70,7 +71,9 @@ func buildNotify(_ context.Context, in *infra) ([]Component, error) {
 		return nil, err
 	}
 	emails := bus.NewConsumer(in.bus, bus.ConsumerOptions{Queue: notify.Queue, Concurrency: cfg.Notify.Concurrency}, notifier.Handle, in.logger)
-	return []Component{emails}, nil
+	// Stopped after the consumer: the last sends return their sessions first.
+	sessions := funcComponent{name: "smtp sessions", stop: func(context.Context) error { return sender.Close() }}
+	return []Component{sessions, emails}, nil
 }
 
 // reportBuilder adapts the report library to the manager's Builder.

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -17,17 +19,21 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/console"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
+	"github.com/gdpr-oss/gdpr/modules/expand"
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/outbox"
+	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/retention"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
+	"github.com/gdpr-oss/gdpr/modules/source"
 )
 
-// Config is the whole configuration. Each nested struct belongs to one module
-// or role; its defaults and validation live in the file named after it.
+// Config is the whole configuration. Each nested struct but log and shutdown
+// is a module's own Config, with its defaults and Validate in that module;
+// config composes them and checks what spans sections.
 type Config struct {
 	Log       Log                   `yaml:"log"`
 	Postgres  db.Config             `yaml:"postgres"`
@@ -37,7 +43,7 @@ type Config struct {
 	Shutdown  Shutdown              `yaml:"shutdown"`
 	Serve     api.Config            `yaml:"serve"`
 	Worker    requests.WorkerConfig `yaml:"worker"`
-	Report    Report                `yaml:"report"`
+	Report    report.Config         `yaml:"report"`
 	Notify    notify.Config         `yaml:"notify"`
 	Outbox    outbox.Config         `yaml:"outbox"`
 	Scheduler scheduler.Config      `yaml:"scheduler"`
@@ -75,7 +81,7 @@ func Default() Config {
 		Shutdown:  Shutdown{DrainTimeout: 20 * time.Second},
 		Serve:     api.DefaultConfig(),
 		Worker:    requests.DefaultWorkerConfig(),
-		Report:    defaultReport(),
+		Report:    report.DefaultConfig(),
 		Notify:    notify.DefaultConfig(),
 		Outbox:    outbox.DefaultConfig(),
 		Scheduler: scheduler.DefaultConfig(),
@@ -143,7 +149,7 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, section(c.Serve.Validate())...)
 	errs = append(errs, section(c.Worker.Validate())...)
-	add(c.Report.validate())
+	errs = append(errs, section(c.Report.Validate())...)
 	errs = append(errs, section(c.Notify.Validate())...)
 	errs = append(errs, section(c.Outbox.Validate())...)
 	errs = append(errs, section(c.Scheduler.Validate())...)
@@ -186,4 +192,45 @@ func Load(base Config, path string, environ []string) (Config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// undeclaredIdentifier names the first {identifier.<name>} or
+// @identifier.<name> of the sources and participants that serve.identifiers
+// does not declare: no request could ever fill it.
+func (c Config) undeclaredIdentifier() error {
+	check := func(setting string, names []string) error {
+		for _, n := range names {
+			if !slices.Contains(c.Serve.Identifiers, n) {
+				return invalid(setting, "uses identifier.%s, which serve.identifiers does not declare", n)
+			}
+		}
+		return nil
+	}
+	fromTemplate := func(tmpl string) []string {
+		var out []string
+		for _, p := range expand.IdentifierPlaceholders(tmpl) {
+			out = append(out, strings.TrimPrefix(p, "identifier."))
+		}
+		return out
+	}
+	for i, s := range c.Report.Sources {
+		query := fromTemplate(s.Query)
+		if s.Kind == "postgres" || s.Kind == "mysql" {
+			query = source.IdentifierParams(s.Query)
+		}
+		for _, f := range []struct {
+			name  string
+			names []string
+		}{{"query", query}, {"url", fromTemplate(s.URL)}, {"body", fromTemplate(s.Body)}} {
+			if err := check(fmt.Sprintf("report.sources[%d].%s", i, f.name), f.names); err != nil {
+				return err
+			}
+		}
+	}
+	for i, p := range c.Canceller.Participants {
+		if err := check(fmt.Sprintf("canceller.participants[%d].url", i), fromTemplate(p.URL)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

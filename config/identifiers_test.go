@@ -7,6 +7,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
+	"github.com/gdpr-oss/gdpr/modules/source"
 )
 
 // TestSourcesAndParticipantsMayUsePhoneAndDeclaredIdentifiers: a source or
@@ -19,7 +20,7 @@ func TestSourcesAndParticipantsMayUsePhoneAndDeclaredIdentifiers(t *testing.T) {
 	valid := func() config.Config {
 		c := config.Default()
 		c.Serve.Identifiers = []string{"loyalty_card"}
-		c.Report.Sources = []config.Source{
+		c.Report.Sources = []source.Config{
 			{Name: "crm", Kind: "postgres", DSN: "postgres://x@127.0.0.1/db", Query: "SELECT * FROM c WHERE phone = @phone"},
 			{Name: "cards", Kind: "http", URL: "https://cards.example/cards/{identifier.loyalty_card}"},
 			{Name: "sms", Kind: "http", URL: "https://sms.example/contacts?number={phone}"},

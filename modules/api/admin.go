@@ -43,6 +43,9 @@ const principalKey = "gdpr.principal"
 // (console.operators, and serve.admin_tokens as operators).
 func (s *Server) requireOperator(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		if err := singleAuthorization(c); err != nil {
+			return err
+		}
 		scheme, token, _ := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
 		p, ok := s.opts.Operators.Match(strings.TrimSpace(token))
 		if !ok || !strings.EqualFold(scheme, "Bearer") {

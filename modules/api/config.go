@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
 // DevDownloadKey is the download key used when none is configured. It is
@@ -31,8 +34,15 @@ type Config struct {
 	AdminAddr string `yaml:"admin_addr"`
 	// PublicURL is the externally visible base URL used in download links.
 	PublicURL string `yaml:"public_url"`
-	// APITokens are the SHA-256 hex digests of the bearer tokens callers use
-	// (`printf %s "$TOKEN" | sha256sum`). With none, every API call gets 401.
+	// APIClients are the named API clients: each request records the client
+	// that submitted it, and a client reads only its own requests (another
+	// client's answers 404). With neither api_clients nor api_tokens, every
+	// API call gets 401.
+	APIClients []Client `yaml:"api_clients"`
+	// APITokens are SHA-256 hex digests of unnamed API clients' bearer tokens
+	// (`printf %s "$TOKEN" | sha256sum`), each a client named after the
+	// first 16 hex characters of its digest. Prefer api_clients; moving a
+	// digest there keeps that client's earlier requests its own.
 	APITokens []string `yaml:"api_tokens" secret:"true"`
 	// AdminTokens are SHA-256 hex digests of tokens for /v1/admin endpoints.
 	AdminTokens []string `yaml:"admin_tokens" secret:"true"`
@@ -91,6 +101,73 @@ func DefaultConfig() Config {
 	}
 }
 
+// Client is one named API client (serve.api_clients).
+type Client struct {
+	// Name is recorded on every request the client submits (requests.client,
+	// the audit log) and names it in console.client_regulations: letters,
+	// digits, '.', '_' and '-', at most 64, not 16 hex characters (the form
+	// of an unnamed token's name), not "privacy-page".
+	Name string `yaml:"name"`
+	// TokenSHA256 is the hex SHA-256 digest of the client's bearer token
+	// (`printf %s "$TOKEN" | sha256sum`).
+	TokenSHA256 string `yaml:"token_sha256" secret:"true"`
+}
+
+// ClientTokens returns api_clients and api_tokens as intake's tokens.
+func (c Config) ClientTokens() (intake.Tokens, error) {
+	named := make([]intake.NamedToken, len(c.APIClients))
+	for i, cl := range c.APIClients {
+		named[i] = intake.NamedToken{Name: cl.Name, TokenSHA256: cl.TokenSHA256}
+	}
+	t, err := intake.ParseClients(named, c.APITokens)
+	if err != nil {
+		return intake.Tokens{}, fmt.Errorf("serve.api_clients/serve.api_tokens: %w", err)
+	}
+	return t, nil
+}
+
+// clientName is the grammar of an API client's name.
+var clientName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// legacyLike is the form of an unnamed token's client name.
+var legacyLike = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+func (c Config) validateClients() error {
+	names := map[string]bool{}
+	digests := map[string]string{}
+	for i, cl := range c.APIClients {
+		p := "serve.api_clients[" + strconv.Itoa(i) + "]"
+		switch {
+		case !clientName.MatchString(cl.Name):
+			return fmt.Errorf("%s.name must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, got %q", p, cl.Name)
+		case legacyLike.MatchString(cl.Name):
+			return fmt.Errorf("%s.name must not be 16 hex characters (the name of an unnamed serve.api_tokens client), got %q", p, cl.Name)
+		case cl.Name == selfservice.Caller:
+			return fmt.Errorf("%s.name %q is the self-service page's name", p, cl.Name)
+		case names[cl.Name]:
+			return fmt.Errorf("%s.name must be unique, %q is used twice", p, cl.Name)
+		}
+		names[cl.Name] = true
+		if raw, err := hex.DecodeString(cl.TokenSHA256); err != nil || len(raw) != 32 {
+			return fmt.Errorf("%s.token_sha256 must be a SHA-256 hex digest (64 hex characters)", p)
+		}
+		d := strings.ToLower(cl.TokenSHA256)
+		if other, dup := digests[d]; dup {
+			return fmt.Errorf("%s.token_sha256 must be unique: %s has the same token", p, other)
+		}
+		digests[d] = p
+	}
+	for i, h := range c.APITokens {
+		p := "serve.api_tokens[" + strconv.Itoa(i) + "]"
+		d := strings.ToLower(h)
+		if other, dup := digests[d]; dup {
+			return fmt.Errorf("%s must be unique: %s has the same token", p, other)
+		}
+		digests[d] = p
+	}
+	return nil
+}
+
 // Limits are the connection limits of the public API and the admin servers.
 func (c Config) Limits() health.Limits {
 	return health.Limits{
@@ -122,6 +199,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if err := validDigests("serve.api_tokens", c.APITokens); err != nil {
+		return err
+	}
+	if err := c.validateClients(); err != nil {
 		return err
 	}
 	if err := validDigests("serve.admin_tokens", c.AdminTokens); err != nil {

@@ -74,8 +74,8 @@ func (s *Server) submit(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	caller, _ := c.Get(callerKey).(string)
-	acc, err := s.opts.Intake.Submit(req.Context(), caller, req.Header.Get("Idempotency-Key"), sub)
+	client, _ := c.Get(clientKey).(intake.Client)
+	acc, err := s.opts.Intake.Submit(req.Context(), client.Name, req.Header.Get("Idempotency-Key"), sub)
 	if err != nil {
 		return err
 	}
@@ -115,7 +115,8 @@ func (s *Server) status(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	st, err := s.opts.Intake.Status(c.Request().Context(), id)
+	client, _ := c.Get(clientKey).(intake.Client)
+	st, err := s.opts.Intake.StatusFor(c.Request().Context(), client, id)
 	if err != nil {
 		return err
 	}
@@ -134,6 +135,18 @@ func (s *Server) report(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
+	// A download link is the subject's capability and needs no bearer
+	// token; an API client that sends its own may fetch only its own
+	// requests' reports (another client's is 404, as for its status).
+	if c.Request().Header.Get(echo.HeaderAuthorization) != "" {
+		client, err := s.authenticate(c, s.opts.APITokens)
+		if err != nil {
+			return err
+		}
+		if err := s.opts.Intake.CheckOwner(ctx, client, id); err != nil {
+			return err
+		}
+	}
 	rc, size, err := s.opts.Intake.OpenReport(ctx, id, c.QueryParam("token"))
 	if err != nil {
 		return err
@@ -193,13 +206,61 @@ func (s *Server) requestID(c echo.Context) (string, error) {
 	return id, nil
 }
 
-// callerKey holds the authenticated caller's name.
-const callerKey = "gdpr.caller"
+// callerKey holds the authenticated caller's name; clientKey the
+// authenticated API client (intake.Client).
+const (
+	callerKey = "gdpr.caller"
+	clientKey = "gdpr.client"
+)
+
+// requireClient checks "Authorization: Bearer <token>" against the API
+// clients' tokens and leaves the client for the handler.
+func (s *Server) requireClient(tokens intake.Tokens) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			client, err := s.authenticate(c, tokens)
+			if err != nil {
+				return err
+			}
+			c.Set(clientKey, client)
+			c.Set(callerKey, client.Name)
+			return next(c)
+		}
+	}
+}
+
+// singleAuthorization refuses a request with more than one Authorization
+// header: net/http reads the first and a proxy in front may read the last,
+// so the two would disagree on who is calling.
+func singleAuthorization(c echo.Context) error {
+	if len(c.Request().Header.Values(echo.HeaderAuthorization)) > 1 {
+		return problem(http.StatusBadRequest, "invalid_request", "Authorization", "must be sent once")
+	}
+	return nil
+}
+
+// authenticate returns the API client of the request's bearer token, or a 401.
+func (s *Server) authenticate(c echo.Context, tokens intake.Tokens) (intake.Client, error) {
+	if err := singleAuthorization(c); err != nil {
+		return intake.Client{}, err
+	}
+	scheme, token, _ := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
+	client, ok := tokens.Client(strings.TrimSpace(token))
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		e := problem(http.StatusUnauthorized, "unauthorized", "Authorization", "a valid bearer token is required")
+		e.header = http.Header{echo.HeaderWWWAuthenticate: {`Bearer realm="gdpr"`}}
+		return intake.Client{}, e
+	}
+	return client, nil
+}
 
 // requireToken checks "Authorization: Bearer <token>" against tokens.
 func (s *Server) requireToken(tokens intake.Tokens) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
+			if err := singleAuthorization(c); err != nil {
+				return err
+			}
 			scheme, token, _ := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
 			caller, ok := tokens.Match(strings.TrimSpace(token))
 			if !ok || !strings.EqualFold(scheme, "Bearer") {

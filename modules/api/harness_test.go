@@ -64,6 +64,9 @@ type harnessOptions struct {
 	limits health.Limits
 	// privacy serves the self-service page, emailing through mail.
 	privacy *privacyOptions
+	// clients are named API clients (serve.api_clients), besides the
+	// harness's two flat tokens.
+	clients []intake.NamedToken
 	// requireVerification makes privacy.require_verification from the
 	// caller name of the harness's token.
 	requireVerification func(caller string) []string
@@ -168,7 +171,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		Identifiers:          o.identifiers,
 	})
 	require.NoError(t, err)
-	apiTokens, err := intake.ParseTokens([]string{digest(h.token), digest(h.token + "-other-app")})
+	apiTokens, err := intake.ParseClients(o.clients, []string{digest(h.token), digest(h.token + "-other-app")})
 	require.NoError(t, err)
 	var adminDigests []string
 	if o.adminToken != "" {

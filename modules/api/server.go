@@ -34,7 +34,10 @@ var OpenAPI []byte
 // Intake is what the handlers need from modules/intake.
 type Intake interface {
 	Submit(ctx context.Context, caller, idemKey string, sub intake.Submission) (intake.Accepted, error)
-	Status(ctx context.Context, id string) (intake.Status, error)
+	// StatusFor answers ErrNotFound for another client's request.
+	StatusFor(ctx context.Context, c intake.Client, id string) (intake.Status, error)
+	// CheckOwner answers ErrNotFound unless the request is the client's.
+	CheckOwner(ctx context.Context, c intake.Client, id string) error
 	OpenReport(ctx context.Context, requestID, token string) (io.ReadCloser, int64, error)
 }
 
@@ -55,7 +58,8 @@ type Options struct {
 	// handed over by a supervisor, or a test's).
 	Listener net.Listener
 	Intake   Intake
-	// APITokens authenticate the company's apps on /v1/requests.
+	// APITokens authenticate the company's apps (API clients) on
+	// /v1/requests; each client reads only its own requests.
 	APITokens intake.Tokens
 	// AdminTokens authenticate operators on /v1/admin/.
 	AdminTokens intake.Tokens
@@ -122,8 +126,8 @@ func New(opts Options) (*Server, error) {
 	e.HidePort = true
 	e.HTTPErrorHandler = s.handleError
 	e.Use(s.observe)
-	s.route(e, http.MethodPost, "/v1/requests", s.submit, s.requireToken(opts.APITokens))
-	s.route(e, http.MethodGet, "/v1/requests/:id", s.status, s.requireToken(opts.APITokens))
+	s.route(e, http.MethodPost, "/v1/requests", s.submit, s.requireClient(opts.APITokens))
+	s.route(e, http.MethodGet, "/v1/requests/:id", s.status, s.requireClient(opts.APITokens))
 	s.route(e, http.MethodGet, "/v1/requests/:id/report", s.report)
 	s.route(e, http.MethodGet, "/v1/openapi.json", func(c echo.Context) error {
 		return c.Blob(http.StatusOK, "application/json", OpenAPI)

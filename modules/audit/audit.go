@@ -69,15 +69,16 @@ func Known(typ string) bool {
 }
 
 // allowed are the body fields copied into details: ids, counts, outcomes,
-// error classes and times, and an operator's configured name (staff acting
-// on a request, which the audit log exists to prove; never a subject). Everything else — subject, email, name, detail
+// error classes and times, an operator's configured name (staff acting
+// on a request, which the audit log exists to prove; never a subject) and
+// the configured name of the API client that submitted it. Everything else — subject, email, name, detail
 // (free text from participants), nested bodies and headers — is dropped, so
 // a field added to a contract later stays out of the audit log until it is
 // deliberately allowed here.
 func allowed(field string) bool {
 	switch field {
 	case "request_id", "type", "report_id", "bytes", "sha256", "ready_at", "submitted_at", "template", "participant", "outcome", "attempt", "attempts", "error_class", "http_status", "version", "action", "key", "deliver_at", "routing_key", "exchange",
-		"verification_method", "verified_at", "regulation", "code", "extended_until", "operator", "reason_code":
+		"verification_method", "verified_at", "regulation", "code", "extended_until", "operator", "reason_code", "client":
 		return true
 	}
 	return false

@@ -68,8 +68,8 @@ func (n NearDeadline) Map() map[string]time.Duration {
 
 // ClientRegulation maps one API client to a regulation.
 type ClientRegulation struct {
-	// Client is the caller's name as the API identifies it (today the first
-	// 16 hex characters of its token's digest).
+	// Client is the API client's name: serve.api_clients[].name, or for a
+	// flat serve.api_tokens entry the first 16 hex characters of its digest.
 	Client string `yaml:"client"`
 	// Regulation is gdpr, ccpa or lgpd.
 	Regulation string `yaml:"regulation"`

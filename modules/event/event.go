@@ -124,6 +124,10 @@ type RequestSubmitted struct {
 	// Receipt asks for a receipt email once the request is stored (the
 	// self-service page's requests).
 	Receipt bool `json:"receipt,omitempty"`
+	// Client is the name of the API client that submitted the request
+	// (serve.api_clients, or the self-service page's "privacy-page"); only
+	// it may read the request's status (requests.client).
+	Client string `json:"client,omitempty"`
 }
 
 // RequestReceived is published by the requests manager once it stored a request.

@@ -93,6 +93,9 @@ type reservation struct {
 	ID          string
 	MessageID   string
 	SubmittedAt time.Time
+	// Client is the submitting client; the record's key is scoped by it,
+	// so a record found under the key is that client's too.
+	Client string
 }
 
 type idempotencyStore struct {
@@ -126,8 +129,7 @@ func (s idempotencyStore) claim(ctx context.Context, recordKey, acceptedKey, acc
 	if len(res) != 4 {
 		return 0, reservation{}, fmt.Errorf("claiming idempotency key: unexpected reply %q", res)
 	}
-	var out reservation
-	out.ID, out.MessageID = res[1], res[2]
+	out := reservation{ID: res[1], MessageID: res[2], Client: r.Client}
 	if res[3] != "" {
 		if out.SubmittedAt, err = time.Parse(time.RFC3339Nano, res[3]); err != nil {
 			return 0, reservation{}, fmt.Errorf("claiming idempotency key: bad submitted_at %q", res[3])
@@ -158,19 +160,22 @@ func (s idempotencyStore) finish(ctx context.Context, recordKey, owner, id strin
 }
 
 // acceptedValue is the short record of an accepted id, kept until the
-// requests manager has surely stored it: "type submitted_at".
-func acceptedValue(typ string, submittedAt time.Time) string {
-	return typ + " " + strconv.FormatInt(submittedAt.UnixNano(), 10)
+// requests manager has surely stored it: "type submitted_at client". A
+// record written before requests carried their client has no third field
+// (client "").
+func acceptedValue(typ string, submittedAt time.Time, client string) string {
+	return typ + " " + strconv.FormatInt(submittedAt.UnixNano(), 10) + " " + client
 }
 
-func parseAccepted(v string) (typ string, submittedAt time.Time, ok bool) {
-	typ, ns, found := strings.Cut(v, " ")
+func parseAccepted(v string) (typ string, submittedAt time.Time, client string, ok bool) {
+	typ, rest, found := strings.Cut(v, " ")
 	if !found {
-		return "", time.Time{}, false
+		return "", time.Time{}, "", false
 	}
+	ns, client, _ := strings.Cut(rest, " ")
 	n, err := strconv.ParseInt(ns, 10, 64)
 	if err != nil {
-		return "", time.Time{}, false
+		return "", time.Time{}, "", false
 	}
-	return typ, time.Unix(0, n).UTC(), true
+	return typ, time.Unix(0, n).UTC(), client, true
 }

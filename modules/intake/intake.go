@@ -229,7 +229,7 @@ func (s *Service) Submit(ctx context.Context, caller, idemKey string, sub Submis
 	if err != nil {
 		return Accepted{}, fmt.Errorf("making request id: %w", err)
 	}
-	r := reservation{ID: id.String(), MessageID: uuid.NewString(), SubmittedAt: s.now().UTC()}
+	r := reservation{ID: id.String(), MessageID: uuid.NewString(), SubmittedAt: s.now().UTC(), Client: caller}
 	// A caller that hangs up must not turn a confirmed publish into an
 	// unknown one; the publisher's confirm timeout still bounds the work.
 	work := context.WithoutCancel(ctx)
@@ -261,7 +261,7 @@ func (s *Service) submitIdempotent(ctx, work context.Context, caller, idemKey st
 	deadline := time.Now().Add(s.idem.lease + time.Second)
 	backoff := 5 * time.Millisecond
 	for {
-		outcome, got, err := s.idem.claim(work, key, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt), fp, alt, owner, r)
+		outcome, got, err := s.idem.claim(work, key, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt, r.Client), fp, alt, owner, r)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
@@ -313,7 +313,7 @@ func (s *Service) publishRemembering(ctx context.Context, r reservation, sub Sub
 	if remember {
 		remembered = make(chan error, 1)
 		go func() {
-			remembered <- s.opts.Redis.Set(ctx, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt), s.opts.AcceptedTTL).Err()
+			remembered <- s.opts.Redis.Set(ctx, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt, r.Client), s.opts.AcceptedTTL).Err()
 		}()
 	}
 	err := s.publish(ctx, r, sub)
@@ -342,6 +342,7 @@ func (s *Service) publish(ctx context.Context, r reservation, sub Submission) er
 		Locale:       sub.Locale,
 		Receipt:      sub.Receipt,
 		Regulation:   sub.Regulation,
+		Client:       r.Client,
 	}, nil)
 	if err != nil {
 		return err

@@ -21,7 +21,9 @@ type Status struct {
 	State       string
 	SubmittedAt time.Time
 	ReceivedAt  *time.Time
-	// DueAt is the legal deadline (DueAt of the receipt).
+	// DueAt is the deadline in force: the regulation's deadline from the
+	// receipt, or the later one an operator extended it to (GDPR Art.
+	// 12(3)), which the subject was emailed.
 	DueAt          time.Time
 	CompletedAt    *time.Time
 	UpdatedAt      *time.Time
@@ -30,6 +32,9 @@ type Status struct {
 	LastErrorClass string
 	// Participants is set for erasures once a ParticipantLister is wired.
 	Participants []Participant
+	// Client is the client that submitted the request ("" for one stored
+	// before requests recorded it).
+	Client string
 }
 
 // Status returns the state of request id: the requests manager's row if it
@@ -50,11 +55,12 @@ func (s *Service) Status(ctx context.Context, id string) (Status, error) {
 		State:          string(r.State),
 		SubmittedAt:    r.SubmittedAt.UTC(),
 		ReceivedAt:     utcPtr(r.ReceivedAt),
-		DueAt:          r.DueAt.UTC(),
+		DueAt:          r.Deadline().UTC(),
 		CompletedAt:    r.CompletedAt,
 		UpdatedAt:      utcPtr(r.UpdatedAt),
 		Attempts:       r.Attempts,
 		LastErrorClass: r.LastErrorClass,
+		Client:         r.Client,
 	}
 	if st.CompletedAt != nil {
 		st.CompletedAt = utcPtr(*st.CompletedAt)
@@ -81,11 +87,43 @@ func (s *Service) acceptedStatus(ctx context.Context, id string) (Status, error)
 	if err != nil {
 		return Status{}, fmt.Errorf("%w: reading accepted record of %s: %w", ErrUnavailable, id, err)
 	}
-	typ, at, ok := parseAccepted(v)
+	typ, at, client, ok := parseAccepted(v)
 	if !ok {
 		return Status{}, fmt.Errorf("accepted record of %s is malformed", id)
 	}
-	return Status{ID: id, Type: typ, State: StateSubmitted, SubmittedAt: at, DueAt: DueAt(at)}, nil
+	return Status{ID: id, Type: typ, State: StateSubmitted, SubmittedAt: at, DueAt: DueAt(at), Client: client}, nil
+}
+
+// StatusFor is Status as client c may see it: another client's request is
+// ErrNotFound, exactly as an unknown id is (a 404, not a 403: a client
+// learns nothing about requests that are not its own, not even that they
+// exist).
+func (s *Service) StatusFor(ctx context.Context, c Client, id string) (Status, error) {
+	st, err := s.Status(ctx, id)
+	if err != nil {
+		return Status{}, err
+	}
+	if !c.Owns(st.Client) {
+		return Status{}, ErrNotFound
+	}
+	return st, nil
+}
+
+// CheckOwner returns ErrNotFound unless request id exists and is client c's.
+func (s *Service) CheckOwner(ctx context.Context, c Client, id string) error {
+	ctx = trace.WithRequestID(ctx, id)
+	r, found, err := s.opts.Requests.Get(ctx, id)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if found {
+		if !c.Owns(r.Client) {
+			return ErrNotFound
+		}
+		return nil
+	}
+	_, err = s.StatusFor(ctx, c, id)
+	return err
 }
 
 func utcPtr(t time.Time) *time.Time {

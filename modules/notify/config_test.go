@@ -21,6 +21,9 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		{func(c *notify.Config) { c.From = "" }, "notify.from must be set"},
 		{func(c *notify.Config) { c.Timeout = 0 }, "notify.timeout must be > 0, got 0s"},
 		{func(c *notify.Config) { c.Concurrency = 0 }, "notify.concurrency must be >= 1, got 0"},
+		{func(c *notify.Config) { c.Sessions = 0 }, "notify.sessions must be >= 1, got 0"},
+		{func(c *notify.Config) { c.SessionIdle = 0 }, "notify.session_idle must be > 0, got 0s"},
+		{func(c *notify.Config) { c.SessionMessages = 0 }, "notify.session_messages must be >= 1, got 0"},
 		{func(c *notify.Config) { c.ResendAfter = 0 }, "notify.resend_after must be > 0, got 0s"},
 		{func(c *notify.Config) { c.ResendAfter = c.Timeout }, "notify.resend_after must be longer than notify.timeout (30s), got 30s"},
 	}

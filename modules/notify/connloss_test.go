@@ -139,3 +139,106 @@ func TestNotifierUnderConnectionLoss(t *testing.T) {
 	require.Len(t, msgs, total)
 	t.Logf("%d emails for %d requests after %d connection losses", len(msgs), total, losses)
 }
+
+// TestNotifierWhenTheSMTPServerIsKilledMidSession: two notifiers with
+// pooled SMTP sessions send 300 report emails while the SMTP server is
+// killed (SIGKILL, mid-conversation for the sessions in use and under the
+// idle ones) and started again on its ports, twice. Every email must reach
+// the server; one may arrive twice only where the server's verdict was
+// lost and the notifier resent it after notify.resend_after with the same
+// Message-ID (docs/architecture.md, invariant 2's one exception), so a
+// duplicate's row must show more than one send.
+func TestNotifierWhenTheSMTPServerIsKilledMidSession(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	mp := testkit.StartMailpit(t)
+	cfg := testkit.AMQP(t)
+	topo := bus.Topology{Queues: []bus.Queue{{Name: notify.Consumer, Bindings: []string{event.TypeReportReady}}}}
+	logger := testkit.Logger(t)
+	dial := func(name string) *bus.Conn {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		conn, err := bus.Dial(ctx, cfg, "gdpr-test-"+cfg.Prefix+"-"+name, topo, logger)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
+	}
+	t.Cleanup(func() { testkit.DeleteTopology(t, cfg, topo) })
+	publisher := bus.NewPublisher(dial("publisher"))
+	t.Cleanup(func() { _ = publisher.Close() })
+
+	smtpCfg := smtpConfig(mp)
+	smtpCfg.Timeout = 2 * time.Second
+	var consumers []*bus.Consumer
+	for i := range 2 {
+		sender := notify.NewSMTP(smtpCfg)
+		t.Cleanup(func() { _ = sender.Close() })
+		n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), sender, link,
+			notify.Options{ResendAfter: 3 * time.Second, MessageIDDomain: "test.invalid"}, logger, nil)
+		require.NoError(t, err)
+		c := bus.NewConsumer(dial(fmt.Sprintf("worker%d", i)),
+			bus.ConsumerOptions{Queue: notify.Consumer, Concurrency: 4, RetryBackoff: 100 * time.Millisecond}, n.Handle, logger)
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		require.NoError(t, c.Start(ctx))
+		cancel()
+		consumers = append(consumers, c)
+	}
+	stop := func() {
+		for _, c := range consumers {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_ = c.Stop(ctx)
+			cancel()
+		}
+	}
+	t.Cleanup(stop)
+
+	const total = 300
+	ids := make([]string, total)
+	for i := range ids {
+		ids[i] = uuid.NewString()
+		require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, submitted_at, due_at)
+			VALUES (?, 'access', 'completed', 's', ?, now(), now() + interval '1 month')`,
+			ids[i], fmt.Sprintf("s%d@example.com", i)).Error)
+	}
+	for _, id := range ids {
+		require.NoError(t, publisher.Publish(t.Context(), reportReady(t, id)))
+	}
+	for _, at := range []int{total / 4, total / 2} {
+		testkit.Eventually(t, 2*time.Minute, func() bool {
+			n, err := mp.Count(t.Context())
+			return err == nil && n >= at
+		}, "the server got %d emails", at)
+		mp.Kill()
+		mp.Restart()
+	}
+
+	testkit.Eventually(t, 3*time.Minute, func() bool {
+		var sent int
+		require.NoError(t, gdb.Raw(`SELECT count(*) FROM notifications WHERE state = 'sent'`).Scan(&sent).Error)
+		return sent == total
+	}, "every email is recorded as sent")
+	stop()
+
+	msgs, err := mp.Messages(t.Context())
+	require.NoError(t, err)
+	perMessageID := map[string]int{}
+	for _, m := range msgs {
+		perMessageID[m.MessageID]++
+	}
+	var sends []struct {
+		RequestID string
+		Sends     int
+	}
+	require.NoError(t, gdb.Raw(`SELECT request_id, sends FROM notifications`).Scan(&sends).Error)
+	resent := 0
+	for _, row := range sends {
+		got := perMessageID["report-ready."+row.RequestID+"@test.invalid"]
+		require.GreaterOrEqual(t, got, 1, "email of %s reached the server", row.RequestID)
+		require.LessOrEqual(t, got, row.Sends, "email of %s arrived more often than it was sent", row.RequestID)
+		if row.Sends > 1 {
+			resent++
+		}
+	}
+	require.Len(t, sends, total)
+	t.Logf("%d emails for %d requests after 2 SMTP server kills; %d sent more than once", len(msgs), total, resent)
+}

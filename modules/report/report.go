@@ -25,7 +25,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/source"
 )
@@ -98,8 +97,8 @@ func WithChunkSize(n int) Option { return func(b *Builder) { b.chunk = n } }
 // public development key. New does not warn, because a process may build
 // several builders (`gdpr all` has the worker's and serve's): the process
 // calls this once.
-func WarnDevelopmentKey(cfg config.Report, logger *slog.Logger) {
-	if cfg.EncryptionKey == config.DevEncryptionKey {
+func WarnDevelopmentKey(cfg Config, logger *slog.Logger) {
+	if cfg.EncryptionKey == DevEncryptionKey {
 		logger.Warn("reports are encrypted with the public development key; set report.encryption_key")
 	}
 }
@@ -107,7 +106,7 @@ func WarnDevelopmentKey(cfg config.Report, logger *slog.Logger) {
 // Builder builds, opens and deletes access reports. It is safe for
 // concurrent use.
 type Builder struct {
-	cfg    config.Report
+	cfg    Config
 	logger *slog.Logger
 	// keys are the configured encryption keys, the active one first: new
 	// reports are sealed with it, stored ones open with whichever they name.
@@ -163,7 +162,7 @@ func (f *pooledFlate) Close() error {
 }
 
 // New builds a Builder from cfg. Metrics are registered on reg when it is not nil.
-func New(cfg config.Report, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Builder, error) {
+func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Builder, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}

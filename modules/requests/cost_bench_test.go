@@ -386,17 +386,79 @@ func BenchmarkSteadyLoad(b *testing.B) {
 	for _, rate := range []int{50, 100} {
 		b.Run(fmt.Sprintf("%drps", rate), func(b *testing.B) {
 			for b.Loop() {
-				steadyLoad(b, rate, 30*time.Second)
+				steadyLoad(b, rate, 30*time.Second, nil)
 			}
 		})
 	}
 }
 
-func steadyLoad(b *testing.B, rate int, d time.Duration) {
+// BenchmarkSteadyLoadSMTPSessions runs the 50/s steady load four times,
+// alternating one email per SMTP session (notify.session_messages 1: a
+// connection, greeting and QUIT per email, as before sessions were reused)
+// with the default reuse, and prints the ratios of their means.
+func BenchmarkSteadyLoadSMTPSessions(b *testing.B) {
+	for b.Loop() {
+		var one, reused []steadyFigures
+		for i := range 4 {
+			perSession := 0 // the default
+			if i%2 == 0 {
+				perSession = 1
+			}
+			b.Run(fmt.Sprintf("%d-session_messages=%d", i, perSession), func(b *testing.B) {
+				for b.Loop() {
+					f := steadyLoad(b, 50, 30*time.Second, func(c *config.Config) {
+						if perSession > 0 {
+							c.Notify.SessionMessages = perSession
+						}
+					})
+					if perSession == 1 {
+						one = append(one, f)
+					} else {
+						reused = append(reused, f)
+					}
+				}
+			})
+		}
+		mean := func(fs []steadyFigures, f func(steadyFigures) float64) float64 {
+			return (f(fs[0]) + f(fs[1])) / 2
+		}
+		p99 := mean(reused, func(f steadyFigures) float64 { return f.emailP99 }) / mean(one, func(f steadyFigures) float64 { return f.emailP99 })
+		p50 := mean(reused, func(f steadyFigures) float64 { return f.emailP50 }) / mean(one, func(f steadyFigures) float64 { return f.emailP50 })
+		cpu := mean(reused, func(f steadyFigures) float64 { return f.cpu }) / mean(one, func(f steadyFigures) float64 { return f.cpu })
+		mail := mean(reused, func(f steadyFigures) float64 { return f.mailpit }) / mean(one, func(f steadyFigures) float64 { return f.mailpit })
+		b.ReportMetric(p99, "email_p99_vs_one_per_session")
+		b.ReportMetric(cpu, "cpu_vs_one_per_session")
+		fmt.Printf("reused SMTP sessions vs one per email (50/s, alternating, 2 runs each): submit→email p50 x%.2f, p99 x%.2f; CPU per request x%.2f (Mailpit's x%.2f); load average %s\n",
+			p50, p99, cpu, mail, loadAverage())
+	}
+}
+
+// steadyFigures is what one steady run measured (ms).
+type steadyFigures struct {
+	emailP50, emailP99, cpu, mailpit float64
+}
+
+// loadAverage is /proc/loadavg's first three fields.
+func loadAverage() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func steadyLoad(b *testing.B, rate int, d time.Duration, mutate func(*config.Config)) steadyFigures {
 	n := rate * int(d/time.Second)
 	s := newSystem(b, n, func(c *config.Config) {
 		c.Log.Level = "warn"
 		c.Worker.Concurrency = 16
+		if mutate != nil {
+			mutate(c)
+		}
 	})
 	procs := map[string][]int{}
 	for _, role := range []string{"serve", "worker", "scheduler"} {
@@ -460,6 +522,7 @@ func steadyLoad(b *testing.B, rate int, d time.Duration) {
 	b.ReportMetric(p(email, 0.99), "email_p99_ms")
 	b.ReportMetric(perReq, "cpu_ms/request")
 	fmt.Printf("steady %d access requests/s for %s: submit→completed p50 %.0f ms, p99 %.0f ms; submit→email p50 %.0f ms, p99 %.0f ms (target p99 < 500 ms at 50/s); "+
-		"CPU %.2f ms per request, by process (ms): %s\n",
-		rate, d, p(completed, 0.5), p(completed, 0.99), p(email, 0.5), p(email, 0.99), perReq, formatSplit(split, n))
+		"CPU %.2f ms per request, by process (ms): %s; load average %s\n",
+		rate, d, p(completed, 0.5), p(completed, 0.99), p(email, 0.5), p(email, 0.99), perReq, formatSplit(split, n), loadAverage())
+	return steadyFigures{emailP50: p(email, 0.5), emailP99: p(email, 0.99), cpu: perReq, mailpit: split["mailpit"].Seconds() * 1000 / float64(n)}
 }

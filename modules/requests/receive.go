@@ -99,11 +99,11 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 		// validSubmission parsed it already.
 		reg, _ := deadline.Parse(sub.Regulation)
 		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, subject_phone, subject_identifiers, had_email, submitted_at, due_at, next_attempt_at,
-				traceparent, received_message_id, verification_method, verified_at, locale, receipt, regulation)
-			VALUES (?, ?, ?, ?, ?, ?, ?::jsonb, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?)
+				traceparent, received_message_id, verification_method, verified_at, locale, receipt, regulation, client)
+			VALUES (?, ?, ?, ?, ?, ?, ?::jsonb, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
 			sub.RequestID, sub.Type, StateReceived, sub.Subject.ID, sub.Subject.Email, sub.Subject.Phone, identifiersJSON(sub.Subject.Identifiers), sub.Subject.Email != "", sub.SubmittedAt, reg.DueAt(sub.SubmittedAt),
-			out.Traceparent, out.ID, method, verifiedAt, sub.Locale, sub.Receipt && sub.Subject.Email != "", string(reg))
+			out.Traceparent, out.ID, method, verifiedAt, sub.Locale, sub.Receipt && sub.Subject.Email != "", string(reg), sub.Client)
 		if res.Error != nil {
 			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)
 		}

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/expand"
 )
@@ -27,7 +26,7 @@ type httpSource struct {
 	limits             Limits
 }
 
-func newHTTP(cfg config.Source, client *http.Client, limits Limits) (*httpSource, error) {
+func newHTTP(cfg Config, client *http.Client, limits Limits) (*httpSource, error) {
 	method := strings.ToUpper(cfg.Method)
 	if method == "" {
 		method = http.MethodGet

@@ -17,7 +17,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 )
 
@@ -38,7 +37,21 @@ const (
 	paramPhone     = "phone"
 )
 
-func newSQL(cfg config.Source) (*sqlSource, error) {
+// IdentifierParams returns the names of the named identifiers a SQL query
+// binds (@identifier.<name>), for the configuration's check that each is
+// declared.
+func IdentifierParams(query string) []string {
+	_, params := bindNamed(query, true)
+	var out []string
+	for _, p := range params {
+		if n, ok := strings.CutPrefix(p, identifierPrefix); ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func newSQL(cfg Config) (*sqlSource, error) {
 	driver, dollar := "pgx", true
 	if cfg.Kind == "mysql" {
 		driver, dollar = "mysql", false

@@ -29,6 +29,12 @@ type Mailpit struct {
 	APIURL   string
 	// PID is the server's process id (benchmarks read its CPU time).
 	PID int
+
+	t      testing.TB
+	cmd    *exec.Cmd
+	args   []string
+	dbPath string
+	exited chan struct{}
 }
 
 // MailpitMessage is one captured email as Mailpit's API lists it.
@@ -66,21 +72,32 @@ func StartMailpit(t testing.TB, extra ...string) *Mailpit {
 func startMailpit(t testing.TB, bin string, extra []string) (*Mailpit, error) {
 	smtpPort, httpPort := freePort(t), freePort(t)
 	dbPath := filepath.Join(t.TempDir(), "mailpit.db")
-	cmd := exec.Command(bin,
-		"--smtp", "127.0.0.1:"+strconv.Itoa(smtpPort),
-		"--listen", "127.0.0.1:"+strconv.Itoa(httpPort),
+	args := []string{
+		"--smtp", "127.0.0.1:" + strconv.Itoa(smtpPort),
+		"--listen", "127.0.0.1:" + strconv.Itoa(httpPort),
 		"--database", dbPath,
 		"--max", "100000", "--quiet", "--disable-version-check",
-		"--smtp-auth-accept-any", "--smtp-disable-rdns")
+		"--smtp-auth-accept-any", "--smtp-disable-rdns",
+	}
 	if !slices.Contains(extra, "--smtp-tls-cert") {
 		// Plaintext AUTH is allowed only without TLS (mailpit refuses both).
-		cmd.Args = append(cmd.Args, "--smtp-auth-allow-insecure")
+		args = append(args, "--smtp-auth-allow-insecure")
 	}
-	cmd.Args = append(cmd.Args, extra...)
-	cmd.Stdout, cmd.Stderr = t.Output(), t.Output()
+	args = append(args, extra...)
+	m := &Mailpit{
+		SMTPHost: "127.0.0.1", SMTPPort: smtpPort, APIURL: "http://127.0.0.1:" + strconv.Itoa(httpPort),
+		t: t, args: append([]string{bin}, args...), dbPath: dbPath,
+	}
+	return m, m.spawn()
+}
+
+// spawn runs the server with m's arguments and waits until it answers.
+func (m *Mailpit) spawn() error {
+	cmd := exec.Command(m.args[0], m.args[1:]...)
+	cmd.Stdout, cmd.Stderr = m.t.Output(), m.t.Output()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("running %s: %w", bin, err)
+		return fmt.Errorf("running %s: %w", m.args[0], err)
 	}
 	exited := make(chan struct{})
 	go func() {
@@ -96,24 +113,39 @@ func startMailpit(t testing.TB, bin string, extra []string) (*Mailpit, error) {
 			<-exited
 		}
 	}
-	m := &Mailpit{SMTPHost: "127.0.0.1", SMTPPort: smtpPort, APIURL: "http://127.0.0.1:" + strconv.Itoa(httpPort), PID: cmd.Process.Pid}
+	m.cmd, m.exited, m.PID = cmd, exited, cmd.Process.Pid
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		select {
 		case <-exited:
-			return nil, errors.New("mailpit exited at start")
+			return errors.New("mailpit exited at start")
 		default:
 		}
-		if m.ownsPorts(dbPath) {
-			t.Cleanup(stop)
-			return m, nil
+		if m.ownsPorts(m.dbPath) {
+			m.t.Cleanup(stop)
+			return nil
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return nil, errors.New("mailpit did not come up within 20s")
+			return errors.New("mailpit did not come up within 20s")
 		}
 		time.Sleep(20 * time.Millisecond) //nolint:forbidigo // the polling step of waiting for mailpit to answer
 	}
+}
+
+// Kill ends the server with SIGKILL, mid-conversation for any client, and
+// waits for it to exit; Restart brings it back.
+func (m *Mailpit) Kill() {
+	m.t.Helper()
+	require.NoError(m.t, m.cmd.Process.Kill())
+	<-m.exited
+}
+
+// Restart starts a killed server again on the same ports with the same
+// database, so the emails it captured before are still listed.
+func (m *Mailpit) Restart() {
+	m.t.Helper()
+	require.NoError(m.t, m.spawn(), "restarting mailpit on its ports")
 }
 
 // ownsPorts reports whether the HTTP port is served by the Mailpit that
