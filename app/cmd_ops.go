@@ -107,7 +107,8 @@ func printReconcile(out io.Writer, res reconcile.Result, since, stuckAfter time.
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\nin progress (within threshold): %d\nemail skipped (no address): %d\nfailed: %d\n", res.InProgress, res.EmailSkipped, len(res.Failed))
+	fmt.Fprintf(out, "\nin progress (within threshold): %d\nemail skipped (no address): %d\nclosed by an operator: %d\nfailed: %d\n",
+		res.InProgress, res.EmailSkipped, res.Closed, len(res.Failed))
 	if len(res.Failed) > 0 {
 		tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "FAILED REQUEST\tTYPE\tERROR CLASS")

@@ -389,6 +389,19 @@ func TestStatus(t *testing.T) {
 		require.Nil(t, m["participants"], "only erasures list participants")
 	})
 
+	t.Run("an operator's extension is the deadline shown", func(t *testing.T) {
+		id := "0193a5c2-7e0b-7c4d-8f00-00000000000c"
+		submitted := time.Date(2026, 1, 31, 9, 0, 0, 0, time.UTC)
+		until := time.Date(2026, 4, 28, 9, 0, 1, 0, time.UTC)
+		require.NoError(t, h.db.Exec(`INSERT INTO requests (id, type, state, submitted_at, received_at, due_at, attempts,
+			extended_until, extension_reason, extended_by, extended_at)
+			VALUES (?, 'access', 'processing', ?, ?, ?, 1, ?, 'two archives', 'olga', ?)`,
+			id, submitted, submitted.Add(time.Second), intake.DueAt(submitted.Add(time.Second)), until, submitted.Add(time.Hour)).Error)
+		m := h.status(id).json(t)
+		require.Equal(t, "2026-04-28T09:00:01Z", m["due_at"], "the extended deadline, not the original 2026-02-28")
+		require.NotContains(t, string(h.status(id).body), "two archives", "the reason was emailed, it is no status field")
+	})
+
 	t.Run("erasure lists its participants", func(t *testing.T) {
 		id := "0193a5c2-7e0b-7c4d-8f00-00000000000b"
 		now := time.Now().UTC()

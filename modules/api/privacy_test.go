@@ -424,6 +424,37 @@ func TestPrivacyFormNeedsItsCSRFToken(t *testing.T) {
 	require.Zero(t, n)
 }
 
+// TestPrivacyStatusPageShowsTheExtendedDeadline: once an operator extended
+// a request's deadline (GDPR Art. 12(3)), the status page the subject's
+// link opens shows the extended date, not the original one.
+func TestPrivacyStatusPageShowsTheExtendedDeadline(t *testing.T) {
+	t.Parallel()
+	h := newPageHarness(t, nil)
+	id := "0193a5c2-7e0b-7c4d-8f00-0000000000e1"
+	received := h.clock.now().UTC().Truncate(time.Second)
+	due := received.AddDate(0, 1, 0)
+	until := received.AddDate(0, 3, 0)
+	require.NoError(t, h.db.Exec(`INSERT INTO requests (id, type, state, submitted_at, received_at, due_at, attempts)
+		VALUES (?, 'erasure', 'handed_over', ?, ?, ?, 1)`, id, received, received, due).Error)
+	link := selfservice.StatusURL(h.base, h.key, id, time.Hour, h.clock.now())
+	deadline := regexp.MustCompile(`<dd id="deadline">([^<]*)</dd>`)
+
+	b := h.browser(t)
+	r := b.get(strings.TrimPrefix(link, h.base))
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	m := deadline.FindSubmatch(r.body)
+	require.NotNil(t, m, "no deadline in:\n%s", r.body)
+	require.Equal(t, due.Format("2 January 2006, 15:04 MST"), string(m[1]))
+
+	require.NoError(t, h.db.Exec(`UPDATE requests SET extended_until = ?, extension_reason = 'two archives',
+		extended_by = 'olga', extended_at = now() WHERE id = ?`, until, id).Error)
+	r = b.get(strings.TrimPrefix(link, h.base))
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	m = deadline.FindSubmatch(r.body)
+	require.NotNil(t, m, "no deadline in:\n%s", r.body)
+	require.Equal(t, until.Format("2 January 2006, 15:04 MST"), string(m[1]), "the extended deadline")
+}
+
 // writeFiles writes files (path relative to dir → content) under dir.
 func writeFiles(t *testing.T, dir string, files map[string]string) {
 	t.Helper()

@@ -51,6 +51,9 @@ type Canceller struct {
 	metrics  *Metrics
 	logger   *slog.Logger
 	client   *http.Client
+	// confirmations groups the confirmations of one erasure that arrive
+	// while one of its transactions runs into the next one.
+	confirmations *confirmationGroups
 }
 
 // New returns a canceller over db. metrics may be nil (nothing is recorded).
@@ -66,7 +69,8 @@ func New(db *gorm.DB, sched Scheduler, outbox Outbox, cfg Config, metrics *Metri
 		db: db, sched: sched, outbox: outbox, cfg: cfg, registry: reg, metrics: metrics, logger: logger,
 		// A participant's credentials must not follow a redirect to another
 		// origin, and a DELETE must not become a GET on a 302.
-		client: &http.Client{CheckRedirect: expand.CheckRedirect},
+		client:        &http.Client{CheckRedirect: expand.CheckRedirect},
+		confirmations: &confirmationGroups{running: map[string]*confirmationGroup{}},
 	}, nil
 }
 
@@ -483,26 +487,7 @@ func (c *Canceller) HandleConfirmed(ctx context.Context, m message.Message) erro
 	if _, ok := c.registry.Get(body.Participant); !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownParty, body.Participant)
 	}
-	var fx effects
-	err := c.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		fresh, err := inbox.Claim(ctx, tx, inboxConfirmed, m.ID)
-		if err != nil || !fresh {
-			return err
-		}
-		e, r, ok, err := c.lockParticipant(ctx, tx, body.RequestID, body.Participant)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fmt.Errorf("%w: %q is not a participant of %s", ErrUnknownParty, body.Participant, body.RequestID)
-		}
-		return c.confirm(ctx, tx, e, body, r, &m, &fx)
-	})
-	if err != nil {
-		return fmt.Errorf("recording confirmation of %s by %s: %w", body.RequestID, body.Participant, err)
-	}
-	c.apply(fx)
-	return nil
+	return c.confirmations.submit(ctx, c, &confirmation{m: m, body: body})
 }
 
 func (c *Canceller) confirm(ctx context.Context, tx *gorm.DB, e erasureRow, body event.ErasureConfirmed, r row, cause *message.Message, fx *effects) error {

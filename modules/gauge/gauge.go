@@ -69,7 +69,7 @@ func New(reqs Requests, checker Checker, opts Options, reg prometheus.Registerer
 		logger:   logger,
 		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gdpr_open_requests",
-			Help: "Requests not yet completed or failed, by state (from PostgreSQL).",
+			Help: "Requests not yet completed, failed, cancelled or denied, by state (from PostgreSQL).",
 		}, []string{"state"}),
 		oldest: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gdpr_oldest_open_request_age_seconds",
@@ -77,11 +77,11 @@ func New(reqs Requests, checker Checker, opts Options, reg prometheus.Registerer
 		}),
 		near: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gdpr_requests_near_deadline",
-			Help: "Open requests whose legal deadline (due_at) is within telemetry.near_deadline (default 5 days).",
+			Help: "Open requests whose deadline in force (extended_until, else due_at) is within telemetry.near_deadline (default 5 days).",
 		}),
 		past: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gdpr_requests_past_deadline",
-			Help: "Open requests whose legal deadline (due_at) has passed.",
+			Help: "Open requests whose deadline in force (extended_until, else due_at) has passed.",
 		}),
 		outOfSync: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gdpr_out_of_sync",

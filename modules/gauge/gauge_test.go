@@ -153,3 +153,41 @@ func TestRefreshFailureKeepsRunning(t *testing.T) {
 			value(t, reg, "gdpr_requests_near_deadline", nil) == 0
 	}, "gauges recover once the database answers again")
 }
+
+// TestRequestGaugesIgnoreOperatorEndsAndFollowExtensions: a request an
+// operator cancelled or denied owes nothing more, and an extended deadline
+// (extended_until) is the one in force for near and past.
+func TestRequestGaugesIgnoreOperatorEndsAndFollowExtensions(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	reg := prometheus.NewRegistry()
+	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: time.Hour, NearDeadline: 5 * 24 * time.Hour}, reg, testkit.Logger(t))
+
+	now := time.Now()
+	day := 24 * time.Hour
+	extend := func(id string, until time.Time) {
+		t.Helper()
+		require.NoError(t, gdb.Exec(`UPDATE requests SET extended_until = ?, extended_at = now(), extended_by = 'olga',
+			extension_reason = 'archives' WHERE id = ?`, until, id).Error)
+	}
+	insertRequest(t, gdb, "cancelled", now.Add(-40*day), now.Add(-10*day)) // past, but closed
+	insertRequest(t, gdb, "denied", now.Add(-29*day), now.Add(day))        // near, but closed
+	insertRequest(t, gdb, "received", now.Add(-2*day), now.Add(28*day))    // neither
+	// Near by due_at, extended far away: neither.
+	extend(insertRequest(t, gdb, "received", now.Add(-29*day), now.Add(day)), now.Add(50*day))
+	// Past by due_at, extended to within the window: near.
+	extend(insertRequest(t, gdb, "processing", now.Add(-31*day), now.Add(-day)), now.Add(2*day))
+	// Past by due_at and past its extension too: past.
+	extend(insertRequest(t, gdb, "handed_over", now.Add(-90*day), now.Add(-60*day)), now.Add(-time.Minute))
+
+	require.NoError(t, e.RefreshRequests(t.Context()))
+	for state, want := range map[string]float64{"received": 2, "processing": 1, "handed_over": 1} {
+		require.Equal(t, want, value(t, reg, "gdpr_open_requests", map[string]string{"state": state}), state)
+	}
+	for _, closed := range []string{"cancelled", "denied"} {
+		require.LessOrEqual(t, value(t, reg, "gdpr_open_requests", map[string]string{"state": closed}), 0.0, closed)
+	}
+	require.Equal(t, 1.0, value(t, reg, "gdpr_requests_near_deadline", nil))
+	require.Equal(t, 1.0, value(t, reg, "gdpr_requests_past_deadline", nil))
+	require.InDelta(t, (90 * day).Seconds(), value(t, reg, "gdpr_oldest_open_request_age_seconds", nil), 120)
+}

@@ -21,7 +21,9 @@ type Status struct {
 	State       string
 	SubmittedAt time.Time
 	ReceivedAt  *time.Time
-	// DueAt is the legal deadline (DueAt of the receipt).
+	// DueAt is the deadline in force: the regulation's deadline from the
+	// receipt, or the later one an operator extended it to (GDPR Art.
+	// 12(3)), which the subject was emailed.
 	DueAt          time.Time
 	CompletedAt    *time.Time
 	UpdatedAt      *time.Time
@@ -53,7 +55,7 @@ func (s *Service) Status(ctx context.Context, id string) (Status, error) {
 		State:          string(r.State),
 		SubmittedAt:    r.SubmittedAt.UTC(),
 		ReceivedAt:     utcPtr(r.ReceivedAt),
-		DueAt:          r.DueAt.UTC(),
+		DueAt:          r.Deadline().UTC(),
 		CompletedAt:    r.CompletedAt,
 		UpdatedAt:      utcPtr(r.UpdatedAt),
 		Attempts:       r.Attempts,

@@ -275,6 +275,12 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 // returns send=false when there is nothing to send: sent before, skipped,
 // or the subject has no email address.
 func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notification) (to recipient, messageID string, send bool, err error) {
+	if nt.template != TemplateRequestReceived {
+		var first bool
+		if to, messageID, first, err = n.beginFirst(ctx, nt); err != nil || first {
+			return to, messageID, first, err
+		}
+	}
 	err = n.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if nt.template == TemplateRequestReceived {
 			// Only requests that asked for a receipt get one; the others
@@ -373,6 +379,31 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		return nil
 	})
 	return to, messageID, send, err
+}
+
+// beginFirst is begin for the common case, the first delivery of an email
+// to an address, in two statements and no transaction of its own: the
+// address, then the 'sending' row inserted if no row exists. Each is atomic
+// alone and nothing in between needs a lock: the insert decides, as the
+// transaction's insert did, which delivery sends. first=false (an address
+// is missing, or a row exists: sent, skipped, in flight or stale) leaves
+// the decision to begin's transaction.
+func (n *Notifier) beginFirst(ctx context.Context, nt notification) (to recipient, messageID string, first bool, err error) {
+	rcpt, stored, err := n.requests.Recipient(ctx, n.db, nt.requestID)
+	if err != nil || !stored || rcpt.Email == "" {
+		return recipient{}, "", false, err
+	}
+	messageID = strings.ReplaceAll(nt.template, "_", "-") + "." + nt.requestID + "@" + n.cfg.MessageIDDomain
+	res := n.db.WithContext(ctx).Exec(`INSERT INTO notifications (key, request_id, template, message_id, state, sends)
+		VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (key) DO NOTHING`,
+		nt.key, nt.requestID, nt.template, messageID, StateSending)
+	if res.Error != nil {
+		return recipient{}, "", false, fmt.Errorf("recording notification %s sending: %w", nt.key, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return recipient{}, "", false, nil
+	}
+	return recipient{email: rcpt.Email, locale: rcpt.Locale, kind: rcpt.Kind, dueAt: rcpt.DueAt.UTC()}, messageID, true, nil
 }
 
 // finish marks the notification done, records the message in the inbox and

@@ -87,9 +87,13 @@ type Result struct {
 	// with an address that got no email is out of sync instead, whatever
 	// its row holds now, unless the subject's erasure removed the address
 	// first (reason "erased"), which is counted here too.
-	EmailSkipped int      `json:"email_skipped"`
-	Stuck        []Stuck  `json:"stuck"`
-	Failed       []Failed `json:"failed"`
+	EmailSkipped int `json:"email_skipped"`
+	// Closed counts requests an operator cancelled or denied
+	// (modules/officer): they pass no further stage by design, so they are
+	// neither stuck nor failed, whatever they reached before.
+	Closed int      `json:"closed"`
+	Stuck  []Stuck  `json:"stuck"`
+	Failed []Failed `json:"failed"`
 }
 
 // InSync reports whether no request is stuck.
@@ -299,6 +303,10 @@ func (r *Result) add(t *track, now time.Time, stuckAfter time.Duration) {
 		if t.reached[s] {
 			r.Counts[kind][s]++
 		}
+	}
+	if t.state == requests.StateCancelled || t.state == requests.StateDenied {
+		r.Closed++
+		return
 	}
 	if t.failed {
 		r.Failed = append(r.Failed, Failed{RequestID: t.id, Type: kind, ErrorClass: t.errClass})

@@ -245,3 +245,25 @@ func TestEmailOwedIsDerivedFromTheSubmission(t *testing.T) {
 	require.Len(t, res.Stuck, 3)
 	require.NotContains(t, stuckIDs(res), suppressed, "no notification yet: maybe still on its way")
 }
+
+// TestOperatorEndsAreClosedNotStuck: a request an operator cancelled or
+// denied passes no further stage by design, so it counts as closed, not as
+// stuck and not as failed (even when it failed before the operator ended it).
+func TestOperatorEndsAreClosedNotStuck(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	checker := reconcile.New(gdb, reconcile.Stores(gdb))
+	hourAgo := time.Now().Add(-time.Hour)
+
+	seed{kind: event.KindAccess, stages: accessStages[:2], at: hourAgo, state: "cancelled"}.write(t, gdb)
+	seed{kind: event.KindErasure, stages: erasureStages[:2], at: hourAgo, state: "denied", hadEmail: true}.write(t, gdb)
+	seed{kind: event.KindAccess, stages: accessStages[:2], at: hourAgo, state: "cancelled", failed: true}.write(t, gdb)
+	seed{kind: event.KindErasure, stages: erasureStages[:2], at: hourAgo, state: "denied", failed: true}.write(t, gdb)
+	open := seed{kind: event.KindAccess, stages: accessStages[:2], at: hourAgo, state: "received"}.write(t, gdb)
+
+	res, err := checker.Check(t.Context(), reconcile.Options{Since: 24 * time.Hour, StuckAfter: 15 * time.Minute})
+	require.NoError(t, err)
+	require.Equal(t, 4, res.Closed)
+	require.Empty(t, res.Failed)
+	require.Equal(t, map[string]string{open: reconcile.StageReportGenerated}, stuckIDs(res), "only the open request is stuck")
+}

@@ -47,9 +47,12 @@ type AdminRow struct {
 	ExtendedBy      string     `json:"extended_by,omitempty"`
 	ExtendedAt      *time.Time `json:"extended_at,omitempty"`
 	// Deadline is the deadline in force: extended_until, else due_at.
-	Deadline       time.Time  `json:"deadline"`
-	CompletedAt    *time.Time `json:"completed_at,omitempty"`
-	Attempts       int        `json:"attempts"`
+	Deadline    time.Time  `json:"deadline"`
+	CompletedAt *time.Time `json:"completed_at,omitempty"`
+	Attempts    int        `json:"attempts"`
+	// Retries counts the operator's retries; attempts counts the current
+	// generation's attempts only.
+	Retries        int        `json:"retries"`
 	NextAttemptAt  *time.Time `json:"next_attempt_at,omitempty"`
 	LastErrorClass string     `json:"last_error_class,omitempty"`
 	DenialCode     string     `json:"denial_code,omitempty"`
@@ -65,6 +68,9 @@ type AdminRow struct {
 
 // Attempt is one processing attempt of a request.
 type Attempt struct {
+	// Generation is 0 for the attempts before any retry, n for those after
+	// the n-th operator's retry; Attempt counts from 1 within it.
+	Generation    int        `json:"generation"`
 	Attempt       int        `json:"attempt"`
 	StartedAt     time.Time  `json:"started_at"`
 	FinishedAt    *time.Time `json:"finished_at,omitempty"`
@@ -121,7 +127,7 @@ type cursor struct {
 
 const rowColumns = `r.id::text AS id, r.type, r.state, r.regulation, r.submitted_at, r.received_at, r.due_at,
 	r.extended_until, r.extension_reason, r.extended_by, r.extended_at, COALESCE(r.extended_until, r.due_at) AS deadline,
-	r.completed_at, r.attempts, r.next_attempt_at, r.last_error_class, r.denial_code, r.closed_reason, r.closed_by,
+	r.completed_at, r.attempts, r.retries, r.next_attempt_at, r.last_error_class, r.denial_code, r.closed_reason, r.closed_by,
 	r.closed_at, r.updated_at, r.had_email,
 	(SELECT count(*) FROM erasure_participants p WHERE p.request_id = r.id
 		AND p.state IN ('overdue', 'failed', 'cannot_erase')) AS participants_overdue`
@@ -329,8 +335,8 @@ func (s *Store) get(ctx context.Context, db *gorm.DB, id string, lock bool) (Adm
 		return r, nil, nil
 	}
 	var attempts []Attempt
-	if err := db.WithContext(ctx).Raw(`SELECT attempt, started_at, finished_at, outcome, error_class, next_attempt_at
-		FROM request_attempts WHERE request_id = ? ORDER BY attempt`, id).Scan(&attempts).Error; err != nil {
+	if err := db.WithContext(ctx).Raw(`SELECT generation, attempt, started_at, finished_at, outcome, error_class, next_attempt_at
+		FROM request_attempts WHERE request_id = ? ORDER BY generation, attempt`, id).Scan(&attempts).Error; err != nil {
 		return r, nil, fmt.Errorf("loading attempts of %s: %w", id, err)
 	}
 	if attempts == nil {
@@ -364,12 +370,13 @@ type change struct {
 }
 
 // Retry puts a failed request back to work in place: same id, same
-// due_at, attempts counted from zero again, due now. Only a failed
+// due_at, attempts counted from zero again in a new generation (the
+// failed run's attempts stay in the history), due now. Only a failed
 // request can be retried.
 func (s *Store) Retry(ctx context.Context, id string, within Within) (AdminRow, bool, error) {
 	return s.apply(ctx, id, change{
 		allowed: []string{string(StateFailed)},
-		sql: `UPDATE requests SET state = 'received', attempts = 0, last_error_class = '', next_attempt_at = now(),
+		sql: `UPDATE requests SET state = 'received', attempts = 0, retries = retries + 1, last_error_class = '', next_attempt_at = now(),
 			lease_until = NULL, updated_at = now()`,
 		within: within,
 	})

@@ -37,7 +37,7 @@ type Row = record.Row
 // Get returns request id; found is false when the requests manager has not
 // stored it.
 func (s *Store) Get(ctx context.Context, id string) (r Row, found bool, err error) {
-	res := s.db.WithContext(ctx).Raw(`SELECT id, type, state, submitted_at, received_at, due_at, completed_at,
+	res := s.db.WithContext(ctx).Raw(`SELECT id, type, state, submitted_at, received_at, due_at, extended_until, completed_at,
 		attempts, next_attempt_at, last_error_class, updated_at, client FROM requests WHERE id = ?`, id).Scan(&r)
 	if res.Error != nil {
 		return Row{}, false, fmt.Errorf("reading request %s: %w", id, res.Error)
@@ -56,7 +56,8 @@ type OpenStats struct {
 }
 
 // Open reads the open requests' counts and deadlines; near is how close to
-// due_at counts as near the deadline.
+// the deadline in force (an operator's extended_until, else due_at) counts
+// as near it. A request an operator cancelled or denied is finished.
 func (s *Store) Open(ctx context.Context, near time.Duration) (OpenStats, error) {
 	db := s.db.WithContext(ctx)
 	var byState []struct {
@@ -74,8 +75,9 @@ func (s *Store) Open(ctx context.Context, near time.Duration) (OpenStats, error)
 	}
 	if err := db.Raw(`SELECT
 			COALESCE(EXTRACT(EPOCH FROM now() - min(submitted_at)), 0)::float8 AS oldest_seconds,
-			count(*) FILTER (WHERE due_at > now() AND due_at <= now() + make_interval(secs => ?)) AS near,
-			count(*) FILTER (WHERE due_at <= now()) AS past
+			count(*) FILTER (WHERE COALESCE(extended_until, due_at) > now()
+				AND COALESCE(extended_until, due_at) <= now() + make_interval(secs => ?)) AS near,
+			count(*) FILTER (WHERE COALESCE(extended_until, due_at) <= now()) AS past
 		FROM requests WHERE state NOT IN ?`, near.Seconds(), finished()).Scan(&st).Error; err != nil {
 		return OpenStats{}, fmt.Errorf("reading request deadlines: %w", err)
 	}
@@ -86,7 +88,10 @@ func (s *Store) Open(ctx context.Context, near time.Duration) (OpenStats, error)
 	return out, nil
 }
 
-func finished() []State { return []State{StateCompleted, StateFailed} }
+// finished are the states the gauges do not count as open: the
+// requests manager's ends and the operator's (a failed request waits for
+// an operator, and its own gauge and alert, not the open-request ones).
+func finished() []State { return []State{StateCompleted, StateFailed, StateCancelled, StateDenied} }
 
 // SubmittedSince returns the ids of the requests submitted at or after since.
 func (s *Store) SubmittedSince(ctx context.Context, since time.Time) ([]string, error) {

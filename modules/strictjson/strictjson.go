@@ -2,7 +2,9 @@
 // decodes input from outside: an object member given twice (the last one
 // wins, so {"type":"access","type":"erasure"} decodes as an erasure) and a
 // member name that matches a struct field only when case is ignored
-// ({"TYPE":…} fills Type). It checks a document with a tokenizing pass;
+// ({"TYPE":…} fills Type), and a string that is not valid UTF-8 or holds an
+// unpaired surrogate escape ("\ud800"), which encoding/json rewrites to
+// U+FFFD, so that two different identifiers would be stored as one. It checks a document with a tokenizing pass;
 // decoding stays with encoding/json.
 package strictjson
 
@@ -14,6 +16,8 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // ErrStrict marks the errors of Check.
@@ -44,7 +48,7 @@ func (e *MemberError) Is(target error) bool { return target == ErrStrict }
 // refused here either (json.Decoder.DisallowUnknownFields does that where
 // wanted).
 func Check(data []byte, v any) error {
-	c := checker{dec: json.NewDecoder(bytes.NewReader(data)), fields: map[reflect.Type]map[string]reflect.Type{}}
+	c := checker{data: data, dec: json.NewDecoder(bytes.NewReader(data)), fields: map[reflect.Type]map[string]reflect.Type{}}
 	var t reflect.Type
 	if v != nil {
 		t = reflect.TypeOf(v)
@@ -58,7 +62,8 @@ func Check(data []byte, v any) error {
 }
 
 type checker struct {
-	dec *json.Decoder
+	data []byte
+	dec  *json.Decoder
 	// fields caches each struct type's JSON member names and field types.
 	fields map[reflect.Type]map[string]reflect.Type
 }
@@ -70,9 +75,15 @@ func (c *checker) value(t reflect.Type, path string, depth int) error {
 	if depth > maxDepth {
 		return errStop
 	}
+	start := c.dec.InputOffset()
 	tok, err := c.dec.Token()
 	if err != nil {
 		return errStop
+	}
+	if _, ok := tok.(string); ok {
+		if msg := c.badText(start); msg != "" {
+			return &MemberError{Path: or(path, "body"), Message: msg}
+		}
 	}
 	switch tok {
 	case json.Delim('{'):
@@ -96,6 +107,7 @@ func (c *checker) object(t reflect.Type, path string, depth int) error {
 	}
 	seen := map[string]bool{}
 	for c.dec.More() {
+		start := c.dec.InputOffset()
 		tok, err := c.dec.Token()
 		if err != nil {
 			return errStop
@@ -105,6 +117,9 @@ func (c *checker) object(t reflect.Type, path string, depth int) error {
 			return errStop
 		}
 		member := join(path, name)
+		if msg := c.badText(start); msg != "" {
+			return &MemberError{Path: member, Message: "member name " + msg}
+		}
 		if seen[name] {
 			return &MemberError{Path: member, Message: fmt.Sprintf("duplicate member %q", name)}
 		}
@@ -198,6 +213,59 @@ func deref(t reflect.Type) reflect.Type {
 		t = t.Elem()
 	}
 	return t
+}
+
+// badText describes what is wrong with the raw bytes of the string token
+// that the decoder read from offset start on, or returns "". The span may
+// also hold the separators before the token, which are ASCII and no escape.
+func (c *checker) badText(start int64) string {
+	raw := c.data[start:c.dec.InputOffset()]
+	if !utf8.Valid(raw) {
+		return "must be valid UTF-8"
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++
+		if i >= len(raw) || raw[i] != 'u' {
+			continue
+		}
+		r, ok := hex4(raw[i+1:])
+		if !ok {
+			return "" // malformed: the decoder's business
+		}
+		i += 4
+		switch {
+		case utf16.IsSurrogate(r) && r < 0xdc00:
+			// A high surrogate must be followed by an escaped low one.
+			if i+2 < len(raw) && raw[i+1] == '\\' && raw[i+2] == 'u' {
+				if lo, ok := hex4(raw[i+3:]); ok && lo >= 0xdc00 && lo <= 0xdfff {
+					i += 6
+					continue
+				}
+			}
+			return "must not hold an unpaired surrogate escape"
+		case utf16.IsSurrogate(r):
+			return "must not hold an unpaired surrogate escape"
+		}
+	}
+	return ""
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(string(b[:4]), 16, 16)
+	return rune(n), err == nil
+}
+
+func or(s, fallback string) string {
+	if s == "" {
+		return fallback
+	}
+	return s
 }
 
 func join(path, name string) string {

@@ -61,6 +61,18 @@ func TestCheck(t *testing.T) {
 		{"malformed is left to the decoder", `{"type":"access",`, "", ""},
 		{"duplicate empty name", `{"subject":{"":1,"":2}}`, `subject.""`, `duplicate member ""`},
 		{"not an object", `[1,2,{"a":1,"a":2}]`, "[2].a", `duplicate member "a"`},
+		{"invalid UTF-8 in a value", "{\"subject\":{\"id\":\"p-\xff\"}}", "subject.id", "must be valid UTF-8"},
+		{"invalid UTF-8 in a name", "{\"subject\":{\"i\xc3\":\"p\"}}", "subject.i\ufffd", "member name must be valid UTF-8"},
+		{"a truncated sequence", "{\"type\":\"\xe2\x82\"}", "type", "must be valid UTF-8"},
+		{"a lone high surrogate", `{"subject":{"id":"p-\ud800"}}`, "subject.id", "unpaired surrogate"},
+		{"a lone low surrogate", `{"subject":{"id":"p-\udc00x"}}`, "subject.id", "unpaired surrogate"},
+		{"a high surrogate before a non-surrogate escape", `{"subject":{"id":"\ud800\u0041"}}`, "subject.id", "unpaired surrogate"},
+		{"two high surrogates", `{"subject":{"id":"\ud83d\ud83d"}}`, "subject.id", "unpaired surrogate"},
+		{"a lone surrogate in a top-level string", `"\ud800"`, "body", "unpaired surrogate"},
+		{"a paired surrogate is fine", `{"subject":{"id":"p-\ud83d\ude00"}}`, "", ""},
+		{"raw UTF-8 is fine", `{"subject":{"id":"J\u00fcrgen-` + "\u00fc\U0001F600" + `"}}`, "", ""},
+		{"an escaped backslash before u is no escape", `{"subject":{"id":"\\ud800"}}`, "", ""},
+		{"U+FFFD sent as such is fine", `{"subject":{"id":"` + "\ufffd" + `"}}`, "", ""},
 		{"deep nesting stops quietly", strings.Repeat("[", 20000) + strings.Repeat("]", 20000), "", ""},
 	}
 	for _, tc := range cases {

@@ -22,12 +22,15 @@ const (
 // Row is a stored request as a status shows it: progress and deadline,
 // never the subject.
 type Row struct {
-	ID             string
-	Type           string
-	State          State
-	SubmittedAt    time.Time
-	ReceivedAt     time.Time
-	DueAt          time.Time
+	ID          string
+	Type        string
+	State       State
+	SubmittedAt time.Time
+	ReceivedAt  time.Time
+	DueAt       time.Time
+	// ExtendedUntil is the deadline an operator extended due_at to (GDPR
+	// Art. 12(3)), nil when not extended; when set it is the one in force.
+	ExtendedUntil  *time.Time
 	CompletedAt    *time.Time
 	Attempts       int
 	NextAttemptAt  time.Time
@@ -35,6 +38,15 @@ type Row struct {
 	UpdatedAt      time.Time
 	// Client is the API client that submitted the request (requests.client).
 	Client string
+}
+
+// Deadline is the deadline in force: the extension when there is one,
+// else due_at.
+func (r Row) Deadline() time.Time {
+	if r.ExtendedUntil != nil {
+		return *r.ExtendedUntil
+	}
+	return r.DueAt
 }
 
 // DeletedReport says whether, when and why the report of a request was deleted.

@@ -1,0 +1,142 @@
+package erasure
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"gorm.io/gorm"
+
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/inbox"
+	"github.com/gdpr-oss/gdpr/modules/message"
+)
+
+// Confirmations of one erasure all take its row lock (lock), so handled one
+// transaction each they queue behind each other: with ten participants
+// answering at once, the tenth waits for nine commits. Instead, the
+// confirmations of one erasure that arrive while a transaction of that
+// erasure is running are recorded together in the next transaction, each
+// under its own savepoint, and every handler returns (and its delivery is
+// acknowledged) only after the transaction holding its confirmation
+// committed. Across replicas the row lock still serialises their
+// transactions; within one process a confirmation never waits for more than
+// the transaction in progress.
+
+// confirmation is one erasure.confirmed message waiting for its transaction.
+type confirmation struct {
+	m    message.Message
+	body event.ErasureConfirmed
+	fx   effects
+	err  error
+}
+
+// confirmationBatch is the confirmations that go into one transaction.
+type confirmationBatch struct {
+	items []*confirmation
+	done  chan struct{}
+}
+
+// confirmationGroup is one erasure's transaction in progress and the batch
+// that gathers behind it.
+type confirmationGroup struct {
+	next *confirmationBatch
+}
+
+type confirmationGroups struct {
+	mu      sync.Mutex
+	running map[string]*confirmationGroup
+}
+
+// submit records cf: at once in its own transaction when none of its
+// erasure is running, else in the next batch, which the handler of the
+// running transaction commits after its own.
+func (g *confirmationGroups) submit(ctx context.Context, c *Canceller, cf *confirmation) error {
+	id := cf.body.RequestID
+	g.mu.Lock()
+	if grp, ok := g.running[id]; ok {
+		if grp.next == nil {
+			grp.next = &confirmationBatch{done: make(chan struct{})}
+		}
+		b := grp.next
+		b.items = append(b.items, cf)
+		g.mu.Unlock()
+		// Not bounded by ctx: the running handler records cf whatever this
+		// delivery does meanwhile, and the answer must follow that commit.
+		<-b.done
+		return cf.err
+	}
+	grp := &confirmationGroup{}
+	g.running[id] = grp
+	g.mu.Unlock()
+
+	c.recordConfirmations(ctx, []*confirmation{cf})
+	for {
+		g.mu.Lock()
+		b := grp.next
+		grp.next = nil
+		if b == nil {
+			delete(g.running, id)
+			g.mu.Unlock()
+			return cf.err
+		}
+		g.mu.Unlock()
+		// The batch belongs to other deliveries: this one's cancellation
+		// (a drain at shutdown) must not fail them.
+		c.recordConfirmations(context.WithoutCancel(ctx), b.items)
+		close(b.done)
+	}
+}
+
+// recordConfirmations records cfs in one transaction and sets each one's
+// err. With more than one, each runs under a savepoint, so that one that
+// fails (an unknown participant, a bad row) leaves the others in.
+func (c *Canceller) recordConfirmations(ctx context.Context, cfs []*confirmation) {
+	err := c.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if len(cfs) == 1 {
+			cfs[0].err = c.recordConfirmation(ctx, tx, cfs[0])
+			return cfs[0].err
+		}
+		for i, cf := range cfs {
+			sp := "confirmation_" + strconv.Itoa(i)
+			if err := tx.SavePoint(sp).Error; err != nil {
+				return fmt.Errorf("savepoint: %w", err)
+			}
+			if cf.err = c.recordConfirmation(ctx, tx, cf); cf.err != nil {
+				if err := tx.RollbackTo(sp).Error; err != nil {
+					return fmt.Errorf("rolling back to savepoint: %w", err)
+				}
+			}
+		}
+		return nil
+	})
+	for _, cf := range cfs {
+		switch {
+		case cf.err != nil:
+			cf.err = fmt.Errorf("recording confirmation of %s by %s: %w", cf.body.RequestID, cf.body.Participant, cf.err)
+		case err != nil:
+			cf.err = fmt.Errorf("recording confirmation of %s by %s: %w", cf.body.RequestID, cf.body.Participant, err)
+		default:
+			c.apply(cf.fx)
+		}
+	}
+}
+
+// recordConfirmation is one confirmation's part of a transaction: the inbox
+// claim, then the erasure's and the participant's rows read again under the
+// lock (an earlier confirmation of the same transaction may have changed them).
+func (c *Canceller) recordConfirmation(ctx context.Context, tx *gorm.DB, cf *confirmation) error {
+	fresh, err := inbox.Claim(ctx, tx, inboxConfirmed, cf.m.ID)
+	if err != nil || !fresh {
+		return err
+	}
+	e, r, ok, err := c.lockParticipant(ctx, tx, cf.body.RequestID, cf.body.Participant)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: %q is not a participant of %s", ErrUnknownParty, cf.body.Participant, cf.body.RequestID)
+	}
+	return c.confirm(ctx, tx, e, cf.body, r, &cf.m, &cf.fx)
+}
