@@ -62,7 +62,9 @@ type AdminRow struct {
 	UpdatedAt      time.Time  `json:"updated_at"`
 	HadEmail       bool       `json:"had_email"`
 	// ParticipantsOverdue counts the erasure's participants an operator
-	// must act on (overdue, failed, cannot_erase).
+	// must act on (overdue, failed, cannot_erase). The canceller owns
+	// them: the officer fills it in (erasure.Lister.AttentionCounts);
+	// this store leaves it 0.
 	ParticipantsOverdue int `json:"participants_overdue"`
 }
 
@@ -99,12 +101,16 @@ type Filter struct {
 	// NearDeadline: open, not yet due, due within Near[regulation].
 	NearDeadline bool
 	Near         map[string]time.Duration
-	// ParticipantOverdue: an erasure with a participant an operator must act on.
-	ParticipantOverdue bool
-	SubmittedAfter     time.Time
-	SubmittedBefore    time.Time
-	Sort               string
-	Limit              int
+	// ParticipantOverdue: an erasure with a participant an operator must
+	// act on. The canceller knows which those are, so the caller sets
+	// ParticipantOverdueIDs with it (the officer does,
+	// erasure.Lister.AttentionRequests); List selects those ids.
+	ParticipantOverdue    bool
+	ParticipantOverdueIDs []string
+	SubmittedAfter        time.Time
+	SubmittedBefore       time.Time
+	Sort                  string
+	Limit                 int
 	// Cursor continues a previous page (Page.Next).
 	Cursor string
 }
@@ -128,9 +134,7 @@ type cursor struct {
 const rowColumns = `r.id::text AS id, r.type, r.state, r.regulation, r.submitted_at, r.received_at, r.due_at,
 	r.extended_until, r.extension_reason, r.extended_by, r.extended_at, COALESCE(r.extended_until, r.due_at) AS deadline,
 	r.completed_at, r.attempts, r.retries, r.next_attempt_at, r.last_error_class, r.denial_code, r.closed_reason, r.closed_by,
-	r.closed_at, r.updated_at, r.had_email,
-	(SELECT count(*) FROM erasure_participants p WHERE p.request_id = r.id
-		AND p.state IN ('overdue', 'failed', 'cannot_erase')) AS participants_overdue`
+	r.closed_at, r.updated_at, r.had_email`
 
 // nearExpr is the near-deadline window of r's regulation, in seconds.
 func nearExpr(near map[string]time.Duration) (string, []any) {
@@ -192,8 +196,12 @@ func (s *Store) List(ctx context.Context, f Filter) (Page, error) {
 		args = append(append(args, open), nargs...)
 	}
 	if f.ParticipantOverdue {
-		where = append(where, `EXISTS (SELECT 1 FROM erasure_participants p JOIN erasures e USING (request_id)
-			WHERE p.request_id = r.id AND p.state IN ('overdue', 'failed', 'cannot_erase') AND e.state IN ('open', 'completed'))`)
+		if len(f.ParticipantOverdueIDs) == 0 {
+			where = append(where, "false")
+		} else {
+			where = append(where, "r.id IN ?")
+			args = append(args, f.ParticipantOverdueIDs)
+		}
 	}
 	if !f.SubmittedAfter.IsZero() {
 		where = append(where, "r.submitted_at >= ?")
@@ -448,6 +456,20 @@ func (s *Store) Extend(ctx context.Context, id, by string, until time.Time, reas
 		args:   func() []any { return []any{target, reason, by} },
 		within: within,
 	})
+}
+
+// ExtendedUntilIn reads the deadline Extend set, in the caller's
+// transaction (the one Extend's within runs in, so the email names the
+// deadline that committed with it).
+func (s *Store) ExtendedUntilIn(ctx context.Context, tx *gorm.DB, id string) (time.Time, error) {
+	var until *time.Time
+	if err := tx.WithContext(ctx).Raw(`SELECT extended_until FROM requests WHERE id = ?`, id).Scan(&until).Error; err != nil {
+		return time.Time{}, fmt.Errorf("reading the extension of %s: %w", id, err)
+	}
+	if until == nil {
+		return time.Time{}, fmt.Errorf("%w: request %s has no extension", ErrConflict, id)
+	}
+	return *until, nil
 }
 
 func (s *Store) apply(ctx context.Context, id string, c change) (before AdminRow, changed bool, err error) {
