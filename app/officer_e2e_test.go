@@ -199,6 +199,13 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 	require.Contains(t, []string{"received", "processing", "failed"}, res.Request.State)
 	d = r.waitState(t, a, "failed")
 	require.Equal(t, 1, d.Request.Attempts, "attempts started again")
+	require.Equal(t, 1, d.Request.Retries)
+	runs := make([][2]int, 0, len(d.Attempts))
+	for _, at := range d.Attempts {
+		runs = append(runs, [2]int{at.Generation, at.Attempt})
+		require.Equal(t, "failed", at.Outcome)
+	}
+	require.Equal(t, [][2]int{{0, 1}, {1, 1}}, runs, "the detail shows the failed run's attempt and the retry's")
 
 	// Extension: beyond the limit 400, then the default (45 more days), once.
 	code, _, out = r.act(t, op, base(a)+"/extend", map[string]any{"reason": "x", "until": due.AddDate(0, 0, 46).Format(time.RFC3339)})
