@@ -11,6 +11,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,6 +130,38 @@ func TestDemoNewcomerPath(t *testing.T) {
 	require.NotEmpty(t, metrics, "a metrics command")
 	require.NotEmpty(t, reconcile, "a reconcile command")
 	require.Contains(t, mailpit, "http://127.0.0.1:", "the Mailpit web address")
+	pages := map[string]bool{}
+	for _, line := range strings.Split(printed, "\n") {
+		if line = strings.TrimSpace(line); strings.HasPrefix(line, "http://") && (strings.HasSuffix(line, "/privacy") || strings.HasSuffix(line, "/admin/")) {
+			pages[line] = true
+		}
+	}
+	require.Len(t, pages, 2, "the privacy page and the console are printed:\n%s", printed)
+	for page := range pages {
+		resp, err := http.Get(page)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		// The console answers with its sign-in page (after a redirect).
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %s", page, body)
+	}
+	// The console's sign-in works with the token the demo prints.
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	officer := &http.Client{Jar: jar}
+	var console string
+	for page := range pages {
+		if strings.HasSuffix(page, "/admin/") {
+			console = page
+		}
+	}
+	require.Contains(t, printed, "demo-officer-token")
+	resp, err := officer.PostForm(console+"signin", url.Values{"token": {"demo-officer-token"}})
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.Contains(t, string(body), "olga (operator)", "signed in as the demo's operator")
 
 	shell := func(line string) (string, error) {
 		cmd := exec.CommandContext(t.Context(), "bash", "-c", line)
@@ -362,7 +396,10 @@ func cleanupDemoBroker(t *testing.T, cfg config.Config) {
 	})
 }
 
-var linkPattern = regexp.MustCompile(`http://\S+/report\?token=\S+`)
+var (
+	buttonPattern   = regexp.MustCompile(`id="download-button" href="([^"]+/report\?token=[^"&]+)"`)
+	pageLinkPattern = regexp.MustCompile(`http://\S+/privacy/download\?\S+`)
+)
 
 // downloadReport follows the report email's link and returns the ZIP's
 // manifest and the link.
@@ -386,9 +423,24 @@ func downloadReport(t *testing.T, mp *testkit.Mailpit) (struct {
 			text = body.Text
 		}
 	}
-	link := linkPattern.FindString(text)
-	require.NotEmpty(t, link, "a download link in:\n%s", text)
-	resp, err := http.Get(link)
+	// With the privacy page on, the email links to its download page,
+	// whose button is the report's link.
+	page := pageLinkPattern.FindString(text)
+	require.NotEmpty(t, page, "a download page link in:\n%s", text)
+	resp, err := http.Get(page)
+	require.NoError(t, err)
+	html, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", html)
+	button := buttonPattern.FindStringSubmatch(string(html))
+	require.Len(t, button, 2, "a download button in:\n%s", html)
+	base, err := url.Parse(page)
+	require.NoError(t, err)
+	href, err := url.Parse(button[1])
+	require.NoError(t, err)
+	link := base.ResolveReference(href).String()
+	resp, err = http.Get(link)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)

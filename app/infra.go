@@ -64,7 +64,7 @@ func newInfra(cfg config.Config, logger *slog.Logger, role string, topology bus.
 
 // newReportBuilder is report.New for the modules of this process; it warns
 // about the development key once, not once per module.
-func (in *infra) newReportBuilder(cfg config.Report, reg prometheus.Registerer) (*report.Builder, error) {
+func (in *infra) newReportBuilder(cfg report.Config, reg prometheus.Registerer) (*report.Builder, error) {
 	in.devKeyWarning.Do(func() { report.WarnDevelopmentKey(cfg, in.logger.With("module", "report")) })
 	return report.New(cfg, in.logger.With("module", "report"), reg)
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/api"
 	"github.com/gdpr-oss/gdpr/modules/report"
@@ -70,7 +69,7 @@ func TestRolesRefuseDevelopmentKeysOnAPublicURL(t *testing.T) {
 	}
 	download, encryption := keys["GDPR_SERVE_DOWNLOAD_KEY"], keys["GDPR_REPORT_ENCRYPTION_KEY"]
 	require.GreaterOrEqual(t, len(download), 32)
-	raw, err := config.ParseEncryptionKey(encryption)
+	raw, err := report.ParseEncryptionKey(encryption)
 	require.NoError(t, err)
 	require.Len(t, raw, 32)
 
@@ -101,7 +100,7 @@ func TestRolesRefuseDevelopmentKeysOnAPublicURL(t *testing.T) {
 			"GDPR_SERVE_PREVIOUS_DOWNLOAD_KEYS=" + download + "-old," + api.DevDownloadKey},
 			"serve.previous_download_keys[1] must not be the public development key"},
 		{"the development encryption key in upper-case hex", []string{"GDPR_SERVE_DOWNLOAD_KEY=" + download,
-			"GDPR_REPORT_ENCRYPTION_KEY=" + strings.ToUpper(config.DevEncryptionKey)},
+			"GDPR_REPORT_ENCRYPTION_KEY=" + strings.ToUpper(report.DevEncryptionKey)},
 			"report.encryption_key must not be the public development key"},
 	}
 	for _, tc := range cases {
@@ -117,9 +116,9 @@ func TestRolesRefuseDevelopmentKeysOnAPublicURL(t *testing.T) {
 	t.Run("keys ids names each encryption key", func(t *testing.T) {
 		t.Parallel()
 		code, stdout, stderr := runBinary(t, bin, append(os.Environ(), "GDPR_REPORT_ENCRYPTION_KEY="+encryption,
-			"GDPR_REPORT_PREVIOUS_ENCRYPTION_KEYS="+config.DevEncryptionKey), "keys", "ids")
+			"GDPR_REPORT_PREVIOUS_ENCRYPTION_KEYS="+report.DevEncryptionKey), "keys", "ids")
 		require.Equal(t, 0, code, "stderr: %s", stderr)
-		dev, err := config.ParseEncryptionKey(config.DevEncryptionKey)
+		dev, err := report.ParseEncryptionKey(report.DevEncryptionKey)
 		require.NoError(t, err)
 		require.Equal(t, report.KeyID(raw)+" report.encryption_key\n"+report.KeyID(dev)+" report.previous_encryption_keys[0]\n", stdout)
 	})
@@ -129,7 +128,7 @@ func TestRolesRefuseDevelopmentKeysOnAPublicURL(t *testing.T) {
 		env, admin := roleEnv(t, configtest.Config(t))
 		env = append(env, "GDPR_SERVE_PUBLIC_URL="+publicURL, "GDPR_SERVE_DOWNLOAD_KEY="+download, "GDPR_REPORT_ENCRYPTION_KEY="+encryption,
 			// A previous encryption key may still be the public one: it only reads.
-			"GDPR_REPORT_PREVIOUS_ENCRYPTION_KEYS="+config.DevEncryptionKey)
+			"GDPR_REPORT_PREVIOUS_ENCRYPTION_KEYS="+report.DevEncryptionKey)
 		p := start(t, bin, env, "serve")
 		p.waitReady(t, admin["serve"])
 		p.signal(t, syscall.SIGTERM)

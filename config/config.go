@@ -20,14 +20,16 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/outbox"
+	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/retention"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
-// Config is the whole configuration. Each nested struct belongs to one module
-// or role; its defaults and validation live in the file named after it.
+// Config is the whole configuration. Each nested struct but log and shutdown
+// is a module's own Config, with its defaults and Validate in that module;
+// config composes them and checks what spans sections.
 type Config struct {
 	Log       Log                   `yaml:"log"`
 	Postgres  db.Config             `yaml:"postgres"`
@@ -37,7 +39,7 @@ type Config struct {
 	Shutdown  Shutdown              `yaml:"shutdown"`
 	Serve     api.Config            `yaml:"serve"`
 	Worker    requests.WorkerConfig `yaml:"worker"`
-	Report    Report                `yaml:"report"`
+	Report    report.Config         `yaml:"report"`
 	Notify    notify.Config         `yaml:"notify"`
 	Outbox    outbox.Config         `yaml:"outbox"`
 	Scheduler scheduler.Config      `yaml:"scheduler"`
@@ -75,7 +77,7 @@ func Default() Config {
 		Shutdown:  Shutdown{DrainTimeout: 20 * time.Second},
 		Serve:     api.DefaultConfig(),
 		Worker:    requests.DefaultWorkerConfig(),
-		Report:    defaultReport(),
+		Report:    report.DefaultConfig(),
 		Notify:    notify.DefaultConfig(),
 		Outbox:    outbox.DefaultConfig(),
 		Scheduler: scheduler.DefaultConfig(),
@@ -143,7 +145,7 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, section(c.Serve.Validate())...)
 	errs = append(errs, section(c.Worker.Validate())...)
-	add(c.Report.validate())
+	errs = append(errs, section(c.Report.Validate())...)
 	errs = append(errs, section(c.Notify.Validate())...)
 	errs = append(errs, section(c.Outbox.Validate())...)
 	errs = append(errs, section(c.Scheduler.Validate())...)

@@ -15,6 +15,7 @@ import (
 	"github.com/gdpr-oss/gdpr/app"
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/console"
+	"github.com/gdpr-oss/gdpr/modules/source"
 )
 
 func writeFile(t *testing.T, content string) string {
@@ -169,6 +170,13 @@ func TestValidationErrorsNameTheSetting(t *testing.T) {
 			"config: report.retention must be >= serve.download_ttl (168h0m0s): a report must outlive its link, got 1h0m0s"},
 		{"retention scrub after", func(c *config.Config) { c.Retention.ScrubAfter = 0 }, "config: retention.scrub_after must be > 0, got 0s"},
 		{"max value bytes", func(c *config.Config) { c.Report.MaxValueBytes = 10 }, "config: report.max_value_bytes must be >= 1024, got 10"},
+		{"report encryption key", func(c *config.Config) { c.Report.EncryptionKey = "abcd" }, "config: report.encryption_key must be 32 bytes as 64 hex characters or base64"},
+		{"report source name", func(c *config.Config) {
+			c.Report.Sources = []source.Config{{Name: "manifest", Kind: "http", URL: "https://api.example.com/u/{subject_id}"}}
+		}, `config: report.sources[0].name must be letters, digits, '_', '-' or '.' (not starting with '.', not "manifest"), got "manifest"`},
+		{"report source repeats", func(c *config.Config) {
+			c.Report.Sources = []source.Config{{Name: "a", Kind: "http", URL: "https://x.example/{email}"}, {Name: "a", Kind: "http", URL: "https://y.example/{email}"}}
+		}, `config: report.sources[1].name must be unique, "a" repeats`},
 		{"otlp endpoint", func(c *config.Config) { c.Telemetry.OTLP.Endpoint = "collector:4318" }, `config: telemetry.otlp_endpoint must be an http:// or https:// URL with a host, got "collector:4318"`},
 		{"console session ttl", func(c *config.Config) { c.Console.SessionTTL = time.Second }, "config: console.session_ttl must be >= 1m, got 1s"},
 		{"console operator role", func(c *config.Config) {

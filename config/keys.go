@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/gdpr-oss/gdpr/modules/api"
+	"github.com/gdpr-oss/gdpr/modules/report"
 )
 
 // minPublicDownloadKeyLen is the shortest download key accepted when the
@@ -43,9 +44,9 @@ func (c Config) CheckSecretKeys() error {
 	for i, k := range c.Serve.PreviousDownloadKeys {
 		downloadKey("serve.previous_download_keys["+strconv.Itoa(i)+"]", k)
 	}
-	dev, _ := ParseEncryptionKey(DevEncryptionKey)
+	dev, _ := report.ParseEncryptionKey(report.DevEncryptionKey)
 	// Compared decoded: the same key spelled in base64 or upper-case hex is still public.
-	if key, err := ParseEncryptionKey(c.Report.EncryptionKey); err == nil && bytes.Equal(key, dev) {
+	if key, err := report.ParseEncryptionKey(c.Report.EncryptionKey); err == nil && bytes.Equal(key, dev) {
 		errs = append(errs, invalid("report.encryption_key", "must not be the public development key %s", why))
 	}
 	return errors.Join(errs...)

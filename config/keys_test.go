@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gdpr-oss/gdpr/modules/api"
+	"github.com/gdpr-oss/gdpr/modules/report"
 )
 
 func TestLoopbackURL(t *testing.T) {
@@ -38,7 +39,7 @@ func TestCheckSecretKeys(t *testing.T) {
 		c.Serve.DownloadKey = strings.Repeat("k", 32)
 		c.Serve.PreviousDownloadKeys = []string{strings.Repeat("p", 32)}
 		c.Report.EncryptionKey = strings.Repeat("ab", 32)
-		c.Report.PreviousEncryptionKeys = []string{DevEncryptionKey}
+		c.Report.PreviousEncryptionKeys = []string{report.DevEncryptionKey}
 		return c
 	}
 	require.NoError(t, secret().CheckSecretKeys())
@@ -52,7 +53,7 @@ func TestCheckSecretKeys(t *testing.T) {
 		{"serve.download_key", func(c *Config) { c.Serve.DownloadKey = strings.Repeat("k", 31) }},
 		{"serve.previous_download_keys[0]", func(c *Config) { c.Serve.PreviousDownloadKeys[0] = api.DevDownloadKey }},
 		{"serve.previous_download_keys[0]", func(c *Config) { c.Serve.PreviousDownloadKeys[0] = "sixteen-chars-ok" }},
-		{"report.encryption_key", func(c *Config) { c.Report.EncryptionKey = DevEncryptionKey }},
+		{"report.encryption_key", func(c *Config) { c.Report.EncryptionKey = report.DevEncryptionKey }},
 		// The same bytes in base64.
 		{"report.encryption_key", func(c *Config) { c.Report.EncryptionKey = "ZGV2ZWxvcG1lbnQtb25seS1rZXktbm90LXNlY3JldC4=" }},
 	}

@@ -162,16 +162,6 @@ func TestPackagesQueryOnlyTablesTheyOwn(t *testing.T) {
 	// Documented exceptions: package -> table -> why. Keep it tiny; the
 	// answer to a new cross-read is an owner's store method.
 	allowed := map[string]map[string]string{
-		// Next step of the console (#14): a requests.Store method for the
-		// extension's new deadline, and an erasure store filter for
-		// "participant overdue"; until then these reads are documented here.
-		"modules/officer": {
-			"requests": "officer.Extend reads the extended_until it just set, in the same transaction, for the email",
-		},
-		"modules/requests": {
-			"erasure_participants": "the officer's list filter and count of participants overdue (one query, keyset pages)",
-			"erasures":             "the officer's participant-overdue filter only counts open erasures",
-		},
 		"modules/notify": {
 			"requests": "notify.DeleteRecords (the retention sweeper's batch) deletes notifications whose request record " +
 				"is gone with one anti-join on requests.id; split across two stores, a batch of rows whose request " +

@@ -16,14 +16,9 @@ import (
 // each module declares its own Config (defaults, Validate) and config
 // composes them, so no package under modules/ may import config. Tests that
 // run whole roles build their configuration with config/configtest.
-//
-// notYetMoved lists the packages whose sections (report, serve) still live in
-// config while other work adds settings to them; it may only shrink: a listed
-// package that no longer imports config fails the test too.
 func TestArchitectureModulesDoNotImportConfig(t *testing.T) {
 	t.Parallel()
 	const configPkg = "github.com/gdpr-oss/gdpr/config"
-	notYetMoved := map[string]bool{"modules/report": false, "modules/source": false}
 	fset := token.NewFileSet()
 	checked := 0
 	err := filepath.WalkDir("../modules", func(path string, d fs.DirEntry, err error) error {
@@ -35,13 +30,8 @@ func TestArchitectureModulesDoNotImportConfig(t *testing.T) {
 			return err
 		}
 		checked++
-		dir := strings.TrimPrefix(filepath.ToSlash(filepath.Dir(path)), "../")
 		for _, imp := range f.Imports {
 			p, _ := strconv.Unquote(imp.Path.Value)
-			if _, listed := notYetMoved[dir]; listed && p == configPkg {
-				notYetMoved[dir] = true
-				continue
-			}
 			require.False(t, p == configPkg || strings.HasPrefix(p, configPkg+"/"),
 				"%s imports %s: declare the module's settings as its own Config in its package, and compose it in config.Config", path, p)
 		}
@@ -49,7 +39,4 @@ func TestArchitectureModulesDoNotImportConfig(t *testing.T) {
 	})
 	require.NoError(t, err)
 	require.Greater(t, checked, 50, "the walk found the modules")
-	for dir, imports := range notYetMoved {
-		require.True(t, imports, "%s no longer imports config: remove it from notYetMoved", dir)
-	}
 }

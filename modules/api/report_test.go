@@ -12,7 +12,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/download"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/intake"
@@ -24,7 +23,7 @@ import (
 // modules/report built and stored encrypted, through the emailed link.
 func TestReportDownloadStreamsAStoredReport(t *testing.T) {
 	t.Parallel()
-	builder, err := report.New(config.Report{StorageDir: t.TempDir(), EncryptionKey: config.DevEncryptionKey}, testkit.Logger(t), nil)
+	builder, err := report.New(report.Config{StorageDir: t.TempDir(), EncryptionKey: report.DevEncryptionKey}, testkit.Logger(t), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = builder.Close() })
 	h := newHarness(t, harnessOptions{reports: builder})

@@ -14,7 +14,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/download"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/intake"
@@ -44,7 +43,7 @@ func TestKeyRotation(t *testing.T) {
 	// step is one configuration of the service: its builder and server, with
 	// the stored reports registered in its database.
 	step := func(enc string, prevEnc []string, dl []byte, prevDL [][]byte) (*report.Builder, *harness) {
-		b, err := report.New(config.Report{StorageDir: storage, EncryptionKey: enc, PreviousEncryptionKeys: prevEnc}, testkit.Logger(t), nil)
+		b, err := report.New(report.Config{StorageDir: storage, EncryptionKey: enc, PreviousEncryptionKeys: prevEnc}, testkit.Logger(t), nil)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = b.Close() })
 		return b, newHarness(t, harnessOptions{reports: b, downloadKey: dl, previousDownloadKeys: prevDL})

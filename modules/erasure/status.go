@@ -47,3 +47,41 @@ type Lister struct{ DB *gorm.DB }
 func (l Lister) Participants(ctx context.Context, requestID string) ([]ParticipantState, error) {
 	return Participants(ctx, l.DB, requestID)
 }
+
+// needsOperator are the participant states an operator must act on.
+func needsOperator() []string { return []string{StateOverdue, StateFailed, StateCannotErase} }
+
+// AttentionRequests returns the ids of the erasures still open (or
+// completed, waiting for the email system) with a participant an operator
+// must act on: the console's "participant overdue" filter.
+func (l Lister) AttentionRequests(ctx context.Context) ([]string, error) {
+	ids := []string{}
+	err := l.DB.WithContext(ctx).Raw(`SELECT DISTINCT p.request_id::text FROM erasure_participants p JOIN erasures e USING (request_id)
+		WHERE p.state IN ? AND e.state IN ('open', 'completed')`, needsOperator()).Scan(&ids).Error
+	if err != nil {
+		return nil, fmt.Errorf("listing erasures needing an operator: %w", err)
+	}
+	return ids, nil
+}
+
+// AttentionCounts returns, for each of requestIDs that has any, how many of
+// its participants an operator must act on.
+func (l Lister) AttentionCounts(ctx context.Context, requestIDs []string) (map[string]int, error) {
+	out := make(map[string]int, len(requestIDs))
+	if len(requestIDs) == 0 {
+		return out, nil
+	}
+	var rows []struct {
+		RequestID string
+		N         int
+	}
+	err := l.DB.WithContext(ctx).Raw(`SELECT request_id::text AS request_id, count(*) AS n FROM erasure_participants
+		WHERE request_id IN ? AND state IN ? GROUP BY request_id`, requestIDs, needsOperator()).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("counting participants needing an operator: %w", err)
+	}
+	for _, r := range rows {
+		out[r.RequestID] = r.N
+	}
+	return out, nil
+}

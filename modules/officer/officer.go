@@ -81,18 +81,25 @@ func ReasonCodes(action string) []string {
 type Requests interface {
 	List(ctx context.Context, f requests.Filter) (requests.Page, error)
 	Counts(ctx context.Context) (map[string]int, error)
+	Clients(ctx context.Context) ([]string, error)
 	Daily(ctx context.Context, days int) ([]requests.Day, error)
 	Detail(ctx context.Context, id string) (requests.AdminRow, []requests.Attempt, error)
 	Retry(ctx context.Context, id string, within requests.Within) (requests.AdminRow, bool, error)
 	Cancel(ctx context.Context, id, by, reason string, within requests.Within) (requests.AdminRow, bool, error)
 	Deny(ctx context.Context, id, by, code, reason string, within requests.Within) (requests.AdminRow, bool, error)
 	Extend(ctx context.Context, id, by string, until time.Time, reason string, now time.Time, within requests.Within) (requests.AdminRow, bool, error)
+	// ExtendedUntilIn reads the extension Extend just set, in its transaction.
+	ExtendedUntilIn(ctx context.Context, tx *gorm.DB, id string) (time.Time, error)
 }
 
 // Erasures is the canceller's part: participants and the actions on them.
 type Erasures interface {
 	Participants(ctx context.Context, requestID string) ([]erasure.ParticipantState, error)
 	Attention(ctx context.Context, limit int) ([]erasure.AttentionRow, error)
+	// AttentionRequests and AttentionCounts are the participants an
+	// operator must act on, for the list's filter and counts.
+	AttentionRequests(ctx context.Context) ([]string, error)
+	AttentionCounts(ctx context.Context, requestIDs []string) (map[string]int, error)
 	ResendWithin(ctx context.Context, requestID, participant string, within func(tx *gorm.DB) error) error
 	ConfirmManually(ctx context.Context, requestID, participant, note string, within func(tx *gorm.DB) error) (bool, error)
 	NotApplicable(ctx context.Context, requestID, participant, reason string, within func(tx *gorm.DB) error) (bool, error)
@@ -164,11 +171,39 @@ func (s *Service) Config() console.Config { return s.opts.Config }
 // configured ones.
 func (s *Service) List(ctx context.Context, f requests.Filter) (requests.Page, error) {
 	f.Near = s.opts.Config.NearDeadline.Map()
+	if f.ParticipantOverdue {
+		ids, err := s.opts.Erasures.AttentionRequests(ctx)
+		if err != nil {
+			return requests.Page{}, err
+		}
+		f.ParticipantOverdueIDs = ids
+	}
 	page, err := s.opts.Requests.List(ctx, f)
 	if errors.Is(err, requests.ErrBadCursor) {
 		return page, fmt.Errorf("%w: cursor: %w", ErrBadInput, err)
 	}
-	return page, err
+	if err != nil {
+		return page, err
+	}
+	ids := make([]string, 0, len(page.Requests))
+	for _, r := range page.Requests {
+		if r.Type == event.KindErasure {
+			ids = append(ids, r.ID)
+		}
+	}
+	counts, err := s.opts.Erasures.AttentionCounts(ctx, ids)
+	if err != nil {
+		return requests.Page{}, err
+	}
+	for i := range page.Requests {
+		page.Requests[i].ParticipantsOverdue = counts[page.Requests[i].ID]
+	}
+	return page, nil
+}
+
+// Clients returns the API clients that submitted stored requests.
+func (s *Service) Clients(ctx context.Context) ([]string, error) {
+	return s.opts.Requests.Clients(ctx)
 }
 
 // Counts returns how many requests are in each state.
@@ -213,6 +248,11 @@ func (s *Service) Detail(ctx context.Context, id string) (Detail, error) {
 	if d.Participants, err = s.opts.Erasures.Participants(ctx, id); err != nil {
 		return Detail{}, err
 	}
+	counts, err := s.opts.Erasures.AttentionCounts(ctx, []string{id})
+	if err != nil {
+		return Detail{}, err
+	}
+	d.Request.ParticipantsOverdue = counts[id]
 	if d.Timeline, err = s.opts.Timeline.Timeline(ctx, id); err != nil && !errors.Is(err, audit.ErrNoEvents) {
 		return Detail{}, err
 	}
@@ -453,9 +493,9 @@ func (s *Service) Extend(ctx context.Context, p console.Principal, id string, in
 		return Result{}, err
 	}
 	_, changed, err := s.opts.Requests.Extend(ctx, id, p.Name, in.Until, in.Reason, s.now(), func(tx *gorm.DB, before requests.AdminRow) error {
-		var until time.Time
-		if err := tx.Raw(`SELECT extended_until FROM requests WHERE id = ?`, id).Scan(&until).Error; err != nil {
-			return fmt.Errorf("reading the extension of %s: %w", id, err)
+		until, err := s.opts.Requests.ExtendedUntilIn(ctx, tx, id)
+		if err != nil {
+			return err
 		}
 		if err := s.enqueue(ctx, tx, event.TypeRequestExtended, id, event.RequestExtended{
 			RequestID: id, ExtendedUntil: until.UTC(), Reason: in.Reason, Regulation: before.Regulation}); err != nil {

@@ -19,8 +19,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/source"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -56,13 +56,13 @@ func bigQuery() string {
 	return "SELECT id, kind, payload, at FROM events WHERE subject_id = @subject_id ORDER BY id"
 }
 
-func bigConfig(dsn, dir string) config.Report {
-	cfg := config.Default().Report
+func bigConfig(dsn, dir string) Config {
+	cfg := DefaultConfig()
 	cfg.StorageDir = filepath.Join(dir, "reports")
 	cfg.SpoolDir = dir
 	cfg.EncryptionKey = testKey
 	cfg.SourceTimeout = 10 * time.Minute
-	cfg.Sources = []config.Source{{Name: "events", Kind: "postgres", DSN: dsn, Query: bigQuery()}}
+	cfg.Sources = []source.Config{{Name: "events", Kind: "postgres", DSN: dsn, Query: bigQuery()}}
 	return cfg
 }
 

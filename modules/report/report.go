@@ -25,7 +25,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/source"
 )
@@ -98,8 +97,8 @@ func WithChunkSize(n int) Option { return func(b *Builder) { b.chunk = n } }
 // public development key. New does not warn, because a process may build
 // several builders (`gdpr all` has the worker's and serve's): the process
 // calls this once.
-func WarnDevelopmentKey(cfg config.Report, logger *slog.Logger) {
-	if cfg.EncryptionKey == config.DevEncryptionKey {
+func WarnDevelopmentKey(cfg Config, logger *slog.Logger) {
+	if cfg.EncryptionKey == DevEncryptionKey {
 		logger.Warn("reports are encrypted with the public development key; set report.encryption_key")
 	}
 }
@@ -107,7 +106,7 @@ func WarnDevelopmentKey(cfg config.Report, logger *slog.Logger) {
 // Builder builds, opens and deletes access reports. It is safe for
 // concurrent use.
 type Builder struct {
-	cfg    config.Report
+	cfg    Config
 	logger *slog.Logger
 	// keys are the configured encryption keys, the active one first: new
 	// reports are sealed with it, stored ones open with whichever they name.
@@ -163,7 +162,7 @@ func (f *pooledFlate) Close() error {
 }
 
 // New builds a Builder from cfg. Metrics are registered on reg when it is not nil.
-func New(cfg config.Report, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Builder, error) {
+func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Builder, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -402,6 +401,8 @@ func (s storageWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// store writes the report into storage, sealed, and commits it only when the
+// whole archive is written: a failure or a cancelled ctx leaves nothing.
 func (b *Builder) store(ctx context.Context, id string, subject event.Subject, spools []*spool) (Result, error) {
 	pending, err := b.storage.Create(ctx, id)
 	if err != nil {
@@ -418,53 +419,8 @@ func (b *Builder) store(ctx context.Context, id string, subject event.Subject, s
 		return Result{}, err
 	}
 	whole := newHashCounter(seal)
-	zw := zip.NewWriter(whole)
-	zw.RegisterCompressor(zip.Deflate, b.flates.compressor)
-	generatedAt := b.now().UTC().Truncate(time.Second)
-	man := Manifest{FormatVersion: FormatVersion, RequestID: id, SubjectID: subject.ID, GeneratedAt: generatedAt}
-	rows := map[string]int64{}
-
-	entry := func(name string, write func(w io.Writer) error) error {
-		w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate, Modified: generatedAt})
-		if err != nil {
-			return err
-		}
-		hc := newHashCounter(w)
-		if err := write(hc); err != nil {
-			return err
-		}
-		man.Files = append(man.Files, ManifestFile{Name: name, Bytes: hc.n, SHA256: hc.sum()})
-		return nil
-	}
-	for i, src := range b.sources {
-		sp := spools[i]
-		ms := ManifestSource{Name: src.Name(), Kind: src.Kind()}
-		if sp == nil {
-			ms.Skipped = "the subject lacks an identifier this source needs"
-		} else {
-			ms.Rows = sp.rows
-		}
-		man.Sources = append(man.Sources, ms)
-		rows[src.Name()] = ms.Rows
-		if err := entry(src.Name()+".json", func(w io.Writer) error { return writeJSON(ctx, w, sp) }); err != nil {
-			return Result{}, err
-		}
-		if err := entry(src.Name()+".csv", func(w io.Writer) error { return writeCSV(ctx, w, sp) }); err != nil {
-			return Result{}, err
-		}
-	}
-	manJSON, err := json.MarshalIndent(man, "", "  ")
+	rows, err := b.writeArchive(ctx, whole, id, subject, spools)
 	if err != nil {
-		return Result{}, err
-	}
-	mw, err := zw.CreateHeader(&zip.FileHeader{Name: ManifestName, Method: zip.Deflate, Modified: generatedAt})
-	if err != nil {
-		return Result{}, err
-	}
-	if _, err := mw.Write(append(manJSON, '\n')); err != nil {
-		return Result{}, err
-	}
-	if err := zw.Close(); err != nil {
 		return Result{}, err
 	}
 	if err := seal.Close(); err != nil {
@@ -478,6 +434,71 @@ func (b *Builder) store(ctx context.Context, id string, subject event.Subject, s
 	}
 	committed = true
 	return Result{ReportID: id, Bytes: whole.n, SHA256: whole.sum(), Rows: rows}, nil
+}
+
+// writeArchive writes the ZIP to w: each source's JSON and CSV files, then
+// the manifest that lists them. It returns the rows read per source.
+func (b *Builder) writeArchive(ctx context.Context, w io.Writer, id string, subject event.Subject, spools []*spool) (map[string]int64, error) {
+	a := archive{zw: zip.NewWriter(w), modified: b.now().UTC().Truncate(time.Second)}
+	a.zw.RegisterCompressor(zip.Deflate, b.flates.compressor)
+	a.man = Manifest{FormatVersion: FormatVersion, RequestID: id, SubjectID: subject.ID, GeneratedAt: a.modified}
+	rows := map[string]int64{}
+	for i, src := range b.sources {
+		sp := spools[i]
+		ms := ManifestSource{Name: src.Name(), Kind: src.Kind()}
+		if sp == nil {
+			ms.Skipped = "the subject lacks an identifier this source needs"
+		} else {
+			ms.Rows = sp.rows
+		}
+		a.man.Sources = append(a.man.Sources, ms)
+		rows[src.Name()] = ms.Rows
+		if err := a.entry(src.Name()+".json", func(w io.Writer) error { return writeJSON(ctx, w, sp) }); err != nil {
+			return nil, err
+		}
+		if err := a.entry(src.Name()+".csv", func(w io.Writer) error { return writeCSV(ctx, w, sp) }); err != nil {
+			return nil, err
+		}
+	}
+	return rows, a.close()
+}
+
+// archive is a report's ZIP while it is written: every entry carries the
+// report's time, and the manifest records each entry's size and digest.
+type archive struct {
+	zw       *zip.Writer
+	modified time.Time
+	man      Manifest
+}
+
+// entry adds the file name, written by write, and lists it in the manifest.
+func (a *archive) entry(name string, write func(w io.Writer) error) error {
+	w, err := a.zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate, Modified: a.modified})
+	if err != nil {
+		return err
+	}
+	hc := newHashCounter(w)
+	if err := write(hc); err != nil {
+		return err
+	}
+	a.man.Files = append(a.man.Files, ManifestFile{Name: name, Bytes: hc.n, SHA256: hc.sum()})
+	return nil
+}
+
+// close writes the manifest last (it lists every other entry) and ends the ZIP.
+func (a *archive) close() error {
+	manJSON, err := json.MarshalIndent(a.man, "", "  ")
+	if err != nil {
+		return err
+	}
+	mw, err := a.zw.CreateHeader(&zip.FileHeader{Name: ManifestName, Method: zip.Deflate, Modified: a.modified})
+	if err != nil {
+		return err
+	}
+	if _, err := mw.Write(append(manJSON, '\n')); err != nil {
+		return err
+	}
+	return a.zw.Close()
 }
 
 // writeJSON writes the spooled records as one JSON array, a record per line.

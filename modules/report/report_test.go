@@ -24,7 +24,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/source"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -117,8 +116,8 @@ func loginDocs() []map[string]any {
 }
 
 // goldenSources are one source of every kind, as in a real deployment.
-func goldenSources(pgDSN, api, es string) []config.Source {
-	return []config.Source{
+func goldenSources(pgDSN, api, es string) []source.Config {
+	return []source.Config{
 		{Name: "customers", Kind: "postgres", DSN: pgDSN,
 			Query: `SELECT id, email, name, created_at, vip, balance, visits, score, prefs, avatar, note
 			        FROM customers WHERE id = @subject_id OR email = @email ORDER BY id`},
@@ -132,8 +131,8 @@ func goldenSources(pgDSN, api, es string) []config.Source {
 	}
 }
 
-func reportConfig(t testing.TB, sources ...config.Source) config.Report {
-	cfg := config.Default().Report
+func reportConfig(t testing.TB, sources ...source.Config) Config {
+	cfg := DefaultConfig()
 	cfg.StorageDir = t.TempDir()
 	cfg.SpoolDir = t.TempDir()
 	cfg.EncryptionKey = testKey
@@ -142,11 +141,9 @@ func reportConfig(t testing.TB, sources ...config.Source) config.Report {
 	return cfg
 }
 
-func newBuilder(t testing.TB, cfg config.Report, opts ...Option) *Builder {
+func newBuilder(t testing.TB, cfg Config, opts ...Option) *Builder {
 	t.Helper()
-	full := config.Default()
-	full.Report = cfg
-	require.NoError(t, full.Validate())
+	require.NoError(t, cfg.Validate())
 	b, err := New(cfg, testkit.Logger(t), prometheus.NewRegistry(), opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Close() })
@@ -339,23 +336,23 @@ func TestBuildFailingSourceLeavesNothing(t *testing.T) {
 	esQuery := `{"query": {"term": {"user_id": "{subject_id}"}}}`
 	cases := []struct {
 		name     string
-		src      config.Source
+		src      source.Config
 		class    string
 		sentinel error
 	}{
-		{"sql error", config.Source{Kind: "postgres", DSN: pg, Query: "SELECT * FROM no_such_table WHERE id = @subject_id"}, source.ClassQuery, source.ErrQuery},
-		{"sql write refused", config.Source{Kind: "postgres", DSN: pg, Query: "DELETE FROM customers WHERE id = @subject_id RETURNING id"}, source.ClassQuery, source.ErrQuery},
-		{"sql timeout", config.Source{Kind: "postgres", DSN: pg, Timeout: 300 * time.Millisecond, Query: "SELECT pg_sleep(60), @subject_id::text AS id"}, source.ClassTimeout, source.ErrTimeout},
-		{"sql unreachable", config.Source{Kind: "postgres", DSN: "postgres://root@127.0.0.1:1/x?sslmode=disable&connect_timeout=5", Query: "SELECT @subject_id::text"}, source.ClassUnavailable, source.ErrUnavailable},
-		{"http 5xx", config.Source{Kind: "http", URL: api.URL + "/503?id={subject_id}"}, source.ClassHTTP5xx, source.ErrHTTP5xx},
-		{"http 4xx", config.Source{Kind: "http", URL: api.URL + "/404?id={subject_id}"}, source.ClassHTTP4xx, source.ErrHTTP4xx},
-		{"http bad json", config.Source{Kind: "http", URL: api.URL + "/badjson?id={subject_id}"}, source.ClassBadResponse, source.ErrBadResponse},
-		{"http not json", config.Source{Kind: "http", URL: api.URL + "/notjson?id={subject_id}"}, source.ClassBadResponse, source.ErrBadResponse},
-		{"http records path missing", config.Source{Kind: "http", URL: api.URL + "/nopath?id={subject_id}", RecordsPath: "data"}, source.ClassBadResponse, source.ErrBadResponse},
-		{"http timeout", config.Source{Kind: "http", URL: api.URL + "/hang?id={subject_id}", Timeout: 300 * time.Millisecond}, source.ClassTimeout, source.ErrTimeout},
-		{"http unreachable", config.Source{Kind: "http", URL: closed.URL + "/x?id={subject_id}"}, source.ClassUnavailable, source.ErrUnavailable},
-		{"elasticsearch failed shards", config.Source{Kind: "elasticsearch", URL: shardsES.URL, Index: "logins", Query: esQuery}, source.ClassPartial, source.ErrPartial},
-		{"elasticsearch 5xx", config.Source{Kind: "elasticsearch", URL: es5xx.URL, Index: "logins", Query: esQuery}, source.ClassHTTP5xx, source.ErrHTTP5xx},
+		{"sql error", source.Config{Kind: "postgres", DSN: pg, Query: "SELECT * FROM no_such_table WHERE id = @subject_id"}, source.ClassQuery, source.ErrQuery},
+		{"sql write refused", source.Config{Kind: "postgres", DSN: pg, Query: "DELETE FROM customers WHERE id = @subject_id RETURNING id"}, source.ClassQuery, source.ErrQuery},
+		{"sql timeout", source.Config{Kind: "postgres", DSN: pg, Timeout: 300 * time.Millisecond, Query: "SELECT pg_sleep(60), @subject_id::text AS id"}, source.ClassTimeout, source.ErrTimeout},
+		{"sql unreachable", source.Config{Kind: "postgres", DSN: "postgres://root@127.0.0.1:1/x?sslmode=disable&connect_timeout=5", Query: "SELECT @subject_id::text"}, source.ClassUnavailable, source.ErrUnavailable},
+		{"http 5xx", source.Config{Kind: "http", URL: api.URL + "/503?id={subject_id}"}, source.ClassHTTP5xx, source.ErrHTTP5xx},
+		{"http 4xx", source.Config{Kind: "http", URL: api.URL + "/404?id={subject_id}"}, source.ClassHTTP4xx, source.ErrHTTP4xx},
+		{"http bad json", source.Config{Kind: "http", URL: api.URL + "/badjson?id={subject_id}"}, source.ClassBadResponse, source.ErrBadResponse},
+		{"http not json", source.Config{Kind: "http", URL: api.URL + "/notjson?id={subject_id}"}, source.ClassBadResponse, source.ErrBadResponse},
+		{"http records path missing", source.Config{Kind: "http", URL: api.URL + "/nopath?id={subject_id}", RecordsPath: "data"}, source.ClassBadResponse, source.ErrBadResponse},
+		{"http timeout", source.Config{Kind: "http", URL: api.URL + "/hang?id={subject_id}", Timeout: 300 * time.Millisecond}, source.ClassTimeout, source.ErrTimeout},
+		{"http unreachable", source.Config{Kind: "http", URL: closed.URL + "/x?id={subject_id}"}, source.ClassUnavailable, source.ErrUnavailable},
+		{"elasticsearch failed shards", source.Config{Kind: "elasticsearch", URL: shardsES.URL, Index: "logins", Query: esQuery}, source.ClassPartial, source.ErrPartial},
+		{"elasticsearch 5xx", source.Config{Kind: "elasticsearch", URL: es5xx.URL, Index: "logins", Query: esQuery}, source.ClassHTTP5xx, source.ErrHTTP5xx},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -395,7 +392,7 @@ func TestBuildCancelledMidSourceLeavesNothing(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	t.Cleanup(api.Close)
-	cfg := reportConfig(t, goldenSources(pg, "", "")[1], config.Source{Name: "slow", Kind: "http", URL: api.URL + "/?id={subject_id}"})
+	cfg := reportConfig(t, goldenSources(pg, "", "")[1], source.Config{Name: "slow", Kind: "http", URL: api.URL + "/?id={subject_id}"})
 	b := newBuilder(t, cfg)
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -566,7 +563,7 @@ func TestNewRejectsBadKeyAndNilRegistererIsFine(t *testing.T) {
 	_, err := New(cfg, nil, nil)
 	require.ErrorContains(t, err, "report.encryption_key")
 	cfg.EncryptionKey = testKey
-	cfg.PreviousEncryptionKeys = []string{config.DevEncryptionKey, "short"}
+	cfg.PreviousEncryptionKeys = []string{DevEncryptionKey, "short"}
 	_, err = New(cfg, nil, nil)
 	require.ErrorContains(t, err, "report.previous_encryption_keys[1]")
 	cfg.PreviousEncryptionKeys = cfg.PreviousEncryptionKeys[:1]

@@ -35,10 +35,12 @@ func OfficerOpenStates() []string {
 
 // AdminRow is one request as operators see it: no personal data.
 type AdminRow struct {
-	ID              string     `json:"id"`
-	Type            string     `json:"type"`
-	State           string     `json:"state"`
-	Regulation      string     `json:"regulation"`
+	ID         string `json:"id"`
+	Type       string `json:"type"`
+	State      string `json:"state"`
+	Regulation string `json:"regulation"`
+	// Client is the API client that submitted the request (requests.client).
+	Client          string     `json:"client,omitempty"`
 	SubmittedAt     time.Time  `json:"submitted_at"`
 	ReceivedAt      time.Time  `json:"received_at"`
 	DueAt           time.Time  `json:"due_at"`
@@ -47,9 +49,12 @@ type AdminRow struct {
 	ExtendedBy      string     `json:"extended_by,omitempty"`
 	ExtendedAt      *time.Time `json:"extended_at,omitempty"`
 	// Deadline is the deadline in force: extended_until, else due_at.
-	Deadline       time.Time  `json:"deadline"`
-	CompletedAt    *time.Time `json:"completed_at,omitempty"`
-	Attempts       int        `json:"attempts"`
+	Deadline    time.Time  `json:"deadline"`
+	CompletedAt *time.Time `json:"completed_at,omitempty"`
+	Attempts    int        `json:"attempts"`
+	// Retries counts the operator's retries; attempts counts the current
+	// generation's attempts only.
+	Retries        int        `json:"retries"`
 	NextAttemptAt  *time.Time `json:"next_attempt_at,omitempty"`
 	LastErrorClass string     `json:"last_error_class,omitempty"`
 	DenialCode     string     `json:"denial_code,omitempty"`
@@ -59,12 +64,17 @@ type AdminRow struct {
 	UpdatedAt      time.Time  `json:"updated_at"`
 	HadEmail       bool       `json:"had_email"`
 	// ParticipantsOverdue counts the erasure's participants an operator
-	// must act on (overdue, failed, cannot_erase).
+	// must act on (overdue, failed, cannot_erase). The canceller owns
+	// them: the officer fills it in (erasure.Lister.AttentionCounts);
+	// this store leaves it 0.
 	ParticipantsOverdue int `json:"participants_overdue"`
 }
 
 // Attempt is one processing attempt of a request.
 type Attempt struct {
+	// Generation is 0 for the attempts before any retry, n for those after
+	// the n-th operator's retry; Attempt counts from 1 within it.
+	Generation    int        `json:"generation"`
 	Attempt       int        `json:"attempt"`
 	StartedAt     time.Time  `json:"started_at"`
 	FinishedAt    *time.Time `json:"finished_at,omitempty"`
@@ -86,6 +96,8 @@ type Filter struct {
 	States     []string
 	Type       string
 	Regulation string
+	// Client: submitted by this API client (requests.client).
+	Client string
 	// DueBefore: the deadline in force is before it.
 	DueBefore time.Time
 	// Overdue: open and past the deadline in force.
@@ -93,12 +105,16 @@ type Filter struct {
 	// NearDeadline: open, not yet due, due within Near[regulation].
 	NearDeadline bool
 	Near         map[string]time.Duration
-	// ParticipantOverdue: an erasure with a participant an operator must act on.
-	ParticipantOverdue bool
-	SubmittedAfter     time.Time
-	SubmittedBefore    time.Time
-	Sort               string
-	Limit              int
+	// ParticipantOverdue: an erasure with a participant an operator must
+	// act on. The canceller knows which those are, so the caller sets
+	// ParticipantOverdueIDs with it (the officer does,
+	// erasure.Lister.AttentionRequests); List selects those ids.
+	ParticipantOverdue    bool
+	ParticipantOverdueIDs []string
+	SubmittedAfter        time.Time
+	SubmittedBefore       time.Time
+	Sort                  string
+	Limit                 int
 	// Cursor continues a previous page (Page.Next).
 	Cursor string
 }
@@ -119,12 +135,10 @@ type cursor struct {
 	ID   string    `json:"i"`
 }
 
-const rowColumns = `r.id::text AS id, r.type, r.state, r.regulation, r.submitted_at, r.received_at, r.due_at,
+const rowColumns = `r.id::text AS id, r.type, r.state, r.regulation, r.client, r.submitted_at, r.received_at, r.due_at,
 	r.extended_until, r.extension_reason, r.extended_by, r.extended_at, COALESCE(r.extended_until, r.due_at) AS deadline,
-	r.completed_at, r.attempts, r.next_attempt_at, r.last_error_class, r.denial_code, r.closed_reason, r.closed_by,
-	r.closed_at, r.updated_at, r.had_email,
-	(SELECT count(*) FROM erasure_participants p WHERE p.request_id = r.id
-		AND p.state IN ('overdue', 'failed', 'cannot_erase')) AS participants_overdue`
+	r.completed_at, r.attempts, r.retries, r.next_attempt_at, r.last_error_class, r.denial_code, r.closed_reason, r.closed_by,
+	r.closed_at, r.updated_at, r.had_email`
 
 // nearExpr is the near-deadline window of r's regulation, in seconds.
 func nearExpr(near map[string]time.Duration) (string, []any) {
@@ -172,6 +186,10 @@ func (s *Store) List(ctx context.Context, f Filter) (Page, error) {
 		where = append(where, "r.regulation = ?")
 		args = append(args, f.Regulation)
 	}
+	if f.Client != "" {
+		where = append(where, "r.client = ?")
+		args = append(args, f.Client)
+	}
 	if !f.DueBefore.IsZero() {
 		where = append(where, "COALESCE(r.extended_until, r.due_at) < ?")
 		args = append(args, f.DueBefore)
@@ -186,8 +204,12 @@ func (s *Store) List(ctx context.Context, f Filter) (Page, error) {
 		args = append(append(args, open), nargs...)
 	}
 	if f.ParticipantOverdue {
-		where = append(where, `EXISTS (SELECT 1 FROM erasure_participants p JOIN erasures e USING (request_id)
-			WHERE p.request_id = r.id AND p.state IN ('overdue', 'failed', 'cannot_erase') AND e.state IN ('open', 'completed'))`)
+		if len(f.ParticipantOverdueIDs) == 0 {
+			where = append(where, "false")
+		} else {
+			where = append(where, "r.id IN ?")
+			args = append(args, f.ParticipantOverdueIDs)
+		}
 	}
 	if !f.SubmittedAfter.IsZero() {
 		where = append(where, "r.submitted_at >= ?")
@@ -278,6 +300,17 @@ func (s *Store) Counts(ctx context.Context) (map[string]int, error) {
 	return out, nil
 }
 
+// Clients returns the API clients that submitted any stored request,
+// sorted: the console's choices for the client filter.
+func (s *Store) Clients(ctx context.Context) ([]string, error) {
+	out := []string{}
+	if err := s.db.WithContext(ctx).Raw(`SELECT DISTINCT client FROM requests WHERE client <> '' ORDER BY client`).
+		Scan(&out).Error; err != nil {
+		return nil, fmt.Errorf("listing request clients: %w", err)
+	}
+	return out, nil
+}
+
 // Day is one day of Daily.
 type Day struct {
 	Day       time.Time `json:"day"`
@@ -329,8 +362,8 @@ func (s *Store) get(ctx context.Context, db *gorm.DB, id string, lock bool) (Adm
 		return r, nil, nil
 	}
 	var attempts []Attempt
-	if err := db.WithContext(ctx).Raw(`SELECT attempt, started_at, finished_at, outcome, error_class, next_attempt_at
-		FROM request_attempts WHERE request_id = ? ORDER BY attempt`, id).Scan(&attempts).Error; err != nil {
+	if err := db.WithContext(ctx).Raw(`SELECT generation, attempt, started_at, finished_at, outcome, error_class, next_attempt_at
+		FROM request_attempts WHERE request_id = ? ORDER BY generation, attempt`, id).Scan(&attempts).Error; err != nil {
 		return r, nil, fmt.Errorf("loading attempts of %s: %w", id, err)
 	}
 	if attempts == nil {
@@ -364,12 +397,13 @@ type change struct {
 }
 
 // Retry puts a failed request back to work in place: same id, same
-// due_at, attempts counted from zero again, due now. Only a failed
+// due_at, attempts counted from zero again in a new generation (the
+// failed run's attempts stay in the history), due now. Only a failed
 // request can be retried.
 func (s *Store) Retry(ctx context.Context, id string, within Within) (AdminRow, bool, error) {
 	return s.apply(ctx, id, change{
 		allowed: []string{string(StateFailed)},
-		sql: `UPDATE requests SET state = 'received', attempts = 0, last_error_class = '', next_attempt_at = now(),
+		sql: `UPDATE requests SET state = 'received', attempts = 0, retries = retries + 1, last_error_class = '', next_attempt_at = now(),
 			lease_until = NULL, updated_at = now()`,
 		within: within,
 	})
@@ -441,6 +475,20 @@ func (s *Store) Extend(ctx context.Context, id, by string, until time.Time, reas
 		args:   func() []any { return []any{target, reason, by} },
 		within: within,
 	})
+}
+
+// ExtendedUntilIn reads the deadline Extend set, in the caller's
+// transaction (the one Extend's within runs in, so the email names the
+// deadline that committed with it).
+func (s *Store) ExtendedUntilIn(ctx context.Context, tx *gorm.DB, id string) (time.Time, error) {
+	var until *time.Time
+	if err := tx.WithContext(ctx).Raw(`SELECT extended_until FROM requests WHERE id = ?`, id).Scan(&until).Error; err != nil {
+		return time.Time{}, fmt.Errorf("reading the extension of %s: %w", id, err)
+	}
+	if until == nil {
+		return time.Time{}, fmt.Errorf("%w: request %s has no extension", ErrConflict, id)
+	}
+	return *until, nil
 }
 
 func (s *Store) apply(ctx context.Context, id string, c change) (before AdminRow, changed bool, err error) {

@@ -37,7 +37,8 @@ func (m *Manager) erasure(ctx, _ context.Context, c *claimed) error {
 		if pending {
 			waited = true
 			// Not an attempt: the erasure only yields to the report.
-			if err := tx.Exec(`DELETE FROM request_attempts WHERE request_id = ? AND attempt = ?`, c.ID, c.Attempt).Error; err != nil {
+			if err := tx.Exec(`DELETE FROM request_attempts WHERE request_id = ? AND attempt = ?
+				AND generation = (SELECT retries FROM requests WHERE id = ?)`, c.ID, c.Attempt, c.ID).Error; err != nil {
 				return fmt.Errorf("dropping waiting attempt of %s: %w", c.ID, err)
 			}
 			return tx.Exec(`UPDATE requests SET state = ?, next_attempt_at = now() + ?::interval,

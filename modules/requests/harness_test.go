@@ -32,6 +32,7 @@ import (
 	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
+	datasource "github.com/gdpr-oss/gdpr/modules/source"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -152,8 +153,8 @@ func (s *source) callsOf(subject string) int {
 	return s.calls[subject]
 }
 
-func (s *source) sources() []config.Source {
-	return []config.Source{
+func (s *source) sources() []datasource.Config {
+	return []datasource.Config{
 		{Name: "orders", Kind: "postgres", DSN: s.dsn, Timeout: 10 * time.Second,
 			Query: `SELECT item, amount FROM orders WHERE customer_id = @subject_id ORDER BY item`},
 		{Name: "events", Kind: "http", Timeout: 10 * time.Second, URL: s.http.URL + "/users/{subject_id}/events"},

@@ -158,9 +158,12 @@ func (m *Manager) take(ctx context.Context, tx *gorm.DB, cand candidate) (*claim
 		StateProcessing, attempts, cand.ID).Error; err != nil {
 		return nil, fmt.Errorf("marking request %s processing: %w", cand.ID, err)
 	}
-	if err := tx.Exec(`INSERT INTO request_attempts (request_id, attempt) VALUES (?, ?)
-		ON CONFLICT (request_id, attempt) DO UPDATE SET started_at = now(), finished_at = NULL,
-			outcome = 'running', error_class = '', next_attempt_at = NULL`, cand.ID, attempts+1).Error; err != nil {
+	// The attempt belongs to the request's current generation (one per
+	// operator's retry), so a retried request's earlier attempts stay.
+	if err := tx.Exec(`INSERT INTO request_attempts (request_id, generation, attempt)
+		SELECT id, retries, ? FROM requests WHERE id = ?
+		ON CONFLICT (request_id, generation, attempt) DO UPDATE SET started_at = now(), finished_at = NULL,
+			outcome = 'running', error_class = '', next_attempt_at = NULL`, attempts+1, cand.ID).Error; err != nil {
 		return nil, fmt.Errorf("recording attempt of %s: %w", cand.ID, err)
 	}
 	return &claimed{ID: cand.ID, Type: cand.Type, SubjectID: cand.SubjectID, SubjectEmail: cand.SubjectEmail,
@@ -339,7 +342,8 @@ func (m *Manager) interrupt(ctx context.Context, c *claimed) error {
 				return fmt.Errorf("deleting partial report of %s: %w", c.ID, err)
 			}
 		}
-		if err := tx.Exec(`DELETE FROM request_attempts WHERE request_id = ? AND attempt = ?`, c.ID, c.Attempt).Error; err != nil {
+		if err := tx.Exec(`DELETE FROM request_attempts WHERE request_id = ? AND attempt = ?
+			AND generation = (SELECT retries FROM requests WHERE id = ?)`, c.ID, c.Attempt, c.ID).Error; err != nil {
 			return fmt.Errorf("dropping interrupted attempt of %s: %w", c.ID, err)
 		}
 		return tx.Exec(`UPDATE requests SET state = ?, next_attempt_at = now(), lease_until = NULL,
@@ -357,7 +361,8 @@ func (m *Manager) closeAttempt(tx *gorm.DB, id string, attempt int, outcome, cla
 	}
 	if err := tx.Exec(`UPDATE request_attempts SET finished_at = now(), outcome = ?, error_class = ?,
 		next_attempt_at = now() + make_interval(secs => ?::double precision)
-		WHERE request_id = ? AND attempt = ?`, outcome, class, secs, id, attempt).Error; err != nil {
+		WHERE request_id = ? AND attempt = ? AND generation = (SELECT retries FROM requests WHERE id = ?)`,
+		outcome, class, secs, id, attempt, id).Error; err != nil {
 		return fmt.Errorf("closing attempt %d of %s: %w", attempt, id, err)
 	}
 	return nil

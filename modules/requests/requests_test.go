@@ -585,3 +585,50 @@ func TestIdlePoolLooksForWorkOncePerInterval(t *testing.T) {
 		return e.row(t, requestID(t, m)).State == "completed"
 	}, "the request is picked up")
 }
+
+// TestRetriedRequestKeepsItsEarlierAttempts: an operator's retry starts a
+// new generation of attempts (requests.attempts counts from zero again), and
+// the attempts of the run that failed stay in the history the officer's
+// detail shows, numbered within their generation, not overwritten.
+func TestRetriedRequestKeepsItsEarlierAttempts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newBuilder(func(_ context.Context, _ string, n int) error {
+		if n <= 3 {
+			return errSource
+		}
+		return nil
+	}))
+	store := requests.NewStore(e.db, nil)
+	m := submitted(t, event.KindAccess, event.Subject{ID: "u-retry"})
+	id := requestID(t, m)
+	require.NoError(t, e.mgr.Handle(t.Context(), m))
+	require.NoError(t, e.mgr.Start(t.Context()))
+	t.Cleanup(func() { _ = e.mgr.Stop(context.Background()) })
+	testkit.Eventually(t, 20*time.Second, func() bool { return e.row(t, id).State == requests.StateFailed }, "request fails")
+	_, before, err := store.Detail(t.Context(), id)
+	require.NoError(t, err)
+	require.Len(t, before, 3)
+
+	_, changed, err := store.Retry(t.Context(), id, nil)
+	require.NoError(t, err)
+	require.True(t, changed)
+	testkit.Eventually(t, 20*time.Second, func() bool { return e.row(t, id).State == requests.StateCompleted }, "the retried request completes")
+
+	r, attempts, err := store.Detail(t.Context(), id)
+	require.NoError(t, err)
+	require.Equal(t, 1, r.Attempts, "attempts counted from zero again: the retry succeeded at its first")
+	require.Equal(t, 1, r.Retries)
+	type got struct {
+		Generation, Attempt int
+		Outcome             string
+	}
+	var seen []got
+	for _, a := range attempts {
+		seen = append(seen, got{a.Generation, a.Attempt, a.Outcome})
+	}
+	require.Equal(t, []got{{0, 1, "failed"}, {0, 2, "failed"}, {0, 3, "failed"}, {1, 1, "succeeded"}}, seen)
+	for i, a := range attempts[:3] {
+		require.Equal(t, before[i].StartedAt, a.StartedAt, "attempt %d of the first run is unchanged", i+1)
+		require.Equal(t, "source_unavailable", a.ErrorClass)
+	}
+}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/source"
 )
@@ -60,7 +59,7 @@ func junkCases() []junkCase {
 
 func junkSource(t testing.TB, c junkCase, url string, limits source.Limits) source.Source {
 	t.Helper()
-	cfg := config.Source{Name: "junk", Kind: c.kind, URL: url + "/users/{subject_id}", RecordsPath: c.recordsPath}
+	cfg := source.Config{Name: "junk", Kind: c.kind, URL: url + "/users/{subject_id}", RecordsPath: c.recordsPath}
 	if c.kind == "elasticsearch" {
 		cfg.URL, cfg.Index, cfg.Query = url, "people", `{"query":{"term":{"user_id":"{subject_id}"}}}`
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/elastic/go-elasticsearch/v8/esapi"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/expand"
 )
@@ -31,7 +30,7 @@ type esSource struct {
 // scrollKeepAlive is how long Elasticsearch keeps the search context between pages.
 const scrollKeepAlive = time.Minute
 
-func newElasticsearch(cfg config.Source, hc *http.Client, limits Limits) (*esSource, error) {
+func newElasticsearch(cfg Config, hc *http.Client, limits Limits) (*esSource, error) {
 	header := http.Header{}
 	if cfg.AuthHeader != "" {
 		header.Set("Authorization", cfg.AuthHeader)

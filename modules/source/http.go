@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/expand"
 )
@@ -27,7 +26,7 @@ type httpSource struct {
 	limits             Limits
 }
 
-func newHTTP(cfg config.Source, client *http.Client, limits Limits) (*httpSource, error) {
+func newHTTP(cfg Config, client *http.Client, limits Limits) (*httpSource, error) {
 	method := strings.ToUpper(cfg.Method)
 	if method == "" {
 		method = http.MethodGet
@@ -150,95 +149,26 @@ var (
 // each element of an array, or an object as one record; null is no record.
 // Before each value it tells bounded a new one begins.
 func streamRecords(name string, dec *json.Decoder, bounded *boundedBody, path []string, sink Sink) error {
-	for _, seg := range path {
-		bounded.next()
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		if tok == nil {
-			return nil
-		}
-		if d, ok := tok.(json.Delim); !ok || d != '{' {
-			return errPathMissing
-		}
-		found := false
-		for dec.More() {
-			bounded.next()
-			kt, err := dec.Token()
-			if err != nil {
-				return err
-			}
-			if kt.(string) == seg {
-				found = true
-				break
-			}
-			bounded.next()
-			var skip json.RawMessage
-			if err := dec.Decode(&skip); err != nil {
-				return err
-			}
-		}
-		if !found {
-			return errPathMissing
-		}
+	null, err := descend(dec, bounded, path)
+	if err != nil || null {
+		return err
 	}
 	bounded.next()
 	tok, err := dec.Token()
 	if err != nil {
 		return err
 	}
-	var ob objectBuilder
 	switch tok {
 	case json.Delim('['):
-		for dec.More() {
-			bounded.next()
-			var raw json.RawMessage
-			if err := dec.Decode(&raw); err != nil {
-				return err
-			}
-			rec, err := ob.record(raw)
-			if err != nil {
-				return err
-			}
-			if err := sink.Row(rec); err != nil {
-				return sinkFailure(name, err)
-			}
-		}
-		if _, err := dec.Token(); err != nil {
-			return err
-		}
+		err = streamArray(name, dec, bounded, sink)
 	case json.Delim('{'):
-		// Rebuild the object member by member so a large one is not decoded twice.
-		ob.reset()
-		for dec.More() {
-			bounded.next()
-			kt, err := dec.Token()
-			if err != nil {
-				return err
-			}
-			bounded.next()
-			var raw json.RawMessage
-			if err := dec.Decode(&raw); err != nil {
-				return err
-			}
-			ob.key(kt.(string))
-			if err := ob.compactValue(raw); err != nil {
-				return err
-			}
-			if err := checkObject(&ob, bounded.limits); err != nil {
-				return err
-			}
-		}
-		if _, err := dec.Token(); err != nil {
-			return err
-		}
-		if err := sink.Row(ob.finish()); err != nil {
-			return sinkFailure(name, err)
-		}
+		err = streamObject(name, dec, bounded, sink)
 	case nil:
 	default:
 		return fmt.Errorf("%w: records must be an array or object", errMalformed)
+	}
+	if err != nil {
+		return err
 	}
 	if len(path) == 0 {
 		// A well-formed single document ends here; trailing bytes mean the
@@ -246,6 +176,103 @@ func streamRecords(name string, dec *json.Decoder, bounded *boundedBody, path []
 		if _, err := dec.Token(); err != io.EOF {
 			return fmt.Errorf("%w: trailing data", errMalformed)
 		}
+	}
+	return nil
+}
+
+// descend reads dec down path (records_path's segments) to the value of its
+// last member. null reports a null on the way, which means no records.
+func descend(dec *json.Decoder, bounded *boundedBody, path []string) (null bool, err error) {
+	for _, seg := range path {
+		bounded.next()
+		tok, err := dec.Token()
+		if err != nil {
+			return false, err
+		}
+		if tok == nil {
+			return true, nil
+		}
+		if d, ok := tok.(json.Delim); !ok || d != '{' {
+			return false, errPathMissing
+		}
+		if err := findMember(dec, bounded, seg); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// findMember skips the members of the object dec is in until the one named
+// name, leaving dec at its value; errPathMissing when there is none.
+func findMember(dec *json.Decoder, bounded *boundedBody, name string) error {
+	for dec.More() {
+		bounded.next()
+		kt, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if kt.(string) == name {
+			return nil
+		}
+		bounded.next()
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	return errPathMissing
+}
+
+// streamArray sends each element of the array dec is in as a record.
+func streamArray(name string, dec *json.Decoder, bounded *boundedBody, sink Sink) error {
+	var ob objectBuilder
+	for dec.More() {
+		bounded.next()
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return err
+		}
+		rec, err := ob.record(raw)
+		if err != nil {
+			return err
+		}
+		if err := sink.Row(rec); err != nil {
+			return sinkFailure(name, err)
+		}
+	}
+	_, err := dec.Token()
+	return err
+}
+
+// streamObject sends the object dec is in as one record, rebuilt member by
+// member so that a large one is not decoded twice.
+func streamObject(name string, dec *json.Decoder, bounded *boundedBody, sink Sink) error {
+	var ob objectBuilder
+	ob.reset()
+	for dec.More() {
+		bounded.next()
+		kt, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		bounded.next()
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return err
+		}
+		ob.key(kt.(string))
+		if err := ob.compactValue(raw); err != nil {
+			return err
+		}
+		if err := checkObject(&ob, bounded.limits); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return err
+	}
+	if err := sink.Row(ob.finish()); err != nil {
+		return sinkFailure(name, err)
 	}
 	return nil
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/expand"
 	"github.com/gdpr-oss/gdpr/modules/source"
@@ -66,7 +65,7 @@ func TestDotIdentifiersNeverWalkOutOfTheSourcePath(t *testing.T) {
 	t.Parallel()
 	var hits seen
 	api := exportAPI(t, &hits)
-	src, err := source.New(config.Source{Name: "desk", Kind: "http", URL: api.URL + "/users/{subject_id}/export", AuthHeader: "Bearer s3cret"}, source.Options{})
+	src, err := source.New(source.Config{Name: "desk", Kind: "http", URL: api.URL + "/users/{subject_id}/export", AuthHeader: "Bearer s3cret"}, source.Options{})
 	require.NoError(t, err)
 
 	var ok rows
@@ -114,7 +113,7 @@ func TestSourceRedirectsStayOnTheOriginWithoutReferer(t *testing.T) {
 	subject := event.Subject{ID: "u1", Email: "ann@example.com"}
 
 	t.Run("another origin is not followed", func(t *testing.T) {
-		src, err := source.New(config.Source{Name: "away", Kind: "http", URL: api.URL + "/away?e={email}", AuthHeader: "Bearer s3cret"}, source.Options{})
+		src, err := source.New(source.Config{Name: "away", Kind: "http", URL: api.URL + "/away?e={email}", AuthHeader: "Bearer s3cret"}, source.Options{})
 		require.NoError(t, err)
 		var got rows
 		err = src.Read(t.Context(), subject, &got)
@@ -124,7 +123,7 @@ func TestSourceRedirectsStayOnTheOriginWithoutReferer(t *testing.T) {
 		require.Empty(t, elsewhere.all(), "the other origin sees no request, so no Authorization")
 	})
 	t.Run("the same origin is followed without Referer", func(t *testing.T) {
-		src, err := source.New(config.Source{Name: "moved", Kind: "http", URL: api.URL + "/moved?e={email}", AuthHeader: "Bearer s3cret"}, source.Options{})
+		src, err := source.New(source.Config{Name: "moved", Kind: "http", URL: api.URL + "/moved?e={email}", AuthHeader: "Bearer s3cret"}, source.Options{})
 		require.NoError(t, err)
 		var got rows
 		require.NoError(t, src.Read(t.Context(), subject, &got))
@@ -140,7 +139,7 @@ func TestSourceRedirectsStayOnTheOriginWithoutReferer(t *testing.T) {
 		require.Equal(t, "Bearer s3cret", final.Header.Get("Authorization"))
 	})
 	t.Run("a redirect that changes the method is not followed", func(t *testing.T) {
-		src, err := source.New(config.Source{Name: "post", Kind: "http", Method: "POST", URL: api.URL + "/moved", Body: `{"e":"{email}"}`}, source.Options{})
+		src, err := source.New(source.Config{Name: "post", Kind: "http", Method: "POST", URL: api.URL + "/moved", Body: `{"e":"{email}"}`}, source.Options{})
 		require.NoError(t, err)
 		require.ErrorIs(t, src.Read(t.Context(), subject, &rows{}), source.ErrRedirect)
 	})
@@ -148,7 +147,7 @@ func TestSourceRedirectsStayOnTheOriginWithoutReferer(t *testing.T) {
 
 func TestBodyPlaceholdersOnlyInStringValues(t *testing.T) {
 	t.Parallel()
-	for _, cfg := range []config.Source{
+	for _, cfg := range []source.Config{
 		{Name: "es", Kind: "elasticsearch", URL: "http://127.0.0.1:1", Index: "x", Query: `{"terms":{"user_id":[{subject_id}]}}`},
 		{Name: "api", Kind: "http", Method: "POST", URL: "http://127.0.0.1:1/search", Body: `{"ids":[{subject_id}]}`},
 	} {
@@ -165,7 +164,7 @@ func TestBodyPlaceholdersOnlyInStringValues(t *testing.T) {
 		_, _ = io.WriteString(w, `[]`)
 	}))
 	t.Cleanup(api.Close)
-	src, err := source.New(config.Source{Name: "api", Kind: "http", Method: "POST", URL: api.URL + "/search", Body: `{"ids":["{subject_id}"]}`}, source.Options{})
+	src, err := source.New(source.Config{Name: "api", Kind: "http", Method: "POST", URL: api.URL + "/search", Body: `{"ids":["{subject_id}"]}`}, source.Options{})
 	require.NoError(t, err)
 	require.NoError(t, src.Read(t.Context(), event.Subject{ID: `1001","1002","1003`}, &rows{}))
 	var body struct{ IDs []string }

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/expand"
 )
@@ -185,7 +184,7 @@ type Options struct {
 }
 
 // New builds the source described by cfg.
-func New(cfg config.Source, opts Options) (Source, error) {
+func New(cfg Config, opts Options) (Source, error) {
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Transport: &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,

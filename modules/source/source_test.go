@@ -11,7 +11,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
@@ -53,7 +52,7 @@ func TestBindNamed(t *testing.T) {
 
 func TestAppliesOnlyWithEveryIdentifierTheTemplatesUse(t *testing.T) {
 	t.Parallel()
-	src, err := New(config.Source{Name: "api", Kind: "http", URL: "https://api.example/users/{subject_id}", Body: `{"e":"{email}"}`}, Options{})
+	src, err := New(Config{Name: "api", Kind: "http", URL: "https://api.example/users/{subject_id}", Body: `{"e":"{email}"}`}, Options{})
 	require.NoError(t, err)
 	require.True(t, src.Applies(event.Subject{ID: "u1", Email: "a@b.c"}))
 	for _, s := range []event.Subject{{ID: "u1"}, {Email: "a@b.c"}, {ID: "..", Email: "a@b.c"}, {ID: ".", Email: "a@b.c"}} {
@@ -93,7 +92,7 @@ func TestPostgresReadOnlyAndTypes(t *testing.T) {
 		INSERT INTO t VALUES ('s1', 1, '{"k": [1, 2]}', '2024-01-02 03:04:05', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{1,2}')`)
 	require.NoError(t, err)
 
-	src, err := New(config.Source{Name: "pg", Kind: "postgres", DSN: dsn, Query: "SELECT id, n, j, ts, u, arr, NULL AS nothing FROM t WHERE id = @subject_id"}, Options{})
+	src, err := New(Config{Name: "pg", Kind: "postgres", DSN: dsn, Query: "SELECT id, n, j, ts, u, arr, NULL AS nothing FROM t WHERE id = @subject_id"}, Options{})
 	require.NoError(t, err)
 	defer src.Close()
 	var c collect
@@ -102,7 +101,7 @@ func TestPostgresReadOnlyAndTypes(t *testing.T) {
 	require.Equal(t, []string{`{"id":"s1","n":1,"j":{"k":[1,2]},"ts":"2024-01-02T03:04:05Z","u":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11","arr":"{1,2}","nothing":null}`}, c.rows)
 	require.False(t, src.Applies(event.Subject{Email: "only@example.com"}), "a query using only @subject_id needs an id")
 
-	w, err := New(config.Source{Name: "w", Kind: "postgres", DSN: dsn, Query: "INSERT INTO t (id) VALUES (@subject_id) RETURNING id"}, Options{})
+	w, err := New(Config{Name: "w", Kind: "postgres", DSN: dsn, Query: "INSERT INTO t (id) VALUES (@subject_id) RETURNING id"}, Options{})
 	require.NoError(t, err)
 	defer w.Close()
 	err = w.Read(t.Context(), event.Subject{ID: "s2"}, &collect{})
@@ -143,7 +142,7 @@ func TestMySQL(t *testing.T) {
 		_, err = db.ExecContext(ctx, stmt)
 		require.NoError(t, err)
 	}
-	src, err := New(config.Source{Name: "profiles", Kind: "mysql", DSN: dsn,
+	src, err := New(Config{Name: "profiles", Kind: "mysql", DSN: dsn,
 		Query: "SELECT id, email, name, born, points, balance, meta, created FROM profiles WHERE id = @subject_id OR email = @email ORDER BY id"}, Options{})
 	require.NoError(t, err)
 	defer src.Close()
@@ -156,7 +155,7 @@ func TestMySQL(t *testing.T) {
 	row := strings.Replace(c.rows[0], `"meta":"{\"x\": [1, \"two\"]}"`, `"meta":{"x":[1,"two"]}`, 1)
 	require.Equal(t, `{"id":"u-1","email":"a+b@example.com","name":"Zoë 'quote'","born":"1990-05-06T00:00:00Z","points":7,"balance":"12.30","meta":{"x":[1,"two"]},"created":"2024-01-02T03:04:05Z"}`, row)
 
-	bad, err := New(config.Source{Name: "bad", Kind: "mysql", DSN: dsn, Query: "SELECT * FROM nope WHERE id = @subject_id"}, Options{})
+	bad, err := New(Config{Name: "bad", Kind: "mysql", DSN: dsn, Query: "SELECT * FROM nope WHERE id = @subject_id"}, Options{})
 	require.NoError(t, err)
 	defer bad.Close()
 	err = bad.Read(ctx, event.Subject{ID: "u-1"}, &collect{})
@@ -164,7 +163,7 @@ func TestMySQL(t *testing.T) {
 	require.Equal(t, ClassQuery, Class(err))
 
 	// The transaction is read-only here too.
-	w, err := New(config.Source{Name: "w", Kind: "mysql", DSN: dsn, Query: "UPDATE profiles SET points = 0 WHERE id = @subject_id"}, Options{})
+	w, err := New(Config{Name: "w", Kind: "mysql", DSN: dsn, Query: "UPDATE profiles SET points = 0 WHERE id = @subject_id"}, Options{})
 	require.NoError(t, err)
 	defer w.Close()
 	require.ErrorIs(t, w.Read(ctx, event.Subject{ID: "u-1"}, &collect{}), ErrQuery)

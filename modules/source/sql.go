@@ -17,7 +17,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 
-	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/event"
 )
 
@@ -37,7 +36,7 @@ const (
 	paramEmail     = "email"
 )
 
-func newSQL(cfg config.Source) (*sqlSource, error) {
+func newSQL(cfg Config) (*sqlSource, error) {
 	driver, dollar := "pgx", true
 	if cfg.Kind == "mysql" {
 		driver, dollar = "mysql", false
