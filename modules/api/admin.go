@@ -108,6 +108,10 @@ func ParseFilter(q func(string) string) (requests.Filter, error) {
 	if f.Regulation != "" && f.Regulation != "gdpr" && f.Regulation != "ccpa" && f.Regulation != "lgpd" {
 		return f, problem(http.StatusBadRequest, "invalid_request", "regulation", "must be gdpr, ccpa or lgpd")
 	}
+	f.Client = q("client")
+	if len(f.Client) > 64 {
+		return f, problem(http.StatusBadRequest, "invalid_request", "client", "must be at most 64 characters")
+	}
 	times := map[string]*time.Time{"due_before": &f.DueBefore, "submitted_after": &f.SubmittedAfter, "submitted_before": &f.SubmittedBefore}
 	for name, dst := range times {
 		if v := q(name); v != "" {

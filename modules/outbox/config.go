@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/gdpr-oss/gdpr/modules/relay"
 )
 
 // Config tunes the outbox relay of every role that writes to the outbox
@@ -29,15 +31,18 @@ type Config struct {
 }
 
 // DefaultConfig is the outbox relay's configuration when nothing is set.
+// It is the relay's defaults but for Workers: every role runs an outbox
+// relay, and two loops keep the broker busy for what one role writes.
 func DefaultConfig() Config {
+	d := relay.DefaultOptions()
 	return Config{
 		Workers:         2,
-		BatchSize:       500,
-		MaxIdle:         5 * time.Second,
-		Retention:       7 * 24 * time.Hour,
-		PruneInterval:   time.Minute,
-		MetricsInterval: 10 * time.Second,
-		RetryBackoff:    time.Second,
+		BatchSize:       d.BatchSize,
+		MaxIdle:         d.MaxIdle,
+		Retention:       d.Retention,
+		PruneInterval:   d.PruneInterval,
+		MetricsInterval: d.MetricsInterval,
+		RetryBackoff:    d.RetryBackoff,
 	}
 }
 

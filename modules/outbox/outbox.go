@@ -8,10 +8,8 @@ package outbox
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"gorm.io/gorm"
 
@@ -54,25 +52,9 @@ func (s *Store) Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) err
 	case m.Key() == "":
 		return fmt.Errorf("%w: routing key is empty", ErrInvalid)
 	}
-	headers := m.Headers
-	if headers == nil {
-		headers = map[string]string{}
-	}
-	h, err := json.Marshal(headers)
+	r, err := relay.NewRow(m)
 	if err != nil {
 		return fmt.Errorf("encoding headers of %s: %w", m.ID, err)
-	}
-	occurred := m.OccurredAt
-	if occurred.IsZero() {
-		occurred = time.Now().UTC()
-	}
-	typ := m.Type
-	if typ == "" {
-		typ = m.Key()
-	}
-	body := m.Body
-	if body == nil {
-		body = []byte{}
 	}
 	// deliver_at is the database's now(): the relay's lateness is measured
 	// from the write, on the one clock that decides what is due.
@@ -85,7 +67,7 @@ func (s *Store) Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) err
 			correlation_id = EXCLUDED.correlation_id, causation_id = EXCLUDED.causation_id,
 			traceparent = EXCLUDED.traceparent, headers = EXCLUDED.headers,
 			body = EXCLUDED.body, occurred_at = EXCLUDED.occurred_at, updated_at = now()`,
-		m.ID, m.ID, m.Key(), typ, m.CorrelationID, m.CausationID, m.Traceparent, string(h), body, occurred)
+		r.MessageID, r.MessageID, r.RoutingKey, r.Type, r.CorrelationID, r.CausationID, r.Traceparent, r.Headers, r.Body, r.OccurredAt)
 	if res.Error != nil {
 		return fmt.Errorf("writing %s to the outbox: %w", m.ID, res.Error)
 	}
@@ -95,20 +77,5 @@ func (s *Store) Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) err
 // Dispatches returns the first dispatch of each of messageIDs that went
 // through the outbox, by message id; other messages are absent.
 func (s *Store) Dispatches(ctx context.Context, messageIDs []string) (map[string]message.Dispatch, error) {
-	list, err := json.Marshal(messageIDs)
-	if err != nil {
-		return nil, fmt.Errorf("encoding message ids: %w", err)
-	}
-	var rows []message.Dispatch
-	if err := s.db.WithContext(ctx).Raw(`
-		SELECT DISTINCT ON (message_id) message_id, deliver_at, sent_at FROM outbox_messages_sent
-		WHERE message_id IN (SELECT jsonb_array_elements_text(?::jsonb))
-		ORDER BY message_id, sent_at`, string(list)).Scan(&rows).Error; err != nil {
-		return nil, fmt.Errorf("reading the dispatches of %d messages: %w", len(messageIDs), err)
-	}
-	out := make(map[string]message.Dispatch, len(rows))
-	for _, r := range rows {
-		out[r.MessageID] = r
-	}
-	return out, nil
+	return relay.Dispatches(ctx, s.db, table(), messageIDs)
 }

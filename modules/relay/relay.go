@@ -71,27 +71,42 @@ type Options struct {
 	Refused func(error) bool
 }
 
+// DefaultOptions are the relay's tuning when nothing is set; the owners'
+// Configs (outbox, scheduler) start from them, so each number is written once.
+func DefaultOptions() Options {
+	return Options{
+		BatchSize:       500,
+		Workers:         3,
+		MaxIdle:         5 * time.Second,
+		Retention:       7 * 24 * time.Hour,
+		PruneInterval:   time.Minute,
+		MetricsInterval: 10 * time.Second,
+		RetryBackoff:    time.Second,
+	}
+}
+
 func (o *Options) defaults() {
+	d := DefaultOptions()
 	if o.BatchSize < 1 {
-		o.BatchSize = 500
+		o.BatchSize = d.BatchSize
 	}
 	if o.Workers < 1 {
-		o.Workers = 3
+		o.Workers = d.Workers
 	}
 	if o.MaxIdle <= 0 {
-		o.MaxIdle = 5 * time.Second
+		o.MaxIdle = d.MaxIdle
 	}
 	if o.Retention <= 0 {
-		o.Retention = 7 * 24 * time.Hour
+		o.Retention = d.Retention
 	}
 	if o.PruneInterval <= 0 {
-		o.PruneInterval = time.Minute
+		o.PruneInterval = d.PruneInterval
 	}
 	if o.MetricsInterval <= 0 {
-		o.MetricsInterval = 10 * time.Second
+		o.MetricsInterval = d.MetricsInterval
 	}
 	if o.RetryBackoff <= 0 {
-		o.RetryBackoff = time.Second
+		o.RetryBackoff = d.RetryBackoff
 	}
 }
 

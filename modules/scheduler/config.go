@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/gdpr-oss/gdpr/modules/relay"
 )
 
 // Config is the scheduler section: the delayed-message role.
@@ -32,18 +34,20 @@ type Config struct {
 	CommandConcurrency int `yaml:"command_concurrency"`
 }
 
-// DefaultConfig is the one place the scheduler's defaults are written;
-// NewDispatcher fills zero DispatcherOptions from it too.
+// DefaultConfig is the scheduler's defaults: the relay's tuning
+// (relay.DefaultOptions) and the scheduler's own settings; NewDispatcher
+// fills zero DispatcherOptions from it too.
 func DefaultConfig() Config {
+	d := relay.DefaultOptions()
 	return Config{
 		AdminAddr:          "127.0.0.1:9092",
-		BatchSize:          500,
-		Workers:            3,
-		MaxIdle:            5 * time.Second,
-		Retention:          7 * 24 * time.Hour,
-		PruneInterval:      time.Minute,
-		MetricsInterval:    10 * time.Second,
-		RetryBackoff:       time.Second,
+		BatchSize:          d.BatchSize,
+		Workers:            d.Workers,
+		MaxIdle:            d.MaxIdle,
+		Retention:          d.Retention,
+		PruneInterval:      d.PruneInterval,
+		MetricsInterval:    d.MetricsInterval,
+		RetryBackoff:       d.RetryBackoff,
 		CommandConcurrency: 4,
 	}
 }

@@ -7,7 +7,6 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/relay"
 )
 
 // Errors callers test with errors.Is.
@@ -60,21 +60,9 @@ func (s *Store) Schedule(ctx context.Context, tx *gorm.DB, e Entry) error {
 	case m.Key() == "":
 		return fmt.Errorf("%w: routing key is empty", ErrInvalid)
 	}
-	headers, err := json.Marshal(nonNil(m.Headers))
+	r, err := relay.NewRow(m)
 	if err != nil {
 		return fmt.Errorf("encoding headers of %s: %w", e.Key, err)
-	}
-	occurred := m.OccurredAt
-	if occurred.IsZero() {
-		occurred = time.Now().UTC()
-	}
-	typ := m.Type
-	if typ == "" {
-		typ = m.Key()
-	}
-	body := m.Body
-	if body == nil {
-		body = []byte{}
 	}
 	// A zero or past DeliverAt becomes the database's now(), so "due" is
 	// judged by one clock only and lateness is measured from when the
@@ -94,8 +82,8 @@ func (s *Store) Schedule(ctx context.Context, tx *gorm.DB, e Entry) error {
 			correlation_id = EXCLUDED.correlation_id, causation_id = EXCLUDED.causation_id,
 			traceparent = EXCLUDED.traceparent, headers = EXCLUDED.headers,
 			body = EXCLUDED.body, occurred_at = EXCLUDED.occurred_at, updated_at = now()`,
-		e.Key, m.ID, deliverAt, deliverAt, e.Exchange, m.Key(), typ, m.CorrelationID, m.CausationID,
-		m.Traceparent, string(headers), body, occurred)
+		e.Key, r.MessageID, deliverAt, deliverAt, e.Exchange, r.RoutingKey, r.Type, r.CorrelationID, r.CausationID,
+		r.Traceparent, r.Headers, r.Body, r.OccurredAt)
 	if res.Error != nil {
 		return fmt.Errorf("scheduling %s: %w", e.Key, res.Error)
 	}
@@ -167,30 +155,8 @@ func (s *Store) Get(ctx context.Context, key string) (Status, error) {
 	return out[0], nil
 }
 
-func nonNil(h map[string]string) map[string]string {
-	if h == nil {
-		return map[string]string{}
-	}
-	return h
-}
-
 // Dispatches returns the first dispatch of each of messageIDs that went
 // through the scheduler, by message id; other messages are absent.
 func (s *Store) Dispatches(ctx context.Context, messageIDs []string) (map[string]message.Dispatch, error) {
-	list, err := json.Marshal(messageIDs)
-	if err != nil {
-		return nil, fmt.Errorf("encoding message ids: %w", err)
-	}
-	var rows []message.Dispatch
-	if err := s.db.WithContext(ctx).Raw(`
-		SELECT DISTINCT ON (message_id) message_id, deliver_at, sent_at FROM scheduled_messages_sent
-		WHERE message_id IN (SELECT jsonb_array_elements_text(?::jsonb))
-		ORDER BY message_id, sent_at`, string(list)).Scan(&rows).Error; err != nil {
-		return nil, fmt.Errorf("reading the dispatches of %d messages: %w", len(messageIDs), err)
-	}
-	out := make(map[string]message.Dispatch, len(rows))
-	for _, r := range rows {
-		out[r.MessageID] = r
-	}
-	return out, nil
+	return relay.Dispatches(ctx, s.db, table(), messageIDs)
 }
