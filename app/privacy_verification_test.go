@@ -16,16 +16,6 @@ import (
 // privacy.require_verification lists callers.
 func opsCaller() string { return digest(opsAPIToken)[:16] }
 
-// pageRequestState is the stored state of a request the page submitted.
-// The API answers another client's request (the page is client
-// privacy-page) with 404, so the test reads the requests table.
-func pageRequestState(t *testing.T, run *opsRun, id string) string {
-	t.Helper()
-	var state string
-	require.NoError(t, run.gdb.Raw(`SELECT state FROM requests WHERE id = ?`, id).Scan(&state).Error)
-	return state
-}
-
 // auditedVerification is the request.received audit record of a request.
 type auditedVerification struct {
 	Method     string
