@@ -46,12 +46,15 @@ func (s *Server) requireOperator(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := singleAuthorization(c); err != nil {
 			return err
 		}
+		if err := s.authBlocked(c); err != nil {
+			return err
+		}
 		scheme, token, _ := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
 		p, ok := s.opts.Operators.Match(strings.TrimSpace(token))
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
 			e := problem(http.StatusUnauthorized, "unauthorized", "Authorization", "a valid operator token is required")
 			e.header = http.Header{echo.HeaderWWWAuthenticate: {`Bearer realm="gdpr-admin"`}}
-			return e
+			return s.authFailed(c, e)
 		}
 		c.Set(principalKey, p)
 		c.Set(callerKey, p.Name)
