@@ -49,7 +49,7 @@ Commands are deduplicated in the table gdpr_participant_inbox of that database.`
 			if by != "id" && by != "email" {
 				return &exitError{code: 2, err: fmt.Errorf("example-participant: --by must be id or email, got %q", by)}
 			}
-			logger := newLogger(cfg.Log, c.stdout).With("role", "example-participant", "participant", name)
+			logger := newLogger(cfg.Log, c.stdout).With("role", "example-participant") // the SDK adds the participant
 			ctx, _, stop := signalContext(cmd.Context())
 			defer stop()
 			sdb, err := sql.Open("pgx", dsn)
@@ -69,13 +69,20 @@ Commands are deduplicated in the table gdpr_participant_inbox of that database.`
 			// Identifiers are quoted by pgx; the subject is a bound parameter.
 			query := `DELETE FROM ` + pgx.Identifier(strings.Split(table, ".")).Sanitize() + //nolint:gosec // G202: quoted identifiers, not input values
 				` WHERE ` + pgx.Identifier{column}.Sanitize() + ` = $1`
+			if by == "email" {
+				// Addresses compare ignoring case (docs/protocol.md, The command).
+				query = `DELETE FROM ` + pgx.Identifier(strings.Split(table, ".")).Sanitize() +
+					` WHERE lower(` + pgx.Identifier{column}.Sanitize() + `) = lower($1)`
+			}
 			erase := func(ctx context.Context, s event.Subject) (string, error) {
 				key := s.ID
 				if by == "email" {
 					key = s.Email
 				}
 				if key == "" {
-					return event.OutcomeNotFound, nil
+					// Not not_found: the rows may well be there, under the
+					// identifier this command lacks.
+					return event.OutcomeCannotErase, nil
 				}
 				res, err := sdb.ExecContext(ctx, query, key)
 				if err != nil {
@@ -111,7 +118,7 @@ func (c *cli) participantCommand() *cobra.Command {
 		Use:   "check NAME",
 		Short: "Check a running participant against the erasure protocol and print the rules it keeps",
 		Long: `Sends participant NAME, on the configured exchange (amqp.prefix), erasure
-commands for made-up subjects (ids starting with ` + conformance.SubjectPrefix + `): a well-formed
+commands for made-up subjects (ids starting with ` + conformance.SubjectPrefix + `, emails at conformance.invalid): a well-formed
 command, a duplicate, a replay after its confirmation, a re-send, a body that
 is not JSON, a command without subject and one of an unsupported version. It
 prints each protocol rule with PASS, FAIL (a broken rule: exit code 1), WARN

@@ -58,9 +58,16 @@ func TestExampleParticipantDeletesRowsAndConfirms(t *testing.T) {
 	require.NoError(t, c.Start(t.Context()))
 	t.Cleanup(func() { _ = c.Stop(context.Background()) })
 
-	reqs := map[string]string{"c-1": uuid.NewString(), "c-9": uuid.NewString()}
+	// "": a subject with only an email, whom a table keyed by customer id
+	// cannot find (a probe saw such a one answered not_found, and the
+	// person told their data was deleted).
+	reqs := map[string]string{"c-1": uuid.NewString(), "c-9": uuid.NewString(), "": uuid.NewString()}
 	for subject, req := range reqs {
-		m, err := message.New(event.TypeErasureCommand, event.ErasureCommand{Version: 1, RequestID: req, Participant: "billing", Subject: event.Subject{ID: subject}, Attempt: 1}, nil)
+		s := event.Subject{ID: subject}
+		if subject == "" {
+			s.Email = "c-2@example.com"
+		}
+		m, err := message.New(event.TypeErasureCommand, event.ErasureCommand{Version: 1, RequestID: req, Participant: "billing", Subject: s, Attempt: 1}, nil)
 		require.NoError(t, err)
 		m.RoutingKey = "erasure.command.billing"
 		require.NoError(t, pub.Publish(t.Context(), m))
@@ -68,11 +75,12 @@ func TestExampleParticipantDeletesRowsAndConfirms(t *testing.T) {
 	testkit.Eventually(t, 30*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(confs) == 2
-	}, "both commands confirmed")
+		return len(confs) == 3
+	}, "every command confirmed")
 	mu.Lock()
 	require.Equal(t, event.OutcomeErased, confs[reqs["c-1"]].Outcome)
 	require.Equal(t, event.OutcomeNotFound, confs[reqs["c-9"]].Outcome)
+	require.Equal(t, event.OutcomeCannotErase, confs[reqs[""]].Outcome, "no id: cannot erase, not nothing found")
 	mu.Unlock()
 	var left []string
 	rows, err := sdb.Query(`SELECT customer FROM shop.invoices`)

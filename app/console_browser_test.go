@@ -112,8 +112,10 @@ func TestConsoleInARealBrowser(t *testing.T) {
 	email := "olga." + tag + "@example.org"
 	target := r.submitAs(t, "access", "ccpa", "olga-"+tag, email)
 	other := r.submitAs(t, "access", "gdpr", "paul-"+tag, "paul."+tag+"@example.org")
+	shop := r.submitWith(t, consoleShopToken, "access", "ccpa", "sam-"+tag, "sam."+tag+"@example.org")
 	r.waitState(t, target, "failed")
 	r.waitState(t, other, "failed")
+	r.waitState(t, shop, "failed")
 
 	ctx := consoleBrowser(t)
 	signIn(ctx, t, base, consoleOperatorToken)
@@ -128,18 +130,34 @@ func TestConsoleInARealBrowser(t *testing.T) {
 	require.False(t, ck.Secure, "plain HTTP here; Secure is set behind TLS")
 	screenshot(ctx, t, "console-dashboard.png")
 
-	// Filter the list by regulation: only the CCPA request is left.
+	// Filter the list by the API client: only the shop's request is left.
+	do(ctx, t,
+		chromedp.Navigate(base+"/admin/requests"),
+		chromedp.WaitVisible(chromedp.ID("f-client")),
+		chromedp.SetValue(chromedp.ID("f-client"), "shop"),
+		chromedp.Click(chromedp.ID("apply")),
+		chromedp.WaitReady(chromedp.CSS(`option[value="shop"][selected]`)),
+	)
+	list := brun(ctx, t, chromedp.Text(chromedp.ID("requests")))
+	require.Contains(t, list, shop)
+	require.NotContains(t, list, target)
+	require.NotContains(t, list, other)
+
+	// Filter the list by regulation and client: only the CCPA request
+	// the other client submitted is left.
 	do(ctx, t,
 		chromedp.Navigate(base+"/admin/requests"),
 		chromedp.WaitVisible(chromedp.ID("f-reg")),
 		chromedp.SetValue(chromedp.ID("f-reg"), "ccpa"),
 		chromedp.SetValue(chromedp.ID("f-state"), "failed"),
+		chromedp.SetValue(chromedp.ID("f-client"), r.detail(t, target).Request.Client),
 		chromedp.Click(chromedp.ID("apply")),
 		chromedp.WaitReady(chromedp.CSS(`option[value="ccpa"][selected]`)),
 	)
-	list := brun(ctx, t, chromedp.Text(chromedp.ID("requests")))
+	list = brun(ctx, t, chromedp.Text(chromedp.ID("requests")))
 	require.Contains(t, list, target)
 	require.NotContains(t, list, other)
+	require.NotContains(t, list, shop)
 
 	// Open it and extend its deadline.
 	do(ctx, t,

@@ -13,6 +13,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/notify"
+	"github.com/gdpr-oss/gdpr/modules/ratelimit"
 	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
@@ -123,7 +124,21 @@ func buildAPI(_ context.Context, in *infra) ([]Component, error) {
 	if err != nil {
 		return nil, err
 	}
+	limiter, err := ratelimit.New(ratelimit.Options{
+		Redis: in.redis, KeyPrefix: in.cfg.Redis.Prefix + "ratelimit:", Scopes: api.RateLimitScopes(),
+		Registerer: in.registry, Logger: in.logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	proxies, err := cfg.Proxies()
+	if err != nil {
+		return nil, err
+	}
 	srv, err := api.New(api.Options{
+		RateLimiter:  limiter,
+		RateLimits:   cfg.RateLimits,
+		Proxies:      proxies,
 		Addr:         cfg.Addr,
 		Intake:       in.intake,
 		APITokens:    apiTokens,

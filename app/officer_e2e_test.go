@@ -24,6 +24,8 @@ const (
 	consoleOperatorToken = "console-e2e-operator-token-ana"
 	consoleViewerToken   = "console-e2e-viewer-token-victor"
 	consoleAPIToken      = "console-e2e-api-token"
+	// consoleShopToken is the named API client "shop" (serve.api_clients).
+	consoleShopToken = "console-e2e-api-token-shop"
 )
 
 // startConsoleRun starts `gdpr all` for the officer's tests: two named
@@ -43,7 +45,8 @@ func startConsoleRun(t *testing.T) *opsRun {
 	file := map[string]any{
 		"serve": map[string]any{
 			"addr": r.api, "public_url": "http://" + r.api,
-			"api_tokens": []string{digest(consoleAPIToken)},
+			"api_tokens":  []string{digest(consoleAPIToken)},
+			"api_clients": []map[string]any{{"name": "shop", "token_sha256": digest(consoleShopToken)}},
 		},
 		"worker": map[string]any{"max_attempts": 1, "poll_interval": "100ms"},
 		"notify": map[string]any{"smtp_host": r.mail.SMTPHost, "smtp_port": r.mail.SMTPPort},
@@ -76,11 +79,17 @@ func startConsoleRun(t *testing.T) *opsRun {
 
 func (r *opsRun) submitAs(t *testing.T, kind, regulation, subjectID, email string) string {
 	t.Helper()
+	return r.submitWith(t, consoleAPIToken, kind, regulation, subjectID, email)
+}
+
+// submitWith submits as the API client whose token is token.
+func (r *opsRun) submitWith(t *testing.T, token, kind, regulation, subjectID, email string) string {
+	t.Helper()
 	body := map[string]any{"type": kind, "subject": map[string]string{"id": subjectID, "email": email}}
 	if regulation != "" {
 		body["regulation"] = regulation
 	}
-	code, out := r.do(t, http.MethodPost, "/v1/requests", consoleAPIToken, body)
+	code, out := r.do(t, http.MethodPost, "/v1/requests", token, body)
 	require.Equal(t, http.StatusAccepted, code, "%s", out)
 	var res struct{ ID string }
 	require.NoError(t, json.Unmarshal(out, &res))

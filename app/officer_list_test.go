@@ -3,6 +3,7 @@ package app
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gdpr-oss/gdpr/modules/requests"
+	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
 // TestOfficerListFindsParticipantsOverdue: the admin list's
@@ -72,4 +74,41 @@ func TestOfficerListFindsParticipantsOverdue(t *testing.T) {
 	require.ElementsMatch(t, []string{oneOverdue, twoStuck}, []string{first.Requests[0].ID, second.Requests[0].ID})
 	require.Equal(t, 2, r.detail(t, twoStuck).Request.ParticipantsOverdue)
 	require.Equal(t, 0, r.detail(t, allSent).Request.ParticipantsOverdue)
+}
+
+// TestOfficerListFiltersByClient: the admin list's client filter selects
+// the requests one API client submitted (requests.client), each row names
+// its client, and an over-long client is refused naming the parameter.
+func TestOfficerListFiltersByClient(t *testing.T) {
+	t.Parallel()
+	r := startConsoleRun(t)
+	tag := testkit.ID()
+	shop := r.submitWith(t, consoleShopToken, "access", "", "sam-"+tag, "sam."+tag+"@example.org")
+	flat := r.submitAs(t, "access", "", "tim-"+tag, "tim."+tag+"@example.org")
+	r.waitState(t, shop, "failed")
+	r.waitState(t, flat, "failed")
+
+	list := func(query string) map[string]string {
+		t.Helper()
+		code, body := r.do(t, http.MethodGet, "/v1/admin/requests"+query, consoleViewerToken, nil)
+		require.Equal(t, http.StatusOK, code, "%s", body)
+		var page requests.Page
+		require.NoError(t, json.Unmarshal(body, &page))
+		out := map[string]string{}
+		for _, row := range page.Requests {
+			out[row.ID] = row.Client
+		}
+		return out
+	}
+	all := list("")
+	require.Len(t, all, 2)
+	require.Equal(t, "shop", all[shop])
+	require.NotEmpty(t, all[flat], "a flat api_tokens entry is recorded by its digest prefix")
+	require.Equal(t, map[string]string{shop: "shop"}, list("?client=shop"))
+	require.Equal(t, map[string]string{flat: all[flat]}, list("?client="+all[flat]))
+	require.Empty(t, list("?client=nobody"))
+	require.Equal(t, "shop", r.detail(t, shop).Request.Client)
+	code, body := r.do(t, http.MethodGet, "/v1/admin/requests?client="+strings.Repeat("x", 65), consoleViewerToken, nil)
+	require.Equal(t, http.StatusBadRequest, code, "%s", body)
+	require.Contains(t, string(body), `"client"`)
 }

@@ -198,6 +198,16 @@ func (r *opsRun) state(t *testing.T, id string) string {
 	return out.State
 }
 
+// storedState is the request's state as the requests manager stored it: a
+// request from the self-service page is no API client's, so its status over
+// the API answers 404.
+func (r *opsRun) storedState(t *testing.T, id string) string {
+	t.Helper()
+	var state string
+	require.NoError(t, r.gdb.Raw(`SELECT state FROM requests WHERE id = ?`, id).Scan(&state).Error)
+	return state
+}
+
 func (r *opsRun) metrics(t *testing.T) map[string]*dto.MetricFamily {
 	t.Helper()
 	resp, err := r.client.Get("http://" + r.admin + "/metrics")

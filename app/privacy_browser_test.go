@@ -184,7 +184,7 @@ func TestPrivacyPageInBrowser(t *testing.T) {
 	erasureID := text("request-id")
 	require.Len(t, erasureID, 36)
 	require.NotEqual(t, accessID, erasureID)
-	testkit.Eventually(t, 90*time.Second, func() bool { return run.state(t, erasureID) == "completed" }, "the erasure completed")
+	testkit.Eventually(t, 90*time.Second, func() bool { return run.storedState(t, erasureID) == "completed" }, "the erasure completed")
 	deleted := mailText(t, run.mail, "ada@example.com", "gelöscht")
 	require.Contains(t, deleted, erasureID)
 	german := mailText(t, run.mail, "ada@example.com", "Anfrage "+erasureID)
@@ -204,6 +204,6 @@ func TestPrivacyPageInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("again")),
 		shot("gone"),
 	))
-	require.Equal(t, "completed", run.state(t, accessID))
+	require.Equal(t, "completed", run.storedState(t, accessID))
 	checkVerificationsAudited(t, run, accessID, verifiedBy)
 }

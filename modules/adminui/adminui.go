@@ -44,6 +44,7 @@ const CookieName = "gdpr_console"
 type Officer interface {
 	Config() console.Config
 	List(ctx context.Context, f requests.Filter) (requests.Page, error)
+	Clients(ctx context.Context) ([]string, error)
 	Detail(ctx context.Context, id string) (officer.Detail, error)
 	Dashboard(ctx context.Context) (officer.Dashboard, error)
 	Retry(ctx context.Context, p console.Principal, id string, in officer.Input) (officer.Result, error)
@@ -346,11 +347,12 @@ type listData struct {
 	NextURL string
 	Regs    []string
 	States  []string
+	Clients []string
 }
 
 // filterFrom reads the list filters of the query string.
 func filterFrom(q url.Values) (requests.Filter, error) {
-	f := requests.Filter{Type: q.Get("type"), Regulation: q.Get("regulation"), Sort: q.Get("sort"), Cursor: q.Get("cursor")}
+	f := requests.Filter{Type: q.Get("type"), Regulation: q.Get("regulation"), Client: q.Get("client"), Sort: q.Get("sort"), Cursor: q.Get("cursor")}
 	if st := q.Get("state"); st != "" {
 		f.States = []string{st}
 	}
@@ -390,7 +392,12 @@ func (c *Console) list(w http.ResponseWriter, r *http.Request, s officer.Session
 		c.fail(w, r, s, err)
 		return
 	}
-	d := listData{Page: p, Q: q, Regs: []string{"gdpr", "ccpa", "lgpd"},
+	clients, err := c.off.Clients(r.Context())
+	if err != nil {
+		c.fail(w, r, s, err)
+		return
+	}
+	d := listData{Page: p, Q: q, Regs: []string{"gdpr", "ccpa", "lgpd"}, Clients: clients,
 		States: []string{"received", "processing", "handed_over", "failed", "completed", "cancelled", "denied"}}
 	if p.Next != "" {
 		nq := url.Values{}

@@ -46,12 +46,15 @@ func (s *Server) requireOperator(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := singleAuthorization(c); err != nil {
 			return err
 		}
+		if err := s.authBlocked(c); err != nil {
+			return err
+		}
 		scheme, token, _ := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
 		p, ok := s.opts.Operators.Match(strings.TrimSpace(token))
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
 			e := problem(http.StatusUnauthorized, "unauthorized", "Authorization", "a valid operator token is required")
 			e.header = http.Header{echo.HeaderWWWAuthenticate: {`Bearer realm="gdpr-admin"`}}
-			return e
+			return s.authFailed(c, e)
 		}
 		c.Set(principalKey, p)
 		c.Set(callerKey, p.Name)
@@ -104,6 +107,10 @@ func ParseFilter(q func(string) string) (requests.Filter, error) {
 	f.Regulation = q("regulation")
 	if f.Regulation != "" && f.Regulation != "gdpr" && f.Regulation != "ccpa" && f.Regulation != "lgpd" {
 		return f, problem(http.StatusBadRequest, "invalid_request", "regulation", "must be gdpr, ccpa or lgpd")
+	}
+	f.Client = q("client")
+	if len(f.Client) > 64 {
+		return f, problem(http.StatusBadRequest, "invalid_request", "client", "must be at most 64 characters")
 	}
 	times := map[string]*time.Time{"due_before": &f.DueBefore, "submitted_after": &f.SubmittedAfter, "submitted_before": &f.SubmittedBefore}
 	for name, dst := range times {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/ratelimit"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
 )
 
@@ -72,6 +73,34 @@ type Config struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxConns caps the connections each server (the public API, and each role's admin server) serves at once; more wait in the listen backlog.
 	MaxConns int `yaml:"max_conns"`
+	// RateLimits bound how often one client or one address may call the
+	// API, counted in Redis across every serve replica; beyond a limit the
+	// answer is 429 with Retry-After. A limit with rate 0 is off.
+	RateLimits RateLimits `yaml:"rate_limits"`
+	// TrustedProxies are the addresses or CIDR ranges of the reverse proxies
+	// in front of serve: only their X-Forwarded-For is believed when a limit
+	// counts by client address; any other peer's is ignored. With none, the
+	// connection's peer address counts.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// RateLimits are the API's rate limits (serve.rate_limits). Each is rate
+// events per period with a burst at once (GCRA, modules/ratelimit).
+type RateLimits struct {
+	// IntakePerClient bounds submissions (POST /v1/requests) per API client.
+	IntakePerClient ratelimit.Rule `yaml:"intake_per_client"`
+	// AuthFailuresPerAddress bounds wrong or missing bearer tokens per client
+	// address (API and admin API); once over it, that address gets 429 for
+	// every authenticated call, right token or not, until the budget refills.
+	AuthFailuresPerAddress ratelimit.Rule `yaml:"auth_failures_per_address"`
+	// DownloadsPerAddress bounds report downloads, good links or bad, per
+	// client address.
+	DownloadsPerAddress ratelimit.Rule `yaml:"downloads_per_address"`
+}
+
+// Proxies parses TrustedProxies (Validate has checked them).
+func (c Config) Proxies() (ratelimit.Proxies, error) {
+	return ratelimit.ParseProxies("serve.trusted_proxies", c.TrustedProxies)
 }
 
 // DefaultConfig listens on loopback and signs links with the public
@@ -95,6 +124,15 @@ func DefaultConfig() Config {
 		WriteTimeout:      limits.WriteTimeout,
 		IdleTimeout:       limits.IdleTimeout,
 		MaxConns:          limits.MaxConns,
+		RateLimits: RateLimits{
+			// A company's app submits requests by the dozen, not thousands a
+			// second; a burst covers a backlog being replayed.
+			IntakePerClient: ratelimit.Rule{Rate: 20, Period: time.Second, Burst: 200},
+			// Enough for a misconfigured client to see its 401s, far too few to guess.
+			AuthFailuresPerAddress: ratelimit.Rule{Rate: 10, Period: time.Minute, Burst: 20},
+			// A person downloads a report a few times.
+			DownloadsPerAddress: ratelimit.Rule{Rate: 30, Period: time.Minute, Burst: 30},
+		},
 	}
 }
 
@@ -199,6 +237,21 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.validateClients(); err != nil {
+		return err
+	}
+	for _, r := range []struct {
+		setting string
+		rule    ratelimit.Rule
+	}{
+		{"serve.rate_limits.intake_per_client", c.RateLimits.IntakePerClient},
+		{"serve.rate_limits.auth_failures_per_address", c.RateLimits.AuthFailuresPerAddress},
+		{"serve.rate_limits.downloads_per_address", c.RateLimits.DownloadsPerAddress},
+	} {
+		if err := r.rule.Validate(r.setting); err != nil {
+			return err
+		}
+	}
+	if _, err := c.Proxies(); err != nil {
 		return err
 	}
 	if err := validDigests("serve.admin_tokens", c.AdminTokens); err != nil {

@@ -60,6 +60,11 @@ func (s *Server) submit(c echo.Context) error {
 	if err != nil || mediaType != echo.MIMEApplicationJSON {
 		return problem(http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type", "must be application/json")
 	}
+	client, _ := c.Get(clientKey).(intake.Client)
+	// Counted before the body is read: a refused submission costs nothing.
+	if d := s.opts.RateLimiter.Allow(req.Context(), ScopeIntake, client.Name, s.opts.RateLimits.IntakePerClient); !d.Allowed {
+		return tooMany(d)
+	}
 	if req.ContentLength > s.opts.MaxBodyBytes {
 		return s.tooLarge()
 	}
@@ -74,7 +79,6 @@ func (s *Server) submit(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	client, _ := c.Get(clientKey).(intake.Client)
 	acc, err := s.opts.Intake.Submit(req.Context(), client.Name, req.Header.Get("Idempotency-Key"), sub)
 	if err != nil {
 		return err
@@ -130,11 +134,16 @@ func (s *Server) status(c echo.Context) error {
 }
 
 func (s *Server) report(c echo.Context) error {
+	ctx := c.Request().Context()
+	// Every attempt counts, good link or bad: before anything is checked.
+	if d := s.opts.RateLimiter.Allow(ctx, ScopeDownload, s.clientAddr(c), s.opts.RateLimits.DownloadsPerAddress); !d.Allowed {
+		return tooMany(d)
+	}
 	id, err := s.requestID(c)
 	if err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
+	ctx = c.Request().Context()
 	// A download link is the subject's capability and needs no bearer
 	// token; an API client that sends its own may fetch only its own
 	// requests' reports (another client's is 404, as for its status).
@@ -244,12 +253,15 @@ func (s *Server) authenticate(c echo.Context, tokens intake.Tokens) (intake.Clie
 	if err := singleAuthorization(c); err != nil {
 		return intake.Client{}, err
 	}
+	if err := s.authBlocked(c); err != nil {
+		return intake.Client{}, err
+	}
 	scheme, token, _ := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
 	client, ok := tokens.Client(strings.TrimSpace(token))
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		e := problem(http.StatusUnauthorized, "unauthorized", "Authorization", "a valid bearer token is required")
 		e.header = http.Header{echo.HeaderWWWAuthenticate: {`Bearer realm="gdpr"`}}
-		return intake.Client{}, e
+		return intake.Client{}, s.authFailed(c, e)
 	}
 	return client, nil
 }
@@ -261,12 +273,15 @@ func (s *Server) requireToken(tokens intake.Tokens) echo.MiddlewareFunc {
 			if err := singleAuthorization(c); err != nil {
 				return err
 			}
+			if err := s.authBlocked(c); err != nil {
+				return err
+			}
 			scheme, token, _ := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
 			caller, ok := tokens.Match(strings.TrimSpace(token))
 			if !ok || !strings.EqualFold(scheme, "Bearer") {
 				e := problem(http.StatusUnauthorized, "unauthorized", "Authorization", "a valid bearer token is required")
 				e.header = http.Header{echo.HeaderWWWAuthenticate: {`Bearer realm="gdpr"`}}
-				return e
+				return s.authFailed(c, e)
 			}
 			c.Set(callerKey, caller)
 			return next(c)

@@ -33,6 +33,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/notify"
+	"github.com/gdpr-oss/gdpr/modules/ratelimit"
 	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -67,6 +68,11 @@ type harnessOptions struct {
 	// clients are named API clients (serve.api_clients), besides the
 	// harness's two flat tokens.
 	clients []intake.NamedToken
+	// rateLimits are enforced by a limiter on the harness's Redis (or on
+	// limiterRedis), counting addresses as trustedProxies say; zero: off.
+	rateLimits     api.RateLimits
+	trustedProxies []string
+	limiterRedis   redis.UniversalClient
 	// requireVerification makes privacy.require_verification from the
 	// caller name of the harness's token.
 	requireVerification func(caller string) []string
@@ -187,7 +193,19 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, h.page.Stop(context.Background())) })
 	}
+	var limiterRedis redis.UniversalClient = h.rdb
+	if o.limiterRedis != nil {
+		limiterRedis = o.limiterRedis
+	}
+	limiter, err := ratelimit.New(ratelimit.Options{Redis: limiterRedis, KeyPrefix: redisPrefix + "ratelimit:",
+		Scopes: api.RateLimitScopes(), Registerer: h.reg, Logger: logger})
+	require.NoError(t, err)
+	proxies, err := ratelimit.ParseProxies("serve.trusted_proxies", o.trustedProxies)
+	require.NoError(t, err)
 	srv, err := api.New(api.Options{
+		RateLimiter:  limiter,
+		RateLimits:   o.rateLimits,
+		Proxies:      proxies,
 		Privacy:      h.page,
 		Addr:         "127.0.0.1:0",
 		Listener:     o.listener,

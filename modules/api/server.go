@@ -22,6 +22,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/lifecycle"
+	"github.com/gdpr-oss/gdpr/modules/ratelimit"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
 	"github.com/gdpr-oss/gdpr/modules/trace"
 )
@@ -78,6 +79,11 @@ type Options struct {
 	Operators *console.Operators
 	// Console, when set, is the web console, served under /admin/.
 	Console http.Handler
+	// RateLimiter, when set, enforces RateLimits (nil: no limits), counting
+	// client addresses as Proxies say.
+	RateLimiter *ratelimit.Limiter
+	RateLimits  RateLimits
+	Proxies     ratelimit.Proxies
 	// Privacy, when set, serves the self-service page at /privacy.
 	Privacy    *selfservice.Service
 	Registerer prometheus.Registerer

@@ -174,17 +174,17 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 		}
 		s := step{tx: tx, e: e, requestID: body.RequestID, cause: &m, fx: &fx}
 		for _, p := range c.registry.All() {
+			if n := c.registry.missing(p.Name, body.Subject); n != "" {
+				c.logger.WarnContext(ctx, "erasure participant cannot erase; operator action needed",
+					"request_id", body.RequestID, "participant", p.Name, "missing", n)
+				continue
+			}
 			switch p.Kind {
 			case KindAMQP:
 				if err := c.enqueueCommand(ctx, s, p.Name, 1, e.Now); err != nil {
 					return err
 				}
 			case KindHTTP:
-				if n := c.registry.missing(p.Name, body.Subject); n != "" {
-					c.logger.WarnContext(ctx, "erasure participant cannot erase; operator action needed",
-						"request_id", body.RequestID, "participant", p.Name, "missing", n)
-					continue
-				}
 				if err := c.scheduleTimer(ctx, s, p.Name, ActionSend, 1, e.Now); err != nil {
 					return err
 				}
@@ -207,8 +207,8 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 
 // insertParticipants creates every participant's row in one statement: the
 // AMQP ones already as sent (their commands commit in the same transaction),
-// the HTTP ones whose URL needs an identifier the subject lacks as
-// cannot_erase (they are never called).
+// those that need an identifier the subject lacks as cannot_erase (they are
+// never commanded).
 func (c *Canceller) insertParticipants(ctx context.Context, tx *gorm.DB, requestID string, subject event.Subject, now time.Time) error {
 	ps := c.registry.All()
 	if len(ps) == 0 {
@@ -228,10 +228,9 @@ func (c *Canceller) insertParticipants(ctx context.Context, tx *gorm.DB, request
 			state = StateWaiting
 		case KindAMQP:
 			state, attempt, sentAt = StateSent, 1, &now
-		case KindHTTP:
-			if n := c.registry.missing(p.Name, subject); n != "" {
-				state, detail = StateCannotErase, DetailMissingIdentifier+" {"+n+"}"
-			}
+		}
+		if n := c.registry.missing(p.Name, subject); n != "" {
+			state, attempt, sentAt, detail = StateCannotErase, 0, nil, DetailMissingIdentifier+" {"+n+"}"
 		}
 		args = append(args, requestID, p.Name, p.Kind, state, attempt, sentAt, detail)
 	}
@@ -501,9 +500,9 @@ func (c *Canceller) HandleConfirmed(ctx context.Context, m message.Message) erro
 		return fmt.Errorf("%w: request_id %q is not a UUID", ErrInvalid, body.RequestID)
 	}
 	switch body.Outcome {
-	case event.OutcomeErased, event.OutcomeNotFound, event.OutcomeFailed:
+	case event.OutcomeErased, event.OutcomeNotFound, event.OutcomeFailed, event.OutcomeCannotErase:
 	default:
-		return fmt.Errorf("%w: outcome must be erased, not_found or failed, got %q", ErrInvalid, body.Outcome)
+		return fmt.Errorf("%w: outcome must be erased, not_found, failed or cannot_erase, got %q", ErrInvalid, body.Outcome)
 	}
 	if _, ok := c.registry.Get(body.Participant); !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownParty, body.Participant)
@@ -524,6 +523,21 @@ func (c *Canceller) confirm(ctx context.Context, s step, body event.ErasureConfi
 		}
 		s.fx.confirmed = append(s.fx.confirmed, r.Participant+"\x00"+body.Outcome)
 		return c.checkCompletion(ctx, s)
+	case event.OutcomeCannotErase:
+		// Not retried: the participant cannot find the subject by what the
+		// command holds, and asking again holds the same. An operator erases
+		// by other means and confirms; the erasure stays open until then.
+		if body.Attempt != 0 && body.Attempt < r.Attempt {
+			return nil
+		}
+		s.fx.confirmed = append(s.fx.confirmed, r.Participant+"\x00"+body.Outcome)
+		c.logger.WarnContext(ctx, "erasure participant cannot erase; operator action needed",
+			"request_id", body.RequestID, "participant", r.Participant)
+		detail := body.Detail
+		if detail == "" {
+			detail = DetailCannotFind
+		}
+		return c.setState(ctx, s, r.Participant, StateCannotErase, r.Attempt, body.Outcome, detail)
 	}
 	// failed
 	s.fx.confirmed = append(s.fx.confirmed, r.Participant+"\x00"+body.Outcome)

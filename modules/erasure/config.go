@@ -64,6 +64,13 @@ type Participant struct {
 	Timeout    time.Duration `yaml:"timeout"`
 	// ExpectedStatuses are the HTTP statuses meaning "erased"; default 200, 202, 204.
 	ExpectedStatuses []int `yaml:"expected_statuses"`
+	// Requires names the identifiers (subject_id, subject_email) without
+	// which the participant cannot find a subject. An erasure whose subject
+	// lacks one never commands the participant, which is cannot_erase at
+	// once: a participant that looks people up by id, handed only an email,
+	// would otherwise answer not_found and the person be told their data
+	// was deleted. An http participant also requires what its URL uses.
+	Requires []string `yaml:"requires"`
 }
 
 // CheckParticipants is the start check of the roles that fan erasures out.
@@ -163,6 +170,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s.timeout must be >= 0, got %s", field, p.Timeout)
 		}
 		seen[p.Name] = true
+		for j, id := range p.Requires {
+			if id != "subject_id" && id != "subject_email" {
+				return fmt.Errorf("%s.requires[%d] must be subject_id or subject_email, got %q", field, j, id)
+			}
+		}
 		switch p.Kind {
 		case "amqp":
 		case "email":

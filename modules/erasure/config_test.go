@@ -36,6 +36,9 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		{"http url not http", func(c *erasure.Config) {
 			c.Participants = []erasure.Participant{{Name: "api", Kind: "http", URL: "ftp://x/{subject_id}"}}
 		}, "canceller.participants[0].url"},
+		{"requires an unknown identifier", func(c *erasure.Config) {
+			c.Participants = []erasure.Participant{{Name: "shop", Kind: "amqp", Requires: []string{"subject_id", "phone"}}}
+		}, `canceller.participants[0].requires[1] must be subject_id or subject_email, got "phone"`},
 		{"http url without placeholder", func(c *erasure.Config) {
 			c.Participants = []erasure.Participant{{Name: "api", Kind: "http", URL: "https://x/customers/"}}
 		}, "canceller.participants[0].url must use {subject_id} or {subject_email}"},

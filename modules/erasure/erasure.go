@@ -14,6 +14,7 @@ package erasure
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/expand"
@@ -43,17 +44,23 @@ const (
 	StateFailed = "failed"
 	// StateOverdue: silent or failing after every re-send; an operator must act.
 	StateOverdue = "overdue"
-	// StateCannotErase: an http participant whose URL template needs an
-	// identifier the request lacks (or one the template refuses, such as
-	// ".."). It is never called, so it is never called with an empty value
-	// (a DELETE of the collection); the erasure cannot complete and an
-	// operator must erase by other means and confirm.
+	// StateCannotErase: a participant that needs an identifier the request
+	// lacks (its `requires`, or what an http participant's URL template
+	// uses; or one the template refuses, such as ".."), or that answered
+	// cannot_erase itself. One that lacks an identifier is never commanded,
+	// so never called with an empty value (a DELETE of the collection); the
+	// erasure cannot complete and an operator must erase by other means and
+	// confirm.
 	StateCannotErase = "cannot_erase"
 )
 
 // DetailMissingIdentifier is the detail of a participant in StateCannotErase
 // because the request lacks an identifier its URL needs.
 const DetailMissingIdentifier = "missing identifier"
+
+// DetailCannotFind is the detail of a participant that answered
+// cannot_erase without one of its own.
+const DetailCannotFind = "the participant cannot find the subject by the identifiers given"
 
 // Erasure states.
 const (
@@ -133,15 +140,16 @@ func (r *Registry) Get(name string) (Participant, bool) {
 	return p, ok
 }
 
-// missing names the first identifier http participant name's URL needs
-// that subject s lacks (or has as "." or ".."), or returns "".
+// missing names the first identifier participant name requires (its
+// Requires, then what an http participant's URL uses) that subject s lacks
+// (or has as "." or ".."), or returns "".
 func (r *Registry) missing(name string, s event.Subject) string {
-	u, ok := r.urls[name]
-	if !ok {
-		return ""
+	needs := r.byName[name].Requires
+	if u, ok := r.urls[name]; ok {
+		needs = append(slices.Clone(needs), u.Names()...)
 	}
 	v := urlValues("", s)
-	for _, n := range u.Names() {
+	for _, n := range needs {
 		if n == "request_id" {
 			continue
 		}

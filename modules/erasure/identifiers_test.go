@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,4 +196,70 @@ func TestHTTPParticipantRedirects(t *testing.T) {
 		}
 	}
 	require.True(t, followed, "the same-origin 307 was followed")
+}
+
+// TestAMQPParticipantsThatCannotFindTheSubjectBlockCompletion: a probe sent
+// an email-only erasure to a participant that finds people by id; it
+// answered not_found, the erasure completed and the person was told their
+// data was deleted while their row stayed. A participant that requires
+// subject_id is now never commanded for such a subject (cannot_erase at
+// once), and one that answers cannot_erase itself is not re-sent: either
+// way the erasure stays open for an operator.
+func TestAMQPParticipantsThatCannotFindTheSubjectBlockCompletion(t *testing.T) {
+	t.Parallel()
+	var commanded sync.Map
+	h := newHarness(t, []erasure.Participant{
+		{Name: "shop", Kind: "amqp", Requires: []string{"subject_id"}},
+		{Name: "crm", Kind: "amqp"},
+		{Name: "mail", Kind: "amqp"},
+	}, nil)
+	answers := map[string]string{"shop": event.OutcomeErased, "crm": event.OutcomeCannotErase, "mail": event.OutcomeErased}
+	for name, outcome := range answers {
+		rawParticipant(t, h, name, func(cmd event.ErasureCommand, m message.Message) []message.Message {
+			n, _ := commanded.LoadOrStore(name+"/"+cmd.RequestID, new(atomic.Int32))
+			n.(*atomic.Int32).Add(1)
+			return []message.Message{confirmation(t, cmd, m, outcome)}
+		})
+	}
+	h.startDispatcher()
+	h.startCanceller()
+
+	emailOnly := subject{RequestID: uuid.NewString(), Subject: event.Subject{Email: "ann@example.com"}}
+	h.request(emailOnly)
+	for name, state := range map[string]string{"mail": erasure.StateErased, "crm": erasure.StateCannotErase, "shop": erasure.StateCannotErase} {
+		testkit.Eventually(t, 30*time.Second, func() bool {
+			st, _ := h.participantState(emailOnly.RequestID, name)
+			return st == state
+		}, "%s reaches %s", name, state)
+	}
+	ps, err := erasure.Participants(t.Context(), h.db, emailOnly.RequestID)
+	require.NoError(t, err)
+	details := map[string]string{}
+	for _, p := range ps {
+		details[p.Participant] = p.Detail
+	}
+	require.Equal(t, "missing identifier {subject_id}", details["shop"])
+	require.NotEmpty(t, details["crm"], "the SDK-less participant's cannot_erase is recorded with a detail")
+	_, shopCommanded := commanded.Load("shop/" + emailOnly.RequestID)
+	require.False(t, shopCommanded, "a participant that requires subject_id is not commanded without one")
+	require.Equal(t, erasure.ErasureOpen, h.erasureState(emailOnly.RequestID), "the erasure does not claim completion")
+
+	// With an id, the same participants erase (crm still cannot: it
+	// answers so to everything) and crm was asked exactly once per request.
+	both := subject{RequestID: uuid.NewString(), Subject: event.Subject{ID: "u-7", Email: "bob@example.com"}}
+	h.request(both)
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		st, _ := h.participantState(both.RequestID, "shop")
+		return st == erasure.StateErased
+	}, "shop erases a subject with an id")
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		st, _ := h.participantState(both.RequestID, "crm")
+		return st == erasure.StateCannotErase
+	}, "crm answers cannot_erase")
+	require.Equal(t, erasure.ErasureOpen, h.erasureState(both.RequestID))
+	for _, id := range []string{emailOnly.RequestID, both.RequestID} {
+		n, ok := commanded.Load("crm/" + id)
+		require.True(t, ok)
+		require.Equal(t, int32(1), n.(*atomic.Int32).Load(), "cannot_erase is not re-sent")
+	}
 }

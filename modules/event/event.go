@@ -152,6 +152,12 @@ const (
 	OutcomeErased   = "erased"
 	OutcomeNotFound = "not_found"
 	OutcomeFailed   = "failed"
+	// OutcomeCannotErase: the participant cannot look the subject up by the
+	// identifiers the command holds (one that finds people by id, handed
+	// only an email). Unlike not_found it does not count as done: the
+	// erasure waits for an operator, and the person is not told their data
+	// was deleted.
+	OutcomeCannotErase = "cannot_erase"
 )
 
 // ErasureConfirmed is a participant's answer to an ErasureCommand.

@@ -291,7 +291,10 @@ func checkEmail(s string) (string, *FieldError) {
 		strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") {
 		return "", bad
 	}
-	return s, nil
+	// Domains are case-insensitive (RFC 5321 2.4), so Ann@EXAMPLE.com and
+	// Ann@example.com reach the same mailbox and must reach the same
+	// participants' rows; the local part may be case-sensitive and stays.
+	return local + "@" + strings.ToLower(domain), nil
 }
 
 // fingerprint identifies a submission's content for idempotency: the same

@@ -81,6 +81,7 @@ func TestParseAcceptsValidRequests(t *testing.T) {
 		{`{"type":"access","subject":{"id":"u1"}}`, intake.Submission{Type: "access", Subject: event.Subject{ID: "u1"}}},
 		{`{"subject":{"email":"ann@example.com"},"type":"erasure"}`, intake.Submission{Type: "erasure", Subject: event.Subject{Email: "ann@example.com"}}},
 		{` {"type":"access","subject":{"id":"u1","email":"a.b+c@mail.example.org"}} `, intake.Submission{Type: "access", Subject: event.Subject{ID: "u1", Email: "a.b+c@mail.example.org"}}},
+		{`{"type":"erasure","subject":{"email":"Ann.Lee@Mail.EXAMPLE.com"}}`, intake.Submission{Type: "erasure", Subject: event.Subject{Email: "Ann.Lee@mail.example.com"}}},
 		{`{"type":"access","subject":{"id":"..."}}`, intake.Submission{Type: "access", Subject: event.Subject{ID: "..."}}},
 		{`{"type":"access","subject":{"id":"ü-1.2_x~"}}`, intake.Submission{Type: "access", Subject: event.Subject{ID: "ü-1.2_x~"}}},
 		{`{"type":"access","subject":{"id":"` + strings.Repeat("x", 256) + `"}}`, intake.Submission{Type: "access", Subject: event.Subject{ID: strings.Repeat("x", 256)}}},

@@ -15,7 +15,7 @@ type Config struct {
 	Username string `yaml:"username"`
 	Password string `yaml:"password" secret:"true"`
 	From     string `yaml:"from"`
-	// Timeout bounds one SMTP conversation.
+	// Timeout bounds one send: the wait for a free session and its SMTP conversation.
 	Timeout time.Duration `yaml:"timeout"`
 	// Concurrency is how many emails are sent at once.
 	Concurrency int `yaml:"concurrency"`

@@ -81,6 +81,7 @@ func ReasonCodes(action string) []string {
 type Requests interface {
 	List(ctx context.Context, f requests.Filter) (requests.Page, error)
 	Counts(ctx context.Context) (map[string]int, error)
+	Clients(ctx context.Context) ([]string, error)
 	Daily(ctx context.Context, days int) ([]requests.Day, error)
 	Detail(ctx context.Context, id string) (requests.AdminRow, []requests.Attempt, error)
 	Retry(ctx context.Context, id string, within requests.Within) (requests.AdminRow, bool, error)
@@ -198,6 +199,11 @@ func (s *Service) List(ctx context.Context, f requests.Filter) (requests.Page, e
 		page.Requests[i].ParticipantsOverdue = counts[page.Requests[i].ID]
 	}
 	return page, nil
+}
+
+// Clients returns the API clients that submitted stored requests.
+func (s *Service) Clients(ctx context.Context) ([]string, error) {
+	return s.opts.Requests.Clients(ctx)
 }
 
 // Counts returns how many requests are in each state.

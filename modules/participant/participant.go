@@ -2,6 +2,9 @@
 // (docs/protocol.md) in a few lines:
 //
 //	err := participant.Run(ctx, conn, "billing", func(ctx context.Context, s event.Subject) (string, error) {
+//		if s.ID == "" {
+//			return event.OutcomeCannotErase, nil // invoices are found by customer id only
+//		}
 //		res, err := db.ExecContext(ctx, `DELETE FROM invoices WHERE customer_id = $1`, s.ID)
 //		if err != nil {
 //			return "", err
@@ -41,7 +44,9 @@ import (
 const ProtocolVersion = 1
 
 // EraseFunc erases everything the service holds about subject and returns
-// event.OutcomeErased or event.OutcomeNotFound. It may be called more than
+// event.OutcomeErased or event.OutcomeNotFound, or event.OutcomeCannotErase
+// when the subject lacks the identifier the service finds people by (never
+// not_found then: the person would be told their data was deleted). It may be called more than
 // once for the same subject and must then succeed again. An error is
 // confirmed as "failed" (the canceller re-sends later, with backoff); its
 // text is not sent, only the detail of a *FailedError, so personal data in
@@ -246,6 +251,8 @@ func (p *Participant) run(ctx context.Context, cmd event.ErasureCommand) (outcom
 	switch out {
 	case event.OutcomeErased, event.OutcomeNotFound:
 		return out, ""
+	case event.OutcomeCannotErase:
+		return out, "the command lacks the identifier this service finds subjects by"
 	default:
 		return event.OutcomeFailed, fmt.Sprintf("erase function returned unknown outcome %q", out)
 	}

@@ -35,10 +35,12 @@ func OfficerOpenStates() []string {
 
 // AdminRow is one request as operators see it: no personal data.
 type AdminRow struct {
-	ID              string     `json:"id"`
-	Type            string     `json:"type"`
-	State           string     `json:"state"`
-	Regulation      string     `json:"regulation"`
+	ID         string `json:"id"`
+	Type       string `json:"type"`
+	State      string `json:"state"`
+	Regulation string `json:"regulation"`
+	// Client is the API client that submitted the request (requests.client).
+	Client          string     `json:"client,omitempty"`
 	SubmittedAt     time.Time  `json:"submitted_at"`
 	ReceivedAt      time.Time  `json:"received_at"`
 	DueAt           time.Time  `json:"due_at"`
@@ -94,6 +96,8 @@ type Filter struct {
 	States     []string
 	Type       string
 	Regulation string
+	// Client: submitted by this API client (requests.client).
+	Client string
 	// DueBefore: the deadline in force is before it.
 	DueBefore time.Time
 	// Overdue: open and past the deadline in force.
@@ -131,7 +135,7 @@ type cursor struct {
 	ID   string    `json:"i"`
 }
 
-const rowColumns = `r.id::text AS id, r.type, r.state, r.regulation, r.submitted_at, r.received_at, r.due_at,
+const rowColumns = `r.id::text AS id, r.type, r.state, r.regulation, r.client, r.submitted_at, r.received_at, r.due_at,
 	r.extended_until, r.extension_reason, r.extended_by, r.extended_at, COALESCE(r.extended_until, r.due_at) AS deadline,
 	r.completed_at, r.attempts, r.retries, r.next_attempt_at, r.last_error_class, r.denial_code, r.closed_reason, r.closed_by,
 	r.closed_at, r.updated_at, r.had_email`
@@ -181,6 +185,10 @@ func (s *Store) List(ctx context.Context, f Filter) (Page, error) {
 	if f.Regulation != "" {
 		where = append(where, "r.regulation = ?")
 		args = append(args, f.Regulation)
+	}
+	if f.Client != "" {
+		where = append(where, "r.client = ?")
+		args = append(args, f.Client)
 	}
 	if !f.DueBefore.IsZero() {
 		where = append(where, "COALESCE(r.extended_until, r.due_at) < ?")
@@ -288,6 +296,17 @@ func (s *Store) Counts(ctx context.Context) (map[string]int, error) {
 	}
 	for _, r := range rows {
 		out[r.State] = r.N
+	}
+	return out, nil
+}
+
+// Clients returns the API clients that submitted any stored request,
+// sorted: the console's choices for the client filter.
+func (s *Store) Clients(ctx context.Context) ([]string, error) {
+	out := []string{}
+	if err := s.db.WithContext(ctx).Raw(`SELECT DISTINCT client FROM requests WHERE client <> '' ORDER BY client`).
+		Scan(&out).Error; err != nil {
+		return nil, fmt.Errorf("listing request clients: %w", err)
 	}
 	return out, nil
 }

@@ -433,6 +433,10 @@ func BenchmarkSteadyLoadSMTPSessions(b *testing.B) {
 	}
 }
 
+// envNotifyConcurrency, when set, is the steady runs' notify.concurrency
+// and notify.sessions (to compare settings run against run).
+const envNotifyConcurrency = "GDPR_BENCH_NOTIFY_CONCURRENCY"
+
 // steadyFigures is what one steady run measured (ms).
 type steadyFigures struct {
 	emailP50, emailP99, cpu, mailpit float64
@@ -456,6 +460,9 @@ func steadyLoad(b *testing.B, rate int, d time.Duration, mutate func(*config.Con
 	s := newSystem(b, n, func(c *config.Config) {
 		c.Log.Level = "warn"
 		c.Worker.Concurrency = 16
+		if v, err := strconv.Atoi(os.Getenv(envNotifyConcurrency)); err == nil && v > 0 {
+			c.Notify.Concurrency, c.Notify.Sessions = v, v
+		}
 		if mutate != nil {
 			mutate(c)
 		}

@@ -30,7 +30,12 @@ subscribers = {"user-1": "jane@example.com"}  # stands in for the service's data
 
 
 def erase(subject):
-    """Idempotent: a second call for the same subject answers not_found."""
+    """Idempotent: a second call for the same subject answers not_found.
+
+    Subscribers are found by id: without one the answer is cannot_erase,
+    never not_found (which would tell the person their data was deleted)."""
+    if not subject.get("id"):
+        return "cannot_erase"
     if subscribers.pop(subject.get("id"), None) is not None:
         return "erased"
     return "not_found"

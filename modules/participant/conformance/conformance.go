@@ -34,6 +34,14 @@ import (
 // the participant's operators can tell the check's commands from real ones.
 const SubjectPrefix = "gdpr-check-"
 
+// madeUp is a subject nobody holds, with both identifiers, so that a
+// participant that finds people by only one of them has what it needs and
+// answers not_found (cannot_erase would be right for a subject without it).
+func madeUp() event.Subject {
+	id := SubjectPrefix + uuid.NewString()
+	return event.Subject{ID: id, Email: id + "@conformance.invalid"}
+}
+
 // Options tune a check.
 type Options struct {
 	// Timeout is how long each step waits for the participant's answer; default 30s.
@@ -327,7 +335,7 @@ const (
 )
 
 func (c *checker) run(ctx context.Context) error {
-	subject := event.Subject{ID: SubjectPrefix + uuid.NewString()}
+	subject := madeUp()
 	reqA := uuid.NewString()
 	first := c.newCommand(reqA, 1, subject, participant.ProtocolVersion)
 	if err := c.send(ctx, first); err != nil {
@@ -352,7 +360,7 @@ func (c *checker) run(ctx context.Context) error {
 
 	// A duplicate: the same command delivered twice, as after a lost ack.
 	reqD := uuid.NewString()
-	dup := c.newCommand(reqD, 1, event.Subject{ID: SubjectPrefix + uuid.NewString()}, participant.ProtocolVersion)
+	dup := c.newCommand(reqD, 1, madeUp(), participant.ProtocolVersion)
 	for range 2 {
 		if err := c.send(ctx, dup); err != nil {
 			return err
@@ -407,7 +415,7 @@ func (c *checker) run(ctx context.Context) error {
 	}
 
 	// Commands the participant must not act on.
-	bad := c.newCommand(uuid.NewString(), 1, event.Subject{ID: SubjectPrefix + uuid.NewString()}, participant.ProtocolVersion)
+	bad := c.newCommand(uuid.NewString(), 1, madeUp(), participant.ProtocolVersion)
 	bad.msg.Body = []byte(`{"version": 1, "request_id": `)
 	if err := c.refused(ctx, StepMalformedBody, bad); err != nil {
 		return err
@@ -416,7 +424,7 @@ func (c *checker) run(ctx context.Context) error {
 	if err := c.refused(ctx, StepMissingSubject, noSubject); err != nil {
 		return err
 	}
-	v2 := c.newCommand(uuid.NewString(), 1, event.Subject{ID: SubjectPrefix + uuid.NewString()}, participant.ProtocolVersion+1)
+	v2 := c.newCommand(uuid.NewString(), 1, madeUp(), participant.ProtocolVersion+1)
 	return c.refused(ctx, StepUnsupportedVersion, v2)
 }
 
