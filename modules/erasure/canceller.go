@@ -94,6 +94,19 @@ type erasureRow struct {
 	Now          time.Time
 }
 
+// step is one transaction of the canceller on one locked erasure: what every
+// state change inside it shares. cause is the message that caused the
+// transaction (the cause of every message it writes); fx collects what to
+// record once it committed. Passed by value: a function that moves e on (as
+// checkCompletion does) changes only its own copy, as with a parameter.
+type step struct {
+	tx        *gorm.DB
+	e         erasureRow
+	requestID string
+	cause     *message.Message
+	fx        *effects
+}
+
 // effects are what to record once the transaction committed.
 type effects struct {
 	requested, completed, overdue bool
@@ -159,6 +172,7 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 		if err := c.insertParticipants(ctx, tx, body.RequestID, body.Subject, e.Now); err != nil {
 			return err
 		}
+		s := step{tx: tx, e: e, requestID: body.RequestID, cause: &m, fx: &fx}
 		for _, p := range c.registry.All() {
 			if n := c.registry.missing(p.Name, body.Subject); n != "" {
 				c.logger.WarnContext(ctx, "erasure participant cannot erase; operator action needed",
@@ -167,19 +181,19 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 			}
 			switch p.Kind {
 			case KindAMQP:
-				if err := c.enqueueCommand(ctx, tx, e, body.RequestID, p.Name, 1, e.Now, &m); err != nil {
+				if err := c.enqueueCommand(ctx, s, p.Name, 1, e.Now); err != nil {
 					return err
 				}
 			case KindHTTP:
-				if err := c.scheduleTimer(ctx, tx, body.RequestID, p.Name, ActionSend, 1, e.Now, e.Now, &m); err != nil {
+				if err := c.scheduleTimer(ctx, s, p.Name, ActionSend, 1, e.Now); err != nil {
 					return err
 				}
 			}
 		}
-		if err := c.checkCompletion(ctx, tx, e, body.RequestID, &m, &fx); err != nil {
+		if err := c.checkCompletion(ctx, s); err != nil {
 			return err
 		}
-		return c.reschedule(ctx, tx, e, body.RequestID, &m)
+		return c.reschedule(ctx, s)
 	})
 	if err != nil {
 		return fmt.Errorf("fanning out erasure %s: %w", body.RequestID, err)
@@ -261,7 +275,8 @@ func (c *Canceller) lockParticipant(ctx context.Context, tx *gorm.DB, requestID,
 	return e, r, res.RowsAffected == 1, nil
 }
 
-func (c *Canceller) setState(ctx context.Context, tx *gorm.DB, requestID, name, state string, attempt int, outcome, detail string) error {
+func (c *Canceller) setState(ctx context.Context, s step, name, state string, attempt int, outcome, detail string) error {
+	tx, requestID := s.tx, s.requestID
 	confirmed := state == StateErased || state == StateNotFound
 	err := tx.WithContext(ctx).Exec(`UPDATE erasure_participants SET state = ?, attempt = ?,
 			last_outcome = CASE WHEN ? = '' THEN last_outcome ELSE ? END, detail = ?,
@@ -276,31 +291,32 @@ func (c *Canceller) setState(ctx context.Context, tx *gorm.DB, requestID, name, 
 
 // send records attempt n to an AMQP (or email) participant as sent at `at`
 // and enqueues its command for then. The caller reschedules the sweep.
-func (c *Canceller) send(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, p Participant, n int, at time.Time, cause *message.Message) error {
-	if err := c.enqueueCommand(ctx, tx, e, requestID, p.Name, n, at, cause); err != nil {
+func (c *Canceller) send(ctx context.Context, s step, p Participant, n int, at time.Time) error {
+	if err := c.enqueueCommand(ctx, s, p.Name, n, at); err != nil {
 		return err
 	}
-	if err := tx.WithContext(ctx).Exec(`UPDATE erasure_participants SET state = 'sent', attempt = ?, sent_at = ?, updated_at = now()
-		WHERE request_id = ? AND participant = ?`, n, at, requestID, p.Name).Error; err != nil {
-		return fmt.Errorf("marking %s of %s sent: %w", p.Name, requestID, err)
+	if err := s.tx.WithContext(ctx).Exec(`UPDATE erasure_participants SET state = 'sent', attempt = ?, sent_at = ?, updated_at = now()
+		WHERE request_id = ? AND participant = ?`, n, at, s.requestID, p.Name).Error; err != nil {
+		return fmt.Errorf("marking %s of %s sent: %w", p.Name, s.requestID, err)
 	}
 	return nil
 }
 
 // enqueueCommand schedules attempt n's command to be published at `at`.
-func (c *Canceller) enqueueCommand(ctx context.Context, tx *gorm.DB, e erasureRow, requestID, name string, n int, at time.Time, cause *message.Message) (err error) {
+func (c *Canceller) enqueueCommand(ctx context.Context, s step, name string, n int, at time.Time) (err error) {
+	requestID, e := s.requestID, s.e
 	ctx, span := startCommandSpan(ctx, requestID, name, n)
 	defer func() { endCommandSpan(span, err) }()
 	cmd, err := message.New(event.TypeErasureCommand, event.ErasureCommand{
 		Version: 1, RequestID: requestID, Participant: name,
 		Subject: event.Subject{ID: e.SubjectID, Email: e.SubjectEmail}, Attempt: n,
-	}, cause)
+	}, s.cause)
 	if err != nil {
 		return err
 	}
 	cmd.RoutingKey = CommandRoutingKey(name)
 	cmd.CorrelationID = requestID
-	return c.deliver(ctx, tx, timerKey(requestID, name, "command", n), at, e.Now, cmd)
+	return c.deliver(ctx, s.tx, timerKey(requestID, name, "command", n), at, e.Now, cmd)
 }
 
 // deliver publishes m at `at`: through the outbox when `at` is not after
@@ -323,13 +339,15 @@ func timerKey(requestID, participant, action string, attempt int) string {
 
 func sweepKey(requestID string) string { return "erasure:" + requestID + ":sweep" }
 
-func (c *Canceller) scheduleTimer(ctx context.Context, tx *gorm.DB, requestID, participant, action string, n int, at, now time.Time, cause *message.Message) error {
-	m, err := message.New(TypeTimer, Timer{RequestID: requestID, Participant: participant, Action: action, Attempt: n}, cause)
+// scheduleTimer delivers participant's timer for attempt n at `at`, judged
+// due against the transaction's moment.
+func (c *Canceller) scheduleTimer(ctx context.Context, s step, participant, action string, n int, at time.Time) error {
+	m, err := message.New(TypeTimer, Timer{RequestID: s.requestID, Participant: participant, Action: action, Attempt: n}, s.cause)
 	if err != nil {
 		return err
 	}
-	m.CorrelationID = requestID
-	return c.deliver(ctx, tx, timerKey(requestID, participant, action, n), at, now, m)
+	m.CorrelationID = s.requestID
+	return c.deliver(ctx, s.tx, timerKey(s.requestID, participant, action, n), at, s.e.Now, m)
 }
 
 // sentRow is a participant awaiting a confirmation.
@@ -352,7 +370,8 @@ func (c *Canceller) sentRows(ctx context.Context, tx *gorm.DB, requestID string)
 // reschedule keeps one sweep timer per erasure, due when the earliest
 // unconfirmed command's wait ends (one scheduled row per erasure instead of
 // one per participant), or drops it when nothing awaits a confirmation.
-func (c *Canceller) reschedule(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, cause *message.Message) error {
+func (c *Canceller) reschedule(ctx context.Context, s step) error {
+	tx, requestID := s.tx, s.requestID
 	rows, err := c.sentRows(ctx, tx, requestID)
 	if err != nil {
 		return err
@@ -367,7 +386,7 @@ func (c *Canceller) reschedule(ctx context.Context, tx *gorm.DB, e erasureRow, r
 			due = d
 		}
 	}
-	m, err := message.New(TypeTimer, Timer{RequestID: requestID, Action: ActionSweep}, cause)
+	m, err := message.New(TypeTimer, Timer{RequestID: requestID, Action: ActionSweep}, s.cause)
 	if err != nil {
 		return err
 	}
@@ -378,8 +397,9 @@ func (c *Canceller) reschedule(ctx context.Context, tx *gorm.DB, e erasureRow, r
 // checkCompletion completes the erasure when every participant but the email
 // system confirmed, and finishes it when the email system confirmed too.
 // Both happen at most once: they change the locked erasure row's state.
-func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, cause *message.Message, fx *effects) error {
-	if e.State == ErasureFinished || e.State == ErasureCancelled {
+func (c *Canceller) checkCompletion(ctx context.Context, s step) error {
+	tx, requestID := s.tx, s.requestID
+	if s.e.State == ErasureFinished || s.e.State == ErasureCancelled {
 		return nil
 	}
 	var rows []row
@@ -397,7 +417,7 @@ func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureR
 			return nil
 		}
 	}
-	if e.State == ErasureOpen {
+	if s.e.State == ErasureOpen {
 		// One moment, read from the database's clock now rather than the
 		// transaction's start (which may be long before, behind the row
 		// lock), is completed_at, erasure.completed's occurred_at and the
@@ -408,7 +428,7 @@ func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureR
 			WHERE request_id = ? RETURNING completed_at`, requestID).Scan(&completedAt).Error; err != nil {
 			return fmt.Errorf("completing erasure %s: %w", requestID, err)
 		}
-		done, err := message.New(event.TypeErasureCompleted, event.ErasureCompleted{RequestID: requestID}, cause)
+		done, err := message.New(event.TypeErasureCompleted, event.ErasureCompleted{RequestID: requestID}, s.cause)
 		if err != nil {
 			return err
 		}
@@ -417,18 +437,18 @@ func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureR
 		if err := c.outbox.Enqueue(ctx, tx, done); err != nil {
 			return err
 		}
-		fx.completed = true
-		e.State = ErasureCompleted
+		s.fx.completed = true
+		s.e.State = ErasureCompleted
 		c.logger.InfoContext(ctx, "erasure completed", "request_id", requestID)
 		if email != nil && email.State == StateWaiting {
 			p, ok := c.registry.Get(email.Participant)
 			if !ok {
 				p = Participant{Name: email.Participant, Kind: KindEmail}
 			}
-			if err := c.send(ctx, tx, e, requestID, p, 1, done.OccurredAt.Add(c.cfg.EmailDelay), cause); err != nil {
+			if err := c.send(ctx, s, p, 1, done.OccurredAt.Add(c.cfg.EmailDelay)); err != nil {
 				return err
 			}
-			return c.reschedule(ctx, tx, e, requestID, cause)
+			return c.reschedule(ctx, s)
 		}
 	}
 	if email != nil && email.State != StateErased && email.State != StateNotFound {
@@ -442,16 +462,17 @@ func (c *Canceller) checkCompletion(ctx context.Context, tx *gorm.DB, e erasureR
 	if _, err := c.sched.Cancel(ctx, tx, sweepKey(requestID)); err != nil {
 		return err
 	}
-	return c.enqueue(ctx, tx, event.TypeErasureFinished, event.ErasureFinished{RequestID: requestID}, requestID, cause)
+	return c.enqueue(ctx, s, event.TypeErasureFinished, event.ErasureFinished{RequestID: requestID})
 }
 
-func (c *Canceller) enqueue(ctx context.Context, tx *gorm.DB, typ string, body any, requestID string, cause *message.Message) error {
-	m, err := message.New(typ, body, cause)
+// enqueue writes a message of typ about the step's erasure to the outbox.
+func (c *Canceller) enqueue(ctx context.Context, s step, typ string, body any) error {
+	m, err := message.New(typ, body, s.cause)
 	if err != nil {
 		return err
 	}
-	m.CorrelationID = requestID
-	return c.outbox.Enqueue(ctx, tx, m)
+	m.CorrelationID = s.requestID
+	return c.outbox.Enqueue(ctx, s.tx, m)
 }
 
 // HandleConfirmed records a participant's confirmation. A duplicate changes
@@ -489,18 +510,19 @@ func (c *Canceller) HandleConfirmed(ctx context.Context, m message.Message) erro
 	return c.confirmations.submit(ctx, c, &confirmation{m: m, body: body})
 }
 
-func (c *Canceller) confirm(ctx context.Context, tx *gorm.DB, e erasureRow, body event.ErasureConfirmed, r row, cause *message.Message, fx *effects) error {
+// confirm applies one participant's confirmation to its row r.
+func (c *Canceller) confirm(ctx context.Context, s step, body event.ErasureConfirmed, r row) error {
 	if r.State == StateErased || r.State == StateNotFound {
 		c.logger.InfoContext(ctx, "duplicate confirmation ignored", "request_id", body.RequestID, "participant", body.Participant)
 		return nil
 	}
 	switch body.Outcome {
 	case event.OutcomeErased, event.OutcomeNotFound:
-		if err := c.setState(ctx, tx, body.RequestID, r.Participant, body.Outcome, r.Attempt, body.Outcome, body.Detail); err != nil {
+		if err := c.setState(ctx, s, r.Participant, body.Outcome, r.Attempt, body.Outcome, body.Detail); err != nil {
 			return err
 		}
-		fx.confirmed = append(fx.confirmed, r.Participant+"\x00"+body.Outcome)
-		return c.checkCompletion(ctx, tx, e, body.RequestID, cause, fx)
+		s.fx.confirmed = append(s.fx.confirmed, r.Participant+"\x00"+body.Outcome)
+		return c.checkCompletion(ctx, s)
 	case event.OutcomeCannotErase:
 		// Not retried: the participant cannot find the subject by what the
 		// command holds, and asking again holds the same. An operator erases
@@ -508,17 +530,17 @@ func (c *Canceller) confirm(ctx context.Context, tx *gorm.DB, e erasureRow, body
 		if body.Attempt != 0 && body.Attempt < r.Attempt {
 			return nil
 		}
-		fx.confirmed = append(fx.confirmed, r.Participant+"\x00"+body.Outcome)
+		s.fx.confirmed = append(s.fx.confirmed, r.Participant+"\x00"+body.Outcome)
 		c.logger.WarnContext(ctx, "erasure participant cannot erase; operator action needed",
 			"request_id", body.RequestID, "participant", r.Participant)
 		detail := body.Detail
 		if detail == "" {
 			detail = DetailCannotFind
 		}
-		return c.setState(ctx, tx, body.RequestID, r.Participant, StateCannotErase, r.Attempt, body.Outcome, detail)
+		return c.setState(ctx, s, r.Participant, StateCannotErase, r.Attempt, body.Outcome, detail)
 	}
 	// failed
-	fx.confirmed = append(fx.confirmed, r.Participant+"\x00"+body.Outcome)
+	s.fx.confirmed = append(s.fx.confirmed, r.Participant+"\x00"+body.Outcome)
 	if body.Attempt != 0 && body.Attempt < r.Attempt {
 		c.logger.InfoContext(ctx, "failure of an older attempt ignored", "request_id", body.RequestID, "participant", r.Participant, "attempt", body.Attempt)
 		return nil
@@ -527,31 +549,32 @@ func (c *Canceller) confirm(ctx context.Context, tx *gorm.DB, e erasureRow, body
 		// Already retrying (or never sent): the next attempt is scheduled.
 		return nil
 	}
-	return c.retryOrOverdue(ctx, tx, e, body.RequestID, r, event.OutcomeFailed, body.Detail, cause, fx)
+	return c.retryOrOverdue(ctx, s, r, event.OutcomeFailed, body.Detail)
 }
 
 // retryOrOverdue schedules attempt r.Attempt+1 after a backoff, or marks the
 // participant overdue when it had every re-send already.
-func (c *Canceller) retryOrOverdue(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, r row, outcome, detail string, cause *message.Message, fx *effects) error {
+func (c *Canceller) retryOrOverdue(ctx context.Context, s step, r row, outcome, detail string) error {
 	if r.Attempt > c.cfg.MaxResends {
-		return c.markOverdue(ctx, tx, requestID, r, outcome, detail, cause, fx)
+		return c.markOverdue(ctx, s, r, outcome, detail)
 	}
-	if err := c.setState(ctx, tx, requestID, r.Participant, StateRetrying, r.Attempt, outcome, detail); err != nil {
+	if err := c.setState(ctx, s, r.Participant, StateRetrying, r.Attempt, outcome, detail); err != nil {
 		return err
 	}
-	return c.scheduleTimer(ctx, tx, requestID, r.Participant, ActionSend, r.Attempt+1, e.Now.Add(c.cfg.RetryWait(r.Attempt)), e.Now, cause)
+	return c.scheduleTimer(ctx, s, r.Participant, ActionSend, r.Attempt+1, s.e.Now.Add(c.cfg.RetryWait(r.Attempt)))
 }
 
-func (c *Canceller) markOverdue(ctx context.Context, tx *gorm.DB, requestID string, r row, outcome, detail string, cause *message.Message, fx *effects) error {
+// markOverdue marks participant r overdue once and says so on the bus.
+func (c *Canceller) markOverdue(ctx context.Context, s step, r row, outcome, detail string) error {
 	if r.State == StateOverdue {
 		return nil
 	}
-	if err := c.setState(ctx, tx, requestID, r.Participant, StateOverdue, r.Attempt, outcome, detail); err != nil {
+	if err := c.setState(ctx, s, r.Participant, StateOverdue, r.Attempt, outcome, detail); err != nil {
 		return err
 	}
-	fx.overdue = true
-	c.logger.WarnContext(ctx, "erasure participant overdue", "request_id", requestID, "participant", r.Participant, "attempts", r.Attempt)
-	return c.enqueue(ctx, tx, event.TypeErasureOverdue, event.ErasureOverdue{RequestID: requestID, Participant: r.Participant}, requestID, cause)
+	s.fx.overdue = true
+	c.logger.WarnContext(ctx, "erasure participant overdue", "request_id", s.requestID, "participant", r.Participant, "attempts", r.Attempt)
+	return c.enqueue(ctx, s, event.TypeErasureOverdue, event.ErasureOverdue{RequestID: s.requestID, Participant: r.Participant})
 }
 
 // HandleTimer runs a scheduled send (a re-send after a failure, or an HTTP
@@ -567,8 +590,8 @@ func (c *Canceller) HandleTimer(ctx context.Context, m message.Message) error {
 		return fmt.Errorf("%w: request_id %q is not a UUID", ErrInvalid, t.RequestID)
 	}
 	if t.Action == ActionSweep {
-		return c.transition(ctx, t, &m, func(tx *gorm.DB, e erasureRow, _ row, fx *effects) error {
-			return c.sweep(ctx, tx, e, t.RequestID, &m, fx)
+		return c.transition(ctx, t, &m, func(s step, _ row) error {
+			return c.sweep(ctx, s)
 		})
 	}
 	if t.Action != ActionSend {
@@ -584,31 +607,31 @@ func (c *Canceller) HandleTimer(ctx context.Context, m message.Message) error {
 	if p.Kind == KindHTTP {
 		return c.call(ctx, m, t, p)
 	}
-	return c.transition(ctx, t, &m, func(tx *gorm.DB, e erasureRow, r row, fx *effects) error {
+	return c.transition(ctx, t, &m, func(s step, r row) error {
 		if r.Attempt != t.Attempt-1 || (r.State != StateRetrying && r.State != StatePending) {
 			return nil
 		}
-		if err := c.send(ctx, tx, e, t.RequestID, p, t.Attempt, e.Now, &m); err != nil {
+		if err := c.send(ctx, s, p, t.Attempt, s.e.Now); err != nil {
 			return err
 		}
-		return c.reschedule(ctx, tx, e, t.RequestID, &m)
+		return c.reschedule(ctx, s)
 	})
 }
 
 // sweep re-sends to every participant whose wait for a confirmation is
 // over, or marks it overdue after its last re-send.
-func (c *Canceller) sweep(ctx context.Context, tx *gorm.DB, e erasureRow, requestID string, cause *message.Message, fx *effects) error {
-	rows, err := c.sentRows(ctx, tx, requestID)
+func (c *Canceller) sweep(ctx context.Context, s step) error {
+	rows, err := c.sentRows(ctx, s.tx, s.requestID)
 	if err != nil {
 		return err
 	}
 	for _, r := range rows {
-		if r.SentAt.Add(c.cfg.ResendWait(r.Attempt)).After(e.Now) {
+		if r.SentAt.Add(c.cfg.ResendWait(r.Attempt)).After(s.e.Now) {
 			continue
 		}
 		cur := row{Participant: r.Participant, Kind: r.Kind, State: StateSent, Attempt: r.Attempt}
 		if r.Attempt > c.cfg.MaxResends {
-			if err := c.markOverdue(ctx, tx, requestID, cur, "", "no confirmation after "+strconv.Itoa(r.Attempt)+" commands", cause, fx); err != nil {
+			if err := c.markOverdue(ctx, s, cur, "", "no confirmation after "+strconv.Itoa(r.Attempt)+" commands"); err != nil {
 				return err
 			}
 			continue
@@ -616,22 +639,22 @@ func (c *Canceller) sweep(ctx context.Context, tx *gorm.DB, e erasureRow, reques
 		p, ok := c.registry.Get(r.Participant)
 		if !ok {
 			// Unregistered since the fan-out: keep it visible instead of guessing.
-			if err := c.markOverdue(ctx, tx, requestID, cur, "", "participant no longer registered", cause, fx); err != nil {
+			if err := c.markOverdue(ctx, s, cur, "", "participant no longer registered"); err != nil {
 				return err
 			}
 			continue
 		}
-		c.logger.InfoContext(ctx, "participant silent; re-sending", "request_id", requestID, "participant", r.Participant, "attempt", r.Attempt+1)
-		if err := c.send(ctx, tx, e, requestID, p, r.Attempt+1, e.Now, cause); err != nil {
+		c.logger.InfoContext(ctx, "participant silent; re-sending", "request_id", s.requestID, "participant", r.Participant, "attempt", r.Attempt+1)
+		if err := c.send(ctx, s, p, r.Attempt+1, s.e.Now); err != nil {
 			return err
 		}
 	}
-	return c.reschedule(ctx, tx, e, requestID, cause)
+	return c.reschedule(ctx, s)
 }
 
 // transition runs fn on the locked erasure and, for a participant's timer,
 // its row.
-func (c *Canceller) transition(ctx context.Context, t Timer, cause *message.Message, fn func(tx *gorm.DB, e erasureRow, r row, fx *effects) error) error {
+func (c *Canceller) transition(ctx context.Context, t Timer, cause *message.Message, fn func(s step, r row) error) error {
 	var fx effects
 	err := c.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		e, r, ok, err := c.lockParticipant(ctx, tx, t.RequestID, t.Participant)
@@ -645,7 +668,7 @@ func (c *Canceller) transition(ctx context.Context, t Timer, cause *message.Mess
 		if !ok && t.Participant != "" {
 			return fmt.Errorf("%w: %q is not a participant of %s", ErrUnknownParty, t.Participant, t.RequestID)
 		}
-		return fn(tx, e, r, &fx)
+		return fn(step{tx: tx, e: e, requestID: t.RequestID, cause: cause, fx: &fx}, r)
 	})
 	if err != nil {
 		return fmt.Errorf("%s timer of %s for %q: %w", t.Action, t.RequestID, t.Participant, err)
@@ -676,7 +699,7 @@ func (c *Canceller) ResendWithin(ctx context.Context, requestID, participant str
 	}
 	cause.CorrelationID = requestID
 	var stateErr error
-	err = c.transition(ctx, t, &cause, func(tx *gorm.DB, e erasureRow, r row, fx *effects) error {
+	err = c.transition(ctx, t, &cause, func(s step, r row) error {
 		switch r.State {
 		case StateOverdue, StateFailed, StateSent, StateRetrying:
 		default:
@@ -684,25 +707,25 @@ func (c *Canceller) ResendWithin(ctx context.Context, requestID, participant str
 			return nil
 		}
 		if within != nil {
-			if err := within(tx); err != nil {
+			if err := within(s.tx); err != nil {
 				return err
 			}
 		}
 		if p.Kind == KindHTTP {
-			if err := c.setState(ctx, tx, requestID, participant, StateRetrying, r.Attempt, "", "re-sent by an operator"); err != nil {
+			if err := c.setState(ctx, s, participant, StateRetrying, r.Attempt, "", "re-sent by an operator"); err != nil {
 				return err
 			}
 			// Replaces a pending retry of the same attempt, due now.
-			return c.scheduleTimer(ctx, tx, requestID, participant, ActionSend, r.Attempt+1, e.Now, e.Now, &cause)
+			return c.scheduleTimer(ctx, s, participant, ActionSend, r.Attempt+1, s.e.Now)
 		}
 		// A pending retry of this attempt would be stale now.
-		if _, err := c.sched.Cancel(ctx, tx, timerKey(requestID, participant, ActionSend, r.Attempt+1)); err != nil {
+		if _, err := c.sched.Cancel(ctx, s.tx, timerKey(requestID, participant, ActionSend, r.Attempt+1)); err != nil {
 			return err
 		}
-		if err := c.send(ctx, tx, e, requestID, p, r.Attempt+1, e.Now, &cause); err != nil {
+		if err := c.send(ctx, s, p, r.Attempt+1, s.e.Now); err != nil {
 			return err
 		}
-		return c.reschedule(ctx, tx, e, requestID, &cause)
+		return c.reschedule(ctx, s)
 	})
 	if err != nil {
 		return err

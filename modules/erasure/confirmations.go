@@ -138,5 +138,5 @@ func (c *Canceller) recordConfirmation(ctx context.Context, tx *gorm.DB, cf *con
 	if !ok {
 		return fmt.Errorf("%w: %q is not a participant of %s", ErrUnknownParty, cf.body.Participant, cf.body.RequestID)
 	}
-	return c.confirm(ctx, tx, e, cf.body, r, &cf.m, &cf.fx)
+	return c.confirm(ctx, step{tx: tx, e: e, requestID: cf.body.RequestID, cause: &cf.m, fx: &cf.fx}, cf.body, r)
 }

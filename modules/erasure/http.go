@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/expand"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -75,7 +73,8 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p Part
 		// Shutting down: the call's outcome is unknown; the timer is redelivered.
 		return ctx.Err()
 	}
-	return c.transition(ctx, t, &m, func(tx *gorm.DB, e erasureRow, r row, fx *effects) error {
+	return c.transition(ctx, t, &m, func(s step, r row) error {
+		tx := s.tx
 		if r.Attempt != t.Attempt-1 || (r.State != StatePending && r.State != StateRetrying) {
 			return nil
 		}
@@ -104,28 +103,30 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p Part
 		if err := c.outbox.Enqueue(ctx, tx, called); err != nil {
 			return err
 		}
+		// What follows from the call's result is caused by erasure.called.
+		s.cause = &called
 		switch result {
 		case callErased, callNotFound:
-			if err := c.setState(ctx, tx, t.RequestID, t.Participant, outcome, r.Attempt, outcome, detail); err != nil {
+			if err := c.setState(ctx, s, t.Participant, outcome, r.Attempt, outcome, detail); err != nil {
 				return err
 			}
-			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+outcome)
-			return c.checkCompletion(ctx, tx, e, t.RequestID, &called, fx)
+			s.fx.confirmed = append(s.fx.confirmed, t.Participant+"\x00"+outcome)
+			return c.checkCompletion(ctx, s)
 		case callCannot:
 			c.logger.WarnContext(ctx, "erasure participant cannot erase; operator action needed",
 				"request_id", t.RequestID, "participant", t.Participant, "detail", detail)
-			return c.setState(ctx, tx, t.RequestID, t.Participant, StateCannotErase, r.Attempt, "", detail)
+			return c.setState(ctx, s, t.Participant, StateCannotErase, r.Attempt, "", detail)
 		case callPermanent:
-			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+event.OutcomeFailed)
+			s.fx.confirmed = append(s.fx.confirmed, t.Participant+"\x00"+event.OutcomeFailed)
 			c.logger.ErrorContext(ctx, "erasure call refused permanently; operator action needed",
 				"request_id", t.RequestID, "participant", t.Participant, "detail", detail)
-			return c.setState(ctx, tx, t.RequestID, t.Participant, StateFailed, r.Attempt, event.OutcomeFailed, detail)
+			return c.setState(ctx, s, t.Participant, StateFailed, r.Attempt, event.OutcomeFailed, detail)
 		default:
-			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+event.OutcomeFailed)
+			s.fx.confirmed = append(s.fx.confirmed, t.Participant+"\x00"+event.OutcomeFailed)
 			c.logger.WarnContext(ctx, "erasure call failed; will retry", "request_id", t.RequestID,
 				"participant", t.Participant, "attempt", r.Attempt, "detail", detail)
 			r.State = StateSent // so an exhausted participant becomes overdue
-			return c.retryOrOverdue(ctx, tx, e, t.RequestID, r, event.OutcomeFailed, detail, &called, fx)
+			return c.retryOrOverdue(ctx, s, r, event.OutcomeFailed, detail)
 		}
 	})
 }

@@ -85,12 +85,13 @@ func (c *Canceller) operatorConfirm(ctx context.Context, requestID, participant,
 				return err
 			}
 		}
-		if err := c.setState(ctx, tx, requestID, participant, state, r.Attempt, outcome, text); err != nil {
+		s := step{tx: tx, e: e, requestID: requestID, cause: &cause, fx: &fx}
+		if err := c.setState(ctx, s, participant, state, r.Attempt, outcome, text); err != nil {
 			return err
 		}
 		changed = true
 		fx.confirmed = append(fx.confirmed, participant+"\x00"+outcome)
-		if err := c.checkCompletion(ctx, tx, e, requestID, &cause, &fx); err != nil {
+		if err := c.checkCompletion(ctx, s); err != nil {
 			return err
 		}
 		if e.State == ErasureOpen || e.State == ErasureCompleted {
@@ -101,7 +102,8 @@ func (c *Canceller) operatorConfirm(ctx context.Context, requestID, participant,
 				return err
 			}
 			if cur.State != ErasureFinished {
-				return c.reschedule(ctx, tx, cur, requestID, &cause)
+				s.e = cur
+				return c.reschedule(ctx, s)
 			}
 		}
 		return nil

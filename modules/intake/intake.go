@@ -252,7 +252,7 @@ func (s *Service) submitIdempotent(ctx, work context.Context, caller, idemKey st
 	deadline := time.Now().Add(s.idem.lease + time.Second)
 	backoff := 5 * time.Millisecond
 	for {
-		outcome, got, err := s.idem.claim(work, key, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt, r.Client), fp, alt, owner, r)
+		outcome, got, err := s.idem.claim(work, key, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt, r.Client, sub.Regulation), fp, alt, owner, r)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
@@ -304,7 +304,7 @@ func (s *Service) publishRemembering(ctx context.Context, r reservation, sub Sub
 	if remember {
 		remembered = make(chan error, 1)
 		go func() {
-			remembered <- s.opts.Redis.Set(ctx, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt, r.Client), s.opts.AcceptedTTL).Err()
+			remembered <- s.opts.Redis.Set(ctx, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt, r.Client, sub.Regulation), s.opts.AcceptedTTL).Err()
 		}()
 	}
 	err := s.publish(ctx, r, sub)
