@@ -2,6 +2,7 @@ package erasure
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -87,11 +88,36 @@ type row struct {
 
 // erasureRow is the locked erasures row plus the database's clock.
 type erasureRow struct {
-	State        string
-	SubjectID    string
-	SubjectEmail string
-	CompletedAt  *time.Time
-	Now          time.Time
+	State              string
+	SubjectID          string
+	SubjectEmail       string
+	SubjectPhone       string
+	SubjectIdentifiers string
+	CompletedAt        *time.Time
+	Now                time.Time
+}
+
+// subject is the erasure's subject as stored (empty once finished).
+func (e erasureRow) subject() event.Subject {
+	return storedSubject(e.SubjectID, e.SubjectEmail, e.SubjectPhone, e.SubjectIdentifiers)
+}
+
+// storedSubject rebuilds a subject from the erasures columns.
+func storedSubject(id, email, phone, identifiers string) event.Subject {
+	s := event.Subject{ID: id, Email: email, Phone: phone}
+	if identifiers != "" && identifiers != "{}" {
+		_ = json.Unmarshal([]byte(identifiers), &s.Identifiers) // written by this module from a map
+	}
+	return s
+}
+
+// identifiersJSON is the subject_identifiers value of ids.
+func identifiersJSON(ids map[string]string) string {
+	if len(ids) == 0 {
+		return "{}"
+	}
+	b, _ := json.Marshal(ids) // a map of strings always encodes
+	return string(b)
 }
 
 // step is one transaction of the canceller on one locked erasure: what every
@@ -153,9 +179,9 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 		if err != nil || !fresh {
 			return err
 		}
-		res := tx.Exec(`INSERT INTO erasures (request_id, state, subject_id, subject_email)
-			VALUES (?, 'open', ?, ?) ON CONFLICT (request_id) DO NOTHING`,
-			body.RequestID, body.Subject.ID, body.Subject.Email)
+		res := tx.Exec(`INSERT INTO erasures (request_id, state, subject_id, subject_email, subject_phone, subject_identifiers)
+			VALUES (?, 'open', ?, ?, ?, ?::jsonb) ON CONFLICT (request_id) DO NOTHING`,
+			body.RequestID, body.Subject.ID, body.Subject.Email, body.Subject.Phone, identifiersJSON(body.Subject.Identifiers))
 		if res.Error != nil {
 			return fmt.Errorf("storing erasure %s: %w", body.RequestID, res.Error)
 		}
@@ -245,7 +271,8 @@ func (c *Canceller) insertParticipants(ctx context.Context, tx *gorm.DB, request
 // of one erasure is serialised behind it, across replicas.
 func (c *Canceller) lock(ctx context.Context, tx *gorm.DB, requestID string) (erasureRow, error) {
 	var e erasureRow
-	res := tx.WithContext(ctx).Raw(`SELECT state, subject_id, subject_email, completed_at, now() AS now
+	res := tx.WithContext(ctx).Raw(`SELECT state, subject_id, subject_email, subject_phone,
+			subject_identifiers::text AS subject_identifiers, completed_at, now() AS now
 		FROM erasures WHERE request_id = ? FOR UPDATE`, requestID).Scan(&e)
 	if res.Error != nil {
 		return e, fmt.Errorf("locking erasure %s: %w", requestID, res.Error)
@@ -309,7 +336,7 @@ func (c *Canceller) enqueueCommand(ctx context.Context, s step, name string, n i
 	defer func() { endCommandSpan(span, err) }()
 	cmd, err := message.New(event.TypeErasureCommand, event.ErasureCommand{
 		Version: 1, RequestID: requestID, Participant: name,
-		Subject: event.Subject{ID: e.SubjectID, Email: e.SubjectEmail}, Attempt: n,
+		Subject: e.subject(), Attempt: n,
 	}, s.cause)
 	if err != nil {
 		return err
@@ -455,7 +482,7 @@ func (c *Canceller) checkCompletion(ctx context.Context, s step) error {
 		return nil
 	}
 	if err := tx.WithContext(ctx).Exec(`UPDATE erasures SET state = 'finished', finished_at = now(), updated_at = now(),
-			subject_id = '', subject_email = '' WHERE request_id = ?`, requestID).Error; err != nil {
+			subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}' WHERE request_id = ?`, requestID).Error; err != nil {
 		return fmt.Errorf("finishing erasure %s: %w", requestID, err)
 	}
 	c.logger.InfoContext(ctx, "erasure finished", "request_id", requestID)

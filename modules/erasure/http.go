@@ -54,8 +54,11 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p Part
 		Erasure      string
 		SubjectID    string
 		SubjectEmail string
+		SubjectPhone string
+		SubjectIDs   string `gorm:"column:subject_identifiers"`
 	}
-	res := c.db.WithContext(ctx).Raw(`SELECT p.state, p.attempt, e.state AS erasure, e.subject_id, e.subject_email
+	res := c.db.WithContext(ctx).Raw(`SELECT p.state, p.attempt, e.state AS erasure, e.subject_id, e.subject_email,
+			e.subject_phone, e.subject_identifiers::text AS subject_identifiers
 		FROM erasure_participants p JOIN erasures e USING (request_id)
 		WHERE p.request_id = ? AND p.participant = ?`, t.RequestID, t.Participant).Scan(&cur)
 	if res.Error != nil {
@@ -67,7 +70,7 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p Part
 	if cur.Erasure == ErasureFinished || cur.Erasure == ErasureCancelled || cur.Attempt != t.Attempt-1 || (cur.State != StatePending && cur.State != StateRetrying) {
 		return nil // stale: another replica made this attempt, or an operator acted
 	}
-	rep := c.tracedDo(ctx, p, t, event.Subject{ID: cur.SubjectID, Email: cur.SubjectEmail})
+	rep := c.tracedDo(ctx, p, t, storedSubject(cur.SubjectID, cur.SubjectEmail, cur.SubjectPhone, cur.SubjectIDs))
 	result, detail := rep.result, rep.detail
 	if ctx.Err() != nil {
 		// Shutting down: the call's outcome is unknown; the timer is redelivered.
@@ -203,7 +206,7 @@ func (c *Canceller) expandURL(p Participant, requestID string, s event.Subject) 
 	u, ok := c.registry.urls[p.Name]
 	if !ok {
 		var err error
-		if u, err = expand.ParseURL(p.URL, ParticipantPlaceholders()...); err != nil {
+		if u, err = expand.ParseURL(p.URL, urlPlaceholders(p.URL)...); err != nil {
 			return "", err
 		}
 	}

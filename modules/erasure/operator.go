@@ -151,7 +151,7 @@ func (c *Canceller) CancelIn(ctx context.Context, tx *gorm.DB, requestID string)
 			return false, err
 		}
 	}
-	if err := tx.WithContext(ctx).Exec(`UPDATE erasures SET state = 'cancelled', subject_id = '', subject_email = '', updated_at = now()
+	if err := tx.WithContext(ctx).Exec(`UPDATE erasures SET state = 'cancelled', subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}', updated_at = now()
 		WHERE request_id = ?`, requestID).Error; err != nil {
 		return false, fmt.Errorf("cancelling erasure %s: %w", requestID, err)
 	}

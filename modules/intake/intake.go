@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -108,6 +109,9 @@ type Options struct {
 	// VerificationRequired says whether an API caller must state how it
 	// verified the subject (privacy.require_verification); nil: never.
 	VerificationRequired func(caller string) bool
+	// Identifiers are the declared names of named subject identifiers
+	// (serve.identifiers); a submission naming another is refused.
+	Identifiers []string
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -209,6 +213,11 @@ func (a Accepted) Settle() {
 func (s *Service) Submit(ctx context.Context, caller, idemKey string, sub Submission) (Accepted, error) {
 	if len(idemKey) > maxIdempotencyKeyLen {
 		return Accepted{}, fieldErr("Idempotency-Key", "must be at most %d characters", maxIdempotencyKeyLen)
+	}
+	for name := range sub.Subject.Identifiers {
+		if !slices.Contains(s.opts.Identifiers, name) {
+			return Accepted{}, fieldErr("subject.identifiers."+name, "is not declared in serve.identifiers")
+		}
 	}
 	if sub.Verification == nil && s.opts.VerificationRequired != nil && s.opts.VerificationRequired(caller) {
 		return Accepted{}, fieldErr("verification", "is required for this client")

@@ -105,7 +105,7 @@ func get(t *testing.T, link, accept string) (int, string) {
 // one subject against the real services, then scans every text, json and
 // bytea column of every table, the report directory, the Redis keys under
 // the installation's prefix and the process log for the subject's id and
-// address: each hit must be a place docs/privacy.md lists as kept after an
+// address and phone number: each hit must be a place docs/privacy.md lists as kept after an
 // erasure. The old download link answers 410 and its file is gone; a
 // second subject's request, report and link are untouched.
 func TestGDPRErasesItsOwnCopy(t *testing.T) {
@@ -160,7 +160,8 @@ func TestGDPRErasesItsOwnCopy(t *testing.T) {
 	all.mu.Lock()
 	logs := all.out.String()
 	all.mu.Unlock()
-	for _, needle := range []string{subjectID(erased), subjectID(erased) + "@example.com"} {
+	require.Equal(t, 1, s.count(`SELECT count(*) FROM requests WHERE id = ? AND subject_phone = ''`, erasure), "the erasure's own phone number is scrubbed")
+	for _, needle := range []string{subjectID(erased), subjectID(erased) + "@example.com", subjectPhone(erased)} {
 		columns, keys, files := s.personalDataHits(ctx, rdb, needle)
 		for _, c := range columns {
 			p, ok := docs.Find(places, "table", c)
@@ -190,8 +191,8 @@ func TestGDPRErasesItsOwnCopy(t *testing.T) {
 	require.Contains(t, out, "would delete 0", "nothing is past its lifetime yet")
 
 	// The second subject is untouched.
-	require.Equal(t, 1, s.count(`SELECT count(*) FROM requests WHERE id = ? AND subject_id = ? AND subject_email = ? AND pii_scrubbed_at IS NULL`,
-		accessKept, subjectID(kept), subjectID(kept)+"@example.com"))
+	require.Equal(t, 1, s.count(`SELECT count(*) FROM requests WHERE id = ? AND subject_id = ? AND subject_email = ? AND subject_phone = ? AND pii_scrubbed_at IS NULL`,
+		accessKept, subjectID(kept), subjectID(kept)+"@example.com", subjectPhone(kept)))
 	require.FileExists(t, reportFile(accessKept))
 	status, _ = get(t, links[accessKept], "")
 	require.Equal(t, http.StatusOK, status)
