@@ -534,9 +534,38 @@ func TestAdminRoutesNeedTheAdminToken(t *testing.T) {
 	res = h.do(h.request(http.MethodGet, "/v1/admin/timeline", nil, "Authorization", "Bearer admin-secret"))
 	require.Equal(t, http.StatusTeapot, res.status)
 	require.Equal(t, []string{"/v1/admin/timeline/abc", "/v1/admin/timeline"}, seen)
+	// The handler only reads: another method is the API's JSON 405, never
+	// the handler's own answer (the probe saw a ServeMux's plain-text 404).
+	for _, m := range []string{http.MethodPut, http.MethodPost, http.MethodDelete} {
+		res = h.do(h.request(m, "/v1/admin/timeline/abc", nil, "Authorization", "Bearer admin-secret"))
+		require.Equal(t, http.StatusMethodNotAllowed, res.status, m)
+		require.Equal(t, "method_not_allowed", res.json(t)["error"], m)
+	}
+	require.Len(t, seen, 2, "the handler was not called for them")
 	// The admin token is no API token.
 	require.Equal(t, http.StatusUnauthorized, h.do(h.request(http.MethodPost, "/v1/requests", strings.NewReader(accessBody),
 		"Content-Type", "application/json", "Authorization", "Bearer admin-secret")).status)
+}
+
+// TestAdminRoutesAnswerJSONWhereTheirMuxHasNoPattern: an admin handler
+// that is a net/http ServeMux answers a path it lacks with a plain-text
+// 404; the API makes it its JSON not_found.
+func TestAdminRoutesAnswerJSONWhereTheirMuxHasNoPattern(t *testing.T) {
+	t.Parallel()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/admin/requests/{id}/events", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = w.Write([]byte(`{"error":"no audit events for this request","field":"id"}`))
+	})
+	h := newHarness(t, harnessOptions{adminToken: "admin-secret", noValidation: true,
+		admin: []api.AdminRoute{{Path: "requests", Handler: mux}}})
+	res := h.do(h.request(http.MethodGet, "/v1/admin/requests/abc/nothing-here", nil, "Authorization", "Bearer admin-secret"))
+	require.Equal(t, http.StatusNotFound, res.status)
+	require.Equal(t, "not_found", res.json(t)["error"])
+	res = h.do(h.request(http.MethodGet, "/v1/admin/requests/abc/events", nil, "Authorization", "Bearer admin-secret"))
+	require.Equal(t, http.StatusNotFound, res.status)
+	require.Equal(t, "no audit events for this request", res.json(t)["error"], "a JSON 404 of the handler's own passes through")
 }
 
 func TestMetricsUseRoutePatterns(t *testing.T) {

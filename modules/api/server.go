@@ -6,6 +6,7 @@ package api
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -43,8 +44,9 @@ type Intake interface {
 }
 
 // AdminRoute mounts a plain net/http handler under /v1/admin/<Path> (and
-// everything below it) behind the admin token check. The handler sees the
-// full original request path.
+// everything below it) behind the admin token check, for GET and HEAD: these
+// handlers only read. The handler sees the full original request path; a
+// plain-text 404 it answers (a net/http ServeMux's) becomes the API's JSON.
 type AdminRoute struct {
 	// Path is relative to /v1/admin/, e.g. "timeline".
 	Path    string
@@ -147,9 +149,14 @@ func New(opts Options) (*Server, error) {
 	}
 	for _, r := range opts.Admin {
 		p := "/v1/admin/" + strings.Trim(r.Path, "/")
-		h := echo.WrapHandler(r.Handler)
-		s.routeAny(e, p, h, adminAuth)
-		s.routeAny(e, p+"/*", h, adminAuth)
+		// Read-only, so GET and HEAD: any other method is the API's JSON
+		// 405 (a PUT on an action route once fell through to the handler's
+		// own mux and got a plain-text 404).
+		h := echo.WrapHandler(plainNotFoundAsProblem(r.Handler))
+		for _, m := range []string{http.MethodGet, http.MethodHead} {
+			s.route(e, m, p, h, adminAuth)
+			s.route(e, m, p+"/*", h, adminAuth)
+		}
 	}
 	if opts.Officer != nil && opts.Operators != nil {
 		s.adminRoutes(e)
@@ -259,3 +266,36 @@ func (s *Server) Failed() <-chan error { return s.life.Failed() }
 
 // Running is how many of the server's goroutines have not returned yet.
 func (s *Server) Running() int { return s.life.Running() }
+
+// plainNotFoundAsProblem answers the API's JSON not_found where h answers a
+// plain-text 404, as a net/http ServeMux does for a path it has no pattern
+// for; everything else h writes passes through.
+func plainNotFoundAsProblem(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(&notFoundWriter{ResponseWriter: w}, r)
+	})
+}
+
+type notFoundWriter struct {
+	http.ResponseWriter
+	swallow bool
+}
+
+func (w *notFoundWriter) WriteHeader(code int) {
+	if code == http.StatusNotFound && strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain") {
+		w.swallow = true
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		w.ResponseWriter.WriteHeader(code)
+		_ = json.NewEncoder(w.ResponseWriter).Encode(Problem{Error: "not_found", Message: "no such endpoint"})
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *notFoundWriter) Write(b []byte) (int, error) {
+	if w.swallow {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
