@@ -397,6 +397,19 @@ func (e *GoneError) Error() string { return "report deleted (" + e.Reason + ")" 
 // Is makes errors.Is(err, ErrGone) hold.
 func (e *GoneError) Is(target error) bool { return target == ErrGone }
 
+// ReportDeleted returns a *GoneError saying why request requestID's report
+// was deleted, or nil when it was not (or there is none).
+func (s *Service) ReportDeleted(ctx context.Context, requestID string) (*GoneError, error) {
+	rep, found, err := s.opts.Requests.ReportOf(ctx, requestID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if found && rep.Deleted {
+		return &GoneError{Reason: rep.Reason, DeletedAt: rep.DeletedAt}, nil
+	}
+	return nil, nil
+}
+
 // OpenReport verifies the download token and opens the request's report.
 // The caller closes the reader. A deleted report is a *GoneError for any
 // link gdpr signed, expired or not: the holder of an old link learns why

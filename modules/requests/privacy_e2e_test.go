@@ -17,6 +17,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/docs"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -211,4 +212,50 @@ func (s *system) run(args ...string) (string, error) {
 	cmd.Env = append(env, "GDPR_CONFIG="+s.file)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// TestPrivacyPagesSayTheReportWasDeletedAtTheSubjectsRequest: a probe found
+// the self-service status page still offering "Go to the download page"
+// after the subject's erasure, and the download page minting a fresh link
+// to a report that answered 410. Both now say the report was deleted at
+// the subject's own request, and no download link is made.
+func TestPrivacyPagesSayTheReportWasDeletedAtTheSubjectsRequest(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, 1, func(c *config.Config) { c.Privacy.Enabled = true })
+	s.start("all")
+	ctx := t.Context()
+	access, err := s.submit(ctx, "access", 0)
+	require.NoError(t, err)
+	s.waitStates([]string{access}, "completed", 90*time.Second)
+	key, now := []byte(s.cfg.Serve.DownloadKey), time.Now()
+	statusLink := selfservice.StatusURL(s.cfg.Serve.PublicURL, key, access, time.Hour, now)
+	pageLink := selfservice.DownloadPageURL(s.cfg.Serve.PublicURL, key, access, time.Hour, now)
+
+	code, body := get(t, statusLink, "text/html")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `id="download-page"`, "a ready report is offered")
+	require.NotContains(t, body, `id="report-deleted"`)
+	code, body = get(t, pageLink, "text/html")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `id="download-button"`)
+
+	erasure, err := s.submit(ctx, "erasure", 0)
+	require.NoError(t, err)
+	s.waitStates([]string{erasure}, "completed", 90*time.Second)
+	testkit.Eventually(t, 60*time.Second, func() bool {
+		return s.count(`SELECT count(*) FROM reports WHERE request_id = ? AND deleted_reason = 'subject_erasure'`, access) == 1
+	}, "the erasure deleted the earlier report")
+
+	code, body = get(t, statusLink, "text/html")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `id="report-deleted"`)
+	require.Contains(t, body, "deleted at your own request")
+	require.NotContains(t, body, `id="download-page"`, "no link to a deleted report")
+	require.NotContains(t, body, "/privacy/download", "no download link is minted")
+	for _, link := range []string{pageLink, selfservice.DownloadPageURL(s.cfg.Serve.PublicURL, key, access, -time.Hour, now)} {
+		code, body = get(t, link, "text/html")
+		require.Equal(t, http.StatusGone, code, body)
+		require.Contains(t, body, "deleted at your own request", "fresh and expired links alike say why")
+		require.NotContains(t, body, `id="download-button"`)
+	}
 }
