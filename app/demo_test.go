@@ -460,3 +460,48 @@ func downloadReport(t *testing.T, mp *testkit.Mailpit) (struct {
 	require.NoError(t, json.NewDecoder(f).Decode(&manifest))
 	return manifest, link
 }
+
+// TestDemoNamesTheVariableThatMovesATakenPort: the probe held 8080 and saw
+// `make run` stop with "address already in use" and no word of how to move
+// the demo. It now names the variables.
+func TestDemoNamesTheVariableThatMovesATakenPort(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("runs the demo")
+	}
+	bin := testkit.Build(t)
+	clone := filepath.Join(t.TempDir(), "gdpr")
+	out, err := exec.Command("git", "clone", "-q", "..", clone).CombinedOutput()
+	require.NoError(t, err, "git clone: %s", out)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = taken.Close() })
+	prefix := "t.demoport." + testkit.ID()
+	demo := exec.CommandContext(t.Context(), "deploy/demo.sh")
+	demo.Dir = clone
+	demo.Env = append(os.Environ(),
+		"GDPR_DEMO_BINARY="+bin,
+		"GDPR_DEMO_DSN="+testkit.PostgresDSN(t),
+		"GDPR_DEMO_COMPANY_DSN="+testkit.PostgresDSN(t),
+		"GDPR_DEMO_PREFIX="+prefix,
+		"GDPR_DEMO_API_ADDR="+taken.Addr().String(),
+		"GDPR_DEMO_ADMIN_ADDR="+freeAddr(t),
+		"GDPR_DEMO_HELPDESK_ADDR="+freeAddr(t),
+		"GDPR_DEMO_SMTP_PORT="+strconv.Itoa(freePort(t)),
+		"GDPR_DEMO_MAILPIT_ADDR="+freeAddr(t),
+	)
+	demo.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	t.Cleanup(func() {
+		if demo.Process != nil {
+			_ = syscall.Kill(-demo.Process.Pid, syscall.SIGKILL)
+		}
+		cfg, err := config.Load(config.Default(), filepath.Join(clone, "var/demo/gdpr.yaml"), nil)
+		if err == nil {
+			cleanupDemoBroker(t, cfg)
+		}
+	})
+	b, err := demo.CombinedOutput()
+	require.Error(t, err, "the demo cannot start on a taken port:\n%s", b)
+	require.Contains(t, string(b), "address already in use")
+	require.Contains(t, string(b), "GDPR_DEMO_API_ADDR=", "the way to move the demo is named")
+}

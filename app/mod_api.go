@@ -43,6 +43,7 @@ func buildIntake(_ context.Context, in *infra) ([]Component, error) {
 		Registerer:           in.registry,
 		Logger:               in.logger,
 		VerificationRequired: in.cfg.Privacy.Required,
+		Identifiers:          cfg.Identifiers,
 	})
 	if err != nil {
 		return nil, err

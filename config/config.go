@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -17,6 +19,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/console"
 	"github.com/gdpr-oss/gdpr/modules/db"
 	"github.com/gdpr-oss/gdpr/modules/erasure"
+	"github.com/gdpr-oss/gdpr/modules/expand"
 	"github.com/gdpr-oss/gdpr/modules/lock"
 	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/outbox"
@@ -25,6 +28,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/retention"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
+	"github.com/gdpr-oss/gdpr/modules/source"
 )
 
 // Config is the whole configuration. Each nested struct but log and shutdown
@@ -153,6 +157,7 @@ func (c Config) Validate() error {
 	errs = append(errs, section(c.Telemetry.validate())...)
 	errs = append(errs, section(c.Privacy.Validate())...)
 	errs = append(errs, section(c.Console.Validate())...)
+	add(c.undeclaredIdentifier())
 	return errors.Join(errs...)
 }
 
@@ -187,4 +192,45 @@ func Load(base Config, path string, environ []string) (Config, error) {
 		return c, err
 	}
 	return c, nil
+}
+
+// undeclaredIdentifier names the first {identifier.<name>} or
+// @identifier.<name> of the sources and participants that serve.identifiers
+// does not declare: no request could ever fill it.
+func (c Config) undeclaredIdentifier() error {
+	check := func(setting string, names []string) error {
+		for _, n := range names {
+			if !slices.Contains(c.Serve.Identifiers, n) {
+				return invalid(setting, "uses identifier.%s, which serve.identifiers does not declare", n)
+			}
+		}
+		return nil
+	}
+	fromTemplate := func(tmpl string) []string {
+		var out []string
+		for _, p := range expand.IdentifierPlaceholders(tmpl) {
+			out = append(out, strings.TrimPrefix(p, "identifier."))
+		}
+		return out
+	}
+	for i, s := range c.Report.Sources {
+		query := fromTemplate(s.Query)
+		if s.Kind == "postgres" || s.Kind == "mysql" {
+			query = source.IdentifierParams(s.Query)
+		}
+		for _, f := range []struct {
+			name  string
+			names []string
+		}{{"query", query}, {"url", fromTemplate(s.URL)}, {"body", fromTemplate(s.Body)}} {
+			if err := check(fmt.Sprintf("report.sources[%d].%s", i, f.name), f.names); err != nil {
+				return err
+			}
+		}
+	}
+	for i, p := range c.Canceller.Participants {
+		if err := check(fmt.Sprintf("canceller.participants[%d].url", i), fromTemplate(p.URL)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

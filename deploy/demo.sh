@@ -12,8 +12,8 @@
 #      stops everything it started.
 #
 # Everything the demo writes goes to var/demo/ (logs in var/demo/logs/).
-# The settings below only let tests run a demo beside others; a newcomer
-# needs none of them:
+# The settings below let a demo run beside others (tests, or a machine whose
+# port 8080 is taken: README.md, "Try it"):
 #   GDPR_DEMO_BINARY        run this gdpr binary instead of building bin/gdpr
 #   GDPR_DEMO_DIR           var/demo
 #   GDPR_DEMO_DSN           gdpr's own database (deploy/demo.yaml's postgres.dsn)
@@ -152,9 +152,9 @@ start() {
 	local name=$1
 	shift
 	if command -v setsid >/dev/null 2>&1; then
-		setsid "$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
+		setsid "$@" >"$DIR/logs/$name.log" 2>&1 </dev/null &
 	else
-		"$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
+		"$@" >"$DIR/logs/$name.log" 2>&1 </dev/null &
 	fi
 	pids+=("$!")
 	names+=("$name")
@@ -233,6 +233,10 @@ until curl -fsS -o /dev/null --max-time 2 "http://$ADMIN/readyz" 2>/dev/null; do
 	for i in "${!pids[@]}"; do
 		if ! alive "${pids[i]}"; then
 			tail_log "${names[i]}"
+			if grep -q 'address already in use' "$DIR/logs/${names[i]}.log" 2>/dev/null; then
+				log "a port the demo listens on is taken: move the demo, e.g."
+				log "  GDPR_DEMO_API_ADDR=127.0.0.1:18080 GDPR_DEMO_ADMIN_ADDR=127.0.0.1:19090 GDPR_DEMO_HELPDESK_ADDR=127.0.0.1:18081 make run"
+			fi
 			die "${names[i]} exited before gdpr was ready"
 		fi
 	done

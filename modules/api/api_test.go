@@ -370,6 +370,20 @@ func TestStatus(t *testing.T) {
 		require.NotContains(t, string(st.body), "user-1")
 	})
 
+	t.Run("submitted under another regulation: its clock", func(t *testing.T) {
+		for reg, days := range map[string]int{"ccpa": 45, "lgpd": 15} {
+			res := h.submit(`{"type":"access","regulation":"` + reg + `","subject":{"id":"user-2"}}`)
+			require.Equal(t, http.StatusAccepted, res.status, "%s", res.body)
+			m := h.status(res.json(t)["id"].(string)).json(t)
+			require.Equal(t, "submitted", m["state"])
+			submitted, err := time.Parse(time.RFC3339Nano, m["submitted_at"].(string))
+			require.NoError(t, err)
+			due, err := time.Parse(time.RFC3339Nano, m["due_at"].(string))
+			require.NoError(t, err)
+			require.Equal(t, submitted.AddDate(0, 0, days), due, reg)
+		}
+	})
+
 	t.Run("stored by the requests manager", func(t *testing.T) {
 		id := "0193a5c2-7e0b-7c4d-8f00-00000000000a"
 		submitted := time.Date(2026, 1, 31, 9, 0, 0, 0, time.UTC)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,6 +74,8 @@ type Config struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxConns caps the connections each server (the public API, and each role's admin server) serves at once; more wait in the listen backlog.
 	MaxConns int `yaml:"max_conns"`
+	// Identifiers declares the named subject identifiers API callers may send in subject.identifiers (lower-case words, e.g. loyalty_card); sources and participants use them as {identifier.<name>}.
+	Identifiers []string `yaml:"identifiers"`
 	// RateLimits bound how often one client or one address may call the
 	// API, counted in Redis across every serve replica; beyond a limit the
 	// answer is 429 with Retry-After. A limit with rate 0 is off.
@@ -256,6 +259,11 @@ func (c Config) Validate() error {
 	}
 	if err := validDigests("serve.admin_tokens", c.AdminTokens); err != nil {
 		return err
+	}
+	for i, n := range c.Identifiers {
+		if !intake.IdentifierNamePattern.MatchString(n) || slices.Contains(c.Identifiers[:i], n) {
+			return fmt.Errorf("serve.identifiers[%d] must be a distinct lower-case word (%s), got %q", i, intake.IdentifierNamePattern, n)
+		}
 	}
 	switch {
 	case c.Addr == "":

@@ -76,6 +76,8 @@ type harnessOptions struct {
 	// requireVerification makes privacy.require_verification from the
 	// caller name of the harness's token.
 	requireVerification func(caller string) []string
+	// identifiers is serve.identifiers.
+	identifiers []string
 }
 
 type privacyOptions struct {
@@ -172,6 +174,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		Registerer:           h.reg,
 		Logger:               logger,
 		VerificationRequired: selfservice.Config{RequireVerification: requireVerification(o, h.token)}.Required,
+		Identifiers:          o.identifiers,
 	})
 	require.NoError(t, err)
 	apiTokens, err := intake.ParseClients(o.clients, []string{digest(h.token), digest(h.token + "-other-app")})

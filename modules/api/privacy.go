@@ -212,14 +212,20 @@ func (pg *privacyPages) status(c echo.Context) error {
 	if err != nil {
 		return pg.failed(c, locale, err)
 	}
-	return pg.render(c, http.StatusOK, "status", locale, selfservice.Page{Request: st.Request, Link: st.DownloadLink})
+	return pg.render(c, http.StatusOK, "status", locale, selfservice.Page{Request: st.Request, Link: st.DownloadLink, Deleted: st.Deleted})
 }
 
 func (pg *privacyPages) download(c echo.Context) error {
 	locale := pg.locale(c)
-	d, err := pg.p.Download(c.QueryParam("request"), c.QueryParam("token"))
-	if err != nil {
+	d, err := pg.p.Download(c.Request().Context(), c.QueryParam("request"), c.QueryParam("token"))
+	var deleted *intake.GoneError
+	switch {
+	case errors.As(err, &deleted):
+		return pg.render(c, http.StatusGone, "gone", locale, selfservice.Page{Deleted: deleted})
+	case errors.Is(err, selfservice.ErrGone):
 		return pg.render(c, http.StatusGone, "gone", locale, selfservice.Page{})
+	case err != nil:
+		return pg.failed(c, locale, err)
 	}
 	return pg.render(c, http.StatusOK, "download", locale, selfservice.Page{RequestID: d.RequestID, Link: d.Link, Until: d.Until})
 }

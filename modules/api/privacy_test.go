@@ -545,5 +545,8 @@ func (unreached) Submit(context.Context, string, string, intake.Submission) (int
 func (unreached) Status(context.Context, string) (intake.Status, error) {
 	return intake.Status{}, errors.New("unreached")
 }
-func (unreached) DownloadToken(string, string) error            { return errors.New("unreached") }
+func (unreached) DownloadToken(string, string) error { return errors.New("unreached") }
+func (unreached) ReportDeleted(context.Context, string) (*intake.GoneError, error) {
+	return nil, errors.New("unreached")
+}
 func (unreached) Send(context.Context, selfservice.Email) error { return errors.New("unreached") }

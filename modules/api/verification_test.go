@@ -63,3 +63,30 @@ func TestAPIRequiresVerificationFromTheClientsConfigured(t *testing.T) {
 		})
 	}
 }
+
+// TestAPIAcceptsPhoneNumbersAndDeclaredIdentifiers: a subject may be given
+// by phone number (published in E.164) and by named identifiers declared in
+// serve.identifiers; an undeclared name or a bad number is refused with 400
+// naming the member, and nothing is published.
+func TestAPIAcceptsPhoneNumbersAndDeclaredIdentifiers(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOptions{identifiers: []string{"loyalty_card"}})
+	res := h.submit(`{"type":"erasure","subject":{"phone":"+49 151 1234-5678","identifiers":{"loyalty_card":"LC-991"}}}`)
+	require.Equal(t, http.StatusAccepted, res.status, "%s", res.body)
+	msgs := h.take()
+	require.Len(t, msgs, 1)
+	var sub event.RequestSubmitted
+	require.NoError(t, json.Unmarshal(msgs[0].Body, &sub))
+	require.Equal(t, event.Subject{Phone: "+4915112345678", Identifiers: map[string]string{"loyalty_card": "LC-991"}}, sub.Subject)
+
+	for body, field := range map[string]string{
+		`{"type":"access","subject":{"identifiers":{"passport":"X1"}}}`:  "subject.identifiers.passport",
+		`{"type":"access","subject":{"phone":"0151 12345678"}}`:          "subject.phone",
+		`{"type":"access","subject":{"identifiers":{"Loyalty":"LC-1"}}}`: "subject.identifiers",
+	} {
+		res := h.submit(body)
+		require.Equal(t, http.StatusBadRequest, res.status, "%s", res.body)
+		require.Equal(t, field, res.json(t)["field"], "%s", body)
+	}
+	require.Empty(t, h.take())
+}

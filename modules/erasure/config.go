@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -12,9 +11,26 @@ import (
 )
 
 // ParticipantPlaceholders are the values an http participant's URL
-// template may use.
+// template may use: the fixed ones, and {identifier.<name>} for a named
+// identifier (serve.identifiers) the template names.
 func ParticipantPlaceholders() []string {
-	return []string{"subject_id", "subject_email", "request_id"}
+	return []string{"subject_id", "subject_email", "phone", "request_id"}
+}
+
+// urlPlaceholders are the placeholder names of URL template tmpl.
+func urlPlaceholders(tmpl string) []string {
+	return append(ParticipantPlaceholders(), expand.IdentifierPlaceholders(tmpl)...)
+}
+
+// identifiesSubject reports whether a URL template's placeholders name the
+// subject (any identifier but request_id).
+func identifiesSubject(names []string) bool {
+	for _, n := range names {
+		if n != "request_id" {
+			return true
+		}
+	}
+	return false
 }
 
 // Config is the canceller section: the erasure fan-out role and its
@@ -54,9 +70,10 @@ type Participant struct {
 	Kind string `yaml:"kind"`
 	// Method is the HTTP method of an http participant; default DELETE.
 	Method string `yaml:"method"`
-	// URL is an http participant's URL template using {subject_id} or
-	// {subject_email} (and optionally {request_id}), each filling one path
-	// segment or query value, percent-encoded.
+	// URL is an http participant's URL template using {subject_id},
+	// {subject_email}, {phone} or {identifier.<name>} (and optionally
+	// {request_id}), each filling one path segment or query value,
+	// percent-encoded.
 	URL string `yaml:"url"`
 	// AuthHeader is sent with every call: "Name: value", or a bare value sent
 	// as the Authorization header.
@@ -186,14 +203,14 @@ func (c Config) Validate() error {
 			if p.URL == "" {
 				return fmt.Errorf("%s.url must be set for kind http", field)
 			}
-			u, err := expand.ParseURL(p.URL, ParticipantPlaceholders()...)
+			u, err := expand.ParseURL(p.URL, urlPlaceholders(p.URL)...)
 			if err != nil {
 				return fmt.Errorf("%s.url %w", field, err)
 			}
 			// Without the subject in the URL every call is the same call: on
 			// a collection URL, a DELETE of everybody.
-			if !slices.Contains(u.Names(), "subject_id") && !slices.Contains(u.Names(), "subject_email") {
-				return fmt.Errorf("%s.url must use {subject_id} or {subject_email}", field)
+			if !identifiesSubject(u.Names()) {
+				return fmt.Errorf("%s.url must use {subject_id}, {subject_email}, {phone} or {identifier.<name>}", field)
 			}
 			if p.Method != "" && !validMethod(p.Method) {
 				return fmt.Errorf("%s.method must be an HTTP method, got %q", field, p.Method)

@@ -41,10 +41,10 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		}, `canceller.participants[0].requires[1] must be subject_id or subject_email, got "phone"`},
 		{"http url without placeholder", func(c *erasure.Config) {
 			c.Participants = []erasure.Participant{{Name: "api", Kind: "http", URL: "https://x/customers/"}}
-		}, "canceller.participants[0].url must use {subject_id} or {subject_email}"},
+		}, "canceller.participants[0].url must use {subject_id}, {subject_email}, {phone} or {identifier.<name>}"},
 		{"http url with only the request id", func(c *erasure.Config) {
 			c.Participants = []erasure.Participant{{Name: "api", Kind: "http", URL: "https://x/erasures/{request_id}"}}
-		}, "canceller.participants[0].url must use {subject_id} or {subject_email}"},
+		}, "canceller.participants[0].url must use {subject_id}, {subject_email}, {phone} or {identifier.<name>}"},
 		{"http placeholder in the host", func(c *erasure.Config) {
 			c.Participants = []erasure.Participant{{Name: "api", Kind: "http", URL: "https://{subject_id}.x/users"}}
 		}, "canceller.participants[0].url"},

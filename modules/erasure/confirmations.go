@@ -11,6 +11,8 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/inbox"
 	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/strictjson"
+	"github.com/google/uuid"
 )
 
 // Confirmations of one erasure all take its row lock (lock), so handled one
@@ -138,5 +140,82 @@ func (c *Canceller) recordConfirmation(ctx context.Context, tx *gorm.DB, cf *con
 	if !ok {
 		return fmt.Errorf("%w: %q is not a participant of %s", ErrUnknownParty, cf.body.Participant, cf.body.RequestID)
 	}
-	return c.confirm(ctx, tx, e, cf.body, r, &cf.m, &cf.fx)
+	return c.confirm(ctx, step{tx: tx, e: e, requestID: cf.body.RequestID, cause: &cf.m, fx: &cf.fx}, cf.body, r)
+}
+
+// HandleConfirmed records a participant's confirmation. A duplicate changes
+// nothing; "failed" schedules a re-send with backoff until max_resends.
+func (c *Canceller) HandleConfirmed(ctx context.Context, m message.Message) error {
+	var body event.ErasureConfirmed
+	// Confirmations come from participants, outside this service: a repeated
+	// member ("outcome":"erased","outcome":"failed") or a miscased one would
+	// otherwise be taken silently, the last one winning.
+	if err := strictjson.Check(m.Body, &body); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if err := m.Decode(&body); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	switch {
+	case m.ID == "":
+		return fmt.Errorf("%w: message_id is missing", ErrInvalid)
+	case body.Version != 1:
+		return fmt.Errorf("%w: version must be 1, got %d", ErrInvalid, body.Version)
+	case body.Participant == "":
+		return fmt.Errorf("%w: participant is missing", ErrInvalid)
+	}
+	if _, err := uuid.Parse(body.RequestID); err != nil {
+		return fmt.Errorf("%w: request_id %q is not a UUID", ErrInvalid, body.RequestID)
+	}
+	switch body.Outcome {
+	case event.OutcomeErased, event.OutcomeNotFound, event.OutcomeFailed, event.OutcomeCannotErase:
+	default:
+		return fmt.Errorf("%w: outcome must be erased, not_found, failed or cannot_erase, got %q", ErrInvalid, body.Outcome)
+	}
+	if _, ok := c.registry.Get(body.Participant); !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownParty, body.Participant)
+	}
+	return c.confirmations.submit(ctx, c, &confirmation{m: m, body: body})
+}
+
+// confirm applies one participant's confirmation to its row r.
+func (c *Canceller) confirm(ctx context.Context, s step, body event.ErasureConfirmed, r row) error {
+	if r.State == StateErased || r.State == StateNotFound {
+		c.logger.InfoContext(ctx, "duplicate confirmation ignored", "request_id", body.RequestID, "participant", body.Participant)
+		return nil
+	}
+	switch body.Outcome {
+	case event.OutcomeErased, event.OutcomeNotFound:
+		if err := c.setState(ctx, s, r.Participant, body.Outcome, r.Attempt, body.Outcome, body.Detail); err != nil {
+			return err
+		}
+		s.fx.confirmed = append(s.fx.confirmed, r.Participant+"\x00"+body.Outcome)
+		return c.checkCompletion(ctx, s)
+	case event.OutcomeCannotErase:
+		// Not retried: the participant cannot find the subject by what the
+		// command holds, and asking again holds the same. An operator erases
+		// by other means and confirms; the erasure stays open until then.
+		if body.Attempt != 0 && body.Attempt < r.Attempt {
+			return nil
+		}
+		s.fx.confirmed = append(s.fx.confirmed, r.Participant+"\x00"+body.Outcome)
+		c.logger.WarnContext(ctx, "erasure participant cannot erase; operator action needed",
+			"request_id", body.RequestID, "participant", r.Participant)
+		detail := body.Detail
+		if detail == "" {
+			detail = DetailCannotFind
+		}
+		return c.setState(ctx, s, r.Participant, StateCannotErase, r.Attempt, body.Outcome, detail)
+	}
+	// failed
+	s.fx.confirmed = append(s.fx.confirmed, r.Participant+"\x00"+body.Outcome)
+	if body.Attempt != 0 && body.Attempt < r.Attempt {
+		c.logger.InfoContext(ctx, "failure of an older attempt ignored", "request_id", body.RequestID, "participant", r.Participant, "attempt", body.Attempt)
+		return nil
+	}
+	if r.State != StateSent && r.State != StateOverdue {
+		// Already retrying (or never sent): the next attempt is scheduled.
+		return nil
+	}
+	return c.retryOrOverdue(ctx, s, r, event.OutcomeFailed, body.Detail)
 }

@@ -14,6 +14,7 @@ package erasure
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/gdpr-oss/gdpr/modules/event"
@@ -117,7 +118,7 @@ func NewRegistry(ps []Participant) (*Registry, error) {
 		switch p.Kind {
 		case KindAMQP, KindEmail:
 		case KindHTTP:
-			u, err := expand.ParseURL(p.URL, ParticipantPlaceholders()...)
+			u, err := expand.ParseURL(p.URL, urlPlaceholders(p.URL)...)
 			if err != nil {
 				return nil, fmt.Errorf("participant %s url: %w", p.Name, err)
 			}
@@ -161,7 +162,9 @@ func (r *Registry) missing(name string, s event.Subject) string {
 }
 
 func urlValues(requestID string, s event.Subject) expand.Values {
-	return expand.Values{"subject_id": s.ID, "subject_email": s.Email, "request_id": requestID}
+	v := expand.Values{"subject_id": s.ID, "subject_email": s.Email, "request_id": requestID}
+	maps.Copy(v, s.PlaceholderValues())
+	return v
 }
 
 // CommandRoutingKey is the routing key of commands for participant name.

@@ -70,6 +70,7 @@ func topology(cfg config.Config) bus.Topology {
 func newHarness(t testing.TB, participants []erasure.Participant, tune func(*erasure.Config)) *harness {
 	cfg := configtest.Config(t)
 	cfg.Canceller.Participants = participants
+	cfg.Serve.Identifiers = []string{"loyalty_card"} // TestHTTPParticipantURLsTakePhoneAndNamedIdentifiers
 	cfg.Canceller.ConfirmTimeout = 30 * time.Second
 	cfg.Canceller.RetryBackoff = 100 * time.Millisecond
 	cfg.Canceller.MaxBackoff = time.Second

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"gorm.io/gorm"
-
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/expand"
 	"github.com/gdpr-oss/gdpr/modules/message"
@@ -56,8 +54,11 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p Part
 		Erasure      string
 		SubjectID    string
 		SubjectEmail string
+		SubjectPhone string
+		SubjectIDs   string `gorm:"column:subject_identifiers"`
 	}
-	res := c.db.WithContext(ctx).Raw(`SELECT p.state, p.attempt, e.state AS erasure, e.subject_id, e.subject_email
+	res := c.db.WithContext(ctx).Raw(`SELECT p.state, p.attempt, e.state AS erasure, e.subject_id, e.subject_email,
+			e.subject_phone, e.subject_identifiers::text AS subject_identifiers
 		FROM erasure_participants p JOIN erasures e USING (request_id)
 		WHERE p.request_id = ? AND p.participant = ?`, t.RequestID, t.Participant).Scan(&cur)
 	if res.Error != nil {
@@ -69,13 +70,14 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p Part
 	if cur.Erasure == ErasureFinished || cur.Erasure == ErasureCancelled || cur.Attempt != t.Attempt-1 || (cur.State != StatePending && cur.State != StateRetrying) {
 		return nil // stale: another replica made this attempt, or an operator acted
 	}
-	rep := c.tracedDo(ctx, p, t, event.Subject{ID: cur.SubjectID, Email: cur.SubjectEmail})
+	rep := c.tracedDo(ctx, p, t, storedSubject(cur.SubjectID, cur.SubjectEmail, cur.SubjectPhone, cur.SubjectIDs))
 	result, detail := rep.result, rep.detail
 	if ctx.Err() != nil {
 		// Shutting down: the call's outcome is unknown; the timer is redelivered.
 		return ctx.Err()
 	}
-	return c.transition(ctx, t, &m, func(tx *gorm.DB, e erasureRow, r row, fx *effects) error {
+	return c.transition(ctx, t, &m, func(s step, r row) error {
+		tx := s.tx
 		if r.Attempt != t.Attempt-1 || (r.State != StatePending && r.State != StateRetrying) {
 			return nil
 		}
@@ -104,28 +106,30 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p Part
 		if err := c.outbox.Enqueue(ctx, tx, called); err != nil {
 			return err
 		}
+		// What follows from the call's result is caused by erasure.called.
+		s.cause = &called
 		switch result {
 		case callErased, callNotFound:
-			if err := c.setState(ctx, tx, t.RequestID, t.Participant, outcome, r.Attempt, outcome, detail); err != nil {
+			if err := c.setState(ctx, s, t.Participant, outcome, r.Attempt, outcome, detail); err != nil {
 				return err
 			}
-			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+outcome)
-			return c.checkCompletion(ctx, tx, e, t.RequestID, &called, fx)
+			s.fx.confirmed = append(s.fx.confirmed, t.Participant+"\x00"+outcome)
+			return c.checkCompletion(ctx, s)
 		case callCannot:
 			c.logger.WarnContext(ctx, "erasure participant cannot erase; operator action needed",
 				"request_id", t.RequestID, "participant", t.Participant, "detail", detail)
-			return c.setState(ctx, tx, t.RequestID, t.Participant, StateCannotErase, r.Attempt, "", detail)
+			return c.setState(ctx, s, t.Participant, StateCannotErase, r.Attempt, "", detail)
 		case callPermanent:
-			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+event.OutcomeFailed)
+			s.fx.confirmed = append(s.fx.confirmed, t.Participant+"\x00"+event.OutcomeFailed)
 			c.logger.ErrorContext(ctx, "erasure call refused permanently; operator action needed",
 				"request_id", t.RequestID, "participant", t.Participant, "detail", detail)
-			return c.setState(ctx, tx, t.RequestID, t.Participant, StateFailed, r.Attempt, event.OutcomeFailed, detail)
+			return c.setState(ctx, s, t.Participant, StateFailed, r.Attempt, event.OutcomeFailed, detail)
 		default:
-			fx.confirmed = append(fx.confirmed, t.Participant+"\x00"+event.OutcomeFailed)
+			s.fx.confirmed = append(s.fx.confirmed, t.Participant+"\x00"+event.OutcomeFailed)
 			c.logger.WarnContext(ctx, "erasure call failed; will retry", "request_id", t.RequestID,
 				"participant", t.Participant, "attempt", r.Attempt, "detail", detail)
 			r.State = StateSent // so an exhausted participant becomes overdue
-			return c.retryOrOverdue(ctx, tx, e, t.RequestID, r, event.OutcomeFailed, detail, &called, fx)
+			return c.retryOrOverdue(ctx, s, r, event.OutcomeFailed, detail)
 		}
 	})
 }
@@ -202,7 +206,7 @@ func (c *Canceller) expandURL(p Participant, requestID string, s event.Subject) 
 	u, ok := c.registry.urls[p.Name]
 	if !ok {
 		var err error
-		if u, err = expand.ParseURL(p.URL, ParticipantPlaceholders()...); err != nil {
+		if u, err = expand.ParseURL(p.URL, urlPlaceholders(p.URL)...); err != nil {
 			return "", err
 		}
 	}

@@ -85,12 +85,13 @@ func (c *Canceller) operatorConfirm(ctx context.Context, requestID, participant,
 				return err
 			}
 		}
-		if err := c.setState(ctx, tx, requestID, participant, state, r.Attempt, outcome, text); err != nil {
+		s := step{tx: tx, e: e, requestID: requestID, cause: &cause, fx: &fx}
+		if err := c.setState(ctx, s, participant, state, r.Attempt, outcome, text); err != nil {
 			return err
 		}
 		changed = true
 		fx.confirmed = append(fx.confirmed, participant+"\x00"+outcome)
-		if err := c.checkCompletion(ctx, tx, e, requestID, &cause, &fx); err != nil {
+		if err := c.checkCompletion(ctx, s); err != nil {
 			return err
 		}
 		if e.State == ErasureOpen || e.State == ErasureCompleted {
@@ -101,7 +102,8 @@ func (c *Canceller) operatorConfirm(ctx context.Context, requestID, participant,
 				return err
 			}
 			if cur.State != ErasureFinished {
-				return c.reschedule(ctx, tx, cur, requestID, &cause)
+				s.e = cur
+				return c.reschedule(ctx, s)
 			}
 		}
 		return nil
@@ -149,7 +151,7 @@ func (c *Canceller) CancelIn(ctx context.Context, tx *gorm.DB, requestID string)
 			return false, err
 		}
 	}
-	if err := tx.WithContext(ctx).Exec(`UPDATE erasures SET state = 'cancelled', subject_id = '', subject_email = '', updated_at = now()
+	if err := tx.WithContext(ctx).Exec(`UPDATE erasures SET state = 'cancelled', subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}', updated_at = now()
 		WHERE request_id = ?`, requestID).Error; err != nil {
 		return false, fmt.Errorf("cancelling erasure %s: %w", requestID, err)
 	}

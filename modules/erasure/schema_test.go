@@ -50,14 +50,15 @@ func TestProtocolSchemasMatchTheCode(t *testing.T) {
 	h := newHarness(t, []erasure.Participant{{Name: "billing", Kind: "amqp"}, {Name: "news-letter_2", Kind: "amqp"}}, nil)
 	c, err := erasure.New(h.db, h.store, h.outbox, h.cfg.Canceller, nil, h.logger)
 	require.NoError(t, err)
-	for _, subj := range []event.Subject{{ID: "u-1"}, {Email: "a@example.com"}, {ID: "u-2", Email: "b@example.com"}} {
+	for _, subj := range []event.Subject{{ID: "u-1"}, {Email: "a@example.com"}, {ID: "u-2", Email: "b@example.com"},
+		{Phone: "+4915112345678"}, {Identifiers: map[string]string{"loyalty_card": "LC-991"}}} {
 		m, err := message.New(event.TypeErasureRequested, event.ErasureRequested{RequestID: uuid.NewString(), Subject: subj}, nil)
 		require.NoError(t, err)
 		require.NoError(t, c.Handle(context.Background(), m))
 	}
 	var bodies [][]byte
 	require.NoError(t, h.db.Raw(`SELECT body FROM outbox_messages WHERE type = ?`, event.TypeErasureCommand).Scan(&bodies).Error)
-	require.Len(t, bodies, 6)
+	require.Len(t, bodies, 10)
 	for _, b := range bodies {
 		require.NoError(t, validate(t, cmdSchema, b), string(b))
 	}

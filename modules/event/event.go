@@ -53,9 +53,40 @@ const (
 
 // Subject identifies a data subject. At least one field is set. It is
 // personal data: it travels in message bodies, never in logs or labels.
+// Phone and Identifiers were added to protocol v1 additively (docs/
+// protocol.md, Versioning): they are omitted when empty, so a subject known
+// only by id and email is the same JSON as before.
 type Subject struct {
 	ID    string `json:"id,omitempty"`
 	Email string `json:"email,omitempty"`
+	// Phone is an E.164 number ("+4915112345678"), normalised by intake.
+	Phone string `json:"phone,omitempty"`
+	// Identifiers are the operator's named identifiers (serve.identifiers),
+	// such as a loyalty card number: name → value.
+	Identifiers map[string]string `json:"identifiers,omitempty"`
+}
+
+// Empty reports whether s identifies nobody.
+func (s Subject) Empty() bool {
+	return s.ID == "" && s.Email == "" && s.Phone == "" && len(s.Identifiers) == 0
+}
+
+// IdentifierPlaceholder is the placeholder name of the named identifier
+// name in source and participant templates: {identifier.<name>}.
+func IdentifierPlaceholder(name string) string { return "identifier." + name }
+
+// PlaceholderValues maps every placeholder name of s's identifiers
+// (besides those a caller names itself, such as subject_id) to its value:
+// "phone" and "identifier.<name>".
+func (s Subject) PlaceholderValues() map[string]string {
+	out := make(map[string]string, 1+len(s.Identifiers))
+	if s.Phone != "" {
+		out["phone"] = s.Phone
+	}
+	for n, v := range s.Identifiers {
+		out[IdentifierPlaceholder(n)] = v
+	}
+	return out
 }
 
 // Verification methods the service itself uses; API callers may name others.
@@ -314,8 +345,18 @@ func (e *InvalidSubjectError) Error() string { return e.Field + " " + e.Problem 
 // at least one. It is run where a subject enters (intake) and again where
 // messages carrying one are received, since those can come from elsewhere.
 func (s Subject) Check() error {
-	if s.ID == "" && s.Email == "" {
-		return &InvalidSubjectError{Field: "subject", Problem: "needs at least one of id or email"}
+	if s.Empty() {
+		return &InvalidSubjectError{Field: "subject", Problem: "needs at least one of id, email, phone or identifiers"}
+	}
+	if s.Phone != "" {
+		if p := IdentifierProblem(s.Phone, 16); p != "" {
+			return &InvalidSubjectError{Field: "subject.phone", Problem: p}
+		}
+	}
+	for n, v := range s.Identifiers {
+		if p := IdentifierProblem(v, MaxSubjectIDLen); p != "" {
+			return &InvalidSubjectError{Field: "subject.identifiers." + n, Problem: p}
+		}
 	}
 	if s.ID != "" {
 		if p := IdentifierProblem(s.ID, MaxSubjectIDLen); p != "" {

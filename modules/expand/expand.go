@@ -525,3 +525,29 @@ func expandPieces(pieces []piece, v Values, esc func(string) string) (string, er
 	}
 	return b.String(), nil
 }
+
+// IdentifierPlaceholders returns the {identifier.<name>} placeholders (as
+// "identifier.<name>") that tmpl uses, <name> being a lower-case word (the
+// grammar of serve.identifiers). A caller passes them to ParseURL or
+// ParseJSON with its fixed names; whether the name is declared is the
+// configuration's check, and a subject without that identifier leaves the
+// template unexpanded (ErrValue), like any missing identifier.
+func IdentifierPlaceholders(tmpl string) []string {
+	var out []string
+	for rest := tmpl; ; {
+		i := strings.Index(rest, "{identifier.")
+		if i < 0 {
+			return out
+		}
+		rest = rest[i+len("{identifier."):]
+		j := 0
+		for j < len(rest) && (rest[j] >= 'a' && rest[j] <= 'z' || j > 0 && (rest[j] >= '0' && rest[j] <= '9' || rest[j] == '_')) {
+			j++
+		}
+		if j > 0 && j <= 32 && j < len(rest) && rest[j] == '}' {
+			if n := "identifier." + rest[:j]; !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/gdpr-oss/gdpr/modules/deadline"
 )
 
 // An idempotency record lives in one Redis hash per (caller, key) and moves
@@ -163,19 +165,27 @@ func (s idempotencyStore) finish(ctx context.Context, recordKey, owner, id strin
 // requests manager has surely stored it: "type submitted_at client". A
 // record written before requests carried their client has no third field
 // (client "").
-func acceptedValue(typ string, submittedAt time.Time, client string) string {
-	return typ + " " + strconv.FormatInt(submittedAt.UnixNano(), 10) + " " + client
+// acceptedValue is "type unix-nanos client[ regulation]": the regulation
+// is written only when it is not GDPR's, so a record written before it
+// was (or by an older replica) still reads as GDPR.
+func acceptedValue(typ string, submittedAt time.Time, client, regulation string) string {
+	v := typ + " " + strconv.FormatInt(submittedAt.UnixNano(), 10) + " " + client
+	if regulation != "" && regulation != string(deadline.GDPR) {
+		v += " " + regulation
+	}
+	return v
 }
 
-func parseAccepted(v string) (typ string, submittedAt time.Time, client string, ok bool) {
+func parseAccepted(v string) (typ string, submittedAt time.Time, client, regulation string, ok bool) {
 	typ, rest, found := strings.Cut(v, " ")
 	if !found {
-		return "", time.Time{}, "", false
+		return "", time.Time{}, "", "", false
 	}
-	ns, client, _ := strings.Cut(rest, " ")
+	ns, rest, _ := strings.Cut(rest, " ")
 	n, err := strconv.ParseInt(ns, 10, 64)
 	if err != nil {
-		return "", time.Time{}, "", false
+		return "", time.Time{}, "", "", false
 	}
-	return typ, time.Unix(0, n).UTC(), client, true
+	client, regulation, _ = strings.Cut(rest, " ")
+	return typ, time.Unix(0, n).UTC(), client, regulation, true
 }

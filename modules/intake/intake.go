@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -108,6 +109,9 @@ type Options struct {
 	// VerificationRequired says whether an API caller must state how it
 	// verified the subject (privacy.require_verification); nil: never.
 	VerificationRequired func(caller string) bool
+	// Identifiers are the declared names of named subject identifiers
+	// (serve.identifiers); a submission naming another is refused.
+	Identifiers []string
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -210,6 +214,11 @@ func (s *Service) Submit(ctx context.Context, caller, idemKey string, sub Submis
 	if len(idemKey) > maxIdempotencyKeyLen {
 		return Accepted{}, fieldErr("Idempotency-Key", "must be at most %d characters", maxIdempotencyKeyLen)
 	}
+	for name := range sub.Subject.Identifiers {
+		if !slices.Contains(s.opts.Identifiers, name) {
+			return Accepted{}, fieldErr("subject.identifiers."+name, "is not declared in serve.identifiers")
+		}
+	}
 	if sub.Verification == nil && s.opts.VerificationRequired != nil && s.opts.VerificationRequired(caller) {
 		return Accepted{}, fieldErr("verification", "is required for this client")
 	}
@@ -252,7 +261,7 @@ func (s *Service) submitIdempotent(ctx, work context.Context, caller, idemKey st
 	deadline := time.Now().Add(s.idem.lease + time.Second)
 	backoff := 5 * time.Millisecond
 	for {
-		outcome, got, err := s.idem.claim(work, key, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt, r.Client), fp, alt, owner, r)
+		outcome, got, err := s.idem.claim(work, key, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt, r.Client, sub.Regulation), fp, alt, owner, r)
 		if err != nil {
 			return Accepted{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
@@ -304,7 +313,7 @@ func (s *Service) publishRemembering(ctx context.Context, r reservation, sub Sub
 	if remember {
 		remembered = make(chan error, 1)
 		go func() {
-			remembered <- s.opts.Redis.Set(ctx, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt, r.Client), s.opts.AcceptedTTL).Err()
+			remembered <- s.opts.Redis.Set(ctx, s.acceptedKey(r.ID), acceptedValue(sub.Type, r.SubmittedAt, r.Client, sub.Regulation), s.opts.AcceptedTTL).Err()
 		}()
 	}
 	err := s.publish(ctx, r, sub)
@@ -387,6 +396,19 @@ func (e *GoneError) Error() string { return "report deleted (" + e.Reason + ")" 
 
 // Is makes errors.Is(err, ErrGone) hold.
 func (e *GoneError) Is(target error) bool { return target == ErrGone }
+
+// ReportDeleted returns a *GoneError saying why request requestID's report
+// was deleted, or nil when it was not (or there is none).
+func (s *Service) ReportDeleted(ctx context.Context, requestID string) (*GoneError, error) {
+	rep, found, err := s.opts.Requests.ReportOf(ctx, requestID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if found && rep.Deleted {
+		return &GoneError{Reason: rep.Reason, DeletedAt: rep.DeletedAt}, nil
+	}
+	return nil, nil
+}
 
 // OpenReport verifies the download token and opens the request's report.
 // The caller closes the reader. A deleted report is a *GoneError for any

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gdpr-oss/gdpr/modules/deadline"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/requests/record"
 	"github.com/gdpr-oss/gdpr/modules/trace"
@@ -87,11 +88,17 @@ func (s *Service) acceptedStatus(ctx context.Context, id string) (Status, error)
 	if err != nil {
 		return Status{}, fmt.Errorf("%w: reading accepted record of %s: %w", ErrUnavailable, id, err)
 	}
-	typ, at, client, ok := parseAccepted(v)
+	typ, at, client, regulation, ok := parseAccepted(v)
 	if !ok {
 		return Status{}, fmt.Errorf("accepted record of %s is malformed", id)
 	}
-	return Status{ID: id, Type: typ, State: StateSubmitted, SubmittedAt: at, DueAt: DueAt(at), Client: client}, nil
+	// The clock of the submission's regulation, from submission: the
+	// requests manager counts it again from receipt, moments later.
+	reg, err := deadline.Parse(regulation)
+	if err != nil {
+		reg = deadline.GDPR
+	}
+	return Status{ID: id, Type: typ, State: StateSubmitted, SubmittedAt: at, DueAt: reg.DueAt(at), Client: client}, nil
 }
 
 // StatusFor is Status as client c may see it: another client's request is

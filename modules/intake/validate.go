@@ -77,8 +77,10 @@ type wireVerification struct {
 }
 
 type wireSubject struct {
-	ID    *string `json:"id"`
-	Email *string `json:"email"`
+	ID          *string            `json:"id"`
+	Email       *string            `json:"email"`
+	Phone       *string            `json:"phone"`
+	Identifiers *map[string]string `json:"identifiers"`
 }
 
 // Parse decodes and validates a request body. Every error is a *FieldError.
@@ -121,8 +123,22 @@ func Parse(body []byte) (Submission, error) {
 		}
 		s.Subject.Email = email
 	}
-	if s.Subject.ID == "" && s.Subject.Email == "" {
-		return s, fieldErr("subject", "needs at least one of id or email")
+	if ws.Phone != nil {
+		phone, err := NormalizePhone(*ws.Phone)
+		if err != nil {
+			return s, fieldErr("subject.phone", "%s", err)
+		}
+		s.Subject.Phone = phone
+	}
+	if ws.Identifiers != nil {
+		ids, err := checkIdentifiers(*ws.Identifiers)
+		if err != nil {
+			return s, err
+		}
+		s.Subject.Identifiers = ids
+	}
+	if s.Subject.Empty() {
+		return s, fieldErr("subject", "needs at least one of id, email, phone or identifiers")
 	}
 	if len(w.Verification) > 0 && string(w.Verification) != "null" {
 		v, err := parseVerification(w.Verification)
@@ -263,6 +279,72 @@ func jsonKind(goKind string) string {
 	return goKind
 }
 
+// IdentifierNamePattern is the grammar of a named identifier (serve.
+// identifiers): a lower-case word, so that {identifier.<name>} is a safe
+// placeholder and the name can be stored and shown as it is.
+var IdentifierNamePattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+
+const (
+	maxIdentifiers        = 16
+	maxIdentifierLen      = 256
+	minPhoneDigits        = 8
+	maxPhoneDigits        = 15
+	phoneSeparatorsCutset = " -.()/\u00a0"
+)
+
+// NormalizePhone returns the E.164 form of a phone number written with the
+// usual separators ("+49 151 1234-5678", "+49 (0)151..." is refused: the
+// trunk zero is ambiguous): a '+', a country code not starting with 0, and
+// 8 to 15 digits in all.
+func NormalizePhone(s string) (string, error) {
+	var b strings.Builder
+	for i, r := range strings.TrimSpace(s) {
+		switch {
+		case r == '+' && i == 0:
+			b.WriteRune(r)
+		case r >= '0' && r <= '9':
+			b.WriteRune(r)
+		case strings.ContainsRune(phoneSeparatorsCutset, r):
+		default:
+			return "", errors.New("must be an E.164 phone number such as \"+4915112345678\"")
+		}
+	}
+	n := b.String()
+	digits := strings.TrimPrefix(n, "+")
+	switch {
+	case !strings.HasPrefix(n, "+"):
+		return "", errors.New("must start with + and the country code (E.164)")
+	case len(digits) < minPhoneDigits || len(digits) > maxPhoneDigits:
+		return "", fmt.Errorf("must have %d to %d digits (E.164)", minPhoneDigits, maxPhoneDigits)
+	case digits[0] == '0':
+		return "", errors.New("must start with a country code, not 0 (E.164)")
+	}
+	return n, nil
+}
+
+// checkIdentifiers checks named identifiers' names against the grammar and
+// their values by the subject id's rules; whether a name is declared is
+// the Service's check (Options.Identifiers).
+func checkIdentifiers(ids map[string]string) (map[string]string, *FieldError) {
+	if len(ids) > maxIdentifiers {
+		return nil, fieldErr("subject.identifiers", "must have at most %d members", maxIdentifiers)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(ids))
+	for name, v := range ids {
+		if !IdentifierNamePattern.MatchString(name) {
+			return nil, fieldErr("subject.identifiers", "names must be lower-case words (%s)", IdentifierNamePattern)
+		}
+		if p := event.IdentifierProblem(v, maxIdentifierLen); p != "" {
+			return nil, fieldErr("subject.identifiers."+name, "%s", p)
+		}
+		out[name] = v
+	}
+	return out, nil
+}
+
 // checkSubjectID applies the identifier rules (event.IdentifierProblem;
 // docs/api.md states them).
 func checkSubjectID(id string) *FieldError {
@@ -308,13 +390,15 @@ func (s Submission) fingerprint(key []byte) string {
 		method = s.Verification.Method
 	}
 	raw, _ := json.Marshal(struct {
-		Type       string `json:"t"`
-		ID         string `json:"i"`
-		Email      string `json:"e"`
-		Method     string `json:"v,omitempty"`
-		Locale     string `json:"l,omitempty"`
-		Regulation string `json:"r,omitempty"`
-	}{s.Type, s.Subject.ID, s.Subject.Email, method, s.Locale, s.Regulation})
+		Type        string            `json:"t"`
+		ID          string            `json:"i"`
+		Email       string            `json:"e"`
+		Phone       string            `json:"p,omitempty"`
+		Identifiers map[string]string `json:"n,omitempty"`
+		Method      string            `json:"v,omitempty"`
+		Locale      string            `json:"l,omitempty"`
+		Regulation  string            `json:"r,omitempty"`
+	}{s.Type, s.Subject.ID, s.Subject.Email, s.Subject.Phone, s.Subject.Identifiers, method, s.Locale, s.Regulation})
 	h := hmac.New(sha256.New, key)
 	h.Write(raw)
 	return hex.EncodeToString(h.Sum(nil))

@@ -223,8 +223,8 @@ func (p *Participant) decode(m message.Message) (event.ErasureCommand, error) {
 		return cmd, fmt.Errorf("command for participant %q reached %q", cmd.Participant, p.name)
 	case cmd.RequestID == "":
 		return cmd, errors.New("request_id is missing")
-	case cmd.Subject.ID == "" && cmd.Subject.Email == "":
-		return cmd, errors.New("subject has neither id nor email")
+	case cmd.Subject.Empty():
+		return cmd, errors.New("subject has no identifier")
 	}
 	return cmd, nil
 }

@@ -418,7 +418,7 @@ func (s *Store) Cancel(ctx context.Context, id, by, reason string, within Within
 		allowed: []string{string(StateReceived), string(StateFailed), string(StateHandedOver)},
 		done:    func(r AdminRow) bool { return r.State == StateCancelled },
 		sql: `UPDATE requests SET state = 'cancelled', closed_reason = ?, closed_by = ?, closed_at = now(),
-			subject_id = '', subject_email = '', lease_until = NULL, updated_at = now()`,
+			subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}', lease_until = NULL, updated_at = now()`,
 		args:   func() []any { return []any{reason, by} },
 		within: within,
 	})

@@ -28,10 +28,10 @@ func (m *Manager) erasure(ctx, _ context.Context, c *claimed) error {
 		var pending bool
 		if err := tx.Raw(`SELECT EXISTS (SELECT 1 FROM requests
 			WHERE type = ? AND id <> ?
-			  AND ((? <> '' AND subject_id = ?) OR (? <> '' AND lower(subject_email) = lower(?)))
+			  AND `+sameSubject+`
 			  AND (state = ? OR (state = ? AND submitted_at <= ?)))`,
-			event.KindAccess, c.ID, c.SubjectID, c.SubjectID, c.SubjectEmail, c.SubjectEmail,
-			StateProcessing, StateReceived, c.SubmittedAt).Scan(&pending).Error; err != nil {
+			append(append([]any{event.KindAccess, c.ID}, sameSubjectArgs(c.subject())...),
+				StateProcessing, StateReceived, c.SubmittedAt)...).Scan(&pending).Error; err != nil {
 			return fmt.Errorf("looking for open access requests of %s: %w", c.ID, err)
 		}
 		if pending {

@@ -99,6 +99,11 @@ func eventsOf(i int) int { return i%3 + 1 }
 
 func subjectID(i int) string { return fmt.Sprintf("cust-%04d", i) }
 
+// subjectPhoneAsTyped is subject i's phone number as a form gives it;
+// subjectPhone is its E.164 form, as gdpr stores and sends it.
+func subjectPhoneAsTyped(i int) string { return fmt.Sprintf("+49 151 0000-%04d", i) }
+func subjectPhone(i int) string        { return fmt.Sprintf("+491510000%04d", i) }
+
 func newSource(t testing.TB, subjects int) *source {
 	t.Helper()
 	s := &source{dsn: testkit.PostgresDSN(t), calls: map[string]int{}}
@@ -349,7 +354,7 @@ func (p *proc) stop() {
 
 // submit posts an access request for subject i and returns the request id.
 func (s *system) submit(ctx context.Context, typ string, i int) (string, error) {
-	body := fmt.Sprintf(`{"type":%q,"subject":{"id":%q,"email":"%s@example.com"}}`, typ, subjectID(i), subjectID(i))
+	body := fmt.Sprintf(`{"type":%q,"subject":{"id":%q,"email":"%s@example.com","phone":%q}}`, typ, subjectID(i), subjectID(i), subjectPhoneAsTyped(i))
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.apiURL+"/v1/requests", strings.NewReader(body))
 	if err != nil {
 		return "", err

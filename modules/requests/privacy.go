@@ -2,12 +2,14 @@ package requests
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
 	"gorm.io/gorm"
 
+	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/requests/record"
 )
 
@@ -74,16 +76,15 @@ func (s *Store) ReportOf(ctx context.Context, requestID string) (r DeletedReport
 // ids whose files the caller removes once tx committed. Requests not
 // finished yet (an access submitted after the erasure, still running) keep
 // their data until they finish and the retention sweeper's scrub_after.
-func scrubSubject(tx *gorm.DB, erasureID, subjectID, email string) ([]string, error) {
-	if subjectID == "" && email == "" {
+func scrubSubject(tx *gorm.DB, erasureID string, s event.Subject) ([]string, error) {
+	if s.Empty() {
 		return nil, nil
 	}
 	var ids []string
-	if err := tx.Raw(`UPDATE requests SET subject_id = '', subject_email = '', pii_scrubbed_at = now(),
-			erased_by = ?, updated_at = now()
+	if err := tx.Raw(`UPDATE requests SET subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}',
+			pii_scrubbed_at = now(), erased_by = ?, updated_at = now()
 		WHERE id <> ? AND state IN ('completed', 'failed')
-		  AND ((? <> '' AND subject_id = ?) OR (? <> '' AND lower(subject_email) = lower(?)))
-		RETURNING id`, erasureID, erasureID, subjectID, subjectID, email, email).Scan(&ids).Error; err != nil {
+		  AND `+sameSubject+` RETURNING id`, append([]any{erasureID, erasureID}, sameSubjectArgs(s)...)...).Scan(&ids).Error; err != nil {
 		return nil, fmt.Errorf("scrubbing earlier requests of erasure %s: %w", erasureID, err)
 	}
 	if len(ids) == 0 {
@@ -95,6 +96,36 @@ func scrubSubject(tx *gorm.DB, erasureID, subjectID, email string) ([]string, er
 		return nil, fmt.Errorf("deleting reports of erasure %s's subject: %w", erasureID, err)
 	}
 	return reports, nil
+}
+
+// sameSubject matches the requests rows of the subject sameSubjectArgs
+// gives: the same id, address (ignoring case) or phone number, or one named
+// identifier with the same value.
+const sameSubject = `((? <> '' AND subject_id = ?) OR (? <> '' AND lower(subject_email) = lower(?))
+	OR (? <> '' AND subject_phone = ?)
+	OR EXISTS (SELECT 1 FROM jsonb_each_text(subject_identifiers) have, jsonb_each_text(?::jsonb) want
+		WHERE have.key = want.key AND have.value = want.value))`
+
+func sameSubjectArgs(s event.Subject) []any {
+	return []any{s.ID, s.ID, s.Email, s.Email, s.Phone, s.Phone, identifiersJSON(s.Identifiers)}
+}
+
+// identifiersJSON is the subject_identifiers value of ids.
+func identifiersJSON(ids map[string]string) string {
+	if len(ids) == 0 {
+		return "{}"
+	}
+	b, _ := json.Marshal(ids) // a map of strings always encodes
+	return string(b)
+}
+
+// parseIdentifiers reads a subject_identifiers value ("" or "{}": none).
+func parseIdentifiers(raw string) map[string]string {
+	var ids map[string]string
+	if raw == "" || json.Unmarshal([]byte(raw), &ids) != nil || len(ids) == 0 {
+		return nil
+	}
+	return ids
 }
 
 // removeFiles deletes the files of reports whose deletion committed and
@@ -170,7 +201,7 @@ func (s *Store) ScrubFinished(ctx context.Context, now, cutoff time.Time, limit 
 	var reports []string
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Raw(`WITH due AS (`+due+` FOR UPDATE SKIP LOCKED)
-			UPDATE requests r SET subject_id = '', subject_email = '', pii_scrubbed_at = ?, updated_at = ?
+			UPDATE requests r SET subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}', pii_scrubbed_at = ?, updated_at = ?
 			FROM due WHERE r.id = due.id RETURNING r.id`, cutoff, limit, now, now).Scan(&ids).Error; err != nil {
 			return fmt.Errorf("scrubbing finished requests: %w", err)
 		}

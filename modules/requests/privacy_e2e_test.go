@@ -17,6 +17,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/docs"
+	"github.com/gdpr-oss/gdpr/modules/selfservice"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -104,7 +105,7 @@ func get(t *testing.T, link, accept string) (int, string) {
 // one subject against the real services, then scans every text, json and
 // bytea column of every table, the report directory, the Redis keys under
 // the installation's prefix and the process log for the subject's id and
-// address: each hit must be a place docs/privacy.md lists as kept after an
+// address and phone number: each hit must be a place docs/privacy.md lists as kept after an
 // erasure. The old download link answers 410 and its file is gone; a
 // second subject's request, report and link are untouched.
 func TestGDPRErasesItsOwnCopy(t *testing.T) {
@@ -159,7 +160,8 @@ func TestGDPRErasesItsOwnCopy(t *testing.T) {
 	all.mu.Lock()
 	logs := all.out.String()
 	all.mu.Unlock()
-	for _, needle := range []string{subjectID(erased), subjectID(erased) + "@example.com"} {
+	require.Equal(t, 1, s.count(`SELECT count(*) FROM requests WHERE id = ? AND subject_phone = ''`, erasure), "the erasure's own phone number is scrubbed")
+	for _, needle := range []string{subjectID(erased), subjectID(erased) + "@example.com", subjectPhone(erased)} {
 		columns, keys, files := s.personalDataHits(ctx, rdb, needle)
 		for _, c := range columns {
 			p, ok := docs.Find(places, "table", c)
@@ -189,8 +191,8 @@ func TestGDPRErasesItsOwnCopy(t *testing.T) {
 	require.Contains(t, out, "would delete 0", "nothing is past its lifetime yet")
 
 	// The second subject is untouched.
-	require.Equal(t, 1, s.count(`SELECT count(*) FROM requests WHERE id = ? AND subject_id = ? AND subject_email = ? AND pii_scrubbed_at IS NULL`,
-		accessKept, subjectID(kept), subjectID(kept)+"@example.com"))
+	require.Equal(t, 1, s.count(`SELECT count(*) FROM requests WHERE id = ? AND subject_id = ? AND subject_email = ? AND subject_phone = ? AND pii_scrubbed_at IS NULL`,
+		accessKept, subjectID(kept), subjectID(kept)+"@example.com", subjectPhone(kept)))
 	require.FileExists(t, reportFile(accessKept))
 	status, _ = get(t, links[accessKept], "")
 	require.Equal(t, http.StatusOK, status)
@@ -210,4 +212,50 @@ func (s *system) run(args ...string) (string, error) {
 	cmd.Env = append(env, "GDPR_CONFIG="+s.file)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// TestPrivacyPagesSayTheReportWasDeletedAtTheSubjectsRequest: a probe found
+// the self-service status page still offering "Go to the download page"
+// after the subject's erasure, and the download page minting a fresh link
+// to a report that answered 410. Both now say the report was deleted at
+// the subject's own request, and no download link is made.
+func TestPrivacyPagesSayTheReportWasDeletedAtTheSubjectsRequest(t *testing.T) {
+	t.Parallel()
+	s := newSystem(t, 1, func(c *config.Config) { c.Privacy.Enabled = true })
+	s.start("all")
+	ctx := t.Context()
+	access, err := s.submit(ctx, "access", 0)
+	require.NoError(t, err)
+	s.waitStates([]string{access}, "completed", 90*time.Second)
+	key, now := []byte(s.cfg.Serve.DownloadKey), time.Now()
+	statusLink := selfservice.StatusURL(s.cfg.Serve.PublicURL, key, access, time.Hour, now)
+	pageLink := selfservice.DownloadPageURL(s.cfg.Serve.PublicURL, key, access, time.Hour, now)
+
+	code, body := get(t, statusLink, "text/html")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `id="download-page"`, "a ready report is offered")
+	require.NotContains(t, body, `id="report-deleted"`)
+	code, body = get(t, pageLink, "text/html")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `id="download-button"`)
+
+	erasure, err := s.submit(ctx, "erasure", 0)
+	require.NoError(t, err)
+	s.waitStates([]string{erasure}, "completed", 90*time.Second)
+	testkit.Eventually(t, 60*time.Second, func() bool {
+		return s.count(`SELECT count(*) FROM reports WHERE request_id = ? AND deleted_reason = 'subject_erasure'`, access) == 1
+	}, "the erasure deleted the earlier report")
+
+	code, body = get(t, statusLink, "text/html")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Contains(t, body, `id="report-deleted"`)
+	require.Contains(t, body, "deleted at your own request")
+	require.NotContains(t, body, `id="download-page"`, "no link to a deleted report")
+	require.NotContains(t, body, "/privacy/download", "no download link is minted")
+	for _, link := range []string{pageLink, selfservice.DownloadPageURL(s.cfg.Serve.PublicURL, key, access, -time.Hour, now)} {
+		code, body = get(t, link, "text/html")
+		require.Equal(t, http.StatusGone, code, body)
+		require.Contains(t, body, "deleted at your own request", "fresh and expired links alike say why")
+		require.NotContains(t, body, `id="download-button"`)
+	}
 }

@@ -26,24 +26,29 @@ func (e *env) report(t *testing.T, requestID string) reportRow {
 
 // TestErasureScrubsTheSubjectsEarlierRequestsAndDeletesTheirReports: once an
 // erasure finishes, every finished request of the same subject (by id, or
-// by address in any case) loses the subject and its report, exactly once;
-// another subject's request is untouched.
+// by address in any case, by phone number, or by one named identifier)
+// loses the subject and its report, exactly once; another subject's request,
+// even with another value of the same named identifier, is untouched.
 func TestErasureScrubsTheSubjectsEarlierRequestsAndDeletesTheirReports(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, newBuilder(nil))
 	byID := submitted(t, event.KindAccess, event.Subject{ID: "scrub-a"})
 	byEmail := submitted(t, event.KindAccess, event.Subject{Email: "scrub-a@example.com"})
-	other := submitted(t, event.KindAccess, event.Subject{ID: "scrub-b", Email: "scrub-b@example.com"})
-	for _, m := range []message.Message{byID, byEmail, other} {
+	byPhone := submitted(t, event.KindAccess, event.Subject{Phone: "+4915100000001"})
+	byCard := submitted(t, event.KindAccess, event.Subject{Identifiers: map[string]string{"loyalty_card": "LC-1", "crm": "x"}})
+	other := submitted(t, event.KindAccess, event.Subject{ID: "scrub-b", Email: "scrub-b@example.com", Phone: "+4915100000002",
+		Identifiers: map[string]string{"loyalty_card": "LC-2"}})
+	for _, m := range []message.Message{byID, byEmail, byPhone, byCard, other} {
 		require.NoError(t, e.mgr.Handle(t.Context(), m))
 	}
 	e.drain(t)
-	erasure := submitted(t, event.KindErasure, event.Subject{ID: "scrub-a", Email: "Scrub-A@Example.com"})
+	erasure := submitted(t, event.KindErasure, event.Subject{ID: "scrub-a", Email: "Scrub-A@Example.com", Phone: "+4915100000001",
+		Identifiers: map[string]string{"loyalty_card": "LC-1"}})
 	erasureID := requestID(t, erasure)
 	require.NoError(t, e.mgr.Handle(t.Context(), erasure))
 	e.drain(t)
 	require.Equal(t, requests.StateHandedOver, e.row(t, erasureID).State)
-	for _, m := range []message.Message{byID, byEmail} {
+	for _, m := range []message.Message{byID, byEmail, byPhone, byCard} {
 		require.Empty(t, e.report(t, requestID(t, m)).DeletedReason, "nothing goes before the erasure is finished")
 	}
 
@@ -52,12 +57,15 @@ func TestErasureScrubsTheSubjectsEarlierRequestsAndDeletesTheirReports(t *testin
 	require.NoError(t, e.mgr.Handle(t.Context(), fin))
 	require.NoError(t, e.mgr.Handle(t.Context(), fin)) // a redelivery changes nothing
 
-	for _, m := range []message.Message{byID, byEmail} {
+	for _, m := range []message.Message{byID, byEmail, byPhone, byCard} {
 		id := requestID(t, m)
 		r := e.row(t, id)
 		require.Empty(t, r.SubjectID, id)
 		require.Empty(t, r.SubjectEmail, id)
-		require.True(t, r.HadEmail || m.ID == byID.ID, "had_email survives")
+		require.True(t, r.HadEmail || m.ID != byEmail.ID, "had_email survives")
+		var left int
+		require.NoError(t, e.db.Raw(`SELECT count(*) FROM requests WHERE id = ? AND (subject_phone <> '' OR subject_identifiers <> '{}')`, id).Scan(&left).Error)
+		require.Zero(t, left, "phone and identifiers of %s are scrubbed", id)
 		var erasedBy string
 		require.NoError(t, e.db.Raw(`SELECT erased_by::text FROM requests WHERE id = ? AND pii_scrubbed_at IS NOT NULL`, id).Scan(&erasedBy).Error)
 		require.Equal(t, erasureID, erasedBy, id)
@@ -72,6 +80,9 @@ func TestErasureScrubsTheSubjectsEarlierRequestsAndDeletesTheirReports(t *testin
 	o := e.row(t, otherID)
 	require.Equal(t, "scrub-b", o.SubjectID)
 	require.Equal(t, "scrub-b@example.com", o.SubjectEmail)
+	var kept int
+	require.NoError(t, e.db.Raw(`SELECT count(*) FROM requests WHERE id = ? AND subject_phone = '+4915100000002' AND subject_identifiers = '{"loyalty_card":"LC-2"}'`, otherID).Scan(&kept).Error)
+	require.Equal(t, 1, kept)
 	require.Nil(t, e.report(t, otherID).DeletedAt)
 	_, deletes := e.builder.count("r-" + otherID)
 	require.Zero(t, deletes)

@@ -21,9 +21,12 @@ type claimed struct {
 	Type         string
 	SubjectID    string
 	SubjectEmail string
-	SubmittedAt  time.Time
-	Attempt      int // the attempt now running, 1-based
-	Token        int64
+	// SubjectPhone and SubjectIdentifiers (subject_identifiers as JSON).
+	SubjectPhone       string
+	SubjectIdentifiers string
+	SubmittedAt        time.Time
+	Attempt            int // the attempt now running, 1-based
+	Token              int64
 	// Traceparent and CauseID continue the trace of the request.received
 	// message that made the request due.
 	Traceparent string
@@ -44,19 +47,21 @@ func (c claimed) traced(ctx context.Context) context.Context {
 }
 
 func (c claimed) subject() event.Subject {
-	return event.Subject{ID: c.SubjectID, Email: c.SubjectEmail}
+	return event.Subject{ID: c.SubjectID, Email: c.SubjectEmail, Phone: c.SubjectPhone, Identifiers: parseIdentifiers(c.SubjectIdentifiers)}
 }
 
 type candidate struct {
-	ID           string
-	Type         string
-	State        State
-	SubjectID    string
-	SubjectEmail string
-	SubmittedAt  time.Time
-	Attempts     int
-	Traceparent  string
-	CauseID      string `gorm:"column:received_message_id"`
+	ID                 string
+	Type               string
+	State              State
+	SubjectID          string
+	SubjectEmail       string
+	SubjectPhone       string
+	SubjectIdentifiers string
+	SubmittedAt        time.Time
+	Attempts           int
+	Traceparent        string
+	CauseID            string `gorm:"column:received_message_id"`
 }
 
 // ProcessOne picks one due request, works on it and commits the outcome. It
@@ -118,7 +123,7 @@ func (m *Manager) claim(ctx context.Context) (*claimed, *lock.Lease, error) {
 // due selects and row-locks the oldest due request, or one whose worker died.
 func (m *Manager) due(tx *gorm.DB) (candidate, bool, error) {
 	var cand candidate
-	res := tx.Raw(`SELECT id, type, state, subject_id, subject_email, submitted_at, attempts,
+	res := tx.Raw(`SELECT id, type, state, subject_id, subject_email, subject_phone, subject_identifiers::text AS subject_identifiers, submitted_at, attempts,
 			traceparent, received_message_id FROM requests
 		WHERE (state = ? AND next_attempt_at <= now())
 		   OR (state = ? AND lease_until < now())
@@ -167,6 +172,7 @@ func (m *Manager) take(ctx context.Context, tx *gorm.DB, cand candidate) (*claim
 		return nil, fmt.Errorf("recording attempt of %s: %w", cand.ID, err)
 	}
 	return &claimed{ID: cand.ID, Type: cand.Type, SubjectID: cand.SubjectID, SubjectEmail: cand.SubjectEmail,
+		SubjectPhone: cand.SubjectPhone, SubjectIdentifiers: cand.SubjectIdentifiers,
 		SubmittedAt: cand.SubmittedAt, Attempt: attempts + 1, Token: token,
 		Traceparent: cand.Traceparent, CauseID: cand.CauseID}, nil
 }

@@ -98,11 +98,11 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 		// whether the request owes the subject an email.
 		// validSubmission parsed it already.
 		reg, _ := deadline.Parse(sub.Regulation)
-		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, had_email, submitted_at, due_at, next_attempt_at,
+		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, subject_phone, subject_identifiers, had_email, submitted_at, due_at, next_attempt_at,
 				traceparent, received_message_id, verification_method, verified_at, locale, receipt, regulation, client)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?)
+			VALUES (?, ?, ?, ?, ?, ?, ?::jsonb, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO NOTHING`,
-			sub.RequestID, sub.Type, StateReceived, sub.Subject.ID, sub.Subject.Email, sub.Subject.Email != "", sub.SubmittedAt, reg.DueAt(sub.SubmittedAt),
+			sub.RequestID, sub.Type, StateReceived, sub.Subject.ID, sub.Subject.Email, sub.Subject.Phone, identifiersJSON(sub.Subject.Identifiers), sub.Subject.Email != "", sub.SubmittedAt, reg.DueAt(sub.SubmittedAt),
 			out.Traceparent, out.ID, method, verifiedAt, sub.Locale, sub.Receipt && sub.Subject.Email != "", string(reg), sub.Client)
 		if res.Error != nil {
 			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)
@@ -150,11 +150,14 @@ func (m *Manager) finishErasure(ctx context.Context, msg message.Message) error 
 			return err
 		}
 		var row struct {
-			State        State
-			SubjectID    string
-			SubjectEmail string
+			State              State
+			SubjectID          string
+			SubjectEmail       string
+			SubjectPhone       string
+			SubjectIdentifiers string
 		}
-		res := tx.Raw(`SELECT state, subject_id, subject_email FROM requests WHERE id = ? AND type = ? FOR UPDATE`,
+		res := tx.Raw(`SELECT state, subject_id, subject_email, subject_phone, subject_identifiers::text AS subject_identifiers
+			FROM requests WHERE id = ? AND type = ? FOR UPDATE`,
 			fin.RequestID, event.KindErasure).Scan(&row)
 		if res.Error != nil {
 			return fmt.Errorf("loading request %s: %w", fin.RequestID, res.Error)
@@ -170,7 +173,9 @@ func (m *Manager) finishErasure(ctx context.Context, msg message.Message) error 
 		// Every participant confirmed: gdpr's own copy goes now, in the
 		// transaction that completes the erasure (docs/privacy.md). Only this
 		// row's address stays until its "deleted" email is recorded.
-		if reports, err = scrubSubject(tx, fin.RequestID, row.SubjectID, row.SubjectEmail); err != nil {
+		if reports, err = scrubSubject(tx, fin.RequestID, event.Subject{
+			ID: row.SubjectID, Email: row.SubjectEmail, Phone: row.SubjectPhone, Identifiers: parseIdentifiers(row.SubjectIdentifiers),
+		}); err != nil {
 			return err
 		}
 		// Read under the row lock taken above, so the notifier's commit is
@@ -180,7 +185,7 @@ func (m *Manager) finishErasure(ctx context.Context, msg message.Message) error 
 			return err
 		}
 		if err := tx.Exec(`UPDATE requests SET state = ?, completed_at = now(), updated_at = now(),
-			subject_id = '', lease_until = NULL, erased_by = id,
+			subject_id = '', subject_phone = '', subject_identifiers = '{}', lease_until = NULL, erased_by = id,
 			subject_email = CASE WHEN ? THEN '' ELSE subject_email END,
 			pii_scrubbed_at = CASE WHEN ? THEN now() END
 			WHERE id = ?`, StateCompleted, recorded, recorded, fin.RequestID).Error; err != nil {

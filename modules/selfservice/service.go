@@ -46,6 +46,7 @@ type Intake interface {
 	Submit(ctx context.Context, caller, idemKey string, sub intake.Submission) (intake.Accepted, error)
 	Status(ctx context.Context, id string) (intake.Status, error)
 	DownloadToken(requestID, token string) error
+	ReportDeleted(ctx context.Context, requestID string) (*intake.GoneError, error)
 }
 
 // Email is one verification email to one recipient.
@@ -439,8 +440,11 @@ func DownloadPageURL(publicURL string, key []byte, requestID string, ttl time.Du
 // StatusPage is what the status page shows.
 type StatusPage struct {
 	Request intake.Status
-	// DownloadLink is set once an access report is ready.
+	// DownloadLink is set once an access report is ready, until it is deleted.
 	DownloadLink string
+	// Deleted says why the report is gone (an erasure of the subject, or
+	// retention); no download link is made for it.
+	Deleted *intake.GoneError
 }
 
 // Status returns a request's status for a status link; a forged or expired
@@ -465,7 +469,13 @@ func (s *Service) Status(ctx context.Context, requestID, token string) (StatusPa
 	st.Participants = nil
 	p := StatusPage{Request: st}
 	if st.Type == event.KindAccess && st.State == "completed" {
-		p.DownloadLink = DownloadPageURL(s.opts.PublicURL, s.opts.Key, id, s.opts.DownloadTTL, now)
+		gone, err := s.opts.Intake.ReportDeleted(ctx, id)
+		if err != nil {
+			return StatusPage{}, err
+		}
+		if p.Deleted = gone; gone == nil {
+			p.DownloadLink = DownloadPageURL(s.opts.PublicURL, s.opts.Key, id, s.opts.DownloadTTL, now)
+		}
 	}
 	return p, nil
 }
@@ -478,10 +488,26 @@ type DownloadPage struct {
 	Until time.Time
 }
 
-// Download checks a download page's token; a forged or expired one is ErrGone.
-func (s *Service) Download(requestID, token string) (DownloadPage, error) {
+// Download checks a download page's token; a forged or expired one is
+// ErrGone. A report that was deleted is a *intake.GoneError, for any link
+// gdpr signed (expired or not), as the report endpoint answers it.
+func (s *Service) Download(ctx context.Context, requestID, token string) (DownloadPage, error) {
 	id, err := intake.ParseID(requestID)
-	if err != nil || s.opts.Intake.DownloadToken(id, token) != nil {
+	if err != nil {
+		return DownloadPage{}, ErrGone
+	}
+	tokenErr := s.opts.Intake.DownloadToken(id, token)
+	if tokenErr != nil && !errors.Is(tokenErr, download.ErrExpired) {
+		return DownloadPage{}, ErrGone
+	}
+	gone, err := s.opts.Intake.ReportDeleted(ctx, id)
+	if err != nil {
+		return DownloadPage{}, err
+	}
+	if gone != nil {
+		return DownloadPage{}, gone
+	}
+	if tokenErr != nil {
 		return DownloadPage{}, ErrGone
 	}
 	until, _ := download.Expiry(token)
@@ -561,6 +587,9 @@ type Page struct {
 	RequestID string
 	Until     time.Time
 	Request   intake.Status
+	// Deleted is set when the request's report was deleted: at the
+	// subject's own request (intake.GoneSubjectErasure) or by retention.
+	Deleted *intake.GoneError
 }
 
 // Render writes page name in locale; self is the page's own URL, which the

@@ -26,10 +26,12 @@ type Config struct {
 	DSN string `yaml:"dsn" secret:"true"`
 	// MaxConns bounds the connections kept open to a postgres or mysql source.
 	MaxConns int `yaml:"max_conns"`
-	// Query is SQL with named parameters @subject_id and @email, or an
-	// Elasticsearch query body template with {subject_id} and {email}.
+	// Query is SQL with named parameters @subject_id, @email, @phone and
+	// @identifier.<name>, or an Elasticsearch query body template with
+	// {subject_id}, {email}, {phone} and {identifier.<name>}.
 	Query string `yaml:"query"`
-	// URL is a template with {subject_id} and {email} for http sources, and
+	// URL is a template with {subject_id}, {email}, {phone} and
+	// {identifier.<name>} (serve.identifiers) for http sources, and
 	// the Elasticsearch base URL for elasticsearch sources.
 	URL string `yaml:"url"`
 	// Method is GET (default) or POST for http sources.
@@ -83,9 +85,10 @@ func (c Config) Validate(path string) error {
 			return fmt.Errorf("%s.dsn must be set for kind %s", path, c.Kind)
 		case c.Query == "":
 			return fmt.Errorf("%s.query must be set for kind %s", path, c.Kind)
-		case !strings.Contains(c.Query, "@subject_id") && !strings.Contains(c.Query, "@email"):
+		case !strings.Contains(c.Query, "@subject_id") && !strings.Contains(c.Query, "@email") &&
+			!strings.Contains(c.Query, "@phone") && !strings.Contains(c.Query, "@identifier."):
 			// Without an identifier the query would return everybody's rows.
-			return fmt.Errorf("%s.query must use @subject_id or @email", path)
+			return fmt.Errorf("%s.query must use @subject_id, @email, @phone or @identifier.<name>", path)
 		case c.MaxConns < 0:
 			return fmt.Errorf("%s.max_conns must be >= 0, got %d", path, c.MaxConns)
 		}
@@ -103,20 +106,20 @@ func (c Config) validateHTTP(path string) error {
 	if c.URL == "" {
 		return fmt.Errorf("%s.url must be set", path)
 	}
-	u, err := expand.ParseURL(c.URL, placeholders()...)
+	u, err := expand.ParseURL(c.URL, placeholders(c.URL)...)
 	if err != nil {
 		return fmt.Errorf("%s.url %w", path, err)
 	}
 	uses := len(u.Names()) > 0
 	if c.Body != "" {
-		b, err := expand.ParseJSON(c.Body, placeholders()...)
+		b, err := expand.ParseJSON(c.Body, placeholders(c.Body)...)
 		if err != nil {
 			return fmt.Errorf("%s.body %w", path, err)
 		}
 		uses = uses || len(b.Names()) > 0
 	}
 	if !uses {
-		return fmt.Errorf("%s.url must use {subject_id} or {email} (in the url or the body)", path)
+		return fmt.Errorf("%s.url must use {subject_id}, {email}, {phone} or {identifier.<name>} (in the url or the body)", path)
 	}
 	switch strings.ToUpper(c.Method) {
 	case "", "GET", "POST":
@@ -138,12 +141,12 @@ func (c Config) validateElasticsearch(path string) error {
 	case c.PageSize < 0:
 		return fmt.Errorf("%s.page_size must be >= 0, got %d", path, c.PageSize)
 	}
-	q, err := expand.ParseJSON(c.Query, placeholders()...)
+	q, err := expand.ParseJSON(c.Query, placeholders(c.Query)...)
 	if err != nil {
 		return fmt.Errorf("%s.query %w", path, err)
 	}
 	if len(q.Names()) == 0 {
-		return fmt.Errorf("%s.query must use {subject_id} or {email}", path)
+		return fmt.Errorf("%s.query must use {subject_id}, {email}, {phone} or {identifier.<name>}", path)
 	}
 	return nil
 }

@@ -54,7 +54,7 @@ func newElasticsearch(cfg Config, hc *http.Client, limits Limits) (*esSource, er
 	if size == 0 {
 		size = 1000
 	}
-	query, err := expand.ParseJSON(cfg.Query, placeholders()...)
+	query, err := expand.ParseJSON(cfg.Query, placeholders(cfg.Query)...)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: query: %w", cfg.Name, err)
 	}

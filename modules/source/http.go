@@ -35,13 +35,13 @@ func newHTTP(cfg Config, client *http.Client, limits Limits) (*httpSource, error
 	if cfg.RecordsPath != "" {
 		path = strings.Split(cfg.RecordsPath, ".")
 	}
-	u, err := expand.ParseURL(cfg.URL, placeholders()...)
+	u, err := expand.ParseURL(cfg.URL, placeholders(cfg.URL)...)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: url: %w", cfg.Name, err)
 	}
 	var body *expand.JSON
 	if cfg.Body != "" {
-		if body, err = expand.ParseJSON(cfg.Body, placeholders()...); err != nil {
+		if body, err = expand.ParseJSON(cfg.Body, placeholders(cfg.Body)...); err != nil {
 			return nil, fmt.Errorf("source %s: body: %w", cfg.Name, err)
 		}
 	}

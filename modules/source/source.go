@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"time"
@@ -209,18 +210,30 @@ func New(cfg Config, opts Options) (Source, error) {
 	return nil, fmt.Errorf("source %s: unknown kind %q", cfg.Name, cfg.Kind)
 }
 
-// Placeholders of http and elasticsearch source templates.
+// Placeholders of http and elasticsearch source templates: {subject_id},
+// {email}, {phone} and {identifier.<name>} for each named identifier the
+// template uses.
 const (
-	phSubjectID = "subject_id"
-	phEmail     = "email"
+	phSubjectID      = "subject_id"
+	phEmail          = "email"
+	phPhone          = "phone"
+	identifierPrefix = "identifier."
 )
 
-func placeholders() []string {
-	return []string{phSubjectID, phEmail}
+// placeholders are the placeholder names of templates (the fixed ones and
+// the {identifier.<name>} they use).
+func placeholders(templates ...string) []string {
+	out := []string{phSubjectID, phEmail, phPhone}
+	for _, t := range templates {
+		out = append(out, expand.IdentifierPlaceholders(t)...)
+	}
+	return out
 }
 
 func values(s event.Subject) expand.Values {
-	return expand.Values{phSubjectID: s.ID, phEmail: s.Email}
+	v := expand.Values{phSubjectID: s.ID, phEmail: s.Email}
+	maps.Copy(v, s.PlaceholderValues())
+	return v
 }
 
 // appliesTemplate: every identifier a template references must be present

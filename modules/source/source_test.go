@@ -40,6 +40,8 @@ func TestBindNamed(t *testing.T) {
 			"SELECT '@email', \"@email\" -- @email\n/* @subject_id */ FROM t WHERE tags @> x AND @subject_idx = 1 AND id = $1", []string{"subject_id"}},
 		{"doubled quotes", "SELECT 'it''s @email' WHERE e = @email", true, "SELECT 'it''s @email' WHERE e = $1", []string{"email"}},
 		{"mysql backslash escape", `SELECT 'a\'@email' WHERE e = @email`, false, `SELECT 'a\'@email' WHERE e = ?`, []string{"email"}},
+		{"phone and named identifiers", "SELECT * FROM t WHERE phone = @phone OR card = @identifier.loyalty_card OR x = @identifier. OR p = @phones", true,
+			"SELECT * FROM t WHERE phone = $1 OR card = $2 OR x = @identifier. OR p = @phones", []string{"phone", "identifier.loyalty_card"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -58,6 +60,41 @@ func TestAppliesOnlyWithEveryIdentifierTheTemplatesUse(t *testing.T) {
 	for _, s := range []event.Subject{{ID: "u1"}, {Email: "a@b.c"}, {ID: "..", Email: "a@b.c"}, {ID: ".", Email: "a@b.c"}} {
 		require.False(t, src.Applies(s), "%+v", s)
 	}
+}
+
+// TestPhoneAndNamedIdentifiersFillTemplatesAndQueries: {phone} and
+// {identifier.<name>} are placeholders of http templates like {subject_id}
+// (a source needing one the subject lacks does not apply), and @phone and
+// @identifier.<name> bind SQL parameters.
+func TestPhoneAndNamedIdentifiersFillTemplatesAndQueries(t *testing.T) {
+	t.Parallel()
+	src, err := New(Config{Name: "api", Kind: "http", URL: "https://api.example/by-phone/{phone}?card={identifier.loyalty_card}"}, Options{})
+	require.NoError(t, err)
+	h := src.(*httpSource)
+	full := event.Subject{Phone: "+4915112345678", Identifiers: map[string]string{"loyalty_card": "LC 991/2"}}
+	require.True(t, src.Applies(full))
+	u, err := h.url.Expand(values(full))
+	require.NoError(t, err)
+	require.Equal(t, "https://api.example/by-phone/%2B4915112345678?card=LC%20991%2F2", u)
+	for _, s := range []event.Subject{{Phone: "+4915112345678"}, {Identifiers: map[string]string{"loyalty_card": "x"}}, {ID: "u", Email: "a@b.c"}} {
+		require.False(t, src.Applies(s), "%+v", s)
+	}
+
+	dsn := testkit.PostgresDSN(t)
+	db, err := sql.Open("pgx", dsn)
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = db.ExecContext(t.Context(), `CREATE TABLE phones (phone text, card text, note text);
+		INSERT INTO phones VALUES ('+4915112345678', NULL, 'by phone'), (NULL, 'LC 991/2', 'by card'), ('+49000', 'other', 'other')`)
+	require.NoError(t, err)
+	pg, err := New(Config{Name: "pg", Kind: "postgres", DSN: dsn, Query: "SELECT note FROM phones WHERE phone = @phone OR card = @identifier.loyalty_card ORDER BY note"}, Options{})
+	require.NoError(t, err)
+	defer pg.Close()
+	var c collect
+	require.NoError(t, pg.Read(t.Context(), full, &c))
+	require.Equal(t, []string{`{"note":"by card"}`, `{"note":"by phone"}`}, c.rows)
+	require.True(t, pg.Applies(event.Subject{Phone: "+4915112345678"}))
+	require.False(t, pg.Applies(event.Subject{ID: "u-1"}), "a query on phone and card needs one of them")
 }
 
 func TestFieldsAndAppendString(t *testing.T) {

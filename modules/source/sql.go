@@ -34,7 +34,22 @@ type sqlSource struct {
 const (
 	paramSubjectID = "subject_id"
 	paramEmail     = "email"
+	paramPhone     = "phone"
 )
+
+// IdentifierParams returns the names of the named identifiers a SQL query
+// binds (@identifier.<name>), for the configuration's check that each is
+// declared.
+func IdentifierParams(query string) []string {
+	_, params := bindNamed(query, true)
+	var out []string
+	for _, p := range params {
+		if n, ok := strings.CutPrefix(p, identifierPrefix); ok {
+			out = append(out, n)
+		}
+	}
+	return out
+}
 
 func newSQL(cfg Config) (*sqlSource, error) {
 	driver, dollar := "pgx", true
@@ -68,21 +83,34 @@ func (s *sqlSource) Applies(subject event.Subject) bool {
 		return true
 	}
 	for _, p := range s.params {
-		if (p == paramSubjectID && subject.ID != "") || (p == paramEmail && subject.Email != "") {
+		if subjectValue(subject, p) != "" {
 			return true
 		}
 	}
 	return false
 }
 
+// subjectValue is the identifier of s that a query parameter or template
+// placeholder name stands for ("" when s has none).
+func subjectValue(s event.Subject, name string) string {
+	switch name {
+	case paramSubjectID:
+		return s.ID
+	case paramEmail:
+		return s.Email
+	case paramPhone:
+		return s.Phone
+	}
+	if n, ok := strings.CutPrefix(name, identifierPrefix); ok {
+		return s.Identifiers[n]
+	}
+	return ""
+}
+
 func (s *sqlSource) args(subject event.Subject) []any {
 	args := make([]any, len(s.params))
 	for i, p := range s.params {
-		v := subject.ID
-		if p == paramEmail {
-			v = subject.Email
-		}
-		if v != "" {
+		if v := subjectValue(subject, p); v != "" {
 			args[i] = v
 		}
 	}
@@ -229,7 +257,7 @@ func (s *sqlSource) classify(err error) error {
 	return transportFailure(s.name, err)
 }
 
-// bindNamed rewrites @subject_id and @email into the driver's placeholders
+// bindNamed rewrites @subject_id, @email, @phone and @identifier.<name> into the driver's placeholders
 // ($n for PostgreSQL, ? for MySQL), skipping string literals, quoted
 // identifiers and comments, and returns which identifier each binds.
 func bindNamed(q string, dollar bool) (string, []string) {
@@ -274,9 +302,19 @@ func bindNamed(q string, dollar bool) (string, []string) {
 			i = end
 		case c == '@':
 			name := ""
-			for _, p := range []string{paramSubjectID, paramEmail} {
+			for _, p := range []string{paramSubjectID, paramEmail, paramPhone} {
 				if strings.HasPrefix(q[i+1:], p) && !identChar(q, i+1+len(p)) {
 					name = p
+				}
+			}
+			if rest, ok := strings.CutPrefix(q[i+1:], identifierPrefix); ok {
+				// @identifier.<name>: a named identifier (serve.identifiers).
+				j := 0
+				for j < len(rest) && identChar(rest, j) {
+					j++
+				}
+				if j > 0 {
+					name = identifierPrefix + rest[:j]
 				}
 			}
 			if name == "" {
