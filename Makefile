@@ -10,7 +10,12 @@ export PATH := $(shell $(GO) env GOPATH)/bin:$(PATH)
 # to finish well within 20 minutes on 2 cores.
 TEST_TIMEOUT ?= 15m
 
-.PHONY: help build run test lint bench services tools clean
+# How long `make fuzz` runs each fuzz target. `make test` does not fuzz: a
+# -fuzz build instruments each package anew (minutes on 2 busy cores), but
+# plain `go test` runs every seed corpus (testdata/fuzz/<FuzzName>/).
+FUZZTIME ?= 15s
+
+.PHONY: help build run test lint bench services tools clean fuzz
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -42,6 +47,21 @@ test: tools ## Run every test with -race, then the disruptive ones serially
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./... || status=1; \
 	echo "$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -tags disruptive -run '^TestDisruptive' -p 1 ./..."; \
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -tags disruptive -run '^TestDisruptive' -p 1 ./... || status=1; \
+	exit $$status
+
+# Every `func FuzzX` in a _test.go file, one at a time (go test -fuzz takes
+# one target per run), for FUZZTIME each. Their seed corpora
+# (testdata/fuzz/<FuzzName>/) also run in every plain `go test`. A failing
+# input is written to testdata/fuzz/<FuzzName>/: commit it with the fix.
+fuzz: ## Fuzz every fuzz target for FUZZTIME each (default 15s)
+	@status=0; \
+	for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+	  pkg=./$$(dirname "$${f#./}"); \
+	  for name in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$f"); do \
+	    echo "$(GO) test -run '^$$' -fuzz '^$$name\$$' -fuzztime $(FUZZTIME) $$pkg"; \
+	    $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) "$$pkg" || status=1; \
+	  done; \
+	done; \
 	exit $$status
 
 lint: ## gofmt, go vet, golangci-lint, go.mod tidy

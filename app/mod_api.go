@@ -132,7 +132,10 @@ func buildAPI(_ context.Context, in *infra) ([]Component, error) {
 	if err != nil {
 		return nil, err
 	}
-	proxies, err := cfg.Proxies()
+	if len(in.cfg.Privacy.TrustedProxies) > 0 {
+		in.logger.Warn("privacy.trusted_proxies is deprecated: its entries are added to serve.trusted_proxies; move them there")
+	}
+	proxies, err := cfg.Proxies(in.cfg.Privacy.TrustedProxies...)
 	if err != nil {
 		return nil, err
 	}

@@ -101,9 +101,11 @@ type RateLimits struct {
 	DownloadsPerAddress ratelimit.Rule `yaml:"downloads_per_address"`
 }
 
-// Proxies parses TrustedProxies (Validate has checked them).
-func (c Config) Proxies() (ratelimit.Proxies, error) {
-	return ratelimit.ParseProxies("serve.trusted_proxies", c.TrustedProxies)
+// Proxies parses TrustedProxies (Validate has checked them), plus the
+// deprecated privacy.trusted_proxies given as deprecated, which the
+// self-service page had before the limits shared one setting.
+func (c Config) Proxies(deprecated ...string) (ratelimit.Proxies, error) {
+	return ratelimit.ParseProxies("serve.trusted_proxies", append(slices.Clone(c.TrustedProxies), deprecated...))
 }
 
 // DefaultConfig listens on loopback and signs links with the public

@@ -203,7 +203,11 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	limiter, err := ratelimit.New(ratelimit.Options{Redis: limiterRedis, KeyPrefix: redisPrefix + "ratelimit:",
 		Scopes: api.RateLimitScopes(), Registerer: h.reg, Logger: logger})
 	require.NoError(t, err)
-	proxies, err := ratelimit.ParseProxies("serve.trusted_proxies", o.trustedProxies)
+	trusted := o.trustedProxies
+	if o.privacy != nil {
+		trusted = append(trusted, o.privacy.cfg.TrustedProxies...) // the deprecated alias, as app adds it
+	}
+	proxies, err := ratelimit.ParseProxies("serve.trusted_proxies", trusted)
 	require.NoError(t, err)
 	srv, err := api.New(api.Options{
 		RateLimiter:  limiter,

@@ -45,6 +45,13 @@ type pageHarness struct {
 
 func newPageHarness(t *testing.T, adjust func(*selfservice.Config)) *pageHarness {
 	t.Helper()
+	return newPageHarnessBehind(t, adjust, nil)
+}
+
+// newPageHarnessBehind serves the page behind the reverse proxies of
+// serve.trusted_proxies.
+func newPageHarnessBehind(t *testing.T, adjust func(*selfservice.Config), trustedProxies []string) *pageHarness {
+	t.Helper()
 	cfg := selfservice.DefaultConfig()
 	cfg.Enabled = true
 	if adjust != nil {
@@ -52,7 +59,7 @@ func newPageHarness(t *testing.T, adjust func(*selfservice.Config)) *pageHarness
 	}
 	mail := testkit.StartMailpit(t)
 	c := &clock{t: time.Now()}
-	h := newHarness(t, harnessOptions{noValidation: true, privacy: &privacyOptions{cfg: cfg, mail: mail, now: c.now}})
+	h := newHarness(t, harnessOptions{noValidation: true, trustedProxies: trustedProxies, privacy: &privacyOptions{cfg: cfg, mail: mail, now: c.now}})
 	return &pageHarness{harness: h, mail: mail, clock: c}
 }
 
@@ -338,14 +345,32 @@ func TestPrivacyReplayedLinkIsRefused(t *testing.T) {
 
 // TestPrivacySendLimits: beyond privacy.sends_per_email, and beyond
 // privacy.sends_per_address from one client address, the page answers as
-// always and sends nothing; X-Forwarded-For counts only from a trusted proxy.
+// always and sends nothing; X-Forwarded-For counts only from a proxy in
+// serve.trusted_proxies (shared with the API's limits), or in the
+// deprecated privacy.trusted_proxies, which still works.
 func TestPrivacySendLimits(t *testing.T) {
 	t.Parallel()
-	h := newPageHarness(t, func(c *selfservice.Config) {
+	for _, setting := range []string{"serve.trusted_proxies", "privacy.trusted_proxies"} {
+		t.Run(setting, func(t *testing.T) {
+			t.Parallel()
+			testSendLimits(t, setting)
+		})
+	}
+}
+
+func testSendLimits(t *testing.T, proxiesSetting string) {
+	limits := func(c *selfservice.Config) {
 		c.SendsPerEmail = 2
 		c.SendsPerAddress = 4
-		c.TrustedProxies = []string{"127.0.0.1"}
-	})
+		if proxiesSetting == "privacy.trusted_proxies" {
+			c.TrustedProxies = []string{"127.0.0.1"}
+		}
+	}
+	var trusted []string
+	if proxiesSetting == "serve.trusted_proxies" {
+		trusted = []string{"127.0.0.1"}
+	}
+	h := newPageHarnessBehind(t, limits, trusted)
 	b := h.browser(t)
 	for range 5 {
 		// start requires the usual code page each time: a limited send

@@ -30,9 +30,7 @@ type Config struct {
 	SendsPerAddress int `yaml:"sends_per_address"`
 	// SendsPerEmail bounds verification emails to one address per send_window.
 	SendsPerEmail int `yaml:"sends_per_email"`
-	// TrustedProxies are the addresses or CIDR ranges of reverse proxies whose
-	// X-Forwarded-For is believed when limiting by client address; with none,
-	// the connection's peer address counts.
+	// TrustedProxies is deprecated: use serve.trusted_proxies, which every limit by client address (the API's and this page's) shares. Entries here are still honoured, added to serve.trusted_proxies, with a warning at startup.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// DefaultLocale is the language of pages and emails when neither the
 	// browser nor the API caller asks for a shipped one (en or de).

@@ -17,7 +17,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -168,7 +167,6 @@ func verificationResult(err error) string {
 type Service struct {
 	opts    Options
 	flows   flows
-	proxies []netip.Prefix
 	pages   map[string]*template.Template
 	emails  map[string]*texttemplate.Template
 	now     func() time.Time
@@ -196,15 +194,11 @@ func New(opts Options) (*Service, error) {
 	if opts.DownloadTTL <= 0 {
 		opts.DownloadTTL = 7 * 24 * time.Hour
 	}
-	proxies, err := parsePrefixes(opts.Config.TrustedProxies)
-	if err != nil {
-		return nil, err
-	}
+	var err error
 	s := &Service{
 		opts: opts,
 		flows: flows{rdb: opts.Redis, prefix: opts.KeyPrefix, key: opts.Key,
 			check: redis.NewScript(checkScript), rate: redis.NewScript(rateScript)},
-		proxies: proxies,
 		now:     opts.Now,
 		keys:    append([][]byte{opts.Key}, opts.PreviousKeys...),
 		sending: make(chan struct{}, opts.MaxSending),
@@ -260,7 +254,8 @@ func (s *Service) DefaultLocale() string { return s.opts.Config.DefaultLocale }
 // BeginInput is the start of a verification, as the form gives it.
 type BeginInput struct {
 	Type, Email, Account, Locale string
-	// ClientAddr is the client's address as ClientAddr found it.
+	// ClientAddr is the client's address as serve.trusted_proxies says
+	// (modules/api finds it).
 	ClientAddr string
 }
 
@@ -516,51 +511,6 @@ func (s *Service) Download(ctx context.Context, requestID, token string) (Downlo
 		Link:      download.Path(id) + "?" + url.Values{"token": {token}}.Encode(),
 		Until:     until.UTC(),
 	}, nil
-}
-
-// ClientAddr is the client's address for the send limits: the peer's, or,
-// when the peer is a trusted proxy, the last X-Forwarded-For hop that is not
-// one (the nearest address no trusted proxy vouches for).
-func (s *Service) ClientAddr(remoteAddr, forwardedFor string) string {
-	peer := parseAddr(remoteAddr)
-	if !peer.IsValid() {
-		return remoteAddr
-	}
-	if !s.trusted(peer) || forwardedFor == "" {
-		return peer.String()
-	}
-	hops := strings.Split(forwardedFor, ",")
-	for i := len(hops) - 1; i >= 0; i-- {
-		a := parseAddr(strings.TrimSpace(hops[i]))
-		if !a.IsValid() {
-			break
-		}
-		if !s.trusted(a) {
-			return a.String()
-		}
-		peer = a
-	}
-	return peer.String()
-}
-
-func (s *Service) trusted(a netip.Addr) bool {
-	for _, p := range s.proxies {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
-}
-
-func parseAddr(s string) netip.Addr {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr().Unmap()
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return a.Unmap()
 }
 
 func (s *Service) url(path string, q url.Values) string {
