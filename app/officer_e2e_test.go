@@ -405,15 +405,20 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 	poison, err := message.New("request.submitted", map[string]any{"request_id": "not-a-uuid"}, nil)
 	require.NoError(t, err)
 	require.NoError(t, publisher.Publish(t.Context(), poison))
+	// Members are snake_case like every other answer (they were Go's
+	// field names: MessageID, RequestID, ...).
 	var listed struct {
-		DeadLetters []bus.DeadLetter `json:"dead_letters"`
+		DeadLetters []map[string]any `json:"dead_letters"`
 	}
 	testkit.Eventually(t, 30*time.Second, func() bool {
 		lcode, lbody := r.do(t, http.MethodGet, "/v1/admin/dead-letters", viewer, nil)
 		require.Equal(t, http.StatusOK, lcode, "%s", lbody)
 		require.NoError(t, json.Unmarshal(lbody, &listed))
 		for _, dl := range listed.DeadLetters {
-			if dl.MessageID == poison.ID {
+			if dl["message_id"] == poison.ID {
+				require.Equal(t, "worker.requests", dl["queue"], "%v", dl)
+				require.NotEmpty(t, dl["class"], "%v", dl)
+				require.NotEmpty(t, dl["at"], "%v", dl)
 				return true
 			}
 		}

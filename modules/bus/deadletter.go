@@ -14,21 +14,21 @@ import (
 // DeadLetter is one message in the dead-letter queue as an operator sees it:
 // ids, type and why it is there, never its body.
 type DeadLetter struct {
-	MessageID string
-	Type      string
+	MessageID string `json:"message_id"`
+	Type      string `json:"type"`
 	// RequestID is the message's correlation id.
-	RequestID string
+	RequestID string `json:"request_id"`
 	// Queue is the work queue (without prefix) it was dead-lettered from.
-	Queue string
+	Queue string `json:"queue"`
 	// Class is ReasonPoison, ReasonMalformed, ReasonRetryExpired,
 	// ReasonDeliveryLimit, or the broker's own reason for a message the
 	// broker dead-lettered itself.
-	Class  string
-	Reason string
+	Class  string `json:"class"`
+	Reason string `json:"reason"`
 	// At is when it was dead-lettered: the x-gdpr-dead-letter-at header, or
 	// for a message the broker dead-lettered the time of its x-death entry,
 	// else when it was published.
-	At time.Time
+	At time.Time `json:"at"`
 }
 
 // ErrNoOrigin means a dead letter names no queue it came from, so it cannot be
