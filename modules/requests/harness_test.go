@@ -208,8 +208,10 @@ func newSystem(t testing.TB, subjects int, mutate func(*config.Config)) *system 
 	sum := sha256.Sum256([]byte(apiToken))
 	c.Serve.APITokens = []string{hex.EncodeToString(sum[:])}
 	// The end-to-end tests and load benchmarks submit hundreds of requests a
-	// second from this one client; modules/api's tests cover the limit.
+	// second from this one client, and download every report from one
+	// address; modules/api's tests cover the limits.
 	c.Serve.RateLimits.IntakePerClient.Rate = 0
+	c.Serve.RateLimits.DownloadsPerAddress.Rate = 0
 	for _, role := range []string{"serve", "worker", "scheduler", "canceller"} {
 		s.admin[role] = freeAddr(t)
 	}
