@@ -126,7 +126,7 @@ func buildAPI(_ context.Context, in *infra) ([]Component, error) {
 		return nil, err
 	}
 	limiter, err := ratelimit.New(ratelimit.Options{
-		Redis: in.redis, KeyPrefix: in.cfg.Redis.Prefix + "ratelimit:", Scopes: api.RateLimitScopes(),
+		Redis: in.redis, KeyPrefix: in.cfg.Redis.Prefix + "ratelimit:", Key: []byte(cfg.DownloadKey), Scopes: api.RateLimitScopes(),
 		Registerer: in.registry, Logger: in.logger,
 	})
 	if err != nil {

@@ -200,7 +200,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	if o.limiterRedis != nil {
 		limiterRedis = o.limiterRedis
 	}
-	limiter, err := ratelimit.New(ratelimit.Options{Redis: limiterRedis, KeyPrefix: redisPrefix + "ratelimit:",
+	limiter, err := ratelimit.New(ratelimit.Options{Redis: limiterRedis, KeyPrefix: redisPrefix + "ratelimit:", Key: []byte("test-key"),
 		Scopes: api.RateLimitScopes(), Registerer: h.reg, Logger: logger})
 	require.NoError(t, err)
 	trusted := o.trustedProxies

@@ -402,6 +402,20 @@ func testSendLimits(t *testing.T, proxiesSetting string) {
 	require.Equal(t, 4.0, h.counter(t, "gdpr_selfservice_verification_emails_total", "outcome", selfservice.EmailLimited))
 	require.Equal(t, 0.0, h.counter(t, "gdpr_selfservice_verification_emails_total", "outcome", selfservice.EmailFailed))
 	h.noPersonalDataInMetrics(t, "flood@example.com", "203.0.113.9", "203.0.113.10")
+	// Nor in the counters' Redis keys: addresses are keyed hashes there (a
+	// probe found the client address in clear in privacy:rate:addr:*).
+	keys, err := h.rdb.Keys(t.Context(), "*"+h.prefix+"*").Result()
+	require.NoError(t, err)
+	var rateKeys int
+	for _, k := range keys {
+		for _, pii := range []string{"flood@example.com", "203.0.113.9", "203.0.113.10", "127.0.0.1"} {
+			require.NotContains(t, k, pii)
+		}
+		if strings.Contains(k, "privacy:rate:addr:") {
+			rateKeys++
+		}
+	}
+	require.Positive(t, rateKeys, "the address counters are in Redis")
 }
 
 // TestPrivacyUnknownEmailIsAnsweredLikeAKnownOne: an address the company

@@ -14,6 +14,7 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -75,6 +76,10 @@ type Options struct {
 	Redis redis.UniversalClient
 	// KeyPrefix starts every key's name after the library's own "rate:".
 	KeyPrefix string
+	// Key keys the HMAC that names a counted value (an address, a client)
+	// in Redis. A plain hash of an IPv4 address is undone by hashing all
+	// 2^32 of them; replicas share the key so that they share counters.
+	Key []byte
 	// Scopes are the scope names the caller uses; their metric series exist
 	// from the start (a scope not listed is counted as "other").
 	Scopes []string
@@ -89,6 +94,7 @@ type Options struct {
 type Limiter struct {
 	rl      *redis_rate.Limiter
 	prefix  string
+	macKey  []byte
 	timeout time.Duration
 	scopes  map[string]bool
 	limited *prometheus.CounterVec
@@ -98,8 +104,8 @@ type Limiter struct {
 
 // New builds a Limiter and registers its metrics.
 func New(o Options) (*Limiter, error) {
-	if o.Redis == nil || o.Logger == nil {
-		return nil, errors.New("ratelimit: Redis and Logger are required")
+	if o.Redis == nil || o.Logger == nil || len(o.Key) == 0 {
+		return nil, errors.New("ratelimit: Redis, Key and Logger are required")
 	}
 	if o.Registerer == nil {
 		o.Registerer = prometheus.NewRegistry()
@@ -111,6 +117,7 @@ func New(o Options) (*Limiter, error) {
 		timeout: o.Timeout,
 		rl:      redis_rate.NewLimiter(o.Redis),
 		prefix:  o.KeyPrefix,
+		macKey:  o.Key,
 		scopes:  map[string]bool{},
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gdpr_rate_limited_total",
@@ -179,8 +186,9 @@ func (l *Limiter) spend(ctx context.Context, scope, key string, rule Rule, n int
 }
 
 func (l *Limiter) key(scope, key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return l.prefix + scope + ":" + hex.EncodeToString(sum[:16])
+	h := hmac.New(sha256.New, l.macKey)
+	h.Write([]byte("gdpr-ratelimit-v1\n" + scope + "\n" + key))
+	return l.prefix + scope + ":" + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 func (l *Limiter) label(scope string) string {

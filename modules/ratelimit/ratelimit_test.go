@@ -1,6 +1,8 @@
 package ratelimit_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net"
 	"strings"
 	"testing"
@@ -17,7 +19,7 @@ import (
 func newLimiter(t *testing.T, rdb redis.UniversalClient, prefix string) (*ratelimit.Limiter, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	l, err := ratelimit.New(ratelimit.Options{Redis: rdb, KeyPrefix: prefix + "ratelimit:", Scopes: []string{"intake", "auth"}, Registerer: reg, Logger: testkit.Logger(t)})
+	l, err := ratelimit.New(ratelimit.Options{Redis: rdb, KeyPrefix: prefix + "ratelimit:", Key: []byte("test-key"), Scopes: []string{"intake", "auth"}, Registerer: reg, Logger: testkit.Logger(t)})
 	require.NoError(t, err)
 	return l, reg
 }
@@ -91,8 +93,11 @@ func TestBlockedPeeksWithoutSpending(t *testing.T) {
 	keys, err := rdb.Keys(t.Context(), "*"+prefix+"*").Result()
 	require.NoError(t, err)
 	require.NotEmpty(t, keys)
+	plain := sha256.Sum256([]byte("192.0.2.1"))
 	for _, k := range keys {
 		require.NotContains(t, k, "192.0.2.1")
+		// Nor its plain hash, which hashing every IPv4 address undoes.
+		require.NotContains(t, k, hex.EncodeToString(plain[:16]))
 	}
 }
 

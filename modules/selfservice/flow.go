@@ -50,6 +50,7 @@ const (
 	scopeLink   = "gdpr-privacy-link-v1"
 	scopeStatus = "gdpr-request-status-v1"
 	scopeEmail  = "gdpr-privacy-ratelimit-v1"
+	scopeAddr   = "gdpr-privacy-ratelimit-addr-v1"
 )
 
 // flowData is what a verification remembers until it is used. The address
@@ -182,6 +183,15 @@ func (f *flows) allow(ctx context.Context, what, value string, limit int, window
 		return false, fmt.Errorf("%w: counting a send: %w", ErrUnavailable, err)
 	}
 	return ok == 1, nil
+}
+
+// addrDigest names a client address in rate-limit keys without storing it:
+// an IP address is personal data, and its plain hash is undone by hashing
+// every IPv4 address.
+func (f *flows) addrDigest(addr string) string {
+	h := hmac.New(sha256.New, f.key)
+	h.Write([]byte(scopeAddr + "\n" + addr))
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // emailDigest names an address in rate-limit keys without storing it.

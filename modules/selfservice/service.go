@@ -287,7 +287,7 @@ func (s *Service) Begin(ctx context.Context, in BeginInput) (string, error) {
 	}
 	// Both limits are counted on every start, so one busy address cannot
 	// spend another's allowance by being refused first.
-	byAddr, err := s.flows.allow(ctx, "addr", in.ClientAddr, cfg.SendsPerAddress, cfg.SendWindow, now)
+	byAddr, err := s.flows.allow(ctx, "addr", s.flows.addrDigest(in.ClientAddr), cfg.SendsPerAddress, cfg.SendWindow, now)
 	if err != nil {
 		return "", err
 	}
