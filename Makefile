@@ -12,7 +12,7 @@ TEST_TIMEOUT ?= 15m
 
 # How long `make fuzz` runs each fuzz target, and `make test`'s fuzz step
 # (TEST_FUZZTIME: seconds, since a -fuzz build instruments each package anew;
-# all eight targets took 2.5 min at 3s each on 2 quiet cores). Plain
+# all seven targets took 2.5 min at 3s each on 2 quiet cores). Plain
 # `go test` also runs every seed corpus (testdata/fuzz/<FuzzName>/).
 FUZZTIME ?= 15s
 TEST_FUZZTIME ?= 3s
