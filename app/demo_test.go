@@ -43,27 +43,9 @@ func TestDemoNewcomerPath(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole demo")
 	}
-	bin := testkit.Build(t)
-	clone := filepath.Join(t.TempDir(), "gdpr")
-	out, err := exec.Command("git", "clone", "-q", "..", clone).CombinedOutput()
-	require.NoError(t, err, "git clone: %s", out)
-
 	before := serverState(t)
 	prefix := "t.demo." + testkit.ID()
-	smtpPort := strconv.Itoa(freePort(t))
-	demo := exec.Command("deploy/demo.sh")
-	demo.Dir = clone
-	demo.Env = append(os.Environ(),
-		"GDPR_DEMO_BINARY="+bin,
-		"GDPR_DEMO_DSN="+testkit.PostgresDSN(t),
-		"GDPR_DEMO_COMPANY_DSN="+testkit.PostgresDSN(t),
-		"GDPR_DEMO_PREFIX="+prefix,
-		"GDPR_DEMO_API_ADDR="+freeAddr(t),
-		"GDPR_DEMO_ADMIN_ADDR="+freeAddr(t),
-		"GDPR_DEMO_HELPDESK_ADDR="+freeAddr(t),
-		"GDPR_DEMO_SMTP_PORT="+smtpPort,
-		"GDPR_DEMO_MAILPIT_ADDR="+freeAddr(t),
-	)
+	demo, clone := demoCommand(t, prefix, freeAddr(t))
 	// Its own process group, as in a terminal: Ctrl-C signals the group.
 	demo.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	output := &testkit.Buffer{}
@@ -469,27 +451,10 @@ func TestDemoNamesTheVariableThatMovesATakenPort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the demo")
 	}
-	bin := testkit.Build(t)
-	clone := filepath.Join(t.TempDir(), "gdpr")
-	out, err := exec.Command("git", "clone", "-q", "..", clone).CombinedOutput()
-	require.NoError(t, err, "git clone: %s", out)
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = taken.Close() })
-	prefix := "t.demoport." + testkit.ID()
-	demo := exec.CommandContext(t.Context(), "deploy/demo.sh")
-	demo.Dir = clone
-	demo.Env = append(os.Environ(),
-		"GDPR_DEMO_BINARY="+bin,
-		"GDPR_DEMO_DSN="+testkit.PostgresDSN(t),
-		"GDPR_DEMO_COMPANY_DSN="+testkit.PostgresDSN(t),
-		"GDPR_DEMO_PREFIX="+prefix,
-		"GDPR_DEMO_API_ADDR="+taken.Addr().String(),
-		"GDPR_DEMO_ADMIN_ADDR="+freeAddr(t),
-		"GDPR_DEMO_HELPDESK_ADDR="+freeAddr(t),
-		"GDPR_DEMO_SMTP_PORT="+strconv.Itoa(freePort(t)),
-		"GDPR_DEMO_MAILPIT_ADDR="+freeAddr(t),
-	)
+	demo, clone := demoCommand(t, "t.demoport."+testkit.ID(), taken.Addr().String())
 	demo.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	t.Cleanup(func() {
 		if demo.Process != nil {
@@ -504,4 +469,29 @@ func TestDemoNamesTheVariableThatMovesATakenPort(t *testing.T) {
 	require.Error(t, err, "the demo cannot start on a taken port:\n%s", b)
 	require.Contains(t, string(b), "address already in use")
 	require.Contains(t, string(b), "GDPR_DEMO_API_ADDR=", "the way to move the demo is named")
+}
+
+// demoCommand is `deploy/demo.sh` in a fresh clone of the committed tree,
+// beside other tests: its own databases, broker and Redis prefix, the API
+// on apiAddr and every other listener on a free port.
+func demoCommand(t *testing.T, prefix, apiAddr string) (*exec.Cmd, string) {
+	t.Helper()
+	bin := testkit.Build(t)
+	clone := filepath.Join(t.TempDir(), "gdpr")
+	out, err := exec.Command("git", "clone", "-q", "..", clone).CombinedOutput()
+	require.NoError(t, err, "git clone: %s", out)
+	demo := exec.Command("deploy/demo.sh")
+	demo.Dir = clone
+	demo.Env = append(os.Environ(),
+		"GDPR_DEMO_BINARY="+bin,
+		"GDPR_DEMO_DSN="+testkit.PostgresDSN(t),
+		"GDPR_DEMO_COMPANY_DSN="+testkit.PostgresDSN(t),
+		"GDPR_DEMO_PREFIX="+prefix,
+		"GDPR_DEMO_API_ADDR="+apiAddr,
+		"GDPR_DEMO_ADMIN_ADDR="+freeAddr(t),
+		"GDPR_DEMO_HELPDESK_ADDR="+freeAddr(t),
+		"GDPR_DEMO_SMTP_PORT="+strconv.Itoa(freePort(t)),
+		"GDPR_DEMO_MAILPIT_ADDR="+freeAddr(t),
+	)
+	return demo, clone
 }

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"math/big"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -185,18 +184,11 @@ func (f *flows) allow(ctx context.Context, what, value string, limit int, window
 	return ok == 1, nil
 }
 
-// addrDigest names a client address in rate-limit keys without storing it:
-// an IP address is personal data, and its plain hash is undone by hashing
-// every IPv4 address.
-func (f *flows) addrDigest(addr string) string {
+// digest names a counted value in rate-limit keys without storing it: an
+// email, or a client address (personal data too, and its plain hash is
+// undone by hashing every IPv4 address). Each kind has its MAC domain.
+func (f *flows) digest(scope, value string) string {
 	h := hmac.New(sha256.New, f.key)
-	h.Write([]byte(scopeAddr + "\n" + addr))
-	return hex.EncodeToString(h.Sum(nil)[:16])
-}
-
-// emailDigest names an address in rate-limit keys without storing it.
-func (f *flows) emailDigest(email string) string {
-	h := hmac.New(sha256.New, f.key)
-	h.Write([]byte(scopeEmail + "\n" + strings.ToLower(email)))
+	h.Write([]byte(scope + "\n" + value))
 	return hex.EncodeToString(h.Sum(nil)[:16])
 }

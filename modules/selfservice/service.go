@@ -287,11 +287,11 @@ func (s *Service) Begin(ctx context.Context, in BeginInput) (string, error) {
 	}
 	// Both limits are counted on every start, so one busy address cannot
 	// spend another's allowance by being refused first.
-	byAddr, err := s.flows.allow(ctx, "addr", s.flows.addrDigest(in.ClientAddr), cfg.SendsPerAddress, cfg.SendWindow, now)
+	byAddr, err := s.flows.allow(ctx, "addr", s.flows.digest(scopeAddr, in.ClientAddr), cfg.SendsPerAddress, cfg.SendWindow, now)
 	if err != nil {
 		return "", err
 	}
-	byEmail, err := s.flows.allow(ctx, "email", s.flows.emailDigest(sub.Subject.Email), cfg.SendsPerEmail, cfg.SendWindow, now)
+	byEmail, err := s.flows.allow(ctx, "email", s.flows.digest(scopeEmail, strings.ToLower(sub.Subject.Email)), cfg.SendsPerEmail, cfg.SendWindow, now)
 	if err != nil {
 		return "", err
 	}
