@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -42,6 +43,11 @@ func FuzzParse(f *testing.F) {
 		require.Subset(t, []string{"id", "email"}, names(subject))
 		var got event.Subject
 		require.NoError(t, json.Unmarshal(top["subject"], &got))
+		// The email's domain is case-insensitive (RFC 5321 2.4) and comes
+		// back lower-cased; the local part is kept as sent.
+		if local, domain, ok := strings.Cut(got.Email, "@"); ok {
+			got.Email = local + "@" + strings.ToLower(domain)
+		}
 		require.Equal(t, s.Subject, got)
 
 		// What was accepted round-trips.
