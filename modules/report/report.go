@@ -305,7 +305,7 @@ func (b *Builder) checkSpoolDir() error {
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	fi, err := os.Stat(dir)
+	fi, err := os.Stat(dir) //nolint:gosec // G703: the operator's spool_dir setting, not request input
 	if err != nil {
 		return fmt.Errorf("spool directory: %w", err)
 	}
@@ -487,14 +487,15 @@ func (a *archive) raw(name string, e *entry) error {
 	fh := &zip.FileHeader{
 		Name: name, Method: zip.Deflate, Flags: 0x8,
 		CreatorVersion: zipVersion20, ReaderVersion: zipVersion20,
-		CRC32: e.crc, CompressedSize64: uint64(e.out.n), UncompressedSize64: uint64(e.n),
+		CRC32: e.crc, CompressedSize64: uint64(e.out.n), UncompressedSize64: uint64(e.n), //nolint:gosec // G115: byte counts, never negative
 	}
-	fh.SetModTime(a.modified)
+	// CreateRaw writes these fields as they are: only CreateHeader derives them from Modified.
+	fh.ModifiedDate, fh.ModifiedTime = msDosTime(a.modified) //nolint:staticcheck // SA1019: see above
 	var ext [9]byte
 	binary.LittleEndian.PutUint16(ext[0:], extTimeExtraID)
 	binary.LittleEndian.PutUint16(ext[2:], 5)
-	ext[4] = 1 // modification time only
-	binary.LittleEndian.PutUint32(ext[5:], uint32(a.modified.Unix()))
+	ext[4] = 1                                                        // modification time only
+	binary.LittleEndian.PutUint32(ext[5:], uint32(a.modified.Unix())) //nolint:gosec // G115: truncated as archive/zip truncates it
 	fh.Extra = ext[:]
 	if fh.CompressedSize64 >= math.MaxUint32 || fh.UncompressedSize64 >= math.MaxUint32 {
 		fh.ReaderVersion = zipVersion45
@@ -515,6 +516,14 @@ func (a *archive) raw(name string, e *entry) error {
 	}
 	a.man.Files = append(a.man.Files, ManifestFile{Name: name, Bytes: e.n, SHA256: hex.EncodeToString(e.sha.Sum(nil))})
 	return nil
+}
+
+// msDosTime is archive/zip's MS-DOS date and time of t (which it computes
+// from FileHeader.Modified for entries it compresses itself).
+func msDosTime(t time.Time) (date, clock uint16) {
+	date = uint16(t.Day() + int(t.Month())<<5 + (t.Year()-1980)<<9) //nolint:gosec // G115: as archive/zip packs it
+	clock = uint16(t.Second()/2 + t.Minute()<<5 + t.Hour()<<11)     //nolint:gosec // G115: as archive/zip packs it
+	return date, clock
 }
 
 // Header values of archive/zip's, for raw entries.
