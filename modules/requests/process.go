@@ -266,44 +266,46 @@ func (m *Manager) access(ctx, work context.Context, c *claimed) error {
 }
 
 func (m *Manager) complete(ctx context.Context, c *claimed, rep Report) error {
-	err := m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		// One statement: the fence (lock.Fence.Check's condition; the
-		// UPDATE takes the row lock Check's FOR UPDATE took), the state,
-		// the report's record and the attempt's end. attempts counts the
-		// attempt that succeeded too, so a status agrees with the attempt=N
-		// of the log lines.
-		var done int
-		res := tx.Raw(`WITH done AS (
-				UPDATE requests SET state = ?, completed_at = now(), updated_at = now(),
-					attempts = ?, last_error_class = '', lease_until = NULL
-				WHERE id = ? AND lease_token = ? AND lease_until >= clock_timestamp()
-				RETURNING id, retries),
-			report AS (
-				INSERT INTO reports (id, request_id, bytes, sha256) SELECT ?::text, id, ?::bigint, ?::text FROM done
-				ON CONFLICT (request_id) DO UPDATE SET id = EXCLUDED.id, bytes = EXCLUDED.bytes,
-					sha256 = EXCLUDED.sha256, created_at = now()),
-			attempt AS (
-				UPDATE request_attempts a SET finished_at = now(), outcome = 'succeeded', error_class = '', next_attempt_at = NULL
-				FROM done WHERE a.request_id = done.id AND a.attempt = ? AND a.generation = done.retries)
-			SELECT count(*) FROM done`,
-			StateCompleted, c.Attempt, c.ID, c.Token, rep.ID, rep.Bytes, rep.SHA256, c.Attempt).Scan(&done)
-		if res.Error != nil {
-			return fmt.Errorf("completing request %s: %w", c.ID, res.Error)
-		}
-		if done == 0 {
-			return lock.ErrFenced
-		}
-		out, err := message.New(event.TypeReportReady, event.ReportReady{
-			RequestID: c.ID, ReportID: rep.ID, Bytes: rep.Bytes, SHA256: rep.SHA256, ReadyAt: time.Now().UTC(),
-		}, nil)
-		if err != nil {
-			return err
-		}
-		out.CorrelationID = c.ID
-		out.CausationID = c.CauseID
-		out.Traceparent = trace.Child(trace.Traceparent(ctx))
-		return m.outbox.Enqueue(ctx, tx, out)
-	})
+	out, err := message.New(event.TypeReportReady, event.ReportReady{
+		RequestID: c.ID, ReportID: rep.ID, Bytes: rep.Bytes, SHA256: rep.SHA256, ReadyAt: time.Now().UTC(),
+	}, nil)
+	if err != nil {
+		return err
+	}
+	out.CorrelationID = c.ID
+	out.CausationID = c.CauseID
+	out.Traceparent = trace.Child(trace.Traceparent(ctx))
+	outSQL, outArgs, err := m.outbox.EnqueueSQL(out, "EXISTS (SELECT 1 FROM done)")
+	if err != nil {
+		return err
+	}
+	// One statement, atomic without a transaction: the fence
+	// (lock.Fence.Check's condition; the UPDATE takes the row lock Check's
+	// FOR UPDATE took, and waits for a holder as it did), the state, the
+	// report's record, the attempt's end and report.ready, all or none.
+	// attempts counts the attempt that succeeded too, so a status agrees
+	// with the attempt=N of the log lines.
+	var done int
+	err = m.db.WithContext(ctx).Raw(`WITH done AS (
+			UPDATE requests SET state = ?, completed_at = now(), updated_at = now(),
+				attempts = ?, last_error_class = '', lease_until = NULL
+			WHERE id = ? AND lease_token = ? AND lease_until >= clock_timestamp()
+			RETURNING id, retries),
+		report AS (
+			INSERT INTO reports (id, request_id, bytes, sha256) SELECT ?::text, id, ?::bigint, ?::text FROM done
+			ON CONFLICT (request_id) DO UPDATE SET id = EXCLUDED.id, bytes = EXCLUDED.bytes,
+				sha256 = EXCLUDED.sha256, created_at = now()),
+		attempt AS (
+			UPDATE request_attempts a SET finished_at = now(), outcome = 'succeeded', error_class = '', next_attempt_at = NULL
+			FROM done WHERE a.request_id = done.id AND a.attempt = ? AND a.generation = done.retries),
+		queued AS (`+outSQL+`)
+		SELECT count(*) FROM done`,
+		append([]any{StateCompleted, c.Attempt, c.ID, c.Token, rep.ID, rep.Bytes, rep.SHA256, c.Attempt}, outArgs...)...).Scan(&done).Error
+	if err != nil {
+		err = fmt.Errorf("completing request %s: %w", c.ID, err)
+	} else if done == 0 {
+		err = lock.ErrFenced
+	}
 	if err != nil {
 		if errors.Is(err, lock.ErrFenced) {
 			// Another worker owns the request now; it rebuilds the same
