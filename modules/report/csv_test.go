@@ -79,6 +79,8 @@ func TestCSVEncoderWritesWhatEncodingCSVWrites(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	values := []string{`null`, `true`, `12`, `"plain"`, `""`, `"a,b"`, `"x\"y"`, `"new\nline"`, `"\r"`,
 		`" lead"`, `"\t"`, `"\\."`, `"back\\slash"`, `"\u00e9t\u00e9"`, `{"a":[1,2]}`, `[null]`, `"\u0085"`}
+	// Values appendInOrder takes without falling back (no escapes, nothing nested).
+	fastValues := []string{`null`, `false`, `-1.5e3`, `"plain"`, `""`, `"a,b"`, `" lead"`, "\"\u00a0nbsp\"", "\"é\"", `"\u00e9"`}
 	keys := append([]string{`"unknown"`, `"\u0069d"`}, func() []string {
 		var k []string
 		for _, c := range cols {
@@ -87,16 +89,32 @@ func TestCSVEncoderWritesWhatEncodingCSVWrites(t *testing.T) {
 		return k
 	}()...)
 	objs = objs[:0]
-	for range 2000 {
+	for r := range 4000 {
 		var b strings.Builder
 		b.WriteByte('{')
-		for j := range rng.IntN(12) {
-			if j > 0 {
-				b.WriteByte(',')
+		if r%2 == 0 {
+			// Every column in order, as a SQL row has them (appendInOrder).
+			for j, k := range keys[2:] {
+				if j > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(k)
+				b.WriteByte(':')
+				v := fastValues[rng.IntN(len(fastValues))]
+				if rng.IntN(40) == 0 {
+					v = values[rng.IntN(len(values))]
+				}
+				b.WriteString(v)
 			}
-			b.WriteString(keys[rng.IntN(len(keys))])
-			b.WriteByte(':')
-			b.WriteString(values[rng.IntN(len(values))])
+		} else {
+			for j := range rng.IntN(12) {
+				if j > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(keys[rng.IntN(len(keys))])
+				b.WriteByte(':')
+				b.WriteString(values[rng.IntN(len(values))])
+			}
 		}
 		b.WriteByte('}')
 		objs = append(objs, []byte(b.String()))
