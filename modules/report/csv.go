@@ -56,6 +56,11 @@ func (e *csvEncoder) appendRecord(dst, obj []byte) ([]byte, error) {
 	if out, ok := e.appendInOrder(dst, obj); ok {
 		return out, nil
 	}
+	return e.appendMembers(dst, obj)
+}
+
+// appendMembers is appendRecord for any record, member by member.
+func (e *csvEncoder) appendMembers(dst, obj []byte) ([]byte, error) {
 	clear(e.set)
 	e.esc = e.esc[:0]
 	next := 0

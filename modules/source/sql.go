@@ -211,7 +211,7 @@ func appendValue(dst []byte, v any, isJSON bool) []byte {
 		return append(dst, '"')
 	case time.Time:
 		dst = append(dst, '"')
-		dst = appendRFC3339UTC(dst, v.UTC())
+		dst = v.UTC().AppendFormat(dst, time.RFC3339Nano)
 		return append(dst, '"')
 	}
 	b, err := json.Marshal(v)
@@ -219,49 +219,6 @@ func appendValue(dst []byte, v any, isJSON bool) []byte {
 		return AppendString(dst, fmt.Sprint(v))
 	}
 	return append(dst, b...)
-}
-
-// appendRFC3339UTC appends t (in UTC) as t.AppendFormat(dst,
-// time.RFC3339Nano) does, digit by digit: the general formatter was a
-// seventh of a large SQL source's reading.
-func appendRFC3339UTC(dst []byte, t time.Time) []byte {
-	year, month, day := t.Date()
-	if year < 0 || year > 9999 {
-		return t.AppendFormat(dst, time.RFC3339Nano)
-	}
-	hour, minute, sec := t.Clock()
-	dst = appendDigits(dst, year, 4)
-	dst = append(dst, '-')
-	dst = appendDigits(dst, int(month), 2)
-	dst = append(dst, '-')
-	dst = appendDigits(dst, day, 2)
-	dst = append(dst, 'T')
-	dst = appendDigits(dst, hour, 2)
-	dst = append(dst, ':')
-	dst = appendDigits(dst, minute, 2)
-	dst = append(dst, ':')
-	dst = appendDigits(dst, sec, 2)
-	if ns := t.Nanosecond(); ns != 0 {
-		// RFC3339Nano's .999999999: the fraction without trailing zeros.
-		digits := 9
-		for ns%10 == 0 {
-			ns /= 10
-			digits--
-		}
-		dst = append(dst, '.')
-		dst = appendDigits(dst, ns, digits)
-	}
-	return append(dst, 'Z')
-}
-
-// appendDigits appends n (>= 0) in decimal, zero-padded to width digits.
-func appendDigits(dst []byte, n, width int) []byte {
-	var buf [9]byte
-	for i := width - 1; i >= 0; i-- {
-		buf[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return append(dst, buf[:width]...)
 }
 
 func appendCompact(dst, raw []byte) []byte {
