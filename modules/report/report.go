@@ -400,10 +400,11 @@ func (b *Builder) store(ctx context.Context, id string, subject event.Subject, k
 			_ = pending.Abort()
 		}
 	}()
-	seal, err := newSealer(storageWriter{pending}, b.keys[0], id, b.chunk)
+	seal, err := b.pools.newSealer(storageWriter{pending}, b.keys[0], id, b.chunk)
 	if err != nil {
 		return Result{}, err
 	}
+	defer b.pools.release(seal)
 	whole := newHashCounter(seal)
 	rows, err := b.writeArchive(whole, id, subject, key, sinks)
 	if err != nil {

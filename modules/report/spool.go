@@ -54,6 +54,7 @@ const spoolID = "spool"
 type pools struct {
 	flates  sync.Pool // *flate.Writer
 	bufs    sync.Pool // *[]byte, cap bufLen
+	sealed  sync.Pool // *[]byte, cap bufLen+cryptTagLen: a sealed chunk
 	readers sync.Pool // *bufio.Reader
 }
 
@@ -71,6 +72,39 @@ func (p *pools) putBuf(b []byte) {
 	}
 	b = b[:0]
 	p.bufs.Put(&b)
+}
+
+// newSealer is newSealer with pooled chunk buffers when chunk is the
+// pool's size; release returns them.
+func (p *pools) newSealer(w io.Writer, master masterKey, id string, chunk int) (*sealer, error) {
+	if chunk != bufLen {
+		return newSealer(w, master, id, chunk)
+	}
+	var out []byte
+	if b, ok := p.sealed.Get().(*[]byte); ok {
+		out = *b
+	} else {
+		out = make([]byte, 0, bufLen+cryptTagLen)
+	}
+	s, err := newSealerBuffers(w, master, id, chunk, p.getBuf(), out)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// release returns a sealer's buffers; the sealer is unusable afterwards.
+func (p *pools) release(s *sealer) {
+	if s == nil || s.buf == nil {
+		return
+	}
+	if cap(s.buf) == bufLen && cap(s.out) == bufLen+cryptTagLen {
+		p.putBuf(s.buf)
+		out := s.out[:0]
+		p.sealed.Put(&out)
+	}
+	s.buf, s.out = nil, nil
+	s.closed = true
 }
 
 func (p *pools) getFlate(w io.Writer) (*flate.Writer, error) {
@@ -169,7 +203,7 @@ func (s *spill) toFile() error {
 		_ = f.Close()
 		return fmt.Errorf("unlinking spool file: %w", err)
 	}
-	seal, err := newSealer(f, s.key, spoolID, defaultChunkLen)
+	seal, err := s.pools.newSealer(f, s.key, spoolID, defaultChunkLen)
 	if err != nil {
 		_ = f.Close()
 		return err
@@ -210,6 +244,8 @@ func (s *spill) close() error {
 	if s.f == nil {
 		return nil
 	}
+	s.pools.release(s.seal)
+	s.seal = nil
 	err := s.f.Close()
 	s.f = nil
 	return err
