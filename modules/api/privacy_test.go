@@ -418,6 +418,77 @@ func testSendLimits(t *testing.T, proxiesSetting string) {
 	require.Positive(t, rateKeys, "the address counters are in Redis")
 }
 
+// TestPrivacyWrongCodesAreCountedPerEmailAcrossVerifications: the wrong
+// codes of one address are summed over all its verifications, so starting
+// over does not buy new guesses at a 6-digit code (a probe found that
+// code_tries per verification was the only bound: about 333,000 starts
+// would guess a verified erasure for someone else's address). Beyond
+// privacy.code_failures_per_email even the right code is refused until the
+// window ends; other addresses are not held back.
+func TestPrivacyWrongCodesAreCountedPerEmailAcrossVerifications(t *testing.T) {
+	t.Parallel()
+	h := newPageHarness(t, func(c *selfservice.Config) {
+		c.CodeFailuresPerEmail = 4
+		c.CodeFailureWindow = time.Hour
+		c.SendsPerEmail = 10
+	})
+	b := h.browser(t)
+	const victim = "victim@example.com"
+	first := b.start(event.KindErasure, victim)
+	code := h.codeFor(t, victim, 0)
+	for range 3 {
+		require.Equal(t, http.StatusBadRequest, b.code(first, wrongCode(code)).status)
+	}
+	second := b.start(event.KindErasure, victim)
+	code = h.codeFor(t, victim, 1)
+	r := b.code(second, wrongCode(code))
+	require.Contains(t, string(r.body), "Tries left: 2", "a fresh verification has its own tries")
+
+	third := b.start(event.KindErasure, victim)
+	code = h.codeFor(t, victim, 2)
+	r = b.code(third, code)
+	require.Equal(t, http.StatusBadRequest, r.status, "the fifth guess for the address, although right")
+	require.Contains(t, string(r.body), "Too many wrong codes")
+	require.Empty(t, h.submitted(t))
+
+	other := b.start(event.KindAccess, "bystander@example.com")
+	r = b.code(other, h.codeFor(t, "bystander@example.com", 0))
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	require.Len(t, h.submitted(t), 1)
+
+	h.clock.add(time.Hour)
+	fourth := b.start(event.KindErasure, victim)
+	r = b.code(fourth, h.codeFor(t, victim, 3))
+	require.Equal(t, http.StatusOK, r.status, "a new window: %s", r.body)
+	subs := h.submitted(t)
+	require.Len(t, subs, 1)
+	require.Equal(t, victim, subs[0].Subject.Email)
+	require.Equal(t, 1.0, h.counter(t, "gdpr_selfservice_verifications_total", "method", "code", "result", "locked"))
+	require.Equal(t, 4.0, h.counter(t, "gdpr_selfservice_verifications_total", "method", "code", "result", "wrong")+
+		h.counter(t, "gdpr_selfservice_verifications_total", "method", "code", "result", "void"))
+}
+
+// TestPrivacyStartHeldBackByASendLimitStoresNothing: a start beyond a send
+// limit is answered like any other but leaves no verification in Redis, so
+// its code (never sent) cannot be guessed and a flood of starts does not
+// fill Redis with addresses.
+func TestPrivacyStartHeldBackByASendLimitStoresNothing(t *testing.T) {
+	t.Parallel()
+	h := newPageHarness(t, func(c *selfservice.Config) { c.SendsPerEmail = 1 })
+	b := h.browser(t)
+	sent := b.start(event.KindAccess, "once@example.com")
+	held := b.start(event.KindAccess, "once@example.com")
+	require.NotEqual(t, sent, held)
+	keys, err := h.rdb.Keys(t.Context(), "*"+h.prefix+"*privacy:flow:*").Result()
+	require.NoError(t, err)
+	require.Len(t, keys, 1, "only the verification whose email went out: %v", keys)
+	require.True(t, strings.HasSuffix(keys[0], ":"+sent))
+	r := b.code(held, "123456")
+	require.Equal(t, http.StatusGone, r.status)
+	require.Contains(t, string(r.body), `id="gone"`)
+	h.mails(t, "once@example.com", 1)
+}
+
 // TestPrivacyUnknownEmailIsAnsweredLikeAKnownOne: an address the company
 // knows (it has a stored request) and one it never saw get the same answer:
 // status, headers and page (but for the verification's own id), and both get

@@ -30,6 +30,14 @@ type Config struct {
 	SendsPerAddress int `yaml:"sends_per_address"`
 	// SendsPerEmail bounds verification emails to one address per send_window.
 	SendsPerEmail int `yaml:"sends_per_email"`
+	// CodeFailuresPerEmail bounds wrong codes for one address, summed over
+	// all its verifications, per code_failure_window; beyond it every code
+	// for the address is refused, the right one too, until the window ends.
+	// code_tries alone bounds the guesses of one verification, and a new
+	// verification is one click away.
+	CodeFailuresPerEmail int `yaml:"code_failures_per_email"`
+	// CodeFailureWindow is the fixed window code_failures_per_email counts in.
+	CodeFailureWindow time.Duration `yaml:"code_failure_window"`
 	// TrustedProxies is deprecated: use serve.trusted_proxies, which every limit by client address (the API's and this page's) shares. Entries here are still honoured, added to serve.trusted_proxies, with a warning at startup.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// DefaultLocale is the language of pages and emails when neither the
@@ -54,7 +62,12 @@ func DefaultConfig() Config {
 		SendWindow:      time.Hour,
 		SendsPerAddress: 20,
 		SendsPerEmail:   5,
-		DefaultLocale:   LocaleEnglish,
+		// 10 guesses a day at a 6-digit code: a 1 in 100,000 chance a day,
+		// 0.4% a year, and every guess needs a verification email the
+		// address's owner receives.
+		CodeFailuresPerEmail: 10,
+		CodeFailureWindow:    24 * time.Hour,
+		DefaultLocale:        LocaleEnglish,
 	}
 }
 
@@ -73,6 +86,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("privacy.sends_per_address must be >= 1, got %d", c.SendsPerAddress)
 	case c.SendsPerEmail < 1:
 		return fmt.Errorf("privacy.sends_per_email must be >= 1, got %d", c.SendsPerEmail)
+	case c.CodeFailuresPerEmail < 1:
+		return fmt.Errorf("privacy.code_failures_per_email must be >= 1, got %d", c.CodeFailuresPerEmail)
+	case c.CodeFailureWindow < time.Second:
+		return fmt.Errorf("privacy.code_failure_window must be >= 1s, got %s", c.CodeFailureWindow)
 	case !slices.Contains(Locales(), c.DefaultLocale):
 		return fmt.Errorf("privacy.default_locale must be one of %v, got %q", Locales(), c.DefaultLocale)
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/big"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,9 +28,24 @@ var (
 	// ErrGone: no such verification: never started, used, voided or expired
 	// long ago; also a link or token that is forged or expired.
 	ErrGone = errors.New("selfservice: link or verification no longer valid")
+	// ErrLocked: this address's wrong codes, summed over all its
+	// verifications, reached privacy.code_failures_per_email in one
+	// privacy.code_failure_window; even the right code is refused until
+	// the window ends. errors.Is(err, ErrVoid) holds too: the page is the
+	// same.
+	ErrLocked error = lockedError{}
 	// ErrUnavailable: Redis did not answer; nothing changed.
 	ErrUnavailable = errors.New("selfservice: temporarily unavailable")
 )
+
+type lockedError struct{}
+
+func (lockedError) Error() string {
+	return "selfservice: too many wrong codes for this address in privacy.code_failure_window"
+}
+
+// Is makes errors.Is(err, ErrVoid) hold: the page asks to start again.
+func (lockedError) Is(target error) bool { return target == ErrVoid }
 
 // WrongCodeError carries how many tries are left after a wrong code.
 type WrongCodeError struct{ TriesLeft int }
@@ -50,6 +66,7 @@ const (
 	scopeStatus = "gdpr-request-status-v1"
 	scopeEmail  = "gdpr-privacy-ratelimit-v1"
 	scopeAddr   = "gdpr-privacy-ratelimit-addr-v1"
+	scopeFail   = "gdpr-privacy-code-failures-v1"
 )
 
 // flowData is what a verification remembers until it is used. The address
@@ -62,8 +79,13 @@ type flowData struct {
 // signature the caller checked) at ARGV[2] (unix ms) against at most ARGV[3]
 // tries. A wrong code counts a try; the last wrong one deletes the flow, so
 // the next try finds nothing even with the right code. An expired flow is
-// deleted. The answer is {outcome, ...}: ok with the flow's fields, wrong
-// with the tries left.
+// deleted. A code is also a guess at the address's code: KEYS[2] counts
+// the address's wrong codes over all its flows in a fixed window (ARGV[5]
+// ms), and at ARGV[4] of them every code of the address is refused, the
+// right one too, until the window ends (so 6 digits are not guessed by
+// starting verifications over and over). A signed link is not a guess and
+// is not held back. The answer is {outcome, ...}: ok with the flow's
+// fields, wrong with the tries left.
 const checkScript = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
 local f = redis.call('HMGET', KEYS[1], 'h', 'x', 'k', 'e', 'i', 'l')
@@ -71,9 +93,17 @@ if tonumber(ARGV[2]) >= tonumber(f[2]) then
   redis.call('DEL', KEYS[1])
   return {'expired'}
 end
-if ARGV[1] == '' or f[1] == ARGV[1] then
+if ARGV[1] == '' then
   return {'ok', f[3], f[4], f[5], f[6]}
 end
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[4]) then
+  redis.call('DEL', KEYS[1])
+  return {'locked'}
+end
+if f[1] == ARGV[1] then
+  return {'ok', f[3], f[4], f[5], f[6]}
+end
+if redis.call('INCR', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
 local t = redis.call('HINCRBY', KEYS[1], 't', 1)
 local left = tonumber(ARGV[3]) - t
 if left <= 0 then
@@ -133,7 +163,7 @@ func (f *flows) store(ctx context.Context, id, code string, d flowData, expires 
 	key := f.flowKey(id)
 	pipe := f.rdb.TxPipeline()
 	pipe.HSet(ctx, key, "h", f.codeMAC(id, code), "t", 0, "x", expires.UnixMilli(),
-		"k", d.Type, "e", d.Email, "i", d.Account, "l", d.Locale)
+		"k", d.Type, "e", d.Email, "i", d.Account, "l", d.Locale, "d", f.digest(scopeFail, strings.ToLower(d.Email)))
 	pipe.PExpire(ctx, key, ttl+time.Minute)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("%w: storing a verification: %w", ErrUnavailable, err)
@@ -141,15 +171,34 @@ func (f *flows) store(ctx context.Context, id, code string, d flowData, expires 
 	return nil
 }
 
+// guessLimit bounds wrong codes per address over all its verifications:
+// at most limit in each window.
+type guessLimit struct {
+	limit  int
+	window time.Duration
+}
+
 // verify checks code ("" when a signed link was checked) and returns the
 // flow's data; the flow stays until done deletes it, so that a submission
 // that failed can be confirmed again.
-func (f *flows) verify(ctx context.Context, id, code string, now time.Time, tries int) (flowData, error) {
+func (f *flows) verify(ctx context.Context, id, code string, now time.Time, tries int, guesses guessLimit) (flowData, error) {
 	mac := ""
 	if code != "" {
 		mac = f.codeMAC(id, code)
 	}
-	res, err := f.check.Run(ctx, f.rdb, []string{f.flowKey(id)}, mac, now.UnixMilli(), tries).StringSlice()
+	// The address's failure counter is named by the flow's stored digest,
+	// read first: a script must be given every key it touches.
+	digest, err := f.rdb.HGet(ctx, f.flowKey(id), "d").Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return flowData{}, ErrGone
+	case err != nil:
+		return flowData{}, fmt.Errorf("%w: checking a verification: %w", ErrUnavailable, err)
+	}
+	slot := now.UnixMilli() / guesses.window.Milliseconds()
+	failures := f.prefix + "rate:codefail:" + digest + ":" + strconv.FormatInt(slot, 10)
+	res, err := f.check.Run(ctx, f.rdb, []string{f.flowKey(id), failures}, mac, now.UnixMilli(), tries,
+		guesses.limit, guesses.window.Milliseconds()).StringSlice()
 	if err != nil {
 		return flowData{}, fmt.Errorf("%w: checking a verification: %w", ErrUnavailable, err)
 	}
@@ -161,6 +210,8 @@ func (f *flows) verify(ctx context.Context, id, code string, now time.Time, trie
 		return flowData{}, &WrongCodeError{TriesLeft: left}
 	case "void":
 		return flowData{}, ErrVoid
+	case "locked":
+		return flowData{}, ErrLocked
 	case "expired":
 		return flowData{}, ErrExpired
 	}

@@ -150,6 +150,8 @@ func verificationResult(err error) string {
 		return resultVerified
 	case errors.Is(err, ErrWrongCode):
 		return "wrong"
+	case errors.Is(err, ErrLocked):
+		return "locked"
 	case errors.Is(err, ErrVoid):
 		return "void"
 	case errors.Is(err, ErrExpired):
@@ -281,12 +283,12 @@ func (s *Service) Begin(ctx context.Context, in BeginInput) (string, error) {
 	cfg := s.opts.Config
 	locale := s.Locale(in.Locale)
 	expires := now.Add(cfg.CodeTTL)
-	d := flowData{Type: sub.Type, Email: sub.Subject.Email, Account: sub.Subject.ID, Locale: locale}
-	if err := s.flows.store(ctx, id, code, d, expires, cfg.CodeTTL); err != nil {
-		return "", err
-	}
 	// Both limits are counted on every start, so one busy address cannot
-	// spend another's allowance by being refused first.
+	// spend another's allowance by being refused first. They are counted
+	// before anything is stored: a start held back leaves no verification
+	// (a code that was never sent cannot be guessed, and a flood of starts
+	// does not fill Redis with addresses), and its id, as random as any,
+	// finds nothing.
 	byAddr, err := s.flows.allow(ctx, "addr", s.flows.digest(scopeAddr, in.ClientAddr), cfg.SendsPerAddress, cfg.SendWindow, now)
 	if err != nil {
 		return "", err
@@ -303,6 +305,10 @@ func (s *Service) Begin(ctx context.Context, in BeginInput) (string, error) {
 		s.opts.Logger.WarnContext(ctx, "verification email not sent: send limit reached", "limit", limit)
 		s.metrics.emails.WithLabelValues(EmailLimited).Inc()
 		return id, nil
+	}
+	d := flowData{Type: sub.Type, Email: sub.Subject.Email, Account: sub.Subject.ID, Locale: locale}
+	if err := s.flows.store(ctx, id, code, d, expires, cfg.CodeTTL); err != nil {
+		return "", err
 	}
 	link := s.url("/privacy/confirm", url.Values{"flow": {id}, "token": {download.SignFor(s.opts.Key, scopeLink, id, expires)}, "lang": {locale}})
 	e, err := s.renderEmail("verify", locale, map[string]any{
@@ -388,7 +394,8 @@ func (s *Service) VerifyLink(ctx context.Context, flow, token string) (Receipt, 
 
 func (s *Service) verify(ctx context.Context, flow, code string) (Receipt, error) {
 	now := s.now()
-	d, err := s.flows.verify(ctx, flow, code, now, s.opts.Config.CodeTries)
+	d, err := s.flows.verify(ctx, flow, code, now, s.opts.Config.CodeTries,
+		guessLimit{limit: s.opts.Config.CodeFailuresPerEmail, window: s.opts.Config.CodeFailureWindow})
 	if err != nil {
 		return Receipt{}, err
 	}
