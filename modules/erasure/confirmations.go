@@ -3,7 +3,6 @@ package erasure
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
 
 	"gorm.io/gorm"
@@ -91,27 +90,52 @@ func (g *confirmationGroups) submit(ctx context.Context, c *Canceller, cf *confi
 	}
 }
 
-// recordConfirmations records cfs in one transaction and sets each one's
-// err. With more than one, each runs under a savepoint, so that one that
-// fails (an unknown participant, a bad row) leaves the others in.
+// recordConfirmations records cfs, all of one erasure, in one transaction
+// and sets each one's err. The erasure's row is locked once and its
+// participant rows read once; each confirmation is applied to them in
+// memory, in order, and what changed is written in one statement at the end
+// (rowSet, flush), with one inbox statement for every message id. A
+// confirmation naming a participant the erasure does not have fails alone;
+// a database error fails them all, and each is redelivered.
 func (c *Canceller) recordConfirmations(ctx context.Context, cfs []*confirmation) {
+	requestID := cfs[0].body.RequestID
 	err := c.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if len(cfs) == 1 {
-			cfs[0].err = c.recordConfirmation(ctx, tx, cfs[0])
-			return cfs[0].err
+		for _, cf := range cfs {
+			cf.err, cf.fx = nil, effects{}
 		}
-		for i, cf := range cfs {
-			sp := "confirmation_" + strconv.Itoa(i)
-			if err := tx.SavePoint(sp).Error; err != nil {
-				return fmt.Errorf("savepoint: %w", err)
+		e, err := c.lock(ctx, tx, requestID)
+		if err != nil {
+			return err
+		}
+		rows, err := c.readRows(ctx, tx, requestID, e.State)
+		if err != nil {
+			return err
+		}
+		rows.deferred = true
+		ids := make([]string, 0, len(cfs))
+		for _, cf := range cfs {
+			if _, ok := rows.byName[cf.body.Participant]; !ok {
+				cf.err = fmt.Errorf("%w: %q is not a participant of %s", ErrUnknownParty, cf.body.Participant, requestID)
+				continue
 			}
-			if cf.err = c.recordConfirmation(ctx, tx, cf); cf.err != nil {
-				if err := tx.RollbackTo(sp).Error; err != nil {
-					return fmt.Errorf("rolling back to savepoint: %w", err)
-				}
+			ids = append(ids, cf.m.ID)
+		}
+		fresh, err := inbox.ClaimAll(ctx, tx, inboxConfirmed, ids)
+		if err != nil {
+			return err
+		}
+		for _, cf := range cfs {
+			if cf.err != nil || !fresh[cf.m.ID] {
+				continue
+			}
+			delete(fresh, cf.m.ID) // a repeat of the id within cfs is a duplicate
+			e.State = rows.state
+			s := step{tx: tx, e: e, requestID: requestID, cause: &cf.m, fx: &cf.fx, rows: rows}
+			if err := c.confirm(ctx, s, cf.body, *rows.byName[cf.body.Participant]); err != nil {
+				return err
 			}
 		}
-		return nil
+		return c.flush(ctx, step{tx: tx, requestID: requestID, rows: rows})
 	})
 	for _, cf := range cfs {
 		switch {
@@ -123,24 +147,6 @@ func (c *Canceller) recordConfirmations(ctx context.Context, cfs []*confirmation
 			c.apply(cf.fx)
 		}
 	}
-}
-
-// recordConfirmation is one confirmation's part of a transaction: the inbox
-// claim, then the erasure's and the participant's rows read again under the
-// lock (an earlier confirmation of the same transaction may have changed them).
-func (c *Canceller) recordConfirmation(ctx context.Context, tx *gorm.DB, cf *confirmation) error {
-	fresh, err := inbox.Claim(ctx, tx, inboxConfirmed, cf.m.ID)
-	if err != nil || !fresh {
-		return err
-	}
-	e, r, ok, err := c.lockParticipant(ctx, tx, cf.body.RequestID, cf.body.Participant)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("%w: %q is not a participant of %s", ErrUnknownParty, cf.body.Participant, cf.body.RequestID)
-	}
-	return c.confirm(ctx, step{tx: tx, e: e, requestID: cf.body.RequestID, cause: &cf.m, fx: &cf.fx}, cf.body, r)
 }
 
 // HandleConfirmed records a participant's confirmation. A duplicate changes

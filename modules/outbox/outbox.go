@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"gorm.io/gorm"
 
@@ -43,33 +44,55 @@ func NewStore(db *gorm.DB) *Store { return &Store{db: db} }
 // back. nil tx uses the store's database (a message caused by no effect).
 // Enqueueing the same message id again while it is pending replaces it.
 func (s *Store) Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error {
+	return s.EnqueueAll(ctx, tx, []message.Message{m})
+}
+
+// EnqueueAll is Enqueue for several messages in one statement: the table's
+// wake-up trigger runs once for all of them instead of once per row. Their
+// ids must differ (one statement cannot replace a row twice).
+func (s *Store) EnqueueAll(ctx context.Context, tx *gorm.DB, ms []message.Message) error {
+	if len(ms) == 0 {
+		return nil
+	}
 	if tx == nil {
 		tx = s.db
 	}
-	switch {
-	case m.ID == "":
-		return fmt.Errorf("%w: message id is empty", ErrInvalid)
-	case m.Key() == "":
-		return fmt.Errorf("%w: routing key is empty", ErrInvalid)
+	var sb strings.Builder
+	args := make([]any, 0, 10*len(ms))
+	seen := make(map[string]bool, len(ms))
+	for i, m := range ms {
+		switch {
+		case m.ID == "":
+			return fmt.Errorf("%w: message id is empty", ErrInvalid)
+		case m.Key() == "":
+			return fmt.Errorf("%w: routing key is empty", ErrInvalid)
+		case seen[m.ID]:
+			return fmt.Errorf("%w: message id %s given twice", ErrInvalid, m.ID)
+		}
+		seen[m.ID] = true
+		r, err := relay.NewRow(m)
+		if err != nil {
+			return fmt.Errorf("encoding headers of %s: %w", m.ID, err)
+		}
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		// deliver_at is the database's now(): the relay's lateness is
+		// measured from the write, on the one clock that decides what is due.
+		sb.WriteString("(?, ?, now(), now(), ?, ?, ?, ?, ?, ?, ?, ?)")
+		args = append(args, r.MessageID, r.MessageID, r.RoutingKey, r.Type, r.CorrelationID, r.CausationID, r.Traceparent, r.Headers, r.Body, r.OccurredAt)
 	}
-	r, err := relay.NewRow(m)
-	if err != nil {
-		return fmt.Errorf("encoding headers of %s: %w", m.ID, err)
-	}
-	// deliver_at is the database's now(): the relay's lateness is measured
-	// from the write, on the one clock that decides what is due.
 	res := tx.WithContext(ctx).Exec(`
 		INSERT INTO outbox_messages (key, message_id, deliver_at, next_attempt_at, routing_key, type,
 			correlation_id, causation_id, traceparent, headers, body, occurred_at)
-		VALUES (?, ?, now(), now(), ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES `+sb.String()+`
 		ON CONFLICT (key) DO UPDATE SET deliver_at = now(), next_attempt_at = now(),
 			attempts = 0, last_error = '', routing_key = EXCLUDED.routing_key, type = EXCLUDED.type,
 			correlation_id = EXCLUDED.correlation_id, causation_id = EXCLUDED.causation_id,
 			traceparent = EXCLUDED.traceparent, headers = EXCLUDED.headers,
-			body = EXCLUDED.body, occurred_at = EXCLUDED.occurred_at, updated_at = now()`,
-		r.MessageID, r.MessageID, r.RoutingKey, r.Type, r.CorrelationID, r.CausationID, r.Traceparent, r.Headers, r.Body, r.OccurredAt)
+			body = EXCLUDED.body, occurred_at = EXCLUDED.occurred_at, updated_at = now()`, args...)
 	if res.Error != nil {
-		return fmt.Errorf("writing %s to the outbox: %w", m.ID, res.Error)
+		return fmt.Errorf("writing %s to the outbox: %w", ms[0].ID, res.Error)
 	}
 	return nil
 }
