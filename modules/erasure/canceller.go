@@ -51,8 +51,8 @@ type Canceller struct {
 	metrics  *Metrics
 	logger   *slog.Logger
 	client   *http.Client
-	// confirmations groups the confirmations of one erasure that arrive
-	// while one of its transactions runs into the next one.
+	// confirmations groups the confirmations that arrive while a
+	// confirmation transaction runs into the next one (confirmations.go).
 	confirmations *confirmationGroups
 }
 
@@ -70,7 +70,7 @@ func New(db *gorm.DB, sched Scheduler, outbox Outbox, cfg Config, metrics *Metri
 		// A participant's credentials must not follow a redirect to another
 		// origin, and a DELETE must not become a GET on a 302.
 		client:        &http.Client{CheckRedirect: expand.CheckRedirect},
-		confirmations: &confirmationGroups{running: map[string]*confirmationGroup{}},
+		confirmations: &confirmationGroups{running: map[uint32]*confirmationGroup{}},
 	}, nil
 }
 
@@ -79,6 +79,7 @@ func (c *Canceller) Registry() *Registry { return c.registry }
 
 // row is one erasure_participants row.
 type row struct {
+	RequestID   string
 	Participant string
 	Kind        string
 	State       string
@@ -87,6 +88,7 @@ type row struct {
 
 // erasureRow is the locked erasures row plus the database's clock.
 type erasureRow struct {
+	RequestID          string
 	State              string
 	SubjectID          string
 	SubjectEmail       string

@@ -124,7 +124,7 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 // never commanded).
 func (c *Canceller) insertParticipants(ctx context.Context, tx *gorm.DB, requestID string, subject event.Subject, now time.Time) (*rowSet, error) {
 	ps := c.registry.All()
-	rows := newRowSet(ErasureOpen, len(ps))
+	rows := newRowSet(requestID, ErasureOpen, len(ps))
 	if len(ps) == 0 {
 		return rows, nil
 	}
