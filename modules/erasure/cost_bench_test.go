@@ -212,6 +212,10 @@ func BenchmarkCPUPerErasure(b *testing.B) {
 	b.ReportMetric(float64(p(0.99).Milliseconds()), "confirm_wait_p99_ms")
 	b.ReportMetric(commitsPer, "commits/erasure")
 	b.ReportMetric(msgs/ceiling, "broker_ratio")
+	floor := erasureFloor(b, h, erasures, max(1, int(commitsPer+0.5)))
+	b.ReportMetric(perErasure/floor, "x_floor")
+	fmt.Printf("achieved %.2f ms per erasure (%.2f without the participants) = %.2fx the floor of the same work on bare amqp091 and pgx (%.2f ms)\n",
+		perErasure, gdprShare, perErasure/floor, floor)
 	fmt.Printf("%d erasures x %d participants: CPU %.2f ms per erasure, %.2f without the participants' process (target <= 15), by process (ms): %s; confirmation wait p50 %s, p99 %s (%d confirmations); "+
 		"%.1f commits per erasure; %.1f erasures/s, %.0f broker messages/s vs bare confirmed-publish ceiling %.0f msg/s (ratio %.2f); load average %s\n",
 		erasures, participants, perErasure, gdprShare, strings.Join(parts, ", "), p(0.5), p(0.99), len(waits), commitsPer,
