@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -106,7 +107,7 @@ func TestRolesRefuseDevelopmentKeysOnAPublicURL(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			code, stdout, stderr := runBinary(t, bin, append(public, tc.env...), "serve")
+			code, stdout, stderr := runBinary(t, bin, slices.Concat(public, tc.env), "serve")
 			require.Equal(t, 2, code, "stdout: %s\nstderr: %s", stdout, stderr)
 			require.Contains(t, stderr, tc.want)
 			require.Equal(t, 1, strings.Count(stderr, " must "), "only the bad setting is named: %s", stderr)

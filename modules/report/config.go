@@ -45,6 +45,11 @@ type Config struct {
 	SourceTimeout time.Duration `yaml:"source_timeout"`
 	// SourceConcurrency is how many sources of one report are read at once.
 	SourceConcurrency int `yaml:"source_concurrency"`
+	// CompressConcurrency is how many goroutines beside a source's reader
+	// encode and compress its JSON and CSV files while it is read: 0 (the
+	// reader does it), 1, or 2 (one per file). Each holds a compressor and
+	// the reader runs at most 4 batches of 64 KiB ahead of them.
+	CompressConcurrency int `yaml:"compress_concurrency"`
 	// MaxResponseBytes bounds one http source response or one Elasticsearch page; past it the read fails with source_too_large.
 	MaxResponseBytes int64 `yaml:"max_response_bytes"`
 	// MaxValueBytes bounds one JSON value in a source response (a record, or a member skipped on the way to records_path); past it the read fails with source_too_large.
@@ -60,11 +65,12 @@ func DefaultConfig() Config {
 		StorageDir:    "./var/reports",
 		EncryptionKey: DevEncryptionKey,
 		// serve.download_ttl (7 days) plus 7 days' grace.
-		Retention:         14 * 24 * time.Hour,
-		SourceTimeout:     2 * time.Minute,
-		SourceConcurrency: 4,
-		MaxResponseBytes:  256 << 20,
-		MaxValueBytes:     8 << 20,
+		Retention:           14 * 24 * time.Hour,
+		SourceTimeout:       2 * time.Minute,
+		SourceConcurrency:   4,
+		CompressConcurrency: 2,
+		MaxResponseBytes:    256 << 20,
+		MaxValueBytes:       8 << 20,
 	}
 }
 
@@ -122,6 +128,9 @@ func (c Config) Validate() error {
 	}
 	if c.SourceConcurrency < 1 {
 		return fmt.Errorf("report.source_concurrency must be >= 1, got %d", c.SourceConcurrency)
+	}
+	if c.CompressConcurrency < 0 || c.CompressConcurrency > 2 {
+		return fmt.Errorf("report.compress_concurrency must be 0, 1 or 2, got %d", c.CompressConcurrency)
 	}
 	if c.MaxValueBytes < 1024 {
 		return fmt.Errorf("report.max_value_bytes must be >= 1024, got %d", c.MaxValueBytes)

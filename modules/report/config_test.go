@@ -30,6 +30,8 @@ func TestReportValidateNamesTheSetting(t *testing.T) {
 		{"report.encryption_key", func(r *report.Config) { r.EncryptionKey = "abcd" }},
 		{"report.source_timeout", func(r *report.Config) { r.SourceTimeout = 0 }},
 		{"report.source_concurrency", func(r *report.Config) { r.SourceConcurrency = 0 }},
+		{"report.compress_concurrency", func(r *report.Config) { r.CompressConcurrency = -1 }},
+		{"report.compress_concurrency", func(r *report.Config) { r.CompressConcurrency = 3 }},
 		{"report.sources[0].name", func(r *report.Config) { r.Sources[0].Name = "" }},
 		{"report.sources[0].name", func(r *report.Config) { r.Sources[0].Name = "../x" }},
 		{"report.sources[1].name", func(r *report.Config) { r.Sources[1].Name = "crm" }},

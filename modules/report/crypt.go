@@ -115,6 +115,12 @@ type sealer struct {
 }
 
 func newSealer(w io.Writer, master masterKey, id string, chunk int) (*sealer, error) {
+	return newSealerBuffers(w, master, id, chunk, nil, nil)
+}
+
+// newSealerBuffers is newSealer with the chunk buffers given (reused from
+// a pool); nil ones are allocated.
+func newSealerBuffers(w io.Writer, master masterKey, id string, chunk int, buf, out []byte) (*sealer, error) {
 	if chunk <= 0 || chunk > maxChunkLen {
 		return nil, fmt.Errorf("chunk size %d out of range", chunk)
 	}
@@ -133,11 +139,17 @@ func newSealer(w io.Writer, master masterKey, id string, chunk int) (*sealer, er
 	if _, err := w.Write(header); err != nil {
 		return nil, err
 	}
+	if cap(buf) < chunk {
+		buf = make([]byte, 0, chunk)
+	}
+	if cap(out) < chunk+cryptTagLen {
+		out = make([]byte, 0, chunk+cryptTagLen)
+	}
 	return &sealer{
 		w: w, aead: aead, header: header, chunk: chunk,
 		nonce: make([]byte, aead.NonceSize()),
-		buf:   make([]byte, 0, chunk),
-		out:   make([]byte, 0, chunk+cryptTagLen),
+		buf:   buf[:0],
+		out:   out[:0],
 	}, nil
 }
 

@@ -6,11 +6,10 @@ package report
 
 import (
 	"archive/zip"
-	"compress/flate"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/csv"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,8 +17,10 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
-	"sync"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -119,46 +120,9 @@ type Builder struct {
 	chunk      int
 	generated  prometheus.Counter
 	bytes      prometheus.Counter
-	// flates are the ZIP entries' compressors, reused across entries and
-	// reports: a new flate writer allocates about 1.2 MB, and allocating one
-	// per entry was most of a small report's CPU (docs/benchmarks.md).
-	flates flatePool
-}
-
-// flatePool hands out flate writers at the level reports use.
-type flatePool struct{ pool sync.Pool }
-
-// compressor implements zip.Compressor with a pooled flate writer.
-func (p *flatePool) compressor(w io.Writer) (io.WriteCloser, error) {
-	if fw, ok := p.pool.Get().(*flate.Writer); ok {
-		fw.Reset(w)
-		return &pooledFlate{fw: fw, pool: p}, nil
-	}
-	// Reports are mostly text; the fastest level still shrinks them several
-	// times and keeps the build I/O-bound rather than CPU-bound.
-	fw, err := flate.NewWriter(w, flate.BestSpeed)
-	if err != nil {
-		return nil, err
-	}
-	return &pooledFlate{fw: fw, pool: p}, nil
-}
-
-// pooledFlate returns its writer to the pool when the ZIP entry is closed.
-type pooledFlate struct {
-	fw   *flate.Writer
-	pool *flatePool
-}
-
-func (f *pooledFlate) Write(p []byte) (int, error) { return f.fw.Write(p) }
-
-func (f *pooledFlate) Close() error {
-	err := f.fw.Close()
-	// Reset drops the reference to this report's writer before the next
-	// report may get the compressor.
-	f.fw.Reset(io.Discard)
-	f.pool.pool.Put(f.fw)
-	f.fw = nil
-	return err
+	// pools are the compressors and buffers reused across entries and
+	// reports (spool.go).
+	pools pools
 }
 
 // New builds a Builder from cfg. Metrics are registered on reg when it is not nil.
@@ -302,15 +266,21 @@ func (b *Builder) Build(ctx context.Context, requestID string, subject event.Sub
 		err = fmt.Errorf("building report %s: %w", requestID, err)
 	}()
 
+	// What a build spills to disk lives in spool_dir; a small report never
+	// does, so an unusable directory is found here rather than by the first
+	// large report.
+	if err := b.checkSpoolDir(); err != nil {
+		return Result{}, &storageError{err}
+	}
 	spoolKey := make([]byte, 32)
 	if _, err := rand.Read(spoolKey); err != nil {
 		return Result{}, err
 	}
-	spools, err := b.readSources(ctx, subject, newMasterKey(spoolKey))
+	sinks, err := b.readSources(ctx, subject, newMasterKey(spoolKey))
 	defer func() {
-		for _, s := range spools {
+		for _, s := range sinks {
 			if s != nil {
-				_ = s.close()
+				s.close()
 			}
 		}
 	}()
@@ -318,7 +288,7 @@ func (b *Builder) Build(ctx context.Context, requestID string, subject event.Sub
 		return Result{}, err
 	}
 
-	res, err = b.store(ctx, requestID, subject, spools)
+	res, err = b.store(ctx, requestID, subject, newMasterKey(spoolKey), sinks)
 	if err != nil {
 		return Result{}, err
 	}
@@ -329,29 +299,42 @@ func (b *Builder) Build(ctx context.Context, requestID string, subject event.Sub
 	return res, nil
 }
 
-// readSources reads all sources concurrently into spools. A nil spool marks
-// a skipped source. The first failure cancels the others.
-func (b *Builder) readSources(ctx context.Context, subject event.Subject, key masterKey) ([]*spool, error) {
-	spools := make([]*spool, len(b.sources))
+// checkSpoolDir fails unless spool_dir (or the system temp directory) is a directory.
+func (b *Builder) checkSpoolDir() error {
+	dir := b.cfg.SpoolDir
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	fi, err := os.Stat(dir) //nolint:gosec // G703: the operator's spool_dir setting, not request input
+	if err != nil {
+		return fmt.Errorf("spool directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("spool directory: %w", syscall.ENOTDIR)
+	}
+	return nil
+}
+
+// readSources reads all sources concurrently, each into a sink that encodes
+// its entries as the records arrive. A nil sink marks a skipped source. The
+// first failure cancels the others.
+func (b *Builder) readSources(ctx context.Context, subject event.Subject, key masterKey) ([]*sourceSink, error) {
+	sinks := make([]*sourceSink, len(b.sources))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(b.cfg.SourceConcurrency)
 	for i, src := range b.sources {
 		if !src.Applies(subject) {
 			continue
 		}
-		sp, err := newSpool(gctx, src.Name(), b.cfg.SpoolDir, key)
-		if err != nil {
-			_ = g.Wait()
-			return spools, &storageError{err}
-		}
-		spools[i] = sp
+		sk := newSourceSink(gctx, &b.pools, src.Name(), b.cfg.SpoolDir, key, b.cfg.CompressConcurrency)
+		sinks[i] = sk
 		g.Go(func() (err error) {
 			started := time.Now()
 			sctx, cancel := context.WithTimeout(gctx, b.timeouts[i])
 			defer cancel()
 			sctx, span := startSourceSpan(sctx, src)
-			defer func() { endSourceSpan(span, sp, err) }()
-			if err := src.Read(sctx, subject, sp); err != nil {
+			defer func() { endSourceSpan(span, sk.rows, err) }()
+			if err := src.Read(sctx, subject, sk); err != nil {
 				// The parent's cancellation is not this source's fault.
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -362,14 +345,17 @@ func (b *Builder) readSources(ctx context.Context, subject event.Subject, key ma
 				b.logger.WarnContext(ctx, "source failed", "source", src.Name(), "error_class", ErrorClass(err), "duration", time.Since(started))
 				return err
 			}
-			if err := sp.finish(); err != nil {
+			if err := sk.finish(); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
 				return &storageError{fmt.Errorf("spooling source %s: %w", src.Name(), err)}
 			}
-			b.logger.DebugContext(ctx, "source read", "source", src.Name(), "rows", sp.rows, "duration", time.Since(started))
+			b.logger.DebugContext(ctx, "source read", "source", src.Name(), "rows", sk.rows, "duration", time.Since(started))
 			return nil
 		})
 	}
-	return spools, g.Wait()
+	return sinks, g.Wait()
 }
 
 // hashCounter hashes and counts what is written through it.
@@ -403,7 +389,7 @@ func (s storageWriter) Write(p []byte) (int, error) {
 
 // store writes the report into storage, sealed, and commits it only when the
 // whole archive is written: a failure or a cancelled ctx leaves nothing.
-func (b *Builder) store(ctx context.Context, id string, subject event.Subject, spools []*spool) (Result, error) {
+func (b *Builder) store(ctx context.Context, id string, subject event.Subject, key masterKey, sinks []*sourceSink) (Result, error) {
 	pending, err := b.storage.Create(ctx, id)
 	if err != nil {
 		return Result{}, &storageError{err}
@@ -414,12 +400,13 @@ func (b *Builder) store(ctx context.Context, id string, subject event.Subject, s
 			_ = pending.Abort()
 		}
 	}()
-	seal, err := newSealer(storageWriter{pending}, b.keys[0], id, b.chunk)
+	seal, err := b.pools.newSealer(storageWriter{pending}, b.keys[0], id, b.chunk)
 	if err != nil {
 		return Result{}, err
 	}
+	defer b.pools.release(seal)
 	whole := newHashCounter(seal)
-	rows, err := b.writeArchive(ctx, whole, id, subject, spools)
+	rows, err := b.writeArchive(whole, id, subject, key, sinks)
 	if err != nil {
 		return Result{}, err
 	}
@@ -437,26 +424,39 @@ func (b *Builder) store(ctx context.Context, id string, subject event.Subject, s
 }
 
 // writeArchive writes the ZIP to w: each source's JSON and CSV files, then
-// the manifest that lists them. It returns the rows read per source.
-func (b *Builder) writeArchive(ctx context.Context, w io.Writer, id string, subject event.Subject, spools []*spool) (map[string]int64, error) {
-	a := archive{zw: zip.NewWriter(w), modified: b.now().UTC().Truncate(time.Second)}
-	a.zw.RegisterCompressor(zip.Deflate, b.flates.compressor)
+// the manifest that lists them. The sources' entries are already deflated
+// (spool.go) and are copied as they are. It returns the rows read per source.
+func (b *Builder) writeArchive(w io.Writer, id string, subject event.Subject, key masterKey, sinks []*sourceSink) (map[string]int64, error) {
+	a := archive{zw: zip.NewWriter(w), modified: b.now().UTC().Truncate(time.Second), pools: &b.pools}
+	a.zw.RegisterCompressor(zip.Deflate, b.pools.compressor)
 	a.man = Manifest{FormatVersion: FormatVersion, RequestID: id, SubjectID: subject.ID, GeneratedAt: a.modified}
 	rows := map[string]int64{}
 	for i, src := range b.sources {
-		sp := spools[i]
+		sk := sinks[i]
 		ms := ManifestSource{Name: src.Name(), Kind: src.Kind()}
-		if sp == nil {
+		jsonEntry, csvEntry := (*entry)(nil), (*entry)(nil)
+		if sk == nil {
 			ms.Skipped = "the subject lacks an identifier this source needs"
+			// A skipped source has an empty array and an empty CSV.
+			var err error
+			if jsonEntry, err = a.small(key, "[]\n"); err != nil {
+				return nil, err
+			}
+			defer func() { _ = jsonEntry.close() }()
+			if csvEntry, err = a.small(key, ""); err != nil {
+				return nil, err
+			}
+			defer func() { _ = csvEntry.close() }()
 		} else {
-			ms.Rows = sp.rows
+			ms.Rows = sk.rows
+			jsonEntry, csvEntry = sk.json, sk.csv
 		}
 		a.man.Sources = append(a.man.Sources, ms)
 		rows[src.Name()] = ms.Rows
-		if err := a.entry(src.Name()+".json", func(w io.Writer) error { return writeJSON(ctx, w, sp) }); err != nil {
+		if err := a.raw(src.Name()+".json", jsonEntry); err != nil {
 			return nil, err
 		}
-		if err := a.entry(src.Name()+".csv", func(w io.Writer) error { return writeCSV(ctx, w, sp) }); err != nil {
+		if err := a.raw(src.Name()+".csv", csvEntry); err != nil {
 			return nil, err
 		}
 	}
@@ -469,21 +469,73 @@ type archive struct {
 	zw       *zip.Writer
 	modified time.Time
 	man      Manifest
+	pools    *pools
 }
 
-// entry adds the file name, written by write, and lists it in the manifest.
-func (a *archive) entry(name string, write func(w io.Writer) error) error {
-	w, err := a.zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Deflate, Modified: a.modified})
+// small encodes an entry of the given content.
+func (a *archive) small(key masterKey, content string) (*entry, error) {
+	e := newEntry(a.pools, "", key)
+	e.buf = append(e.buf, content...)
+	return e, e.finish()
+}
+
+// raw adds the deflated entry e as the file name and lists it in the
+// manifest. The header is the one zip.Writer.CreateHeader writes for a
+// deflated entry (data descriptor, extended timestamp), so the archive is
+// the same as if the entry had been compressed in place
+// (TestRawEntriesMatchCreateHeader).
+func (a *archive) raw(name string, e *entry) error {
+	fh := &zip.FileHeader{
+		Name: name, Method: zip.Deflate, Flags: 0x8,
+		CreatorVersion: zipVersion20, ReaderVersion: zipVersion20,
+		CRC32: e.crc, CompressedSize64: uint64(e.out.n), UncompressedSize64: uint64(e.n), //nolint:gosec // G115: byte counts, never negative
+	}
+	// CreateRaw writes these fields as they are: only CreateHeader derives them from Modified.
+	fh.ModifiedDate, fh.ModifiedTime = msDosTime(a.modified) //nolint:staticcheck // SA1019: see above
+	var ext [9]byte
+	binary.LittleEndian.PutUint16(ext[0:], extTimeExtraID)
+	binary.LittleEndian.PutUint16(ext[2:], 5)
+	ext[4] = 1                                                        // modification time only
+	binary.LittleEndian.PutUint32(ext[5:], uint32(a.modified.Unix())) //nolint:gosec // G115: truncated as archive/zip truncates it
+	fh.Extra = ext[:]
+	if fh.CompressedSize64 >= math.MaxUint32 || fh.UncompressedSize64 >= math.MaxUint32 {
+		fh.ReaderVersion = zipVersion45
+	}
+	w, err := a.zw.CreateRaw(fh)
 	if err != nil {
 		return err
 	}
-	hc := newHashCounter(w)
-	if err := write(hc); err != nil {
+	r, err := e.out.reader()
+	if err != nil {
 		return err
 	}
-	a.man.Files = append(a.man.Files, ManifestFile{Name: name, Bytes: hc.n, SHA256: hc.sum()})
+	buf := a.pools.getBuf()
+	_, err = io.CopyBuffer(w, onlyReader{r}, buf[:cap(buf)])
+	a.pools.putBuf(buf)
+	if err != nil {
+		return err
+	}
+	a.man.Files = append(a.man.Files, ManifestFile{Name: name, Bytes: e.n, SHA256: hex.EncodeToString(e.sha.Sum(nil))})
 	return nil
 }
+
+// msDosTime is archive/zip's MS-DOS date and time of t (which it computes
+// from FileHeader.Modified for entries it compresses itself).
+func msDosTime(t time.Time) (date, clock uint16) {
+	date = uint16(t.Day() + int(t.Month())<<5 + (t.Year()-1980)<<9) //nolint:gosec // G115: as archive/zip packs it
+	clock = uint16(t.Second()/2 + t.Minute()<<5 + t.Hour()<<11)     //nolint:gosec // G115: as archive/zip packs it
+	return date, clock
+}
+
+// Header values of archive/zip's, for raw entries.
+const (
+	zipVersion20   = 20     // deflate
+	zipVersion45   = 45     // ZIP64
+	extTimeExtraID = 0x5455 // extended timestamp
+)
+
+// onlyReader hides a reader's WriterTo, so io.CopyBuffer uses the pooled buffer.
+type onlyReader struct{ io.Reader }
 
 // close writes the manifest last (it lists every other entry) and ends the ZIP.
 func (a *archive) close() error {
@@ -499,62 +551,6 @@ func (a *archive) close() error {
 		return err
 	}
 	return a.zw.Close()
-}
-
-// writeJSON writes the spooled records as one JSON array, a record per line.
-func writeJSON(ctx context.Context, w io.Writer, sp *spool) error {
-	if sp == nil || sp.rows == 0 {
-		_, err := io.WriteString(w, "[]\n")
-		return err
-	}
-	sep := []byte("[\n")
-	err := sp.each(ctx, func(obj []byte) error {
-		if _, err := w.Write(sep); err != nil {
-			return err
-		}
-		sep = []byte(",\n")
-		_, err := w.Write(obj)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	_, err = io.WriteString(w, "\n]\n")
-	return err
-}
-
-// writeCSV writes the spooled records as CSV: a header of every key seen (in
-// first-seen order), then one line per record; nested values are JSON text
-// and null is empty.
-func writeCSV(ctx context.Context, w io.Writer, sp *spool) error {
-	if sp == nil || len(sp.cols) == 0 {
-		return nil
-	}
-	cw := csv.NewWriter(w)
-	if err := cw.Write(sp.cols); err != nil {
-		return err
-	}
-	rec := make([]string, len(sp.cols))
-	err := sp.each(ctx, func(obj []byte) error {
-		clear(rec)
-		if err := source.Fields(obj, func(key string, raw []byte) error {
-			i, ok := sp.colIdx[key]
-			if !ok {
-				return nil
-			}
-			v, err := source.DecodeString(raw)
-			rec[i] = v
-			return err
-		}); err != nil {
-			return err
-		}
-		return cw.Write(rec)
-	})
-	if err != nil {
-		return err
-	}
-	cw.Flush()
-	return cw.Error()
 }
 
 // Open returns the decrypted ZIP of a stored report and its size, or

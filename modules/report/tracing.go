@@ -40,11 +40,11 @@ func startSourceSpan(ctx context.Context, src source.Source) (context.Context, o
 }
 
 // endSourceSpan records the rows read, or the read's error class.
-func endSourceSpan(span oteltrace.Span, sp *spool, err error) {
+func endSourceSpan(span oteltrace.Span, rows int64, err error) {
 	if err != nil {
 		trace.End(span, ErrorClass(err))
 		return
 	}
-	span.SetAttributes(attribute.Int64("gdpr.source.rows", sp.rows))
+	span.SetAttributes(attribute.Int64("gdpr.source.rows", rows))
 	trace.End(span, "")
 }

@@ -67,6 +67,19 @@ var errNotObject = errors.New("not a JSON object")
 // in order, with the decoded key and the raw value. obj must be valid JSON
 // (as every Row a source emits is).
 func Fields(obj []byte, fn func(key string, raw []byte) error) error {
+	return RawFields(obj, func(rawKey, raw []byte) error {
+		key, err := decodeString(rawKey)
+		if err != nil {
+			return err
+		}
+		return fn(key, raw)
+	})
+}
+
+// RawFields is Fields without decoding the keys: fn gets each key as its
+// raw JSON string (quotes and escapes included), so a caller that matches
+// keys against known ones allocates nothing per member.
+func RawFields(obj []byte, fn func(rawKey, raw []byte) error) error {
 	i := skipSpace(obj, 0)
 	if i >= len(obj) || obj[i] != '{' {
 		return errNotObject
@@ -80,10 +93,10 @@ func Fields(obj []byte, fn func(key string, raw []byte) error) error {
 		if err != nil {
 			return err
 		}
-		key, err := decodeString(obj[i:end])
-		if err != nil {
-			return err
+		if obj[i] != '"' || end-i < 2 {
+			return fmt.Errorf("malformed string")
 		}
+		rawKey := obj[i:end]
 		i = skipSpace(obj, end)
 		if i >= len(obj) || obj[i] != ':' {
 			return fmt.Errorf("malformed object: expected ':'")
@@ -93,7 +106,7 @@ func Fields(obj []byte, fn func(key string, raw []byte) error) error {
 		if err != nil {
 			return err
 		}
-		if err := fn(key, obj[i:vend]); err != nil {
+		if err := fn(rawKey, obj[i:vend]); err != nil {
 			return err
 		}
 		i = skipSpace(obj, vend)
