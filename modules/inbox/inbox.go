@@ -21,3 +21,13 @@ func Claim(ctx context.Context, tx *gorm.DB, consumer, messageID string) (bool, 
 	}
 	return res.RowsAffected == 1, nil
 }
+
+// ClaimSQL is Claim as a statement to run inside a caller's data-modifying
+// WITH clause: it returns one row when messageID is fresh for consumer and
+// none when it was recorded before, so the caller's effect can be guarded by
+// `WHERE EXISTS (SELECT 1 FROM <its name>)` and commit in the same round
+// trip as the record.
+func ClaimSQL(consumer, messageID string) (string, []any) {
+	return `INSERT INTO inbox (consumer, message_id) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1`,
+		[]any{consumer, messageID}
+}

@@ -46,32 +46,45 @@ func (s *Store) Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) err
 	if tx == nil {
 		tx = s.db
 	}
+	q, args, err := s.EnqueueSQL(m, "true")
+	if err != nil {
+		return err
+	}
+	if err := tx.WithContext(ctx).Exec(q, args...).Error; err != nil {
+		return fmt.Errorf("writing %s to the outbox: %w", m.ID, err)
+	}
+	return nil
+}
+
+// EnqueueSQL is Enqueue as a statement to run inside a caller's
+// data-modifying WITH clause, so that an effect and its message commit in
+// one round trip (and one statement, atomic without a transaction): the
+// message is written only when the SQL condition guard holds, typically
+// `EXISTS (SELECT 1 FROM <the effect's member>)`. guard may not contain
+// placeholders.
+func (s *Store) EnqueueSQL(m message.Message, guard string) (string, []any, error) {
 	switch {
 	case m.ID == "":
-		return fmt.Errorf("%w: message id is empty", ErrInvalid)
+		return "", nil, fmt.Errorf("%w: message id is empty", ErrInvalid)
 	case m.Key() == "":
-		return fmt.Errorf("%w: routing key is empty", ErrInvalid)
+		return "", nil, fmt.Errorf("%w: routing key is empty", ErrInvalid)
 	}
 	r, err := relay.NewRow(m)
 	if err != nil {
-		return fmt.Errorf("encoding headers of %s: %w", m.ID, err)
+		return "", nil, fmt.Errorf("encoding headers of %s: %w", m.ID, err)
 	}
 	// deliver_at is the database's now(): the relay's lateness is measured
 	// from the write, on the one clock that decides what is due.
-	res := tx.WithContext(ctx).Exec(`
-		INSERT INTO outbox_messages (key, message_id, deliver_at, next_attempt_at, routing_key, type,
+	return `INSERT INTO outbox_messages (key, message_id, deliver_at, next_attempt_at, routing_key, type,
 			correlation_id, causation_id, traceparent, headers, body, occurred_at)
-		VALUES (?, ?, now(), now(), ?, ?, ?, ?, ?, ?, ?, ?)
+		SELECT ?::text, ?::text, now(), now(), ?::text, ?::text, ?::text, ?::text, ?::text, ?::jsonb, ?::bytea, ?::timestamptz
+		WHERE ` + guard + `
 		ON CONFLICT (key) DO UPDATE SET deliver_at = now(), next_attempt_at = now(),
 			attempts = 0, last_error = '', routing_key = EXCLUDED.routing_key, type = EXCLUDED.type,
 			correlation_id = EXCLUDED.correlation_id, causation_id = EXCLUDED.causation_id,
 			traceparent = EXCLUDED.traceparent, headers = EXCLUDED.headers,
 			body = EXCLUDED.body, occurred_at = EXCLUDED.occurred_at, updated_at = now()`,
-		r.MessageID, r.MessageID, r.RoutingKey, r.Type, r.CorrelationID, r.CausationID, r.Traceparent, r.Headers, r.Body, r.OccurredAt)
-	if res.Error != nil {
-		return fmt.Errorf("writing %s to the outbox: %w", m.ID, res.Error)
-	}
-	return nil
+		[]any{r.MessageID, r.MessageID, r.RoutingKey, r.Type, r.CorrelationID, r.CausationID, r.Traceparent, r.Headers, r.Body, r.OccurredAt}, nil
 }
 
 // Dispatches returns the first dispatch of each of messageIDs that went

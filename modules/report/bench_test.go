@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -45,7 +47,15 @@ func BenchmarkReportMillionRows(b *testing.B) {
 	}
 	ceilBefore := ceiling()
 
-	builder, err := New(bigConfig(dsn, b.TempDir()), nil, nil)
+	cfg := bigConfig(dsn, b.TempDir())
+	// GDPR_BENCH_COMPRESS_CONCURRENCY compares report.compress_concurrency values.
+	if v := os.Getenv("GDPR_BENCH_COMPRESS_CONCURRENCY"); v != "" {
+		n, err := strconv.Atoi(v)
+		require.NoError(b, err)
+		cfg.CompressConcurrency = n
+	}
+	require.NoError(b, cfg.Validate())
+	builder, err := New(cfg, nil, nil)
 	require.NoError(b, err)
 	defer builder.Close()
 	runtime.GC()

@@ -1,13 +1,16 @@
 package report
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -133,4 +136,37 @@ func firstSeenKeys(t *testing.T, objs [][]byte) ([]string, map[string]int) {
 		}))
 	}
 	return cols, idx
+}
+
+// TestSinkSurfacesSpoolFailures: when a spool cannot be written (here its
+// directory is gone) while a large source is read, the reader gets the
+// error from its encoders, at every report.compress_concurrency, and the
+// sink closes without waiting forever for batches that will not come back.
+func TestSinkSurfacesSpoolFailures(t *testing.T) {
+	t.Parallel()
+	key := newMasterKey(bytes.Repeat([]byte{9}, 32))
+	for _, workers := range []int{0, 1, 2} {
+		for _, fixed := range []bool{true, false} {
+			t.Run(fmt.Sprintf("compress_concurrency %d, fixed columns %v", workers, fixed), func(t *testing.T) {
+				t.Parallel()
+				var p pools
+				missing := filepath.Join(t.TempDir(), "gone")
+				s := newSourceSink(t.Context(), &p, "big", missing, key, workers)
+				defer s.close()
+				if fixed {
+					require.NoError(t, s.Columns([]string{"id", "payload"}))
+				}
+				random := make([]byte, 48)
+				var err error
+				for i := 0; i < 200_000 && err == nil; i++ {
+					_, _ = rand.Read(random)
+					err = s.Row(fmt.Appendf(nil, `{"id":%d,"payload":"%x"}`, i, random))
+				}
+				if err == nil {
+					err = s.finish()
+				}
+				require.ErrorIs(t, err, os.ErrNotExist)
+			})
+		}
+	}
 }

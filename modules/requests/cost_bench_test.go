@@ -3,7 +3,9 @@ package requests_test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/config"
@@ -277,6 +280,7 @@ func costOfBurst(b *testing.B, bin string) burstCost {
 	label := "this build"
 	if bin != "" {
 		s.bin, label = bin, bin
+		s.configFor(bin)
 	}
 	procs := map[string][]int{}
 	for _, role := range []string{"serve", "worker", "scheduler"} {
@@ -641,4 +645,59 @@ func printStages(b *testing.B, s *system, ids []string) {
 		tailTotal += r.Total
 	}
 	fmt.Printf("  (%d emails with every stage recorded; slowest 1%%: %d emails, mean submit→email %.0f ms)\n", len(rows), len(tail), tailTotal/float64(len(tail)))
+}
+
+// unknownField is how an older build's strict config parser names a
+// setting it does not have (yaml.v3's KnownFields error).
+var unknownField = regexp.MustCompile(`line (\d+): field \S+ not found in type`)
+
+// configFor writes, for the gdpr binary bin of an earlier commit, the
+// system's config file without the settings bin does not know (settings
+// added since: bin runs with what it had instead), and makes the system use
+// it. It asks bin itself (`gdpr config print`), so the file is what that
+// build accepts whatever it lacks.
+func (s *system) configFor(bin string) {
+	s.t.Helper()
+	raw, err := os.ReadFile(s.file)
+	require.NoError(s.t, err)
+	file := s.file + "." + filepath.Base(bin)
+	for range 5 {
+		require.NoError(s.t, os.WriteFile(file, raw, 0o600))
+		cmd := exec.Command(bin, "config", "print")
+		cmd.Env = append(os.Environ(), "GDPR_CONFIG="+file)
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			s.file = file
+			return
+		}
+		lines := map[int]bool{}
+		for _, m := range unknownField.FindAllStringSubmatch(string(out), -1) {
+			n, _ := strconv.Atoi(m[1])
+			lines[n] = true
+		}
+		require.NotEmpty(s.t, lines, "%s refuses the config for another reason:\n%s", bin, out)
+		var doc yaml.Node
+		require.NoError(s.t, yaml.Unmarshal(raw, &doc))
+		dropKeys(&doc, lines)
+		raw, err = yaml.Marshal(&doc)
+		require.NoError(s.t, err)
+	}
+	s.t.Fatalf("%s still refuses the config after removing the settings it does not know", bin)
+}
+
+// dropKeys removes from n's mappings every member whose key is on one of lines.
+func dropKeys(n *yaml.Node, lines map[int]bool) {
+	if n.Kind == yaml.MappingNode {
+		kept := n.Content[:0]
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if lines[n.Content[i].Line] {
+				continue
+			}
+			kept = append(kept, n.Content[i], n.Content[i+1])
+		}
+		n.Content = kept
+	}
+	for _, c := range n.Content {
+		dropKeys(c, lines)
+	}
 }

@@ -59,9 +59,11 @@ type Builder interface {
 	ErrorClass(err error) string
 }
 
-// Outbox enqueues a message inside the caller's transaction.
+// Outbox enqueues a message inside the caller's transaction, or as a
+// member of the caller's statement (outbox.Store.EnqueueSQL).
 type Outbox interface {
 	Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error
+	EnqueueSQL(m message.Message, guard string) (string, []any, error)
 }
 
 // DeletedEmails tells, inside the caller's transaction, whether the

@@ -139,6 +139,12 @@ func (m *Manager) due(tx *gorm.DB) (candidate, bool, error) {
 // someone else's fence won, or a dead worker used up its last attempt (then
 // tx fails the request).
 func (m *Manager) take(ctx context.Context, tx *gorm.DB, cand candidate) (*claimed, error) {
+	if cand.State == StateReceived {
+		// The common case, in one statement: the fence's claim, the state
+		// change and the attempt's record (what lock.Fence.Claim, the
+		// UPDATE and the INSERT below do one round trip each).
+		return m.takeReceived(ctx, tx, cand)
+	}
 	token, err := m.fence.Claim(ctx, tx, cand.ID, m.cfg.LeaseTTL)
 	if errors.Is(err, lock.ErrFenced) {
 		return nil, nil
@@ -146,18 +152,15 @@ func (m *Manager) take(ctx context.Context, tx *gorm.DB, cand candidate) (*claim
 	if err != nil {
 		return nil, err
 	}
-	attempts := cand.Attempts
-	if cand.State == StateProcessing {
-		// The previous worker died mid-attempt: that attempt counts, so
-		// a request that crashes every worker still ends.
-		attempts++
-		if err := m.closeAttempt(tx, cand.ID, attempts, "abandoned", ClassAbandoned, nil); err != nil {
-			return nil, err
-		}
-		m.logger.WarnContext(ctx, "request abandoned by a dead worker; retrying", "request_id", cand.ID, "attempt", attempts)
-		if attempts >= m.cfg.MaxAttempts {
-			return nil, m.fail(ctx, tx, cand.ID, cand.Type, attempts, ClassAbandoned, m.stage(cand.Type))
-		}
+	// The previous worker died mid-attempt: that attempt counts, so
+	// a request that crashes every worker still ends.
+	attempts := cand.Attempts + 1
+	if err := m.closeAttempt(tx, cand.ID, attempts, "abandoned", ClassAbandoned, nil); err != nil {
+		return nil, err
+	}
+	m.logger.WarnContext(ctx, "request abandoned by a dead worker; retrying", "request_id", cand.ID, "attempt", attempts)
+	if attempts >= m.cfg.MaxAttempts {
+		return nil, m.fail(ctx, tx, cand.ID, cand.Type, attempts, ClassAbandoned, m.stage(cand.Type))
 	}
 	if err := tx.Exec(`UPDATE requests SET state = ?, attempts = ?, updated_at = now() WHERE id = ?`,
 		StateProcessing, attempts, cand.ID).Error; err != nil {
@@ -171,10 +174,41 @@ func (m *Manager) take(ctx context.Context, tx *gorm.DB, cand candidate) (*claim
 			outcome = 'running', error_class = '', next_attempt_at = NULL`, attempts+1, cand.ID).Error; err != nil {
 		return nil, fmt.Errorf("recording attempt of %s: %w", cand.ID, err)
 	}
+	return cand.claimed(attempts+1, token), nil
+}
+
+// takeReceived is take for a request in state received: the fence's claim
+// (lock.Fence.Claim's condition and token, on the same columns), the state
+// change and the attempt's record of the current generation, as one
+// statement inside tx.
+func (m *Manager) takeReceived(ctx context.Context, tx *gorm.DB, cand candidate) (*claimed, error) {
+	var token int64
+	res := tx.WithContext(ctx).Raw(`WITH taken AS (
+			UPDATE requests SET lease_token = lease_token + 1, lease_until = clock_timestamp() + make_interval(secs => ?),
+				state = ?, updated_at = now()
+			WHERE id = ? AND (lease_until IS NULL OR lease_until < clock_timestamp())
+			RETURNING id, retries, lease_token),
+		attempt AS (
+			INSERT INTO request_attempts (request_id, generation, attempt)
+			SELECT id, retries, ?::integer FROM taken
+			ON CONFLICT (request_id, generation, attempt) DO UPDATE SET started_at = now(), finished_at = NULL,
+				outcome = 'running', error_class = '', next_attempt_at = NULL)
+		SELECT lease_token FROM taken`, m.cfg.LeaseTTL.Seconds(), StateProcessing, cand.ID, cand.Attempts+1).Scan(&token)
+	if res.Error != nil {
+		return nil, fmt.Errorf("claiming request %s: %w", cand.ID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		// Someone else's fence won (lock.ErrFenced of Fence.Claim).
+		return nil, nil
+	}
+	return cand.claimed(cand.Attempts+1, token), nil
+}
+
+func (cand candidate) claimed(attempt int, token int64) *claimed {
 	return &claimed{ID: cand.ID, Type: cand.Type, SubjectID: cand.SubjectID, SubjectEmail: cand.SubjectEmail,
 		SubjectPhone: cand.SubjectPhone, SubjectIdentifiers: cand.SubjectIdentifiers,
-		SubmittedAt: cand.SubmittedAt, Attempt: attempts + 1, Token: token,
-		Traceparent: cand.Traceparent, CauseID: cand.CauseID}, nil
+		SubmittedAt: cand.SubmittedAt, Attempt: attempt, Token: token,
+		Traceparent: cand.Traceparent, CauseID: cand.CauseID}
 }
 
 // keepLease renews the PostgreSQL lease while the work runs; the returned
@@ -232,35 +266,46 @@ func (m *Manager) access(ctx, work context.Context, c *claimed) error {
 }
 
 func (m *Manager) complete(ctx context.Context, c *claimed, rep Report) error {
-	err := m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := m.fence.Check(ctx, tx, c.ID, c.Token); err != nil {
-			return err
-		}
-		if err := tx.Exec(`INSERT INTO reports (id, request_id, bytes, sha256) VALUES (?, ?, ?, ?)
+	out, err := message.New(event.TypeReportReady, event.ReportReady{
+		RequestID: c.ID, ReportID: rep.ID, Bytes: rep.Bytes, SHA256: rep.SHA256, ReadyAt: time.Now().UTC(),
+	}, nil)
+	if err != nil {
+		return err
+	}
+	out.CorrelationID = c.ID
+	out.CausationID = c.CauseID
+	out.Traceparent = trace.Child(trace.Traceparent(ctx))
+	outSQL, outArgs, err := m.outbox.EnqueueSQL(out, "EXISTS (SELECT 1 FROM done)")
+	if err != nil {
+		return err
+	}
+	// One statement, atomic without a transaction: the fence
+	// (lock.Fence.Check's condition; the UPDATE takes the row lock Check's
+	// FOR UPDATE took, and waits for a holder as it did), the state, the
+	// report's record, the attempt's end and report.ready, all or none.
+	// attempts counts the attempt that succeeded too, so a status agrees
+	// with the attempt=N of the log lines.
+	var done int
+	err = m.db.WithContext(ctx).Raw(`WITH done AS (
+			UPDATE requests SET state = ?, completed_at = now(), updated_at = now(),
+				attempts = ?, last_error_class = '', lease_until = NULL
+			WHERE id = ? AND lease_token = ? AND lease_until >= clock_timestamp()
+			RETURNING id, retries),
+		report AS (
+			INSERT INTO reports (id, request_id, bytes, sha256) SELECT ?::text, id, ?::bigint, ?::text FROM done
 			ON CONFLICT (request_id) DO UPDATE SET id = EXCLUDED.id, bytes = EXCLUDED.bytes,
-				sha256 = EXCLUDED.sha256, created_at = now()`, rep.ID, c.ID, rep.Bytes, rep.SHA256).Error; err != nil {
-			return fmt.Errorf("recording report of %s: %w", c.ID, err)
-		}
-		// attempts counts the attempt that succeeded too, so a status agrees
-		// with the attempt=N of the log lines.
-		if err := tx.Exec(`UPDATE requests SET state = ?, completed_at = now(), updated_at = now(),
-			attempts = ?, last_error_class = '', lease_until = NULL WHERE id = ?`, StateCompleted, c.Attempt, c.ID).Error; err != nil {
-			return fmt.Errorf("completing request %s: %w", c.ID, err)
-		}
-		if err := m.closeAttempt(tx, c.ID, c.Attempt, "succeeded", "", nil); err != nil {
-			return err
-		}
-		out, err := message.New(event.TypeReportReady, event.ReportReady{
-			RequestID: c.ID, ReportID: rep.ID, Bytes: rep.Bytes, SHA256: rep.SHA256, ReadyAt: time.Now().UTC(),
-		}, nil)
-		if err != nil {
-			return err
-		}
-		out.CorrelationID = c.ID
-		out.CausationID = c.CauseID
-		out.Traceparent = trace.Child(trace.Traceparent(ctx))
-		return m.outbox.Enqueue(ctx, tx, out)
-	})
+				sha256 = EXCLUDED.sha256, created_at = now()),
+		attempt AS (
+			UPDATE request_attempts a SET finished_at = now(), outcome = 'succeeded', error_class = '', next_attempt_at = NULL
+			FROM done WHERE a.request_id = done.id AND a.attempt = ? AND a.generation = done.retries),
+		queued AS (`+outSQL+`)
+		SELECT count(*) FROM done`,
+		append([]any{StateCompleted, c.Attempt, c.ID, c.Token, rep.ID, rep.Bytes, rep.SHA256, c.Attempt}, outArgs...)...).Scan(&done).Error
+	if err != nil {
+		err = fmt.Errorf("completing request %s: %w", c.ID, err)
+	} else if done == 0 {
+		err = lock.ErrFenced
+	}
 	if err != nil {
 		if errors.Is(err, lock.ErrFenced) {
 			// Another worker owns the request now; it rebuilds the same

@@ -64,7 +64,7 @@ func validSubmission(s event.RequestSubmitted) error {
 }
 
 // receive stores a submitted request in state received and enqueues
-// request.received, in one transaction with the inbox record.
+// request.received, in one statement with the inbox record.
 func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 	var sub event.RequestSubmitted
 	if err := msg.Decode(&sub); err != nil {
@@ -73,49 +73,51 @@ func (m *Manager) receive(ctx context.Context, msg message.Message) error {
 	if err := validSubmission(sub); err != nil {
 		return err
 	}
-	inserted := false
-	err := m.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		fresh, err := inbox.Claim(ctx, tx, Consumer, msg.ID)
-		if err != nil || !fresh {
-			return err
-		}
-		// The same request may arrive under a second message id (intake
-		// re-published after an unknown confirm): the row's primary key
-		// absorbs it.
-		var method string
-		var verifiedAt *time.Time
-		if v := sub.Verification; v != nil {
-			method, verifiedAt = v.Method, &v.VerifiedAt
-		}
-		out, err := message.New(event.TypeRequestReceived, event.RequestReceived{
-			RequestID: sub.RequestID, Type: sub.Type, VerificationMethod: method, VerifiedAt: verifiedAt,
-		}, &msg)
-		if err != nil {
-			return err
-		}
-		out.CorrelationID = sub.RequestID
-		// had_email outlives the scrub: the in-sync check derives from it
-		// whether the request owes the subject an email.
-		// validSubmission parsed it already.
-		reg, _ := deadline.Parse(sub.Regulation)
-		res := tx.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, subject_phone, subject_identifiers, had_email, submitted_at, due_at, next_attempt_at,
-				traceparent, received_message_id, verification_method, verified_at, locale, receipt, regulation, client)
-			VALUES (?, ?, ?, ?, ?, ?, ?::jsonb, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO NOTHING`,
-			sub.RequestID, sub.Type, StateReceived, sub.Subject.ID, sub.Subject.Email, sub.Subject.Phone, identifiersJSON(sub.Subject.Identifiers), sub.Subject.Email != "", sub.SubmittedAt, reg.DueAt(sub.SubmittedAt),
-			out.Traceparent, out.ID, method, verifiedAt, sub.Locale, sub.Receipt && sub.Subject.Email != "", string(reg), sub.Client)
-		if res.Error != nil {
-			return fmt.Errorf("storing request %s: %w", sub.RequestID, res.Error)
-		}
-		if res.RowsAffected == 0 {
-			return nil
-		}
-		inserted = true
-		return m.outbox.Enqueue(ctx, tx, out)
-	})
+	// The same request may arrive under a second message id (intake
+	// re-published after an unknown confirm): the row's primary key
+	// absorbs it.
+	var method string
+	var verifiedAt *time.Time
+	if v := sub.Verification; v != nil {
+		method, verifiedAt = v.Method, &v.VerifiedAt
+	}
+	out, err := message.New(event.TypeRequestReceived, event.RequestReceived{
+		RequestID: sub.RequestID, Type: sub.Type, VerificationMethod: method, VerifiedAt: verifiedAt,
+	}, &msg)
 	if err != nil {
 		return err
 	}
+	out.CorrelationID = sub.RequestID
+	// had_email outlives the scrub: the in-sync check derives from it
+	// whether the request owes the subject an email.
+	// validSubmission parsed it already.
+	reg, _ := deadline.Parse(sub.Regulation)
+	// The inbox record, the row and request.received are one statement,
+	// atomic without a transaction: a redelivered message id stores no
+	// row, exactly as if inbox.Claim had said "not fresh" first, and a row
+	// already stored enqueues nothing.
+	inboxSQL, args := inbox.ClaimSQL(Consumer, msg.ID)
+	outSQL, outArgs, err := m.outbox.EnqueueSQL(out, "EXISTS (SELECT 1 FROM stored)")
+	if err != nil {
+		return err
+	}
+	args = append(args, sub.RequestID, sub.Type, StateReceived, sub.Subject.ID, sub.Subject.Email, sub.Subject.Phone, identifiersJSON(sub.Subject.Identifiers), sub.Subject.Email != "", sub.SubmittedAt, reg.DueAt(sub.SubmittedAt),
+		out.Traceparent, out.ID, method, verifiedAt, sub.Locale, sub.Receipt && sub.Subject.Email != "", string(reg), sub.Client)
+	args = append(args, outArgs...)
+	var stored int
+	if err := m.db.WithContext(ctx).Raw(`WITH claimed AS (`+inboxSQL+`),
+		stored AS (
+			INSERT INTO requests (id, type, state, subject_id, subject_email, subject_phone, subject_identifiers, had_email, submitted_at, due_at, next_attempt_at,
+				traceparent, received_message_id, verification_method, verified_at, locale, receipt, regulation, client)
+			SELECT ?::uuid, ?, ?, ?, ?, ?, ?::jsonb, ?::boolean, ?::timestamptz, ?::timestamptz, now(), ?, ?, ?, ?::timestamptz, ?, ?::boolean, ?, ?
+			WHERE EXISTS (SELECT 1 FROM claimed)
+			ON CONFLICT (id) DO NOTHING
+			RETURNING 1),
+		queued AS (`+outSQL+`)
+		SELECT count(*) FROM stored`, args...).Scan(&stored).Error; err != nil {
+		return fmt.Errorf("storing request %s: %w", sub.RequestID, err)
+	}
+	inserted := stored > 0
 	if inserted {
 		m.metrics.received.WithLabelValues(sub.Type).Inc()
 		m.logger.InfoContext(ctx, "request received", "request_id", sub.RequestID, "type", sub.Type)
