@@ -458,6 +458,11 @@ const envNotifyConcurrency = "GDPR_BENCH_NOTIFY_CONCURRENCY"
 // envNotifyConcurrency (more handlers than SMTP sessions).
 const envNotifySessions = "GDPR_BENCH_NOTIFY_SESSIONS"
 
+// envPGConns, when set, is the steady runs' postgres.max_open_conns (one
+// pool per process, which the worker's notifier shares with the requests
+// manager's workers).
+const envPGConns = "GDPR_BENCH_PG_CONNS"
+
 // envOutboxWorkers, when set, is the steady runs' outbox.workers (the
 // relay loops of every role).
 const envOutboxWorkers = "GDPR_BENCH_OUTBOX_WORKERS"
@@ -494,6 +499,9 @@ func steadyLoad(b *testing.B, rate int, d time.Duration, mutate func(*config.Con
 		}
 		if v, err := strconv.Atoi(os.Getenv(envNotifySessions)); err == nil && v > 0 {
 			c.Notify.Sessions = v
+		}
+		if v, err := strconv.Atoi(os.Getenv(envPGConns)); err == nil && v > 0 {
+			c.Postgres.MaxOpenConns = v
 		}
 		if v, err := strconv.Atoi(os.Getenv(envOutboxWorkers)); err == nil && v > 0 {
 			c.Outbox.Workers = v
