@@ -29,7 +29,7 @@ func buildGauge(_ context.Context, in *infra) ([]Component, error) {
 	t := in.cfg.Telemetry
 	gauges := gauge.New(requests.NewStore(in.db, nil), reconcile.New(in.db, reconcile.Stores(in.db)), gauge.Options{
 		Interval:          t.Gauge.Interval,
-		NearDeadline:      t.Gauge.NearDeadline,
+		NearDeadline:      in.cfg.Console.NearDeadline.Map(),
 		ReconcileInterval: t.Reconcile.Interval,
 		Reconcile:         t.Reconcile.Options(),
 	}, in.registry, in.logger)

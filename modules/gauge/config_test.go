@@ -17,11 +17,21 @@ func TestConfigValidateNamesTheSetting(t *testing.T) {
 		want string
 	}{
 		{func(c *gauge.Config) { c.Interval = 0 }, "telemetry.gauge_interval must be > 0, got 0s"},
-		{func(c *gauge.Config) { c.NearDeadline = -time.Hour }, "telemetry.near_deadline must be > 0, got -1h0m0s"},
 	}
 	for _, tc := range cases {
 		c := gauge.DefaultConfig()
 		tc.edit(&c)
 		require.EqualError(t, c.Validate(), tc.want)
 	}
+}
+
+// TestNearDeadlineRemoved: a configuration still setting
+// telemetry.near_deadline is refused with an error naming its replacement.
+func TestNearDeadlineRemoved(t *testing.T) {
+	t.Parallel()
+	c := gauge.DefaultConfig()
+	c.NearDeadline = 5 * 24 * time.Hour
+	err := c.Validate()
+	require.ErrorIs(t, err, gauge.ErrNearDeadlineRemoved)
+	require.ErrorContains(t, err, "console.near_deadline.lgpd")
 }

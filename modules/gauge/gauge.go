@@ -19,7 +19,7 @@ import (
 
 // Requests reads the open requests (requests.Store).
 type Requests interface {
-	Open(ctx context.Context, near time.Duration) (requests.OpenStats, error)
+	Open(ctx context.Context, near map[string]time.Duration) (requests.OpenStats, error)
 }
 
 // Checker is the in-sync check (reconcile.Checker).
@@ -31,8 +31,10 @@ type Checker interface {
 type Options struct {
 	// Interval is how often the request gauges are refreshed.
 	Interval time.Duration
-	// NearDeadline is how close to due_at counts as near the deadline.
-	NearDeadline time.Duration
+	// NearDeadline is, per regulation, how close to the deadline in force
+	// counts as near it: console.near_deadline, the windows the console's
+	// dashboard and near_deadline filter use, so both count the same requests.
+	NearDeadline map[string]time.Duration
 	// ReconcileInterval is how often the in-sync check runs; 0 disables it.
 	ReconcileInterval time.Duration
 	// Reconcile bounds the periodic in-sync check.
@@ -77,7 +79,7 @@ func New(reqs Requests, checker Checker, opts Options, reg prometheus.Registerer
 		}),
 		near: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gdpr_requests_near_deadline",
-			Help: "Open requests whose deadline in force (extended_until, else due_at) is within telemetry.near_deadline (default 5 days).",
+			Help: "Open requests whose deadline in force (extended_until, else due_at) is within its regulation's console.near_deadline window (default gdpr 7 days, ccpa 7, lgpd 3).",
 		}),
 		past: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gdpr_requests_past_deadline",

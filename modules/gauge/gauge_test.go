@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/modules/audit"
+	"github.com/gdpr-oss/gdpr/modules/console"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/gauge"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
@@ -40,6 +41,11 @@ func value(t *testing.T, reg *prometheus.Registry, name string, labels map[strin
 	return -1
 }
 
+// windows are console.near_deadline's defaults, which app/ passes the gauge.
+func windows() map[string]time.Duration {
+	return console.DefaultConfig().NearDeadline.Map()
+}
+
 func insertRequest(t *testing.T, gdb *gorm.DB, state string, submitted, due time.Time) string {
 	t.Helper()
 	id := uuid.NewString()
@@ -52,7 +58,7 @@ func TestRequestGauges(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	reg := prometheus.NewRegistry()
-	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: time.Hour, NearDeadline: 5 * 24 * time.Hour}, reg, testkit.Logger(t))
+	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: time.Hour, NearDeadline: windows()}, reg, testkit.Logger(t))
 
 	require.NoError(t, e.RefreshRequests(t.Context()))
 	for _, s := range requests.OpenStates() {
@@ -87,12 +93,54 @@ func TestRequestGauges(t *testing.T) {
 	require.InDelta(t, (31 * day).Seconds(), value(t, reg, "gdpr_oldest_open_request_age_seconds", nil), 120)
 }
 
+// TestNearDeadlineFollowsRegulation: the gauge counts a request as near its
+// deadline by its own regulation's window (console.near_deadline), the same
+// windows the console's dashboard and near_deadline filter use. Under the
+// single telemetry.near_deadline (5 days) it counted the lgpd request 4 days
+// from due and missed the ccpa and gdpr ones 6 days from due.
+func TestNearDeadlineFollowsRegulation(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	reg := prometheus.NewRegistry()
+	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: time.Hour, NearDeadline: windows()}, reg, testkit.Logger(t))
+	now := time.Now()
+	day := 24 * time.Hour
+	for _, r := range []struct {
+		regulation string
+		due        time.Duration
+	}{
+		{"lgpd", 4 * day},    // lgpd window 3 days: not near
+		{"lgpd", 2 * day},    // near
+		{"ccpa", 6 * day},    // ccpa window 7 days: near
+		{"gdpr", 6 * day},    // gdpr window 7 days: near
+		{"ccpa", 8 * day},    // not near
+		{"lgpd", -time.Hour}, // past, not near
+		{"gdpr", 30 * day},   // not near
+	} {
+		id := insertRequest(t, gdb, "received", now.Add(-day), now.Add(r.due))
+		require.NoError(t, gdb.Exec(`UPDATE requests SET regulation = ? WHERE id = ?`, r.regulation, id).Error)
+	}
+	require.NoError(t, e.RefreshRequests(t.Context()))
+	require.Equal(t, 3.0, value(t, reg, "gdpr_requests_near_deadline", nil))
+	require.Equal(t, 1.0, value(t, reg, "gdpr_requests_past_deadline", nil))
+
+	// Same count as the console's near_deadline filter: one source of truth.
+	page, err := requests.NewStore(gdb, nil).List(t.Context(), requests.Filter{NearDeadline: true, Near: windows(), Limit: 500})
+	require.NoError(t, err)
+	require.Len(t, page.Requests, 3)
+
+	// An operator's extension moves the deadline in force into the window.
+	require.NoError(t, gdb.Exec(`UPDATE requests SET extended_until = now() + interval '2 days' WHERE regulation = 'ccpa' AND due_at > now() + interval '7 days'`).Error)
+	require.NoError(t, e.RefreshRequests(t.Context()))
+	require.Equal(t, 4.0, value(t, reg, "gdpr_requests_near_deadline", nil))
+}
+
 func TestExporterRunsReconcilePeriodically(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	reg := prometheus.NewRegistry()
 	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{
-		Interval: 50 * time.Millisecond, NearDeadline: 5 * 24 * time.Hour,
+		Interval: 50 * time.Millisecond, NearDeadline: windows(),
 		ReconcileInterval: 50 * time.Millisecond,
 		Reconcile:         reconcile.Options{Since: 24 * time.Hour, StuckAfter: time.Minute},
 	}, reg, testkit.Logger(t))
@@ -126,7 +174,7 @@ func TestRefreshFailureKeepsRunning(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	reg := prometheus.NewRegistry()
-	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: 20 * time.Millisecond, NearDeadline: time.Hour}, reg, testkit.Logger(t))
+	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: 20 * time.Millisecond, NearDeadline: windows()}, reg, testkit.Logger(t))
 	// Break our own database: the table the gauges read disappears.
 	require.NoError(t, gdb.Exec(`ALTER TABLE requests RENAME TO requests_gone`).Error)
 	require.NoError(t, e.Start(t.Context()))
@@ -150,7 +198,7 @@ func TestRefreshFailureKeepsRunning(t *testing.T) {
 	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, submitted_at, due_at) VALUES (?, 'erasure', 'received', now(), now() + interval '1 day')`, uuid.NewString()).Error)
 	testkit.Eventually(t, 10*time.Second, func() bool {
 		return value(t, reg, "gdpr_open_requests", map[string]string{"state": "received"}) == 1 &&
-			value(t, reg, "gdpr_requests_near_deadline", nil) == 0
+			value(t, reg, "gdpr_requests_near_deadline", nil) == 1
 	}, "gauges recover once the database answers again")
 }
 
@@ -161,7 +209,7 @@ func TestRequestGaugesIgnoreOperatorEndsAndFollowExtensions(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	reg := prometheus.NewRegistry()
-	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: time.Hour, NearDeadline: 5 * 24 * time.Hour}, reg, testkit.Logger(t))
+	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: time.Hour, NearDeadline: windows()}, reg, testkit.Logger(t))
 
 	now := time.Now()
 	day := 24 * time.Hour

@@ -25,7 +25,7 @@ func TestExporterStopWaitsForABlockedRefresh(t *testing.T) {
 	t.Cleanup(func() { tx.Rollback() })
 	require.NoError(t, tx.Exec(`LOCK TABLE requests IN ACCESS EXCLUSIVE MODE`).Error)
 
-	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: time.Hour, NearDeadline: time.Hour}, prometheus.NewRegistry(), testkit.Logger(t))
+	e := gauge.New(requests.NewStore(gdb, nil), reconcile.New(gdb, reconcile.Stores(gdb)), gauge.Options{Interval: time.Hour, NearDeadline: map[string]time.Duration{"gdpr": time.Hour}}, prometheus.NewRegistry(), testkit.Logger(t))
 	require.NoError(t, e.Start(t.Context()))
 	testkit.Eventually(t, 10*time.Second, func() bool {
 		var waiting int

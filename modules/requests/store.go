@@ -55,10 +55,12 @@ type OpenStats struct {
 	Near, Past int
 }
 
-// Open reads the open requests' counts and deadlines; near is how close to
-// the deadline in force (an operator's extended_until, else due_at) counts
-// as near it. A request an operator cancelled or denied is finished.
-func (s *Store) Open(ctx context.Context, near time.Duration) (OpenStats, error) {
+// Open reads the open requests' counts and deadlines; near is, per
+// regulation, how close to the deadline in force (an operator's
+// extended_until, else due_at) counts as near it, the same windows List's
+// NearDeadline filter uses. A regulation missing from near has no window.
+// A request an operator cancelled or denied is finished.
+func (s *Store) Open(ctx context.Context, near map[string]time.Duration) (OpenStats, error) {
 	db := s.db.WithContext(ctx)
 	var byState []struct {
 		State State
@@ -73,12 +75,13 @@ func (s *Store) Open(ctx context.Context, near time.Duration) (OpenStats, error)
 		Near          int
 		Past          int
 	}
+	expr, args := nearExpr(near)
 	if err := db.Raw(`SELECT
-			COALESCE(EXTRACT(EPOCH FROM now() - min(submitted_at)), 0)::float8 AS oldest_seconds,
-			count(*) FILTER (WHERE COALESCE(extended_until, due_at) > now()
-				AND COALESCE(extended_until, due_at) <= now() + make_interval(secs => ?)) AS near,
-			count(*) FILTER (WHERE COALESCE(extended_until, due_at) <= now()) AS past
-		FROM requests WHERE state NOT IN ?`, near.Seconds(), finished()).Scan(&st).Error; err != nil {
+			COALESCE(EXTRACT(EPOCH FROM now() - min(r.submitted_at)), 0)::float8 AS oldest_seconds,
+			count(*) FILTER (WHERE COALESCE(r.extended_until, r.due_at) > now()
+				AND COALESCE(r.extended_until, r.due_at) <= now() + make_interval(secs => `+expr+`)) AS near,
+			count(*) FILTER (WHERE COALESCE(r.extended_until, r.due_at) <= now()) AS past
+		FROM requests r WHERE r.state NOT IN ?`, append(args, finished())...).Scan(&st).Error; err != nil {
 		return OpenStats{}, fmt.Errorf("reading request deadlines: %w", err)
 	}
 	out := OpenStats{ByState: make(map[State]int, len(byState)), OldestSeconds: st.OldestSeconds, Near: st.Near, Past: st.Past}
