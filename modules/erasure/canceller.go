@@ -36,6 +36,8 @@ type Scheduler interface {
 // inside the caller's transaction (modules/outbox).
 type Outbox interface {
 	Enqueue(ctx context.Context, tx *gorm.DB, m message.Message) error
+	// EnqueueAll writes several messages in one statement.
+	EnqueueAll(ctx context.Context, tx *gorm.DB, ms []message.Message) error
 }
 
 // Canceller holds the erasure state machine. It keeps no state of its own
@@ -49,8 +51,8 @@ type Canceller struct {
 	metrics  *Metrics
 	logger   *slog.Logger
 	client   *http.Client
-	// confirmations groups the confirmations of one erasure that arrive
-	// while one of its transactions runs into the next one.
+	// confirmations groups the confirmations that arrive while a
+	// confirmation transaction runs into the next one (confirmations.go).
 	confirmations *confirmationGroups
 }
 
@@ -68,7 +70,7 @@ func New(db *gorm.DB, sched Scheduler, outbox Outbox, cfg Config, metrics *Metri
 		// A participant's credentials must not follow a redirect to another
 		// origin, and a DELETE must not become a GET on a 302.
 		client:        &http.Client{CheckRedirect: expand.CheckRedirect},
-		confirmations: &confirmationGroups{running: map[string]*confirmationGroup{}},
+		confirmations: &confirmationGroups{running: map[uint32]*confirmationGroup{}},
 	}, nil
 }
 
@@ -77,6 +79,7 @@ func (c *Canceller) Registry() *Registry { return c.registry }
 
 // row is one erasure_participants row.
 type row struct {
+	RequestID   string
 	Participant string
 	Kind        string
 	State       string
@@ -85,6 +88,7 @@ type row struct {
 
 // erasureRow is the locked erasures row plus the database's clock.
 type erasureRow struct {
+	RequestID          string
 	State              string
 	SubjectID          string
 	SubjectEmail       string
@@ -128,6 +132,9 @@ type step struct {
 	requestID string
 	cause     *message.Message
 	fx        *effects
+	// rows, when set, are the erasure's participant rows as this
+	// transaction sees them (rowSet); nil reads them when needed.
+	rows *rowSet
 }
 
 // effects are what to record once the transaction committed.
@@ -188,6 +195,12 @@ func (c *Canceller) lockParticipant(ctx context.Context, tx *gorm.DB, requestID,
 }
 
 func (c *Canceller) setState(ctx context.Context, s step, name, state string, attempt int, outcome, detail string) error {
+	if s.rows != nil {
+		s.rows.set(name, state, attempt, outcome, detail)
+		if s.rows.deferred {
+			return nil
+		}
+	}
 	tx, requestID := s.tx, s.requestID
 	confirmed := state == StateErased || state == StateNotFound
 	err := tx.WithContext(ctx).Exec(`UPDATE erasure_participants SET state = ?, attempt = ?,
@@ -204,8 +217,18 @@ func (c *Canceller) setState(ctx context.Context, s step, name, state string, at
 // send records attempt n to an AMQP (or email) participant as sent at `at`
 // and enqueues its command for then. The caller reschedules the sweep.
 func (c *Canceller) send(ctx context.Context, s step, p Participant, n int, at time.Time) error {
+	// The row is written here at once: deferred changes go first, so the
+	// statement below is the row's last.
+	if err := c.flush(ctx, s); err != nil {
+		return err
+	}
 	if err := c.enqueueCommand(ctx, s, p.Name, n, at); err != nil {
 		return err
+	}
+	if s.rows != nil {
+		if r, ok := s.rows.byName[p.Name]; ok {
+			r.State, r.Attempt = StateSent, n
+		}
 	}
 	if err := s.tx.WithContext(ctx).Exec(`UPDATE erasure_participants SET state = 'sent', attempt = ?, sent_at = ?, updated_at = now()
 		WHERE request_id = ? AND participant = ?`, n, at, s.requestID, p.Name).Error; err != nil {
@@ -216,19 +239,27 @@ func (c *Canceller) send(ctx context.Context, s step, p Participant, n int, at t
 
 // enqueueCommand schedules attempt n's command to be published at `at`.
 func (c *Canceller) enqueueCommand(ctx context.Context, s step, name string, n int, at time.Time) (err error) {
-	requestID, e := s.requestID, s.e
-	ctx, span := startCommandSpan(ctx, requestID, name, n)
+	ctx, span := startCommandSpan(ctx, s.requestID, name, n)
 	defer func() { endCommandSpan(span, err) }()
-	cmd, err := message.New(event.TypeErasureCommand, event.ErasureCommand{
-		Version: 1, RequestID: requestID, Participant: name,
-		Subject: e.subject(), Attempt: n,
-	}, s.cause)
+	cmd, err := c.command(s, name, n)
 	if err != nil {
 		return err
 	}
+	return c.deliver(ctx, s.tx, timerKey(s.requestID, name, "command", n), at, s.e.Now, cmd)
+}
+
+// command is attempt n's command to participant name.
+func (c *Canceller) command(s step, name string, n int) (message.Message, error) {
+	cmd, err := message.New(event.TypeErasureCommand, event.ErasureCommand{
+		Version: 1, RequestID: s.requestID, Participant: name,
+		Subject: s.e.subject(), Attempt: n,
+	}, s.cause)
+	if err != nil {
+		return cmd, err
+	}
 	cmd.RoutingKey = CommandRoutingKey(name)
-	cmd.CorrelationID = requestID
-	return c.deliver(ctx, s.tx, timerKey(requestID, name, "command", n), at, e.Now, cmd)
+	cmd.CorrelationID = s.requestID
+	return cmd, nil
 }
 
 // deliver publishes m at `at`: through the outbox when `at` is not after
@@ -254,12 +285,21 @@ func sweepKey(requestID string) string { return "erasure:" + requestID + ":sweep
 // scheduleTimer delivers participant's timer for attempt n at `at`, judged
 // due against the transaction's moment.
 func (c *Canceller) scheduleTimer(ctx context.Context, s step, participant, action string, n int, at time.Time) error {
-	m, err := message.New(TypeTimer, Timer{RequestID: s.requestID, Participant: participant, Action: action, Attempt: n}, s.cause)
+	m, err := c.timer(s, participant, action, n)
 	if err != nil {
 		return err
 	}
-	m.CorrelationID = s.requestID
 	return c.deliver(ctx, s.tx, timerKey(s.requestID, participant, action, n), at, s.e.Now, m)
+}
+
+// timer is participant's timer message for attempt n.
+func (c *Canceller) timer(s step, participant, action string, n int) (message.Message, error) {
+	m, err := message.New(TypeTimer, Timer{RequestID: s.requestID, Participant: participant, Action: action, Attempt: n}, s.cause)
+	if err != nil {
+		return m, err
+	}
+	m.CorrelationID = s.requestID
+	return m, nil
 }
 
 // sentRow is a participant awaiting a confirmation.
@@ -284,6 +324,9 @@ func (c *Canceller) sentRows(ctx context.Context, tx *gorm.DB, requestID string)
 // one per participant), or drops it when nothing awaits a confirmation.
 func (c *Canceller) reschedule(ctx context.Context, s step) error {
 	tx, requestID := s.tx, s.requestID
+	if err := c.flush(ctx, s); err != nil {
+		return err
+	}
 	rows, err := c.sentRows(ctx, tx, requestID)
 	if err != nil {
 		return err
@@ -298,12 +341,17 @@ func (c *Canceller) reschedule(ctx context.Context, s step) error {
 			due = d
 		}
 	}
-	m, err := message.New(TypeTimer, Timer{RequestID: requestID, Action: ActionSweep}, s.cause)
+	return c.scheduleSweep(ctx, s, due)
+}
+
+// scheduleSweep sets the erasure's sweep timer to due.
+func (c *Canceller) scheduleSweep(ctx context.Context, s step, due time.Time) error {
+	m, err := message.New(TypeTimer, Timer{RequestID: s.requestID, Action: ActionSweep}, s.cause)
 	if err != nil {
 		return err
 	}
-	m.CorrelationID = requestID
-	return c.sched.Schedule(ctx, tx, scheduler.Entry{Key: sweepKey(requestID), DeliverAt: due, Message: m})
+	m.CorrelationID = s.requestID
+	return c.sched.Schedule(ctx, s.tx, scheduler.Entry{Key: sweepKey(s.requestID), DeliverAt: due, Message: m})
 }
 
 // checkCompletion completes the erasure when every participant but the email
@@ -315,7 +363,9 @@ func (c *Canceller) checkCompletion(ctx context.Context, s step) error {
 		return nil
 	}
 	var rows []row
-	if err := tx.WithContext(ctx).Raw(`SELECT participant, kind, state, attempt FROM erasure_participants
+	if s.rows != nil {
+		rows = s.rows.all()
+	} else if err := tx.WithContext(ctx).Raw(`SELECT participant, kind, state, attempt FROM erasure_participants
 		WHERE request_id = ?`, requestID).Scan(&rows).Error; err != nil {
 		return fmt.Errorf("reading participants of %s: %w", requestID, err)
 	}
@@ -329,15 +379,23 @@ func (c *Canceller) checkCompletion(ctx context.Context, s step) error {
 			return nil
 		}
 	}
+	emailDone := email == nil || email.State == StateErased || email.State == StateNotFound
 	if s.e.State == ErasureOpen {
 		// One moment, read from the database's clock now rather than the
 		// transaction's start (which may be long before, behind the row
 		// lock), is completed_at, erasure.completed's occurred_at and the
 		// start of the email system's delay: its command is never due
-		// sooner than email_delay after what the audit log shows.
+		// sooner than email_delay after what the audit log shows. Without
+		// an email system to wait for, the same statement finishes it.
 		var completedAt time.Time
-		if err := tx.WithContext(ctx).Raw(`UPDATE erasures SET state = 'completed', completed_at = clock_timestamp(), updated_at = now()
-			WHERE request_id = ? RETURNING completed_at`, requestID).Scan(&completedAt).Error; err != nil {
+		q := `UPDATE erasures SET state = 'completed', completed_at = clock_timestamp(), updated_at = now()
+			WHERE request_id = ? RETURNING completed_at`
+		if emailDone {
+			q = `UPDATE erasures SET state = 'finished', completed_at = clock_timestamp(), finished_at = now(), updated_at = now(),
+				subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}'
+			WHERE request_id = ? RETURNING completed_at`
+		}
+		if err := tx.WithContext(ctx).Raw(q, requestID).Scan(&completedAt).Error; err != nil {
 			return fmt.Errorf("completing erasure %s: %w", requestID, err)
 		}
 		done, err := message.New(event.TypeErasureCompleted, event.ErasureCompleted{RequestID: requestID}, s.cause)
@@ -346,13 +404,19 @@ func (c *Canceller) checkCompletion(ctx context.Context, s step) error {
 		}
 		done.CorrelationID = requestID
 		done.OccurredAt = completedAt.UTC()
+		s.fx.completed = true
+		s.e.State = ErasureCompleted
+		if s.rows != nil {
+			s.rows.state = ErasureCompleted
+		}
+		c.logger.InfoContext(ctx, "erasure completed", "request_id", requestID)
+		if emailDone {
+			return c.finished(ctx, s, done)
+		}
 		if err := c.outbox.Enqueue(ctx, tx, done); err != nil {
 			return err
 		}
-		s.fx.completed = true
-		s.e.State = ErasureCompleted
-		c.logger.InfoContext(ctx, "erasure completed", "request_id", requestID)
-		if email != nil && email.State == StateWaiting {
+		if email.State == StateWaiting {
 			p, ok := c.registry.Get(email.Participant)
 			if !ok {
 				p = Participant{Name: email.Participant, Kind: KindEmail}
@@ -362,19 +426,39 @@ func (c *Canceller) checkCompletion(ctx context.Context, s step) error {
 			}
 			return c.reschedule(ctx, s)
 		}
+		return nil
 	}
-	if email != nil && email.State != StateErased && email.State != StateNotFound {
+	if !emailDone {
 		return nil
 	}
 	if err := tx.WithContext(ctx).Exec(`UPDATE erasures SET state = 'finished', finished_at = now(), updated_at = now(),
 			subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}' WHERE request_id = ?`, requestID).Error; err != nil {
 		return fmt.Errorf("finishing erasure %s: %w", requestID, err)
 	}
-	c.logger.InfoContext(ctx, "erasure finished", "request_id", requestID)
-	if _, err := c.sched.Cancel(ctx, tx, sweepKey(requestID)); err != nil {
+	return c.finished(ctx, s)
+}
+
+// finished is what follows the erasure row's move to finished: no sweep any
+// more, and erasure.finished (after the given messages) in one outbox write.
+func (c *Canceller) finished(ctx context.Context, s step, before ...message.Message) error {
+	if s.rows != nil {
+		s.rows.state = ErasureFinished
+	}
+	c.logger.InfoContext(ctx, "erasure finished", "request_id", s.requestID)
+	if _, err := c.sched.Cancel(ctx, s.tx, sweepKey(s.requestID)); err != nil {
 		return err
 	}
-	return c.enqueue(ctx, s, event.TypeErasureFinished, event.ErasureFinished{RequestID: requestID})
+	fin, err := message.New(event.TypeErasureFinished, event.ErasureFinished{RequestID: s.requestID}, s.cause)
+	if err != nil {
+		return err
+	}
+	fin.CorrelationID = s.requestID
+	return c.outbox.EnqueueAll(ctx, s.tx, append(before, fin))
+}
+
+// enqueueAll writes ms to the outbox in one statement.
+func (c *Canceller) enqueueAll(ctx context.Context, tx *gorm.DB, ms []message.Message) error {
+	return c.outbox.EnqueueAll(ctx, tx, ms)
 }
 
 // enqueue writes a message of typ about the step's erasure to the outbox.

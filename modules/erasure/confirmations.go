@@ -3,7 +3,8 @@ package erasure
 import (
 	"context"
 	"fmt"
-	"strconv"
+	"hash/fnv"
+	"slices"
 	"sync"
 
 	"gorm.io/gorm"
@@ -16,15 +17,22 @@ import (
 )
 
 // Confirmations of one erasure all take its row lock (lock), so handled one
-// transaction each they queue behind each other: with ten participants
-// answering at once, the tenth waits for nine commits. Instead, the
-// confirmations of one erasure that arrive while a transaction of that
-// erasure is running are recorded together in the next transaction, each
-// under its own savepoint, and every handler returns (and its delivery is
-// acknowledged) only after the transaction holding its confirmation
-// committed. Across replicas the row lock still serialises their
-// transactions; within one process a confirmation never waits for more than
-// the transaction in progress.
+// transaction each they queue behind each other, and each costs a
+// transaction of its own: with ten participants, ten commits per erasure.
+// Instead, confirmations are recorded in shared transactions, as a database
+// groups commits: the confirmations (of any erasures) that arrive while a
+// transaction of their lane is running are recorded together in the lane's
+// next one, and every handler returns (and its delivery is acknowledged)
+// only after the transaction holding its confirmation committed. A lane is
+// a hash of the request id, so the confirmations of one erasure share one;
+// within one process a confirmation never waits for more than the
+// transaction in progress. A batch locks its erasures in one statement in
+// request id order (lockAll), so two batches, of this replica or another,
+// never wait for each other in a cycle.
+
+// confirmationLanes is how many confirmation transactions of one process run
+// at once: two let one batch's commit overlap the next one's statements.
+const confirmationLanes = 2
 
 // confirmation is one erasure.confirmed message waiting for its transaction.
 type confirmation struct {
@@ -48,14 +56,21 @@ type confirmationGroup struct {
 
 type confirmationGroups struct {
 	mu      sync.Mutex
-	running map[string]*confirmationGroup
+	running map[uint32]*confirmationGroup
 }
 
-// submit records cf: at once in its own transaction when none of its
-// erasure is running, else in the next batch, which the handler of the
+// lane is the lane of requestID's confirmations.
+func lane(requestID string) uint32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(requestID))
+	return h.Sum32() % confirmationLanes
+}
+
+// submit records cf: at once in its own transaction when none of its lane
+// is running, else in the lane's next batch, which the handler of the
 // running transaction commits after its own.
 func (g *confirmationGroups) submit(ctx context.Context, c *Canceller, cf *confirmation) error {
-	id := cf.body.RequestID
+	id := lane(cf.body.RequestID)
 	g.mu.Lock()
 	if grp, ok := g.running[id]; ok {
 		if grp.next == nil {
@@ -92,27 +107,81 @@ func (g *confirmationGroups) submit(ctx context.Context, c *Canceller, cf *confi
 }
 
 // recordConfirmations records cfs in one transaction and sets each one's
-// err. With more than one, each runs under a savepoint, so that one that
-// fails (an unknown participant, a bad row) leaves the others in.
+// err. Their erasures are locked in one statement and their participant rows
+// read in one; each confirmation is applied to them in memory, in order, and
+// what changed is written in one statement at the end (rowSet, flushAll),
+// with one inbox statement for every message id. A confirmation of an
+// unknown erasure or naming a participant its erasure does not have fails
+// alone. When the transaction fails with confirmations of several erasures,
+// each erasure's are recorded again in a transaction of their own, so that
+// one erasure's failure does not hold the others back.
 func (c *Canceller) recordConfirmations(ctx context.Context, cfs []*confirmation) {
+	byErasure := map[string][]*confirmation{}
+	var ids []string
+	for _, cf := range cfs {
+		id := cf.body.RequestID
+		if _, ok := byErasure[id]; !ok {
+			ids = append(ids, id)
+		}
+		byErasure[id] = append(byErasure[id], cf)
+	}
+	slices.Sort(ids)
 	err := c.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if len(cfs) == 1 {
-			cfs[0].err = c.recordConfirmation(ctx, tx, cfs[0])
-			return cfs[0].err
+		for _, cf := range cfs {
+			cf.err, cf.fx = nil, effects{}
 		}
-		for i, cf := range cfs {
-			sp := "confirmation_" + strconv.Itoa(i)
-			if err := tx.SavePoint(sp).Error; err != nil {
-				return fmt.Errorf("savepoint: %w", err)
-			}
-			if cf.err = c.recordConfirmation(ctx, tx, cf); cf.err != nil {
-				if err := tx.RollbackTo(sp).Error; err != nil {
-					return fmt.Errorf("rolling back to savepoint: %w", err)
-				}
+		es, err := c.lockAll(ctx, tx, ids)
+		if err != nil {
+			return err
+		}
+		sets, err := c.readRowsAll(ctx, tx, ids, es)
+		if err != nil {
+			return err
+		}
+		claim := make([]string, 0, len(cfs))
+		for _, cf := range cfs {
+			rs, ok := sets[cf.body.RequestID]
+			switch {
+			case !ok:
+				cf.err = fmt.Errorf("%w: %s", ErrUnknownRequest, cf.body.RequestID)
+			case rs.byName[cf.body.Participant] == nil:
+				cf.err = fmt.Errorf("%w: %q is not a participant of %s", ErrUnknownParty, cf.body.Participant, cf.body.RequestID)
+			default:
+				claim = append(claim, cf.m.ID)
 			}
 		}
-		return nil
+		fresh, err := inbox.ClaimAll(ctx, tx, inboxConfirmed, claim)
+		if err != nil {
+			return err
+		}
+		for _, cf := range cfs {
+			if cf.err != nil || !fresh[cf.m.ID] {
+				continue
+			}
+			delete(fresh, cf.m.ID) // a repeat of the id within cfs is a duplicate
+			id := cf.body.RequestID
+			rs := sets[id]
+			e := es[id]
+			e.State = rs.state
+			s := step{tx: tx, e: e, requestID: id, cause: &cf.m, fx: &cf.fx, rows: rs}
+			if err := c.confirm(ctx, s, cf.body, *rs.byName[cf.body.Participant]); err != nil {
+				return err
+			}
+		}
+		all := make([]*rowSet, 0, len(ids))
+		for _, id := range ids {
+			if rs, ok := sets[id]; ok {
+				all = append(all, rs)
+			}
+		}
+		return c.flushAll(ctx, tx, all)
 	})
+	if err != nil && len(ids) > 1 {
+		for _, id := range ids {
+			c.recordConfirmations(ctx, byErasure[id])
+		}
+		return
+	}
 	for _, cf := range cfs {
 		switch {
 		case cf.err != nil:
@@ -123,24 +192,6 @@ func (c *Canceller) recordConfirmations(ctx context.Context, cfs []*confirmation
 			c.apply(cf.fx)
 		}
 	}
-}
-
-// recordConfirmation is one confirmation's part of a transaction: the inbox
-// claim, then the erasure's and the participant's rows read again under the
-// lock (an earlier confirmation of the same transaction may have changed them).
-func (c *Canceller) recordConfirmation(ctx context.Context, tx *gorm.DB, cf *confirmation) error {
-	fresh, err := inbox.Claim(ctx, tx, inboxConfirmed, cf.m.ID)
-	if err != nil || !fresh {
-		return err
-	}
-	e, r, ok, err := c.lockParticipant(ctx, tx, cf.body.RequestID, cf.body.Participant)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return fmt.Errorf("%w: %q is not a participant of %s", ErrUnknownParty, cf.body.Participant, cf.body.RequestID)
-	}
-	return c.confirm(ctx, step{tx: tx, e: e, requestID: cf.body.RequestID, cause: &cf.m, fx: &cf.fx}, cf.body, r)
 }
 
 // HandleConfirmed records a participant's confirmation. A duplicate changes

@@ -5,6 +5,7 @@ package inbox
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"gorm.io/gorm"
 )
@@ -20,6 +21,36 @@ func Claim(ctx context.Context, tx *gorm.DB, consumer, messageID string) (bool, 
 		return false, fmt.Errorf("recording message %s in inbox: %w", messageID, res.Error)
 	}
 	return res.RowsAffected == 1, nil
+}
+
+// ClaimAll is Claim for several message ids in one statement. It returns the
+// ids recorded now, each once; an id absent from it was recorded before (or
+// is a repeat within messageIDs) and its effect must not happen again.
+func ClaimAll(ctx context.Context, tx *gorm.DB, consumer string, messageIDs []string) (map[string]bool, error) {
+	fresh := make(map[string]bool, len(messageIDs))
+	if len(messageIDs) == 0 {
+		return fresh, nil
+	}
+	var sb strings.Builder
+	args := make([]any, 0, 2*len(messageIDs))
+	for i, id := range messageIDs {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString("(?, ?)")
+		args = append(args, consumer, id)
+	}
+	var claimed []string
+	err := tx.WithContext(ctx).Raw(
+		`INSERT INTO inbox (consumer, message_id) VALUES `+sb.String()+` ON CONFLICT DO NOTHING RETURNING message_id`,
+		args...).Scan(&claimed).Error
+	if err != nil {
+		return nil, fmt.Errorf("recording %d messages in inbox: %w", len(messageIDs), err)
+	}
+	for _, id := range claimed {
+		fresh[id] = true
+	}
+	return fresh, nil
 }
 
 // ClaimSQL is Claim as a statement to run inside a caller's data-modifying

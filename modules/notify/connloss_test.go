@@ -26,6 +26,101 @@ func lockWaiters(t *testing.T, gdb *gorm.DB) int {
 	return n
 }
 
+// twoWorkers is the setup both failure tests share: a database and an
+// SMTP server of their own, two notifiers consuming one worker.notify queue
+// of this test's prefix, each on its own AMQP connection (named
+// "<prefix>-worker<i>", so that the test can close them), a publisher, and
+// total completed access requests with an address each.
+type twoWorkers struct {
+	gdb       *gorm.DB
+	mp        *testkit.Mailpit
+	amqp      bus.Config
+	publisher *bus.Publisher
+	ids       []string
+	// stop stops both consumers, waiting for their handlers.
+	stop func()
+}
+
+func startTwoWorkers(t *testing.T, total int, smtpCfg func(*testkit.Mailpit) notify.Config, opts notify.Options, retryBackoff time.Duration) *twoWorkers {
+	t.Helper()
+	w := &twoWorkers{mp: testkit.StartMailpit(t), amqp: testkit.AMQP(t)}
+	w.gdb, _ = testkit.Postgres(t)
+	topo := bus.Topology{Queues: []bus.Queue{{Name: notify.Consumer, Bindings: []string{event.TypeReportReady}}}}
+	logger := testkit.Logger(t)
+	dial := func(name string) *bus.Conn {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		conn, err := bus.Dial(ctx, w.amqp, "gdpr-test-"+w.amqp.Prefix+"-"+name, topo, logger)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
+	}
+	t.Cleanup(func() { testkit.DeleteTopology(t, w.amqp, topo) })
+	w.publisher = bus.NewPublisher(dial("publisher"))
+	t.Cleanup(func() { _ = w.publisher.Close() })
+
+	var consumers []*bus.Consumer
+	for i := range 2 {
+		sender := notify.NewSMTP(smtpCfg(w.mp))
+		t.Cleanup(func() { _ = sender.Close() })
+		n, err := notify.New(w.gdb, requests.NewStore(w.gdb, nil), outbox.NewStore(w.gdb), sender, link, opts, logger, nil)
+		require.NoError(t, err)
+		c := bus.NewConsumer(dial(fmt.Sprintf("worker%d", i)),
+			bus.ConsumerOptions{Queue: notify.Consumer, Concurrency: 4, RetryBackoff: retryBackoff}, n.Handle, logger)
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		require.NoError(t, c.Start(ctx))
+		cancel()
+		consumers = append(consumers, c)
+	}
+	w.stop = func() {
+		for _, c := range consumers {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_ = c.Stop(ctx)
+			cancel()
+		}
+	}
+	t.Cleanup(w.stop)
+
+	w.ids = make([]string, total)
+	for i := range w.ids {
+		w.ids[i] = uuid.NewString()
+		require.NoError(t, w.gdb.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, submitted_at, due_at)
+			VALUES (?, 'access', 'completed', 's', ?, now(), now() + interval '1 month')`,
+			w.ids[i], fmt.Sprintf("s%d@example.com", i)).Error)
+	}
+	return w
+}
+
+func (w *twoWorkers) publish(t *testing.T, id string) {
+	t.Helper()
+	require.NoError(t, w.publisher.Publish(t.Context(), reportReady(t, id)))
+}
+
+// waitAllSent waits until every email is recorded as sent, then stops the
+// consumers: stopping waits for every handler, so no SMTP conversation is
+// still open when the server is asked what it got.
+func (w *twoWorkers) waitAllSent(t *testing.T) {
+	t.Helper()
+	testkit.Eventually(t, 3*time.Minute, func() bool {
+		var sent int
+		require.NoError(t, w.gdb.Raw(`SELECT count(*) FROM notifications WHERE state = 'sent'`).Scan(&sent).Error)
+		return sent == len(w.ids)
+	}, "every email is recorded as sent")
+	w.stop()
+}
+
+// received counts the messages the SMTP server got, by Message-ID.
+func (w *twoWorkers) received(t *testing.T) (perMessageID map[string]int, total int) {
+	t.Helper()
+	msgs, err := w.mp.Messages(t.Context())
+	require.NoError(t, err)
+	perMessageID = map[string]int{}
+	for _, m := range msgs {
+		perMessageID[m.MessageID]++
+	}
+	return perMessageID, len(msgs)
+}
+
 // TestNotifierUnderConnectionLoss: two workers consume worker.notify while
 // their AMQP connections are closed again and again under 500 report emails.
 // Each loss is made to land where a delivery has not yet recorded its
@@ -35,63 +130,17 @@ func lockWaiters(t *testing.T, gdb *gorm.DB) int {
 // server exactly once.
 func TestNotifierUnderConnectionLoss(t *testing.T) {
 	t.Parallel()
-	gdb, _ := testkit.Postgres(t)
-	mp := testkit.StartMailpit(t)
-	cfg := testkit.AMQP(t)
-	topo := bus.Topology{Queues: []bus.Queue{{Name: notify.Consumer, Bindings: []string{event.TypeReportReady}}}}
-	logger := testkit.Logger(t)
-
-	dial := func(name string) *bus.Conn {
-		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-		defer cancel()
-		conn, err := bus.Dial(ctx, cfg, "gdpr-test-"+cfg.Prefix+"-"+name, topo, logger)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = conn.Close() })
-		return conn
-	}
-	t.Cleanup(func() { testkit.DeleteTopology(t, cfg, topo) })
-	publisher := bus.NewPublisher(dial("publisher"))
-	t.Cleanup(func() { _ = publisher.Close() })
-
-	var consumers []*bus.Consumer
-	for i := range 2 {
-		n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), notify.NewSMTP(smtpConfig(mp)), link,
-			// Far beyond the test's length: any resend here is a duplicate
-			// of a send whose outcome was known.
-			notify.Options{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, logger, nil)
-		require.NoError(t, err)
-		c := bus.NewConsumer(dial(fmt.Sprintf("worker%d", i)),
-			bus.ConsumerOptions{Queue: notify.Consumer, Concurrency: 4, RetryBackoff: 50 * time.Millisecond}, n.Handle, logger)
-		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-		require.NoError(t, c.Start(ctx))
-		cancel()
-		consumers = append(consumers, c)
-	}
-	stop := func() {
-		for _, c := range consumers {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			_ = c.Stop(ctx)
-			cancel()
-		}
-	}
-	t.Cleanup(stop)
-
 	const total, losses = 500, 4
-	ids := make([]string, total)
-	for i := range ids {
-		ids[i] = uuid.NewString()
-		require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, submitted_at, due_at)
-			VALUES (?, 'access', 'completed', 's', ?, now(), now() + interval '1 month')`,
-			ids[i], fmt.Sprintf("s%d@example.com", i)).Error)
-	}
-	publish := func(id string) {
-		require.NoError(t, publisher.Publish(t.Context(), reportReady(t, id)))
-	}
+	// ResendAfter far beyond the test's length: any resend here is a
+	// duplicate of a send whose outcome was known.
+	w := startTwoWorkers(t, total, smtpConfig,
+		notify.Options{ResendAfter: time.Hour, MessageIDDomain: "test.invalid"}, 50*time.Millisecond)
+	gdb, ids := w.gdb, w.ids
 
 	chunk := total / losses
 	for round := range losses {
 		for _, id := range ids[round*chunk : (round+1)*chunk-1] {
-			publish(id)
+			w.publish(t, id)
 		}
 		trapped := ids[(round+1)*chunk-1]
 		// An uncommitted row under the trapped email's key holds up the
@@ -101,31 +150,18 @@ func TestNotifierUnderConnectionLoss(t *testing.T) {
 		require.NoError(t, hold.Error)
 		require.NoError(t, hold.Exec(`INSERT INTO notifications (key, request_id, template, message_id, state)
 			VALUES (?, ?, 'report_ready', 'held', 'sending')`, "report_ready:rep-"+trapped, trapped).Error)
-		publish(trapped)
+		w.publish(t, trapped)
 		testkit.Eventually(t, time.Minute, func() bool { return lockWaiters(t, gdb) >= 1 },
 			"round %d: a worker is handling the trapped email", round)
 		// Only this test's workers carry its prefix and "-worker" in their names.
-		require.Positive(t, testkit.CloseRabbitConnections(t, cfg.Prefix+"-worker"), "round %d: the workers' connections were found", round)
+		require.Positive(t, testkit.CloseRabbitConnections(t, w.amqp.Prefix+"-worker"), "round %d: the workers' connections were found", round)
 		testkit.Eventually(t, time.Minute, func() bool { return lockWaiters(t, gdb) >= 2 },
 			"round %d: the broker redelivered the trapped email while its first delivery was still undecided", round)
 		require.NoError(t, hold.Rollback().Error)
 	}
 
-	testkit.Eventually(t, 3*time.Minute, func() bool {
-		var sent int
-		require.NoError(t, gdb.Raw(`SELECT count(*) FROM notifications WHERE state = 'sent'`).Scan(&sent).Error)
-		return sent == total
-	}, "every email is recorded as sent")
-	// Stopping waits for every handler: no SMTP conversation is still open
-	// when the server is asked what it got.
-	stop()
-
-	msgs, err := mp.Messages(t.Context())
-	require.NoError(t, err)
-	perMessageID := map[string]int{}
-	for _, m := range msgs {
-		perMessageID[m.MessageID]++
-	}
+	w.waitAllSent(t)
+	perMessageID, got := w.received(t)
 	var duplicates []string
 	for id, n := range perMessageID {
 		if n > 1 {
@@ -136,8 +172,8 @@ func TestNotifierUnderConnectionLoss(t *testing.T) {
 	for _, id := range ids {
 		require.Equal(t, 1, perMessageID["report-ready."+id+"@test.invalid"], "email of %s", id)
 	}
-	require.Len(t, msgs, total)
-	t.Logf("%d emails for %d requests after %d connection losses", len(msgs), total, losses)
+	require.Equal(t, total, got)
+	t.Logf("%d emails for %d requests after %d connection losses", got, total, losses)
 }
 
 // TestNotifierWhenTheSMTPServerIsKilledMidSession: two notifiers with
@@ -150,95 +186,42 @@ func TestNotifierUnderConnectionLoss(t *testing.T) {
 // duplicate's row must show more than one send.
 func TestNotifierWhenTheSMTPServerIsKilledMidSession(t *testing.T) {
 	t.Parallel()
-	gdb, _ := testkit.Postgres(t)
-	mp := testkit.StartMailpit(t)
-	cfg := testkit.AMQP(t)
-	topo := bus.Topology{Queues: []bus.Queue{{Name: notify.Consumer, Bindings: []string{event.TypeReportReady}}}}
-	logger := testkit.Logger(t)
-	dial := func(name string) *bus.Conn {
-		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-		defer cancel()
-		conn, err := bus.Dial(ctx, cfg, "gdpr-test-"+cfg.Prefix+"-"+name, topo, logger)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = conn.Close() })
-		return conn
-	}
-	t.Cleanup(func() { testkit.DeleteTopology(t, cfg, topo) })
-	publisher := bus.NewPublisher(dial("publisher"))
-	t.Cleanup(func() { _ = publisher.Close() })
-
-	smtpCfg := smtpConfig(mp)
-	smtpCfg.Timeout = 2 * time.Second
-	var consumers []*bus.Consumer
-	for i := range 2 {
-		sender := notify.NewSMTP(smtpCfg)
-		t.Cleanup(func() { _ = sender.Close() })
-		n, err := notify.New(gdb, requests.NewStore(gdb, nil), outbox.NewStore(gdb), sender, link,
-			notify.Options{ResendAfter: 3 * time.Second, MessageIDDomain: "test.invalid"}, logger, nil)
-		require.NoError(t, err)
-		c := bus.NewConsumer(dial(fmt.Sprintf("worker%d", i)),
-			bus.ConsumerOptions{Queue: notify.Consumer, Concurrency: 4, RetryBackoff: 100 * time.Millisecond}, n.Handle, logger)
-		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-		require.NoError(t, c.Start(ctx))
-		cancel()
-		consumers = append(consumers, c)
-	}
-	stop := func() {
-		for _, c := range consumers {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			_ = c.Stop(ctx)
-			cancel()
-		}
-	}
-	t.Cleanup(stop)
-
 	const total = 300
-	ids := make([]string, total)
-	for i := range ids {
-		ids[i] = uuid.NewString()
-		require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, submitted_at, due_at)
-			VALUES (?, 'access', 'completed', 's', ?, now(), now() + interval '1 month')`,
-			ids[i], fmt.Sprintf("s%d@example.com", i)).Error)
+	smtpCfg := func(mp *testkit.Mailpit) notify.Config {
+		c := smtpConfig(mp)
+		c.Timeout = 2 * time.Second
+		return c
 	}
-	for _, id := range ids {
-		require.NoError(t, publisher.Publish(t.Context(), reportReady(t, id)))
+	w := startTwoWorkers(t, total, smtpCfg,
+		notify.Options{ResendAfter: 3 * time.Second, MessageIDDomain: "test.invalid"}, 100*time.Millisecond)
+	for _, id := range w.ids {
+		w.publish(t, id)
 	}
 	for _, at := range []int{total / 4, total / 2} {
 		testkit.Eventually(t, 2*time.Minute, func() bool {
-			n, err := mp.Count(t.Context())
+			n, err := w.mp.Count(t.Context())
 			return err == nil && n >= at
 		}, "the server got %d emails", at)
-		mp.Kill()
-		mp.Restart()
+		w.mp.Kill()
+		w.mp.Restart()
 	}
 
-	testkit.Eventually(t, 3*time.Minute, func() bool {
-		var sent int
-		require.NoError(t, gdb.Raw(`SELECT count(*) FROM notifications WHERE state = 'sent'`).Scan(&sent).Error)
-		return sent == total
-	}, "every email is recorded as sent")
-	stop()
-
-	msgs, err := mp.Messages(t.Context())
-	require.NoError(t, err)
-	perMessageID := map[string]int{}
-	for _, m := range msgs {
-		perMessageID[m.MessageID]++
-	}
+	w.waitAllSent(t)
+	perMessageID, got := w.received(t)
 	var sends []struct {
 		RequestID string
 		Sends     int
 	}
-	require.NoError(t, gdb.Raw(`SELECT request_id, sends FROM notifications`).Scan(&sends).Error)
+	require.NoError(t, w.gdb.Raw(`SELECT request_id, sends FROM notifications`).Scan(&sends).Error)
 	resent := 0
 	for _, row := range sends {
-		got := perMessageID["report-ready."+row.RequestID+"@test.invalid"]
-		require.GreaterOrEqual(t, got, 1, "email of %s reached the server", row.RequestID)
-		require.LessOrEqual(t, got, row.Sends, "email of %s arrived more often than it was sent", row.RequestID)
+		n := perMessageID["report-ready."+row.RequestID+"@test.invalid"]
+		require.GreaterOrEqual(t, n, 1, "email of %s reached the server", row.RequestID)
+		require.LessOrEqual(t, n, row.Sends, "email of %s arrived more often than it was sent", row.RequestID)
 		if row.Sends > 1 {
 			resent++
 		}
 	}
 	require.Len(t, sends, total)
-	t.Logf("%d emails for %d requests after 2 SMTP server kills; %d sent more than once", len(msgs), total, resent)
+	t.Logf("%d emails for %d requests after 2 SMTP server kills; %d sent more than once", got, total, resent)
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"gorm.io/gorm"
 
@@ -85,6 +86,55 @@ func (s *Store) EnqueueSQL(m message.Message, guard string) (string, []any, erro
 			traceparent = EXCLUDED.traceparent, headers = EXCLUDED.headers,
 			body = EXCLUDED.body, occurred_at = EXCLUDED.occurred_at, updated_at = now()`,
 		[]any{r.MessageID, r.MessageID, r.RoutingKey, r.Type, r.CorrelationID, r.CausationID, r.Traceparent, r.Headers, r.Body, r.OccurredAt}, nil
+}
+
+// EnqueueAll is Enqueue for several messages in one statement: the table's
+// wake-up trigger runs once for all of them instead of once per row. Their
+// ids must differ (one statement cannot replace a row twice).
+func (s *Store) EnqueueAll(ctx context.Context, tx *gorm.DB, ms []message.Message) error {
+	if len(ms) == 0 {
+		return nil
+	}
+	if tx == nil {
+		tx = s.db
+	}
+	var sb strings.Builder
+	args := make([]any, 0, 10*len(ms))
+	seen := make(map[string]bool, len(ms))
+	for i, m := range ms {
+		switch {
+		case m.ID == "":
+			return fmt.Errorf("%w: message id is empty", ErrInvalid)
+		case m.Key() == "":
+			return fmt.Errorf("%w: routing key is empty", ErrInvalid)
+		case seen[m.ID]:
+			return fmt.Errorf("%w: message id %s given twice", ErrInvalid, m.ID)
+		}
+		seen[m.ID] = true
+		r, err := relay.NewRow(m)
+		if err != nil {
+			return fmt.Errorf("encoding headers of %s: %w", m.ID, err)
+		}
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		// deliver_at is the database's now(), as in EnqueueSQL.
+		sb.WriteString("(?, ?, now(), now(), ?, ?, ?, ?, ?, ?, ?, ?)")
+		args = append(args, r.MessageID, r.MessageID, r.RoutingKey, r.Type, r.CorrelationID, r.CausationID, r.Traceparent, r.Headers, r.Body, r.OccurredAt)
+	}
+	res := tx.WithContext(ctx).Exec(`
+		INSERT INTO outbox_messages (key, message_id, deliver_at, next_attempt_at, routing_key, type,
+			correlation_id, causation_id, traceparent, headers, body, occurred_at)
+		VALUES `+sb.String()+`
+		ON CONFLICT (key) DO UPDATE SET deliver_at = now(), next_attempt_at = now(),
+			attempts = 0, last_error = '', routing_key = EXCLUDED.routing_key, type = EXCLUDED.type,
+			correlation_id = EXCLUDED.correlation_id, causation_id = EXCLUDED.causation_id,
+			traceparent = EXCLUDED.traceparent, headers = EXCLUDED.headers,
+			body = EXCLUDED.body, occurred_at = EXCLUDED.occurred_at, updated_at = now()`, args...)
+	if res.Error != nil {
+		return fmt.Errorf("writing %d messages to the outbox: %w", len(ms), res.Error)
+	}
+	return nil
 }
 
 // Dispatches returns the first dispatch of each of messageIDs that went

@@ -390,7 +390,16 @@ func confirmedPublishesPerSecond(b *testing.B) float64 {
 // submit→completed and submit→email (the notification's sent_at), with the
 // CPU time per request over every process of the run.
 func BenchmarkSteadyLoad(b *testing.B) {
-	for _, rate := range []int{50, 100} {
+	rates := []int{50, 100}
+	if env := os.Getenv(envSteadyRates); env != "" {
+		rates = nil
+		for f := range strings.SplitSeq(env, ",") {
+			r, err := strconv.Atoi(strings.TrimSpace(f))
+			require.NoError(b, err, envSteadyRates)
+			rates = append(rates, r)
+		}
+	}
+	for _, rate := range rates {
 		b.Run(fmt.Sprintf("%drps", rate), func(b *testing.B) {
 			for b.Loop() {
 				steadyLoad(b, rate, 30*time.Second, nil)
@@ -426,6 +435,10 @@ func BenchmarkSteadyLoadSMTPSessions(b *testing.B) {
 				}
 			})
 		}
+		if len(one) < 2 || len(reused) < 2 {
+			// A -bench pattern ran only some of the four.
+			continue
+		}
 		mean := func(fs []steadyFigures, f func(steadyFigures) float64) float64 {
 			return (f(fs[0]) + f(fs[1])) / 2
 		}
@@ -443,6 +456,23 @@ func BenchmarkSteadyLoadSMTPSessions(b *testing.B) {
 // envNotifyConcurrency, when set, is the steady runs' notify.concurrency
 // and notify.sessions (to compare settings run against run).
 const envNotifyConcurrency = "GDPR_BENCH_NOTIFY_CONCURRENCY"
+
+// envNotifySessions, when set, overrides notify.sessions after
+// envNotifyConcurrency (more handlers than SMTP sessions).
+const envNotifySessions = "GDPR_BENCH_NOTIFY_SESSIONS"
+
+// envPGConns, when set, is the steady runs' postgres.max_open_conns (one
+// pool per process, which the worker's notifier shares with the requests
+// manager's workers).
+const envPGConns = "GDPR_BENCH_PG_CONNS"
+
+// envOutboxWorkers, when set, is the steady runs' outbox.workers (the
+// relay loops of every role).
+const envOutboxWorkers = "GDPR_BENCH_OUTBOX_WORKERS"
+
+// envSteadyRates, when set, lists BenchmarkSteadyLoad's rates (requests/s,
+// comma-separated) instead of 50 and 100.
+const envSteadyRates = "GDPR_BENCH_STEADY_RATES"
 
 // steadyFigures is what one steady run measured (ms).
 type steadyFigures struct {
@@ -470,6 +500,15 @@ func steadyLoad(b *testing.B, rate int, d time.Duration, mutate func(*config.Con
 		if v, err := strconv.Atoi(os.Getenv(envNotifyConcurrency)); err == nil && v > 0 {
 			c.Notify.Concurrency, c.Notify.Sessions = v, v
 		}
+		if v, err := strconv.Atoi(os.Getenv(envNotifySessions)); err == nil && v > 0 {
+			c.Notify.Sessions = v
+		}
+		if v, err := strconv.Atoi(os.Getenv(envPGConns)); err == nil && v > 0 {
+			c.Postgres.MaxOpenConns = v
+		}
+		if v, err := strconv.Atoi(os.Getenv(envOutboxWorkers)); err == nil && v > 0 {
+			c.Outbox.Workers = v
+		}
 		if mutate != nil {
 			mutate(c)
 		}
@@ -484,6 +523,7 @@ func steadyLoad(b *testing.B, rate int, d time.Duration, mutate func(*config.Con
 	srcDB := openDSN(b, s.src.dsn)
 	meter := newCPUMeter(s.db, []string{dbName(b, s.db), dbName(b, srcDB)}, procs)
 	meter.start()
+	stallBefore := cpuStall()
 
 	ids := make([]string, n)
 	var wg sync.WaitGroup
@@ -507,7 +547,8 @@ func steadyLoad(b *testing.B, rate int, d time.Duration, mutate func(*config.Con
 	require.Zero(b, failed.Load(), "submissions failed")
 	s.waitStates(ids, "completed", 10*time.Minute)
 	s.waitEmails(n)
-	split, _ := meter.finish()
+	split, wall := meter.finish()
+	stall := cpuStall() - stallBefore
 
 	var lat []struct {
 		Completed float64
@@ -538,7 +579,104 @@ func steadyLoad(b *testing.B, rate int, d time.Duration, mutate func(*config.Con
 	fmt.Printf("steady %d access requests/s for %s: submit→completed p50 %.0f ms, p99 %.0f ms; submit→email p50 %.0f ms, p99 %.0f ms (target p99 < 500 ms at 50/s); "+
 		"CPU %.2f ms per request, by process (ms): %s; load average %s\n",
 		rate, d, p(completed, 0.5), p(completed, 0.99), p(email, 0.5), p(email, 0.99), perReq, formatSplit(split, n), loadAverage())
+	fmt.Printf("  CPU pressure (/proc/pressure/cpu some): runnable tasks waited for a core %.0f%% of the run's wall time\n",
+		100*stall.Seconds()/wall.Seconds())
+	printStages(b, s, ids)
 	return steadyFigures{emailP50: p(email, 0.5), emailP99: p(email, 0.99), cpu: perReq, mailpit: split["mailpit"].Seconds() * 1000 / float64(n)}
+}
+
+// cpuStall is the system's cumulative "some" CPU pressure stall time: how
+// long at least one runnable task waited for a core (/proc/pressure/cpu);
+// 0 where PSI is not available.
+func cpuStall() time.Duration {
+	raw, err := os.ReadFile("/proc/pressure/cpu")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, "total="); ok {
+			us, _ := strconv.ParseInt(v, 10, 64)
+			return time.Duration(us) * time.Microsecond
+		}
+	}
+	return 0
+}
+
+// emailStages are the stages of submit→email, in order, as the database
+// recorded them: the request's submitted_at (the intake's clock) and
+// received_at (its row's insert), the first attempt's start (the claim),
+// completed_at, the report.ready outbox row's write and confirmed publish
+// (outbox_messages_sent), the notifier's 'sending' row (its handler's
+// first write) and the notification's sent_at (the commit after the SMTP
+// server accepted the message).
+var emailStages = []string{"submit→received", "received→claimed", "claimed→completed", "completed→ready written",
+	"written→published", "published→notifier handled", "handled→SMTP accepted+recorded"}
+
+// printStages prints p50/p99 of each stage of submit→email, and the mean of
+// each over the slowest 1% of emails: which stage owns the tail.
+func printStages(b *testing.B, s *system, ids []string) {
+	b.Helper()
+	var rows []struct {
+		S0, S1, S2, S3, S4, S5, S6, Total float64
+		// Audit is when the audit consumer stored the same report.ready
+		// (its own queue) after its confirmed publish: a broker-side stall
+		// shows there too, a notifier-side one does not.
+		Audit *float64
+	}
+	require.NoError(b, s.db.Raw(`SELECT
+			extract(epoch FROM r.received_at - r.submitted_at) * 1000 AS s0,
+			extract(epoch FROM a.started_at - r.received_at) * 1000 AS s1,
+			extract(epoch FROM r.completed_at - a.started_at) * 1000 AS s2,
+			extract(epoch FROM o.deliver_at - r.completed_at) * 1000 AS s3,
+			extract(epoch FROM o.sent_at - o.deliver_at) * 1000 AS s4,
+			extract(epoch FROM n.created_at - o.sent_at) * 1000 AS s5,
+			extract(epoch FROM n.sent_at - n.created_at) * 1000 AS s6,
+			extract(epoch FROM n.sent_at - r.submitted_at) * 1000 AS total,
+			(SELECT extract(epoch FROM min(e.received_at) - o.sent_at) * 1000 FROM audit_events e
+				WHERE e.request_id = r.id::text AND e.type = 'report.ready') AS audit
+		FROM requests r
+		JOIN notifications n ON n.request_id = r.id AND n.state = 'sent' AND n.template = 'report_ready'
+		JOIN LATERAL (SELECT min(started_at) AS started_at FROM request_attempts WHERE request_id = r.id) a ON true
+		JOIN LATERAL (SELECT deliver_at, min(sent_at) AS sent_at FROM outbox_messages_sent
+			WHERE correlation_id = r.id::text AND type = 'report.ready' GROUP BY deliver_at ORDER BY deliver_at LIMIT 1) o ON true
+		WHERE r.id IN ?`, ids).Scan(&rows).Error)
+	if len(rows) == 0 {
+		fmt.Println("  stages: no rows (outbox history pruned?)")
+		return
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].Total < rows[j].Total })
+	tail := rows[len(rows)-max(1, len(rows)/100):]
+	for k, name := range emailStages {
+		get := func(i int) float64 {
+			r := rows[i]
+			return [...]float64{r.S0, r.S1, r.S2, r.S3, r.S4, r.S5, r.S6}[k]
+		}
+		v := make([]float64, len(rows))
+		for i := range rows {
+			v[i] = get(i)
+		}
+		var tailSum float64
+		for i := len(rows) - len(tail); i < len(rows); i++ {
+			tailSum += get(i)
+		}
+		sort.Float64s(v)
+		fmt.Printf("  stage %-32s p50 %7.1f ms, p99 %7.1f ms, max %7.1f ms; mean in the slowest 1%% of emails %7.1f ms\n",
+			name, v[len(v)/2], v[int(0.99*float64(len(v)-1))], v[len(v)-1], tailSum/float64(len(tail)))
+	}
+	var tailTotal, tailAudit float64
+	audited := 0
+	for _, r := range tail {
+		tailTotal += r.Total
+		if r.Audit != nil {
+			tailAudit += *r.Audit
+			audited++
+		}
+	}
+	if audited > 0 {
+		fmt.Printf("  the same report.ready stored by the audit consumer after its publish: mean in the slowest 1%% of emails %.1f ms\n", tailAudit/float64(audited))
+	}
+	fmt.Printf("  (%d emails with every stage recorded; slowest 1%%: %d emails, mean submit→email %.0f ms)\n", len(rows), len(tail), tailTotal/float64(len(tail)))
 }
 
 // unknownField is how an older build's strict config parser names a

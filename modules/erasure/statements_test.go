@@ -1,0 +1,202 @@
+package erasure_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/stretchr/testify/require"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/gdpr-oss/gdpr/modules/erasure"
+	"github.com/gdpr-oss/gdpr/modules/event"
+	"github.com/gdpr-oss/gdpr/modules/message"
+	"github.com/gdpr-oss/gdpr/modules/outbox"
+	"github.com/gdpr-oss/gdpr/modules/scheduler"
+	"github.com/gdpr-oss/gdpr/modules/testkit"
+)
+
+// statementCounter counts what pgx sends to PostgreSQL, BEGIN and COMMIT
+// included (database/sql's transactions are statements on the wire too),
+// and the transactions among them.
+type statementCounter struct{ statements, begins atomic.Int64 }
+
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	c.statements.Add(1)
+	if strings.HasPrefix(strings.ToLower(strings.TrimSpace(d.SQL)), "begin") {
+		c.begins.Add(1)
+	}
+	return ctx
+}
+
+func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (c *statementCounter) snapshot() (int64, int64) { return c.statements.Load(), c.begins.Load() }
+
+// countingCanceller is a canceller over h's database whose every statement is counted.
+func countingCanceller(t *testing.T, h *harness) (*erasure.Canceller, *statementCounter) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(h.cfg.Postgres.DSN)
+	require.NoError(t, err)
+	counter := &statementCounter{}
+	cfg.Tracer = counter
+	sqlDB := stdlib.OpenDB(*cfg)
+	t.Cleanup(func() { _ = sqlDB.Close() })
+	gdb, err := gorm.Open(postgres.New(postgres.Config{Conn: sqlDB}), &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true})
+	require.NoError(t, err)
+	c, err := erasure.New(gdb, scheduler.NewStore(gdb), outbox.NewStore(gdb), h.cfg.Canceller, nil, h.logger)
+	require.NoError(t, err)
+	return c, counter
+}
+
+func confirmedMessage(t *testing.T, requestID, participant string) message.Message {
+	t.Helper()
+	m, err := message.New(event.TypeErasureConfirmed, event.ErasureConfirmed{Version: 1, RequestID: requestID, Participant: participant, Outcome: event.OutcomeErased, Attempt: 1}, nil)
+	require.NoError(t, err)
+	return m
+}
+
+// holdWhileQueued holds requestID's row lock until first's confirmation
+// waits on it, submits rest behind it, then lets go, so that rest gather in
+// one batch (TestConfirmationsOfOneErasureCommitTogether does the same).
+func holdWhileQueued(t *testing.T, h *harness, c *erasure.Canceller, requestID string, first message.Message, rest []message.Message) []error {
+	t.Helper()
+	hold := h.db.Begin()
+	require.NoError(t, hold.Error)
+	require.NoError(t, hold.Exec(`SELECT 1 FROM erasures WHERE request_id = ? FOR UPDATE`, requestID).Error)
+	handle := func(m message.Message) <-chan error {
+		errc := make(chan error, 1)
+		go func() { errc <- c.Handle(context.WithoutCancel(t.Context()), m) }()
+		return errc
+	}
+	firstc := handle(first)
+	testkit.Eventually(t, time.Minute, func() bool {
+		var n int
+		require.NoError(t, h.db.Raw(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n).Error)
+		return n == 1
+	}, "the first confirmation waits on the erasure's row lock")
+	var waits []<-chan error
+	for _, m := range rest {
+		waits = append(waits, handle(m))
+	}
+	testkit.Eventually(t, time.Minute, func() bool { return c.Queued() == len(rest) }, "the other confirmations queued behind the first")
+	require.NoError(t, hold.Rollback().Error)
+	errs := []error{<-firstc}
+	for _, w := range waits {
+		errs = append(errs, <-w)
+	}
+	return errs
+}
+
+// TestStatementsPerErasure counts the statements (BEGIN and COMMIT
+// included) and transactions the canceller sends to PostgreSQL for one
+// erasure with ten AMQP participants: the fan-out, then the ten
+// confirmations one at a time, and again with nine of them gathered in one
+// batch. Before the fan-out wrote its commands in one statement and a batch
+// read and wrote its rows once, the fan-out took 29 statements, a
+// confirmation 7 and the completing one 12. A count is no speed: it only
+// rises when a statement is added to the hot path, and this test says so.
+func TestStatementsPerErasure(t *testing.T) {
+	t.Parallel()
+	var ps []erasure.Participant
+	for i := range 10 {
+		ps = append(ps, erasure.Participant{Name: fmt.Sprintf("svc%02d", i), Kind: erasure.KindAMQP})
+	}
+	h := newHarness(t, ps, nil)
+	c, counter := countingCanceller(t, h)
+	fanOut := func(s subject) (int64, int64) {
+		m, err := message.New(event.TypeErasureRequested, event.ErasureRequested{RequestID: s.RequestID, Subject: s.Subject}, nil)
+		require.NoError(t, err)
+		s0, b0 := counter.snapshot()
+		require.NoError(t, c.Handle(t.Context(), m))
+		s1, b1 := counter.snapshot()
+		return s1 - s0, b1 - b0
+	}
+	ss := newSubjects(2)
+
+	st, tx := fanOut(ss[0])
+	t.Logf("fan-out: %d statements in %d transactions", st, tx)
+	require.LessOrEqual(t, st, int64(7), "statements of a fan-out to ten participants")
+	require.Equal(t, int64(1), tx)
+	for i, p := range ps {
+		s0, b0 := counter.snapshot()
+		require.NoError(t, c.Handle(t.Context(), confirmedMessage(t, ss[0].RequestID, p.Name)))
+		s1, b1 := counter.snapshot()
+		t.Logf("confirmation %d alone: %d statements in %d transactions", i+1, s1-s0, b1-b0)
+		require.Equal(t, int64(1), b1-b0)
+		if i < len(ps)-1 {
+			require.LessOrEqual(t, s1-s0, int64(6), "statements of a confirmation alone")
+		} else {
+			require.LessOrEqual(t, s1-s0, int64(9), "statements of the confirmation that finishes the erasure")
+		}
+	}
+	require.Equal(t, erasure.ErasureFinished, h.erasureState(ss[0].RequestID))
+
+	_, _ = fanOut(ss[1])
+	var rest []message.Message
+	for _, p := range ps[1:] {
+		rest = append(rest, confirmedMessage(t, ss[1].RequestID, p.Name))
+	}
+	s0, b0 := counter.snapshot()
+	for _, err := range holdWhileQueued(t, h, c, ss[1].RequestID, confirmedMessage(t, ss[1].RequestID, ps[0].Name), rest) {
+		require.NoError(t, err)
+	}
+	s1, b1 := counter.snapshot()
+	t.Logf("ten confirmations, nine of them batched: %d statements in %d transactions", s1-s0, b1-b0)
+	require.Equal(t, erasure.ErasureFinished, h.erasureState(ss[1].RequestID))
+	require.Equal(t, int64(2), b1-b0, "transactions of the ten confirmations")
+	require.LessOrEqual(t, s1-s0, int64(6+9), "statements of the ten confirmations in two transactions")
+}
+
+// TestConfirmationsOfSeveralErasuresShareATransaction: while one
+// confirmation of erasure A waits on A's row lock, the other nine of A and
+// all ten of erasure B (in the same lane) queue behind it; all nineteen are
+// recorded in the next transaction, and each erasure finishes exactly once.
+func TestConfirmationsOfSeveralErasuresShareATransaction(t *testing.T) {
+	t.Parallel()
+	var ps []erasure.Participant
+	for i := range 10 {
+		ps = append(ps, erasure.Participant{Name: fmt.Sprintf("svc%02d", i), Kind: erasure.KindAMQP})
+	}
+	h := newHarness(t, ps, nil)
+	c, counter := countingCanceller(t, h)
+	ss := newSubjects(2)
+	for ss[1].RequestID = uuid.NewString(); erasure.LaneOf(ss[1].RequestID) != erasure.LaneOf(ss[0].RequestID); {
+		ss[1].RequestID = uuid.NewString()
+	}
+	for _, s := range ss {
+		m, err := message.New(event.TypeErasureRequested, event.ErasureRequested{RequestID: s.RequestID, Subject: s.Subject}, nil)
+		require.NoError(t, err)
+		require.NoError(t, c.Handle(t.Context(), m))
+	}
+	var rest []message.Message
+	for _, p := range ps {
+		rest = append(rest, confirmedMessage(t, ss[1].RequestID, p.Name))
+		if p.Name != ps[0].Name {
+			rest = append(rest, confirmedMessage(t, ss[0].RequestID, p.Name))
+		}
+	}
+	_, b0 := counter.snapshot()
+	for _, err := range holdWhileQueued(t, h, c, ss[0].RequestID, confirmedMessage(t, ss[0].RequestID, ps[0].Name), rest) {
+		require.NoError(t, err)
+	}
+	_, b1 := counter.snapshot()
+	t.Logf("twenty confirmations of two erasures: %d transactions", b1-b0)
+	require.Equal(t, int64(2), b1-b0, "transactions of the twenty confirmations")
+	for _, s := range ss {
+		require.Equal(t, erasure.ErasureFinished, h.erasureState(s.RequestID))
+		for _, typ := range []string{event.TypeErasureCompleted, event.TypeErasureFinished} {
+			var n int
+			require.NoError(t, h.db.Raw(`SELECT count(*) FROM outbox_messages WHERE type = ? AND correlation_id = ?`, typ, s.RequestID).Scan(&n).Error)
+			require.Equal(t, 1, n, typ)
+		}
+	}
+}
