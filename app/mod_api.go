@@ -74,6 +74,7 @@ func buildPrivacy(_ context.Context, in *infra) ([]Component, error) {
 		MessageIDDomain: messageIDDomain(in.cfg.Notify.From),
 		Registerer:      in.registry,
 		Logger:          in.logger,
+		Regulation:      in.cfg.Console.Regulations()[selfservice.Caller],
 	})
 	if err != nil {
 		return nil, err

@@ -84,6 +84,9 @@ type privacyOptions struct {
 	cfg  selfservice.Config
 	mail *testkit.Mailpit
 	now  func() time.Time
+	// regulation is the page's clock, given to the intake for its caller
+	// as console.client_regulations does, and to the page.
+	regulation string
 }
 
 // harness runs the real API server in-process on 127.0.0.1:0 against this
@@ -159,7 +162,12 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	if o.reports != nil {
 		reports = o.reports
 	}
+	var regulations map[string]string
+	if o.privacy != nil && o.privacy.regulation != "" {
+		regulations = map[string]string{selfservice.Caller: o.privacy.regulation}
+	}
 	svc, err := intake.New(intake.Options{
+		ClientRegulations:    regulations,
 		Publisher:            publisher,
 		Redis:                h.rdb,
 		Requests:             requests.NewStore(h.db, nil),
@@ -191,7 +199,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 		h.page, err = selfservice.New(selfservice.Options{
 			Config: p.cfg, Redis: h.rdb, KeyPrefix: redisPrefix + "privacy:", Key: h.key,
 			PublicURL: "http://127.0.0.1", Intake: svc, Sender: smtpSender{notify.NewSMTP(ncfg)},
-			Logger: logger, Now: p.now, Registerer: h.reg,
+			Logger: logger, Now: p.now, Registerer: h.reg, Regulation: p.regulation,
 		})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, h.page.Stop(context.Background())) })

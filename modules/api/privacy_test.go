@@ -18,6 +18,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gdpr-oss/gdpr/modules/deadline"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
@@ -52,6 +53,13 @@ func newPageHarness(t *testing.T, adjust func(*selfservice.Config)) *pageHarness
 // serve.trusted_proxies.
 func newPageHarnessBehind(t *testing.T, adjust func(*selfservice.Config), trustedProxies []string) *pageHarness {
 	t.Helper()
+	return newPageHarnessWith(t, adjust, trustedProxies, "")
+}
+
+// newPageHarnessWith serves the page with its requests under regulation
+// (console.client_regulations for the page's caller; "" is GDPR).
+func newPageHarnessWith(t *testing.T, adjust func(*selfservice.Config), trustedProxies []string, regulation string) *pageHarness {
+	t.Helper()
 	cfg := selfservice.DefaultConfig()
 	cfg.Enabled = true
 	if adjust != nil {
@@ -59,7 +67,7 @@ func newPageHarnessBehind(t *testing.T, adjust func(*selfservice.Config), truste
 	}
 	mail := testkit.StartMailpit(t)
 	c := &clock{t: time.Now()}
-	h := newHarness(t, harnessOptions{noValidation: true, trustedProxies: trustedProxies, privacy: &privacyOptions{cfg: cfg, mail: mail, now: c.now}})
+	h := newHarness(t, harnessOptions{noValidation: true, trustedProxies: trustedProxies, privacy: &privacyOptions{cfg: cfg, mail: mail, now: c.now, regulation: regulation}})
 	return &pageHarness{harness: h, mail: mail, clock: c}
 }
 
@@ -466,6 +474,35 @@ func TestPrivacyWrongCodesAreCountedPerEmailAcrossVerifications(t *testing.T) {
 	require.Equal(t, 1.0, h.counter(t, "gdpr_selfservice_verifications_total", "method", "code", "result", "locked"))
 	require.Equal(t, 4.0, h.counter(t, "gdpr_selfservice_verifications_total", "method", "code", "result", "wrong")+
 		h.counter(t, "gdpr_selfservice_verifications_total", "method", "code", "result", "void"))
+}
+
+// TestPrivacyReceiptShowsTheRegulationsDeadline: the receipt page states
+// the deadline of the regulation the page's requests are under (ccpa: 45
+// days, lgpd: 15), as the stored request has it, not always GDPR's month.
+func TestPrivacyReceiptShowsTheRegulationsDeadline(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		regulation string
+		due        func(time.Time) time.Time
+	}{
+		{"", deadline.GDPR.DueAt},
+		{"ccpa", func(t time.Time) time.Time { return t.UTC().AddDate(0, 0, 45) }},
+		{"lgpd", func(t time.Time) time.Time { return t.UTC().AddDate(0, 0, 15) }},
+	} {
+		t.Run("regulation "+tc.regulation, func(t *testing.T) {
+			t.Parallel()
+			h := newPageHarnessWith(t, nil, nil, tc.regulation)
+			b := h.browser(t)
+			flow := b.start(event.KindAccess, "clock@example.com")
+			r := b.code(flow, h.codeFor(t, "clock@example.com", 0))
+			require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+			want := tc.due(h.clock.now()).Format("2 January 2006, 15:04 MST")
+			require.Contains(t, string(r.body), `<dd id="deadline">`+want+`</dd>`)
+			subs := h.submitted(t)
+			require.Len(t, subs, 1)
+			require.Equal(t, tc.regulation, subs[0].Regulation, "the request itself is under the same clock")
+		})
+	}
 }
 
 // TestPrivacyStartHeldBackByASendLimitStoresNothing: a start beyond a send

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gdpr-oss/gdpr/modules/deadline"
 	"github.com/gdpr-oss/gdpr/modules/download"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/intake"
@@ -79,6 +80,10 @@ type Options struct {
 	Logger      *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Regulation is the clock of the page's requests, the one the intake
+	// gives Caller (console.client_regulations); GDPR when empty. The
+	// receipt shows its deadline.
+	Regulation string
 	// MessageIDDomain is the right-hand side of the emails' Message-IDs.
 	MessageIDDomain string
 	// MaxSending bounds verification emails in flight; beyond it a send is
@@ -186,6 +191,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if err := opts.Config.Validate(); err != nil {
 		return nil, err
+	}
+	if _, err := deadline.Parse(opts.Regulation); err != nil {
+		return nil, fmt.Errorf("selfservice: the page's regulation: %w", err)
 	}
 	if opts.MaxSending <= 0 {
 		opts.MaxSending = 16
@@ -419,9 +427,16 @@ func (s *Service) verify(ctx context.Context, flow, code string) (Receipt, error
 	}
 	s.opts.Logger.InfoContext(ctx, "privacy page request verified", "request_id", acc.ID, "type", sub.Type)
 	return Receipt{
-		Request:    intake.Status{ID: acc.ID, Type: sub.Type, State: intake.StateSubmitted, SubmittedAt: now.UTC(), DueAt: intake.DueAt(now)},
+		Request:    intake.Status{ID: acc.ID, Type: sub.Type, State: intake.StateSubmitted, SubmittedAt: now.UTC(), DueAt: s.regulation().DueAt(now)},
 		StatusLink: StatusURL(s.opts.PublicURL, s.opts.Key, acc.ID, s.opts.Config.StatusLinkTTL, now),
 	}, nil
+}
+
+// regulation is the page's requests' clock (Options.Regulation, checked
+// by New).
+func (s *Service) regulation() deadline.Regulation {
+	r, _ := deadline.Parse(s.opts.Regulation)
+	return r
 }
 
 // StatusURL is the status page link of a request, valid for ttl from now;
