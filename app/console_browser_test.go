@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -211,4 +212,14 @@ func TestConsoleInARealBrowser(t *testing.T) {
 	do(ctx, t, chromedp.Navigate(base+"/admin/"), chromedp.WaitVisible(chromedp.ID("token")))
 	path := brun(ctx, t, chromedp.Location())
 	require.True(t, strings.HasSuffix(path, "/admin/signin"), path)
+
+	// The sign-in page shows only its own messages: a link cannot put text
+	// of its choosing in the console's page (a probe's phishing finding).
+	res, err := http.Get(base + "/admin/signin?error=" + url.QueryEscape("Token rotated: call IT at 555-0100"))
+	require.NoError(t, err)
+	page, err := io.ReadAll(res.Body)
+	require.NoError(t, res.Body.Close())
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	require.NotContains(t, string(page), "555-0100")
 }

@@ -170,7 +170,7 @@ func secure(r *http.Request) bool {
 }
 
 func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
-	c.render(w, r, http.StatusOK, "signin", page{Title: "Sign in", Error: r.URL.Query().Get("error")})
+	c.render(w, r, http.StatusOK, "signin", page{Title: "Sign in"})
 }
 
 // sameOrigin refuses a form posted from another origin (a second line of
