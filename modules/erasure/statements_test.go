@@ -3,18 +3,11 @@ package erasure_test
 import (
 	"context"
 	"fmt"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
-	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/event"
@@ -24,34 +17,10 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
-// statementCounter counts what pgx sends to PostgreSQL, BEGIN and COMMIT
-// included (database/sql's transactions are statements on the wire too),
-// and the transactions among them.
-type statementCounter struct{ statements, begins atomic.Int64 }
-
-func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	c.statements.Add(1)
-	if strings.HasPrefix(strings.ToLower(strings.TrimSpace(d.SQL)), "begin") {
-		c.begins.Add(1)
-	}
-	return ctx
-}
-
-func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-func (c *statementCounter) snapshot() (int64, int64) { return c.statements.Load(), c.begins.Load() }
-
 // countingCanceller is a canceller over h's database whose every statement is counted.
-func countingCanceller(t *testing.T, h *harness) (*erasure.Canceller, *statementCounter) {
+func countingCanceller(t *testing.T, h *harness) (*erasure.Canceller, *testkit.Statements) {
 	t.Helper()
-	cfg, err := pgx.ParseConfig(h.cfg.Postgres.DSN)
-	require.NoError(t, err)
-	counter := &statementCounter{}
-	cfg.Tracer = counter
-	sqlDB := stdlib.OpenDB(*cfg)
-	t.Cleanup(func() { _ = sqlDB.Close() })
-	gdb, err := gorm.Open(postgres.New(postgres.Config{Conn: sqlDB}), &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true})
-	require.NoError(t, err)
+	gdb, counter := testkit.CountingGorm(t, h.cfg.Postgres.DSN)
 	c, err := erasure.New(gdb, scheduler.NewStore(gdb), outbox.NewStore(gdb), h.cfg.Canceller, nil, h.logger)
 	require.NoError(t, err)
 	return c, counter
@@ -115,9 +84,9 @@ func TestStatementsPerErasure(t *testing.T) {
 	fanOut := func(s subject) (int64, int64) {
 		m, err := message.New(event.TypeErasureRequested, event.ErasureRequested{RequestID: s.RequestID, Subject: s.Subject}, nil)
 		require.NoError(t, err)
-		s0, b0 := counter.snapshot()
+		s0, b0 := counter.Total(), counter.Begins()
 		require.NoError(t, c.Handle(t.Context(), m))
-		s1, b1 := counter.snapshot()
+		s1, b1 := counter.Total(), counter.Begins()
 		return s1 - s0, b1 - b0
 	}
 	ss := newSubjects(2)
@@ -127,9 +96,9 @@ func TestStatementsPerErasure(t *testing.T) {
 	require.LessOrEqual(t, st, int64(7), "statements of a fan-out to ten participants")
 	require.Equal(t, int64(1), tx)
 	for i, p := range ps {
-		s0, b0 := counter.snapshot()
+		s0, b0 := counter.Total(), counter.Begins()
 		require.NoError(t, c.Handle(t.Context(), confirmedMessage(t, ss[0].RequestID, p.Name)))
-		s1, b1 := counter.snapshot()
+		s1, b1 := counter.Total(), counter.Begins()
 		t.Logf("confirmation %d alone: %d statements in %d transactions", i+1, s1-s0, b1-b0)
 		require.Equal(t, int64(1), b1-b0)
 		if i < len(ps)-1 {
@@ -145,11 +114,11 @@ func TestStatementsPerErasure(t *testing.T) {
 	for _, p := range ps[1:] {
 		rest = append(rest, confirmedMessage(t, ss[1].RequestID, p.Name))
 	}
-	s0, b0 := counter.snapshot()
+	s0, b0 := counter.Total(), counter.Begins()
 	for _, err := range holdWhileQueued(t, h, c, ss[1].RequestID, confirmedMessage(t, ss[1].RequestID, ps[0].Name), rest) {
 		require.NoError(t, err)
 	}
-	s1, b1 := counter.snapshot()
+	s1, b1 := counter.Total(), counter.Begins()
 	t.Logf("ten confirmations, nine of them batched: %d statements in %d transactions", s1-s0, b1-b0)
 	require.Equal(t, erasure.ErasureFinished, h.erasureState(ss[1].RequestID))
 	require.Equal(t, int64(2), b1-b0, "transactions of the ten confirmations")
@@ -184,11 +153,11 @@ func TestConfirmationsOfSeveralErasuresShareATransaction(t *testing.T) {
 			rest = append(rest, confirmedMessage(t, ss[0].RequestID, p.Name))
 		}
 	}
-	_, b0 := counter.snapshot()
+	_, b0 := counter.Total(), counter.Begins()
 	for _, err := range holdWhileQueued(t, h, c, ss[0].RequestID, confirmedMessage(t, ss[0].RequestID, ps[0].Name), rest) {
 		require.NoError(t, err)
 	}
-	_, b1 := counter.snapshot()
+	_, b1 := counter.Total(), counter.Begins()
 	t.Logf("twenty confirmations of two erasures: %d transactions", b1-b0)
 	require.Equal(t, int64(2), b1-b0, "transactions of the twenty confirmations")
 	for _, s := range ss {

@@ -1,17 +1,10 @@
 package requests_test
 
 import (
-	"context"
-	"sync/atomic"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
-	"gorm.io/driver/postgres"
-	"gorm.io/gorm"
-	"gorm.io/gorm/logger"
 
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/lock"
@@ -19,23 +12,6 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
-
-// statementCounter counts what pgx sends to PostgreSQL, BEGIN and COMMIT
-// included (database/sql's transactions are statements on the wire too),
-// and the COMMITs apart.
-type statementCounter struct{ n, commits atomic.Int64 }
-
-func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	c.n.Add(1)
-	if d.SQL == "commit" || d.SQL == "COMMIT" {
-		c.commits.Add(1)
-	}
-	return ctx
-}
-
-func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-
-func (c *statementCounter) snapshot() (int64, int64) { return c.n.Load(), c.commits.Load() }
 
 // TestStatementsPerAccessRequest counts the statements (BEGIN and COMMIT
 // included) and the explicit transactions the requests manager sends to
@@ -50,14 +26,7 @@ func (c *statementCounter) snapshot() (int64, int64) { return c.n.Load(), c.comm
 func TestStatementsPerAccessRequest(t *testing.T) {
 	t.Parallel()
 	_, dsn := testkit.Postgres(t)
-	cfg, err := pgx.ParseConfig(dsn)
-	require.NoError(t, err)
-	counter := &statementCounter{}
-	cfg.Tracer = counter
-	sqlDB := stdlib.OpenDB(*cfg)
-	t.Cleanup(func() { _ = sqlDB.Close() })
-	gdb, err := gorm.Open(postgres.New(postgres.Config{Conn: sqlDB}), &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true})
-	require.NoError(t, err)
+	gdb, counter := testkit.CountingGorm(t, dsn)
 	rdb, prefix := testkit.Redis(t)
 	b := newBuilder(nil)
 	mgr := requests.New(gdb, outbox.NewStore(gdb), lock.NewLocker(rdb, prefix, testkit.Logger(t)), b, testConfig(), testkit.Logger(t), prometheus.NewRegistry())
@@ -65,15 +34,15 @@ func TestStatementsPerAccessRequest(t *testing.T) {
 
 	m := submitted(t, event.KindAccess, event.Subject{ID: "u-stmt", Email: "stmt@example.com"})
 	id := requestID(t, m)
-	n0, c0 := counter.snapshot()
+	n0, c0 := counter.Total(), counter.Commits()
 	require.NoError(t, mgr.Handle(t.Context(), m))
-	n1, c1 := counter.snapshot()
+	n1, c1 := counter.Total(), counter.Commits()
 	require.NoError(t, mgr.Handle(t.Context(), m), "redelivery")
-	n2, c2 := counter.snapshot()
+	n2, c2 := counter.Total(), counter.Commits()
 	worked, err := mgr.ProcessOne(t.Context())
 	require.NoError(t, err)
 	require.True(t, worked)
-	n3, c3 := counter.snapshot()
+	n3, c3 := counter.Total(), counter.Commits()
 
 	store, redelivery, work := n1-n0, n2-n1, n3-n2
 	t.Logf("statements: %d to store, %d for a redelivery, %d to claim and complete (%d, %d, %d commits)",
