@@ -163,7 +163,7 @@ func (f *flows) store(ctx context.Context, id, code string, d flowData, expires 
 	key := f.flowKey(id)
 	pipe := f.rdb.TxPipeline()
 	pipe.HSet(ctx, key, "h", f.codeMAC(id, code), "t", 0, "x", expires.UnixMilli(),
-		"k", d.Type, "e", d.Email, "i", d.Account, "l", d.Locale, "d", f.digest(scopeFail, strings.ToLower(d.Email)))
+		"k", d.Type, "e", d.Email, "i", d.Account, "l", d.Locale)
 	pipe.PExpire(ctx, key, ttl+time.Minute)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("%w: storing a verification: %w", ErrUnavailable, err)
@@ -186,15 +186,16 @@ func (f *flows) verify(ctx context.Context, id, code string, now time.Time, trie
 	if code != "" {
 		mac = f.codeMAC(id, code)
 	}
-	// The address's failure counter is named by the flow's stored digest,
-	// read first: a script must be given every key it touches.
-	digest, err := f.rdb.HGet(ctx, f.flowKey(id), "d").Result()
+	// The address's failure counter is named by a digest of the flow's
+	// address, read first: a script must be given every key it touches.
+	email, err := f.rdb.HGet(ctx, f.flowKey(id), "e").Result()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return flowData{}, ErrGone
 	case err != nil:
 		return flowData{}, fmt.Errorf("%w: checking a verification: %w", ErrUnavailable, err)
 	}
+	digest := f.digest(scopeFail, strings.ToLower(email))
 	slot := now.UnixMilli() / guesses.window.Milliseconds()
 	failures := f.prefix + "rate:codefail:" + digest + ":" + strconv.FormatInt(slot, 10)
 	res, err := f.check.Run(ctx, f.rdb, []string{f.flowKey(id), failures}, mac, now.UnixMilli(), tries,
