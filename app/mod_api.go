@@ -17,6 +17,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/report"
 	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
+	"github.com/gdpr-oss/gdpr/modules/source"
 )
 
 // buildIntake is the intake module: validation, idempotency keys, the
@@ -60,6 +61,16 @@ func buildPrivacy(_ context.Context, in *infra) ([]Component, error) {
 		return nil, nil
 	}
 	cfg := in.cfg.Serve
+	var comps []Component
+	var accounts selfservice.Accounts
+	if lookup := in.cfg.Privacy.AccountLookup; lookup.Kind != "" {
+		a, err := selfservice.NewSourceAccounts(lookup, source.Options{Limits: source.Limits{MaxResponseBytes: in.cfg.Report.MaxResponseBytes, MaxValueBytes: in.cfg.Report.MaxValueBytes}}, in.logger)
+		if err != nil {
+			return nil, err
+		}
+		accounts = a
+		comps = append(comps, funcComponent{name: "account lookup", stop: func(context.Context) error { return a.Close() }})
+	}
 	sender := notify.NewSMTP(in.cfg.Notify)
 	page, err := selfservice.New(selfservice.Options{
 		Config:          in.cfg.Privacy,
@@ -70,6 +81,7 @@ func buildPrivacy(_ context.Context, in *infra) ([]Component, error) {
 		PublicURL:       cfg.PublicURL,
 		DownloadTTL:     cfg.DownloadTTL,
 		Intake:          in.intake,
+		Accounts:        accounts,
 		Sender:          smtpSender{sender},
 		MessageIDDomain: messageIDDomain(in.cfg.Notify.From),
 		Registerer:      in.registry,
@@ -81,7 +93,7 @@ func buildPrivacy(_ context.Context, in *infra) ([]Component, error) {
 	}
 	in.privacy = page
 	sessions := funcComponent{name: "smtp sessions", stop: func(context.Context) error { return sender.Close() }}
-	return []Component{sessions, page}, nil
+	return append(comps, sessions, page), nil
 }
 
 // smtpSender sends the page's verification emails with notify's SMTP sender.

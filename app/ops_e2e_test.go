@@ -102,6 +102,12 @@ func startOpsRun(t *testing.T, extraEnv ...string) *opsRun {
 			"name": "crm", "kind": "postgres", "dsn": r.cfg.Postgres.DSN,
 			"query": "SELECT email, full_name, plan FROM crm_customers WHERE subject_id = @subject_id",
 		}}},
+		// The privacy page's requests carry only the verified address; this
+		// finds the account id the crm source and the partner are keyed by.
+		"privacy": map[string]any{"account_lookup": map[string]any{
+			"kind": "postgres", "dsn": r.cfg.Postgres.DSN,
+			"query": "SELECT subject_id FROM crm_customers WHERE lower(email) = lower(@email)",
+		}},
 		"canceller": map[string]any{
 			"participants": []map[string]any{
 				{"name": "billing", "kind": "amqp"}, {"name": "mailer", "kind": "email"},

@@ -87,6 +87,8 @@ type privacyOptions struct {
 	// regulation is the page's clock, given to the intake for its caller
 	// as console.client_regulations does, and to the page.
 	regulation string
+	// accounts is privacy.account_lookup.
+	accounts selfservice.Accounts
 }
 
 // harness runs the real API server in-process on 127.0.0.1:0 against this
@@ -200,6 +202,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 			Config: p.cfg, Redis: h.rdb, KeyPrefix: redisPrefix + "privacy:", Key: h.key,
 			PublicURL: "http://127.0.0.1", Intake: svc, Sender: smtpSender{notify.NewSMTP(ncfg)},
 			Logger: logger, Now: p.now, Registerer: h.reg, Regulation: p.regulation,
+			Accounts: p.accounts,
 		})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, h.page.Stop(context.Background())) })

@@ -131,7 +131,7 @@ func (pg *privacyPages) start(c echo.Context) error {
 	}
 	req := c.Request()
 	flow, err := pg.p.Begin(req.Context(), selfservice.BeginInput{
-		Type: c.FormValue("type"), Email: c.FormValue("email"), Account: c.FormValue("account"), Locale: locale,
+		Type: c.FormValue("type"), Email: c.FormValue("email"), Locale: locale,
 		ClientAddr: pg.s.clientAddr(c),
 	})
 	var fe *intake.FieldError

@@ -16,12 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gdpr-oss/gdpr/modules/deadline"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/intake"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
+	"github.com/gdpr-oss/gdpr/modules/source"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
 
@@ -60,6 +62,13 @@ func newPageHarnessBehind(t *testing.T, adjust func(*selfservice.Config), truste
 // (console.client_regulations for the page's caller; "" is GDPR).
 func newPageHarnessWith(t *testing.T, adjust func(*selfservice.Config), trustedProxies []string, regulation string) *pageHarness {
 	t.Helper()
+	return newPageHarnessFull(t, adjust, trustedProxies, regulation, nil)
+}
+
+// newPageHarnessFull also finds account ids with accounts
+// (privacy.account_lookup).
+func newPageHarnessFull(t *testing.T, adjust func(*selfservice.Config), trustedProxies []string, regulation string, accounts selfservice.Accounts) *pageHarness {
+	t.Helper()
 	cfg := selfservice.DefaultConfig()
 	cfg.Enabled = true
 	if adjust != nil {
@@ -67,7 +76,7 @@ func newPageHarnessWith(t *testing.T, adjust func(*selfservice.Config), trustedP
 	}
 	mail := testkit.StartMailpit(t)
 	c := &clock{t: time.Now()}
-	h := newHarness(t, harnessOptions{noValidation: true, trustedProxies: trustedProxies, privacy: &privacyOptions{cfg: cfg, mail: mail, now: c.now, regulation: regulation}})
+	h := newHarness(t, harnessOptions{noValidation: true, trustedProxies: trustedProxies, privacy: &privacyOptions{cfg: cfg, mail: mail, now: c.now, regulation: regulation, accounts: accounts}})
 	return &pageHarness{harness: h, mail: mail, clock: c}
 }
 
@@ -697,3 +706,110 @@ func (unreached) ReportDeleted(context.Context, string) (*intake.GoneError, erro
 	return nil, errors.New("unreached")
 }
 func (unreached) Send(context.Context, selfservice.Email) error { return errors.New("unreached") }
+
+// TestPrivacyPageNeverTakesAnUnverifiedAccountID: the page verifies only the
+// email address, so nothing else a visitor types may name the subject. A
+// probe asked with its own address and another customer's account id and
+// was sent that customer's report: the id went on to sources and
+// participants as subject.id. Now the form has no account field, and one
+// forged into the post is not passed on: the request names only the
+// verified address, for access and for erasure.
+func TestPrivacyPageNeverTakesAnUnverifiedAccountID(t *testing.T) {
+	t.Parallel()
+	h := newPageHarness(t, nil)
+	b := h.browser(t)
+
+	form := b.get("/privacy")
+	require.NotContains(t, string(form.body), `name="account"`)
+
+	for _, kind := range []string{event.KindAccess, event.KindErasure} {
+		email := kind + ".mallory@attacker.example"
+		r := b.post("/privacy/start", url.Values{"type": {kind}, "email": {email}, "account": {"c-1003"}})
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		flow := formValue(t, r.body, "flow")
+		r = b.code(flow, h.codeFor(t, email, 0))
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		subs := h.submitted(t)
+		require.Len(t, subs, 1)
+		require.Equal(t, email, subs[0].Subject.Email)
+		require.Empty(t, subs[0].Subject.ID, "%s: an account id nobody verified named the subject", kind)
+		require.Empty(t, subs[0].Subject.Phone)
+		require.Empty(t, subs[0].Subject.Identifiers)
+	}
+}
+
+// TestPrivacyAccountIDComesOnlyFromTheAccountLookup: with
+// privacy.account_lookup (here a real PostgreSQL table), a verified address
+// gets the one account id recorded for it, whatever id the post claims; an
+// address of nobody, or of two accounts, gets none; a lookup that fails
+// submits nothing and leaves the code to be confirmed again once it works.
+func TestPrivacyAccountIDComesOnlyFromTheAccountLookup(t *testing.T) {
+	t.Parallel()
+	dsn := testkit.PostgresDSN(t)
+	lookup := source.Config{
+		Name: "account_lookup", Kind: "postgres", DSN: dsn,
+		Query: "SELECT id AS subject_id, full_name FROM customers WHERE lower(email) = lower(@email)",
+	}
+	accounts, err := selfservice.NewSourceAccounts(lookup, source.Options{}, testkit.Logger(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = accounts.Close() })
+	h := newPageHarnessFull(t, nil, nil, "", accounts)
+	b := h.browser(t)
+
+	verify := func(email string) response {
+		t.Helper()
+		r := b.post("/privacy/start", url.Values{"type": {event.KindAccess}, "email": {email}, "account": {"c-1003"}})
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		return b.code(formValue(t, r.body, "flow"), h.codeFor(t, email, 0))
+	}
+
+	// No table yet: the lookup fails, the page says to try again, nothing
+	// is submitted, and the same code works once the lookup does.
+	r := b.post("/privacy/start", url.Values{"type": {event.KindErasure}, "email": {"early@example.com"}})
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	flow := formValue(t, r.body, "flow")
+	code := h.codeFor(t, "early@example.com", 0)
+	r = b.code(flow, code)
+	require.Equal(t, http.StatusServiceUnavailable, r.status, "%s", r.body)
+	require.Empty(t, h.submitted(t))
+
+	conn, err := pgx.Connect(t.Context(), dsn)
+	require.NoError(t, err)
+	_, err = conn.Exec(t.Context(), `CREATE TABLE customers (id text, email text, full_name text);
+		INSERT INTO customers VALUES ('c-1003', 'Grace@Example.com', 'Grace Hopper'), ('c-1004', 'early@example.com', 'Early Bird'),
+			('c-2001', 'shared@example.com', 'One'), ('c-2002', 'shared@example.com', 'Two'), ('c-2001', 'shared@example.com', 'One again')`)
+	require.NoError(t, conn.Close(t.Context()))
+	require.NoError(t, err)
+	r = b.code(flow, code)
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	subs := h.submitted(t)
+	require.Len(t, subs, 1)
+	require.Equal(t, "c-1004", subs[0].Subject.ID)
+
+	for _, tc := range []struct{ email, id string }{
+		{"grace@example.com", "c-1003"},
+		{"mallory@attacker.example", ""},
+		{"shared@example.com", ""},
+	} {
+		r := verify(tc.email)
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		subs := h.submitted(t)
+		require.Len(t, subs, 1, tc.email)
+		require.Equal(t, tc.email, subs[0].Subject.Email)
+		require.Equal(t, tc.id, subs[0].Subject.ID, tc.email)
+	}
+}
+
+// TestPrivacyAccountLookupMustUseOnlyTheEmail: a lookup keyed by anything
+// but the verified address would trust an identifier nobody proved.
+func TestPrivacyAccountLookupMustUseOnlyTheEmail(t *testing.T) {
+	t.Parallel()
+	dsn := testkit.PostgresDSN(t)
+	for _, q := range []string{
+		"SELECT id AS subject_id FROM customers WHERE id = @subject_id",
+		"SELECT id AS subject_id FROM customers WHERE email = @email AND phone = @phone",
+	} {
+		_, err := selfservice.NewSourceAccounts(source.Config{Name: "account_lookup", Kind: "postgres", DSN: dsn, Query: q}, source.Options{}, testkit.Logger(t))
+		require.ErrorContains(t, err, "privacy.account_lookup must use only the email identifier", q)
+	}
+}

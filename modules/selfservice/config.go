@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/gdpr-oss/gdpr/modules/source"
 )
 
 // Config is the `privacy:` section: the self-service page and how data
@@ -50,6 +52,14 @@ type Config struct {
 	// them, or "*" for every caller) whose submissions must say how the
 	// subject was verified (the `verification` member).
 	RequireVerification []string `yaml:"require_verification"`
+	// AccountLookup finds the account id of a verified address in the
+	// operator's records: a report source (any kind) that uses only the
+	// email identifier (@email, {email}) and returns the id in a subject_id
+	// column or member. Without it (kind empty) a page request names only
+	// the address, and sources and participants keyed by account id are
+	// skipped or cannot erase. The page never asks for an account id: it
+	// can prove only that the visitor reads the address's mail.
+	AccountLookup source.Config `yaml:"account_lookup"`
 }
 
 // DefaultConfig returns the defaults: page off, 6-digit codes valid ten
@@ -68,6 +78,7 @@ func DefaultConfig() Config {
 		CodeFailuresPerEmail: 10,
 		CodeFailureWindow:    24 * time.Hour,
 		DefaultLocale:        LocaleEnglish,
+		AccountLookup:        source.Config{Name: "account_lookup"},
 	}
 }
 
@@ -95,6 +106,11 @@ func (c Config) Validate() error {
 	}
 	if _, err := parsePrefixes(c.TrustedProxies); err != nil {
 		return err
+	}
+	if c.AccountLookup.Kind != "" {
+		if err := c.AccountLookup.Validate("privacy.account_lookup"); err != nil {
+			return err
+		}
 	}
 	if c.TemplateDir != "" {
 		if st, err := os.Stat(c.TemplateDir); err != nil || !st.IsDir() {

@@ -34,7 +34,8 @@ var (
 	// the window ends. errors.Is(err, ErrVoid) holds too: the page is the
 	// same.
 	ErrLocked error = lockedError{}
-	// ErrUnavailable: Redis did not answer; nothing changed.
+	// ErrUnavailable: Redis or the account lookup did not answer; nothing
+	// changed, and a verified code can be confirmed again.
 	ErrUnavailable = errors.New("selfservice: temporarily unavailable")
 )
 
@@ -72,7 +73,7 @@ const (
 // flowData is what a verification remembers until it is used. The address
 // is personal data; it lives in Redis no longer than privacy.code_ttl.
 type flowData struct {
-	Type, Email, Account, Locale string
+	Type, Email, Locale string
 }
 
 // checkScript verifies a code (ARGV[1], its MAC; "" for a link whose
@@ -88,20 +89,20 @@ type flowData struct {
 // fields, wrong with the tries left.
 const checkScript = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
-local f = redis.call('HMGET', KEYS[1], 'h', 'x', 'k', 'e', 'i', 'l')
+local f = redis.call('HMGET', KEYS[1], 'h', 'x', 'k', 'e', 'l')
 if tonumber(ARGV[2]) >= tonumber(f[2]) then
   redis.call('DEL', KEYS[1])
   return {'expired'}
 end
 if ARGV[1] == '' then
-  return {'ok', f[3], f[4], f[5], f[6]}
+  return {'ok', f[3], f[4], f[5]}
 end
 if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[4]) then
   redis.call('DEL', KEYS[1])
   return {'locked'}
 end
 if f[1] == ARGV[1] then
-  return {'ok', f[3], f[4], f[5], f[6]}
+  return {'ok', f[3], f[4], f[5]}
 end
 if redis.call('INCR', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
 local t = redis.call('HINCRBY', KEYS[1], 't', 1)
@@ -163,7 +164,7 @@ func (f *flows) store(ctx context.Context, id, code string, d flowData, expires 
 	key := f.flowKey(id)
 	pipe := f.rdb.TxPipeline()
 	pipe.HSet(ctx, key, "h", f.codeMAC(id, code), "t", 0, "x", expires.UnixMilli(),
-		"k", d.Type, "e", d.Email, "i", d.Account, "l", d.Locale)
+		"k", d.Type, "e", d.Email, "l", d.Locale)
 	pipe.PExpire(ctx, key, ttl+time.Minute)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("%w: storing a verification: %w", ErrUnavailable, err)
@@ -205,7 +206,7 @@ func (f *flows) verify(ctx context.Context, id, code string, now time.Time, trie
 	}
 	switch res[0] {
 	case "ok":
-		return flowData{Type: res[1], Email: res[2], Account: res[3], Locale: res[4]}, nil
+		return flowData{Type: res[1], Email: res[2], Locale: res[3]}, nil
 	case "wrong":
 		left, _ := strconv.Atoi(res[1])
 		return flowData{}, &WrongCodeError{TriesLeft: left}

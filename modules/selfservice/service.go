@@ -32,6 +32,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/download"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/source"
 )
 
 // Caller is the intake caller name of the page's submissions; it scopes
@@ -76,8 +77,12 @@ type Options struct {
 	// DownloadTTL is how long a download link minted for a status page works.
 	DownloadTTL time.Duration
 	Intake      Intake
-	Sender      Sender
-	Logger      *slog.Logger
+	// Accounts finds the account id of a verified address
+	// (privacy.account_lookup); without it a page request names only the
+	// address.
+	Accounts Accounts
+	Sender   Sender
+	Logger   *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 	// Regulation is the clock of the page's requests, the one the intake
@@ -261,9 +266,10 @@ func (s *Service) SecureCookies() bool { return strings.HasPrefix(s.opts.PublicU
 // DefaultLocale is privacy.default_locale.
 func (s *Service) DefaultLocale() string { return s.opts.Config.DefaultLocale }
 
-// BeginInput is the start of a verification, as the form gives it.
+// BeginInput is the start of a verification, as the form gives it. There
+// is no account id: the page can verify only the address (see Accounts).
 type BeginInput struct {
-	Type, Email, Account, Locale string
+	Type, Email, Locale string
 	// ClientAddr is the client's address as serve.trusted_proxies says
 	// (modules/api finds it).
 	ClientAddr string
@@ -275,7 +281,7 @@ type BeginInput struct {
 // so not even the time taken tells anything. Only invalid input (a
 // *intake.FieldError) and an unreachable Redis are errors.
 func (s *Service) Begin(ctx context.Context, in BeginInput) (string, error) {
-	sub, err := intake.NewSubmission(in.Type, strings.TrimSpace(in.Account), strings.TrimSpace(in.Email))
+	sub, err := intake.NewSubmission(in.Type, "", strings.TrimSpace(in.Email))
 	if err != nil {
 		return "", err
 	}
@@ -314,7 +320,7 @@ func (s *Service) Begin(ctx context.Context, in BeginInput) (string, error) {
 		s.metrics.emails.WithLabelValues(EmailLimited).Inc()
 		return id, nil
 	}
-	d := flowData{Type: sub.Type, Email: sub.Subject.Email, Account: sub.Subject.ID, Locale: locale}
+	d := flowData{Type: sub.Type, Email: sub.Subject.Email, Locale: locale}
 	if err := s.flows.store(ctx, id, code, d, expires, cfg.CodeTTL); err != nil {
 		return "", err
 	}
@@ -407,7 +413,17 @@ func (s *Service) verify(ctx context.Context, flow, code string) (Receipt, error
 	if err != nil {
 		return Receipt{}, err
 	}
-	sub, err := intake.NewSubmission(d.Type, d.Account, d.Email)
+	// The account id is looked up only now that the address is proven, in
+	// the operator's records; a failed lookup leaves the verification in
+	// place, so the person can confirm again.
+	account := ""
+	if s.opts.Accounts != nil {
+		if account, err = s.opts.Accounts.AccountOf(ctx, d.Email); err != nil {
+			s.opts.Logger.WarnContext(ctx, "account lookup failed; the verification waits to be confirmed again", "class", source.Class(err))
+			return Receipt{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	}
+	sub, err := intake.NewSubmission(d.Type, account, d.Email)
 	if err != nil {
 		return Receipt{}, fmt.Errorf("a stored verification is invalid: %w", err)
 	}
