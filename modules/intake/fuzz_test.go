@@ -17,9 +17,11 @@ import (
 // FuzzParse checks the request decoder on any body: it never panics, every
 // refusal is a *FieldError naming a field, and an accepted body holds
 // exactly the members of the API spelled exactly, none twice, with the
-// values the submission reports. Run with go test -fuzz FuzzParse; the
-// seeds in testdata/fuzz/FuzzParse (duplicate and miscased members among
-// them) run as a normal test.
+// values the submission reports, every identifier within the identifier
+// rules (docs/api.md). Run with go test -fuzz FuzzParse; the seeds in
+// testdata/fuzz/FuzzParse (duplicate and miscased members, dot and
+// invisible identifiers, and a valid body using each optional member) run
+// as a normal test.
 func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		s, err := intake.Parse(body)
@@ -32,28 +34,55 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		require.Contains(t, []string{event.KindAccess, event.KindErasure}, s.Type)
-		require.True(t, s.Subject.ID != "" || s.Subject.Email != "")
+		require.False(t, s.Subject.Empty(), "an accepted subject identifies someone")
+		if s.Subject.ID != "" {
+			require.Empty(t, event.IdentifierProblem(s.Subject.ID, event.MaxSubjectIDLen), "subject.id %q is within the identifier rules", s.Subject.ID)
+		}
+		if s.Subject.Email != "" {
+			require.Empty(t, event.IdentifierProblem(s.Subject.Email, event.MaxEmailLen), "subject.email %q is within the identifier rules", s.Subject.Email)
+		}
+		for name, v := range s.Subject.Identifiers {
+			require.Empty(t, event.IdentifierProblem(v, event.MaxSubjectIDLen), "subject.identifiers.%s %q is within the identifier rules", name, v)
+		}
 
 		top := members(t, body)
-		require.Subset(t, []string{"type", "subject"}, names(top), "only the API's members, spelled exactly")
+		require.Subset(t, []string{"type", "subject", "regulation", "verification", "locale"}, names(top), "only the API's members, spelled exactly")
 		var typ string
 		require.NoError(t, json.Unmarshal(top["type"], &typ))
 		require.Equal(t, s.Type, typ)
 		subject := members(t, top["subject"])
-		require.Subset(t, []string{"id", "email"}, names(subject))
+		require.Subset(t, []string{"id", "email", "phone", "identifiers"}, names(subject))
 		var got event.Subject
 		require.NoError(t, json.Unmarshal(top["subject"], &got))
 		// The email's domain is case-insensitive (RFC 5321 2.4) and comes
-		// back lower-cased; the local part is kept as sent.
+		// back lower-cased; the local part is kept as sent. A phone number
+		// comes back in E.164.
 		if local, domain, ok := strings.Cut(got.Email, "@"); ok {
 			got.Email = local + "@" + strings.ToLower(domain)
+		}
+		if got.Phone != "" {
+			got.Phone, err = intake.NormalizePhone(got.Phone)
+			require.NoError(t, err)
+		}
+		if len(got.Identifiers) == 0 {
+			got.Identifiers = nil
 		}
 		require.Equal(t, s.Subject, got)
 
 		// What was accepted round-trips.
-		again, err := intake.Parse(mustJSON(t, map[string]any{"type": s.Type, "subject": s.Subject}))
+		again := map[string]any{"type": s.Type, "subject": s.Subject}
+		if s.Regulation != "" {
+			again["regulation"] = s.Regulation
+		}
+		if s.Locale != "" {
+			again["locale"] = s.Locale
+		}
+		if s.Verification != nil {
+			again["verification"] = s.Verification
+		}
+		back, err := intake.Parse(mustJSON(t, again))
 		require.NoError(t, err)
-		require.Equal(t, s, again)
+		require.Equal(t, s, back)
 	})
 }
 

@@ -13,7 +13,8 @@ import (
 // for any valid object, Fields yields the same members, in order, with the
 // same decoded keys and the same raw values; and a key written back with
 // AppendString decodes to itself. The seeds (escapes, nesting, strings
-// holding structural characters) run as a normal test.
+// holding structural characters, duplicate and miscased members; those in
+// testdata/fuzz/FuzzJSONFields too) run as a normal test.
 func FuzzJSONFields(f *testing.F) {
 	f.Add([]byte(`{"a":1,"b":"x","c":{"d":[1,2,{"e":null}]},"f":true}`))
 	f.Add([]byte(`{"\u0041\"\\":"}{,:[]","":"","k":-1.5e10}`))
