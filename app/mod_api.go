@@ -134,7 +134,7 @@ func buildAPI(_ context.Context, in *infra) ([]Component, error) {
 	if err != nil {
 		return nil, err
 	}
-	consoleUI, err := adminui.New(officerSvc, operators, in.logger)
+	consoleUI, err := adminui.New(officerSvc, operators, adminui.Options{PublicURL: cfg.PublicURL}, in.logger)
 	if err != nil {
 		return nil, err
 	}

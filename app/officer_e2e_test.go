@@ -32,7 +32,7 @@ const (
 // operators (ana acts, victor views), access reports whose source always
 // fails (worker.max_attempts 1, so they fail at once), an AMQP participant
 // that never answers (billing) and the email system (mailer), Mailpit.
-func startConsoleRun(t *testing.T) *opsRun {
+func startConsoleRun(t *testing.T, extraEnv ...string) *opsRun {
 	t.Helper()
 	r := &opsRun{cfg: configtest.Config(t), bin: testkit.Build(t), mail: testkit.StartMailpit(t), client: &http.Client{Timeout: 10 * time.Second}}
 	gdb, err := db.Open(t.Context(), r.cfg.Postgres)
@@ -72,6 +72,7 @@ func startConsoleRun(t *testing.T) *opsRun {
 	path := filepath.Join(t.TempDir(), "gdpr.yaml")
 	require.NoError(t, os.WriteFile(path, raw, 0o600))
 	r.env = append(env, "GDPR_CONFIG="+path, "GDPR_SERVE_ADDR="+r.api)
+	r.env = append(r.env, extraEnv...)
 	r.proc = start(t, r.bin, r.env, "all")
 	r.proc.waitReady(t, r.admin)
 	return r

@@ -2,7 +2,8 @@
 // serve` under /admin/: server-rendered html/template pages and one
 // stylesheet, embedded in the binary, no script and no external resource.
 // It signs operators in with their admin token, keeps them signed in with
-// an HttpOnly, SameSite=Strict session cookie (Secure behind TLS), checks a
+// an HttpOnly, SameSite=Strict session cookie (Secure when serve.public_url
+// is https), checks a
 // CSRF token on every action and leaves every decision to modules/officer.
 // It speaks net/http only; modules/api mounts it.
 package adminui
@@ -68,11 +69,22 @@ type Console struct {
 	logger *slog.Logger
 	pages  map[string]*template.Template
 	mux    *http.ServeMux
+	// httpsOnly: serve.public_url is https, so browsers reach the console
+	// over TLS even where TLS ends at a proxy in front of it.
+	httpsOnly bool
+}
+
+// Options configure the console.
+type Options struct {
+	// PublicURL is serve.public_url: when it is https the session cookie
+	// is Secure on every answer.
+	PublicURL string
 }
 
 // New returns the console.
-func New(off Officer, ops *console.Operators, logger *slog.Logger) (*Console, error) {
-	c := &Console{off: off, ops: ops, logger: logger.With("component", "console"), pages: map[string]*template.Template{}}
+func New(off Officer, ops *console.Operators, opts Options, logger *slog.Logger) (*Console, error) {
+	c := &Console{off: off, ops: ops, logger: logger.With("component", "console"), pages: map[string]*template.Template{},
+		httpsOnly: isHTTPS(opts.PublicURL)}
 	funcs := template.FuncMap{
 		"ts":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
 		"tsp":    func(t *time.Time) string { return tsp(t) },
@@ -165,8 +177,16 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	_, _ = w.Write(buf.Bytes())
 }
 
-func secure(r *http.Request) bool {
-	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
+func isHTTPS(publicURL string) bool {
+	u, err := url.Parse(publicURL)
+	return err == nil && strings.EqualFold(u.Scheme, "https")
+}
+
+// secure is the session cookie's Secure flag. It follows the operator's
+// serve.public_url (and TLS served here), never a header: any client can
+// send X-Forwarded-Proto.
+func (c *Console) secure(r *http.Request) bool {
+	return c.httpsOnly || r.TLS != nil
 }
 
 func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
@@ -201,9 +221,9 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "internal error", http.StatusInternalServerError)
 		return
 	}
-	//nolint:gosec // G124: HttpOnly and SameSite=Strict always; Secure whenever the request came over TLS (plain HTTP is for loopback and tests).
+	//nolint:gosec // G124: HttpOnly and SameSite=Strict always; Secure whenever serve.public_url is https or the request came over TLS (plain HTTP is for loopback and tests).
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: id, Path: "/admin", Expires: sess.ExpiresAt,
-		HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteStrictMode})
+		HttpOnly: true, Secure: c.secure(r), SameSite: http.SameSiteStrictMode})
 	c.logger.InfoContext(r.Context(), "operator signed in to the console", "operator", p.Name, "role", p.Role)
 	http.Redirect(w, r, "/admin/", http.StatusSeeOther)
 }
@@ -251,7 +271,7 @@ func (c *Console) signout(w http.ResponseWriter, r *http.Request, _ officer.Sess
 	}
 	//nolint:gosec // G124: clears the cookie; same attributes as at sign-in.
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/admin", MaxAge: -1,
-		HttpOnly: true, Secure: secure(r), SameSite: http.SameSiteStrictMode})
+		HttpOnly: true, Secure: c.secure(r), SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/admin/signin", http.StatusSeeOther)
 }
 

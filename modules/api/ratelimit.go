@@ -51,3 +51,30 @@ func (s *Server) authFailed(c echo.Context, unauthorized *apiError) error {
 	}
 	return unauthorized
 }
+
+// consoleSignInLimit gives the console's sign-in form the API's budget of
+// failed authentications per address (a token guessed on a page is a token
+// guessed): a blocked address is answered 429 before the console looks at
+// the token, and each sign-in the console refuses (401) spends one.
+func (s *Server) consoleSignInLimit(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if r.Method != http.MethodPost || r.URL.Path != "/admin/signin" {
+			return next(c)
+		}
+		rule := s.opts.RateLimits.AuthFailuresPerAddress
+		if d := s.opts.RateLimiter.Blocked(r.Context(), ScopeAuthFailure, s.clientAddr(c), rule); !d.Allowed {
+			secs := d.RetryAfterSeconds()
+			c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
+			return c.String(http.StatusTooManyRequests, "Too many failed sign-ins from this address; try again in "+strconv.Itoa(secs)+" s.\n")
+		}
+		if err := next(c); err != nil {
+			return err
+		}
+		if c.Response().Status == http.StatusUnauthorized {
+			// The refusal is already written; the next try finds the budget spent.
+			s.opts.RateLimiter.Allow(r.Context(), ScopeAuthFailure, s.clientAddr(c), rule)
+		}
+		return nil
+	}
+}

@@ -164,7 +164,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Console != nil {
 		h := echo.WrapHandler(opts.Console)
 		s.routeAny(e, "/admin", h)
-		s.routeAny(e, "/admin/*", h)
+		s.routeAny(e, "/admin/*", h, s.consoleSignInLimit)
 	}
 	s.echo = e
 	return s, nil
