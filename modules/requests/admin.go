@@ -425,14 +425,15 @@ func (s *Store) Cancel(ctx context.Context, id, by, reason string, within Within
 }
 
 // Deny refuses a request that was not handed on yet (GDPR Art. 12(4),
-// 12(5)): the subject's identifier is scrubbed; the address stays until
-// the notifier has sent the denial, which scrubs it.
+// 12(5)): the subject's identifiers (id, phone number, named ones) are
+// scrubbed; the address stays until the notifier has sent the denial,
+// which scrubs it.
 func (s *Store) Deny(ctx context.Context, id, by, code, reason string, within Within) (AdminRow, bool, error) {
 	return s.apply(ctx, id, change{
 		allowed: []string{string(StateReceived), string(StateFailed)},
 		done:    func(r AdminRow) bool { return r.State == StateDenied && r.DenialCode == code },
 		sql: `UPDATE requests SET state = 'denied', denial_code = ?, closed_reason = ?, closed_by = ?, closed_at = now(),
-			subject_id = '', lease_until = NULL, updated_at = now()`,
+			subject_id = '', subject_phone = '', subject_identifiers = '{}', lease_until = NULL, updated_at = now()`,
 		args:   func() []any { return []any{code, reason, by} },
 		within: within,
 	})

@@ -70,6 +70,17 @@ func (s *Store) ReportOf(ctx context.Context, requestID string) (r DeletedReport
 	return r, true, nil
 }
 
+// finishedSQL selects the requests that reached an end: the requests
+// manager's (completed, failed) and an operator's (cancelled, denied).
+// Retention and the subject's erasure treat all four alike; leaving the
+// operator's ends out kept a denied request's phone number and
+// identifiers, and both kinds' rows, for ever.
+const finishedSQL = `state IN ('completed', 'failed', 'cancelled', 'denied')`
+
+// finishedAtSQL is when a finished request ended: completed_at, or for an
+// operator's end closed_at, else its last change.
+const finishedAtSQL = `COALESCE(completed_at, closed_at, updated_at)`
+
 // scrubSubject removes the subject of erasure erasureID from every other
 // finished request of theirs (same subject id, or same address ignoring
 // case), inside tx, and marks their reports deleted. It returns the report
@@ -83,7 +94,7 @@ func scrubSubject(tx *gorm.DB, erasureID string, s event.Subject) ([]string, err
 	var ids []string
 	if err := tx.Raw(`UPDATE requests SET subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}',
 			pii_scrubbed_at = now(), erased_by = ?, updated_at = now()
-		WHERE id <> ? AND state IN ('completed', 'failed')
+		WHERE id <> ? AND `+finishedSQL+`
 		  AND `+sameSubject+` RETURNING id`, append([]any{erasureID, erasureID}, sameSubjectArgs(s)...)...).Scan(&ids).Error; err != nil {
 		return nil, fmt.Errorf("scrubbing earlier requests of erasure %s: %w", erasureID, err)
 	}
@@ -189,8 +200,8 @@ func (s *Store) DeleteExpiredReports(ctx context.Context, now, cutoff time.Time,
 // stays until DeleteRecords.
 func (s *Store) ScrubFinished(ctx context.Context, now, cutoff time.Time, limit int, dryRun bool) ([]string, error) {
 	const due = `SELECT id FROM requests
-		WHERE pii_scrubbed_at IS NULL AND state IN ('completed', 'failed') AND COALESCE(completed_at, updated_at) < ?
-		ORDER BY COALESCE(completed_at, updated_at) LIMIT ?`
+		WHERE pii_scrubbed_at IS NULL AND ` + finishedSQL + ` AND ` + finishedAtSQL + ` < ?
+		ORDER BY ` + finishedAtSQL + ` LIMIT ?`
 	var ids []string
 	if dryRun {
 		if err := s.db.WithContext(ctx).Raw(due, cutoff, limit).Scan(&ids).Error; err != nil {
@@ -224,10 +235,10 @@ func (s *Store) ScrubFinished(ctx context.Context, now, cutoff time.Time, limit 
 // that says where it is.
 func (s *Store) DeleteRecords(ctx context.Context, cutoff time.Time, limit int, dryRun bool) ([]string, error) {
 	const due = `SELECT id FROM requests r
-		WHERE state IN ('completed', 'failed') AND COALESCE(completed_at, updated_at) < ?
+		WHERE ` + finishedSQL + ` AND ` + finishedAtSQL + ` < ?
 		  AND pii_scrubbed_at IS NOT NULL
 		  AND NOT EXISTS (SELECT 1 FROM reports p WHERE p.request_id = r.id AND NOT p.file_removed)
-		ORDER BY COALESCE(completed_at, updated_at) LIMIT ?`
+		ORDER BY ` + finishedAtSQL + ` LIMIT ?`
 	var ids []string
 	if dryRun {
 		if err := s.db.WithContext(ctx).Raw(due, cutoff, limit).Scan(&ids).Error; err != nil {

@@ -124,3 +124,38 @@ func TestPurgeFinishesReportDeletionsACrashLeftUndone(t *testing.T) {
 	_, deletes = e.builder.count("r-" + requestID(t, live))
 	require.Zero(t, deletes)
 }
+
+// TestDeniedRequestsLoseTheirIdentifiersAndTheSubjectsErasureScrubsThem: a
+// denial scrubs every identifier at once (id, phone number, named ones;
+// only the address stays, for the denial email), and the subject's later
+// erasure scrubs a denied request too. A denied request kept its phone
+// number and named identifiers for ever, and the erasure's scrub skipped
+// it (it took only completed and failed requests).
+func TestDeniedRequestsLoseTheirIdentifiersAndTheSubjectsErasureScrubsThem(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, newBuilder(nil))
+	subject := event.Subject{ID: "deny-a", Email: "deny-a@example.com", Phone: "+4915100000003", Identifiers: map[string]string{"loyalty_card": "LC-3"}}
+	access := submitted(t, event.KindAccess, subject)
+	deniedID := requestID(t, access)
+	require.NoError(t, e.mgr.Handle(t.Context(), access))
+	_, ok, err := e.mgr.Store().Deny(t.Context(), deniedID, "officer", "unverified", "could not verify", nil)
+	require.NoError(t, err)
+	require.True(t, ok)
+	left := func(cond string) int {
+		var n int
+		require.NoError(t, e.db.Raw(`SELECT count(*) FROM requests WHERE id = ? AND `+cond, deniedID).Scan(&n).Error)
+		return n
+	}
+	require.Equal(t, 1, left(`state = 'denied' AND subject_id = '' AND subject_phone = '' AND subject_identifiers = '{}' AND subject_email = 'deny-a@example.com'`),
+		"only the address stays, for the denial email")
+
+	erasure := submitted(t, event.KindErasure, subject)
+	erasureID := requestID(t, erasure)
+	require.NoError(t, e.mgr.Handle(t.Context(), erasure))
+	e.drain(t)
+	require.Equal(t, requests.StateHandedOver, e.row(t, erasureID).State)
+	fin, err := message.New(event.TypeErasureFinished, event.ErasureFinished{RequestID: erasureID}, nil)
+	require.NoError(t, err)
+	require.NoError(t, e.mgr.Handle(t.Context(), fin))
+	require.Equal(t, 1, left(`subject_email = '' AND erased_by = '`+erasureID+`' AND pii_scrubbed_at IS NOT NULL`), "the erasure scrubs the denied request")
+}

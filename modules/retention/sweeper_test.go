@@ -433,3 +433,58 @@ func TestSIGKILLMidSweepLeavesNothingHalfDone(t *testing.T) {
 		require.True(t, f.files.exists(t, id))
 	}
 }
+
+// closed writes a request an operator ended (cancelled or denied) closedAgo:
+// no completed_at, its end in closed_at. As Deny leaves it, a denied one
+// still holds the address (until the denial email is sent), the phone
+// number and the named identifiers; a cancelled one was scrubbed at once
+// but has no pii_scrubbed_at.
+func (f *fixture) closed(state string, closedAgo time.Duration) string {
+	f.t.Helper()
+	id := uuid.NewString()
+	at := f.now.Add(-closedAgo)
+	email, phone, ids := id[:8]+"@example.com", "+4915100000009", `{"loyalty_card":"LC-9"}`
+	if state == requests.StateCancelled {
+		email, phone, ids = "", "", "{}"
+	}
+	require.NoError(f.t, f.db.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, subject_phone, subject_identifiers, had_email,
+			submitted_at, due_at, updated_at, closed_at, closed_reason, denial_code)
+		VALUES (?, 'access', ?, '', ?, ?, ?::jsonb, true, ?, ?, ?, ?, 'operator note', 'unverified')`,
+		id, state, email, phone, ids, at, at.Add(30*day), at, at).Error)
+	return id
+}
+
+// TestSweeperScrubsAndForgetsRequestsAnOperatorEnded: a cancelled or
+// denied request is finished too: its personal data goes after
+// retention.scrub_after and its record after retention.record_for, like a
+// completed or failed one's. (They were left out: a denied request kept
+// its phone number and identifiers, and both kinds their row, for ever.)
+func TestSweeperScrubsAndForgetsRequestsAnOperatorEnded(t *testing.T) {
+	t.Parallel()
+	gdb, _ := testkit.Postgres(t)
+	f := &fixture{t: t, db: gdb, files: newFiles(t, t.TempDir()), now: time.Now().UTC().Truncate(time.Microsecond)}
+	deniedDue := f.closed(requests.StateDenied, 31*day)
+	deniedYoung := f.closed(requests.StateDenied, 29*day)
+	cancelledRecordDue := f.closed(requests.StateCancelled, 731*day)
+	deniedRecordDue := f.closed(requests.StateDenied, 800*day)
+	cancelledYoung := f.closed(requests.StateCancelled, 700*day)
+
+	s := newSweeper(t, testConfig(10), gdb, f.files, f.now, nil)
+	dry, err := s.DryRun(t.Context(), 100)
+	require.NoError(t, err)
+	listed := map[string][]string{}
+	for _, it := range dry {
+		listed[it.Kind] = append(listed[it.Kind], it.ID)
+	}
+	require.ElementsMatch(t, []string{deniedDue, deniedRecordDue, cancelledRecordDue, cancelledYoung}, listed[retention.KindPersonalData])
+
+	counts, err := s.Sweep(t.Context())
+	require.NoError(t, err)
+	require.Equal(t, 4, counts[retention.KindPersonalData])
+	require.Equal(t, 2, counts[retention.KindRequestRecord])
+	require.Equal(t, 1, f.count(`SELECT count(*) FROM requests WHERE id = ? AND subject_email = '' AND subject_phone = ''
+		AND subject_identifiers = '{}' AND pii_scrubbed_at IS NOT NULL`, deniedDue))
+	require.Equal(t, 1, f.count(`SELECT count(*) FROM requests WHERE id = ? AND subject_email <> '' AND subject_phone <> '' AND pii_scrubbed_at IS NULL`, deniedYoung))
+	require.Zero(t, f.count(`SELECT count(*) FROM requests WHERE id IN (?, ?)`, cancelledRecordDue, deniedRecordDue))
+	require.Equal(t, 1, f.count(`SELECT count(*) FROM requests WHERE id = ? AND pii_scrubbed_at IS NOT NULL`, cancelledYoung))
+}
