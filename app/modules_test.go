@@ -20,6 +20,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/notify"
 	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/requests"
+	"github.com/gdpr-oss/gdpr/modules/retention"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
@@ -192,6 +193,7 @@ func TestEveryLongRunningComponentReportsFailures(t *testing.T) {
 		"canceller":            &erasure.Component{},
 		"scheduler dispatcher": dispatcherComponent{},
 		"outbox relay":         &outbox.Relay{},
+		"retention sweeper":    &retention.Sweeper{},
 	} {
 		_, ok := c.(failer)
 		require.True(t, ok, "%s has no Failed channel for the role to watch", name)
