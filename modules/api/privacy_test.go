@@ -1,12 +1,14 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/mail"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -537,8 +539,10 @@ func TestPrivacyStartHeldBackByASendLimitStoresNothing(t *testing.T) {
 
 // TestPrivacyUnknownEmailIsAnsweredLikeAKnownOne: an address the company
 // knows (it has a stored request) and one it never saw get the same answer:
-// status, headers and page (but for the verification's own id), and both get
-// their email; the page never looks anything up that could tell them apart.
+// status, headers and page (but for the verification's own id), and the
+// same email: subject, text and every header but for the address, the
+// verification's id, its code and link, and the date; the page never looks
+// anything up that could tell them apart.
 func TestPrivacyUnknownEmailIsAnsweredLikeAKnownOne(t *testing.T) {
 	t.Parallel()
 	h := newPageHarness(t, nil)
@@ -546,10 +550,12 @@ func TestPrivacyUnknownEmailIsAnsweredLikeAKnownOne(t *testing.T) {
 		VALUES (gen_random_uuid(), 'access', 'completed', 'known@example.com', now(), now())`).Error)
 	// Each address from its own visitor, so the answers differ in the
 	// visitor's CSRF token and the verification's id, and in nothing else.
+	flows := map[string]string{}
 	answer := func(email string) response {
 		b := h.browser(t)
 		r := b.post("/privacy/start", url.Values{"type": {"access"}, "email": {email}})
 		flow := formValue(t, r.body, "flow")
+		flows[email] = flow
 		require.Contains(t, string(r.body), b.csrf)
 		r.body = []byte(strings.ReplaceAll(strings.ReplaceAll(string(r.body), flow, "FLOW"), b.csrf, "CSRF"))
 		for _, k := range []string{"Date", "Traceparent"} {
@@ -562,8 +568,62 @@ func TestPrivacyUnknownEmailIsAnsweredLikeAKnownOne(t *testing.T) {
 	require.Equal(t, known.status, unknown.status)
 	require.Equal(t, known.header, unknown.header)
 	require.Equal(t, string(known.body), string(unknown.body))
-	h.mails(t, "known@example.com", 1)
-	h.mails(t, "unknown@example.com", 1)
+	knownMail := h.normalizedMail(t, "known@example.com", flows["known@example.com"])
+	unknownMail := h.normalizedMail(t, "unknown@example.com", flows["unknown@example.com"])
+	require.NotEmpty(t, knownMail.header.Get("Subject"))
+	require.Equal(t, knownMail.header, unknownMail.header, "the emails' headers")
+	require.Equal(t, knownMail.text, unknownMail.text, "the emails' text")
+}
+
+// normalized is an email's headers and text with what differs for every
+// verification replaced.
+type normalized struct {
+	header mail.Header
+	text   string
+}
+
+// normalizedMail is the one email to to, as sent, with the address, the
+// verification's id flow, its code and link replaced and the dates left out.
+func (h *pageHarness) normalizedMail(t *testing.T, to, flow string) normalized {
+	t.Helper()
+	h.mails(t, to, 1)
+	msgs, err := h.mail.Messages(t.Context())
+	require.NoError(t, err)
+	var raw []byte
+	for _, m := range msgs {
+		if len(m.To) == 1 && m.To[0].Address == to {
+			require.Nil(t, raw, "one email to %s", to)
+			raw, err = h.mail.Raw(t.Context(), m.ID)
+			require.NoError(t, err)
+		}
+	}
+	msg, err := mail.ReadMessage(bytes.NewReader(raw))
+	require.NoError(t, err)
+	body, err := io.ReadAll(msg.Body)
+	require.NoError(t, err)
+	replace := func(s string) string {
+		s = linkPattern.ReplaceAllStringFunc(s, func(link string) string {
+			require.Contains(t, link, flow, "the link names its verification")
+			return "LINK"
+		})
+		s = codePattern.ReplaceAllString(s, "code: CODE")
+		return strings.ReplaceAll(strings.ReplaceAll(s, to, "ADDRESS"), flow, "FLOW")
+	}
+	header := mail.Header{}
+	for k, vs := range msg.Header {
+		// Received is Mailpit's own, stamped with the second it arrived.
+		if k == "Date" || k == "Received" {
+			continue
+		}
+		for _, v := range vs {
+			header[k] = append(header[k], replace(v))
+		}
+	}
+	require.Equal(t, "<verify.FLOW@gdpr.invalid>", header.Get("Message-Id"), "the Message-ID differs only in the verification's id")
+	text := replace(string(body))
+	require.Contains(t, text, "code: CODE")
+	require.Contains(t, text, "LINK")
+	return normalized{header: header, text: text}
 }
 
 // TestPrivacyFormNeedsItsCSRFToken: a post without the form's token (what
