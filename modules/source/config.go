@@ -66,6 +66,39 @@ func ValidName(name string) bool {
 	return true
 }
 
+// FieldIdentifiers is the named identifiers one templated field of a source
+// uses: Field is its setting ("query", "url", "body"), Names the <name> of
+// each {identifier.<name>} (or, in a SQL query, @identifier.<name>).
+type FieldIdentifiers struct {
+	Field string
+	Names []string
+}
+
+// Identifiers returns the named identifiers each templated field of c uses,
+// in its kind's syntax, so that config can check each is declared in
+// serve.identifiers without knowing the kinds: a new kind says here how its
+// fields name identifiers.
+func (c Config) Identifiers() []FieldIdentifiers {
+	query := templateIdentifiers(c.Query)
+	if c.Kind == "postgres" || c.Kind == "mysql" {
+		query = IdentifierParams(c.Query)
+	}
+	return []FieldIdentifiers{
+		{Field: "query", Names: query},
+		{Field: "url", Names: templateIdentifiers(c.URL)},
+		{Field: "body", Names: templateIdentifiers(c.Body)},
+	}
+}
+
+// templateIdentifiers is the <name> of each {identifier.<name>} in tmpl.
+func templateIdentifiers(tmpl string) []string {
+	var out []string
+	for _, p := range expand.IdentifierPlaceholders(tmpl) {
+		out = append(out, strings.TrimPrefix(p, identifierPrefix))
+	}
+	return out
+}
+
 // Validate names the first bad field, each under path (such as
 // "report.sources[2]"). Names being unique across sources is the caller's
 // check: one source cannot see the others.
