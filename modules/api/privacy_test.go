@@ -873,3 +873,66 @@ func TestPrivacyAccountLookupMustUseOnlyTheEmail(t *testing.T) {
 		require.ErrorContains(t, err, "privacy.account_lookup must use only the email identifier", q)
 	}
 }
+
+// TestPrivacyVerifiedRequestIsAcceptedOnlyOnceTheBrokerConfirmed: a right
+// code whose request the broker does not confirm (it swallows the publish
+// and never answers, or returns it as unroutable) shows no receipt and no
+// request id: the page says to try again later (503, Retry-After), nothing
+// is counted as submitted, and the verification stays, so the same code,
+// confirmed again once the broker does confirm, becomes one request.
+func TestPrivacyVerifiedRequestIsAcceptedOnlyOnceTheBrokerConfirmed(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"silent", "unroutable"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			cfg := selfservice.DefaultConfig()
+			cfg.Enabled = true
+			mail := testkit.StartMailpit(t)
+			c := &clock{t: time.Now()}
+			h := &pageHarness{harness: newHarness(t, harnessOptions{noValidation: true, viaProxy: true, confirmTimeout: time.Second,
+				privacy: &privacyOptions{cfg: cfg, mail: mail, now: c.now}}), mail: mail, clock: c}
+			b := h.browser(t)
+			const email = "unconfirmed@example.com"
+			flow := b.start(event.KindErasure, email)
+			code := h.codeFor(t, email, 0)
+
+			ch, err := h.bus.Channel(t.Context())
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = ch.Close() })
+			queue, key := h.bus.QueueName(requestsQueue), "request.submitted"
+			if mode == "silent" {
+				h.proxy.freeze()
+			} else {
+				require.NoError(t, ch.QueueUnbind(queue, key, h.bus.Exchange(), nil))
+			}
+			for range 2 {
+				r := b.code(flow, code)
+				require.Equal(t, http.StatusServiceUnavailable, r.status, "%s", r.body)
+				require.Equal(t, "60", r.header.Get("Retry-After"))
+				require.Contains(t, string(r.body), `id="problem"`)
+				require.NotContains(t, string(r.body), `id="receipt"`)
+				require.NotContains(t, string(r.body), "/privacy/status?", "no status link for a request nobody accepted")
+			}
+			require.Empty(t, h.submitted(t))
+			require.Equal(t, 0.0, h.counter(t, "gdpr_selfservice_submissions_total", "type", event.KindErasure))
+			require.Equal(t, 2.0, h.counter(t, "gdpr_selfservice_verifications_total", "method", "code", "result", "failed")+
+				h.counter(t, "gdpr_selfservice_verifications_total", "method", "code", "result", "unavailable"))
+
+			if mode == "silent" {
+				h.proxy.thaw()
+				testkit.Eventually(t, 20*time.Second, func() bool { return h.pubConn.Check(t.Context()) == nil }, "server reconnected")
+			} else {
+				require.NoError(t, ch.QueueBind(queue, key, h.bus.Exchange(), false, nil))
+			}
+			require.Empty(t, h.submitted(t), "nothing reached the queue while unconfirmed")
+			r := b.code(flow, code)
+			require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+			require.Contains(t, string(r.body), `id="receipt"`)
+			subs := h.submitted(t)
+			require.Len(t, subs, 1)
+			require.Equal(t, email, subs[0].Subject.Email)
+			require.Contains(t, string(r.body), subs[0].RequestID)
+			require.Equal(t, 1.0, h.counter(t, "gdpr_selfservice_submissions_total", "type", event.KindErasure))
+		})
+	}
+}
