@@ -85,10 +85,12 @@ func (r reportBuilder) Build(ctx context.Context, requestID string, subject even
 		return requests.Report{}, err
 	}
 	var rows int64
-	for _, n := range res.Rows {
-		rows += n
+	contents := make([]requests.ReportSource, 0, len(res.Sources))
+	for _, s := range res.Sources {
+		rows += s.Rows
+		contents = append(contents, requests.ReportSource{Name: s.Name, Rows: s.Rows, Skipped: s.Skipped != ""})
 	}
-	return requests.Report{ID: res.ReportID, Bytes: res.Bytes, SHA256: res.SHA256, Rows: rows}, nil
+	return requests.Report{ID: res.ReportID, Bytes: res.Bytes, SHA256: res.SHA256, Rows: rows, Contents: contents}, nil
 }
 
 func (r reportBuilder) Delete(ctx context.Context, requestID string) error {

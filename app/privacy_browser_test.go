@@ -142,6 +142,8 @@ func TestPrivacyPageInBrowser(t *testing.T) {
 		shot("download"),
 	))
 	require.Contains(t, text("until"), time.Now().Add(7*24*time.Hour).UTC().Format("2 January 2006"))
+	// The page says what the archive holds: each source and its records.
+	require.Regexp(t, `crm\s+1\b`, text("contents"))
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("download-button"))))
 	var names []string
 	var crm []byte

@@ -227,5 +227,5 @@ func (pg *privacyPages) download(c echo.Context) error {
 	case err != nil:
 		return pg.failed(c, locale, err)
 	}
-	return pg.render(c, http.StatusOK, "download", locale, selfservice.Page{RequestID: d.RequestID, Link: d.Link, Until: d.Until})
+	return pg.render(c, http.StatusOK, "download", locale, selfservice.Page{RequestID: d.RequestID, Link: d.Link, Until: d.Until, Contents: d.Contents})
 }

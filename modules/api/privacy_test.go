@@ -24,6 +24,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/deadline"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/requests/record"
 	"github.com/gdpr-oss/gdpr/modules/selfservice"
 	"github.com/gdpr-oss/gdpr/modules/source"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -763,6 +764,9 @@ func (unreached) Status(context.Context, string) (intake.Status, error) {
 }
 func (unreached) DownloadToken(string, string) error { return errors.New("unreached") }
 func (unreached) ReportDeleted(context.Context, string) (*intake.GoneError, error) {
+	return nil, errors.New("unreached")
+}
+func (unreached) ReportContents(context.Context, string) ([]record.ReportSource, error) {
 	return nil, errors.New("unreached")
 }
 func (unreached) Send(context.Context, selfservice.Email) error { return errors.New("unreached") }

@@ -410,6 +410,20 @@ func (s *Service) ReportDeleted(ctx context.Context, requestID string) (*GoneErr
 	return nil, nil
 }
 
+// ReportContents lists what request requestID's report holds, per source
+// (none for a request without a report, or one stored before the list was
+// kept).
+func (s *Service) ReportContents(ctx context.Context, requestID string) ([]record.ReportSource, error) {
+	rep, found, err := s.opts.Requests.ReportOf(ctx, requestID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if !found {
+		return nil, nil
+	}
+	return rep.Contents, nil
+}
+
 // OpenReport verifies the download token and opens the request's report.
 // The caller closes the reader. A deleted report is a *GoneError for any
 // link gdpr signed, expired or not: the holder of an old link learns why

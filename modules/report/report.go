@@ -50,6 +50,8 @@ type Result struct {
 	SHA256 string
 	// Rows is the number of records per source name.
 	Rows map[string]int64
+	// Sources are the manifest's sources, in archive order.
+	Sources []ManifestSource
 }
 
 // Manifest is manifest.json.
@@ -406,7 +408,7 @@ func (b *Builder) store(ctx context.Context, id string, subject event.Subject, k
 	}
 	defer b.pools.release(seal)
 	whole := newHashCounter(seal)
-	rows, err := b.writeArchive(whole, id, subject, key, sinks)
+	sources, err := b.writeArchive(whole, id, subject, key, sinks)
 	if err != nil {
 		return Result{}, err
 	}
@@ -420,17 +422,20 @@ func (b *Builder) store(ctx context.Context, id string, subject event.Subject, k
 		return Result{}, &storageError{err}
 	}
 	committed = true
-	return Result{ReportID: id, Bytes: whole.n, SHA256: whole.sum(), Rows: rows}, nil
+	rows := make(map[string]int64, len(sources))
+	for _, ms := range sources {
+		rows[ms.Name] = ms.Rows
+	}
+	return Result{ReportID: id, Bytes: whole.n, SHA256: whole.sum(), Rows: rows, Sources: sources}, nil
 }
 
 // writeArchive writes the ZIP to w: each source's JSON and CSV files, then
 // the manifest that lists them. The sources' entries are already deflated
-// (spool.go) and are copied as they are. It returns the rows read per source.
-func (b *Builder) writeArchive(w io.Writer, id string, subject event.Subject, key masterKey, sinks []*sourceSink) (map[string]int64, error) {
+// (spool.go) and are copied as they are. It returns the manifest's sources.
+func (b *Builder) writeArchive(w io.Writer, id string, subject event.Subject, key masterKey, sinks []*sourceSink) ([]ManifestSource, error) {
 	a := archive{zw: zip.NewWriter(w), modified: b.now().UTC().Truncate(time.Second), pools: &b.pools}
 	a.zw.RegisterCompressor(zip.Deflate, b.pools.compressor)
 	a.man = Manifest{FormatVersion: FormatVersion, RequestID: id, SubjectID: subject.ID, GeneratedAt: a.modified}
-	rows := map[string]int64{}
 	for i, src := range b.sources {
 		sk := sinks[i]
 		ms := ManifestSource{Name: src.Name(), Kind: src.Kind()}
@@ -452,7 +457,6 @@ func (b *Builder) writeArchive(w io.Writer, id string, subject event.Subject, ke
 			jsonEntry, csvEntry = sk.json, sk.csv
 		}
 		a.man.Sources = append(a.man.Sources, ms)
-		rows[src.Name()] = ms.Rows
 		if err := a.raw(src.Name()+".json", jsonEntry); err != nil {
 			return nil, err
 		}
@@ -460,7 +464,7 @@ func (b *Builder) writeArchive(w io.Writer, id string, subject event.Subject, ke
 			return nil, err
 		}
 	}
-	return rows, a.close()
+	return a.man.Sources, a.close()
 }
 
 // archive is a report's ZIP while it is written: every entry carries the

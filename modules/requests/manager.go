@@ -44,6 +44,8 @@ type Report struct {
 	Bytes  int64
 	SHA256 string
 	Rows   int64
+	// Contents is what the report holds, per source (reports.contents).
+	Contents []ReportSource
 }
 
 // Builder builds, deletes and sweeps access reports. Build is all or

@@ -48,6 +48,9 @@ func NewStore(db *gorm.DB, files ReportFiles) *Store { return &Store{db: db, fil
 // deleted (record.DeletedReport).
 type DeletedReport = record.DeletedReport
 
+// ReportSource is one source's part of a report (record.ReportSource).
+type ReportSource = record.ReportSource
+
 // ReportOf returns the report of requestID and whether it was deleted;
 // found is false when the request has no report.
 func (s *Store) ReportOf(ctx context.Context, requestID string) (r DeletedReport, found bool, err error) {
@@ -55,8 +58,9 @@ func (s *Store) ReportOf(ctx context.Context, requestID string) (r DeletedReport
 		ID            string
 		DeletedAt     *time.Time
 		DeletedReason string
+		Contents      []byte
 	}
-	res := s.db.WithContext(ctx).Raw(`SELECT id, deleted_at, deleted_reason FROM reports WHERE request_id = ?`, requestID).Scan(&row)
+	res := s.db.WithContext(ctx).Raw(`SELECT id, deleted_at, deleted_reason, contents FROM reports WHERE request_id = ?`, requestID).Scan(&row)
 	if res.Error != nil {
 		return DeletedReport{}, false, fmt.Errorf("looking up report of %s: %w", requestID, res.Error)
 	}
@@ -64,6 +68,9 @@ func (s *Store) ReportOf(ctx context.Context, requestID string) (r DeletedReport
 		return DeletedReport{}, false, nil
 	}
 	r = DeletedReport{ReportID: row.ID, Reason: row.DeletedReason}
+	if err := json.Unmarshal(row.Contents, &r.Contents); err != nil {
+		return DeletedReport{}, false, fmt.Errorf("reading the contents of report %s: %w", row.ID, err)
+	}
 	if row.DeletedAt != nil {
 		r.Deleted, r.DeletedAt = true, row.DeletedAt.UTC()
 	}

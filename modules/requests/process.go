@@ -2,6 +2,7 @@ package requests
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -285,6 +286,14 @@ func (m *Manager) complete(ctx context.Context, c *claimed, rep Report) error {
 	// report's record, the attempt's end and report.ready, all or none.
 	// attempts counts the attempt that succeeded too, so a status agrees
 	// with the attempt=N of the log lines.
+	parts := rep.Contents
+	if parts == nil {
+		parts = []ReportSource{}
+	}
+	contents, err := json.Marshal(parts)
+	if err != nil {
+		return fmt.Errorf("encoding the contents of report %s: %w", rep.ID, err)
+	}
 	var done int
 	err = m.db.WithContext(ctx).Raw(`WITH done AS (
 			UPDATE requests SET state = ?, completed_at = now(), updated_at = now(),
@@ -292,15 +301,15 @@ func (m *Manager) complete(ctx context.Context, c *claimed, rep Report) error {
 			WHERE id = ? AND lease_token = ? AND lease_until >= clock_timestamp()
 			RETURNING id, retries),
 		report AS (
-			INSERT INTO reports (id, request_id, bytes, sha256) SELECT ?::text, id, ?::bigint, ?::text FROM done
+			INSERT INTO reports (id, request_id, bytes, sha256, contents) SELECT ?::text, id, ?::bigint, ?::text, ?::jsonb FROM done
 			ON CONFLICT (request_id) DO UPDATE SET id = EXCLUDED.id, bytes = EXCLUDED.bytes,
-				sha256 = EXCLUDED.sha256, created_at = now()),
+				sha256 = EXCLUDED.sha256, contents = EXCLUDED.contents, created_at = now()),
 		attempt AS (
 			UPDATE request_attempts a SET finished_at = now(), outcome = 'succeeded', error_class = '', next_attempt_at = NULL
 			FROM done WHERE a.request_id = done.id AND a.attempt = ? AND a.generation = done.retries),
 		queued AS (`+outSQL+`)
 		SELECT count(*) FROM done`,
-		append([]any{StateCompleted, c.Attempt, c.ID, c.Token, rep.ID, rep.Bytes, rep.SHA256, c.Attempt}, outArgs...)...).Scan(&done).Error
+		append([]any{StateCompleted, c.Attempt, c.ID, c.Token, rep.ID, rep.Bytes, rep.SHA256, contents, c.Attempt}, outArgs...)...).Scan(&done).Error
 	if err != nil {
 		err = fmt.Errorf("completing request %s: %w", c.ID, err)
 	} else if done == 0 {

@@ -32,6 +32,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/download"
 	"github.com/gdpr-oss/gdpr/modules/event"
 	"github.com/gdpr-oss/gdpr/modules/intake"
+	"github.com/gdpr-oss/gdpr/modules/requests/record"
 	"github.com/gdpr-oss/gdpr/modules/source"
 )
 
@@ -48,6 +49,7 @@ type Intake interface {
 	Status(ctx context.Context, id string) (intake.Status, error)
 	DownloadToken(requestID, token string) error
 	ReportDeleted(ctx context.Context, requestID string) (*intake.GoneError, error)
+	ReportContents(ctx context.Context, requestID string) ([]record.ReportSource, error)
 }
 
 // Email is one verification email to one recipient.
@@ -519,6 +521,8 @@ type DownloadPage struct {
 	// Link is the report download (the API's report endpoint).
 	Link  string
 	Until time.Time
+	// Contents is what the report holds, per source.
+	Contents []record.ReportSource
 }
 
 // Download checks a download page's token; a forged or expired one is
@@ -543,11 +547,16 @@ func (s *Service) Download(ctx context.Context, requestID, token string) (Downlo
 	if tokenErr != nil {
 		return DownloadPage{}, ErrGone
 	}
+	contents, err := s.opts.Intake.ReportContents(ctx, id)
+	if err != nil {
+		return DownloadPage{}, err
+	}
 	until, _ := download.Expiry(token)
 	return DownloadPage{
 		RequestID: id,
 		Link:      download.Path(id) + "?" + url.Values{"token": {token}}.Encode(),
 		Until:     until.UTC(),
+		Contents:  contents,
 	}, nil
 }
 
@@ -574,7 +583,9 @@ type Page struct {
 	Link      string
 	RequestID string
 	Until     time.Time
-	Request   intake.Status
+	// Contents is the download page's list of what the report holds.
+	Contents []record.ReportSource
+	Request  intake.Status
 	// Deleted is set when the request's report was deleted: at the
 	// subject's own request (intake.GoneSubjectErasure) or by retention.
 	Deleted *intake.GoneError

@@ -49,10 +49,24 @@ func (r Row) Deadline() time.Time {
 	return r.DueAt
 }
 
-// DeletedReport says whether, when and why the report of a request was deleted.
+// DeletedReport says whether, when and why the report of a request was
+// deleted, and what it holds.
 type DeletedReport struct {
 	ReportID  string
 	Deleted   bool
 	Reason    string
 	DeletedAt time.Time
+	// Contents lists the report's sources in archive order; empty for a
+	// report stored before migration 083.
+	Contents []ReportSource
+}
+
+// ReportSource is one source's part of a report: no personal data, only the
+// source's name (its files are <name>.json and <name>.csv) and a count.
+type ReportSource struct {
+	Name string `json:"name"`
+	Rows int64  `json:"rows"`
+	// Skipped: the subject lacks an identifier the source needs, so it was
+	// not read.
+	Skipped bool `json:"skipped,omitempty"`
 }
