@@ -88,6 +88,11 @@ const finishedSQL = `state IN ('completed', 'failed', 'cancelled', 'denied')`
 // operator's end closed_at, else its last change.
 const finishedAtSQL = `COALESCE(completed_at, closed_at, updated_at)`
 
+// scrubReasonsSQL blanks an operator's free-text reasons (cancel, deny,
+// extend): they are written about the subject and may name them, so they
+// go with the subject's identifiers; the reason codes stay.
+const scrubReasonsSQL = `closed_reason = '', extension_reason = ''`
+
 // scrubSubject removes the subject of erasure erasureID from every other
 // finished request of theirs (same subject id, or same address ignoring
 // case), inside tx, and marks their reports deleted. It returns the report
@@ -100,7 +105,7 @@ func scrubSubject(tx *gorm.DB, erasureID string, s event.Subject) ([]string, err
 	}
 	var ids []string
 	if err := tx.Raw(`UPDATE requests SET subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}',
-			pii_scrubbed_at = now(), erased_by = ?, updated_at = now()
+			`+scrubReasonsSQL+`, pii_scrubbed_at = now(), erased_by = ?, updated_at = now()
 		WHERE id <> ? AND `+finishedSQL+`
 		  AND `+sameSubject+` RETURNING id`, append([]any{erasureID, erasureID}, sameSubjectArgs(s)...)...).Scan(&ids).Error; err != nil {
 		return nil, fmt.Errorf("scrubbing earlier requests of erasure %s: %w", erasureID, err)
@@ -219,7 +224,8 @@ func (s *Store) ScrubFinished(ctx context.Context, now, cutoff time.Time, limit 
 	var reports []string
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := tx.Raw(`WITH due AS (`+due+` FOR UPDATE SKIP LOCKED)
-			UPDATE requests r SET subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}', pii_scrubbed_at = ?, updated_at = ?
+			UPDATE requests r SET subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}', `+scrubReasonsSQL+`,
+				pii_scrubbed_at = ?, updated_at = ?
 			FROM due WHERE r.id = due.id RETURNING r.id`, cutoff, limit, now, now).Scan(&ids).Error; err != nil {
 			return fmt.Errorf("scrubbing finished requests: %w", err)
 		}

@@ -157,5 +157,6 @@ func TestDeniedRequestsLoseTheirIdentifiersAndTheSubjectsErasureScrubsThem(t *te
 	fin, err := message.New(event.TypeErasureFinished, event.ErasureFinished{RequestID: erasureID}, nil)
 	require.NoError(t, err)
 	require.NoError(t, e.mgr.Handle(t.Context(), fin))
-	require.Equal(t, 1, left(`subject_email = '' AND erased_by = '`+erasureID+`' AND pii_scrubbed_at IS NOT NULL`), "the erasure scrubs the denied request")
+	require.Equal(t, 1, left(`subject_email = '' AND closed_reason = '' AND denial_code = 'unverified' AND erased_by = '`+erasureID+`' AND pii_scrubbed_at IS NOT NULL`),
+		"the erasure scrubs the denied request, the operator's free text with it")
 }

@@ -455,9 +455,9 @@ func (f *fixture) closed(state string, closedAgo time.Duration) string {
 }
 
 // TestSweeperScrubsAndForgetsRequestsAnOperatorEnded: a cancelled or
-// denied request is finished too: its personal data goes after
-// retention.scrub_after and its record after retention.record_for, like a
-// completed or failed one's. (They were left out: a denied request kept
+// denied request is finished too: its personal data (with the operator's
+// free-text reason) goes after retention.scrub_after and its record after
+// retention.record_for, like a completed or failed one's. (They were left out: a denied request kept
 // its phone number and identifiers, and both kinds their row, for ever.)
 func TestSweeperScrubsAndForgetsRequestsAnOperatorEnded(t *testing.T) {
 	t.Parallel()
@@ -483,8 +483,10 @@ func TestSweeperScrubsAndForgetsRequestsAnOperatorEnded(t *testing.T) {
 	require.Equal(t, 4, counts[retention.KindPersonalData])
 	require.Equal(t, 2, counts[retention.KindRequestRecord])
 	require.Equal(t, 1, f.count(`SELECT count(*) FROM requests WHERE id = ? AND subject_email = '' AND subject_phone = ''
-		AND subject_identifiers = '{}' AND pii_scrubbed_at IS NOT NULL`, deniedDue))
-	require.Equal(t, 1, f.count(`SELECT count(*) FROM requests WHERE id = ? AND subject_email <> '' AND subject_phone <> '' AND pii_scrubbed_at IS NULL`, deniedYoung))
+		AND subject_identifiers = '{}' AND closed_reason = '' AND denial_code = 'unverified' AND pii_scrubbed_at IS NOT NULL`, deniedDue),
+		"the operator's free text goes with the subject; the reason code stays")
+	require.Equal(t, 1, f.count(`SELECT count(*) FROM requests WHERE id = ? AND subject_email <> '' AND subject_phone <> '' AND closed_reason <> ''
+		AND pii_scrubbed_at IS NULL`, deniedYoung))
 	require.Zero(t, f.count(`SELECT count(*) FROM requests WHERE id IN (?, ?)`, cancelledRecordDue, deniedRecordDue))
 	require.Equal(t, 1, f.count(`SELECT count(*) FROM requests WHERE id = ? AND pii_scrubbed_at IS NOT NULL`, cancelledYoung))
 }
