@@ -207,7 +207,7 @@ func (pg *privacyPages) status(c echo.Context) error {
 	locale := pg.locale(c)
 	st, err := pg.p.Status(c.Request().Context(), c.QueryParam("request"), c.QueryParam("token"))
 	if errors.Is(err, selfservice.ErrGone) {
-		return pg.render(c, http.StatusGone, "gone", locale, selfservice.Page{})
+		return pg.render(c, http.StatusGone, "gone", locale, selfservice.Page{Withdrawn: errors.Is(err, selfservice.ErrWithdrawn)})
 	}
 	if err != nil {
 		return pg.failed(c, locale, err)

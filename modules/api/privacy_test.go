@@ -940,3 +940,74 @@ func TestPrivacyVerifiedRequestIsAcceptedOnlyOnceTheBrokerConfirmed(t *testing.T
 		})
 	}
 }
+
+// TestPrivacyExpiredOrRevokedLinksSayHowToAskAgain: a status or download
+// link that expired, that no key of gdpr's signed any more (revoked by a
+// rotation of serve.download_key) or that was tampered with, and the status
+// link of a request an operator cancelled (withdrawn: nothing more is done
+// for it), open a 410 page that says the link no longer works and why, with
+// the button to ask again, in the page's language. A denied request's
+// status page names its state (it showed an empty one before).
+func TestPrivacyExpiredOrRevokedLinksSayHowToAskAgain(t *testing.T) {
+	t.Parallel()
+	h := newPageHarness(t, nil)
+	now := h.clock.now().UTC().Truncate(time.Second)
+	ids := map[string]string{
+		"completed": "0193a5c2-7e0b-7c4d-8f00-0000000000f1",
+		"cancelled": "0193a5c2-7e0b-7c4d-8f00-0000000000f2",
+		"denied":    "0193a5c2-7e0b-7c4d-8f00-0000000000f3",
+	}
+	require.NoError(t, h.db.Exec(`INSERT INTO requests (id, type, state, submitted_at, received_at, due_at, completed_at, attempts)
+		VALUES (?, 'access', 'completed', ?, ?, ?, ?, 1)`, ids["completed"], now, now, now.AddDate(0, 1, 0), now).Error)
+	require.NoError(t, h.db.Exec(`INSERT INTO requests (id, type, state, submitted_at, received_at, due_at, attempts, closed_reason, closed_by, closed_at)
+		VALUES (?, 'erasure', 'cancelled', ?, ?, ?, 1, 'asked twice', 'olga', now())`, ids["cancelled"], now, now, now.AddDate(0, 1, 0)).Error)
+	require.NoError(t, h.db.Exec(`INSERT INTO requests (id, type, state, submitted_at, received_at, due_at, attempts, denial_code, closed_reason, closed_by, closed_at)
+		VALUES (?, 'access', 'denied', ?, ?, ?, 1, 'manifestly_unfounded', 'repeated', 'olga', now())`, ids["denied"], now, now, now.AddDate(0, 1, 0)).Error)
+	path := func(link string) string { return strings.TrimPrefix(link, h.base) }
+	past := now.Add(-2 * time.Hour)
+	retired := []byte("a key serve.download_key no longer lists")
+	tampered := func(link string) string { return link[:len(link)-2] + "xx" }
+
+	b := h.browser(t)
+	for _, tc := range []struct {
+		name, link, want string
+	}{
+		{"expired status link", statusLink(h, ids["completed"], past), "The link has expired, was already used, or was withdrawn."},
+		{"expired download link", selfservice.DownloadPageURL(h.base, h.key, ids["completed"], time.Hour, past), "The link has expired, was already used, or was withdrawn."},
+		{"status link of a retired key", selfservice.StatusURL(h.base, retired, ids["completed"], time.Hour, now), "The link has expired"},
+		{"download link of a retired key", selfservice.DownloadPageURL(h.base, retired, ids["completed"], time.Hour, now), "The link has expired"},
+		{"tampered status link", tampered(statusLink(h, ids["completed"], now)), "The link has expired"},
+		{"cancelled request's status link", statusLink(h, ids["cancelled"], now), "This request was withdrawn"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := b.get(path(tc.link) + "&lang=en")
+			require.Equal(t, http.StatusGone, r.status, "%s", r.body)
+			require.Contains(t, string(r.body), `id="gone"`)
+			require.Contains(t, string(r.body), tc.want)
+			require.Contains(t, string(r.body), `<a class="button" id="again" href="/privacy?lang=en">Ask again</a>`)
+			require.NotContains(t, string(r.body), `id="request-id"`)
+		})
+	}
+	t.Run("cancelled, in German", func(t *testing.T) {
+		r := b.get(path(statusLink(h, ids["cancelled"], now)) + "&lang=de")
+		require.Equal(t, http.StatusGone, r.status, "%s", r.body)
+		require.Contains(t, string(r.body), "Diese Anfrage wurde zurückgezogen")
+		require.Contains(t, string(r.body), `<a class="button" id="again" href="/privacy?lang=de">Erneut fragen</a>`)
+	})
+	t.Run("denied", func(t *testing.T) {
+		r := b.get(path(statusLink(h, ids["denied"], now)) + "&lang=en")
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		require.Regexp(t, `<dd id="state">[^<]+</dd>`, string(r.body), "the state is named")
+	})
+	t.Run("the valid link still works", func(t *testing.T) {
+		r := b.get(path(statusLink(h, ids["completed"], now)))
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		require.Contains(t, string(r.body), `<dd id="state">completed</dd>`)
+	})
+}
+
+// statusLink is a status link of request id minted at mintedAt, valid for
+// an hour.
+func statusLink(h *pageHarness, id string, mintedAt time.Time) string {
+	return selfservice.StatusURL(h.base, h.key, id, time.Hour, mintedAt)
+}

@@ -34,10 +34,21 @@ var (
 	// the window ends. errors.Is(err, ErrVoid) holds too: the page is the
 	// same.
 	ErrLocked error = lockedError{}
+	// ErrWithdrawn: the status link's request was cancelled by an operator
+	// (withdrawn): nothing more is done for it, and its link shows the
+	// page saying so. errors.Is(err, ErrGone) holds too.
+	ErrWithdrawn error = withdrawnError{}
 	// ErrUnavailable: Redis or the account lookup did not answer; nothing
 	// changed, and a verified code can be confirmed again.
 	ErrUnavailable = errors.New("selfservice: temporarily unavailable")
 )
+
+type withdrawnError struct{}
+
+func (withdrawnError) Error() string { return "selfservice: the request was withdrawn" }
+
+// Is makes errors.Is(err, ErrGone) hold: the link no longer works.
+func (withdrawnError) Is(target error) bool { return target == ErrGone }
 
 type lockedError struct{}
 

@@ -483,7 +483,8 @@ type StatusPage struct {
 }
 
 // Status returns a request's status for a status link; a forged or expired
-// link is ErrGone, as is a request that no longer exists.
+// link is ErrGone, as is a request that no longer exists; a request an
+// operator cancelled is ErrWithdrawn.
 func (s *Service) Status(ctx context.Context, requestID, token string) (StatusPage, error) {
 	id, err := intake.ParseID(requestID)
 	if err != nil {
@@ -499,6 +500,9 @@ func (s *Service) Status(ctx context.Context, requestID, token string) (StatusPa
 	}
 	if err != nil {
 		return StatusPage{}, err
+	}
+	if st.State == string(record.StateCancelled) {
+		return StatusPage{}, ErrWithdrawn
 	}
 	// Participant names are the company's systems: not for the subject's eyes.
 	st.Participants = nil
@@ -589,6 +593,8 @@ type Page struct {
 	// Deleted is set when the request's report was deleted: at the
 	// subject's own request (intake.GoneSubjectErasure) or by retention.
 	Deleted *intake.GoneError
+	// Withdrawn is set on the gone page of a cancelled request's link.
+	Withdrawn bool
 }
 
 // Render writes page name in locale; self is the page's own URL, which the

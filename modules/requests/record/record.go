@@ -17,6 +17,11 @@ const (
 	StateHandedOver State = "handed_over"
 	StateCompleted  State = "completed"
 	StateFailed     State = "failed"
+	// StateCancelled and StateDenied are ends an operator gives a request
+	// (modules/officer): nothing more is done for it. modules/requests
+	// repeats them untyped (requests.StateCancelled) for its SQL.
+	StateCancelled State = "cancelled"
+	StateDenied    State = "denied"
 )
 
 // Row is a stored request as a status shows it: progress and deadline,
