@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -179,6 +180,21 @@ func TestGDPRErasesItsOwnCopy(t *testing.T) {
 		}
 		require.Empty(t, files, "report storage holds the erased subject's %q", needle)
 		require.NotContains(t, logs, needle, "the process log names the subject")
+	}
+
+	// Every Redis place in docs/privacy.md ends by Redis expiry, within the
+	// longest window the list names: a key without a TTL, or with a longer
+	// one, outlives what the list says.
+	longest := slices.Max([]time.Duration{s.cfg.Serve.IdempotencyTTL, s.cfg.Serve.AcceptedTTL,
+		s.cfg.Privacy.CodeTTL, s.cfg.Privacy.SendWindow, s.cfg.Privacy.CodeFailureWindow})
+	redisKeys, err := rdb.Keys(ctx, s.cfg.Redis.Prefix+"*").Result()
+	require.NoError(t, err)
+	require.NotEmpty(t, redisKeys)
+	for _, k := range redisKeys {
+		ttl, err := rdb.TTL(ctx, k).Result()
+		require.NoError(t, err)
+		require.Positive(t, ttl, "Redis key %s has no expiry", strings.TrimPrefix(k, s.cfg.Redis.Prefix))
+		require.LessOrEqual(t, ttl, longest, "Redis key %s lives longer than docs/privacy.md says", strings.TrimPrefix(k, s.cfg.Redis.Prefix))
 	}
 
 	// The PII-free record still answers by request id.
