@@ -74,7 +74,8 @@ func TestDeadLettersListAndRequeueCommands(t *testing.T) {
 }
 
 // TestDeadLetterPurgeAndRetention: `gdpr dead-letters purge` removes
-// exactly what its filters select and counts it; the retention sweeper's
+// exactly what its filters select (--request, --older-than, both at once)
+// and counts it; the retention sweeper's
 // dead-letter step removes those of an erased request at once and the
 // others once retention.dead_letters_for passed.
 func TestDeadLetterPurgeAndRetention(t *testing.T) {
@@ -131,6 +132,16 @@ func TestDeadLetterPurgeAndRetention(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "removed dl-request")
 	require.Contains(t, out, "purged 1\n")
+	waitCount(3)
+
+	// --older-than alone selects by age; with --request both must hold.
+	code, out, errOut = run("dead-letters", "purge", "--older-than", "240h", "--dry-run")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "would remove dl-old")
+	require.Contains(t, out, "would purge 1")
+	code, out, errOut = run("dead-letters", "purge", "--older-than", "240h", "--request", erased)
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "purged 0\n", out, "dl-erased is too young, dl-old is another request's")
 	waitCount(3)
 
 	store := requests.NewStore(gdb, nil)
