@@ -188,7 +188,7 @@ func TestConsoleInARealBrowser(t *testing.T) {
 	cookie := sessionCookie(ctx, t).Value
 	require.Equal(t, http.StatusForbidden, postForm(t, base, "/admin/requests/"+target+"/retry", cookie, url.Values{}))
 	require.Equal(t, http.StatusForbidden, postForm(t, base, "/admin/requests/"+target+"/retry", cookie, url.Values{"csrf": {"forged"}}))
-	require.Equal(t, "failed", r.detail(t, target).Request.State, "nothing changed")
+	require.Equal(t, "failed", string(r.detail(t, target).Request.State), "nothing changed")
 
 	// Sign out: the cookie no longer opens anything.
 	do(ctx, t, chromedp.Click(chromedp.ID("signout")), chromedp.WaitVisible(chromedp.ID("token")))
@@ -205,7 +205,7 @@ func TestConsoleInARealBrowser(t *testing.T) {
 	viewerCookie := sessionCookie(ctx, t).Value
 	require.Equal(t, http.StatusForbidden, postForm(t, base, "/admin/requests/"+target+"/deny", viewerCookie,
 		url.Values{"csrf": {csrf}, "reason_code": {"excessive"}, "reason": {"forged"}, "confirm": {"yes"}}))
-	require.Equal(t, "failed", r.detail(t, target).Request.State, "the viewer's forged deny changed nothing")
+	require.Equal(t, "failed", string(r.detail(t, target).Request.State), "the viewer's forged deny changed nothing")
 
 	// An expired session sends the browser back to the sign-in page.
 	require.NoError(t, r.gdb.Exec(`UPDATE console_sessions SET expires_at = now() - interval '1 second'`).Error)

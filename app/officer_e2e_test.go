@@ -115,7 +115,7 @@ func (r *opsRun) waitState(t *testing.T, id, state string) officer.Detail {
 			return false
 		}
 		require.NoError(t, json.Unmarshal(body, &d))
-		return d.Request.State == state
+		return string(d.Request.State) == state
 	}, "request %s reaches %s", id, state)
 	return d
 }
@@ -206,7 +206,7 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 	require.True(t, res.Changed)
 	require.Equal(t, a, res.Request.ID, "retried in place: same id")
 	require.True(t, due.Equal(res.Request.DueAt), "same due_at")
-	require.Contains(t, []string{"received", "processing", "failed"}, res.Request.State)
+	require.Contains(t, []string{"received", "processing", "failed"}, string(res.Request.State))
 	d = r.waitState(t, a, "failed")
 	require.Equal(t, 1, d.Request.Attempts, "attempts started again")
 	require.Equal(t, 1, d.Request.Retries)
@@ -243,7 +243,7 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 	code, res, out = r.act(t, op, base(a)+"/deny", map[string]any{"reason_code": "excessive", "reason": "This is the fifth identical request this month."})
 	require.Equal(t, http.StatusOK, code, out)
 	require.True(t, res.Changed)
-	require.Equal(t, "denied", res.Request.State)
+	require.Equal(t, "denied", string(res.Request.State))
 	require.Equal(t, "excessive", res.Request.DenialCode)
 	code, res, _ = r.act(t, op, base(a)+"/deny", map[string]any{"reason_code": "excessive", "reason": "again"})
 	require.Equal(t, http.StatusOK, code, "deny is idempotent")
@@ -272,7 +272,7 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 	code, res, out = r.act(t, op, base(b)+"/cancel", map[string]any{"reason_code": "withdrawn_by_subject", "reason": "The subject withdrew it by phone."})
 	require.Equal(t, http.StatusOK, code, out)
 	require.True(t, res.Changed)
-	require.Equal(t, "cancelled", res.Request.State)
+	require.Equal(t, "cancelled", string(res.Request.State))
 	code, res, _ = r.act(t, op, base(b)+"/cancel", map[string]any{"reason": "again"})
 	require.Equal(t, http.StatusOK, code)
 	require.False(t, res.Changed)
@@ -358,7 +358,7 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 	}, "billing's command went out")
 	code, res, out = r.act(t, op, base(c)+"/cancel", map[string]any{"reason_code": "submitted_in_error", "reason": "Test account."})
 	require.Equal(t, http.StatusOK, code, out)
-	require.Equal(t, "cancelled", res.Request.State)
+	require.Equal(t, "cancelled", string(res.Request.State))
 	var er struct{ State, SubjectID, SubjectEmail string }
 	require.NoError(t, r.gdb.Raw(`SELECT state, subject_id, subject_email FROM erasures WHERE request_id = ?`, c).Scan(&er).Error)
 	require.Equal(t, "cancelled", er.State)
@@ -380,7 +380,7 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 		require.NoError(t, r.gdb.Raw(`SELECT state FROM erasure_participants WHERE request_id = ? AND participant = 'billing'`, c).Scan(&st).Error)
 		return st == "erased"
 	}, "a late confirmation is recorded")
-	require.Equal(t, "cancelled", r.detail(t, c).Request.State)
+	require.Equal(t, "cancelled", string(r.detail(t, c).Request.State))
 
 	// --- The audit log holds each action with the operator's name.
 	testkit.Eventually(t, 60*time.Second, func() bool {

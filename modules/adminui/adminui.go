@@ -86,12 +86,14 @@ func New(off Officer, ops *console.Operators, opts Options, logger *slog.Logger)
 	c := &Console{off: off, ops: ops, logger: logger.With("component", "console"), pages: map[string]*template.Template{},
 		httpsOnly: isHTTPS(opts.PublicURL)}
 	funcs := template.FuncMap{
-		"ts":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
-		"tsp":    func(t *time.Time) string { return tsp(t) },
-		"date":   func(t time.Time) string { return t.UTC().Format("2006-01-02") },
-		"join":   strings.Join,
-		"codes":  officer.ReasonCodes,
-		"label":  func(s string) string { return strings.ReplaceAll(s, "_", " ") },
+		"ts":    func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+		"tsp":   func(t *time.Time) string { return tsp(t) },
+		"date":  func(t time.Time) string { return t.UTC().Format("2006-01-02") },
+		"join":  strings.Join,
+		"codes": officer.ReasonCodes,
+		// Any string kind: states are their owners' typed constants
+		// (requests.State), codes and kinds plain strings.
+		"label":  func(s any) string { return strings.ReplaceAll(fmt.Sprint(s), "_", " ") },
 		"lower":  strings.ToLower,
 		"detail": detailText,
 	}
@@ -275,12 +277,20 @@ func (c *Console) signout(w http.ResponseWriter, r *http.Request, _ officer.Sess
 	http.Redirect(w, r, "/admin/signin", http.StatusSeeOther)
 }
 
+// stateNames are the request states the list's filter offers, in lifecycle order.
+func stateNames() []string {
+	var out []string
+	for _, st := range requests.States() {
+		out = append(out, string(st))
+	}
+	return out
+}
+
 // stateRows are the dashboard's states in lifecycle order.
 func stateRows(counts map[string]int) []kv {
 	out := []kv{}
-	for _, s := range []string{string(requests.StateReceived), string(requests.StateProcessing), string(requests.StateHandedOver), string(requests.StateFailed),
-		string(requests.StateCompleted), requests.StateCancelled, requests.StateDenied} {
-		out = append(out, kv{s, counts[s]})
+	for _, st := range requests.States() {
+		out = append(out, kv{string(st), counts[string(st)]})
 	}
 	return out
 }
@@ -418,7 +428,7 @@ func (c *Console) list(w http.ResponseWriter, r *http.Request, s officer.Session
 		return
 	}
 	d := listData{Page: p, Q: q, Regs: []string{"gdpr", "ccpa", "lgpd"}, Clients: clients,
-		States: []string{"received", "processing", "handed_over", "failed", "completed", "cancelled", "denied"}}
+		States: stateNames()}
 	if p.Next != "" {
 		nq := url.Values{}
 		for k, v := range q {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -92,10 +93,7 @@ func ParseFilter(q func(string) string) (requests.Filter, error) {
 	if v := q("state"); v != "" {
 		f.States = strings.Split(v, ",")
 		for _, st := range f.States {
-			switch st {
-			case string(requests.StateReceived), string(requests.StateProcessing), string(requests.StateHandedOver), string(requests.StateCompleted),
-				string(requests.StateFailed), requests.StateCancelled, requests.StateDenied:
-			default:
+			if !slices.Contains(requests.States(), requests.State(st)) {
 				return f, problem(http.StatusBadRequest, "invalid_request", "state", "unknown state %q", st)
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -270,13 +271,8 @@ func (s *Service) Detail(ctx context.Context, id string) (Detail, error) {
 	return d, nil
 }
 
-func isOpen(state string) bool {
-	for _, st := range requests.OfficerOpenStates() {
-		if st == state {
-			return true
-		}
-	}
-	return false
+func isOpen(state requests.State) bool {
+	return slices.Contains(requests.OfficerOpenStates(), state)
 }
 
 // allowedActions is what the request's state allows (the console shows
@@ -284,13 +280,13 @@ func isOpen(state string) bool {
 func allowedActions(r requests.AdminRow, now time.Time) map[string]bool {
 	extendable := isOpen(r.State) && r.ExtendedUntil == nil && now.Before(r.DueAt) && r.Regulation != "lgpd"
 	return map[string]bool{
-		ActionRetry:           r.State == string(requests.StateFailed),
-		ActionCancel:          r.State == string(requests.StateReceived) || r.State == string(requests.StateFailed) || r.State == string(requests.StateHandedOver),
-		ActionDeny:            r.State == string(requests.StateReceived) || r.State == string(requests.StateFailed),
+		ActionRetry:           r.State == requests.StateFailed,
+		ActionCancel:          r.State == requests.StateReceived || r.State == requests.StateFailed || r.State == requests.StateHandedOver,
+		ActionDeny:            r.State == requests.StateReceived || r.State == requests.StateFailed,
 		ActionExtend:          extendable,
-		ActionResend:          r.State == string(requests.StateHandedOver),
-		ActionConfirmManually: r.State == string(requests.StateHandedOver),
-		ActionNotApplicable:   r.State == string(requests.StateHandedOver),
+		ActionResend:          r.State == requests.StateHandedOver,
+		ActionConfirmManually: r.State == requests.StateHandedOver,
+		ActionNotApplicable:   r.State == requests.StateHandedOver,
 	}
 }
 
@@ -435,7 +431,7 @@ func (s *Service) retriedAlready(ctx context.Context, id string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if row.State != string(requests.StateReceived) && row.State != string(requests.StateProcessing) && row.State != string(requests.StateHandedOver) {
+	if row.State != requests.StateReceived && row.State != requests.StateProcessing && row.State != requests.StateHandedOver {
 		return false, nil
 	}
 	acts, err := s.actions(ctx, id)
@@ -453,7 +449,7 @@ func (s *Service) Cancel(ctx context.Context, p console.Principal, id string, in
 		return Result{}, err
 	}
 	_, changed, err := s.opts.Requests.Cancel(ctx, id, p.Name, in.Reason, func(tx *gorm.DB, before requests.AdminRow) error {
-		if before.Type == event.KindErasure && before.State == string(requests.StateHandedOver) {
+		if before.Type == event.KindErasure && before.State == requests.StateHandedOver {
 			if _, err := s.opts.Erasures.CancelIn(ctx, tx, id); err != nil {
 				return err
 			}
@@ -516,7 +512,7 @@ func (s *Service) participantAction(ctx context.Context, id string) error {
 	if err != nil {
 		return mapErr(err)
 	}
-	if row.Type != event.KindErasure || row.State != string(requests.StateHandedOver) {
+	if row.Type != event.KindErasure || row.State != requests.StateHandedOver {
 		return fmt.Errorf("%w: the request is a %s request in state %s, not an erasure handed over", ErrConflict, row.Type, row.State)
 	}
 	return nil

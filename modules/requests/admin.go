@@ -29,15 +29,15 @@ var ErrConflict = errors.New("requests: the request's state does not allow this"
 // OfficerOpenStates are the states of a request that still owes the subject an
 // answer: its deadline runs. A failed request is open: it has not been
 // answered, and an operator must retry, deny or cancel it.
-func OfficerOpenStates() []string {
-	return []string{string(StateReceived), string(StateProcessing), string(StateHandedOver), string(StateFailed)}
+func OfficerOpenStates() []State {
+	return []State{StateReceived, StateProcessing, StateHandedOver, StateFailed}
 }
 
 // AdminRow is one request as operators see it: no personal data.
 type AdminRow struct {
 	ID         string `json:"id"`
 	Type       string `json:"type"`
-	State      string `json:"state"`
+	State      State  `json:"state"`
 	Regulation string `json:"regulation"`
 	// Client is the API client that submitted the request (requests.client).
 	Client          string     `json:"client,omitempty"`
@@ -291,8 +291,8 @@ func (s *Store) Counts(ctx context.Context) (map[string]int, error) {
 		return nil, fmt.Errorf("counting requests: %w", err)
 	}
 	out := map[string]int{}
-	for _, st := range []string{string(StateReceived), string(StateProcessing), string(StateHandedOver), string(StateCompleted), string(StateFailed), StateCancelled, StateDenied} {
-		out[st] = 0
+	for _, st := range States() {
+		out[string(st)] = 0
 	}
 	for _, r := range rows {
 		out[r.State] = r.N
@@ -385,7 +385,7 @@ type Within func(tx *gorm.DB, before AdminRow) error
 type change struct {
 	// allowed are the states the change applies in; done says the change
 	// already holds (the action is idempotent: nothing happens again).
-	allowed []string
+	allowed []State
 	done    func(AdminRow) bool
 	// check refuses the change for reasons other than the state.
 	check func(AdminRow) error
@@ -402,7 +402,7 @@ type change struct {
 // request can be retried.
 func (s *Store) Retry(ctx context.Context, id string, within Within) (AdminRow, bool, error) {
 	return s.apply(ctx, id, change{
-		allowed: []string{string(StateFailed)},
+		allowed: []State{StateFailed},
 		sql: `UPDATE requests SET state = 'received', attempts = 0, retries = retries + 1, last_error_class = '', next_attempt_at = now(),
 			lease_until = NULL, updated_at = now()`,
 		within: within,
@@ -415,7 +415,7 @@ func (s *Store) Retry(ctx context.Context, id string, within Within) (AdminRow, 
 // canceller's part, which the caller runs in within (docs/console.md).
 func (s *Store) Cancel(ctx context.Context, id, by, reason string, within Within) (AdminRow, bool, error) {
 	return s.apply(ctx, id, change{
-		allowed: []string{string(StateReceived), string(StateFailed), string(StateHandedOver)},
+		allowed: []State{StateReceived, StateFailed, StateHandedOver},
 		done:    func(r AdminRow) bool { return r.State == StateCancelled },
 		sql: `UPDATE requests SET state = 'cancelled', closed_reason = ?, closed_by = ?, closed_at = now(),
 			subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}', lease_until = NULL, updated_at = now()`,
@@ -430,7 +430,7 @@ func (s *Store) Cancel(ctx context.Context, id, by, reason string, within Within
 // which scrubs it.
 func (s *Store) Deny(ctx context.Context, id, by, code, reason string, within Within) (AdminRow, bool, error) {
 	return s.apply(ctx, id, change{
-		allowed: []string{string(StateReceived), string(StateFailed)},
+		allowed: []State{StateReceived, StateFailed},
 		done:    func(r AdminRow) bool { return r.State == StateDenied && r.DenialCode == code },
 		sql: `UPDATE requests SET state = 'denied', denial_code = ?, closed_reason = ?, closed_by = ?, closed_at = now(),
 			subject_id = '', subject_phone = '', subject_identifiers = '{}', lease_until = NULL, updated_at = now()`,
@@ -529,6 +529,12 @@ func (s *Store) apply(ctx context.Context, id string, c change) (before AdminRow
 // StateCancelled and StateDenied are ends an operator gives a request
 // (modules/officer): nothing more is done for it.
 const (
-	StateCancelled = "cancelled"
-	StateDenied    = "denied"
+	StateCancelled State = "cancelled"
+	StateDenied    State = "denied"
 )
+
+// States is every state a request can be in, in lifecycle order (the
+// console's dashboard and filter list them so).
+func States() []State {
+	return []State{StateReceived, StateProcessing, StateHandedOver, StateFailed, StateCompleted, StateCancelled, StateDenied}
+}

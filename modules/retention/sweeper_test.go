@@ -444,7 +444,7 @@ func (f *fixture) closed(state string, closedAgo time.Duration) string {
 	id := uuid.NewString()
 	at := f.now.Add(-closedAgo)
 	email, phone, ids := id[:8]+"@example.com", "+4915100000009", `{"loyalty_card":"LC-9"}`
-	if state == requests.StateCancelled {
+	if state == string(requests.StateCancelled) {
 		email, phone, ids = "", "", "{}"
 	}
 	require.NoError(f.t, f.db.Exec(`INSERT INTO requests (id, type, state, subject_id, subject_email, subject_phone, subject_identifiers, had_email,
@@ -463,11 +463,11 @@ func TestSweeperScrubsAndForgetsRequestsAnOperatorEnded(t *testing.T) {
 	t.Parallel()
 	gdb, _ := testkit.Postgres(t)
 	f := &fixture{t: t, db: gdb, files: newFiles(t, t.TempDir()), now: time.Now().UTC().Truncate(time.Microsecond)}
-	deniedDue := f.closed(requests.StateDenied, 31*day)
-	deniedYoung := f.closed(requests.StateDenied, 29*day)
-	cancelledRecordDue := f.closed(requests.StateCancelled, 731*day)
-	deniedRecordDue := f.closed(requests.StateDenied, 800*day)
-	cancelledYoung := f.closed(requests.StateCancelled, 700*day)
+	deniedDue := f.closed(string(requests.StateDenied), 31*day)
+	deniedYoung := f.closed(string(requests.StateDenied), 29*day)
+	cancelledRecordDue := f.closed(string(requests.StateCancelled), 731*day)
+	deniedRecordDue := f.closed(string(requests.StateDenied), 800*day)
+	cancelledYoung := f.closed(string(requests.StateCancelled), 700*day)
 
 	s := newSweeper(t, testConfig(10), gdb, f.files, f.now, nil)
 	dry, err := s.DryRun(t.Context(), 100)
