@@ -163,13 +163,11 @@ func deadLetterStep(cfg config.Config, conn *bus.Conn, store *requests.Store) re
 		if err != nil || len(ids) >= limit {
 			return ids, err
 		}
-		listed, err := conn.DeadLetters(ctx, limit)
+		// The whole queue, not its head: an erased request's dead letter may
+		// sit behind any number of others.
+		requestIDs, err := conn.DeadLetterRequestIDs(ctx)
 		if err != nil {
 			return ids, err
-		}
-		var requestIDs []string
-		for _, d := range listed {
-			requestIDs = append(requestIDs, d.RequestID)
 		}
 		erased, err := store.ErasedAmong(ctx, requestIDs)
 		if err != nil || len(erased) == 0 {

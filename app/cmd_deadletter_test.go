@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
@@ -154,4 +155,49 @@ func TestDeadLetterPurgeAndRetention(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"dl-young"}, removed)
 	waitCount(0)
+}
+
+// TestDeadLetterRetentionFindsErasedRequestsBehindTheQueueHead: the
+// retention step purges an erased request's dead letter at once wherever it
+// sits in the queue. It looked only at the first `limit` dead letters, so
+// one behind a batch of others waited for retention.dead_letters_for.
+func TestDeadLetterRetentionFindsErasedRequestsBehindTheQueueHead(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.AMQP = testkit.AMQP(t)
+	gdb, _ := testkit.Postgres(t)
+	conn := testkit.Bus(t, cfg.AMQP, topology(cfg))
+	ch, err := conn.Channel(t.Context())
+	require.NoError(t, err)
+	defer ch.Close()
+	erased, other := uuid.NewString(), uuid.NewString()
+	now := time.Now().UTC()
+	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, submitted_at, due_at, completed_at, erased_by, pii_scrubbed_at)
+		VALUES (?, 'access', 'completed', ?, ?, ?, ?, ?)`, erased, now, now.Add(time.Hour), now, uuid.NewString(), now).Error)
+	const limit, ahead = 3, 7
+	for i := range ahead + 1 {
+		id, requestID := fmt.Sprintf("dl-other-%d", i), other
+		if i == ahead {
+			id, requestID = "dl-erased-behind", erased
+		}
+		require.NoError(t, ch.PublishWithContext(t.Context(), conn.DeadLetterExchange(), "", false, false, amqp.Publishing{
+			MessageId: id, Type: "request.submitted", CorrelationId: requestID, Body: []byte(`{}`),
+			Headers: amqp.Table{
+				bus.HeaderDeadLetterQueue: "worker.requests", bus.HeaderDeadLetterClass: bus.ReasonPoison,
+				bus.HeaderDeadLetterReason: "bad", bus.HeaderDeadLetterAt: now.Format(time.RFC3339Nano),
+			},
+		}))
+	}
+	count := func() int {
+		q, err := ch.QueueDeclarePassive(conn.DeadLetterQueue(), true, false, false, false, nil)
+		require.NoError(t, err)
+		return q.Messages
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return count() == ahead+1 }, "%d dead letters", ahead+1)
+
+	step := deadLetterStep(cfg, conn, requests.NewStore(gdb, nil))
+	removed, err := step.Run(t.Context(), now, limit, false)
+	require.NoError(t, err)
+	require.Equal(t, []string{"dl-erased-behind"}, removed, "the erased request's dead letter, behind %d others", ahead)
+	testkit.Eventually(t, 10*time.Second, func() bool { return count() == ahead }, "only the others stay")
 }

@@ -178,6 +178,39 @@ func (f DeadLetterFilter) selects(dl DeadLetter) bool {
 // maxPurgeScan bounds how many dead letters one purge looks at.
 const maxPurgeScan = 100_000
 
+// DeadLetterRequestIDs returns the distinct request ids (correlation ids) of
+// the dead letters, looking at up to as many as a purge does, and leaves
+// every message where it is. The retention sweeper asks which of them were
+// erased: looking at the queue's head only would miss an erased request's
+// dead letter behind others.
+func (c *Conn) DeadLetterRequestIDs(ctx context.Context) ([]string, error) {
+	ch, err := c.Channel(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Closing the channel hands back every message taken without an ack.
+	defer closeChannel(ch)
+	seen := map[string]bool{}
+	var out []string
+	for range maxPurgeScan {
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+		d, ok, err := ch.Get(c.DeadLetterQueue(), false)
+		if err != nil {
+			return out, fmt.Errorf("reading %s: %w", c.DeadLetterQueue(), err)
+		}
+		if !ok {
+			break
+		}
+		if id := d.CorrelationId; id != "" && !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
 // PurgeDeadLetters removes up to limit dead letters that f selects and
 // returns them; with dryRun it only lists them. The others stay where they
 // are. Each removal is an ack on one channel, and the purge ends with a

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/modules/event"
@@ -270,17 +269,15 @@ func (s *Store) DeleteRecords(ctx context.Context, cutoff time.Time, limit int, 
 // subject was erased: the erasure requests themselves and the requests an
 // erasure scrubbed. Their dead letters are purged at once.
 func (s *Store) ErasedAmong(ctx context.Context, ids []string) ([]string, error) {
-	var valid []string
-	for _, id := range ids {
-		if _, err := uuid.Parse(id); err == nil {
-			valid = append(valid, id)
-		}
-	}
-	if len(valid) == 0 {
-		return nil, nil
+	// One bind variable however many ids a dead-letter queue holds (a bound
+	// parameter per id stops at 65535).
+	list, err := uuidList(ids)
+	if err != nil {
+		return nil, err
 	}
 	var out []string
-	if err := s.db.WithContext(ctx).Raw(`SELECT id::text FROM requests WHERE id IN ? AND erased_by IS NOT NULL`, valid).Scan(&out).Error; err != nil {
+	if err := s.db.WithContext(ctx).Raw(`SELECT id::text FROM requests
+		WHERE id IN (SELECT jsonb_array_elements_text(?::jsonb)::uuid) AND erased_by IS NOT NULL`, list).Scan(&out).Error; err != nil {
 		return nil, fmt.Errorf("looking up erased requests: %w", err)
 	}
 	return out, nil
