@@ -14,6 +14,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/modules/deadline"
+	"github.com/gdpr-oss/gdpr/modules/requests/record"
 )
 
 // The requests table as operators see and change it (modules/officer): more
@@ -527,10 +528,11 @@ func (s *Store) apply(ctx context.Context, id string, c change) (before AdminRow
 }
 
 // StateCancelled and StateDenied are ends an operator gives a request
-// (modules/officer): nothing more is done for it.
+// (modules/officer): nothing more is done for it. record has them, as the
+// other states, for the packages that read a request's state without this one.
 const (
-	StateCancelled State = "cancelled"
-	StateDenied    State = "denied"
+	StateCancelled = record.StateCancelled
+	StateDenied    = record.StateDenied
 )
 
 // States is every state a request can be in, in lifecycle order (the

@@ -18,8 +18,7 @@ const (
 	StateCompleted  State = "completed"
 	StateFailed     State = "failed"
 	// StateCancelled and StateDenied are ends an operator gives a request
-	// (modules/officer): nothing more is done for it. modules/requests
-	// repeats them untyped (requests.StateCancelled) for its SQL.
+	// (modules/officer): nothing more is done for it.
 	StateCancelled State = "cancelled"
 	StateDenied    State = "denied"
 )
