@@ -1,11 +1,14 @@
 package erasure
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -112,6 +115,36 @@ func storedSubject(id, email, phone, identifiers string) event.Subject {
 	return s
 }
 
+// redactSubject replaces every spelling, in any case, of the subject's
+// identifiers in detail (free text a participant sends with its state, or
+// an operator's note) with their placeholder names: the detail stays with
+// the erasure's PII-free record for retention.record_for, long after the
+// subject's identifiers were blanked (docs/privacy.md). Longer values go
+// first, so an id inside the address cannot split it.
+func redactSubject(detail string, s event.Subject) string {
+	if detail == "" {
+		return detail
+	}
+	type value struct{ text, placeholder string }
+	var vs []value
+	add := func(text, placeholder string) {
+		if text != "" {
+			vs = append(vs, value{text, "{" + placeholder + "}"})
+		}
+	}
+	add(s.Email, "subject_email")
+	add(s.ID, "subject_id")
+	add(s.Phone, "phone")
+	for name, v := range s.Identifiers {
+		add(v, event.IdentifierPlaceholder(name))
+	}
+	slices.SortFunc(vs, func(a, b value) int { return cmp.Compare(len(b.text), len(a.text)) })
+	for _, v := range vs {
+		detail = regexp.MustCompile(`(?i)`+regexp.QuoteMeta(v.text)).ReplaceAllLiteralString(detail, v.placeholder)
+	}
+	return detail
+}
+
 // identifiersJSON is the subject_identifiers value of ids.
 func identifiersJSON(ids map[string]string) string {
 	if len(ids) == 0 {
@@ -195,6 +228,7 @@ func (c *Canceller) lockParticipant(ctx context.Context, tx *gorm.DB, requestID,
 }
 
 func (c *Canceller) setState(ctx context.Context, s step, name, state string, attempt int, outcome, detail string) error {
+	detail = redactSubject(detail, s.e.subject())
 	if s.rows != nil {
 		s.rows.set(name, state, attempt, outcome, detail)
 		if s.rows.deferred {

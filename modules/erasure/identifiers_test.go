@@ -263,3 +263,34 @@ func TestAMQPParticipantsThatCannotFindTheSubjectBlockCompletion(t *testing.T) {
 		require.Equal(t, int32(1), n.(*atomic.Int32).Load(), "cannot_erase is not re-sent")
 	}
 }
+
+// TestParticipantDetailsKeepNoIdentifierOfTheSubject: the free text kept
+// on a participant's row (an operator's note here; a participant's detail
+// goes through the same write) outlives the subject's identifiers by
+// retention.record_for, so each identifier in it, in any case, is stored
+// as its placeholder. It was stored as written.
+func TestParticipantDetailsKeepNoIdentifierOfTheSubject(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, []erasure.Participant{{Name: "crm", Kind: "amqp"}, {Name: "shop", Kind: "amqp"}}, nil)
+	c := h.startCanceller()
+	id := uuid.NewString()
+	require.NoError(t, h.db.Exec(`INSERT INTO erasures (request_id, state, subject_id, subject_email, subject_phone, subject_identifiers)
+		VALUES (?, 'open', 'cust-4711', 'Ann.Lee@example.com', '+4915100000042', '{"loyalty_card":"LC-991"}')`, id).Error)
+	for _, p := range []string{"crm", "shop"} {
+		require.NoError(t, h.db.Exec(`INSERT INTO erasure_participants (request_id, participant, kind, state, attempt) VALUES (?, ?, 'amqp', 'sent', 1)`, id, p).Error)
+	}
+	_, err := c.NotApplicable(t.Context(), id, "crm", "no account for ANN.LEE@EXAMPLE.COM or +4915100000042", nil)
+	require.NoError(t, err)
+	_, err = c.ConfirmManually(t.Context(), id, "shop", "deleted cust-4711 and card lc-991 by hand", nil)
+	require.NoError(t, err)
+	ps, err := erasure.Participants(t.Context(), h.db, id)
+	require.NoError(t, err)
+	details := map[string]string{}
+	for _, p := range ps {
+		details[p.Participant] = p.Detail
+	}
+	require.Equal(t, map[string]string{
+		"crm":  "no account for {subject_email} or {phone}",
+		"shop": "deleted {subject_id} and card {identifier.loyalty_card} by hand",
+	}, details)
+}
