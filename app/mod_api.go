@@ -219,7 +219,7 @@ func (p participantLister) ListParticipants(ctx context.Context, requestID strin
 	for _, s := range states {
 		// Detail and outcome text come from other services; a status shows
 		// only progress, never text that might carry personal data.
-		out = append(out, intake.Participant{Name: s.Participant, State: s.State, Attempts: s.Attempts, ConfirmedAt: s.ConfirmedAt, UpdatedAt: s.UpdatedAt.UTC()})
+		out = append(out, intake.Participant{Name: s.Participant, State: string(s.State), Attempts: s.Attempts, ConfirmedAt: s.ConfirmedAt, UpdatedAt: s.UpdatedAt.UTC()})
 	}
 	return out, nil
 }

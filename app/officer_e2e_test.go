@@ -15,6 +15,7 @@ import (
 	"github.com/gdpr-oss/gdpr/config/configtest"
 	"github.com/gdpr-oss/gdpr/modules/bus"
 	"github.com/gdpr-oss/gdpr/modules/db"
+	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/message"
 	"github.com/gdpr-oss/gdpr/modules/officer"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
@@ -296,7 +297,7 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 	}
 	testkit.Eventually(t, 30*time.Second, func() bool {
 		for _, p := range r.detail(t, e).Participants {
-			if p.Participant == "billing" && p.State == "sent" {
+			if p.Participant == "billing" && p.State == erasure.StateSent {
 				return true
 			}
 		}
@@ -307,7 +308,7 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 	code, res, out = r.act(t, op, base(e)+"/participants/billing/resend", map[string]any{"reason_code": "no_answer"})
 	require.Equal(t, http.StatusOK, code, out)
 	require.True(t, res.Changed)
-	participant := func(name string) (state, outcome string, attempts int) {
+	participant := func(name string) (state erasure.State, outcome string, attempts int) {
 		for _, p := range r.detail(t, e).Participants {
 			if p.Participant == name {
 				return p.State, p.LastOutcome, p.Attempts
@@ -325,7 +326,7 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, out)
 	require.True(t, res.Changed)
 	st, outcome, _ := participant("billing")
-	require.Equal(t, "erased", st)
+	require.Equal(t, erasure.StateErased, st)
 	require.Equal(t, "manual", outcome)
 	code, res, _ = r.act(t, op, base(e)+"/participants/billing/confirm", map[string]any{"reason": "again"})
 	require.Equal(t, http.StatusOK, code, "confirming twice changes nothing")
@@ -336,7 +337,7 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 	require.Equal(t, http.StatusConflict, code, "confirmed already, differently: %s", out)
 	// The email system got its command after billing's confirmation; it
 	// never answers either: marked not applicable, the erasure finishes.
-	testkit.Eventually(t, 30*time.Second, func() bool { s, _, _ := participant("mailer"); return s == "sent" }, "mailer got its command")
+	testkit.Eventually(t, 30*time.Second, func() bool { s, _, _ := participant("mailer"); return s == erasure.StateSent }, "mailer got its command")
 	code, res, out = r.act(t, op, base(e)+"/participants/mailer/not-applicable", map[string]any{"reason_code": "no_data_held", "reason": "The mailer never stored this address."})
 	require.Equal(t, http.StatusOK, code, out)
 	require.True(t, res.Changed)
@@ -353,15 +354,18 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 	r.waitState(t, c, "handed_over")
 	testkit.Eventually(t, 30*time.Second, func() bool {
 		var n int
-		require.NoError(t, r.gdb.Raw(`SELECT count(*) FROM erasure_participants WHERE request_id = ? AND state = 'sent'`, c).Scan(&n).Error)
+		require.NoError(t, r.gdb.Raw(`SELECT count(*) FROM erasure_participants WHERE request_id = ? AND state = ?`, c, erasure.StateSent).Scan(&n).Error)
 		return n == 1
 	}, "billing's command went out")
 	code, res, out = r.act(t, op, base(c)+"/cancel", map[string]any{"reason_code": "submitted_in_error", "reason": "Test account."})
 	require.Equal(t, http.StatusOK, code, out)
 	require.Equal(t, "cancelled", string(res.Request.State))
-	var er struct{ State, SubjectID, SubjectEmail string }
+	var er struct {
+		State                   erasure.ErasureState
+		SubjectID, SubjectEmail string
+	}
 	require.NoError(t, r.gdb.Raw(`SELECT state, subject_id, subject_email FROM erasures WHERE request_id = ?`, c).Scan(&er).Error)
-	require.Equal(t, "cancelled", er.State)
+	require.Equal(t, erasure.ErasureCancelled, er.State)
 	require.Empty(t, er.SubjectID+er.SubjectEmail)
 	var scheduled int
 	require.NoError(t, r.gdb.Raw(`SELECT count(*) FROM scheduled_messages WHERE key LIKE ?`, "erasure:"+c+":%").Scan(&scheduled).Error)
@@ -376,9 +380,9 @@ func TestOfficerActionsEndToEnd(t *testing.T) {
 	conf.CorrelationID = c
 	require.NoError(t, publisher.Publish(t.Context(), conf))
 	testkit.Eventually(t, 30*time.Second, func() bool {
-		var st string
+		var st erasure.State
 		require.NoError(t, r.gdb.Raw(`SELECT state FROM erasure_participants WHERE request_id = ? AND participant = 'billing'`, c).Scan(&st).Error)
-		return st == "erased"
+		return st == erasure.StateErased
 	}, "a late confirmation is recorded")
 	require.Equal(t, "cancelled", string(r.detail(t, c).Request.State))
 

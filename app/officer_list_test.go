@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gdpr-oss/gdpr/modules/erasure"
 	"github.com/gdpr-oss/gdpr/modules/requests"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
 )
@@ -22,7 +23,7 @@ func TestOfficerListFindsParticipantsOverdue(t *testing.T) {
 	t.Parallel()
 	r := startConsoleRun(t)
 	now := time.Now().UTC()
-	seed := func(kind, state, erasureState string, participants map[string]string) string {
+	seed := func(kind, state string, erasureState erasure.ErasureState, participants map[string]erasure.State) string {
 		t.Helper()
 		id := uuid.NewString()
 		require.NoError(t, r.gdb.Exec(`INSERT INTO requests (id, type, state, submitted_at, received_at, due_at, updated_at)
@@ -37,10 +38,11 @@ func TestOfficerListFindsParticipantsOverdue(t *testing.T) {
 		}
 		return id
 	}
-	oneOverdue := seed("erasure", "handed_over", "open", map[string]string{"billing": "overdue", "crm": "sent"})
-	twoStuck := seed("erasure", "handed_over", "completed", map[string]string{"billing": "failed", "shop": "cannot_erase", "crm": "erased"})
-	cancelled := seed("erasure", "cancelled", "cancelled", map[string]string{"billing": "overdue"})
-	allSent := seed("erasure", "handed_over", "open", map[string]string{"billing": "sent"})
+	oneOverdue := seed("erasure", "handed_over", erasure.ErasureOpen, map[string]erasure.State{"billing": erasure.StateOverdue, "crm": erasure.StateSent})
+	twoStuck := seed("erasure", "handed_over", erasure.ErasureCompleted,
+		map[string]erasure.State{"billing": erasure.StateFailed, "shop": erasure.StateCannotErase, "crm": erasure.StateErased})
+	cancelled := seed("erasure", "cancelled", erasure.ErasureCancelled, map[string]erasure.State{"billing": erasure.StateOverdue})
+	allSent := seed("erasure", "handed_over", erasure.ErasureOpen, map[string]erasure.State{"billing": erasure.StateSent})
 	access := seed("access", "completed", "", nil)
 
 	list := func(query string) map[string]int {

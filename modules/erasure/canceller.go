@@ -85,14 +85,14 @@ type row struct {
 	RequestID   string
 	Participant string
 	Kind        string
-	State       string
+	State       State
 	Attempt     int
 }
 
 // erasureRow is the locked erasures row plus the database's clock.
 type erasureRow struct {
 	RequestID          string
-	State              string
+	State              ErasureState
 	SubjectID          string
 	SubjectEmail       string
 	SubjectPhone       string
@@ -227,7 +227,7 @@ func (c *Canceller) lockParticipant(ctx context.Context, tx *gorm.DB, requestID,
 	return e, r, res.RowsAffected == 1, nil
 }
 
-func (c *Canceller) setState(ctx context.Context, s step, name, state string, attempt int, outcome, detail string) error {
+func (c *Canceller) setState(ctx context.Context, s step, name string, state State, attempt int, outcome, detail string) error {
 	detail = redactSubject(detail, s.e.subject())
 	if s.rows != nil {
 		s.rows.set(name, state, attempt, outcome, detail)
@@ -264,8 +264,8 @@ func (c *Canceller) send(ctx context.Context, s step, p Participant, n int, at t
 			r.State, r.Attempt = StateSent, n
 		}
 	}
-	if err := s.tx.WithContext(ctx).Exec(`UPDATE erasure_participants SET state = 'sent', attempt = ?, sent_at = ?, updated_at = now()
-		WHERE request_id = ? AND participant = ?`, n, at, s.requestID, p.Name).Error; err != nil {
+	if err := s.tx.WithContext(ctx).Exec(`UPDATE erasure_participants SET state = ?, attempt = ?, sent_at = ?, updated_at = now()
+		WHERE request_id = ? AND participant = ?`, StateSent, n, at, s.requestID, p.Name).Error; err != nil {
 		return fmt.Errorf("marking %s of %s sent: %w", p.Name, s.requestID, err)
 	}
 	return nil
@@ -347,7 +347,7 @@ type sentRow struct {
 func (c *Canceller) sentRows(ctx context.Context, tx *gorm.DB, requestID string) ([]sentRow, error) {
 	var rows []sentRow
 	if err := tx.WithContext(ctx).Raw(`SELECT participant, kind, attempt, sent_at FROM erasure_participants
-		WHERE request_id = ? AND state = 'sent' ORDER BY participant`, requestID).Scan(&rows).Error; err != nil {
+		WHERE request_id = ? AND state = ? ORDER BY participant`, requestID, StateSent).Scan(&rows).Error; err != nil {
 		return nil, fmt.Errorf("reading sent participants of %s: %w", requestID, err)
 	}
 	return rows, nil
@@ -422,14 +422,14 @@ func (c *Canceller) checkCompletion(ctx context.Context, s step) error {
 		// sooner than email_delay after what the audit log shows. Without
 		// an email system to wait for, the same statement finishes it.
 		var completedAt time.Time
-		q := `UPDATE erasures SET state = 'completed', completed_at = clock_timestamp(), updated_at = now()
-			WHERE request_id = ? RETURNING completed_at`
+		q, to := `UPDATE erasures SET state = ?, completed_at = clock_timestamp(), updated_at = now()
+			WHERE request_id = ? RETURNING completed_at`, ErasureCompleted
 		if emailDone {
-			q = `UPDATE erasures SET state = 'finished', completed_at = clock_timestamp(), finished_at = now(), updated_at = now(),
+			q, to = `UPDATE erasures SET state = ?, completed_at = clock_timestamp(), finished_at = now(), updated_at = now(),
 				subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}'
-			WHERE request_id = ? RETURNING completed_at`
+			WHERE request_id = ? RETURNING completed_at`, ErasureFinished
 		}
-		if err := tx.WithContext(ctx).Raw(q, requestID).Scan(&completedAt).Error; err != nil {
+		if err := tx.WithContext(ctx).Raw(q, to, requestID).Scan(&completedAt).Error; err != nil {
 			return fmt.Errorf("completing erasure %s: %w", requestID, err)
 		}
 		done, err := message.New(event.TypeErasureCompleted, event.ErasureCompleted{RequestID: requestID}, s.cause)
@@ -465,8 +465,8 @@ func (c *Canceller) checkCompletion(ctx context.Context, s step) error {
 	if !emailDone {
 		return nil
 	}
-	if err := tx.WithContext(ctx).Exec(`UPDATE erasures SET state = 'finished', finished_at = now(), updated_at = now(),
-			subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}' WHERE request_id = ?`, requestID).Error; err != nil {
+	if err := tx.WithContext(ctx).Exec(`UPDATE erasures SET state = ?, finished_at = now(), updated_at = now(),
+			subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}' WHERE request_id = ?`, ErasureFinished, requestID).Error; err != nil {
 		return fmt.Errorf("finishing erasure %s: %w", requestID, err)
 	}
 	return c.finished(ctx, s)

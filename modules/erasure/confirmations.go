@@ -237,7 +237,8 @@ func (c *Canceller) confirm(ctx context.Context, s step, body event.ErasureConfi
 	}
 	switch body.Outcome {
 	case event.OutcomeErased, event.OutcomeNotFound:
-		if err := c.setState(ctx, s, r.Participant, body.Outcome, r.Attempt, body.Outcome, body.Detail); err != nil {
+		// Each of the two outcomes names its state (StateErased, StateNotFound).
+		if err := c.setState(ctx, s, r.Participant, State(body.Outcome), r.Attempt, body.Outcome, body.Detail); err != nil {
 			return err
 		}
 		s.fx.confirmed = append(s.fx.confirmed, r.Participant+"\x00"+body.Outcome)

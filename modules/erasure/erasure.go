@@ -28,23 +28,28 @@ const (
 	KindEmail = "email"
 )
 
-// Participant states, as stored and as shown by the status API.
+// State is a participant's state on one erasure, as stored in
+// erasure_participants.state and as shown by the status API and the console.
+// (ParticipantState is the row that holds one, with its attempts and times.)
+type State string
+
+// Participant states.
 const (
 	// StatePending: created, nothing sent yet (an HTTP call is about to be made).
-	StatePending = "pending"
+	StatePending State = "pending"
 	// StateWaiting: the email system, waiting until every other participant confirmed.
-	StateWaiting = "waiting"
+	StateWaiting State = "waiting"
 	// StateSent: a command was sent (or scheduled) and awaits its confirmation.
-	StateSent = "sent"
+	StateSent State = "sent"
 	// StateRetrying: the last attempt failed; another is scheduled with backoff.
-	StateRetrying = "retrying"
+	StateRetrying State = "retrying"
 	// StateErased and StateNotFound are the two confirmations that count.
-	StateErased   = "erased"
-	StateNotFound = "not_found"
+	StateErased   State = "erased"
+	StateNotFound State = "not_found"
 	// StateFailed: permanently refused (an HTTP 4xx); an operator must act.
-	StateFailed = "failed"
+	StateFailed State = "failed"
 	// StateOverdue: silent or failing after every re-send; an operator must act.
-	StateOverdue = "overdue"
+	StateOverdue State = "overdue"
 	// StateCannotErase: a participant that needs an identifier the request
 	// lacks (its `requires`, or what an http participant's URL template
 	// uses; or one the template refuses, such as ".."), or that answered
@@ -52,8 +57,19 @@ const (
 	// so never called with an empty value (a DELETE of the collection); the
 	// erasure cannot complete and an operator must erase by other means and
 	// confirm.
-	StateCannotErase = "cannot_erase"
+	StateCannotErase State = "cannot_erase"
 )
+
+// States is every participant state: those on the way to a confirmation,
+// the two confirmations, then those an operator must act on (the order of
+// the erasure_participants.state CHECK constraint).
+func States() []State {
+	return []State{StatePending, StateWaiting, StateSent, StateRetrying, StateErased, StateNotFound, StateFailed, StateOverdue, StateCannotErase}
+}
+
+// Confirmed says whether s is one of the two confirmations that count
+// (StateErased, StateNotFound): nothing more is sent to the participant.
+func (s State) Confirmed() bool { return s == StateErased || s == StateNotFound }
 
 // DetailMissingIdentifier is the detail of a participant in StateCannotErase
 // because the request lacks an identifier its URL needs.
@@ -63,15 +79,30 @@ const DetailMissingIdentifier = "missing identifier"
 // cannot_erase without one of its own.
 const DetailCannotFind = "the participant cannot find the subject by the identifiers given"
 
+// ErasureState is the state of one erasure as a whole, as stored in
+// erasures.state.
+type ErasureState string //nolint:revive // erasure.State is a participant's (the StateX constants); this one is named as its ErasureX constants are
+
 // Erasure states.
 const (
-	ErasureOpen      = "open"
-	ErasureCompleted = "completed"
-	ErasureFinished  = "finished"
+	// ErasureOpen: fanned out; a participant other than the email system
+	// has yet to confirm.
+	ErasureOpen ErasureState = "open"
+	// ErasureCompleted: every participant but the email system confirmed.
+	ErasureCompleted ErasureState = "completed"
+	// ErasureFinished: the email system confirmed as well; the subject is
+	// blanked.
+	ErasureFinished ErasureState = "finished"
 	// ErasureCancelled: an operator cancelled the request after its
 	// commands went out; nothing more is sent (docs/console.md).
-	ErasureCancelled = "cancelled"
+	ErasureCancelled ErasureState = "cancelled"
 )
+
+// ErasureStates is every erasure state, in lifecycle order (that of the
+// erasures.state CHECK constraint).
+func ErasureStates() []ErasureState { //nolint:revive // erasure.States lists a participant's states
+	return []ErasureState{ErasureOpen, ErasureCompleted, ErasureFinished, ErasureCancelled}
+}
 
 // TypeTimer is the canceller's message to itself, delivered by the scheduler:
 // send attempt N to a participant, or sweep an erasure for participants

@@ -186,21 +186,21 @@ func (h *harness) request(s subject) message.Message {
 	return m
 }
 
-func (h *harness) erasureState(requestID string) string {
-	var st string
+func (h *harness) erasureState(requestID string) erasure.ErasureState {
+	var st erasure.ErasureState
 	require.NoError(h.t, h.db.Raw(`SELECT state FROM erasures WHERE request_id = ?`, requestID).Scan(&st).Error)
 	return st
 }
 
 func (h *harness) countFinished() int {
 	var n int
-	require.NoError(h.t, h.db.Raw(`SELECT count(*) FROM erasures WHERE state = 'finished'`).Scan(&n).Error)
+	require.NoError(h.t, h.db.Raw(`SELECT count(*) FROM erasures WHERE state = ?`, erasure.ErasureFinished).Scan(&n).Error)
 	return n
 }
 
-func (h *harness) participantState(requestID, name string) (state string, attempt int) {
+func (h *harness) participantState(requestID, name string) (state erasure.State, attempt int) {
 	var r struct {
-		State   string
+		State   erasure.State
 		Attempt int
 	}
 	require.NoError(h.t, h.db.Raw(`SELECT state, attempt FROM erasure_participants WHERE request_id = ? AND participant = ?`, requestID, name).Scan(&r).Error)

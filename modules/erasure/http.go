@@ -49,9 +49,9 @@ const DefaultHTTPTimeout = 10 * time.Second
 // transaction: the call may be slow) and records its result.
 func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p Participant) error {
 	var cur struct {
-		State        string
+		State        State
 		Attempt      int
-		Erasure      string
+		Erasure      ErasureState
 		SubjectID    string
 		SubjectEmail string
 		SubjectPhone string
@@ -110,7 +110,8 @@ func (c *Canceller) call(ctx context.Context, m message.Message, t Timer, p Part
 		s.cause = &called
 		switch result {
 		case callErased, callNotFound:
-			if err := c.setState(ctx, s, t.Participant, outcome, r.Attempt, outcome, detail); err != nil {
+			// Each of the two outcomes names its state (StateErased, StateNotFound).
+			if err := c.setState(ctx, s, t.Participant, State(outcome), r.Attempt, outcome, detail); err != nil {
 				return err
 			}
 			s.fx.confirmed = append(s.fx.confirmed, t.Participant+"\x00"+outcome)

@@ -75,7 +75,7 @@ func TestHTTPParticipantStatuses(t *testing.T) {
 	// results are the erasure.called messages of each request, in attempt
 	// order: "outcome status" or "outcome error_class".
 	want := map[string]struct {
-		state   string
+		state   erasure.State
 		calls   int
 		results []string
 	}{

@@ -171,7 +171,7 @@ func TestHTTPParticipantRedirects(t *testing.T) {
 	h.startCanceller()
 	s := newSubjects(1)[0]
 	h.request(s)
-	want := map[string]string{"away": erasure.StateFailed, "found": erasure.StateFailed, "moved": erasure.StateErased}
+	want := map[string]erasure.State{"away": erasure.StateFailed, "found": erasure.StateFailed, "moved": erasure.StateErased}
 	for name, state := range want {
 		testkit.Eventually(t, 30*time.Second, func() bool {
 			st, _ := h.participantState(s.RequestID, name)
@@ -226,7 +226,7 @@ func TestAMQPParticipantsThatCannotFindTheSubjectBlockCompletion(t *testing.T) {
 
 	emailOnly := subject{RequestID: uuid.NewString(), Subject: event.Subject{Email: "ann@example.com"}}
 	h.request(emailOnly)
-	for name, state := range map[string]string{"mail": erasure.StateErased, "crm": erasure.StateCannotErase, "shop": erasure.StateCannotErase} {
+	for name, state := range map[string]erasure.State{"mail": erasure.StateErased, "crm": erasure.StateCannotErase, "shop": erasure.StateCannotErase} {
 		testkit.Eventually(t, 30*time.Second, func() bool {
 			st, _ := h.participantState(emailOnly.RequestID, name)
 			return st == state

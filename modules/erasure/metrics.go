@@ -65,7 +65,7 @@ func (a *attentionCollector) Collect(ch chan<- prometheus.Metric) {
 		N           float64
 	}
 	err := a.db.WithContext(ctx).Raw(`SELECT participant, state, count(*) AS n FROM erasure_participants
-		WHERE state IN ('overdue', 'failed', 'cannot_erase') GROUP BY participant, state`).Scan(&rows).Error
+		WHERE state IN ? GROUP BY participant, state`, needsOperator()).Scan(&rows).Error
 	if err != nil {
 		// A scrape during a database outage shows no series; the health checks report the outage.
 		return

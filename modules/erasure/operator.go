@@ -45,7 +45,7 @@ func (c *Canceller) NotApplicable(ctx context.Context, requestID, participant, r
 	return c.operatorConfirm(ctx, requestID, participant, StateNotFound, OutcomeNotApplicable, reason, within)
 }
 
-func (c *Canceller) operatorConfirm(ctx context.Context, requestID, participant, state, outcome, text string, within func(tx *gorm.DB) error) (bool, error) {
+func (c *Canceller) operatorConfirm(ctx context.Context, requestID, participant string, state State, outcome, text string, within func(tx *gorm.DB) error) (bool, error) {
 	cause, err := message.New("erasure.operator", map[string]string{"request_id": requestID, "participant": participant, "outcome": outcome}, nil)
 	if err != nil {
 		return false, err
@@ -151,8 +151,8 @@ func (c *Canceller) CancelIn(ctx context.Context, tx *gorm.DB, requestID string)
 			return false, err
 		}
 	}
-	if err := tx.WithContext(ctx).Exec(`UPDATE erasures SET state = 'cancelled', subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}', updated_at = now()
-		WHERE request_id = ?`, requestID).Error; err != nil {
+	if err := tx.WithContext(ctx).Exec(`UPDATE erasures SET state = ?, subject_id = '', subject_email = '', subject_phone = '', subject_identifiers = '{}', updated_at = now()
+		WHERE request_id = ?`, ErasureCancelled, requestID).Error; err != nil {
 		return false, fmt.Errorf("cancelling erasure %s: %w", requestID, err)
 	}
 	c.logger.InfoContext(ctx, "erasure cancelled by an operator", "request_id", requestID)
@@ -165,8 +165,8 @@ func Attention(ctx context.Context, db *gorm.DB, limit int) ([]AttentionRow, err
 	var out []AttentionRow
 	err := db.WithContext(ctx).Raw(`SELECT p.request_id::text AS request_id, p.participant, p.kind, p.state, p.attempt AS attempts, p.updated_at
 		FROM erasure_participants p JOIN erasures e USING (request_id)
-		WHERE p.state IN (?, ?, ?) AND e.state IN ('open', 'completed')
-		ORDER BY p.updated_at LIMIT ?`, StateOverdue, StateFailed, StateCannotErase, limit).Scan(&out).Error
+		WHERE p.state IN ? AND e.state IN ?
+		ORDER BY p.updated_at LIMIT ?`, needsOperator(), stillOpen(), limit).Scan(&out).Error
 	if err != nil {
 		return nil, fmt.Errorf("listing participants needing attention: %w", err)
 	}
@@ -178,7 +178,7 @@ type AttentionRow struct {
 	RequestID   string    `json:"request_id"`
 	Participant string    `json:"participant"`
 	Kind        string    `json:"kind"`
-	State       string    `json:"state"`
+	State       State     `json:"state"`
 	Attempts    int       `json:"attempts"`
 	UpdatedAt   time.Time `json:"updated_at"`
 }

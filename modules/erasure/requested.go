@@ -44,8 +44,8 @@ func (c *Canceller) HandleRequested(ctx context.Context, m message.Message) erro
 		// it needs no SELECT ... FOR UPDATE to be locked.
 		var now []time.Time
 		res := tx.Raw(`INSERT INTO erasures (request_id, state, subject_id, subject_email, subject_phone, subject_identifiers)
-			VALUES (?, 'open', ?, ?, ?, ?::jsonb) ON CONFLICT (request_id) DO NOTHING RETURNING now()`,
-			body.RequestID, body.Subject.ID, body.Subject.Email, body.Subject.Phone, identifiersJSON(body.Subject.Identifiers)).Scan(&now)
+			VALUES (?, ?, ?, ?, ?, ?::jsonb) ON CONFLICT (request_id) DO NOTHING RETURNING now()`,
+			body.RequestID, ErasureOpen, body.Subject.ID, body.Subject.Email, body.Subject.Phone, identifiersJSON(body.Subject.Identifiers)).Scan(&now)
 		if res.Error != nil {
 			return fmt.Errorf("storing erasure %s: %w", body.RequestID, res.Error)
 		}

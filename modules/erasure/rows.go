@@ -15,7 +15,7 @@ import (
 type rowSet struct {
 	requestID string
 	// state is the erasure's state as the transaction left it so far.
-	state  string
+	state  ErasureState
 	byName map[string]*row
 	order  []string
 	// deferred: setState records the change here and flush writes it; else
@@ -27,13 +27,13 @@ type rowSet struct {
 
 // rowUpdate is what setState changes of one row, merged over a transaction.
 type rowUpdate struct {
-	state   string
+	state   State
 	attempt int
 	outcome string // "" keeps last_outcome
 	detail  string
 }
 
-func newRowSet(requestID, state string, n int) *rowSet {
+func newRowSet(requestID string, state ErasureState, n int) *rowSet {
 	return &rowSet{requestID: requestID, state: state, byName: make(map[string]*row, n), order: make([]string, 0, n)}
 }
 
@@ -53,7 +53,7 @@ func (rs *rowSet) all() []row {
 
 // set mirrors a change of participant name's row, and records it for flush
 // when deferred.
-func (rs *rowSet) set(name, state string, attempt int, outcome, detail string) {
+func (rs *rowSet) set(name string, state State, attempt int, outcome, detail string) {
 	if r, ok := rs.byName[name]; ok {
 		r.State, r.Attempt = state, attempt
 	}
@@ -128,7 +128,8 @@ func (c *Canceller) flush(ctx context.Context, s step) error {
 // erased or not_found, last_outcome kept when no outcome was given).
 func (c *Canceller) flushAll(ctx context.Context, tx *gorm.DB, sets []*rowSet) error {
 	var sb strings.Builder
-	var args []any
+	// The first two bind the confirmations in the statement's CASE.
+	args := []any{StateErased, StateNotFound}
 	n := 0
 	for _, rs := range sets {
 		for _, name := range rs.touched {
@@ -146,7 +147,7 @@ func (c *Canceller) flushAll(ctx context.Context, tx *gorm.DB, sets []*rowSet) e
 	}
 	err := tx.WithContext(ctx).Exec(`UPDATE erasure_participants p SET state = v.state, attempt = v.attempt,
 			last_outcome = CASE WHEN v.outcome = '' THEN p.last_outcome ELSE v.outcome END, detail = v.detail,
-			confirmed_at = CASE WHEN v.state IN ('erased', 'not_found') THEN now() ELSE p.confirmed_at END, updated_at = now()
+			confirmed_at = CASE WHEN v.state IN (?, ?) THEN now() ELSE p.confirmed_at END, updated_at = now()
 		FROM (VALUES `+sb.String()+`) AS v (request_id, participant, state, attempt, outcome, detail)
 		WHERE p.request_id = v.request_id AND p.participant = v.participant`, args...).Error
 	if err != nil {

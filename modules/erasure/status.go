@@ -15,7 +15,7 @@ import (
 type ParticipantState struct {
 	Participant string     `json:"participant"`
 	Kind        string     `json:"kind"`
-	State       string     `json:"state"`
+	State       State      `json:"state"`
 	Attempts    int        `json:"attempts"`
 	LastOutcome string     `json:"last_outcome,omitempty"`
 	Detail      string     `json:"detail,omitempty"`
@@ -49,7 +49,11 @@ func (l Lister) Participants(ctx context.Context, requestID string) ([]Participa
 }
 
 // needsOperator are the participant states an operator must act on.
-func needsOperator() []string { return []string{StateOverdue, StateFailed, StateCannotErase} }
+func needsOperator() []State { return []State{StateOverdue, StateFailed, StateCannotErase} }
+
+// stillOpen are the erasure states in which a participant an operator must
+// act on still holds the erasure up (completed: the email system waits).
+func stillOpen() []ErasureState { return []ErasureState{ErasureOpen, ErasureCompleted} }
 
 // AttentionRequests returns the ids of the erasures still open (or
 // completed, waiting for the email system) with a participant an operator
@@ -57,7 +61,7 @@ func needsOperator() []string { return []string{StateOverdue, StateFailed, State
 func (l Lister) AttentionRequests(ctx context.Context) ([]string, error) {
 	ids := []string{}
 	err := l.DB.WithContext(ctx).Raw(`SELECT DISTINCT p.request_id::text FROM erasure_participants p JOIN erasures e USING (request_id)
-		WHERE p.state IN ? AND e.state IN ('open', 'completed')`, needsOperator()).Scan(&ids).Error
+		WHERE p.state IN ? AND e.state IN ?`, needsOperator(), stillOpen()).Scan(&ids).Error
 	if err != nil {
 		return nil, fmt.Errorf("listing erasures needing an operator: %w", err)
 	}

@@ -573,7 +573,7 @@ func (s *Service) NotApplicable(ctx context.Context, p console.Principal, id, pa
 // idempotentParticipant: the last manual confirmation completed the
 // erasure, so the request is no longer handed over; repeating the same
 // confirmation changes nothing rather than being refused.
-func (s *Service) idempotentParticipant(ctx context.Context, p console.Principal, id, participant, state, outcome, action string, stateErr error) (Result, error) {
+func (s *Service) idempotentParticipant(ctx context.Context, p console.Principal, id, participant string, state erasure.State, outcome, action string, stateErr error) (Result, error) {
 	parts, err := s.opts.Erasures.Participants(ctx, id)
 	if err != nil {
 		return Result{}, stateErr

@@ -134,17 +134,17 @@ func (f *fixture) notification(requestID string, ago time.Duration) string {
 	return key
 }
 
-func (f *fixture) erasure(state string, ago time.Duration) string {
+func (f *fixture) erasure(state erasure.ErasureState, ago time.Duration) string {
 	f.t.Helper()
 	id := uuid.NewString()
 	at := f.now.Add(-ago)
 	var finished any
-	if state == "finished" {
+	if state == erasure.ErasureFinished {
 		finished = at
 	}
 	require.NoError(f.t, f.db.Exec(`INSERT INTO erasures (request_id, state, created_at, finished_at, updated_at) VALUES (?, ?, ?, ?, ?)`,
 		id, state, at, finished, at).Error)
-	require.NoError(f.t, f.db.Exec(`INSERT INTO erasure_participants (request_id, participant, kind, state) VALUES (?, 'crm', 'amqp', 'erased')`, id).Error)
+	require.NoError(f.t, f.db.Exec(`INSERT INTO erasure_participants (request_id, participant, kind, state) VALUES (?, 'crm', 'amqp', ?)`, id, erasure.StateErased).Error)
 	return id
 }
 
@@ -229,9 +229,9 @@ func TestSweeperDeletesExactlyWhatIsDue(t *testing.T) {
 	recordYoung := f.request(requests.StateCompleted, 729*day, true)
 	youngNote := f.notification(recordYoung, 729*day)
 	open := f.request(requests.StateProcessing, 800*day, false)
-	erasureDue := f.erasure("finished", 731*day)
-	erasureYoung := f.erasure("finished", 700*day)
-	erasureOpen := f.erasure("open", 800*day)
+	erasureDue := f.erasure(erasure.ErasureFinished, 731*day)
+	erasureYoung := f.erasure(erasure.ErasureFinished, 700*day)
+	erasureOpen := f.erasure(erasure.ErasureOpen, 800*day)
 
 	reg := prometheus.NewRegistry()
 	s := newSweeper(t, testConfig(3), gdb, f.files, f.now, reg)
