@@ -29,6 +29,12 @@ func TestDisruptiveBrokerRestartDuringDispatchMarksOnlyConfirmedSent(t *testing.
 	testkit.Eventually(t, time.Minute, func() bool { d, _ := s.tally(); return d >= 500 }, "dispatch under way")
 	testkit.RestartRabbitMQ(t)
 	testkit.Eventually(t, 3*time.Minute, func() bool { d, _ := s.tally(); return d >= n }, "all %d consumed after the restart", n)
+	// A batch the broker delivered whose confirm the restart cut off is
+	// still due: the dispatcher publishes it again and only then marks it
+	// sent. Checked at once, a clean-clone make test found 4,950 of 5,000
+	// marked, with the other two batches on their way again.
+	testkit.Eventually(t, 3*time.Minute, func() bool { return countRows(t, f.db, "scheduled_messages") == 0 },
+		"every message marked sent after the restart")
 
 	// Every history row is a message the broker confirmed: it was delivered.
 	var sent []string
