@@ -1011,3 +1011,27 @@ func TestPrivacyExpiredOrRevokedLinksSayHowToAskAgain(t *testing.T) {
 func statusLink(h *pageHarness, id string, mintedAt time.Time) string {
 	return selfservice.StatusURL(h.base, h.key, id, time.Hour, mintedAt)
 }
+
+// TestPrivacyCodePageStatesTheCodesLifetime: the code page says how long
+// the code works as privacy.code_ttl says, in each language; it said 10
+// minutes whatever code_ttl was.
+func TestPrivacyCodePageStatesTheCodesLifetime(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		ttl        time.Duration
+		lang, want string
+	}{
+		{ttl: 10 * time.Minute, lang: "en", want: "It works for 10 minutes."},
+		{ttl: 15 * time.Minute, lang: "en", want: "It works for 15 minutes."},
+		{ttl: 15 * time.Minute, lang: "de", want: "Er gilt 15 Minuten."},
+	} {
+		t.Run(tc.lang+" "+tc.ttl.String(), func(t *testing.T) {
+			t.Parallel()
+			h := newPageHarness(t, func(c *selfservice.Config) { c.CodeTTL = tc.ttl })
+			b := h.browser(t)
+			r := b.post("/privacy/start?lang="+tc.lang, url.Values{"type": {event.KindAccess}, "email": {"minutes@example.com"}, "lang": {tc.lang}})
+			require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+			require.Contains(t, string(r.body), tc.want)
+		})
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	texttemplate "text/template"
@@ -226,7 +227,7 @@ func New(opts Options) (*Service, error) {
 	if s.metrics, err = newMetrics(opts.Registerer); err != nil {
 		return nil, err
 	}
-	if s.pages, err = parsePages(opts.Config.TemplateDir); err != nil {
+	if s.pages, err = parsePages(opts.Config.TemplateDir, opts.Config.CodeTTL); err != nil {
 		return nil, err
 	}
 	if s.emails, err = ParseEmailTemplates(embedded, "templates/email", opts.Config.TemplateDir, "verify"); err != nil {
@@ -629,17 +630,22 @@ func Static() fs.FS {
 	return sub
 }
 
-func parsePages(dir string) (map[string]*template.Template, error) {
+// parsePages parses the pages of every locale. A text's {minutes} is
+// privacy.code_ttl in whole minutes, so the page states the code's real
+// lifetime (it once said 10 whatever code_ttl was).
+func parsePages(dir string, codeTTL time.Duration) (map[string]*template.Template, error) {
 	cat := catalog()
 	out := map[string]*template.Template{}
+	minutes := strconv.Itoa(int(codeTTL.Minutes()))
 	for _, l := range Locales() {
 		texts := cat[l]
 		funcs := template.FuncMap{
 			"t": func(key string) string {
-				if v, ok := texts[key]; ok {
-					return v
+				v, ok := texts[key]
+				if !ok {
+					v = cat[LocaleEnglish][key]
 				}
-				return cat[LocaleEnglish][key]
+				return strings.ReplaceAll(v, "{minutes}", minutes)
 			},
 			"date": func(v any) string {
 				var t time.Time
