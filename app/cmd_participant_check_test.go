@@ -90,14 +90,14 @@ func pythonWithPika(t *testing.T) string {
 	return ""
 }
 
-// TestParticipantCheckPassesThePythonExample runs the check against
-// docs/examples/participant-python.
-func TestParticipantCheckPassesThePythonExample(t *testing.T) {
-	t.Parallel()
-	py := pythonWithPika(t)
-	cfg := testkit.AMQP(t)
+// startPythonParticipant runs docs/examples/participant-python as
+// participant name on the broker at url under prefix until the test ends,
+// and waits until it says it is running; its output is logged when the
+// test fails. It returns the participant's output so far.
+func startPythonParticipant(t *testing.T, py, url, prefix, name string) *testkit.Buffer {
+	t.Helper()
 	cmd := exec.Command(py, "../docs/examples/participant-python/participant.py")
-	cmd.Env = append(os.Environ(), "AMQP_URL="+cfg.URL, "AMQP_PREFIX="+cfg.Prefix, "PARTICIPANT_NAME=newsletter")
+	cmd.Env = append(os.Environ(), "AMQP_URL="+url, "AMQP_PREFIX="+prefix, "PARTICIPANT_NAME="+name)
 	var pout testkit.Buffer
 	cmd.Stdout, cmd.Stderr = &pout, &pout
 	require.NoError(t, cmd.Start())
@@ -113,9 +113,18 @@ func TestParticipantCheckPassesThePythonExample(t *testing.T) {
 			t.Logf("python participant:\n%s", pout.String())
 		}
 	})
-	testkit.Eventually(t, 30*time.Second, func() bool {
-		return strings.Contains(pout.String(), "participant running")
-	}, "the python participant starts: %s", pout.String())
+	testkit.Eventually(t, 30*time.Second, func() bool { return strings.Contains(pout.String(), "participant running") },
+		"the python participant starts: %s", pout.String())
+	return &pout
+}
+
+// TestParticipantCheckPassesThePythonExample runs the check against
+// docs/examples/participant-python.
+func TestParticipantCheckPassesThePythonExample(t *testing.T) {
+	t.Parallel()
+	py := pythonWithPika(t)
+	cfg := testkit.AMQP(t)
+	startPythonParticipant(t, py, cfg.URL, cfg.Prefix, "newsletter")
 
 	code, out := runCheck(t, cfg, "newsletter")
 	requireAllKept(t, code, out)

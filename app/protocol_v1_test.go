@@ -3,9 +3,6 @@ package app
 import (
 	"encoding/json"
 	"net/http"
-	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,25 +25,7 @@ func TestProtocolV1PythonParticipantErasesASubjectWithPhoneAndIdentifiers(t *tes
 	py := pythonWithPika(t)
 	run := startOpsRun(t, "GDPR_CANCELLER_PARTICIPANTS=[{name: newsletter, kind: amqp}]", "GDPR_SERVE_IDENTIFIERS=loyalty_card")
 
-	cmd := exec.Command(py, "../docs/examples/participant-python/participant.py")
-	cmd.Env = append(os.Environ(), "AMQP_URL="+run.cfg.AMQP.URL, "AMQP_PREFIX="+run.cfg.AMQP.Prefix, "PARTICIPANT_NAME=newsletter")
-	var pout testkit.Buffer
-	cmd.Stdout, cmd.Stderr = &pout, &pout
-	require.NoError(t, cmd.Start())
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-done
-		if t.Failed() {
-			t.Logf("python participant:\n%s", pout.String())
-		}
-	})
-	testkit.Eventually(t, 30*time.Second, func() bool { return strings.Contains(pout.String(), "participant running") },
-		"the python participant starts: %s", pout.String())
+	pout := startPythonParticipant(t, py, run.cfg.AMQP.URL, run.cfg.AMQP.Prefix, "newsletter")
 
 	// The example's one subscriber is user-1 (jane@example.com).
 	code, body := run.do(t, http.MethodPost, "/v1/requests", opsAPIToken, map[string]any{
