@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
 
 	"github.com/gdpr-oss/gdpr/config"
 	"github.com/gdpr-oss/gdpr/modules/bus"
@@ -92,32 +93,14 @@ func TestDeadLetterPurgeAndRetention(t *testing.T) {
 		})
 		return code, stdout.String(), stderr.String()
 	}
-	ch, err := conn.Channel(t.Context())
-	require.NoError(t, err)
-	defer ch.Close()
-	erased, other := uuid.NewString(), uuid.NewString()
-	now := time.Now().UTC()
-	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, submitted_at, due_at, completed_at, erased_by, pii_scrubbed_at)
-		VALUES (?, 'access', 'completed', ?, ?, ?, ?, ?)`, erased, now, now.Add(time.Hour), now, uuid.NewString(), now).Error)
-	deadLetter := func(id, requestID string, at time.Time) {
-		require.NoError(t, ch.PublishWithContext(t.Context(), conn.DeadLetterExchange(), "", false, false, amqp.Publishing{
-			MessageId: id, Type: "request.submitted", CorrelationId: requestID, Body: []byte(`{}`),
-			Headers: amqp.Table{
-				bus.HeaderDeadLetterQueue: "worker.requests", bus.HeaderDeadLetterClass: bus.ReasonPoison,
-				bus.HeaderDeadLetterReason: "bad", bus.HeaderDeadLetterAt: at.Format(time.RFC3339Nano),
-			},
-		}))
-	}
-	deadLetter("dl-old", other, now.Add(-20*24*time.Hour))
-	deadLetter("dl-request", "req-purge-me", now)
-	deadLetter("dl-erased", erased, now)
-	deadLetter("dl-young", other, now)
+	f := newDeadLetterFixture(t, conn, gdb)
+	erased, other, now := f.erased, f.other, f.now
+	f.deadLetter("dl-old", other, now.Add(-20*24*time.Hour))
+	f.deadLetter("dl-request", "req-purge-me", now)
+	f.deadLetter("dl-erased", erased, now)
+	f.deadLetter("dl-young", other, now)
 	waitCount := func(n int) {
-		testkit.Eventually(t, 10*time.Second, func() bool {
-			q, err := ch.QueueDeclarePassive(conn.DeadLetterQueue(), true, false, false, false, nil)
-			require.NoError(t, err)
-			return q.Messages == n
-		}, "%d dead letters", n)
+		testkit.Eventually(t, 10*time.Second, func() bool { return f.count() == n }, "%d dead letters", n)
 	}
 	waitCount(4)
 
@@ -167,37 +150,63 @@ func TestDeadLetterRetentionFindsErasedRequestsBehindTheQueueHead(t *testing.T) 
 	cfg.AMQP = testkit.AMQP(t)
 	gdb, _ := testkit.Postgres(t)
 	conn := testkit.Bus(t, cfg.AMQP, topology(cfg))
-	ch, err := conn.Channel(t.Context())
-	require.NoError(t, err)
-	defer ch.Close()
-	erased, other := uuid.NewString(), uuid.NewString()
-	now := time.Now().UTC()
-	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, submitted_at, due_at, completed_at, erased_by, pii_scrubbed_at)
-		VALUES (?, 'access', 'completed', ?, ?, ?, ?, ?)`, erased, now, now.Add(time.Hour), now, uuid.NewString(), now).Error)
+	f := newDeadLetterFixture(t, conn, gdb)
 	const limit, ahead = 3, 7
 	for i := range ahead + 1 {
-		id, requestID := fmt.Sprintf("dl-other-%d", i), other
+		id, requestID := fmt.Sprintf("dl-other-%d", i), f.other
 		if i == ahead {
-			id, requestID = "dl-erased-behind", erased
+			id, requestID = "dl-erased-behind", f.erased
 		}
-		require.NoError(t, ch.PublishWithContext(t.Context(), conn.DeadLetterExchange(), "", false, false, amqp.Publishing{
-			MessageId: id, Type: "request.submitted", CorrelationId: requestID, Body: []byte(`{}`),
-			Headers: amqp.Table{
-				bus.HeaderDeadLetterQueue: "worker.requests", bus.HeaderDeadLetterClass: bus.ReasonPoison,
-				bus.HeaderDeadLetterReason: "bad", bus.HeaderDeadLetterAt: now.Format(time.RFC3339Nano),
-			},
-		}))
+		f.deadLetter(id, requestID, f.now)
 	}
-	count := func() int {
-		q, err := ch.QueueDeclarePassive(conn.DeadLetterQueue(), true, false, false, false, nil)
-		require.NoError(t, err)
-		return q.Messages
-	}
-	testkit.Eventually(t, 10*time.Second, func() bool { return count() == ahead+1 }, "%d dead letters", ahead+1)
+	testkit.Eventually(t, 10*time.Second, func() bool { return f.count() == ahead+1 }, "%d dead letters", ahead+1)
 
 	step := deadLetterStep(cfg, conn, requests.NewStore(gdb, nil))
-	removed, err := step.Run(t.Context(), now, limit, false)
+	removed, err := step.Run(t.Context(), f.now, limit, false)
 	require.NoError(t, err)
 	require.Equal(t, []string{"dl-erased-behind"}, removed, "the erased request's dead letter, behind %d others", ahead)
-	testkit.Eventually(t, 10*time.Second, func() bool { return count() == ahead }, "only the others stay")
+	testkit.Eventually(t, 10*time.Second, func() bool { return f.count() == ahead }, "only the others stay")
+}
+
+// deadLetterFixture is a test's dead-letter queue beside a database with
+// one request whose subject was erased (erased) and the id of another's
+// (other).
+type deadLetterFixture struct {
+	t             *testing.T
+	conn          *bus.Conn
+	ch            *amqp.Channel
+	erased, other string
+	now           time.Time
+}
+
+func newDeadLetterFixture(t *testing.T, conn *bus.Conn, gdb *gorm.DB) *deadLetterFixture {
+	t.Helper()
+	ch, err := conn.Channel(t.Context())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ch.Close() })
+	f := &deadLetterFixture{t: t, conn: conn, ch: ch, erased: uuid.NewString(), other: uuid.NewString(), now: time.Now().UTC()}
+	require.NoError(t, gdb.Exec(`INSERT INTO requests (id, type, state, submitted_at, due_at, completed_at, erased_by, pii_scrubbed_at)
+		VALUES (?, 'access', 'completed', ?, ?, ?, ?, ?)`, f.erased, f.now, f.now.Add(time.Hour), f.now, uuid.NewString(), f.now).Error)
+	return f
+}
+
+// deadLetter puts message id of requestID into the dead-letter queue as the
+// consumer would have dead-lettered it at at.
+func (f *deadLetterFixture) deadLetter(id, requestID string, at time.Time) {
+	f.t.Helper()
+	require.NoError(f.t, f.ch.PublishWithContext(f.t.Context(), f.conn.DeadLetterExchange(), "", false, false, amqp.Publishing{
+		MessageId: id, Type: "request.submitted", CorrelationId: requestID, Body: []byte(`{}`),
+		Headers: amqp.Table{
+			bus.HeaderDeadLetterQueue: "worker.requests", bus.HeaderDeadLetterClass: bus.ReasonPoison,
+			bus.HeaderDeadLetterReason: "bad", bus.HeaderDeadLetterAt: at.Format(time.RFC3339Nano),
+		},
+	}))
+}
+
+// count is how many dead letters the queue holds.
+func (f *deadLetterFixture) count() int {
+	f.t.Helper()
+	q, err := f.ch.QueueDeclarePassive(f.conn.DeadLetterQueue(), true, false, false, false, nil)
+	require.NoError(f.t, err)
+	return q.Messages
 }

@@ -766,8 +766,8 @@ func (unreached) DownloadToken(string, string) error { return errors.New("unreac
 func (unreached) ReportDeleted(context.Context, string) (*intake.GoneError, error) {
 	return nil, errors.New("unreached")
 }
-func (unreached) ReportContents(context.Context, string) ([]record.ReportSource, error) {
-	return nil, errors.New("unreached")
+func (unreached) Report(context.Context, string) ([]record.ReportSource, *intake.GoneError, error) {
+	return nil, nil, errors.New("unreached")
 }
 func (unreached) Send(context.Context, selfservice.Email) error { return errors.New("unreached") }
 
@@ -872,6 +872,7 @@ func TestPrivacyAccountLookupMustUseOnlyTheEmail(t *testing.T) {
 	for _, q := range []string{
 		"SELECT id AS subject_id FROM customers WHERE id = @subject_id",
 		"SELECT id AS subject_id FROM customers WHERE email = @email AND phone = @phone",
+		"SELECT id AS subject_id FROM customers WHERE email = @email OR card = @identifier.loyalty_card",
 	} {
 		_, err := selfservice.NewSourceAccounts(source.Config{Name: "account_lookup", Kind: "postgres", DSN: dsn, Query: q}, source.Options{}, testkit.Logger(t))
 		require.ErrorContains(t, err, "privacy.account_lookup must use only the email identifier", q)

@@ -192,23 +192,36 @@ func (c *Conn) DeadLetterRequestIDs(ctx context.Context) ([]string, error) {
 	defer closeChannel(ch)
 	seen := map[string]bool{}
 	var out []string
-	for range maxPurgeScan {
-		if err := ctx.Err(); err != nil {
-			return out, err
-		}
-		d, ok, err := ch.Get(c.DeadLetterQueue(), false)
-		if err != nil {
-			return out, fmt.Errorf("reading %s: %w", c.DeadLetterQueue(), err)
-		}
-		if !ok {
-			break
-		}
+	err = c.eachDeadLetter(ctx, ch, maxPurgeScan, func(d amqp.Delivery) (bool, error) {
 		if id := d.CorrelationId; id != "" && !seen[id] {
 			seen[id] = true
 			out = append(out, id)
 		}
+		return true, nil
+	})
+	return out, err
+}
+
+// eachDeadLetter hands fn the dead-letter queue's messages taken on ch
+// without an ack, at most maxScan of them, until the queue has no more for
+// this channel, ctx ends, or fn says to stop or fails.
+func (c *Conn) eachDeadLetter(ctx context.Context, ch *amqp.Channel, maxScan int, fn func(amqp.Delivery) (more bool, err error)) error {
+	for range maxScan {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		d, ok, err := ch.Get(c.DeadLetterQueue(), false)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", c.DeadLetterQueue(), err)
+		}
+		if !ok {
+			return nil
+		}
+		if more, err := fn(d); err != nil || !more {
+			return err
+		}
 	}
-	return out, nil
+	return nil
 }
 
 // PurgeDeadLetters removes up to limit dead letters that f selects and
@@ -226,27 +239,24 @@ func (c *Conn) PurgeDeadLetters(ctx context.Context, f DeadLetterFilter, limit i
 	// Closing the channel hands back every message not removed.
 	defer closeChannel(ch)
 	var out []DeadLetter
-	for scanned := 0; len(out) < limit && scanned < maxPurgeScan; scanned++ {
-		if err := ctx.Err(); err != nil {
-			return out, err
-		}
-		d, ok, err := ch.Get(c.DeadLetterQueue(), false)
-		if err != nil {
-			return out, fmt.Errorf("reading %s: %w", c.DeadLetterQueue(), err)
-		}
-		if !ok {
-			break
-		}
+	if limit <= 0 {
+		return out, nil
+	}
+	err = c.eachDeadLetter(ctx, ch, maxPurgeScan, func(d amqp.Delivery) (bool, error) {
 		dl := c.describe(d)
 		if !f.selects(dl) {
-			continue
+			return true, nil
 		}
 		if !dryRun {
 			if err := d.Ack(false); err != nil {
-				return out, fmt.Errorf("removing dead letter %s: %w", d.MessageId, err)
+				return false, fmt.Errorf("removing dead letter %s: %w", d.MessageId, err)
 			}
 		}
 		out = append(out, dl)
+		return len(out) < limit, nil
+	})
+	if err != nil {
+		return out, err
 	}
 	if !dryRun && len(out) > 0 {
 		if _, err := ch.QueueDeclarePassive(c.DeadLetterQueue(), true, false, false, false, nil); err != nil {

@@ -400,28 +400,25 @@ func (e *GoneError) Is(target error) bool { return target == ErrGone }
 // ReportDeleted returns a *GoneError saying why request requestID's report
 // was deleted, or nil when it was not (or there is none).
 func (s *Service) ReportDeleted(ctx context.Context, requestID string) (*GoneError, error) {
-	rep, found, err := s.opts.Requests.ReportOf(ctx, requestID)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	if found && rep.Deleted {
-		return &GoneError{Reason: rep.Reason, DeletedAt: rep.DeletedAt}, nil
-	}
-	return nil, nil
+	_, gone, err := s.Report(ctx, requestID)
+	return gone, err
 }
 
-// ReportContents lists what request requestID's report holds, per source
-// (none for a request without a report, or one stored before the list was
-// kept).
-func (s *Service) ReportContents(ctx context.Context, requestID string) ([]record.ReportSource, error) {
+// Report returns, from one read of request requestID's report record, what
+// the report holds per source (none without a report, or for one stored
+// before the list was kept) and, when it was deleted, a *GoneError saying
+// why.
+func (s *Service) Report(ctx context.Context, requestID string) ([]record.ReportSource, *GoneError, error) {
 	rep, found, err := s.opts.Requests.ReportOf(ctx, requestID)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	switch {
+	case err != nil:
+		return nil, nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case !found:
+		return nil, nil, nil
+	case rep.Deleted:
+		return rep.Contents, &GoneError{Reason: rep.Reason, DeletedAt: rep.DeletedAt}, nil
 	}
-	if !found {
-		return nil, nil
-	}
-	return rep.Contents, nil
+	return rep.Contents, nil, nil
 }
 
 // OpenReport verifies the download token and opens the request's report.

@@ -152,7 +152,7 @@ func TestReportChildProcess(t *testing.T) {
 	heapPeak := sampler.finish()
 	require.NoError(t, err)
 	fmt.Printf("CHILD rows=%d bytes=%d seconds=%.2f rss_before_kb=%d hwm_kb=%d heap_before=%d heap_peak=%d\n",
-		res.Rows["events"], res.Bytes, elapsed.Seconds(), rssBefore, procStatusKB("VmHWM"), heapBefore, heapPeak)
+		res.Rows()["events"], res.Bytes, elapsed.Seconds(), rssBefore, procStatusKB("VmHWM"), heapBefore, heapPeak)
 }
 
 type childResult struct {

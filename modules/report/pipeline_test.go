@@ -78,7 +78,7 @@ func TestBuildLargeSourcesAtEveryCompressConcurrency(t *testing.T) {
 			b := newBuilder(t, cfg)
 			res, err := b.Build(t.Context(), requestID, subject)
 			require.NoError(t, err)
-			require.Equal(t, map[string]int64{"events": rows, "api": rows}, res.Rows)
+			require.Equal(t, map[string]int64{"events": rows, "api": rows}, res.Rows())
 			files := readReport(t, b, requestID)
 			var man Manifest
 			require.NoError(t, json.Unmarshal(files[ManifestName], &man))

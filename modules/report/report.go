@@ -48,10 +48,17 @@ type Result struct {
 	Bytes int64
 	// SHA256 is the hex SHA-256 of the ZIP as downloaded.
 	SHA256 string
-	// Rows is the number of records per source name.
-	Rows map[string]int64
 	// Sources are the manifest's sources, in archive order.
 	Sources []ManifestSource
+}
+
+// Rows is the number of records per source name.
+func (r Result) Rows() map[string]int64 {
+	rows := make(map[string]int64, len(r.Sources))
+	for _, ms := range r.Sources {
+		rows[ms.Name] = ms.Rows
+	}
+	return rows
 }
 
 // Manifest is manifest.json.
@@ -422,11 +429,7 @@ func (b *Builder) store(ctx context.Context, id string, subject event.Subject, k
 		return Result{}, &storageError{err}
 	}
 	committed = true
-	rows := make(map[string]int64, len(sources))
-	for _, ms := range sources {
-		rows[ms.Name] = ms.Rows
-	}
-	return Result{ReportID: id, Bytes: whole.n, SHA256: whole.sum(), Rows: rows, Sources: sources}, nil
+	return Result{ReportID: id, Bytes: whole.n, SHA256: whole.sum(), Sources: sources}, nil
 }
 
 // writeArchive writes the ZIP to w: each source's JSON and CSV files, then

@@ -204,7 +204,7 @@ func TestBuildGoldenReport(t *testing.T) {
 	res, err := b.Build(t.Context(), requestID, subject)
 	require.NoError(t, err)
 	require.Equal(t, requestID, res.ReportID)
-	require.Equal(t, map[string]int64{"customers": 1, "orders": 3, "newsletter": 3, "support": 2, "logins": 5}, res.Rows)
+	require.Equal(t, map[string]int64{"customers": 1, "orders": 3, "newsletter": 3, "support": 2, "logins": 5}, res.Rows())
 	require.Equal(t, []string{requestID + ".zip.enc"}, storedFiles(t, cfg.StorageDir, cfg.SpoolDir))
 	require.Equal(t, 1.0, counterValue(t, b.generated))
 	require.Equal(t, float64(res.Bytes), counterValue(t, b.bytes))
@@ -269,7 +269,7 @@ func TestBuildSkipsSourcesNeedingAMissingIdentifier(t *testing.T) {
 	// (email in the body) must not be called with an empty email.
 	res, err := b.Build(t.Context(), requestID, event.Subject{ID: "u-1001"})
 	require.NoError(t, err)
-	require.Equal(t, map[string]int64{"customers": 1, "orders": 3, "newsletter": 0, "support": 0, "logins": 5}, res.Rows)
+	require.Equal(t, map[string]int64{"customers": 1, "orders": 3, "newsletter": 0, "support": 0, "logins": 5}, res.Rows())
 	files := readReport(t, b, requestID)
 	var man Manifest
 	require.NoError(t, json.Unmarshal(files[ManifestName], &man))

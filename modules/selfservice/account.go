@@ -47,9 +47,10 @@ func NewSourceAccounts(cfg source.Config, opts source.Options, logger *slog.Logg
 		return nil, fmt.Errorf("privacy.account_lookup: %w", err)
 	}
 	// The lookup must run on the address alone, and use nothing else: a
-	// subject with every other identifier but no address must not apply.
+	// subject with the other fixed identifiers but no address must not
+	// apply, and no field may name an identifier of serve.identifiers.
 	others := event.Subject{ID: "someone", Phone: "+10000000000"}
-	if !src.Applies(event.Subject{Email: "someone@example.com"}) || src.Applies(others) || len(source.IdentifierParams(cfg.Query)) > 0 {
+	if !src.Applies(event.Subject{Email: "someone@example.com"}) || src.Applies(others) || namesIdentifiers(cfg) {
 		_ = src.Close()
 		return nil, errors.New("privacy.account_lookup must use only the email identifier (@email or {email}): the address is all the page verified")
 	}
@@ -58,6 +59,17 @@ func NewSourceAccounts(cfg source.Config, opts source.Options, logger *slog.Logg
 		timeout = DefaultAccountLookupTimeout
 	}
 	return &SourceAccounts{src: src, timeout: timeout, logger: logger}, nil
+}
+
+// namesIdentifiers says whether any field of cfg uses a named identifier,
+// in its kind's syntax.
+func namesIdentifiers(cfg source.Config) bool {
+	for _, f := range cfg.Identifiers() {
+		if len(f.Names) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // AccountOf implements Accounts.

@@ -50,7 +50,7 @@ type Intake interface {
 	Status(ctx context.Context, id string) (intake.Status, error)
 	DownloadToken(requestID, token string) error
 	ReportDeleted(ctx context.Context, requestID string) (*intake.GoneError, error)
-	ReportContents(ctx context.Context, requestID string) ([]record.ReportSource, error)
+	Report(ctx context.Context, requestID string) ([]record.ReportSource, *intake.GoneError, error)
 }
 
 // Email is one verification email to one recipient.
@@ -542,7 +542,7 @@ func (s *Service) Download(ctx context.Context, requestID, token string) (Downlo
 	if tokenErr != nil && !errors.Is(tokenErr, download.ErrExpired) {
 		return DownloadPage{}, ErrGone
 	}
-	gone, err := s.opts.Intake.ReportDeleted(ctx, id)
+	contents, gone, err := s.opts.Intake.Report(ctx, id)
 	if err != nil {
 		return DownloadPage{}, err
 	}
@@ -551,10 +551,6 @@ func (s *Service) Download(ctx context.Context, requestID, token string) (Downlo
 	}
 	if tokenErr != nil {
 		return DownloadPage{}, ErrGone
-	}
-	contents, err := s.opts.Intake.ReportContents(ctx, id)
-	if err != nil {
-		return DownloadPage{}, err
 	}
 	until, _ := download.Expiry(token)
 	return DownloadPage{
