@@ -164,7 +164,10 @@ func (c *Canceller) recordConfirmations(ctx context.Context, cfs []*confirmation
 			e := es[id]
 			e.State = rs.state
 			s := step{tx: tx, e: e, requestID: id, cause: &cf.m, fx: &cf.fx, rows: rs}
-			if err := c.confirm(ctx, s, cf.body, *rs.byName[cf.body.Participant]); err != nil {
+			// Each confirmation under its own message's trace: the batch's
+			// transaction runs in the context of whichever delivery ran it,
+			// and its lines would name that delivery's message.
+			if err := c.confirm(message.TraceContext(ctx, cf.m), s, cf.body, *rs.byName[cf.body.Participant]); err != nil {
 				return err
 			}
 		}

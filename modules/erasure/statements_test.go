@@ -1,8 +1,12 @@
 package erasure_test
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +19,7 @@ import (
 	"github.com/gdpr-oss/gdpr/modules/outbox"
 	"github.com/gdpr-oss/gdpr/modules/scheduler"
 	"github.com/gdpr-oss/gdpr/modules/testkit"
+	"github.com/gdpr-oss/gdpr/modules/trace"
 )
 
 // countingCanceller is a canceller over h's database whose every statement is counted.
@@ -43,7 +48,8 @@ func holdWhileQueued(t *testing.T, h *harness, c *erasure.Canceller, requestID s
 	require.NoError(t, hold.Exec(`SELECT 1 FROM erasures WHERE request_id = ? FOR UPDATE`, requestID).Error)
 	handle := func(m message.Message) <-chan error {
 		errc := make(chan error, 1)
-		go func() { errc <- c.Handle(context.WithoutCancel(t.Context()), m) }()
+		// Under the message's trace context, as the consumer's Trace middleware runs it.
+		go func() { errc <- c.Handle(message.TraceContext(context.WithoutCancel(t.Context()), m), m) }()
 		return errc
 	}
 	firstc := handle(first)
@@ -168,4 +174,60 @@ func TestConfirmationsOfSeveralErasuresShareATransaction(t *testing.T) {
 			require.Equal(t, 1, n, typ)
 		}
 	}
+}
+
+// TestBatchedConfirmationsLogUnderTheirOwnMessage: confirmations of two
+// erasures recorded in one transaction each log under their own message.
+// The transaction ran every confirmation under the context of the delivery
+// that ran it, so a clean-clone make test (TestOperationsEndToEnd) found
+// "erasure completed" for one erasure carrying the message id of the
+// other's confirmation.
+func TestBatchedConfirmationsLogUnderTheirOwnMessage(t *testing.T) {
+	t.Parallel()
+	ps := []erasure.Participant{{Name: "svc00", Kind: erasure.KindAMQP}, {Name: "svc01", Kind: erasure.KindAMQP}}
+	h := newHarness(t, ps, nil)
+	var logs testkit.Buffer
+	logger := slog.New(trace.NewHandler(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	c, err := erasure.New(h.db, scheduler.NewStore(h.db), outbox.NewStore(h.db), h.cfg.Canceller, nil, logger)
+	require.NoError(t, err)
+	ss := newSubjects(2)
+	for ss[1].RequestID = uuid.NewString(); erasure.LaneOf(ss[1].RequestID) != erasure.LaneOf(ss[0].RequestID); {
+		ss[1].RequestID = uuid.NewString()
+	}
+	for _, s := range ss {
+		m, err := message.New(event.TypeErasureRequested, event.ErasureRequested{RequestID: s.RequestID, Subject: s.Subject}, nil)
+		require.NoError(t, err)
+		require.NoError(t, c.Handle(message.TraceContext(t.Context(), m), m))
+	}
+	requestOf := map[string]string{}
+	confirmation := func(requestID, participant string) message.Message {
+		m := confirmedMessage(t, requestID, participant)
+		requestOf[m.ID] = requestID
+		return m
+	}
+	first := confirmation(ss[0].RequestID, ps[0].Name)
+	rest := []message.Message{confirmation(ss[0].RequestID, ps[1].Name)}
+	for _, p := range ps {
+		rest = append(rest, confirmation(ss[1].RequestID, p.Name))
+	}
+	for _, err := range holdWhileQueued(t, h, c, ss[0].RequestID, first, rest) {
+		require.NoError(t, err)
+	}
+	completed := 0
+	sc := bufio.NewScanner(strings.NewReader(logs.String()))
+	for sc.Scan() {
+		var line struct {
+			Msg       string `json:"msg"`
+			RequestID string `json:"request_id"`
+			MessageID string `json:"message_id"`
+		}
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &line))
+		if want, ok := requestOf[line.MessageID]; ok {
+			require.Equal(t, want, line.RequestID, "%q logged under another erasure's confirmation", line.Msg)
+			if line.Msg == "erasure completed" {
+				completed++
+			}
+		}
+	}
+	require.Equal(t, 2, completed, "each erasure completed under one of its own confirmations")
 }
