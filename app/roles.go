@@ -62,6 +62,9 @@ func (c *cli) runRole(cmd *cobra.Command, role string, adminAddr func(config.Con
 	// starts; it reports on the services this role connected to.
 	admin := health.NewServer(adminAddr(cfg), in.checks(), in.registry, logger)
 	admin.SetLimits(cfg.Serve.Limits())
+	if cfg.Telemetry.Health.Pprof {
+		admin.ServeProfiles()
+	}
 	components := append([]Component{admin}, built...)
 	if cfg.Telemetry.OTLP.Endpoint != "" {
 		exp, err := otlp.New(ctx, cfg.Telemetry.OTLP.Endpoint, role, Version)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/gdpr-oss/gdpr/modules/audit"
 	"github.com/gdpr-oss/gdpr/modules/gauge"
+	"github.com/gdpr-oss/gdpr/modules/health"
 	"github.com/gdpr-oss/gdpr/modules/otlp"
 	"github.com/gdpr-oss/gdpr/modules/reconcile"
 )
@@ -17,6 +18,7 @@ type Telemetry struct {
 	Audit     audit.Config     `yaml:",inline"`
 	Gauge     gauge.Config     `yaml:",inline"`
 	Reconcile reconcile.Config `yaml:",inline"`
+	Health    health.Config    `yaml:",inline"`
 }
 
 func defaultTelemetry() Telemetry {
@@ -25,9 +27,10 @@ func defaultTelemetry() Telemetry {
 		Audit:     audit.DefaultConfig(),
 		Gauge:     gauge.DefaultConfig(),
 		Reconcile: reconcile.DefaultConfig(),
+		Health:    health.DefaultConfig(),
 	}
 }
 
 func (t Telemetry) validate() error {
-	return errors.Join(t.OTLP.Validate(), t.Audit.Validate(), t.Gauge.Validate(), t.Reconcile.Validate())
+	return errors.Join(t.OTLP.Validate(), t.Audit.Validate(), t.Gauge.Validate(), t.Reconcile.Validate(), t.Health.Validate())
 }

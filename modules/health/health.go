@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,19 @@ func NewServer(addr string, checks map[string]Checker, gatherer prometheus.Gathe
 	s.mux.HandleFunc("GET /readyz", s.ready)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	return s
+}
+
+// ServeProfiles adds Go's runtime profiles under /debug/pprof/ (index,
+// profile, trace, symbol and the named profiles); it must be called before
+// Start. /debug/pprof/cmdline is left out: a command line can carry a path
+// or a flag an operator did not mean to publish. A CPU profile or trace
+// longer than the server's WriteTimeout is refused by net/http/pprof.
+func (s *Server) ServeProfiles() {
+	s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	s.mux.HandleFunc("GET /debug/pprof/cmdline", http.NotFound)
 }
 
 // SetLimits replaces DefaultLimits; it must be called before Start.

@@ -34,7 +34,7 @@ func TestNotifierStatementsPerEmail(t *testing.T) {
 	require.NoError(t, n.Handle(t.Context(), m))
 	again := counter.Total() - before - first
 	t.Logf("statements: %d for a report email, %d for its redelivery", first, again)
-	require.LessOrEqual(t, first, int64(7), "statements for one report email")
+	require.LessOrEqual(t, first, int64(3), "statements for one report email")
 	require.Equal(t, 1, e.sentEvents(t, id))
 	msgs, err := mp.Messages(t.Context())
 	require.NoError(t, err)
