@@ -93,23 +93,35 @@ func newCPUMeter(db *gorm.DB, dbNames []string, fixed map[string][]int) *cpuMete
 	return &cpuMeter{db: db, dbNames: dbNames, fixed: fixed}
 }
 
-func (m *cpuMeter) backends() []int {
-	var pids []int
-	_ = m.db.Raw(`SELECT pid FROM pg_stat_activity WHERE datname IN ? AND backend_type = 'client backend'`, m.dbNames).Scan(&pids).Error
-	return pids
+// backend is a PostgreSQL backend of one of the meter's databases.
+type backend struct {
+	PID     int
+	Datname string
+}
+
+func (m *cpuMeter) backends() []backend {
+	var bs []backend
+	_ = m.db.Raw(`SELECT pid, datname FROM pg_stat_activity WHERE datname IN ? AND backend_type = 'client backend'`, m.dbNames).Scan(&bs).Error
+	return bs
 }
 
 func (m *cpuMeter) sample(initial bool) {
-	pids := m.backends()
+	bs := m.backends()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, pid := range pids {
+	for _, be := range bs {
+		pid := be.PID
 		cpu, ok := procCPU(pid)
 		if !ok {
 			continue
 		}
 		if _, seen := m.group[pid]; !seen {
+			// The first database is gdpr's own; the others are the
+			// report sources' (the company's data, not gdpr's work).
 			m.group[pid] = "postgres"
+			if len(m.dbNames) > 0 && be.Datname != m.dbNames[0] {
+				m.group[pid] = "postgres source"
+			}
 			if initial {
 				m.base[pid] = cpu
 			}
@@ -155,7 +167,7 @@ func (m *cpuMeter) finish() (map[string]time.Duration, time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for pid, g := range m.group {
-		if g == "postgres" {
+		if strings.HasPrefix(g, "postgres") {
 			continue
 		}
 		if cpu, ok := procCPU(pid); ok {
@@ -509,6 +521,10 @@ const envPGConns = "GDPR_BENCH_PG_CONNS"
 // relay loops of every role).
 const envOutboxWorkers = "GDPR_BENCH_OUTBOX_WORKERS"
 
+// envReconcileInterval, when set, is the steady runs'
+// telemetry.reconcile_interval (0 turns the periodic in-sync check off).
+const envReconcileInterval = "GDPR_BENCH_RECONCILE_INTERVAL"
+
 // envSteadyRates, when set, lists BenchmarkSteadyLoad's rates (requests/s,
 // comma-separated) instead of 50 and 100.
 const envSteadyRates = "GDPR_BENCH_STEADY_RATES"
@@ -547,6 +563,9 @@ func steadyLoad(b *testing.B, rate int, d time.Duration, mutate func(*config.Con
 		}
 		if v, err := strconv.Atoi(os.Getenv(envOutboxWorkers)); err == nil && v > 0 {
 			c.Outbox.Workers = v
+		}
+		if v, err := time.ParseDuration(os.Getenv(envReconcileInterval)); err == nil {
+			c.Telemetry.Reconcile.Interval = v
 		}
 		if mutate != nil {
 			mutate(c)
