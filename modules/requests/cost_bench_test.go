@@ -95,12 +95,14 @@ func newCPUMeter(db *gorm.DB, dbNames []string, fixed map[string][]int) *cpuMete
 
 // backend is a PostgreSQL backend of one of the meter's databases.
 type backend struct {
-	PID     int
-	Datname string
+	PID     int    `gorm:"column:pid"`
+	Datname string `gorm:"column:datname"`
 }
 
 func (m *cpuMeter) backends() []backend {
 	var bs []backend
+	// An error leaves bs empty and the meter without backends: the printed
+	// PostgreSQL figure would be missing, not wrong.
 	_ = m.db.Raw(`SELECT pid, datname FROM pg_stat_activity WHERE datname IN ? AND backend_type = 'client backend'`, m.dbNames).Scan(&bs).Error
 	return bs
 }
