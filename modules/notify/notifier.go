@@ -278,26 +278,22 @@ func (n *Notifier) handle(ctx context.Context, msg message.Message) error {
 // returns send=false when there is nothing to send: sent before, skipped,
 // or the subject has no email address.
 func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notification) (to recipient, messageID string, send bool, err error) {
-	if nt.template != TemplateRequestReceived {
+	if nt.template == TemplateRequestReceived {
+		// Only requests that asked for a receipt get one; the others (most)
+		// leave no notification row and no inbox record, in one statement
+		// and no transaction: nothing is owed and nothing happens, so a
+		// redelivery decides the same again.
+		owed, err := n.receiptOwed(ctx, nt.requestID)
+		if err != nil || !owed {
+			return recipient{}, "", false, err
+		}
+	} else {
 		var first bool
 		if to, messageID, first, err = n.beginFirst(ctx, nt); err != nil || first {
 			return to, messageID, first, err
 		}
 	}
 	err = n.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if nt.template == TemplateRequestReceived {
-			// Only requests that asked for a receipt get one; the others
-			// leave no notification row (nothing is owed).
-			var receipt bool
-			res := tx.Raw(`SELECT receipt FROM requests WHERE id = ?`, nt.requestID).Scan(&receipt)
-			if res.Error != nil {
-				return fmt.Errorf("loading request %s: %w", nt.requestID, res.Error)
-			}
-			if !receipt || n.cfg.StatusLink == nil {
-				_, err := inbox.Claim(ctx, tx, Consumer, msg.ID)
-				return err
-			}
-		}
 		var row struct {
 			State     State
 			MessageID string
@@ -382,6 +378,19 @@ func (n *Notifier) begin(ctx context.Context, msg message.Message, nt notificati
 		return nil
 	})
 	return to, messageID, send, err
+}
+
+// receiptOwed reports whether the request asked for a receipt that this
+// notifier can write (it has a status link to put in it).
+func (n *Notifier) receiptOwed(ctx context.Context, requestID string) (bool, error) {
+	if n.cfg.StatusLink == nil {
+		return false, nil
+	}
+	var receipt bool
+	if err := n.db.WithContext(ctx).Raw(`SELECT receipt FROM requests WHERE id = ?`, requestID).Scan(&receipt).Error; err != nil {
+		return false, fmt.Errorf("loading request %s: %w", requestID, err)
+	}
+	return receipt, nil
 }
 
 // beginFirst is begin for the common case, the first delivery of an email
