@@ -331,15 +331,7 @@ func costOfBurst(b *testing.B, bin string) burstCost {
 		// both sides then differ by the phone-keyed rows only.
 		s.noPhone = true
 	}
-	procs := map[string][]int{}
-	for _, role := range []string{"serve", "worker", "scheduler"} {
-		procs["gdpr "+role] = []int{s.start(role).cmd.Process.Pid}
-	}
-	procs["rabbitmq"] = pidsNamed("beam.smp")
-	procs["redis"] = pidsNamed("redis-server")
-	procs["mailpit"] = []int{s.mail.PID}
-	srcDB := openDSN(b, s.src.dsn)
-	names := []string{dbName(b, s.db), dbName(b, srcDB)}
+	procs, names := s.startMetered(b)
 	// Warm up: connections, prepared statements, queues.
 	warm := s.submitAll(5)
 	s.waitStates(warm, "completed", 2*time.Minute)
@@ -387,6 +379,22 @@ func costOfBurst(b *testing.B, bin string) burstCost {
 		c.commits, c.messages, runtime.NumCPU(), cpuAllows, commitCeiling, commitCeiling/c.commits,
 		publishCeiling, publishCeiling/c.messages, c.rate/cpuAllows)
 	return c
+}
+
+// startMetered starts serve, worker and scheduler as processes and returns
+// the processes a CPU meter reads (the roles, RabbitMQ, Redis, Mailpit) and
+// the databases whose backends it reads (gdpr's first, then the source's).
+func (s *system) startMetered(b *testing.B) (map[string][]int, []string) {
+	b.Helper()
+	procs := map[string][]int{}
+	for _, role := range []string{"serve", "worker", "scheduler"} {
+		procs["gdpr "+role] = []int{s.start(role).cmd.Process.Pid}
+	}
+	procs["rabbitmq"] = pidsNamed("beam.smp")
+	procs["redis"] = pidsNamed("redis-server")
+	procs["mailpit"] = []int{s.mail.PID}
+	srcDB := openDSN(b, s.src.dsn)
+	return procs, []string{dbName(b, s.db), dbName(b, srcDB)}
 }
 
 func openDSN(t testing.TB, dsn string) *gorm.DB {
@@ -573,15 +581,8 @@ func steadyLoad(b *testing.B, rate int, d time.Duration, mutate func(*config.Con
 			mutate(c)
 		}
 	})
-	procs := map[string][]int{}
-	for _, role := range []string{"serve", "worker", "scheduler"} {
-		procs["gdpr "+role] = []int{s.start(role).cmd.Process.Pid}
-	}
-	procs["rabbitmq"] = pidsNamed("beam.smp")
-	procs["redis"] = pidsNamed("redis-server")
-	procs["mailpit"] = []int{s.mail.PID}
-	srcDB := openDSN(b, s.src.dsn)
-	meter := newCPUMeter(s.db, []string{dbName(b, s.db), dbName(b, srcDB)}, procs)
+	procs, names := s.startMetered(b)
+	meter := newCPUMeter(s.db, names, procs)
 	meter.start()
 	stallBefore := cpuStall()
 
@@ -903,18 +904,11 @@ func BenchmarkIdleCost(b *testing.B) {
 			c.Log.Level = "warn"
 			c.Worker.Concurrency = 16
 		})
-		procs := map[string][]int{}
-		for _, role := range []string{"serve", "worker", "scheduler"} {
-			procs["gdpr "+role] = []int{s.start(role).cmd.Process.Pid}
-		}
-		procs["rabbitmq"] = pidsNamed("beam.smp")
-		procs["redis"] = pidsNamed("redis-server")
-		procs["mailpit"] = []int{s.mail.PID}
-		srcDB := openDSN(b, s.src.dsn)
+		procs, names := s.startMetered(b)
 		warm := s.submitAll(5)
 		s.waitStates(warm, "completed", 2*time.Minute)
 		s.waitEmails(5)
-		meter := newCPUMeter(s.db, []string{dbName(b, s.db), dbName(b, srcDB)}, procs)
+		meter := newCPUMeter(s.db, names, procs)
 		meter.start()
 		// Idleness is what is measured: there is no condition to wait on.
 		time.Sleep(10 * time.Second) //nolint:forbidigo // the benchmark measures 10 s of doing nothing
