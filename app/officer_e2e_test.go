@@ -74,6 +74,7 @@ func startConsoleRun(t *testing.T, extraEnv ...string) *opsRun {
 	require.NoError(t, os.WriteFile(path, raw, 0o600))
 	r.env = append(env, "GDPR_CONFIG="+path, "GDPR_SERVE_ADDR="+r.api)
 	r.env = append(r.env, extraEnv...)
+	r.deleteTopologyAtEnd(t, raw)
 	r.proc = start(t, r.bin, r.env, "all")
 	r.proc.waitReady(t, r.admin)
 	return r

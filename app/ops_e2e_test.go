@@ -124,14 +124,25 @@ func startOpsRun(t *testing.T, extraEnv ...string) *opsRun {
 	r.env = append(env, "GDPR_CONFIG="+path, "GDPR_LOG_LEVEL=debug", "GDPR_SERVE_ADDR="+r.api)
 	r.env = append(r.env, extraEnv...)
 
-	var participants config.Config
-	require.NoError(t, yaml.Unmarshal(raw, &participants))
-	r.cfg.Canceller.Participants = participants.Canceller.Participants
+	r.deleteTopologyAtEnd(t, raw)
 	r.startParticipants(t)
 
 	r.proc = start(t, r.bin, r.env, "all")
 	r.proc.waitReady(t, r.admin)
 	return r
+}
+
+// deleteTopologyAtEnd takes the participants of the config file raw into
+// r.cfg and deletes, when t ends, every queue and exchange the process
+// declares for that config (participant queues included), after the
+// process has stopped: a broker that collects the queues of finished tests
+// grows until it stops answering.
+func (r *opsRun) deleteTopologyAtEnd(t *testing.T, raw []byte) {
+	t.Helper()
+	var file config.Config
+	require.NoError(t, yaml.Unmarshal(raw, &file))
+	r.cfg.Canceller.Participants = file.Canceller.Participants
+	t.Cleanup(func() { testkit.DeleteTopology(t, r.cfg.AMQP, topology(r.cfg)) })
 }
 
 // startParticipants runs the billing service and the email system as SDK
