@@ -96,6 +96,13 @@ func pythonWithPika(t *testing.T) string {
 // test fails. It returns the participant's output so far.
 func startPythonParticipant(t *testing.T, py, url, prefix, name string) *testkit.Buffer {
 	t.Helper()
+	// Registered first, so it runs after the participant is killed: its
+	// queue outlives it otherwise, whichever test started it.
+	bc := bus.DefaultConfig()
+	bc.URL, bc.Prefix = url, prefix
+	t.Cleanup(func() {
+		testkit.DeleteTopology(t, bc, bus.Topology{Queues: []bus.Queue{{Name: "participant." + name}}})
+	})
 	cmd := exec.Command(py, "../docs/examples/participant-python/participant.py")
 	cmd.Env = append(os.Environ(), "AMQP_URL="+url, "AMQP_PREFIX="+prefix, "PARTICIPANT_NAME="+name)
 	var pout testkit.Buffer
