@@ -457,11 +457,10 @@ func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notificat
 		if res.RowsAffected == 0 || state != StateSent {
 			return nil
 		}
-		out, err := message.New(event.TypeNotificationSent, event.NotificationSent{RequestID: nt.requestID, Template: nt.template}, &msg)
+		out, err := sentEvent(msg, nt)
 		if err != nil {
 			return err
 		}
-		out.CorrelationID = nt.requestID
 		if err := n.outbox.Enqueue(ctx, tx, out); err != nil {
 			return err
 		}
@@ -477,11 +476,10 @@ func (n *Notifier) finish(ctx context.Context, msg message.Message, nt notificat
 // 'sending' (as finish's transaction does), in one round trip instead of
 // five (BEGIN and COMMIT are round trips too).
 func (n *Notifier) finishSent(ctx context.Context, msg message.Message, nt notification) error {
-	out, err := message.New(event.TypeNotificationSent, event.NotificationSent{RequestID: nt.requestID, Template: nt.template}, &msg)
+	out, err := sentEvent(msg, nt)
 	if err != nil {
 		return err
 	}
-	out.CorrelationID = nt.requestID
 	inboxSQL, args := inbox.ClaimSQL(Consumer, msg.ID)
 	outSQL, outArgs, err := n.outbox.EnqueueSQL(out, "EXISTS (SELECT 1 FROM done)")
 	if err != nil {
@@ -502,6 +500,16 @@ func (n *Notifier) finishSent(ctx context.Context, msg message.Message, nt notif
 		n.logger.InfoContext(ctx, "email sent", "request_id", nt.requestID, "template", nt.template)
 	}
 	return nil
+}
+
+// sentEvent is notification.sent for nt, caused by msg.
+func sentEvent(msg message.Message, nt notification) (message.Message, error) {
+	out, err := message.New(event.TypeNotificationSent, event.NotificationSent{RequestID: nt.requestID, Template: nt.template}, &msg)
+	if err != nil {
+		return message.Message{}, err
+	}
+	out.CorrelationID = nt.requestID
+	return out, nil
 }
 
 type templateData struct {
